@@ -1,0 +1,74 @@
+# urbanfabric — two commands: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GEN := services/lib/urbanfabric/v1
+PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
+
+.PHONY: all install protos lint lint-protos test test-unit test-e2e demo up down status bench clean train-segmentation train-roof train-height intensity-table
+
+all: install protos
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# Python stubs are generated, never edited or committed.
+$(GEN)/.stamp: $(PROTOS) $(STAMP)
+	mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=services/lib \
+	  --grpc_python_out=services/lib --pyi_out=services/lib $(PROTOS)
+	touch $(GEN)/__init__.py $@
+
+protos: $(GEN)/.stamp
+
+lint-protos: $(STAMP)
+	$(BIN)/buf lint protos
+
+lint: lint-protos
+
+test: install protos lint-protos
+	$(BIN)/python -m pytest -q tests
+
+test-unit: install protos
+	$(BIN)/python -m pytest -q tests/unit
+
+test-e2e: install protos
+	$(BIN)/python -m pytest -q tests/e2e
+
+demo: install protos
+	$(BIN)/urbanfabric demo
+
+up: install protos
+	$(BIN)/urbanfabric stack up
+
+status:
+	$(BIN)/urbanfabric stack status
+
+down:
+	$(BIN)/urbanfabric stack down
+
+bench: install protos
+	$(BIN)/python bench/run_all.py
+
+train-segmentation: install
+	$(BIN)/python -m models.footprint_unet.train --data ../shared/data/footprints/xiamen-z18 --out models/footprint_unet/v1 --minutes 75 --resume
+
+train-roof: install
+	$(BIN)/python -m models.roof_material.train --data ../shared/data/roofs/caribbean-material --out models/roof_material/v1
+
+train-height: install
+	$(BIN)/python -m models.height_xgb.train --out models/height_xgb/v1
+
+intensity-table: install
+	$(BIN)/python -m models.material_intensity.build
+
+clean:
+	rm -rf $(GEN) .pytest_cache out

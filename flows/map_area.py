@@ -1,0 +1,284 @@
+"""The ``map-area`` flow: imagery (or user footprints) in, a buildings GeoParquet out.
+
+Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.jobs`):
+
+1. resolve the imagery source (register the sample imagery as a STAC catalog when asked for
+   ``sample:<name>``) and check that the area overlaps it;
+2. split the area into grid tiles and publish one ``TileTask`` per tile to Kafka; tile workers
+   acquire, calibrate and segment; wait for every ``TileResult``;
+3. gather the footprints, join pieces split by tile borders, cut them into batches of
+   neighbours and publish ``BuildingBatch`` messages; building workers classify roofs,
+   predict heights and estimate material stock; wait for every result;
+4. aggregate the batches into ``jobs/<job>/outputs/buildings.parquet`` (GeoParquet, Hilbert
+   sorted), a map and a report, then write the ``_SUCCESS`` marker.
+
+With ``footprints`` given, step 2 only acquires and calibrates imagery for roof chips (or is
+skipped when there is no imagery) and the user's polygons replace segmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field, model_validator
+
+from urbanfabric import acquisition, bus, jobs, report
+from urbanfabric.clients import call, model_client, stub
+from urbanfabric.config import Settings
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.footprints import clip_to_area, load_footprints, read_path
+from urbanfabric.grid import tiles_for_area
+from urbanfabric.grpc_service import DEFAULT_DEADLINES
+from urbanfabric.layout import JobLayout
+from urbanfabric.paths import SHARED_DATA, model_dir
+from urbanfabric.segmentation import merge_seams
+from urbanfabric.stac import read_catalog
+from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.tables import geoparquet_bytes, read_geoparquet
+from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
+
+#: Sample imagery sources: name → (folder under ../shared/data, zoom).
+SAMPLE_SOURCES = {"xiamen-z18": ("footprints/xiamen-z18/tiles", 18)}
+
+
+class AreaOfInterest(BaseModel):
+    """A lon/lat (EPSG:4326) bounding box."""
+
+    west: float = Field(ge=-180, le=180)
+    south: float = Field(ge=-85.06, le=85.06)
+    east: float = Field(ge=-180, le=180)
+    north: float = Field(ge=-85.06, le=85.06)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AreaOfInterest":
+        if not (self.west < self.east and self.south < self.north):
+            raise ValueError("area: west < east and south < north are required")
+        return self
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (self.west, self.south, self.east, self.north)
+
+
+class ModelVersions(BaseModel):
+    """Which model versions a job uses (``name:version``)."""
+
+    segmentation: str = "footprint-unet:v1"
+    roof_material: str = "roof-material:v1"
+    height: str = "height-xgb:v1"
+
+
+@task(name="resolve-imagery", cache_policy=NO_CACHE)
+def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobRef, imagery: str) -> tuple[str, list]:
+    """Catalog URI and items of the imagery source (registering a sample source once)."""
+    log = get_run_logger()
+    if imagery.startswith("sample:"):
+        name = imagery.split(":", 1)[1]
+        if name not in SAMPLE_SOURCES:
+            raise InvalidInput("imagery", f"unknown sample source {name!r}; known: {sorted(SAMPLE_SOURCES)}")
+        key = f"sources/{name}/catalog.json"
+        if not store.exists(key):
+            folder, zoom = SAMPLE_SOURCES[name]
+            path = SHARED_DATA / folder
+            if not path.is_dir():
+                raise NotFound(f"imagery: sample data folder {path} is missing")
+            log.info("registering sample imagery %s (COGs + STAC catalog)…", name)
+            resp = call(stub(settings, "acquisition").RegisterSource, acquisition_pb2.RegisterSourceRequest(
+                job=job, source_id=name, path=str(path), format=acquisition_pb2.SOURCE_FORMAT_XYZ_TILES,
+                zoom=zoom), 600)
+            log.info("registered %d items at %s", resp.item_count, resp.catalog.uri)
+        catalog_uri = store.s3_uri(key)
+    elif imagery.startswith("s3://"):
+        catalog_uri = imagery
+    else:
+        raise InvalidInput("imagery", "expected 'sample:<name>' or an s3:// URI of a STAC catalog.json")
+    try:
+        items = acquisition.catalog_items(read_catalog(catalog_uri, store))
+    except NotFound as exc:
+        raise NotFound(f"imagery: no STAC catalog at {catalog_uri}") from exc
+    return catalog_uri, items
+
+
+@task(name="check-models", cache_policy=NO_CACHE)
+def check_models(settings: Settings, models: ModelVersions, segment: bool) -> dict[str, common_pb2.ModelRef]:
+    """Fail before any work when a requested model version does not exist."""
+    refs = {
+        "segmentation": jobs.parse_model(models.segmentation, "models.segmentation"),
+        "roof_material": jobs.parse_model(models.roof_material, "models.roof_material"),
+        "height": jobs.parse_model(models.height, "models.height"),
+    }
+    client = model_client(settings, timeout_s=10)
+    for key, ref in refs.items():
+        if key == "segmentation" and not segment:
+            continue
+        if not model_dir(ref.name, ref.version).is_dir():
+            raise NotFound(f"models.{key}: unknown model version {ref.name}:{ref.version}")
+        if key != "height" and not client.ready(ref.name, ref.version):
+            raise NotFound(f"models.{key}: {ref.name}:{ref.version} is not served by the model server")
+    return refs
+
+
+@task(name="process-tiles", cache_policy=NO_CACHE)
+def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
+                  model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float) -> list:
+    log = get_run_logger()
+    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment))
+    log.info("published %d tile tasks", sent)
+    results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
+                           {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
+                           progress=lambda d, n: log.info("tiles %d/%d done", d, n))
+    failed = [r for r in results.values() if r.status == tasks_pb2.TASK_STATUS_FAILED]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: "
+                           f"{first.error.field + ': ' if first.error.field else ''}{first.error.message}")
+    return list(results.values())
+
+
+@task(name="process-buildings", cache_policy=NO_CACHE)
+def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: list, timeout_s: float) -> list:
+    log = get_run_logger()
+    jobs.publish(settings, bus.BUILDINGS, batch_msgs)
+    log.info("published %d building batches", len(batch_msgs))
+    results = jobs.collect(settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job.job_id,
+                           {k for k, _ in batch_msgs}, lambda r: r.batch_id, timeout_s,
+                           progress=lambda d, n: log.info("batches %d/%d done", d, n))
+    failed = [r for r in results.values() if r.status != tasks_pb2.TASK_STATUS_SUCCEEDED]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(f"{len(failed)} building batch(es) failed; batch {first.batch_id}: "
+                           f"{first.error.field + ': ' if first.error.field else ''}{first.error.message}")
+    return list(results.values())
+
+
+@task(name="aggregate", cache_policy=NO_CACHE)
+def aggregate(store: ObjectStore, job_id: str, batch_results: list, stage_seconds: dict[str, float],
+              parameters: dict[str, Any]) -> jobs.Summary:
+    layout = JobLayout(job_id)
+    frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
+    buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
+        if frames else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    if len(buildings) and buildings["building_id"].duplicated().any():
+        raise RuntimeError("a building appears in two batches; refusing to write the table")
+    if len(buildings):
+        buildings = buildings.iloc[buildings.geometry.hilbert_distance().argsort()].reset_index(drop=True)
+    store.put_bytes(layout.buildings, geoparquet_bytes(buildings))
+    outputs = {"buildings": store.s3_uri(layout.buildings), "map": store.s3_uri(layout.map_png),
+               "report": store.s3_uri(layout.report)}
+    summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
+    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}"))
+    store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
+    return summary
+
+
+@flow(name="map-area", log_prints=True)
+def map_area(
+    area: AreaOfInterest | None = None,
+    imagery: str | None = "sample:xiamen-z18",
+    footprints: str | None = None,
+    bucket: str = "urbanfabric",
+    models: ModelVersions = ModelVersions(),
+    region: str = "ASIA_CHN",
+    batch_size: int = 250,
+    halo_px: int = 32,
+    job_id: str | None = None,
+    tile_timeout_s: float = 1800,
+    batch_timeout_s: float = 1200,
+) -> dict[str, Any]:
+    """Map the buildings of an area: footprints, roof material, height, material stock.
+
+    Args:
+        area: lon/lat box to map; with ``footprints`` it may be left out (their extent is used).
+        imagery: ``sample:<name>`` or the s3:// URI of a STAC catalog; empty with footprints
+            only (no roof materials then).
+        footprints: a GeoJSON / GeoParquet / OSM (.osm.pbf) file the flow runner can read,
+            or an s3:// URI; given, segmentation is skipped and these polygons are used.
+        bucket: object-store bucket for all outputs.
+        models: model versions (``name:version``).
+        region: material-intensity region (RASMI R5_32 code, e.g. ``ASIA_CHN``, ``OECD_EU15``).
+        batch_size: buildings per BuildingBatch.
+        halo_px: context pixels around each tile for seamless segmentation.
+        job_id: reuse an id to resume a job (finished tasks are not redone); new by default.
+    """
+    log = get_run_logger()
+    settings = dataclasses.replace(Settings.load(), bucket=bucket)
+    store = ObjectStore(settings)
+    store.ensure_bucket()
+    job_id = job_id or jobs.new_job_id()
+    job = common_pb2.JobRef(job_id=job_id, bucket=bucket)
+    parameters = {"area": area.bbox() if area else None, "imagery": imagery, "footprints": footprints,
+                  "bucket": bucket, "models": models.model_dump(), "region": region,
+                  "batch_size": batch_size, "halo_px": halo_px}
+    started = time.time()
+    stage: dict[str, float] = defaultdict(float)
+    jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
+                                   "started": started})
+    log.info("job %s: %s", job_id, json.dumps(parameters))
+    try:
+        if area is None and not footprints:
+            raise InvalidInput("area", "give an area, footprints, or both")
+        segment = not footprints
+        refs = check_models(settings, models, segment)
+        user = None
+        if footprints:
+            if footprints.startswith("s3://"):
+                blob, name = store.get_bytes(parse_s3_uri(footprints)[1]), footprints
+            else:
+                blob, name = read_path(footprints)
+            user = load_footprints(blob, name)
+            if area is not None:
+                user = clip_to_area(user, area.bbox())
+            if user.empty:
+                raise InvalidInput("footprints", "no footprint inside the area")
+        bbox = area.bbox() if area else tuple(user.total_bounds)
+        tile_results: list = []
+        if imagery:
+            catalog_uri, items = resolve_imagery(settings, store, job, imagery)
+            if user is None:
+                jobs.check_area(bbox, acquisition.catalog_bbox(items), imagery)
+            tiles = [t for t in tiles_for_area(bbox) if acquisition.items_for_tile(items, t)]
+            if not tiles and user is None:
+                jobs.check_area(bbox, (0, 0, 0, 0), imagery)
+            log.info("%d tiles to process", len(tiles))
+            source = common_pb2.ImagerySource(catalog_uri=catalog_uri)
+            t0 = time.time()
+            tile_results = process_tiles(settings, job, tiles, source, refs["segmentation"], halo_px,
+                                         segment, tile_timeout_s) if tiles else []
+            stage["tiles (wall)"] = time.time() - t0
+            for r in tile_results:
+                for k, v in r.stage_seconds.items():
+                    stage[k] += v
+        if user is None:
+            found = jobs.gather_footprints(store, tile_results)
+            buildings_in = merge_seams(found) if len(found) else found
+            buildings_in = clip_to_area(buildings_in, bbox) if len(buildings_in) else buildings_in
+            log.info("%d footprints segmented (%d after seam merge and clipping)", len(found), len(buildings_in))
+        else:
+            buildings_in = user
+        batches = jobs.make_batches(buildings_in, batch_size)
+        msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region)
+        t1 = time.time()
+        batch_results = process_buildings(settings, job, msgs, batch_timeout_s) if msgs else []
+        stage["buildings (wall)"] = time.time() - t1
+        for r in batch_results:
+            for k, v in r.stage_seconds.items():
+                stage[k] += v
+        summary = aggregate(store, job_id, batch_results, dict(stage), parameters)
+        store.put_bytes(JobLayout(job_id).success, b"")
+        jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
+                                       "started": started, "finished": time.time(),
+                                       "summary": dataclasses.asdict(summary)})
+        print(summary.text())
+        return dataclasses.asdict(summary)
+    except Exception as exc:
+        jobs.write_job(store, job_id, {"job_id": job_id, "status": "failed", "parameters": parameters,
+                                       "started": started, "finished": time.time(),
+                                       "error": f"{type(exc).__name__}: {exc}"})
+        raise

@@ -1,0 +1,144 @@
+"""U-Net with an EfficientNet-Lite0 encoder for building/background segmentation.
+
+Input contract: ``(N, 3, H, W)`` float32 RGB in 0..1, produced by
+:func:`urbanfabric.calibration.iqr_scale` per patch. The ImageNet mean/std normalisation the
+encoder was pretrained with lives *inside* the module as fixed buffers, so callers never
+normalise twice or forget to. Output: one channel of logits; :func:`predict_proba` turns them
+into building probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "architecture": "Unet",
+    "encoder": "tu-tf_efficientnet_lite0",
+    "encoder_depth": 5,
+    "decoder_channels": [128, 64, 32, 16, 16],
+    "classes": 1,
+    "input_mean": list(IMAGENET_MEAN),
+    "input_std": list(IMAGENET_STD),
+    "multiple_of": 32,
+}
+
+
+class FixedNormalize(nn.Module):
+    """``(x - mean) / std`` per channel with constant buffers (saved in the state dict)."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class FootprintUnet(nn.Module):
+    """Fixed input normalisation followed by an smp U-Net producing logits ``(N,1,H,W)``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        if config["architecture"] != "Unet":
+            raise ValueError(f"unsupported architecture {config['architecture']!r}")
+        self.normalize = FixedNormalize(config["input_mean"], config["input_std"])
+        self.net = smp.Unet(
+            encoder_name=config["encoder"],
+            encoder_depth=config["encoder_depth"],
+            encoder_weights=None,  # ImageNet weights come offline via models.common.imagenet
+            decoder_channels=config["decoder_channels"],
+            in_channels=3,
+            classes=config["classes"],
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def build_model(config: dict[str, Any] | None = None, imagenet_encoder: bool = False) -> nn.Module:
+    """Create the model with random weights (optionally an ImageNet-initialised encoder).
+
+    Args:
+        config: architecture keys (see :data:`DEFAULT_CONFIG`); missing keys take defaults.
+            Extra keys (threshold, training info) are ignored.
+        imagenet_encoder: load the offline ImageNet weights into the encoder (strict).
+    """
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    model = FootprintUnet(cfg)
+    if imagenet_encoder:
+        from models.common.imagenet import encoder_state_dict
+
+        encoder_name = cfg["encoder"]
+        if not encoder_name.startswith("tu-"):
+            raise ValueError(f"ImageNet init needs a timm ('tu-') encoder, got {encoder_name!r}")
+        # smp's TimmUniversalEncoder wraps the features_only timm model as `.model`.
+        model.net.encoder.model.load_state_dict(encoder_state_dict(encoder_name[3:]), strict=True)
+    return model
+
+
+def read_config(version_dir: Path | str) -> dict[str, Any]:
+    """The ``config.json`` of a shipped version directory."""
+    return json.loads((Path(version_dir) / "config.json").read_text())
+
+
+def load_model(version_dir: Path | str, device: str = "cpu") -> nn.Module:
+    """Load a shipped version (``config.json`` + fp16 ``model.pt``) as float32 in eval mode.
+
+    Args:
+        version_dir: e.g. ``models/footprint_unet/v1``.
+        device: torch device string.
+    """
+    version_dir = Path(version_dir)
+    model = build_model(read_config(version_dir))
+    state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.float().to(device).eval()
+
+
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Building probability for each pixel.
+
+    Args:
+        model: from :func:`build_model` / :func:`load_model`.
+        x: ``(N, 3, H, W)`` float32 in 0..1 (IQR-scaled ARD). H and W need not be multiples
+            of 32: the input is reflect-padded and the output cropped back.
+        batch_size: forward passes of at most this many images.
+
+    Returns:
+        ``(N, H, W)`` float32 probabilities in [0, 1].
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W), got {x.shape}")
+    n, _, h, w = x.shape
+    mult = 32
+    ph, pw = (-h) % mult, (-w) % mult
+    param = next(model.parameters())
+    out = np.empty((n, h, w), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            t = torch.from_numpy(x[i : i + batch_size]).to(param.device, param.dtype)
+            t = torch.nan_to_num(t, nan=0.0)  # nodata pixels from calibration are NaN
+            if ph or pw:
+                # Reflect needs pad < size; tiny inputs fall back to replicate.
+                mode = "reflect" if ph < h and pw < w else "replicate"
+                t = F.pad(t, (0, pw, 0, ph), mode=mode)
+            prob = torch.sigmoid(model(t)[:, 0, :h, :w].float())
+            out[i : i + batch_size] = prob.cpu().numpy()
+    model.train(was_training)
+    return out

@@ -1,0 +1,1 @@
+"""Bootstrap-aggregated XGBoost building-height model: training command and shipped weights."""

@@ -1,0 +1,318 @@
+"""Train the bootstrap-aggregated XGBoost height model and evaluate it on held-out blocks.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.height_xgb.train \\
+        --out models/height_xgb/v1 --n-models 20
+
+Data (read in place from ``../shared/data``, never copied into the repository):
+
+* ``footprints/xiamen-z18/buildings.json`` — 4,562 building polygons of central Xiamen (WGS84)
+  with measured height ``H`` (m). Training and spatially held-out test set.
+* ``heights/osm-helsinki/helsinki_buildings.geojson`` — OpenStreetMap buildings of central
+  Helsinki; those with ``height`` or ``building:levels`` (× 3 m) form a second, *cross-city*
+  test set that the model never trains on.
+
+Split: footprints are binned by centroid into square blocks (``--block-m``, 500 m) in the local
+UTM CRS; whole blocks, drawn at random, go to the test set until it holds ``--test-frac`` of
+the buildings. Features are computed once on all footprints (they use no labels), so a test
+building's neighbourhood features see its real neighbours.
+
+The shipped model is the one evaluated: it is fitted on the training blocks only.
+Outputs in ``--out``: ``member_XX.json``, ``meta.json``, ``metrics.json``, ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from urbanfabric.attributes import FEATURES, HeightModel, floors_from_height, footprint_features
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+XIAMEN = Path("footprints/xiamen-z18/buildings.json")
+HELSINKI = Path("heights/osm-helsinki/helsinki_buildings.geojson")
+#: Height bins (m) for per-range RMSE, as in CMAB's comparison with GABLE.
+BINS = (0.0, 10.0, 30.0, 50.0, np.inf)
+STOREY_M = 3.0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def regression_metrics(
+    y: np.ndarray, mean: np.ndarray, p05: np.ndarray, p95: np.ndarray
+) -> dict[str, Any]:
+    """RMSE, MAE, R², band coverage, floors accuracy, and RMSE per height bin."""
+    err = mean - y
+    ss_res = float(np.sum(err**2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    out: dict[str, Any] = {
+        "n": int(len(y)),
+        "rmse_m": float(np.sqrt(np.mean(err**2))),
+        "mae_m": float(np.mean(np.abs(err))),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "median_abs_err_m": float(np.median(np.abs(err))),
+        "bias_m": float(np.mean(err)),
+        "band_coverage_p05_p95": float(np.mean((y >= p05) & (y <= p95))),
+        "mean_band_width_m": float(np.mean(p95 - p05)),
+        "floors_exact": float(
+            np.mean(floors_from_height(mean, STOREY_M) == floors_from_height(y, STOREY_M))
+        ),
+        "floors_within_1": float(
+            np.mean(
+                np.abs(floors_from_height(mean, STOREY_M) - floors_from_height(y, STOREY_M)) <= 1
+            )
+        ),
+        "by_height_bin": {},
+    }
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        m = (y >= lo) & (y < hi)
+        key = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}"
+        out["by_height_bin"][key] = {
+            "n": int(m.sum()),
+            "rmse_m": float(np.sqrt(np.mean(err[m] ** 2))) if m.any() else None,
+            "bias_m": float(np.mean(err[m])) if m.any() else None,
+        }
+    return out
+
+
+def spatial_block_split(
+    gdf: gpd.GeoDataFrame, block_m: float, test_frac: float, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Boolean test mask: whole square blocks (by centroid) drawn until test_frac is reached."""
+    metric = gdf.geometry.to_crs(gdf.estimate_utm_crs())
+    c = metric.centroid
+    bx = np.floor(c.x.to_numpy() / block_m).astype(np.int64)
+    by = np.floor(c.y.to_numpy() / block_m).astype(np.int64)
+    block = pd.Series(list(zip(bx, by))).astype(str).to_numpy()
+    blocks, counts = np.unique(block, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    chosen, total = [], 0
+    for i in order:
+        if total >= test_frac * len(gdf):
+            break
+        chosen.append(blocks[i])
+        total += counts[i]
+    test = np.isin(block, chosen)
+    return test, {
+        "block_m": block_m,
+        "n_blocks": int(len(blocks)),
+        "n_test_blocks": len(chosen),
+        "test_frac_target": test_frac,
+        "seed": seed,
+    }
+
+
+def load_helsinki(path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray, np.ndarray]:
+    """Helsinki OSM buildings, heights (m, NaN when unknown) and the label's origin."""
+    gdf = gpd.read_file(path)
+    h = np.full(len(gdf), np.nan)
+    src = np.full(len(gdf), "", dtype=object)
+    for i, (height, levels) in enumerate(zip(gdf["height"], gdf["building:levels"])):
+        if isinstance(height, str):
+            m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(m)?\s*", height)
+            if m:
+                h[i], src[i] = float(m.group(1)), "height"
+                continue
+        if isinstance(levels, str):
+            try:
+                h[i], src[i] = float(levels) * STOREY_M, "levels"
+            except ValueError:
+                pass
+    return gdf, h, src
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("models/height_xgb/v1"))
+    ap.add_argument("--n-models", type=int, default=20)
+    ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--block-m", type=float, default=500.0)
+    ap.add_argument("--test-frac", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nthread", type=int, default=1)
+    ap.add_argument("--no-helsinki", action="store_true", help="skip the cross-city test")
+    args = ap.parse_args(argv)
+
+    xiamen_path = args.data_root / XIAMEN
+    if not xiamen_path.is_file():
+        print(f"missing training data: {xiamen_path}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    gdf = gpd.read_file(xiamen_path)
+    y = gdf["H"].to_numpy(dtype=np.float64)
+    X = footprint_features(gdf)
+    t_feat = time.perf_counter() - t0
+    test, split = spatial_block_split(gdf, args.block_m, args.test_frac, args.seed)
+
+    t1 = time.perf_counter()
+    model = HeightModel().fit(
+        X[~test], y[~test], n_models=args.n_models, seed=args.seed, nthread=args.nthread
+    )
+    t_fit = time.perf_counter() - t1
+    mean, p05, p95 = model.predict(X[test])
+    yt = y[test]
+    baseline = np.full_like(yt, np.median(y[~test]))
+    metrics: dict[str, Any] = {
+        "model": "height_xgb",
+        "version": args.out.name,
+        "command": "python -m models.height_xgb.train " + " ".join(argv or sys.argv[1:]),
+        "data": {
+            "train_test": {
+                "path": str(XIAMEN),
+                "sha256": _sha256(xiamen_path),
+                "n_buildings": int(len(gdf)),
+                "n_train": int((~test).sum()),
+                "n_test": int(test.sum()),
+                "height_min_m": float(y.min()),
+                "height_max_m": float(y.max()),
+                "n_at_min_height": int(np.sum(y == y.min())),
+                "n_at_min_height_plus_0.01": int(np.sum(np.isclose(y, y.min() + 0.01))),
+            },
+            "split": split,
+        },
+        "n_models": args.n_models,
+        "trees_per_member": model.info["trees_per_member"],
+        "timing_s": {"features": round(t_feat, 2), "fit": round(t_fit, 2)},
+        "heldout_xiamen": regression_metrics(yt, mean, p05, p95),
+        "heldout_xiamen_baseline_train_median": {
+            "rmse_m": float(np.sqrt(np.mean((baseline - yt) ** 2))),
+            "mae_m": float(np.mean(np.abs(baseline - yt))),
+        },
+    }
+    hel_path = args.data_root / HELSINKI
+    if not args.no_helsinki and hel_path.is_file():
+        hel, hh, src = load_helsinki(hel_path)
+        # Features on all Helsinki buildings so labelled ones see their unlabelled neighbours.
+        hx = footprint_features(hel)
+        lab = np.isfinite(hh)
+        hm, hlo, hhi = model.predict(hx[lab])
+        metrics["crosscity_helsinki"] = {
+            "path": str(HELSINKI),
+            "sha256": _sha256(hel_path),
+            "label_origin": {
+                "height_tag": int((src[lab] == "height").sum()),
+                "levels_x3m": int((src[lab] == "levels").sum()),
+            },
+            **regression_metrics(hh[lab], hm, hlo, hhi),
+        }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.info.update({"trained_on": str(XIAMEN), "split": split})
+    model.save(args.out)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in args.out.glob("member_*.json"))
+    (args.out / "MODEL_CARD.md").write_text(model_card(metrics, size))
+    print(json.dumps({k: metrics[k] for k in metrics if k.startswith(("heldout", "cross"))},
+                     indent=2))
+    print(f"members: {size / 1e6:.2f} MB in {args.out}")
+    return 0
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    rows = [
+        f"| buildings | {m['n']} |",
+        f"| RMSE (m) | {m['rmse_m']:.2f} |",
+        f"| MAE (m) | {m['mae_m']:.2f} |",
+        f"| R² | {m['r2']:.3f} |",
+        f"| median abs. error (m) | {m['median_abs_err_m']:.2f} |",
+        f"| bias, mean(pred − true) (m) | {m['bias_m']:+.2f} |",
+        f"| share of true heights in [p05, p95] | {m['band_coverage_p05_p95']:.1%} |",
+        f"| mean band width p95 − p05 (m) | {m['mean_band_width_m']:.2f} |",
+        f"| floors exact / within ±1 (3 m storeys) | {m['floors_exact']:.1%} / "
+        f"{m['floors_within_1']:.1%} |",
+    ]
+    bins = " ".join(
+        f"{k} m: n={v['n']}, RMSE={v['rmse_m']:.1f}, bias={v['bias_m']:+.1f};"
+        for k, v in m["by_height_bin"].items() if v["n"]
+    )
+    return "| metric | value |\n|---|---|\n" + "\n".join(rows) + f"\n\nBy true height: {bins}\n"
+
+
+def model_card(metrics: dict[str, Any], member_bytes: int) -> str:
+    """MODEL_CARD.md text from the measured metrics (written by every training run)."""
+    d = metrics["data"]
+    s = d["split"]
+    hx = metrics["heldout_xiamen"]
+    base = metrics["heldout_xiamen_baseline_train_median"]
+    cc = metrics.get("crosscity_helsinki")
+    cc_text = (
+        "Cross-city test, central Helsinki (OpenStreetMap; "
+        f"{cc['label_origin']['height_tag']} `height` tags, "
+        f"{cc['label_origin']['levels_x3m']} `building:levels` × 3 m; never trained on):\n\n"
+        + _fmt(cc)
+        if cc
+        else "Cross-city test not run.\n"
+    )
+    return f"""# height_xgb {metrics['version']} — building height from footprint morphology
+
+Bootstrap-aggregated XGBoost (CMAB, "Building height"): {metrics['n_models']} XGBoost regressors,
+each fitted on a bootstrap sample of the training buildings (log height target, early-stopped
+on its out-of-bag rows; {min(metrics['trees_per_member'])}–{max(metrics['trees_per_member'])}
+trees each). Prediction = members' mean; `height_p05` / `height_p95` = members' 5th / 95th
+percentile. Inputs: the {len(FEATURES)} features of
+`urbanfabric.attributes.footprint_features` (footprint morphology and 50/100/200 m
+neighbourhood), computed the same way in training and in the pipeline. Code:
+`urbanfabric.attributes.HeightModel`; files: `member_XX.json` (XGBoost JSON, {member_bytes / 1e6:.2f} MB in
+all), `meta.json` (feature names, parameters, format version).
+
+## Data
+
+* Train / test: `{d['train_test']['path']}` under `../shared/data` (sha256
+  `{d['train_test']['sha256'][:16]}…`): {d['train_test']['n_buildings']} footprints of central
+  Xiamen, China, with height `H` (m), from the geocompass/robosat_buildings_training repository
+  (AGPL-3.0). The source of `H` is not documented there.
+* Spatial split: centroids binned into {s['block_m']:g} m blocks in the local UTM CRS;
+  {s['n_test_blocks']} of {s['n_blocks']} blocks, drawn at random (seed {s['seed']}), held out
+  whole: {d['train_test']['n_train']} training / {d['train_test']['n_test']} test buildings.
+  The shipped model is the one evaluated (fitted on the training blocks only).
+
+## Command
+
+```
+PYTHONPATH=.:services/lib .venv/bin/python -m models.height_xgb.train {metrics['command'].split('train ', 1)[1]}
+```
+
+Fit time on 1 CPU thread: {metrics['timing_s']['fit']:.0f} s (features {metrics['timing_s']['features']:.0f} s).
+
+## Held-out metrics (Xiamen, whole blocks never seen in training)
+
+{_fmt(hx)}
+Baseline, training median for every building: RMSE {base['rmse_m']:.2f} m, MAE {base['mae_m']:.2f} m.
+
+{cc_text}
+## Limitations
+
+* Footprint shape and density explain only part of height (CMAB adds streets, POIs and
+  administrative context, which this model does not have): expect errors of several storeys
+  for individual buildings, and regression to the mean — tall towers are under-estimated,
+  low buildings over-estimated (see the per-bin bias).
+* The p05–p95 band is the spread of the bootstrap ensemble (sensitivity to the training
+  sample), not a prediction interval for a single building: it contains far fewer than 90 %
+  of true heights (measured above). Do not read it as a 90 % interval.
+* Trained on one dense Chinese city centre; the Helsinki numbers show how it transfers to a
+  different urban form. Retrain with local heights before using it elsewhere.
+* {d['train_test']['n_at_min_height']} of the Xiamen heights are exactly {d['train_test']['height_min_m']:.2f} m, the minimum
+  ({d['train_test']['n_at_min_height_plus_0.01']} are 0.01 m above it), which looks like a floor clamp or default in the
+  source; they were kept as labels.
+* Neighbourhood features are truncated at the edge of the input; the Xiamen extract has no
+  margin, so buildings on its border see fewer neighbours than they have.
+* Floors derive from height with a fixed storey height (`floors_from_height`, 3 m default).
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Builds the shipped material-intensity and carbon-factor tables from reference data."""

@@ -1,0 +1,1 @@
+"""Roof-material classifier (EfficientNet-Lite0 on roof chips); see MODEL_CARD.md."""

@@ -1,0 +1,53 @@
+"""Calibration service: a thin gRPC adapter over :mod:`urbanfabric.calibration`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from urbanfabric import calibration, logs
+from urbanfabric.config import Settings
+from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.layout import JobLayout
+from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
+from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.v1 import calibration_pb2 as pb
+from urbanfabric.v1 import calibration_pb2_grpc as pb_grpc
+from urbanfabric.v1 import common_pb2
+
+SERVICE = "calibration"
+
+
+class CalibrationServicer(pb_grpc.CalibrationServiceServicer):
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @rpc(SERVICE)
+    def Calibrate(self, request: pb.CalibrateRequest, context) -> pb.CalibrateResponse:
+        require(request, "job.job_id", "tile_id", "raw.uri")
+        raw = read_raster(self.store.get_bytes(parse_s3_uri(request.raw.uri)[1]))
+        nodata = raw.nodata if raw.nodata is not None else None
+        stats = calibration.band_stats(raw.data, nodata=nodata)
+        ard = calibration.iqr_scale(raw.data, stats, k=request.k or calibration.DEFAULT_K, nodata=nodata)
+        key = JobLayout(request.job.job_id).ard(request.tile_id)
+        self.store.put_bytes(key, cog_bytes(Raster(ard, raw.transform, raw.crs, float("nan"))))
+        return pb.CalibrateResponse(
+            ard=common_pb2.ObjectRef(uri=self.store.s3_uri(key), media_type=COG_MEDIA_TYPE),
+            stats=[pb.BandQuartiles(band=i + 1, q1=q1, q3=q3)
+                   for i, (q1, q3) in enumerate(zip(stats.q1, stats.q3))],
+        )
+
+
+def main() -> None:
+    args = main_args(__doc__)
+    logs.configure(SERVICE)
+    servicer = CalibrationServicer(ObjectStore(Settings.load()))
+    serve(
+        SERVICE,
+        [Registration(servicer, pb_grpc.add_CalibrationServiceServicer_to_server,
+                      "urbanfabric.v1.CalibrationService")],
+        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Acquisition: imagery sources → STAC catalog → raw tile rasters.
+
+Two steps, both plain Python:
+
+1. :func:`register_xyz_source` turns a folder of slippy-map tiles (the sample imagery) into
+   COGs, one per zoom-16 block, plus a static STAC catalog in the object store.
+2. :func:`load_tile` loads one grid tile, with a halo of context pixels, from STAC items with
+   stackstac (reprojection/resampling to the tile grid, mosaic of overlapping items).
+
+Users with their own imagery point a job at any static STAC catalog whose items carry a COG
+asset; step 1 is only for sources that are not yet catalogued.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import pystac
+import stackstac
+from affine import Affine
+from PIL import Image
+from pyproj import Transformer
+from rasterio.crs import CRS
+from shapely.geometry import box, mapping
+
+from urbanfabric.errors import EmptyArea, InvalidInput, NotFound
+from urbanfabric.grid import Tile
+from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes
+from urbanfabric.stac import ObjectStoreStacIO
+from urbanfabric.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: One single-band COG asset per band: stackstac reads exactly one band per asset, and
+#: per-band assets are how STAC describes multispectral imagery anyway.
+BAND_ASSETS = ("red", "green", "blue")
+#: Raw imagery nodata: 0 in every band (the sample tiles have no true-black pixels of interest).
+RAW_NODATA = 0
+
+
+def _tile_files(tile_dir: Path, zoom: int) -> dict[tuple[int, int], Path]:
+    files: dict[tuple[int, int], Path] = {}
+    for path in (tile_dir / str(zoom)).glob("*/*.*"):
+        try:
+            files[(int(path.parent.name), int(path.stem))] = path
+        except ValueError:
+            continue
+    return files
+
+
+def mosaic_xyz_blocks(
+    tile_dir: Path, zoom: int, block_zoom: int = 16
+) -> Iterator[tuple[str, Raster]]:
+    """Group slippy-map tiles ``<dir>/<zoom>/<x>/<y>.<ext>`` into one raster per block.
+
+    Yields ``(block_id, raster)`` in EPSG:3857; pixels of missing tiles are nodata (0).
+
+    Raises:
+        NotFound: the folder holds no tile of that zoom.
+    """
+    files = _tile_files(Path(tile_dir), zoom)
+    if not files:
+        raise NotFound(f"no zoom-{zoom} tiles under {tile_dir}")
+    tms = morecantile.tms.get("WebMercatorQuad")
+    factor = 2 ** (zoom - block_zoom)
+    blocks: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for x, y in files:
+        blocks[(x // factor, y // factor)].append((x, y))
+    for (bx, by), members in sorted(blocks.items()):
+        first = Image.open(files[members[0]])
+        size = first.size[0]
+        mosaic = np.zeros((3, size * factor, size * factor), dtype=np.uint8)
+        for x, y in members:
+            try:
+                rgb = np.asarray(Image.open(files[(x, y)]).convert("RGB")).transpose(2, 0, 1)
+            except OSError as exc:
+                log.warning("skipping unreadable tile %s: %s", files[(x, y)], exc)
+                continue
+            r, c = (y - by * factor) * size, (x - bx * factor) * size
+            mosaic[:, r : r + size, c : c + size] = rgb
+        b = tms.xy_bounds(morecantile.Tile(bx, by, block_zoom))
+        res = (b.right - b.left) / (size * factor)
+        transform = Affine(res, 0, b.left, 0, -res, b.top)
+        yield f"{block_zoom}-{bx}-{by}", Raster(mosaic, transform, CRS.from_epsg(3857), RAW_NODATA)
+
+
+def stac_item(
+    block_id: str, raster: Raster, hrefs: dict[str, str], when: dt.datetime
+) -> pystac.Item:
+    """A STAC item with one COG asset per band and the projection fields stackstac reads."""
+    left, bottom, right, top = raster.bounds
+    to_wgs84 = Transformer.from_crs(raster.crs, "EPSG:4326", always_xy=True)
+    w, s = to_wgs84.transform(left, bottom)
+    e, n = to_wgs84.transform(right, top)
+    item = pystac.Item(
+        id=block_id,
+        geometry=mapping(box(w, s, e, n)),
+        bbox=[w, s, e, n],
+        datetime=when,
+        properties={
+            # stackstac 0.5.1 reads proj:epsg (not pystac 1.15's proj:code).
+            "proj:epsg": raster.crs.to_epsg(),
+            "proj:shape": list(raster.data.shape[-2:]),
+            "proj:transform": list(raster.transform)[:6],
+            "proj:bbox": [left, bottom, right, top],
+            "gsd": raster.resolution,
+        },
+    )
+    for name, href in hrefs.items():
+        item.add_asset(name, pystac.Asset(href=href, media_type=COG_MEDIA_TYPE, roles=["data"]))
+    return item
+
+
+def register_xyz_source(
+    store: ObjectStore,
+    source_id: str,
+    tile_dir: Path,
+    zoom: int,
+    when: dt.datetime | None = None,
+) -> tuple[str, int, tuple[float, float, float, float]]:
+    """Write COGs and a static STAC catalog of a slippy-map tile folder to the object store.
+
+    Returns:
+        ``(catalog_uri, item_count, bbox_wgs84)``.
+    """
+    if not source_id or "/" in source_id:
+        raise InvalidInput("source_id", "must be a non-empty name without '/'")
+    when = when or dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    root = f"sources/{source_id}"
+    catalog = pystac.Catalog(id=source_id, description=f"Imagery source {source_id}")
+    bboxes = []
+    for block_id, raster in mosaic_xyz_blocks(Path(tile_dir), zoom):
+        hrefs = {}
+        for band, name in enumerate(BAND_ASSETS):
+            key = f"{root}/cogs/{block_id}/{name}.tif"
+            single = Raster(raster.data[band : band + 1], raster.transform, raster.crs, raster.nodata)
+            store.put_bytes(key, cog_bytes(single))
+            hrefs[name] = store.s3_uri(key)
+        item = stac_item(block_id, raster, hrefs, when)
+        catalog.add_item(item)
+        bboxes.append(item.bbox)
+    catalog.normalize_hrefs(store.s3_uri(root))
+    catalog.save(pystac.CatalogType.ABSOLUTE_PUBLISHED, stac_io=ObjectStoreStacIO(store))
+    arr = np.asarray(bboxes)
+    bbox = (arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max())
+    return store.s3_uri(f"{root}/catalog.json"), len(bboxes), tuple(float(v) for v in bbox)
+
+
+def catalog_items(catalog: pystac.Catalog) -> list[pystac.Item]:
+    """All items of a catalog (recursively)."""
+    return list(catalog.get_items(recursive=True))
+
+
+def catalog_bbox(items: list[pystac.Item]) -> tuple[float, float, float, float]:
+    """Union lon/lat bounding box of items."""
+    if not items:
+        raise NotFound("catalog has no items")
+    arr = np.asarray([i.bbox for i in items])
+    return (arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max())
+
+
+def items_for_tile(items: list[pystac.Item], tile: Tile, halo_px: int = 0) -> list[pystac.Item]:
+    """Items whose footprint intersects the tile (with halo)."""
+    left, bottom, right, top = _halo_bounds(tile, halo_px)
+    to_wgs84 = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
+    w, s = to_wgs84.transform(left, bottom)
+    e, n = to_wgs84.transform(right, top)
+    area = box(w, s, e, n)
+    return [i for i in items if box(*i.bbox).intersects(area)]
+
+
+def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
+    pad = halo_px * tile.resolution
+    left, bottom, right, top = tile.bounds
+    return (left - pad, bottom - pad, right + pad, top + pad)
+
+
+def load_tile(
+    items: list[pystac.Item],
+    tile: Tile,
+    halo_px: int = 0,
+    assets: tuple[str, ...] = BAND_ASSETS,
+) -> Raster:
+    """Load a tile plus halo from STAC items with stackstac, mosaicking overlapping items.
+
+    The result is on the tile's grid (CRS and resolution), uint8, nodata 0. Pixels outside all
+    items are nodata.
+
+    Raises:
+        EmptyArea: no item intersects the tile.
+    """
+    chosen = items_for_tile(items, tile, halo_px)
+    if not chosen:
+        raise EmptyArea("tile", f"{tile.tile_id} does not intersect any imagery item")
+    bounds = _halo_bounds(tile, halo_px)
+    epsg = int(tile.crs.split(":")[1])
+    stack = stackstac.stack(
+        [i.to_dict() for i in chosen],
+        assets=list(assets),
+        epsg=epsg,
+        resolution=tile.resolution,
+        bounds=bounds,
+        snap_bounds=False,
+        dtype="uint8",
+        fill_value=np.uint8(RAW_NODATA),
+        rescale=False,
+        chunksize=2048,
+    )
+    # (time, band, y, x): later items win where they overlap earlier ones.
+    mosaic = stackstac.mosaic(stack, dim="time", nodata=RAW_NODATA).compute(scheduler="threads")
+    data = np.asarray(mosaic.values)
+    if data.ndim == 2:
+        data = data[None]
+    transform = Affine(tile.resolution, 0, bounds[0], 0, -tile.resolution, bounds[3])
+    return Raster(data.astype(np.uint8), transform, CRS.from_string(tile.crs), RAW_NODATA)

@@ -1,0 +1,81 @@
+"""The ``urbanfabric`` command.
+
+    urbanfabric stack up|status|down     the local stack (see docs/operations.md)
+    urbanfabric demo                     stack up → map the sample area → export → stack down
+    urbanfabric run --west … [options]   start a map-area run on the running stack
+    urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    from urbanfabric.config import Settings
+    from urbanfabric.demo import run_map_area
+
+    params: dict = {"region": args.region, "batch_size": args.batch_size, "bucket": args.bucket}
+    if args.bbox:
+        w, s, e, n = (float(v) for v in args.bbox.split(","))
+        params["area"] = {"west": w, "south": s, "east": e, "north": n}
+    params["imagery"] = args.imagery or None
+    if args.footprints:
+        params["footprints"] = str(Path(args.footprints).resolve()) if not args.footprints.startswith("s3://") else args.footprints
+    run_id, state = run_map_area(Settings.load(), params)
+    print(f"flow run {run_id}: {state.type.value} {state.message or ''}")
+    if state.is_completed():
+        print(json.dumps(state.result(), indent=2, default=str))
+        return 0
+    return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from urbanfabric.config import Settings
+    from urbanfabric.demo import export
+    from urbanfabric.storage import ObjectStore
+
+    files = export(ObjectStore(Settings.load()), args.job_id, Path(args.dest or f"out/{args.job_id}"))
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "stack":
+        from urbanfabric.stack.cli import main as stack_main
+
+        return stack_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="urbanfabric", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("stack", help="local stack: up | status | down")
+    sub.add_parser("demo", help="end-to-end demo on the sample area (KEEP=1 leaves the stack up)")
+    run = sub.add_parser("run", help="start a map-area flow run on the running stack")
+    run.add_argument("--bbox", help="west,south,east,north in degrees")
+    run.add_argument("--imagery", default="sample:xiamen-z18", help="sample:<name> or s3://…/catalog.json; '' for none")
+    run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
+    run.add_argument("--region", default="ASIA_CHN")
+    run.add_argument("--batch-size", type=int, default=250)
+    run.add_argument("--bucket", default="urbanfabric")
+    exp = sub.add_parser("export", help="copy a job's outputs to a local folder")
+    exp.add_argument("job_id")
+    exp.add_argument("dest", nargs="?")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from urbanfabric.demo import main as demo_main
+
+        return demo_main()
+    if args.command == "run":
+        return _run(args)
+    if args.command == "export":
+        return _export(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

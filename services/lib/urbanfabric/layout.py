@@ -1,0 +1,69 @@
+"""Object-store layout of a job (see docs/architecture.md, "Object-store layout").
+
+Keys are deterministic, so a re-delivered task overwrites the same objects instead of adding
+new ones, and a commit marker written last tells complete outputs from partial ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """Keys (within the bucket) of everything a job writes."""
+
+    job_id: str
+
+    @property
+    def root(self) -> str:
+        return f"jobs/{self.job_id}"
+
+    @property
+    def job_json(self) -> str:
+        return f"{self.root}/job.json"
+
+    def raw(self, tile_id: str) -> str:
+        return f"{self.root}/tiles/{tile_id}/raw.tif"
+
+    def ard(self, tile_id: str) -> str:
+        return f"{self.root}/tiles/{tile_id}/ard.tif"
+
+    def mask(self, tile_id: str) -> str:
+        return f"{self.root}/tiles/{tile_id}/mask.tif"
+
+    def tile_footprints(self, tile_id: str) -> str:
+        return f"{self.root}/footprints/tile={tile_id}/part-0.parquet"
+
+    def tile_done(self, tile_id: str) -> str:
+        return f"{self.root}/tiles/{tile_id}/_SUCCESS"
+
+    def batch_footprints(self, batch_id: str) -> str:
+        return f"{self.root}/batches/batch={batch_id}/footprints.parquet"
+
+    def batch_buildings(self, batch_id: str) -> str:
+        return f"{self.root}/buildings/batch={batch_id}/part-0.parquet"
+
+    def batch_done(self, batch_id: str) -> str:
+        return f"{self.root}/buildings/batch={batch_id}/_SUCCESS"
+
+    @property
+    def outputs(self) -> str:
+        return f"{self.root}/outputs"
+
+    @property
+    def buildings(self) -> str:
+        return f"{self.outputs}/buildings.parquet"
+
+    @property
+    def report(self) -> str:
+        return f"{self.outputs}/report.md"
+
+    @property
+    def map_png(self) -> str:
+        return f"{self.outputs}/map.png"
+
+    @property
+    def success(self) -> str:
+        """Written last: the outputs are complete."""
+        return f"{self.outputs}/_SUCCESS"

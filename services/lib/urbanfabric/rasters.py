@@ -1,0 +1,84 @@
+"""Cloud-Optimized GeoTIFF input and output.
+
+Tiles are small (a few MB), so services read a COG by fetching the object whole and opening it
+in memory; that keeps GDAL's S3 configuration out of every stage but acquisition (stackstac).
+COGs are written with GDAL's COG driver: 512 px internal tiles, overviews, DEFLATE, nodata set.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+
+from urbanfabric.errors import InvalidInput
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+@dataclass
+class Raster:
+    """A georeferenced ``(bands, rows, cols)`` array."""
+
+    data: np.ndarray
+    transform: Affine
+    crs: CRS
+    nodata: float | None = None
+
+    @property
+    def resolution(self) -> float:
+        return abs(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        rows, cols = self.data.shape[-2:]
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (cols, rows)
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+def cog_bytes(raster: Raster, blocksize: int = 512, resampling: str = "average") -> bytes:
+    """Encode a raster as COG bytes (GDAL COG driver; overviews, DEFLATE, internal tiles)."""
+    data = raster.data
+    if data.ndim != 3:
+        raise InvalidInput("data", f"expected (bands, rows, cols), got {data.shape}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "out.tif"
+        profile = {
+            "driver": "COG",
+            "width": data.shape[2],
+            "height": data.shape[1],
+            "count": data.shape[0],
+            "dtype": data.dtype.name,
+            "crs": raster.crs,
+            "transform": raster.transform,
+            "nodata": raster.nodata,
+            "compress": "DEFLATE",
+            # Floating-point predictor for float ARD, horizontal differencing for integers.
+            "predictor": 3 if np.issubdtype(data.dtype, np.floating) else 2,
+            "blocksize": blocksize,
+            "overview_resampling": resampling,
+            "BIGTIFF": "IF_SAFER",
+        }
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+        return path.read_bytes()
+
+
+def read_raster(blob: bytes) -> Raster:
+    """Decode GeoTIFF bytes into a :class:`Raster`.
+
+    Raises:
+        InvalidInput: the bytes are not a readable GeoTIFF (field ``image``).
+    """
+    try:
+        with MemoryFile(blob) as mem, mem.open() as src:
+            return Raster(src.read(), src.transform, src.crs, src.nodata)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InvalidInput("image", f"not a readable GeoTIFF ({exc})") from exc

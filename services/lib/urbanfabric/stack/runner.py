@@ -1,0 +1,502 @@
+"""Start, inspect and stop the local stack described by a list of components.
+
+State lives in ``<stack dir>/stack.json`` (written atomically, mode 0600 because it holds
+the generated S3 keys): the allocated ports, the credentials, the :class:`Settings` other
+processes load, and per running component its pid, start time and log file. Ports and
+credentials persist across ``down``/``up`` so data kept in the object store stays readable
+and addresses stay stable; pids are removed when a component stops.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from urbanfabric import config
+from urbanfabric.stack import procs
+from urbanfabric.stack.component import Component, NotReady, ProcInfo, StackContext
+from urbanfabric.stack.components import COMPONENTS
+
+STATE_VERSION = 1
+_LOG_TAIL_LINES = 40
+
+
+class StackError(Exception):
+    """The stack could not be started, checked or stopped as asked."""
+
+
+@dataclass
+class ComponentStatus:
+    """One row of ``stack status``."""
+
+    name: str
+    state: str  # "healthy", "unhealthy", "dead" or "not started"
+    pid: int | None
+    alive: bool
+    healthy: bool
+    detail: str
+    rss_bytes: int
+    uptime_s: float | None
+    ready_s: float | None
+    endpoint: str
+    log: str
+
+    @property
+    def down(self) -> bool:
+        """Started but not alive or not healthy."""
+        return self.state in {"unhealthy", "dead"}
+
+
+def _topological(components: Sequence[Component]) -> list[Component]:
+    """Dependency order, keeping the list order where dependencies allow."""
+    by_name = {c.name: c for c in components}
+    if len(by_name) != len(components):
+        raise StackError("duplicate component names")
+    for comp in components:
+        missing = [d for d in comp.depends_on if d not in by_name]
+        if missing:
+            raise StackError(f"component {comp.name} depends on unknown {missing}")
+    ordered: list[Component] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def visit(comp: Component) -> None:
+        if comp.name in placed:
+            return
+        if comp.name in visiting:
+            raise StackError(f"dependency cycle through {comp.name}")
+        visiting.add(comp.name)
+        for dep in comp.depends_on:
+            visit(by_name[dep])
+        visiting.discard(comp.name)
+        placed.add(comp.name)
+        ordered.append(comp)
+
+    for comp in components:
+        visit(comp)
+    return ordered
+
+
+def _random_key(length: int, alphabet: str) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _tail(path: Path, offset: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+class Stack:
+    """The local stack in one stack directory.
+
+    Args:
+        root: Repository root the Python components run from; default
+            :func:`urbanfabric.config.repo_root`.
+        stack_dir: State/data/log directory; default ``$URBANFABRIC_STACK_DIR`` or
+            ``<root>/.stack``.
+        components: The component list; default :data:`COMPONENTS`.
+        out: Where progress lines go; default stdout.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        stack_dir: Path | None = None,
+        components: Sequence[Component] = COMPONENTS,
+        out: TextIO | None = None,
+    ) -> None:
+        self.root = (root or config.repo_root()).resolve()
+        if stack_dir is not None:
+            self.stack_dir = Path(stack_dir).resolve()
+        elif os.environ.get("URBANFABRIC_STACK_DIR"):
+            self.stack_dir = config.stack_dir()
+        else:
+            self.stack_dir = self.root / ".stack"
+        self.components = _topological(components)
+        self.by_name = {c.name: c for c in self.components}
+        self.out = out or sys.stdout
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def state_file(self) -> Path:
+        """The stack file (``Settings.load`` reads it via ``URBANFABRIC_STACK_FILE``)."""
+        return self.stack_dir / "stack.json"
+
+    # -- state -----------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        print(message, file=self.out, flush=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise up/down on one stack directory across processes."""
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.stack_dir / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StackError(f"another 'stack up/down' is running on {self.stack_dir}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def load_state(self) -> dict[str, Any]:
+        """The stack file's content ({} when there is none)."""
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise StackError(f"{self.state_file} is corrupt ({exc}); remove it after checking no process runs") from exc
+
+    def _save_state(self, state: dict[str, Any], ctx: StackContext) -> None:
+        state.update(
+            version=STATE_VERSION,
+            root=str(self.root),
+            stack_dir=str(self.stack_dir),
+            settings=ctx.settings.to_dict(),
+            updated_at=time.time(),
+        )
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_file)
+
+    def _context(self, state: dict[str, Any], allocate: bool = True) -> StackContext:
+        creds = state.setdefault("credentials", {})
+        if not creds.get("access_key"):
+            creds["access_key"] = "UF" + _random_key(18, string.ascii_uppercase + string.digits)
+            creds["secret_key"] = _random_key(40, string.ascii_letters + string.digits)
+            creds["region"] = "us-east-1"
+        bucket = os.environ.get("URBANFABRIC_BUCKET") or state.get("bucket") or "urbanfabric"
+        state["bucket"] = bucket
+        ports: dict[str, dict[str, int]] = state.setdefault("ports", {})
+        if allocate:
+            wanted = [c for c in self.components if c.ports and set(ports.get(c.name, {})) != set(c.ports)]
+            taken = [p for group in ports.values() for p in group.values()]
+            fresh = procs.free_ports(sum(len(c.ports) for c in wanted), taken)
+            for comp in wanted:
+                ports[comp.name] = {name: fresh.pop(0) for name in comp.ports}
+        return StackContext(
+            root=self.root,
+            stack_dir=self.stack_dir,
+            ports=ports,
+            access_key=creds["access_key"],
+            secret_key=creds["secret_key"],
+            region=creds.get("region", "us-east-1"),
+            bucket=bucket,
+        )
+
+    def resolve(self, only: Iterable[str] | None) -> list[Component]:
+        """The components to start for ``only`` (plus their dependencies), in start order."""
+        if only is None:
+            return list(self.components)
+        names = {n.strip() for n in only if n.strip()}
+        unknown = sorted(names - set(self.by_name))
+        if unknown:
+            raise StackError(f"unknown component(s) {unknown}; known: {', '.join(self.by_name)}")
+        needed: set[str] = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name not in needed:
+                needed.add(name)
+                stack.extend(self.by_name[name].depends_on)
+        return [c for c in self.components if c.name in needed]
+
+    def context(self) -> StackContext:
+        """The context of the recorded stack (no allocation; for status and tests)."""
+        return self._context(self.load_state(), allocate=False)
+
+    def settings(self) -> config.Settings:
+        """The settings this stack provides."""
+        return self.context().settings
+
+    # -- environment -----------------------------------------------------------------------
+    def child_env(self, ctx: StackContext, comp: Component) -> dict[str, str]:
+        """The environment of ``comp``: inherited, plus the stack's addresses and keys."""
+        from urbanfabric.storage import aws_environ
+
+        settings = ctx.settings
+        env = dict(os.environ)
+        env.update(aws_environ(settings))
+        env.update(settings.to_env())
+        no_proxy = {h for h in env.get("NO_PROXY", env.get("no_proxy", "")).split(",") if h}
+        no_proxy |= {"127.0.0.1", "localhost"}
+        env.update(
+            URBANFABRIC_HOME=str(self.root),
+            URBANFABRIC_STACK_DIR=str(self.stack_dir),
+            URBANFABRIC_STACK_FILE=str(self.state_file),
+            PYTHONPATH=f"{self.root}{os.pathsep}{self.root / 'services' / 'lib'}",
+            PYTHONUNBUFFERED="1",
+            PREFECT_API_URL=settings.prefect_api_url,
+            PREFECT_HOME=str(ctx.data_dir("prefect")),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            DO_NOT_TRACK="1",
+            NO_PROXY=",".join(sorted(no_proxy)),
+            no_proxy=",".join(sorted(no_proxy)),
+        )
+        env.update(comp.build_env(ctx))
+        return env
+
+    # -- up --------------------------------------------------------------------------------
+    def up(self, only: Iterable[str] | None = None, timeout_s: float | None = None) -> None:
+        """Start ``only`` (default: everything) with dependencies, each once healthy.
+
+        Components already running are kept (and waited for). On any failure, everything
+        this call started is stopped again and :class:`StackError` carries the reason and
+        the failing component's log tail.
+
+        Raises:
+            StackError: A precheck, start, health check or bootstrap step failed.
+        """
+        selected = self.resolve(only)
+        with self._locked():
+            state = self.load_state()
+            ctx = self._context(state)
+            records: dict[str, Any] = state.setdefault("components", {})
+            for name in list(records):
+                if not procs.is_running(records[name]["pid"], records[name]["start_ticks"]):
+                    del records[name]  # died since it was recorded
+            to_start = [c for c in selected if c.name not in records]
+            problems = [f"{c.name}: {msg}" for c in to_start if c.precheck and (msg := c.precheck(ctx))]
+            if problems:
+                raise StackError("cannot start:\n  " + "\n  ".join(problems))
+            self._free_ports_for(ctx, state, to_start)
+            self._save_state(state, ctx)
+            started: list[str] = []
+            t_all = time.monotonic()
+            try:
+                for comp in selected:
+                    if comp.name in records:
+                        info = ProcInfo(**records[comp.name])
+                        self._wait_healthy(comp, ctx, info, 0, timeout_s)
+                        self._say(f"{comp.name:<16} already running (pid {info.pid})")
+                        continue
+                    self._start_one(comp, ctx, state, started, timeout_s)
+            except BaseException as exc:
+                names = ", ".join(reversed(started)) or "nothing"
+                self._say(f"stopping what this run started: {names}")
+                try:
+                    self._stop(list(reversed(started)), state, ctx)
+                except StackError as stop_exc:  # report, but keep the original failure
+                    self._say(f"while stopping: {stop_exc}")
+                if isinstance(exc, StackError):
+                    raise
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise StackError(f"{exc.__class__.__name__}: {exc}") from exc
+            self._say(f"stack up in {time.monotonic() - t_all:.1f} s; settings in {self.state_file}")
+
+    def _free_ports_for(self, ctx: StackContext, state: dict[str, Any], comps: Sequence[Component]) -> None:
+        """Re-allocate the ports of components to start whose ports got taken meanwhile."""
+        for comp in comps:
+            ports = ctx.ports.get(comp.name, {})
+            if all(procs.port_is_free(p) for p in ports.values()):
+                continue
+            taken = [p for group in ctx.ports.values() for p in group.values()]
+            fresh = procs.free_ports(len(comp.ports), taken)
+            ctx.ports[comp.name] = dict(zip(comp.ports, fresh, strict=True))
+            self._say(f"{comp.name}: recorded ports busy, moved to {ctx.ports[comp.name]}")
+        state["ports"] = ctx.ports
+
+    def _start_one(
+        self,
+        comp: Component,
+        ctx: StackContext,
+        state: dict[str, Any],
+        started: list[str],
+        timeout_s: float | None,
+    ) -> None:
+        t0 = time.monotonic()
+        if comp.prepare:
+            comp.prepare(ctx)
+        argv = comp.build_argv(ctx)
+        log = ctx.log_path(comp.name)
+        offset = log.stat().st_size if log.exists() else 0
+        proc = procs.spawn(argv, self.child_env(ctx, comp), log, self.root)
+        self._procs[comp.name] = proc
+        stat = procs.read_stat(proc.pid)
+        info = ProcInfo(
+            pid=proc.pid,
+            start_ticks=stat.start_ticks if stat else 0,
+            started_at=time.time(),
+            log=str(log),
+            argv=argv,
+        )
+        state["components"][comp.name] = info.to_dict()
+        started.append(comp.name)
+        self._save_state(state, ctx)
+        self._wait_healthy(comp, ctx, info, offset, timeout_s)
+        if comp.after_start:
+            try:
+                comp.after_start(ctx)
+            except Exception as exc:
+                raise StackError(
+                    f"{comp.name}: healthy, but its bootstrap step failed: {exc.__class__.__name__}: {exc}\n"
+                    f"--- last lines of {log} ---\n{_tail(log, offset)}"
+                ) from exc
+        info.ready_s = round(time.monotonic() - t0, 2)
+        state["components"][comp.name] = info.to_dict()
+        self._save_state(state, ctx)
+        endpoint = comp.build_endpoint(ctx)
+        self._say(f"{comp.name:<16} ready in {info.ready_s:5.1f} s  pid {info.pid:<7} {endpoint}")
+
+    def _wait_healthy(
+        self,
+        comp: Component,
+        ctx: StackContext,
+        info: ProcInfo,
+        log_offset: int,
+        timeout_s: float | None,
+    ) -> None:
+        limit = timeout_s if timeout_s is not None else comp.timeout_s
+        deadline = time.monotonic() + limit
+        last = "no health check ran yet"
+        while True:
+            if not procs.is_running(info.pid, info.start_ticks):
+                proc = self._procs.get(comp.name)
+                code = proc.poll() if proc else None
+                how = f"exited with code {code}" if code is not None else "exited"
+                raise StackError(
+                    f"{comp.name} {how} before becoming healthy (last check: {last})\n"
+                    f"--- last lines of {info.log} ---\n{_tail(Path(info.log), log_offset)}"
+                )
+            try:
+                comp.health(ctx, info)
+                return
+            except NotReady as exc:
+                last = str(exc)
+            except Exception as exc:  # a check that crashes is a failed check, with the reason kept
+                last = f"{exc.__class__.__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{comp.name} not healthy after {limit:.0f} s (last check: {last})\n"
+                    f"--- last lines of {info.log} ---\n{_tail(Path(info.log), log_offset)}"
+                )
+            time.sleep(0.2)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        """Every component: pid, liveness, health (one quick check), RSS, uptime."""
+        state = self.load_state()
+        if not state:
+            return [
+                ComponentStatus(c.name, "not started", None, False, False, "", 0, None, None, "", "")
+                for c in self.components
+            ]
+        ctx = self._context(state, allocate=False)
+        records = state.get("components", {})
+        rows = []
+        for comp in self.components:
+            endpoint = comp.build_endpoint(ctx) if comp.name in ctx.ports or not comp.ports else ""
+            record = records.get(comp.name)
+            if record is None:
+                rows.append(ComponentStatus(comp.name, "not started", None, False, False, "", 0, None, None, endpoint, ""))
+                continue
+            info = ProcInfo(**record)
+            alive = procs.is_running(info.pid, info.start_ticks)
+            healthy, detail = False, "process not running"
+            rss = 0
+            if alive:
+                rss = procs.rss_bytes(procs.session_members(info.pid))
+                try:
+                    comp.health(ctx, info)
+                    healthy, detail = True, "ok"
+                except NotReady as exc:
+                    detail = str(exc)
+                except Exception as exc:
+                    detail = f"{exc.__class__.__name__}: {exc}"
+            rows.append(
+                ComponentStatus(
+                    name=comp.name,
+                    state="healthy" if healthy else ("unhealthy" if alive else "dead"),
+                    pid=info.pid,
+                    alive=alive,
+                    healthy=healthy,
+                    detail=detail,
+                    rss_bytes=rss,
+                    uptime_s=round(time.time() - info.started_at, 1) if alive else None,
+                    ready_s=info.ready_s,
+                    endpoint=endpoint,
+                    log=info.log,
+                )
+            )
+        return rows
+
+    # -- down ------------------------------------------------------------------------------
+    def down(self) -> None:
+        """Stop every recorded component, dependents first, and check nothing is left.
+
+        Raises:
+            StackError: Some process survived SIGKILL (its pids are in the message).
+        """
+        with self._locked():
+            state = self.load_state()
+            if not state:
+                self._say("no stack recorded; nothing to stop")
+                return
+            ctx = self._context(state, allocate=False)
+            records = state.get("components", {})
+            order = [c.name for c in reversed(self.components) if c.name in records]
+            order += [n for n in records if n not in order]  # recorded by an older component list
+            if not order:
+                self._say("nothing running")
+            self._stop(order, state, ctx)
+
+    def _stop(self, names: Sequence[str], state: dict[str, Any], ctx: StackContext) -> None:
+        records: dict[str, Any] = state.setdefault("components", {})
+        leftovers: dict[str, list[int]] = {}
+        for name in names:
+            record = records.get(name)
+            if record is None:
+                continue
+            comp = self.by_name.get(name)
+            t0 = time.monotonic()
+            left = procs.stop_session(record["pid"], record["start_ticks"], comp.stop_grace_s if comp else 10.0)
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+            if left:
+                leftovers[name] = left
+                continue
+            if comp and comp.cleanup:
+                for path in comp.cleanup(ctx):
+                    try:
+                        if path.is_socket() or path.suffix == ".sock":
+                            path.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+            del records[name]
+            self._save_state(state, ctx)
+            self._say(f"{name:<16} stopped in {time.monotonic() - t0:4.1f} s")
+        if leftovers:
+            raise StackError(f"processes survived SIGKILL: {leftovers}")
+
+
+def status_rows_as_dicts(rows: Sequence[ComponentStatus]) -> list[dict[str, Any]]:
+    """JSON-ready form of :meth:`Stack.status`."""
+    return [asdict(r) for r in rows]

@@ -1,0 +1,110 @@
+"""Segmentation service: a thin gRPC adapter over :mod:`urbanfabric.segmentation`.
+
+The network runs in the model server (KServe, Open Inference Protocol V2); this service cuts
+the tile into windows, sends them in batches, blends the answers, and vectorizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+import numpy as np
+from affine import Affine
+
+from urbanfabric import logs, segmentation
+from urbanfabric.clients import model_client
+from urbanfabric.config import Settings
+from urbanfabric.convert import tile_from_proto
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.layout import JobLayout
+from urbanfabric.modelclient import ModelClient
+from urbanfabric.paths import model_dir
+from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
+from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes
+from urbanfabric.v1 import common_pb2
+from urbanfabric.v1 import segmentation_pb2 as pb
+from urbanfabric.v1 import segmentation_pb2_grpc as pb_grpc
+
+SERVICE = "segmentation"
+WINDOW = int(os.environ.get("URBANFABRIC_SEG_WINDOW", "512"))
+OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
+
+
+@lru_cache(maxsize=8)
+def model_threshold(name: str, version: str) -> float:
+    """The probability threshold chosen on validation data, from the model's config."""
+    cfg = model_dir(name, version) / "config.json"
+    if cfg.exists():
+        return float(json.loads(cfg.read_text()).get("threshold", 0.5))
+    return 0.5
+
+
+class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
+    def __init__(self, store: ObjectStore, models: ModelClient) -> None:
+        self.store = store
+        self.models = models
+
+    @rpc(SERVICE)
+    def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:
+        require(request, "job.job_id", "ard.uri", "model.name", "model.version")
+        tile = tile_from_proto(request.tile)
+        if not 0 <= request.threshold < 1:
+            raise InvalidInput("threshold", "must be in [0, 1)")
+        if not self.models.ready(request.model.name, request.model.version):
+            raise NotFound(f"model_version: {request.model.name}:{request.model.version} is not served")
+        ard = read_raster(self.store.get_bytes(parse_s3_uri(request.ard.uri)[1]))
+        if ard.data.shape[0] != 3:
+            raise InvalidInput("ard", f"expected 3 bands (RGB), got {ard.data.shape[0]}")
+
+        def patch_model(batch: np.ndarray) -> np.ndarray:
+            return self.models.infer(request.model.name, request.model.version, batch)
+
+        prob = segmentation.predict_tiled(ard.data, patch_model, window=WINDOW, overlap=OVERLAP)
+        # Drop the halo: it only gave the model context at the tile border.
+        h = request.halo_px
+        if h:
+            prob = prob[h:-h, h:-h]
+        transform = ard.transform @ Affine.translation(h, h)
+        threshold = request.threshold or model_threshold(request.model.name, request.model.version)
+        footprints = segmentation.polygonize(
+            prob, transform, str(ard.crs), threshold=threshold,
+            min_area_m2=request.min_area_m2 or segmentation.DEFAULT_MIN_AREA_M2,
+            simplify_tolerance_m=request.simplify_tolerance_m or segmentation.DEFAULT_SIMPLIFY_M,
+            tile_id=tile.tile_id,
+        )
+        layout = JobLayout(request.job.job_id)
+        valid = np.isfinite(prob)
+        bands = np.stack([
+            np.where(valid, np.round(np.nan_to_num(prob) * 100), 255),
+            np.where(valid, np.nan_to_num(prob) >= threshold, 255),
+        ]).astype(np.uint8)
+        self.store.put_bytes(layout.mask(tile.tile_id), cog_bytes(Raster(bands, transform, ard.crs, 255), resampling="nearest"))
+        self.store.put_bytes(layout.tile_footprints(tile.tile_id), geoparquet_bytes(footprints))
+        return pb.SegmentResponse(
+            mask=common_pb2.ObjectRef(uri=self.store.s3_uri(layout.mask(tile.tile_id)), media_type=COG_MEDIA_TYPE),
+            footprints=common_pb2.ObjectRef(
+                uri=self.store.s3_uri(layout.tile_footprints(tile.tile_id)), media_type=PARQUET_MEDIA_TYPE
+            ),
+            footprint_count=len(footprints),
+        )
+
+
+def main() -> None:
+    args = main_args(__doc__)
+    logs.configure(SERVICE)
+    settings = Settings.load()
+    servicer = SegmentationServicer(ObjectStore(settings), model_client(settings))
+    serve(
+        SERVICE,
+        [Registration(servicer, pb_grpc.add_SegmentationServiceServicer_to_server,
+                      "urbanfabric.v1.SegmentationService")],
+        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    main()

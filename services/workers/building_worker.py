@@ -1,0 +1,151 @@
+"""Building worker: consumes BuildingBatches and calls Materials → Attributes → Intensity.
+
+It joins the three answers with the batch's footprints into one GeoParquet part per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import geopandas as gpd
+import pandas as pd
+
+from urbanfabric import bus, logs
+from urbanfabric.clients import call, stub
+from urbanfabric.config import Settings
+from urbanfabric.errors import InvalidInput
+from urbanfabric.grpc_service import DEFAULT_DEADLINES
+from urbanfabric.layout import JobLayout
+from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
+from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
+
+
+def function_prior(floors: int, area_m2: float) -> str:
+    """RASMI function class from size alone: a stand-in until the function model (issue 5).
+
+    Small low buildings are taken as single-family residential (RS), the rest as multi-family
+    residential (RM); non-residential (NR) needs the function classifier and is never guessed.
+    """
+    return "RS" if floors <= 2 and area_m2 < 250 else "RM"
+
+
+def validate(task: tasks_pb2.BuildingBatch) -> None:
+    for path, value in (("job.job_id", task.job.job_id), ("batch_id", task.batch_id),
+                        ("footprints.uri", task.footprints.uri), ("region", task.region),
+                        ("height_model.name", task.height_model.name)):
+        if not value:
+            raise InvalidInput(path, "is required")
+
+
+def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.BuildingBatch) -> gpd.GeoDataFrame:
+    """One row per footprint with every attribute (the buildings table, docs/architecture.md)."""
+    out = footprints.copy()
+    roof = pd.DataFrame([
+        {"building_id": r.building_id, "roof_material": r.material or None,
+         "roof_material_probability": r.probability if r.has_imagery else None,
+         "roof_material_code": r.taxonomy_code or None}
+        for r in roofs
+    ], columns=["building_id", "roof_material", "roof_material_probability", "roof_material_code"])
+    att = pd.DataFrame([
+        {"building_id": a.building_id, "height_m": a.height_m, "height_p05": a.height_p05,
+         "height_p95": a.height_p95, "floors": a.floors}
+        for a in attrs
+    ])
+    rows = []
+    for b in stock:
+        row = {"building_id": b.building_id, "gfa_m2": b.gfa_m2, "structure": b.structure,
+               "mass_total_kg": b.mass_total_kg, "embodied_co2e_kg": b.embodied_co2e_kg}
+        for m in b.masses:
+            row[f"mass_{m.material}_kg"] = m.kg
+            row[f"mass_{m.material}_kg_p05"] = m.kg_p05
+            row[f"mass_{m.material}_kg_p95"] = m.kg_p95
+        rows.append(row)
+    sto = pd.DataFrame(rows)
+    for part in (roof, att, sto):
+        if not part.empty:
+            out = out.merge(part, on="building_id", how="left", validate="one_to_one")
+    out["model_versions"] = json.dumps({
+        "roof": f"{task.roof_model.name}:{task.roof_model.version}" if task.roof_model.name else None,
+        "height": f"{task.height_model.name}:{task.height_model.version}",
+        "intensity": f"rasmi-2023:{task.region}",
+    })
+    out["job_id"] = task.job.job_id
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=footprints.crs)
+
+
+def make_handler(settings: Settings):
+    store = ObjectStore(settings)
+    mat, att, ity = (stub(settings, s) for s in ("materials", "attributes", "intensity"))
+    deadline = DEFAULT_DEADLINES["tile"]
+
+    def handle(task: tasks_pb2.BuildingBatch) -> tasks_pb2.BuildingBatchResult:
+        result = tasks_pb2.BuildingBatchResult(job=task.job, batch_id=task.batch_id)
+        footprints = read_geoparquet(store.get_bytes(parse_s3_uri(task.footprints.uri)[1]))
+        roofs = []
+        t0 = time.perf_counter()
+        if task.roof_model.name and len(task.images):
+            roofs = call(mat.ClassifyRoofs, materials_pb2.ClassifyRoofsRequest(
+                job=task.job, batch_id=task.batch_id, footprints=task.footprints,
+                images=task.images, model=task.roof_model), deadline).roofs
+        result.stage_seconds["materials"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        attrs = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
+            job=task.job, batch_id=task.batch_id, footprints=task.footprints,
+            height_model=task.height_model), deadline).buildings
+        result.stage_seconds["attributes"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        roof_by_id = {r.building_id: r.material for r in roofs}
+        inputs = [
+            intensity_pb2.StockInput(
+                building_id=a.building_id, footprint_area_m2=a.footprint_area_m2, floors=a.floors,
+                function=function_prior(a.floors, a.footprint_area_m2),
+                roof_material=roof_by_id.get(a.building_id, ""),
+            )
+            for a in attrs
+        ]
+        stock = call(ity.EstimateStock, intensity_pb2.EstimateStockRequest(
+            job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region),
+            DEFAULT_DEADLINES["fast"]).buildings
+        result.stage_seconds["intensity"] = time.perf_counter() - t2
+        table = assemble(footprints, roofs, attrs, stock, task)
+        layout = JobLayout(task.job.job_id)
+        key = layout.batch_buildings(task.batch_id)
+        store.put_bytes(key, geoparquet_bytes(table))
+        result.buildings.uri = store.s3_uri(key)
+        result.buildings.media_type = PARQUET_MEDIA_TYPE
+        result.building_count = len(table)
+        result.status = tasks_pb2.TASK_STATUS_SUCCEEDED
+        return result
+
+    return handle
+
+
+def spec(settings: Settings) -> bus.TaskSpec:
+    def failed(task: tasks_pb2.BuildingBatch, err) -> tasks_pb2.BuildingBatchResult:
+        return tasks_pb2.BuildingBatchResult(job=task.job, batch_id=task.batch_id,
+                                             status=tasks_pb2.TASK_STATUS_FAILED, error=err)
+
+    return bus.TaskSpec(
+        name="buildings",
+        topic=bus.BUILDINGS,
+        result_topic=bus.BUILDING_RESULTS,
+        task_type=tasks_pb2.BuildingBatch,
+        result_type=tasks_pb2.BuildingBatchResult,
+        marker_key=lambda t: JobLayout(t.job.job_id).batch_done(t.batch_id),
+        result_key=lambda t: t.job.job_id,
+        handle=make_handler(settings),
+        failed=failed,
+        validate=validate,
+    )
+
+
+def main() -> None:
+    logs.configure("building-worker")
+    settings = Settings.load()
+    bus.TaskWorker(settings, spec(settings)).run()
+
+
+if __name__ == "__main__":
+    main()

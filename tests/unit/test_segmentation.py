@@ -1,0 +1,76 @@
+import geopandas as gpd
+import numpy as np
+import pytest
+from affine import Affine
+from shapely.geometry import box
+
+from urbanfabric.segmentation import merge_seams, polygonize, predict_tiled
+
+# 0.6 m pixels in Web Mercator near Xiamen.
+ORIGIN = Affine(0.6, 0, 13146000.0, 0, -0.6, 2813000.0)
+
+
+def test_tiled_prediction_has_no_seams():
+    """A per-pixel model must come out of window blending unchanged (no seams, no drift)."""
+    rng = np.random.default_rng(1)
+    image = rng.random((3, 700, 900), dtype=np.float32)
+    out = predict_tiled(image, lambda b: b[:, 0], window=256, overlap=64, batch_size=3)
+    np.testing.assert_allclose(out, image[0], rtol=1e-5, atol=1e-6)
+
+
+def test_tiled_prediction_keeps_nodata_and_pads_small_images():
+    image = np.full((3, 100, 120), 0.5, np.float32)
+    image[:, :10, :10] = np.nan
+    out = predict_tiled(image, lambda b: b.mean(axis=1), window=128, overlap=32)
+    assert out.shape == (100, 120)
+    assert np.isnan(out[:10, :10]).all() and np.isfinite(out[10:, 10:]).all()
+
+
+def test_tiled_prediction_rejects_wrong_model_output():
+    with pytest.raises(Exception, match="model"):
+        predict_tiled(np.zeros((3, 64, 64), np.float32), lambda b: b[:, 0, :10], window=64, overlap=0)
+
+
+def test_polygonize_rectangles_with_area_confidence_and_border_flag():
+    prob = np.zeros((200, 200), np.float32)
+    prob[50:100, 40:80] = 0.9  # 30 m × 24 m in mercator units → ~720 m² × cos²(lat) on the ground
+    prob[150:200, 0:20] = 0.7  # touches the bottom/left edge
+    prob[10:12, 10:12] = 0.9  # 1.4 m² speck, below the minimum area
+    fp = polygonize(prob, ORIGIN, "EPSG:3857", threshold=0.5, min_area_m2=10, tile_id="t1")
+    assert len(fp) == 2 and fp.crs.to_epsg() == 4326
+    big = fp.loc[fp["footprint_area_m2"].idxmax()]
+    lat = 24.5
+    expected = 30 * 24 * np.cos(np.radians(lat)) ** 2
+    assert big["footprint_area_m2"] == pytest.approx(expected, rel=0.03)
+    assert big["footprint_confidence"] == pytest.approx(0.9)
+    assert not big["on_border"]
+    assert fp["on_border"].sum() == 1
+    assert fp["building_id"].is_unique and (fp["tile_id"] == "t1").all()
+
+
+def test_polygonize_is_deterministic_ids():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:30, 10:30] = 1
+    a = polygonize(prob, ORIGIN, "EPSG:3857")
+    b = polygonize(prob, ORIGIN, "EPSG:3857")
+    assert list(a["building_id"]) == list(b["building_id"])
+
+
+def test_merge_seams_joins_border_pieces_only():
+    def frame(geoms, border):
+        g = gpd.GeoSeries(geoms, crs="EPSG:32650").to_crs("EPSG:4326")
+        return gpd.GeoDataFrame({
+            "building_id": [f"b{i}" for i in range(len(geoms))],
+            "footprint_confidence": 0.8, "footprint_area_m2": [x.area for x in geoms],
+            "footprint_source": "segmented", "tile_id": ["a", "b", "a", "a"][: len(geoms)],
+            "on_border": border}, geometry=g)
+
+    x0, y0 = 600000, 2710000
+    left = box(x0, y0, x0 + 10, y0 + 10)          # a building split at x0+10 by a tile border
+    right = box(x0 + 10.4, y0, x0 + 20, y0 + 10)
+    a = box(x0 + 100, y0, x0 + 110, y0 + 10)      # two interior buildings 2 m apart stay apart
+    b = box(x0 + 112, y0, x0 + 122, y0 + 10)
+    merged = merge_seams(frame([left, right, a, b], [True, True, False, False]))
+    assert len(merged) == 3
+    joined = merged.to_crs("EPSG:32650").geometry.area.max()
+    assert joined == pytest.approx(200, rel=0.05)
