@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             "split": split,
         },
         "n_models": args.n_models,
+        "log_target": model.log_target,
+        "nthread": args.nthread,
         "trees_per_member": model.info["trees_per_member"],
         "timing_s": {"features": round(t_feat, 2), "fit": round(t_fit, 2)},
         "heldout_xiamen": regression_metrics(yt, mean, p05, p95),
@@ -249,6 +251,7 @@ def model_card(metrics: dict[str, Any], member_bytes: int) -> str:
     hx = metrics["heldout_xiamen"]
     base = metrics["heldout_xiamen_baseline_train_median"]
     cc = metrics.get("crosscity_helsinki")
+    target = "log height" if metrics["log_target"] else "height in metres, squared error"
     cc_text = (
         "Cross-city test, central Helsinki (OpenStreetMap; "
         f"{cc['label_origin']['height_tag']} `height` tags, "
@@ -259,15 +262,18 @@ def model_card(metrics: dict[str, Any], member_bytes: int) -> str:
     )
     return f"""# height_xgb {metrics['version']} — building height from footprint morphology
 
-Bootstrap-aggregated XGBoost (CMAB, "Building height"): {metrics['n_models']} XGBoost regressors,
-each fitted on a bootstrap sample of the training buildings (log height target, early-stopped
-on its out-of-bag rows; {min(metrics['trees_per_member'])}–{max(metrics['trees_per_member'])}
-trees each). Prediction = members' mean; `height_p05` / `height_p95` = members' 5th / 95th
-percentile. Inputs: the {len(FEATURES)} features of
-`urbanfabric.attributes.footprint_features` (footprint morphology and 50/100/200 m
-neighbourhood), computed the same way in training and in the pipeline. Code:
-`urbanfabric.attributes.HeightModel`; files: `member_XX.json` (XGBoost JSON, {member_bytes / 1e6:.2f} MB in
-all), `meta.json` (feature names, parameters, format version).
+Bootstrap-aggregated XGBoost (CMAB, "Building height"): {metrics['n_models']} XGBoost
+regressors, each fitted on a bootstrap sample of the training buildings (target:
+{target}; early-stopped on its own out-of-bag rows,
+{min(metrics['trees_per_member'])}–{max(metrics['trees_per_member'])} trees of depth ≤ 3 each).
+Prediction = members' mean; `height_p05` / `height_p95` = members' 5th / 95th percentile.
+
+Inputs: the {len(FEATURES)} features of `urbanfabric.attributes.footprint_features` — footprint
+morphology, 50/100/200 m neighbourhood counts and areas, adjacency (footprints within 1 m,
+shared perimeter) and relative size — computed the same way in training and in the pipeline.
+Code: `urbanfabric.attributes.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
+{member_bytes / 1e6:.2f} MB in all), `meta.json` (feature names, parameters, format version),
+`metrics.json` (everything below, machine-readable).
 
 ## Data
 
@@ -286,7 +292,8 @@ all), `meta.json` (feature names, parameters, format version).
 PYTHONPATH=.:services/lib .venv/bin/python -m models.height_xgb.train {metrics['command'].split('train ', 1)[1]}
 ```
 
-Fit time on 1 CPU thread: {metrics['timing_s']['fit']:.0f} s (features {metrics['timing_s']['features']:.0f} s).
+Fit time with {metrics['nthread']} CPU thread(s): {metrics['timing_s']['fit']:.0f} s (features
+{metrics['timing_s']['features']:.0f} s) on the shared 2-core development machine.
 
 ## Held-out metrics (Xiamen, whole blocks never seen in training)
 
@@ -303,8 +310,10 @@ Baseline, training median for every building: RMSE {base['rmse_m']:.2f} m, MAE {
 * The p05–p95 band is the spread of the bootstrap ensemble (sensitivity to the training
   sample), not a prediction interval for a single building: it contains far fewer than 90 %
   of true heights (measured above). Do not read it as a 90 % interval.
-* Trained on one dense Chinese city centre; the Helsinki numbers show how it transfers to a
-  different urban form. Retrain with local heights before using it elsewhere.
+* Trained on one dense Chinese city centre, and it does not transfer: in central Helsinki
+  (large perimeter-block footprints, 4–7 storeys) it predicts Xiamen-like towers (bias above).
+  Retrain with local heights before using it elsewhere. The Helsinki labels are themselves
+  approximate (mostly `building:levels` × 3 m).
 * {d['train_test']['n_at_min_height']} of the Xiamen heights are exactly {d['train_test']['height_min_m']:.2f} m, the minimum
   ({d['train_test']['n_at_min_height_plus_0.01']} are 0.01 m above it), which looks like a floor clamp or default in the
   source; they were kept as labels.

@@ -17,6 +17,7 @@ import numpy as np
 from urbanfabric.errors import InvalidInput
 from urbanfabric.segmentation import building_id
 
+MIN_AREA_M2 = 1.0
 COLUMNS = ["building_id", "footprint_confidence", "footprint_area_m2", "footprint_source",
            "tile_id", "on_border"]
 
@@ -29,7 +30,7 @@ def _read(blob: bytes, name: str) -> tuple[gpd.GeoDataFrame, str]:
         with tempfile.NamedTemporaryFile(suffix=".osm.pbf" if lower.endswith(".pbf") else ".osm") as tmp:
             tmp.write(blob)
             tmp.flush()
-            frame = gpd.read_file(tmp.name, layer="multipolygons", engine="pyogrio")
+            frame = gpd.read_file(tmp.name, layer="multipolygons", engine="pyogrio", on_invalid="ignore")
         if "building" in frame.columns:
             frame = frame[frame["building"].notna()]
         return frame, "osm"
@@ -57,8 +58,13 @@ def load_footprints(blob: bytes, name: str) -> gpd.GeoDataFrame:
     if frame.empty:
         raise InvalidInput("footprints", f"{name!r} holds no polygon")
     frame = frame.to_crs("EPSG:4326")
-    metric = frame.geometry.to_crs(frame.estimate_utm_crs())
     frame = frame.assign(geometry=frame.geometry.make_valid())
+    metric = frame.geometry.to_crs(frame.estimate_utm_crs())
+    # Degenerate polygons (collapsed rings in OSM extracts) are not buildings.
+    keep = (metric.area >= MIN_AREA_M2).to_numpy()
+    frame, metric = frame[keep], metric[keep]
+    if frame.empty:
+        raise InvalidInput("footprints", f"{name!r} holds no polygon of at least {MIN_AREA_M2} m²")
     pts = frame.geometry.representative_point()
     out = gpd.GeoDataFrame(
         {

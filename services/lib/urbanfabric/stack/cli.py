@@ -22,19 +22,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Start, check and stop the local stack (all on 127.0.0.1, free ports).",
         epilog=f"components, in start order: {names}",
     )
-    parser.add_argument(
-        "--stack-dir",
-        type=Path,
-        default=None,
-        help="state/data/log directory (default $URBANFABRIC_STACK_DIR or <repo>/.stack)",
-    )
+    help_dir = "state/data/log directory (default $URBANFABRIC_STACK_DIR or <repo>/.stack)"
+    parser.add_argument("--stack-dir", type=Path, default=None, help=help_dir)
+    # Also accepted after the sub-command; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack-dir", type=Path, default=argparse.SUPPRESS, help=help_dir)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start components (default: all) and wait until healthy")
+    up = sub.add_parser("up", parents=[common], help="start components (default: all) and wait until healthy")
     up.add_argument("--only", default=None, help="comma-separated components; dependencies are added")
     up.add_argument("--timeout", type=float, default=None, help="health timeout per component in seconds")
-    status = sub.add_parser("status", help="show each component; exit 1 if a started one is down")
+    status = sub.add_parser("status", parents=[common], help="show each component; exit 1 if a started one is down")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("down", help="stop everything and check that no process is left")
+    sub.add_parser("down", parents=[common], help="stop everything and check that no process is left")
     return parser
 
 
@@ -90,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from urbanfabric import jobs
+from urbanfabric.errors import EmptyArea, InvalidInput
+
+
+def test_parse_model_names_the_parameter():
+    ref = jobs.parse_model("footprint-unet:v1", "models.segmentation")
+    assert (ref.name, ref.version) == ("footprint-unet", "v1")
+    with pytest.raises(InvalidInput) as err:
+        jobs.parse_model("footprint-unet", "models.segmentation")
+    assert err.value.field == "models.segmentation"
+
+
+def test_area_outside_imagery_is_named():
+    jobs.check_area((1, 1, 2, 2), (0, 0, 3, 3), "sample:x")
+    with pytest.raises(EmptyArea) as err:
+        jobs.check_area((10, 10, 11, 11), (0, 0, 3, 3), "sample:x")
+    assert err.value.field == "area" and "sample:x" in str(err.value)
+
+
+def test_batches_cover_every_building_once_in_neighbour_order():
+    rng = np.random.default_rng(0)
+    xs, ys = rng.uniform(0, 0.01, 103), rng.uniform(0, 0.01, 103)
+    fp = gpd.GeoDataFrame({"building_id": [f"b{i}" for i in range(103)]},
+                          geometry=[box(x, y, x + 1e-4, y + 1e-4) for x, y in zip(xs, ys)], crs="EPSG:4326")
+    batches = jobs.make_batches(fp, 25)
+    assert [len(b) for b in batches] == [25, 25, 25, 25, 3]
+    ids = [i for b in batches for i in b["building_id"]]
+    assert sorted(ids) == sorted(fp["building_id"])
+    with pytest.raises(InvalidInput):
+        jobs.make_batches(fp, 0)
+
+
+def test_summary_totals():
+    fp = gpd.GeoDataFrame({
+        "building_id": ["a", "b"], "height_m": [10.0, 20.0], "roof_material": ["concrete_cement", None],
+        "mass_concrete_kg": [1000.0, 3000.0], "mass_concrete_kg_p05": [1.0, 1.0], "mass_total_kg": [1.0, 1.0],
+        "embodied_co2e_kg": [5.0, 7.0]}, geometry=[box(0, 0, 1, 1), box(2, 2, 3, 3)], crs="EPSG:4326")
+    s = jobs.summarize("j", fp, {"segmentation": 1.5}, {})
+    assert s.buildings == 2 and s.mean_height_m == 15
+    assert s.mass_kg == {"concrete": 4000.0}
+    assert s.roof_material_mix == {"concrete_cement": 1, "no imagery": 1}
+    assert s.embodied_co2e_kg == 12 and "4" in s.text()
