@@ -88,7 +88,7 @@ def export(
 ) -> None:
     """Write fp16 ``model.pt`` and ``config.json`` (architecture, contract, threshold, provenance)."""
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     _atomic_save(state, out / "model.pt")
     digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     config = {
@@ -155,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     arch = dict(DEFAULT_CONFIG)
     model = build_model(arch, imagenet_encoder=not args.no_imagenet)
+    # channels_last runs the depthwise convolutions of EfficientNet ~15 % faster on CPU (oneDNN).
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step, epoch, best_iou, trained_s = 0, 0, -1.0, 0.0
     ckpt_path = args.ckpt_dir / "ckpt.pt"
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])  # copies into the channels_last parameters
         opt.load_state_dict(ckpt["optimizer"])
         step, epoch, best_iou, trained_s = ckpt["step"], ckpt["epoch"], ckpt["best_iou"], ckpt["trained_s"]
         torch.set_rng_state(ckpt["torch_rng"])
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         order = torch.randperm(len(train), generator=gen).tolist()
         for b in range(0, len(order) - args.batch_size + 1, args.batch_size):
             items = [train[i] for i in order[b : b + args.batch_size]]
-            x = torch.stack([im for im, _ in items])
+            x = torch.stack([im for im, _ in items]).contiguous(memory_format=torch.channels_last)
             y = torch.stack([m for _, m in items])
             frac = (trained_s + time.monotonic() - run_start) / total_s
             for group in opt.param_groups:

@@ -25,12 +25,17 @@ def _run(args: argparse.Namespace) -> int:
     params["imagery"] = args.imagery or None
     if args.footprints:
         params["footprints"] = str(Path(args.footprints).resolve()) if not args.footprints.startswith("s3://") else args.footprints
-    run_id, state = run_map_area(Settings.load(), params)
-    print(f"flow run {run_id}: {state.type.value} {state.message or ''}")
-    if state.is_completed():
-        print(json.dumps(state.result(), indent=2, default=str))
-        return 0
-    return 1
+    from urbanfabric.jobs import new_job_id
+    from urbanfabric.layout import JobLayout
+    from urbanfabric.storage import ObjectStore
+
+    params["job_id"] = new_job_id()
+    settings = Settings.load()
+    run_id, state = run_map_area(settings, params)
+    print(f"flow run {run_id} (job {params['job_id']}): {state.type.value} {state.message or ''}")
+    doc = json.loads(ObjectStore(settings).get_bytes(JobLayout(params["job_id"]).job_json))
+    print(json.dumps(doc.get("summary") or doc.get("error"), indent=2, default=str))
+    return 0 if state.is_completed() else 1
 
 
 def _export(args: argparse.Namespace) -> int:

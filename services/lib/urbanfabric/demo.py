@@ -66,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load()
         print(f"== stack up in {time.time() - t0:.0f} s; running map-area on the sample area", flush=True)
-        params = {"area": SAMPLE_AREA, "imagery": "sample:xiamen-z18"}
+        from urbanfabric.jobs import new_job_id
+
+        job_id = new_job_id()
+        params = {"area": SAMPLE_AREA, "imagery": "sample:xiamen-z18", "job_id": job_id}
         t1 = time.time()
         run_id, state = run_map_area(settings, params)
         if not state.is_completed():
             print(f"flow run {run_id} ended {state.type.value}: {state.message}", file=sys.stderr)
             return 1
-        result = state.result()
-        job_id = result["job_id"]
         store = ObjectStore(settings)
         summary = json.loads(store.get_bytes(JobLayout(job_id).job_json))["summary"]
         print(f"== flow run {run_id} completed in {time.time() - t1:.0f} s\n")

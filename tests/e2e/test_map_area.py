@@ -1,0 +1,150 @@
+"""End to end through the real stack: Prefect → Kafka → workers → gRPC services → KServe → S3."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from rio_cogeo.cogeo import cog_validate
+
+from urbanfabric import bus
+from urbanfabric.demo import run_map_area
+from urbanfabric.intensity import MaterialIntensityTable
+from urbanfabric.jobs import new_job_id
+from urbanfabric.layout import JobLayout
+from urbanfabric.paths import SHARED_DATA
+from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.v1 import tasks_pb2
+
+pytestmark = pytest.mark.e2e
+
+#: One zoom-16 tile of the Xiamen sample (≈600 m × 550 m).
+ONE_TILE = {"west": 118.0975342, "south": 24.4821, "east": 118.1030, "north": 24.4871486}
+REQUIRED_COLUMNS = {
+    "building_id", "geometry", "footprint_source", "footprint_confidence", "footprint_area_m2",
+    "roof_material", "roof_material_probability", "roof_material_code", "height_m", "height_p05",
+    "height_p95", "floors", "gfa_m2", "mass_concrete_kg", "mass_total_kg", "embodied_co2e_kg",
+    "model_versions", "job_id", "tile_id",
+}
+
+
+def _run(settings, **params):
+    """Start a run through the Prefect API (as the UI does); returns (state, job_id)."""
+    params.setdefault("job_id", new_job_id())
+    run_id, state = run_map_area(settings, params, timeout_s=900)
+    return state, params["job_id"]
+
+
+def _job_doc(store, state_or_id):
+    return json.loads(store.get_bytes(JobLayout(state_or_id).job_json))
+
+
+@pytest.fixture(scope="module")
+def sample_job(stack):
+    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18")
+    assert state.is_completed(), state.message
+    return job_id
+
+
+def test_every_service_answers_health_serving(stack):
+    for name, addr in stack.services.items():
+        with grpc.insecure_channel(addr) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sample_job):
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    assert store.exists(layout.success)
+    tile_keys = [k for k in store.list(f"{layout.root}/tiles/") if k.endswith(".tif")]
+    assert {Path(k).name for k in tile_keys} >= {"raw.tif", "ard.tif", "mask.tif"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in tile_keys:
+            path = Path(tmp) / key.replace("/", "_")
+            path.write_bytes(store.get_bytes(key))
+            valid, errors, _ = cog_validate(str(path))
+            assert valid, (key, errors)
+
+    table = gpd.read_parquet(Path(store.get_file(layout.buildings, Path(tempfile.mkdtemp()) / "b.parquet")))
+    assert REQUIRED_COLUMNS <= set(table.columns)
+    assert table.crs.to_epsg() == 4326
+    assert len(table) > 20, "the segmentation model should find buildings in a dense tile"
+    assert table["building_id"].is_unique
+    doc = _job_doc(store, sample_job)
+    assert doc["status"] == "succeeded" and doc["summary"]["buildings"] == len(table)
+    assert (table["footprint_source"] == "segmented").all()
+    assert table["height_m"].between(1, 300).all()
+    assert (table["height_p05"] <= table["height_m"]).all() and (table["height_m"] <= table["height_p95"]).all()
+    assert table["roof_material"].notna().mean() > 0.9
+    np.testing.assert_allclose(table["gfa_m2"], table["footprint_area_m2"] * table["floors"], rtol=1e-6)
+
+    # Masses are intensity × GFA, with the intensity from the shipped RASMI table.
+    mi = MaterialIntensityTable.load()
+    row = table.iloc[0]
+    fn = "RS" if row["floors"] <= 2 and row["footprint_area_m2"] < 250 else "RM"
+    expected = mi.intensity(fn, row["structure"], "ASIA_CHN")
+    for material, kg_per_m2 in expected.items():
+        assert row[f"mass_{material}_kg"] == pytest.approx(kg_per_m2 * row["gfa_m2"], rel=1e-6)
+    mass_cols = [c for c in table.columns if c.startswith("mass_") and c.endswith("_kg") and c != "mass_total_kg"]
+    np.testing.assert_allclose(table[mass_cols].sum(axis=1), table["mass_total_kg"], rtol=1e-6)
+
+
+def test_user_footprints_skip_segmentation(stack, tmp_path):
+    raw = json.loads((SHARED_DATA / "footprints/xiamen-z18/buildings.json").read_text())
+    frame = gpd.GeoDataFrame.from_features(raw["features"] if "features" in raw else raw, crs="EPSG:4326")
+    pts = frame.geometry.representative_point()
+    inside = frame[(pts.x > ONE_TILE["west"]) & (pts.x < ONE_TILE["east"]) &
+                   (pts.y > ONE_TILE["south"]) & (pts.y < ONE_TILE["north"])].head(40)
+    path = tmp_path / "mine.geojson"
+    inside.to_file(path, driver="GeoJSON")
+    state, job_id = _run(stack, footprints=str(path), imagery="sample:xiamen-z18")
+    assert state.is_completed(), state.message
+    store = ObjectStore(stack)
+    table = gpd.read_parquet(store.get_file(JobLayout(job_id).buildings, tmp_path / "b.parquet"))
+    assert len(table) == len(inside)
+    assert (table["footprint_source"] == "user").all()
+    assert table["roof_material"].notna().all()
+    assert not store.list(f"{JobLayout(job_id).root}/footprints/")  # no segmentation ran
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"area": {"west": 10.0, "south": 50.0, "east": 10.01, "north": 50.01}}, "area"),
+    ({"area": ONE_TILE, "models": {"segmentation": "footprint-unet:v999"}}, "models.segmentation"),
+])
+def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needle):
+    state, job_id = _run(stack, imagery="sample:xiamen-z18", **params)
+    assert state.is_failed()
+    doc = _job_doc(ObjectStore(stack), job_id)
+    assert doc["status"] == "failed" and needle in doc["error"], doc["error"]
+    assert not ObjectStore(stack).exists(JobLayout(job_id).success)
+    assert not ObjectStore(stack).exists(JobLayout(job_id).buildings)
+
+
+def test_malformed_task_is_set_aside_and_workers_keep_going(stack, sample_job):
+    prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    prod.send(bus.TILES, key=b"poison", value=b"\x08\xff\xff\xff garbage").get(timeout=30)
+    prod.close()
+    cons = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None, consumer_timeout_ms=1000)
+    cons.assign([TopicPartition(bus.DLQ, p) for p in cons.partitions_for_topic(bus.DLQ)])
+    cons.seek_to_beginning()
+    import time
+
+    found = None
+    deadline = time.time() + 60
+    while found is None and time.time() < deadline:
+        for recs in cons.poll(timeout_ms=1000).values():
+            for r in recs:
+                if r.key == b"poison":
+                    found = tasks_pb2.DeadLetter.FromString(r.value)
+    cons.close()
+    assert found is not None and found.topic == bus.TILES and found.error.message
+    # The tile worker is still alive and serving: a real run completes afterwards.
+    test_every_service_answers_health_serving(stack)
