@@ -342,7 +342,9 @@ Other random block draws (same recipe, refitted for the comparison, not shipped)
   ({d['train_test']['n_at_min_height_plus_0.01']} are 0.01 m above it), which looks like a floor clamp or default in the
   source; they were kept as labels.
 * Neighbourhood features are truncated at the edge of the input; the Xiamen extract has no
-  margin, so buildings on its border see fewer neighbours than they have.
+  margin, so buildings on its border see fewer neighbours than they have. The shared-data
+  notes also say a spatial fifth of the area's buildings is missing from `buildings.json`
+  and some large buildings are unlabelled, so density features there are biased low.
 * Floors derive from height with a fixed storey height (`floors_from_height`, 3 m default).
 """
 

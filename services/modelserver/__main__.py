@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 DEFAULT_MODELS = "footprint-unet:v1,roof-material:v1"
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     # kserve.model_server parses sys.argv with its own parser at import time; hide ours so
     # that option prefixes (e.g. --model…) are not misread by it.
     sys.argv = sys.argv[:1]
+
+    # kserve 0.21 answers with FastAPI's deprecated ORJSONResponse; one stray non-JSON
+    # warning line per process otherwise.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
 
     from urbanfabric.logs import configure
 

@@ -402,36 +402,35 @@ def object_store_fetcher(uri: str, cache_dir: Path | str) -> Callable[[ModelSpec
     """A ``fetch`` that downloads version files from the project object store.
 
     Args:
-        uri: ``s3://<bucket>/<prefix>``; objects are read at
-            ``<prefix>/<model_dir>/<version>/{config.json,model.pt}`` through
+        uri: ``s3://<bucket>/<prefix>`` (e.g. ``s3://urbanfabric/models``); objects are read
+            at ``<prefix>/<model_dir>/<version>/{config.json,model.pt}`` through
             ``urbanfabric.storage.ObjectStore`` (endpoint and credentials from
-            ``urbanfabric.config.Settings.load()``). The bucket must be the configured one.
+            ``urbanfabric.config.Settings.load()``).
         cache_dir: local model repository the files are written to (pass it as ``model_dir``).
+
+    Raises:
+        ValueError: ``uri`` is not an ``s3://bucket[/prefix]`` URI.
     """
-    if not uri.startswith("s3://"):
-        raise ValueError(f"storage URI must be s3://bucket/prefix, got {uri!r}")
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise ValueError(f"storage URI must be s3://bucket[/prefix], got {uri!r}")
     prefix = prefix.strip("/")
     cache = Path(cache_dir)
 
     def fetch(spec: ModelSpec, version_dir: Path) -> None:
         # Imported lazily: the object-store client is only needed when serving from S3.
         from urbanfabric.config import Settings
+        from urbanfabric.errors import NotFound
         from urbanfabric.storage import ObjectStore
 
-        settings = Settings.load()
-        configured = getattr(settings, "bucket", None)
-        if configured and bucket and configured != bucket:
-            raise ValueError(f"storage URI bucket {bucket!r} is not the configured {configured!r}")
-        store = ObjectStore(settings)
+        store = ObjectStore(Settings.load())
         target = cache / spec.model_dir / spec.version
-        target.mkdir(parents=True, exist_ok=True)
         for name in VERSION_FILES:
             key = "/".join(p for p in (prefix, spec.model_dir, spec.version, name) if p)
             try:
-                store.get_file(key, target / name)
-            except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
-                raise WeightsMissing(f"{spec.name}: cannot fetch s3://{bucket}/{key}: {exc}") from exc
+                store.get_file(f"s3://{bucket}/{key}", target / name)  # full URIs are accepted
+            except NotFound as exc:
+                raise WeightsMissing(f"{spec.name}: no s3://{bucket}/{key}") from exc
 
     return fetch
 

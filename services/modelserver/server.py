@@ -77,7 +77,7 @@ class RawTensorDataPlane(DataPlane):
             return super().decode_inference_request(body, headers, model_name)
         json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
         if json_length is None:
-            raise InvalidInput(f"binary request without the {INFERENCE_CONTENT_LENGTH_HEADER} header")
+            raise InvalidInput(f"binary body without a {INFERENCE_CONTENT_LENGTH_HEADER} header")
         try:
             json_length_i = int(json_length)
             doc = orjson.loads(body[:json_length_i])

@@ -88,6 +88,7 @@ def test_load_shipped_v1() -> None:
     assert prob.shape == (1, 64, 64) and np.all((prob >= 0) & (prob <= 1))
 
 
+@pytest.mark.data
 @pytest.mark.skipif(not DATA.exists(), reason=f"dataset not present at {DATA}")
 def test_dataset_reads_real_tile_and_mask() -> None:
     from models.footprint_unet.data import FootprintTiles

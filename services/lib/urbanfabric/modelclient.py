@@ -329,7 +329,7 @@ class ModelClient:
             except ms.WeightsMissing as exc:
                 raise NotFound(f"model_version {model}:{version} has no weights: {exc}") from exc
             except ImportError as exc:
-                raise NotFound(f"model_version {model}:{version}: model code missing: {exc}") from exc
+                raise NotFound(f"model_version {model}:{version}: no model code: {exc}") from exc
             self._embedded[name] = m
             return m
 
@@ -412,7 +412,8 @@ def _grpc_error(exc: Any, name: str, where: str) -> Exception:
         return InvalidInput("x", f"{name}: {detail}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return InvalidInput("x", f"{name}: message too large, use infer_batched: {detail}")
-    return Unavailable(f"model server {where} failed for {name}: {code.name if code else ''} {detail}")
+    status = code.name if code else "?"
+    return Unavailable(f"model server {where} failed for {name}: {status} {detail}")
 
 
 def _is_transport_error(exc: Exception) -> bool:

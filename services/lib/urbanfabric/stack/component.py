@@ -127,6 +127,8 @@ class Component:
         timeout_s: How long to wait for health.
         stop_grace_s: How long SIGTERM gets before SIGKILL.
         endpoint: Template of the address shown by ``status``.
+        derived_ports: Port name → (base port name, offset) for ports the program computes
+            from another one instead of honouring its flag; allocated as base + offset.
     """
 
     name: str
@@ -142,6 +144,7 @@ class Component:
     timeout_s: float = 30.0
     stop_grace_s: float = 10.0
     endpoint: str | None = None
+    derived_ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def build_argv(self, ctx: StackContext) -> list[str]:
         """The command line for ``ctx``."""

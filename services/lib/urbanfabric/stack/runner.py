@@ -192,11 +192,9 @@ class Stack:
         state["bucket"] = bucket
         ports: dict[str, dict[str, int]] = state.setdefault("ports", {})
         if allocate:
-            wanted = [c for c in self.components if c.ports and set(ports.get(c.name, {})) != set(c.ports)]
-            taken = [p for group in ports.values() for p in group.values()]
-            fresh = procs.free_ports(sum(len(c.ports) for c in wanted), taken)
-            for comp in wanted:
-                ports[comp.name] = {name: fresh.pop(0) for name in comp.ports}
+            for comp in self.components:
+                if comp.ports and set(ports.get(comp.name, {})) != set(comp.ports):
+                    ports[comp.name] = self._allocate(comp, ports)
         return StackContext(
             root=self.root,
             stack_dir=self.stack_dir,
@@ -206,6 +204,25 @@ class Stack:
             region=creds.get("region", "us-east-1"),
             bucket=bucket,
         )
+
+    @staticmethod
+    def _allocate(comp: Component, ports: dict[str, dict[str, int]]) -> dict[str, int]:
+        """Fresh free ports for ``comp`` (derived ports placed at base + offset)."""
+        taken = [p for name, group in ports.items() if name != comp.name for p in group.values()]
+        group: dict[str, int] = {}
+        for name in comp.ports:
+            if name in comp.derived_ports:
+                continue
+            offsets = [off for base, off in comp.derived_ports.values() if base == name]
+            port = procs.free_ports(1, [*taken, *group.values()], offsets=offsets)[0]
+            group[name] = port
+            for derived, (base, off) in comp.derived_ports.items():
+                if base == name:
+                    group[derived] = port + off
+        missing = [d for d, (base, _) in comp.derived_ports.items() if base not in group]
+        if missing:
+            raise StackError(f"{comp.name}: derived ports {missing} name an unknown base port")
+        return {name: group[name] for name in comp.ports}
 
     def resolve(self, only: Iterable[str] | None) -> list[Component]:
         """The components to start for ``only`` (plus their dependencies), in start order."""
@@ -314,9 +331,7 @@ class Stack:
             ports = ctx.ports.get(comp.name, {})
             if all(procs.port_is_free(p) for p in ports.values()):
                 continue
-            taken = [p for group in ctx.ports.values() for p in group.values()]
-            fresh = procs.free_ports(len(comp.ports), taken)
-            ctx.ports[comp.name] = dict(zip(comp.ports, fresh, strict=True))
+            ctx.ports[comp.name] = self._allocate(comp, ctx.ports)
             self._say(f"{comp.name}: recorded ports busy, moved to {ctx.ports[comp.name]}")
         state["ports"] = ctx.ports
 
@@ -373,10 +388,12 @@ class Stack:
         limit = timeout_s if timeout_s is not None else comp.timeout_s
         deadline = time.monotonic() + limit
         last = "no health check ran yet"
+        proc = self._procs.get(comp.name)
         while True:
-            if not procs.is_running(info.pid, info.start_ticks):
-                proc = self._procs.get(comp.name)
-                code = proc.poll() if proc else None
+            # Poll our own child first: it reaps with the exit status (is_running would reap
+            # it too, but without keeping the code).
+            code = proc.poll() if proc else None
+            if code is not None or not procs.is_running(info.pid, info.start_ticks):
                 how = f"exited with code {code}" if code is not None else "exited"
                 raise StackError(
                     f"{comp.name} {how} before becoming healthy (last check: {last})\n"

@@ -1,0 +1,181 @@
+"""Footprint features, the bagged XGBoost height model and floors (urbanfabric.attributes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely import affinity
+from shapely.geometry import Point, Polygon, box
+
+from urbanfabric.attributes import (
+    FEATURE_NAMES,
+    HeightModel,
+    floors_from_height,
+    footprint_features,
+)
+from urbanfabric.errors import InvalidInput
+
+UTM = "EPSG:32633"  # a real metric CRS; x0 = 500 km is the zone's central meridian
+X0, Y0 = 500_000.0, 5_000_000.0
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "height_xgb" / "v1"
+
+
+def _gdf(geoms: list, index: list | None = None) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(geometry=geoms, crs=UTM, index=index)
+
+
+def _box(x: float, y: float, w: float, h: float) -> Polygon:
+    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+
+
+def test_rectangle_10_by_20() -> None:
+    f = footprint_features(_gdf([_box(0, 0, 10, 20)])).iloc[0]
+    assert f.area_m2 == pytest.approx(200.0, rel=1e-6)
+    assert f.perimeter_m == pytest.approx(60.0, rel=1e-6)
+    assert f.compactness == pytest.approx(4 * math.pi * 200 / 60**2, rel=1e-6)
+    assert f.elongation == pytest.approx(0.5, abs=1e-6)
+    assert f.orientation_deg == pytest.approx(90.0, abs=1e-3)  # long side runs north
+    assert f.n_vertices == 4
+    assert f.convexity == pytest.approx(1.0)
+    assert f.rectangularity == pytest.approx(1.0)
+    assert f.n_within_200m == 0 and f.area_within_200m_m2 == 0
+    assert np.isnan(f.nn_dist_m) and np.isnan(f.mean_neighbour_area_m2)
+
+
+def test_rotation_changes_only_orientation() -> None:
+    rect = _box(0, 0, 20, 10)  # long side east
+    rot = affinity.rotate(rect, 30, origin="centroid")
+    f = footprint_features(_gdf([rect, affinity.translate(rot, 0, 1000)]))
+    assert f.orientation_deg.iloc[0] == pytest.approx(0.0, abs=1e-3)
+    assert f.orientation_deg.iloc[1] == pytest.approx(30.0, abs=1e-3)
+    for c in ("area_m2", "perimeter_m", "elongation", "rectangularity"):
+        assert f[c].iloc[1] == pytest.approx(f[c].iloc[0], rel=1e-6)
+
+
+def test_l_shape() -> None:
+    ell = Polygon([(X0, Y0), (X0 + 20, Y0), (X0 + 20, Y0 + 10), (X0 + 10, Y0 + 10),
+                   (X0 + 10, Y0 + 20), (X0, Y0 + 20)])
+    f = footprint_features(_gdf([ell])).iloc[0]
+    assert f.area_m2 == pytest.approx(300.0)
+    assert f.n_vertices == 6
+    assert f.convexity == pytest.approx(300 / 350)
+    assert f.rectangularity == pytest.approx(300 / 400)
+
+
+def test_neighbour_counts_and_index() -> None:
+    # 10x10 squares; gaps to "a": b 30 m, c 120 m, d 300 m (edge to edge, along x).
+    geoms = [_box(0, 0, 10, 10), _box(40, 0, 10, 10), _box(130, 0, 20, 10),
+             _box(310, 0, 10, 10)]
+    f = footprint_features(_gdf(geoms, index=["a", "b", "c", "d"]))
+    assert list(f.index) == ["a", "b", "c", "d"]
+    assert list(f.columns) == list(FEATURE_NAMES)
+    a = f.loc["a"]
+    assert (a.n_within_50m, a.n_within_100m, a.n_within_200m) == (1, 1, 2)
+    assert a.area_within_50m_m2 == pytest.approx(100.0)
+    assert a.area_within_200m_m2 == pytest.approx(300.0)
+    assert a.nn_dist_m == pytest.approx(30.0)
+    assert a.mean_neighbour_area_m2 == pytest.approx(100.0)
+    assert a.area_rank_50m == pytest.approx(0.0)  # b is not smaller
+    c = f.loc["c"]  # 80 m from b, 120 m from a, 160 m from d
+    assert (c.n_within_50m, c.n_within_100m, c.n_within_200m) == (0, 1, 3)
+    assert c.area_ratio_100m == pytest.approx(2.0)
+    assert f.loc["d"].n_within_100m == 0 and np.isnan(f.loc["d"].mean_neighbour_area_m2)
+
+
+def test_touching_footprints() -> None:
+    f = footprint_features(_gdf([_box(0, 0, 10, 10), _box(10, 0, 10, 10), _box(60, 0, 5, 5)]))
+    assert list(f.n_touching) == [1, 1, 0]
+    # Perimeter within 1 m of the neighbour: the 10 m shared wall + 1 m of each side wall.
+    assert f.shared_perimeter_frac.iloc[0] == pytest.approx(12 / 40, abs=1e-6)
+    assert f.shared_perimeter_frac.iloc[2] == 0
+    assert f.max_touching_area_m2.iloc[0] == pytest.approx(100.0)
+    assert f.nn_dist_m.iloc[0] == 0
+
+
+def test_geographic_input_is_reprojected() -> None:
+    g = _gdf([_box(0, 0, 10, 20), _box(40, 0, 10, 10)])
+    f_utm = footprint_features(g)
+    f_wgs = footprint_features(g.to_crs("EPSG:4326"))
+    assert f_wgs.area_m2.to_numpy() == pytest.approx(f_utm.area_m2.to_numpy(), rel=1e-4)
+    assert f_wgs.nn_dist_m.to_numpy() == pytest.approx(f_utm.nn_dist_m.to_numpy(), rel=1e-3)
+
+
+def test_invalid_polygon_is_repaired() -> None:
+    bowtie = Polygon([(X0, Y0), (X0 + 10, Y0 + 10), (X0 + 10, Y0), (X0, Y0 + 10)])
+    f = footprint_features(_gdf([bowtie])).iloc[0]
+    assert f.area_m2 == pytest.approx(50.0)
+
+
+def test_bad_inputs_raise_invalid_input() -> None:
+    with pytest.raises(InvalidInput) as e:
+        footprint_features(gpd.GeoDataFrame(geometry=[_box(0, 0, 1, 1)]))
+    assert e.value.field == "footprints"
+    with pytest.raises(InvalidInput):
+        footprint_features(_gdf([Point(X0, Y0)]))
+    with pytest.raises(InvalidInput):
+        footprint_features(_gdf([None]))
+    empty = footprint_features(_gdf([]))
+    assert len(empty) == 0 and list(empty.columns) == list(FEATURE_NAMES)
+
+
+def _synthetic(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.uniform(0, 10, n), "b": rng.uniform(0, 1, n),
+                      "c": rng.normal(size=n)})
+    y = 3.0 + 4.0 * X.a.to_numpy() + 5.0 * X.b.to_numpy() + rng.normal(0, 1.0, n)
+    return X, y
+
+
+def test_height_model_fit_predict_roundtrip(tmp_path: Path) -> None:
+    X, y = _synthetic()
+    m = HeightModel().fit(X, y, n_models=4, seed=1, num_boost_round=60)
+    mean, p05, p95 = m.predict(X)
+    assert mean.shape == p05.shape == p95.shape == (len(X),)
+    assert np.all(p05 <= mean + 1e-9) and np.all(mean <= p95 + 1e-9)
+    assert np.any(p95 - p05 > 0)  # members differ: bootstrap samples differ
+    assert np.corrcoef(mean, y)[0, 1] > 0.9
+
+    m.save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["feature_names"] == ["a", "b", "c"] and len(meta["members"]) == 4
+    back = HeightModel.load(tmp_path)
+    for got, want in zip(back.predict(X), (mean, p05, p95)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Columns are matched by name, not position.
+    np.testing.assert_allclose(back.predict(X[["c", "b", "a"]])[0], mean, rtol=1e-6)
+    with pytest.raises(InvalidInput):
+        back.predict(X[["a", "b"]])
+
+
+def test_height_model_is_seeded() -> None:
+    X, y = _synthetic(150)
+    a = HeightModel().fit(X, y, n_models=3, seed=7, num_boost_round=30).predict(X)[0]
+    b = HeightModel().fit(X, y, n_models=3, seed=7, num_boost_round=30).predict(X)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_shipped_height_model_matches_features() -> None:
+    if not (SHIPPED / "meta.json").is_file():
+        pytest.skip("models/height_xgb/v1 not built (python -m models.height_xgb.train)")
+    model = HeightModel.load(SHIPPED)
+    assert model.feature_names == FEATURE_NAMES
+    feats = footprint_features(_gdf([_box(0, 0, 10, 20), _box(15, 0, 30, 30)]))
+    mean, p05, p95 = model.predict(feats)
+    assert np.all(np.isfinite(mean)) and np.all(mean > 0) and np.all(p05 <= p95)
+
+
+def test_floors_from_height() -> None:
+    got = floors_from_height([0.0, 1.4, 4.4, 4.5, 30.0, 31.0])
+    assert got.dtype == np.int64
+    assert list(got) == [1, 1, 1, 2, 10, 10]
+    assert list(floors_from_height([8.0], storey_height=4.0)) == [2]
+    with pytest.raises(InvalidInput):
+        floors_from_height([np.nan])
+    with pytest.raises(InvalidInput):
+        floors_from_height([3.0], storey_height=0)
