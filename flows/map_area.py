@@ -16,7 +16,6 @@ With ``footprints`` given, step 2 only acquires and calibrates imagery for roof 
 skipped when there is no imagery) and the user's polygons replace segmentation.
 """
 
-from __future__ import annotations
 
 import dataclasses
 import json
@@ -71,7 +70,7 @@ class ModelVersions(BaseModel):
     """Which model versions a job uses (``name:version``)."""
 
     segmentation: str = "footprint-unet:v1"
-    roof_material: str = "roof-material:v1"
+    roof_material: str = "roof-material:v1"  # "" skips roof materials
     height: str = "height-xgb:v1"
 
 
@@ -109,14 +108,15 @@ def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobR
 @task(name="check-models", cache_policy=NO_CACHE)
 def check_models(settings: Settings, models: ModelVersions, segment: bool) -> dict[str, common_pb2.ModelRef]:
     """Fail before any work when a requested model version does not exist."""
-    refs = {
-        "segmentation": jobs.parse_model(models.segmentation, "models.segmentation"),
-        "roof_material": jobs.parse_model(models.roof_material, "models.roof_material"),
-        "height": jobs.parse_model(models.height, "models.height"),
-    }
+    wanted = {"segmentation": models.segmentation if segment else "",
+              "roof_material": models.roof_material, "height": models.height}
+    if not wanted["height"]:
+        raise InvalidInput("models.height", "a height model is required")
+    # An empty name skips that stage's model (e.g. no roof materials).
+    refs = {k: jobs.parse_model(v, f"models.{k}") if v else common_pb2.ModelRef() for k, v in wanted.items()}
     client = model_client(settings, timeout_s=10)
     for key, ref in refs.items():
-        if key == "segmentation" and not segment:
+        if not ref.name:
             continue
         if not model_dir(ref.name, ref.version).is_dir():
             raise NotFound(f"models.{key}: unknown model version {ref.name}:{ref.version}")

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log = configure("modelserver")
     # One line per request from uvicorn/KServe's latency tracer is noise at INFO.
-    for chatty in ("uvicorn.access", "kserve.trace"):
-        if logging.getLogger().level > logging.DEBUG:
+    if logging.getLogger().level > logging.DEBUG:
+        for chatty in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
     import torch

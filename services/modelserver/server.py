@@ -11,13 +11,18 @@ and
   before ``serve()`` runs — uvicorn reads ``config.host`` only when it binds its socket in
   ``Server.startup``, so this changes nothing else;
 * uses :class:`BoundGRPCServer`, a ``GRPCServer`` whose ``start`` is upstream's with the
-  listen address made a parameter.
+  listen address made a parameter (and without the per-call INFO logging interceptor).
+  gRPC opens a dual-stack socket, so ``ss -ltn`` shows it as ``[::ffff:127.0.0.1]:PORT``:
+  the IPv4 loopback address, nothing else.
+
+Checked with ``ss -ltnp``: ``127.0.0.1:HTTP`` and ``[::ffff:127.0.0.1]:GRPC``, no ``0.0.0.0``
+/ ``*`` listener (tests/unit/test_modelclient.py asserts the same with psutil).
 
 One more override, for speed: :class:`RawTensorDataPlane` keeps binary-extension REST
 tensors as bytes (KServe's decoder converts them to Python lists, ≈ 0.6 s per 512² tile).
 
-Everything else (FastAPI app, V1/V2 routes, ``/metrics``, gRPC servicer and interceptors,
-signal handling) is KServe's unchanged. In a cluster pass ``--host 0.0.0.0``.
+Everything else (FastAPI app, V1/V2 routes, ``/metrics``, gRPC servicer, signal handling,
+error-to-status mapping) is KServe's unchanged. In a cluster pass ``--host 0.0.0.0``.
 
 Metrics: ``GET /metrics`` on the HTTP port serves the Prometheus default registry: KServe's
 per-stage histograms ``request_preprocess_seconds`` / ``request_predict_seconds`` /
@@ -35,15 +40,15 @@ from typing import Any
 import orjson
 from grpc import aio
 from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import InvalidInput
 from kserve.logging import logger as kserve_logger
 from kserve.model import BaseKServeModel
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import InvalidInput
-from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 

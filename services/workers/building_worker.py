@@ -63,8 +63,9 @@ def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.
             row[f"mass_{m.material}_kg_p95"] = m.kg_p95
         rows.append(row)
     sto = pd.DataFrame(rows)
+    # Roof columns are always present (empty without imagery): a stable schema for readers.
     for part in (roof, att, sto):
-        if not part.empty:
+        if "building_id" in part.columns:
             out = out.merge(part, on="building_id", how="left", validate="one_to_one")
     out["model_versions"] = json.dumps({
         "roof": f"{task.roof_model.name}:{task.roof_model.version}" if task.roof_model.name else None,

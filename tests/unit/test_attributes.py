@@ -88,6 +88,28 @@ def test_neighbour_counts_and_index() -> None:
     assert f.loc["d"].n_within_100m == 0 and np.isnan(f.loc["d"].mean_neighbour_area_m2)
 
 
+def test_neighbourhood_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shapely
+
+    import urbanfabric.attributes as attributes
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, size=(60, 2))
+    wh = rng.uniform(5, 30, size=(60, 2))
+    geoms = [_box(x, y, w, h) for (x, y), (w, h) in zip(xy, wh)]
+    monkeypatch.setattr(attributes, "_CHUNK", 7)  # exercise chunk boundaries
+    f = footprint_features(_gdf(geoms))
+    arr = np.array(geoms, dtype=object)
+    d = shapely.distance(arr[:, None], arr[None, :])
+    np.fill_diagonal(d, np.inf)
+    area = shapely.area(arr)
+    for r in (50, 100, 200):
+        np.testing.assert_array_equal(f[f"n_within_{r}m"], (d <= r).sum(axis=1))
+        np.testing.assert_allclose(f[f"area_within_{r}m_m2"], (d <= r) @ area)
+    np.testing.assert_allclose(f.nn_dist_m, d.min(axis=1))
+    np.testing.assert_array_equal(f.n_touching, (d <= 1.0).sum(axis=1))
+
+
 def test_touching_footprints() -> None:
     f = footprint_features(_gdf([_box(0, 0, 10, 10), _box(10, 0, 10, 10), _box(60, 0, 5, 5)]))
     assert list(f.n_touching) == [1, 1, 0]

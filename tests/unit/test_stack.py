@@ -48,6 +48,11 @@ def test_cycles_and_unknown_dependencies_are_rejected(tmp_path: Path) -> None:
         _quiet_stack(tmp_path, (a,))
 
 
+def test_topics_match_the_bus() -> None:
+    bus = pytest.importorskip("urbanfabric.bus")
+    assert set(TOPICS) == {bus.TILES, bus.TILE_RESULTS, bus.BUILDINGS, bus.BUILDING_RESULTS, bus.DLQ}
+
+
 def test_settings_from_stack_file_with_env_overrides(tmp_path: Path) -> None:
     file = tmp_path / "stack.json"
     file.write_text(

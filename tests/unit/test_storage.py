@@ -139,7 +139,7 @@ def test_unreachable_store_raises_unavailable(settings: Settings) -> None:
 def test_gdal_reads_cog_from_store(store: ObjectStore, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     np = pytest.importorskip("numpy")
     rasterio = pytest.importorskip("rasterio")
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     data = np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64)
     local = tmp_path / "tile.tif"
@@ -150,7 +150,7 @@ def test_gdal_reads_cog_from_store(store: ObjectStore, tmp_path: Path, request: 
         "count": 1,
         "dtype": "uint16",
         "crs": "EPSG:3857",
-        "transform": from_origin(0, 640, 10, 10),
+        "transform": Affine(10, 0, 0, 0, -10, 640),
     }
     with rasterio.open(local, "w", **profile) as dst:
         dst.write(data)

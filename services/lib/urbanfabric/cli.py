@@ -33,8 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     settings = Settings.load()
     run_id, state = run_map_area(settings, params)
     print(f"flow run {run_id} (job {params['job_id']}): {state.type.value} {state.message or ''}")
-    doc = json.loads(ObjectStore(settings).get_bytes(JobLayout(params["job_id"]).job_json))
-    print(json.dumps(doc.get("summary") or doc.get("error"), indent=2, default=str))
+    store = ObjectStore(settings)
+    job_json = JobLayout(params["job_id"]).job_json
+    if store.exists(job_json):
+        doc = json.loads(store.get_bytes(job_json))
+        print(json.dumps(doc.get("summary") or doc.get("error"), indent=2, default=str))
     return 0 if state.is_completed() else 1
 
 

@@ -135,7 +135,13 @@ class Settings:
             name: f"127.0.0.1:{port}" for name, port in _DEFAULT_SERVICE_PORTS.items()
         }
     )
-    source: str = "defaults"
+    source: str = field(default="defaults", compare=False)
+
+    def __hash__(self) -> int:
+        # The dataclass hash would fail on the services dict; hash its items instead so
+        # settings can key caches (e.g. one gRPC channel per settings).
+        scalars = tuple(getattr(self, f.name) for f in fields(self) if f.compare and f.name != "services")
+        return hash((scalars, tuple(sorted(self.services.items()))))
 
     @property
     def s3_endpoint_url(self) -> str:

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="start components (default: all) and wait until healthy")
     up.add_argument("--only", default=None, help="comma-separated components; dependencies are added")
     up.add_argument("--timeout", type=float, default=None, help="health timeout per component in seconds")
+    up.add_argument("--parallel", type=int, default=3, help="most components starting at once (default 3)")
     status = sub.add_parser("status", parents=[common], help="show each component; exit 1 if a started one is down")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("down", parents=[common], help="stop everything and check that no process is left")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             only = args.only.split(",") if args.only else None
-            stack.up(only=only, timeout_s=args.timeout)
+            stack.up(only=only, timeout_s=args.timeout, parallel=args.parallel)
             return 0
         if args.command == "status":
             return _status(stack, args.json)

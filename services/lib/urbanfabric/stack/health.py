@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 import urllib.error
 import urllib.request
+from typing import Any
+
 from urbanfabric.stack.component import HealthCheck, NotReady, ProcInfo, StackContext
 
 
@@ -168,17 +169,28 @@ def alive_for(seconds: float) -> HealthCheck:
 
 
 def prefect_deployment(flow: str, deployment: str) -> HealthCheck:
-    """Healthy when the Prefect API knows deployment ``flow/deployment``."""
+    """Healthy when this process serves Prefect deployment ``flow/deployment``.
+
+    The deployment record outlives its runner in Prefect's database, so existence alone says
+    nothing: require status ``READY`` and a ``last_polled`` after this process started.
+    """
 
     def check(ctx: StackContext, proc: ProcInfo) -> None:
-        del proc
+        from datetime import datetime
+
         url = f"{ctx.settings.prefect_api_url}/deployments/name/{flow}/{deployment}"
         status, body = http_get(url)
         if status != 200:
             raise NotReady(f"deployment {flow}/{deployment} not registered (GET -> {status})")
         try:
-            json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise NotReady(f"deployment {flow}/{deployment}: bad reply") from exc
+            record = json.loads(body)
+            polled = record.get("last_polled")
+            polled_at = datetime.fromisoformat(polled.replace("Z", "+00:00")).timestamp() if polled else 0.0
+        except (json.JSONDecodeError, AttributeError, ValueError) as exc:
+            raise NotReady(f"deployment {flow}/{deployment}: unreadable reply ({exc})") from exc
+        if record.get("status") != "READY":
+            raise NotReady(f"deployment {flow}/{deployment} is {record.get('status')}")
+        if polled_at < proc.started_at - 1.0:  # 1 s of clock-rounding slack
+            raise NotReady(f"deployment {flow}/{deployment} last polled before this runner started")
 
     return check

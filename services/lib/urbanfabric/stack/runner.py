@@ -102,6 +102,19 @@ def _tail(path: Path, offset: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
+@dataclass
+class _Starting:
+    """A component the scheduler is waiting on."""
+
+    comp: Component
+    info: ProcInfo
+    log_offset: int
+    t0: float
+    limit_s: float
+    existing: bool = False
+    last: str = "no health check ran yet"
+
+
 class Stack:
     """The local stack in one stack directory.
 
@@ -246,8 +259,15 @@ class Stack:
         return self._context(self.load_state(), allocate=False)
 
     def settings(self) -> config.Settings:
-        """The settings this stack provides."""
-        return self.context().settings
+        """The settings this stack provides.
+
+        Raises:
+            StackError: No stack was ever brought up in this directory.
+        """
+        state = self.load_state()
+        if not state:
+            raise StackError(f"no stack file at {self.state_file}; run 'urbanfabric stack up' first")
+        return self._context(state, allocate=False).settings
 
     # -- environment -----------------------------------------------------------------------
     def child_env(self, ctx: StackContext, comp: Component) -> dict[str, str]:
@@ -277,12 +297,19 @@ class Stack:
         return env
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, only: Iterable[str] | None = None, timeout_s: float | None = None) -> None:
+    def up(self, only: Iterable[str] | None = None, timeout_s: float | None = None, parallel: int = 3) -> None:
         """Start ``only`` (default: everything) with dependencies, each once healthy.
 
-        Components already running are kept (and waited for). On any failure, everything
-        this call started is stopped again and :class:`StackError` carries the reason and
-        the failing component's log tail.
+        A component starts as soon as all its dependencies are healthy, so independent ones
+        (the Prefect server and the object store, say) start side by side; at most
+        ``parallel`` are starting at once (the machine may have few cores). Components already
+        running are kept (and waited for). On any failure everything this call started is
+        stopped again and :class:`StackError` carries the reason and the log tail.
+
+        Args:
+            only: Component names; their dependencies are added.
+            timeout_s: Health timeout per component (default: each component's own).
+            parallel: Most components starting at the same time (>= 1).
 
         Raises:
             StackError: A precheck, start, health check or bootstrap step failed.
@@ -304,13 +331,7 @@ class Stack:
             started: list[str] = []
             t_all = time.monotonic()
             try:
-                for comp in selected:
-                    if comp.name in records:
-                        info = ProcInfo(**records[comp.name])
-                        self._wait_healthy(comp, ctx, info, 0, timeout_s)
-                        self._say(f"{comp.name:<16} already running (pid {info.pid})")
-                        continue
-                    self._start_one(comp, ctx, state, started, timeout_s)
+                self._schedule(selected, ctx, state, started, timeout_s, max(1, parallel))
             except BaseException as exc:
                 names = ", ".join(reversed(started)) or "nothing"
                 self._say(f"stopping what this run started: {names}")
@@ -318,9 +339,7 @@ class Stack:
                     self._stop(list(reversed(started)), state, ctx)
                 except StackError as stop_exc:  # report, but keep the original failure
                     self._say(f"while stopping: {stop_exc}")
-                if isinstance(exc, StackError):
-                    raise
-                if isinstance(exc, KeyboardInterrupt):
+                if isinstance(exc, (StackError, KeyboardInterrupt)):
                     raise
                 raise StackError(f"{exc.__class__.__name__}: {exc}") from exc
             self._say(f"stack up in {time.monotonic() - t_all:.1f} s; settings in {self.state_file}")
@@ -335,14 +354,69 @@ class Stack:
             self._say(f"{comp.name}: recorded ports busy, moved to {ctx.ports[comp.name]}")
         state["ports"] = ctx.ports
 
-    def _start_one(
+    def _schedule(
+        self,
+        selected: Sequence[Component],
+        ctx: StackContext,
+        state: dict[str, Any],
+        started: list[str],
+        timeout_s: float | None,
+        parallel: int,
+    ) -> None:
+        """Start ``selected`` as their dependencies become healthy; return when all are."""
+        records: dict[str, Any] = state["components"]
+        ready: set[str] = set()
+        waiting = list(selected)
+        active: dict[str, _Starting] = {}
+        while waiting or active:
+            for comp in list(waiting):
+                if len(active) >= parallel:
+                    break
+                if not all(dep in ready for dep in comp.depends_on):
+                    continue
+                waiting.remove(comp)
+                limit = timeout_s if timeout_s is not None else comp.timeout_s
+                if comp.name in records:
+                    info = ProcInfo(**records[comp.name])
+                    active[comp.name] = _Starting(comp, info, 0, time.monotonic(), limit, existing=True)
+                else:
+                    active[comp.name] = self._spawn(comp, ctx, state, started, limit)
+            if not active:
+                raise StackError(f"cannot order {[c.name for c in waiting]}: dependencies never became ready")
+            progressed = False
+            for name, job in list(active.items()):
+                if not self._poll_health(job, ctx):
+                    continue
+                progressed = True
+                del active[name]
+                ready.add(name)
+                if job.existing:
+                    self._say(f"{name:<16} already running (pid {job.info.pid})")
+                    continue
+                if job.comp.after_start:
+                    try:
+                        job.comp.after_start(ctx)
+                    except Exception as exc:
+                        raise StackError(
+                            f"{name}: healthy, but its bootstrap step failed: {exc.__class__.__name__}: {exc}\n"
+                            f"--- last lines of {job.info.log} ---\n{_tail(Path(job.info.log), job.log_offset)}"
+                        ) from exc
+                job.info.ready_s = round(time.monotonic() - job.t0, 2)
+                records[name] = job.info.to_dict()
+                self._save_state(state, ctx)
+                endpoint = job.comp.build_endpoint(ctx)
+                self._say(f"{name:<16} ready in {job.info.ready_s:5.1f} s  pid {job.info.pid:<7} {endpoint}")
+            if not progressed:
+                time.sleep(0.2)
+
+    def _spawn(
         self,
         comp: Component,
         ctx: StackContext,
         state: dict[str, Any],
         started: list[str],
-        timeout_s: float | None,
-    ) -> None:
+        limit_s: float,
+    ) -> _Starting:
         t0 = time.monotonic()
         if comp.prepare:
             comp.prepare(ctx)
@@ -362,56 +436,41 @@ class Stack:
         state["components"][comp.name] = info.to_dict()
         started.append(comp.name)
         self._save_state(state, ctx)
-        self._wait_healthy(comp, ctx, info, offset, timeout_s)
-        if comp.after_start:
-            try:
-                comp.after_start(ctx)
-            except Exception as exc:
-                raise StackError(
-                    f"{comp.name}: healthy, but its bootstrap step failed: {exc.__class__.__name__}: {exc}\n"
-                    f"--- last lines of {log} ---\n{_tail(log, offset)}"
-                ) from exc
-        info.ready_s = round(time.monotonic() - t0, 2)
-        state["components"][comp.name] = info.to_dict()
-        self._save_state(state, ctx)
-        endpoint = comp.build_endpoint(ctx)
-        self._say(f"{comp.name:<16} ready in {info.ready_s:5.1f} s  pid {info.pid:<7} {endpoint}")
+        return _Starting(comp, info, offset, t0, limit_s)
 
-    def _wait_healthy(
-        self,
-        comp: Component,
-        ctx: StackContext,
-        info: ProcInfo,
-        log_offset: int,
-        timeout_s: float | None,
-    ) -> None:
-        limit = timeout_s if timeout_s is not None else comp.timeout_s
-        deadline = time.monotonic() + limit
-        last = "no health check ran yet"
-        proc = self._procs.get(comp.name)
-        while True:
-            # Poll our own child first: it reaps with the exit status (is_running would reap
-            # it too, but without keeping the code).
-            code = proc.poll() if proc else None
-            if code is not None or not procs.is_running(info.pid, info.start_ticks):
-                how = f"exited with code {code}" if code is not None else "exited"
-                raise StackError(
-                    f"{comp.name} {how} before becoming healthy (last check: {last})\n"
-                    f"--- last lines of {info.log} ---\n{_tail(Path(info.log), log_offset)}"
-                )
-            try:
-                comp.health(ctx, info)
-                return
-            except NotReady as exc:
-                last = str(exc)
-            except Exception as exc:  # a check that crashes is a failed check, with the reason kept
-                last = f"{exc.__class__.__name__}: {exc}"
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"{comp.name} not healthy after {limit:.0f} s (last check: {last})\n"
-                    f"--- last lines of {info.log} ---\n{_tail(Path(info.log), log_offset)}"
-                )
-            time.sleep(0.2)
+    def _poll_health(self, job: _Starting, ctx: StackContext) -> bool:
+        """One health check of a starting component.
+
+        Returns:
+            True when healthy, False when not yet.
+
+        Raises:
+            StackError: The process exited, or the health timeout passed.
+        """
+        name, info = job.comp.name, job.info
+        # Poll our own child first: it reaps with the exit status (is_running would reap it
+        # too, but without keeping the code).
+        proc = self._procs.get(name)
+        code = proc.poll() if proc else None
+        if code is not None or not procs.is_running(info.pid, info.start_ticks):
+            how = f"exited with code {code}" if code is not None else "exited"
+            raise StackError(
+                f"{name} {how} before becoming healthy (last check: {job.last})\n"
+                f"--- last lines of {info.log} ---\n{_tail(Path(info.log), job.log_offset)}"
+            )
+        try:
+            job.comp.health(ctx, info)
+            return True
+        except NotReady as exc:
+            job.last = str(exc)
+        except Exception as exc:  # a check that crashes is a failed check, with the reason kept
+            job.last = f"{exc.__class__.__name__}: {exc}"
+        if time.monotonic() - job.t0 > job.limit_s:
+            raise StackError(
+                f"{name} not healthy after {job.limit_s:.0f} s (last check: {job.last})\n"
+                f"--- last lines of {info.log} ---\n{_tail(Path(info.log), job.log_offset)}"
+            )
+        return False
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
@@ -482,36 +541,54 @@ class Stack:
             self._stop(order, state, ctx)
 
     def _stop(self, names: Sequence[str], state: dict[str, Any], ctx: StackContext) -> None:
+        """Stop ``names``: dependents before what they depend on, independent ones together."""
+        from concurrent.futures import ThreadPoolExecutor
+
         records: dict[str, Any] = state.setdefault("components", {})
+        remaining = [n for n in names if n in records]
         leftovers: dict[str, list[int]] = {}
-        for name in names:
-            record = records.get(name)
-            if record is None:
-                continue
-            comp = self.by_name.get(name)
-            t0 = time.monotonic()
-            left = procs.stop_session(record["pid"], record["start_ticks"], comp.stop_grace_s if comp else 10.0)
-            proc = self._procs.pop(name, None)
-            if proc is not None:
-                try:
-                    proc.wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    pass
-            if left:
-                leftovers[name] = left
-                continue
-            if comp and comp.cleanup:
-                for path in comp.cleanup(ctx):
-                    try:
-                        if path.is_socket() or path.suffix == ".sock":
-                            path.unlink(missing_ok=True)
-                    except OSError:
-                        pass
-            del records[name]
+        while remaining:
+            # A component stops once nothing still running depends on it (SIGTERM lets the
+            # workers commit their Kafka offsets while the broker is still there).
+            wave = [
+                n
+                for n in remaining
+                if not any(n in self.by_name[m].depends_on for m in remaining if m != n and m in self.by_name)
+            ] or remaining[:1]
+            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                results = dict(zip(wave, pool.map(self._stop_one, wave, [records[n] for n in wave]), strict=True))
+            for name in wave:
+                left, took = results[name]
+                remaining.remove(name)
+                if left:
+                    leftovers[name] = left
+                    continue
+                comp = self.by_name.get(name)
+                if comp and comp.cleanup:
+                    for path in comp.cleanup(ctx):
+                        try:
+                            if path.is_socket() or path.suffix == ".sock":
+                                path.unlink(missing_ok=True)
+                        except OSError:
+                            pass
+                del records[name]
+                self._say(f"{name:<16} stopped in {took:4.1f} s")
             self._save_state(state, ctx)
-            self._say(f"{name:<16} stopped in {time.monotonic() - t0:4.1f} s")
         if leftovers:
             raise StackError(f"processes survived SIGKILL: {leftovers}")
+
+    def _stop_one(self, name: str, record: dict[str, Any]) -> tuple[list[int], float]:
+        """Stop one component's session. Returns (pids left alive, seconds taken)."""
+        comp = self.by_name.get(name)
+        t0 = time.monotonic()
+        left = procs.stop_session(record["pid"], record["start_ticks"], comp.stop_grace_s if comp else 10.0)
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        return left, time.monotonic() - t0
 
 
 def status_rows_as_dicts(rows: Sequence[ComponentStatus]) -> list[dict[str, Any]]:
