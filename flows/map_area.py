@@ -38,6 +38,7 @@ from urbanfabric.grid import tiles_for_area
 from urbanfabric.grpc_service import DEFAULT_DEADLINES
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA, model_dir
+from urbanfabric.rasters import read_raster
 from urbanfabric.segmentation import merge_seams
 from urbanfabric.stac import read_catalog
 from urbanfabric.storage import ObjectStore, parse_s3_uri
@@ -159,8 +160,8 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate(store: ObjectStore, job_id: str, batch_results: list, stage_seconds: dict[str, float],
-              parameters: dict[str, Any]) -> jobs.Summary:
+def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results: list,
+              stage_seconds: dict[str, float], parameters: dict[str, Any]) -> jobs.Summary:
     layout = JobLayout(job_id)
     frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
     buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
@@ -173,7 +174,8 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, stage_second
     outputs = {"buildings": store.s3_uri(layout.buildings), "map": store.s3_uri(layout.map_png),
                "report": store.s3_uri(layout.report)}
     summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
-    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}"))
+    basemap = [read_raster(store.get_bytes(parse_s3_uri(r.ard.uri)[1])) for r in tile_results[:16] if r.ard.uri]
+    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
     store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
     return summary
 
@@ -270,7 +272,7 @@ def map_area(
         for r in batch_results:
             for k, v in r.stage_seconds.items():
                 stage[k] += v
-        summary = aggregate(store, job_id, batch_results, dict(stage), parameters)
+        summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters)
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),

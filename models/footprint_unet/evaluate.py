@@ -40,9 +40,14 @@ def evaluate(version_dir: Path, data_dir: Path, split: str = "evaluation", batch
     Also reports the scores at 0.5 and at the split's own best threshold (the latter is
     optimistic, for reference only).
     """
+    # Hash and load together at the start: a running training job may export new weights
+    # into the same directory while this evaluation runs.
+    digest = hashlib.sha256((Path(version_dir) / "model.pt").read_bytes()).hexdigest()
     config = read_config(version_dir)
     threshold = float(config["output"]["threshold"])
     model = load_model(version_dir)
+    if config.get("weights", {}).get("sha256") not in (None, digest):
+        raise RuntimeError("model.pt and config.json changed during loading (training exported); retry")
     dataset = FootprintTiles(data_dir, split)
     thresholds = sorted({threshold, 0.5, *np.round(np.arange(0.2, 0.81, 0.05), 2)})
     conf = ConfusionAtThresholds(tuple(thresholds))
@@ -62,7 +67,7 @@ def evaluate(version_dir: Path, data_dir: Path, split: str = "evaluation", batch
     shipped = conf.scores(conf.thresholds.index(threshold))
     return {
         "model": f"{config['name']}/{config.get('version', Path(version_dir).name)}",
-        "weights_sha256": hashlib.sha256((Path(version_dir) / "model.pt").read_bytes()).hexdigest(),
+        "weights_sha256": digest,
         "training_step": config.get("training", {}).get("step"),
         "split": split,
         "tiles": len(dataset),

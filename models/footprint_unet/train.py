@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     last_ckpt = run_start
     deadline = run_start + args.minutes * 60.0
     window_loss, window_t, window_n = 0.0, time.monotonic(), 0
+    timed_steps = 0  # steps since window_t (validation pauses reset the clock, not the loss)
     gen = torch.Generator().manual_seed(args.seed + epoch)
 
     def checkpoint(final: bool = False) -> None:
@@ -239,21 +240,22 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             window_loss += loss.detach().item()
             window_n += 1
+            timed_steps += 1
             if step % args.log_every == 0:
                 now = time.monotonic()
                 LOG.info(
                     "step=%d epoch=%d loss=%.4f lr=%.2e sec/step=%.2f elapsed=%.1f min",
-                    step, epoch, window_loss / window_n, opt.param_groups[0]["lr"], (now - window_t) / window_n,
+                    step, epoch, window_loss / window_n, opt.param_groups[0]["lr"], (now - window_t) / max(timed_steps, 1),
                     (now - run_start) / 60,
                 )
-                window_loss, window_t, window_n = 0.0, now, 0
+                window_loss, window_t, window_n, timed_steps = 0.0, now, 0, 0
             now = time.monotonic()
             if now >= deadline or (args.max_steps and step >= args.max_steps):
                 done = True
                 break
             if now - last_ckpt >= args.ckpt_minutes * 60:
                 checkpoint()
-                window_t = time.monotonic()  # validation time is not training time per step
+                window_t, timed_steps = time.monotonic(), 0  # validation is not training time
         else:
             epoch += 1
     checkpoint(final=True)

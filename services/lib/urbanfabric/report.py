@@ -10,19 +10,34 @@ import matplotlib
 matplotlib.use("Agg")  # headless: services and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from urbanfabric.jobs import Summary  # noqa: E402
+from urbanfabric.rasters import Raster  # noqa: E402
 
 
-def map_png(buildings: gpd.GeoDataFrame, title: str) -> bytes:
-    """Two panels: footprints coloured by predicted height, and by roof material."""
+def _show_basemap(ax, rasters: list[Raster]) -> None:
+    """Draw calibrated tiles (EPSG:3857) under the footprints, decimated for a small PNG."""
+    for r in rasters:
+        step = max(1, r.data.shape[-1] // 512)
+        rgb = np.nan_to_num(r.data[:3, ::step, ::step]).transpose(1, 2, 0)
+        rgb = np.clip(rgb / max(float(np.percentile(rgb, 99)), 1e-6), 0, 1)
+        left, bottom, right, top = r.bounds
+        ax.imshow(rgb, extent=(left, right, bottom, top), interpolation="bilinear")
+
+
+def map_png(buildings: gpd.GeoDataFrame, title: str, basemap: list[Raster] | None = None) -> bytes:
+    """Two panels over the imagery: footprints coloured by predicted height, and by roof material."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
+    for ax in axes:
+        _show_basemap(ax, basemap or [])
     frame = buildings.to_crs("EPSG:3857") if len(buildings) else buildings
     if len(frame):
         frame.plot(ax=axes[0], column="height_m", cmap="viridis", legend=True,
-                   legend_kwds={"label": "height (m)", "shrink": 0.6}, linewidth=0)
+                   legend_kwds={"label": "height (m)", "shrink": 0.6}, linewidth=0, alpha=0.85)
         if "roof_material" in frame:
             frame.assign(roof=frame["roof_material"].fillna("no imagery")).plot(
-                ax=axes[1], column="roof", categorical=True, legend=True, cmap="tab10", linewidth=0,
+                ax=axes[1], column="roof", categorical=True, legend=True, cmap="tab10", linewidth=0, alpha=0.85,
                 legend_kwds={"loc": "lower left", "fontsize": 8})
     axes[0].set_title("Building height (bootstrap XGBoost mean)")
     axes[1].set_title("Roof material")

@@ -328,6 +328,8 @@ COMPONENTS: tuple[Component, ...] = (
         # The flow registers sources with acquisition, checks models on the model server and
         # waits for the workers' results.
         argv=["{python}", "-m", "flows.serve"],
+        # Pick up runs started from the UI/API within 2 s (Prefect's default is 10 s).
+        env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"},
         depends_on=("prefect", "kafka", "objectstore", "modelserver", "acquisition", "tile_worker", "building_worker"),
         health=prefect_deployment("map-area", "map-area"),
         precheck=python_module_check("flows.serve"),
