@@ -49,7 +49,7 @@ def evaluate(version_dir: Path, data_dir: Path, split: str = "evaluation", batch
     if config.get("weights", {}).get("sha256") not in (None, digest):
         raise RuntimeError("model.pt and config.json changed during loading (training exported); retry")
     dataset = FootprintTiles(data_dir, split)
-    thresholds = sorted({threshold, 0.5, *np.round(np.arange(0.2, 0.81, 0.05), 2)})
+    thresholds = sorted({threshold, 0.5, *np.round(np.arange(0.05, 0.96, 0.05), 2)})
     conf = ConfusionAtThresholds(tuple(thresholds))
     per_tile_iou = []
     t0 = time.monotonic()

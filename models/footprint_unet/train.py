@@ -36,7 +36,7 @@ from models.footprint_unet.net import DEFAULT_CONFIG, build_model, predict_proba
 
 LOG = logging.getLogger("footprint_unet.train")
 #: Thresholds tried on the validation split; the exported one maximises validation IoU.
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.81, 0.05))
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

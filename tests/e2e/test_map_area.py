@@ -148,3 +148,31 @@ def test_malformed_task_is_set_aside_and_workers_keep_going(stack, sample_job):
     assert found is not None and found.topic == bus.TILES and found.error.message
     # The tile worker is still alive and serving: a real run completes afterwards.
     test_every_service_answers_health_serving(stack)
+
+
+def test_corrupt_imagery_fails_the_run_naming_the_image(stack, xiamen_dir, tmp_path):
+    """A COG damaged in the object store: the tile fails with a clear message, nothing is
+    published as complete, and the services stay up."""
+    import shutil
+
+    from urbanfabric.clients import call, stub
+    from urbanfabric.v1 import acquisition_pb2
+
+    src = tmp_path / "tiles" / "18" / "217070"
+    src.mkdir(parents=True)
+    for y in (112670, 112671):
+        shutil.copy(xiamen_dir / "tiles/18/217070" / f"{y}.webp", src / f"{y}.webp")
+    resp = call(stub(stack, "acquisition").RegisterSource, acquisition_pb2.RegisterSourceRequest(
+        source_id="corrupt-test", path=str(tmp_path / "tiles"), zoom=18,
+        format=acquisition_pb2.SOURCE_FORMAT_XYZ_TILES), 120)
+    store = ObjectStore(stack)
+    victim = next(k for k in store.list("sources/corrupt-test/cogs/") if k.endswith("green.tif"))
+    store.put_bytes(victim, b"II*\x00" + b"garbage" * 200)
+    w, s, e, n = resp.bounds.min_x, resp.bounds.min_y, resp.bounds.max_x, resp.bounds.max_y
+    state, job_id = _run(stack, area={"west": w, "south": s, "east": e, "north": n},
+                         imagery=resp.catalog.uri)
+    assert state.is_failed()
+    doc = _job_doc(store, job_id)
+    assert "image" in doc["error"] and "unreadable" in doc["error"], doc["error"]
+    assert not store.exists(JobLayout(job_id).success)
+    test_every_service_answers_health_serving(stack)

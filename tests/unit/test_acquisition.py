@@ -5,7 +5,9 @@ import pytest
 from PIL import Image
 
 from urbanfabric import acquisition
-from urbanfabric.errors import EmptyArea
+from pathlib import Path
+
+from urbanfabric.errors import EmptyArea, InvalidInput
 from urbanfabric.grid import tiles_for_area
 from urbanfabric.rasters import Raster, cog_bytes
 
@@ -63,3 +65,12 @@ def test_sample_imagery_loads(xiamen_dir, tmp_path):
     blocks = acquisition.mosaic_xyz_blocks(xiamen_dir / "tiles", 18)
     block_id, raster = next(iter(blocks))
     assert raster.data.shape == (3, 1024, 1024) and raster.data.any()
+
+
+def test_corrupt_asset_is_invalid_input_naming_the_image(tmp_path):
+    items = _local_items(tmp_path, _xyz_folder(tmp_path / "src"))
+    Path(items[0].assets["green"].href).write_bytes(b"II*\x00" + b"garbage" * 100)
+    tile = next(t for t in tiles_for_area(tuple(items[0].bbox)) if t.tile_id.endswith("54267-28168"))
+    with pytest.raises(InvalidInput) as err:
+        acquisition.load_tile(items, tile)
+    assert err.value.field == "image" and "green" in str(err.value)

@@ -213,7 +213,14 @@ def load_tile(
         chunksize=2048,
     )
     # (time, band, y, x): later items win where they overlap earlier ones.
-    mosaic = stackstac.mosaic(stack, dim="time", nodata=RAW_NODATA).compute(scheduler="threads")
+    try:
+        mosaic = stackstac.mosaic(stack, dim="time", nodata=RAW_NODATA).compute(scheduler="threads")
+    except RuntimeError as exc:
+        # stackstac wraps GDAL read errors ("Error opening '<href>': RasterioIOError(…)").
+        # A corrupt or unreadable asset is bad input, not a service fault.
+        if "Error opening" in str(exc) or "Error reading" in str(exc):
+            raise InvalidInput("image", f"unreadable imagery for tile {tile.tile_id}: {exc}") from exc
+        raise
     data = np.asarray(mosaic.values)
     if data.ndim == 2:
         data = data[None]
