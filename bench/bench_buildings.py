@@ -19,7 +19,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import geopandas as gpd  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from shapely import affinity  # noqa: E402
 
 from bench._util import peak_rss_mib, save  # noqa: E402
 from urbanfabric import attributes, intensity  # noqa: E402

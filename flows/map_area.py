@@ -35,7 +35,6 @@ from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import clip_to_area, load_footprints, read_path
 from urbanfabric.grid import tiles_for_area
-from urbanfabric.grpc_service import DEFAULT_DEADLINES
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA, model_dir
 from urbanfabric.rasters import read_raster

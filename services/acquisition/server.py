@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 from pathlib import Path
 
-import numpy as np
 
 from urbanfabric import acquisition, logs
 from urbanfabric.config import Settings

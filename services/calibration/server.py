@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from urbanfabric import calibration, logs
 from urbanfabric.config import Settings

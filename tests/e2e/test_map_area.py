@@ -20,7 +20,7 @@ from urbanfabric.intensity import MaterialIntensityTable
 from urbanfabric.jobs import new_job_id
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA
-from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.storage import ObjectStore
 from urbanfabric.v1 import tasks_pb2
 
 pytestmark = pytest.mark.e2e
