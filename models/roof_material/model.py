@@ -22,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_CONFIG: dict[str, Any] = {
-    "arch": "tf_efficientnet_lite0",
+    "arch": "efficientnet_lite0",
     "classes": ["concrete_cement", "healthy_metal", "incomplete", "irregular_metal", "other"],
     "chip_size": 128,
     "drop_rate": 0.3,

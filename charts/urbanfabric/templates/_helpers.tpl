@@ -31,10 +31,18 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 urbanfabric.io/profile: {{ $root.Values.profile }}
 {{- end -}}
 
-{{/* Image reference of a project image. Call with (list $ "acquisition"). */}}
+{{/*
+Image reference of a project image. Call with (list $ "acquisition"). An images.<name> value
+that already names a tag or digest (skaffold sets repository:tag@digest) is used as it is;
+otherwise image.registry and image.tag (default: appVersion) complete it.
+*/}}
 {{- define "urbanfabric.image" -}}
 {{- $root := index . 0 -}}
 {{- $repo := index $root.Values.images (index . 1) -}}
+{{- $last := $repo | splitList "/" | last -}}
+{{- if or (contains "@" $repo) (contains ":" $last) -}}
+{{- $repo -}}
+{{- else -}}
 {{- $tag := $root.Values.image.tag | default $root.Chart.AppVersion -}}
 {{- $ref := $repo -}}
 {{- if $root.Values.image.registry -}}
@@ -44,6 +52,7 @@ urbanfabric.io/profile: {{ $root.Values.profile }}
 {{- printf "%s@%s" $ref $tag -}}
 {{- else -}}
 {{- printf "%s:%s" $ref $tag -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

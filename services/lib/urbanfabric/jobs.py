@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from google.protobuf.message import Message
 from kafka import KafkaConsumer, TopicPartition
+from shapely.geometry import box
 
 from urbanfabric import bus
 from urbanfabric.config import Settings
@@ -27,7 +28,7 @@ from urbanfabric.convert import tile_to_proto
 from urbanfabric.errors import EmptyArea, InvalidInput, Unavailable
 from urbanfabric.grid import Tile
 from urbanfabric.layout import JobLayout
-from urbanfabric.storage import ObjectStore
+from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
 from urbanfabric.v1 import common_pb2, tasks_pb2
 
@@ -135,18 +136,12 @@ def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.Ima
 
 def gather_footprints(store: ObjectStore, results: Iterable[tasks_pb2.TileResult]) -> gpd.GeoDataFrame:
     """All tiles' footprints in one frame (EPSG:4326)."""
-    frames = [read_geoparquet(store.get_bytes(store_key(r.footprints.uri)))
+    frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.footprints.uri)[1]))
               for r in results if r.status == tasks_pb2.TASK_STATUS_SUCCEEDED and r.footprints.uri]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return gpd.GeoDataFrame(columns=["building_id"], geometry=[], crs="EPSG:4326")
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
-
-
-def store_key(uri: str) -> str:
-    from urbanfabric.storage import parse_s3_uri
-
-    return parse_s3_uri(uri)[1]
 
 
 def make_batches(footprints: gpd.GeoDataFrame, batch_size: int) -> list[gpd.GeoDataFrame]:
@@ -168,8 +163,6 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
     ards = [r for r in tile_results if r.ard.uri]
     tile_boxes = gpd.GeoSeries.from_xy([], [], crs="EPSG:4326")
     if ards:
-        from shapely.geometry import box
-
         boxes = [box(r.tile.bounds.min_x, r.tile.bounds.min_y, r.tile.bounds.max_x, r.tile.bounds.max_y)
                  for r in ards]
         tile_boxes = gpd.GeoSeries(boxes, crs=ards[0].tile.bounds.crs).to_crs("EPSG:4326")

@@ -1,0 +1,98 @@
+"""Wrong values fail at install (values.schema.json, templates/validate.yaml), naming the value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+import deploy_support as ds
+
+
+def render_error(helm: Any, values: dict[str, Any], profile: str | None = "dev") -> str:
+    """Render with ``values``; return the error message (the test fails if it renders)."""
+    with pytest.raises((helm.HelmValuesError, helm.HelmRenderError)) as info:
+        ds.render(values, profile=profile)
+    return str(info.value)
+
+
+def test_unknown_profile_is_rejected(helm: Any) -> None:
+    message = render_error(helm, {"profile": "staging"}, profile=None)
+    assert "/profile" in message and "dev" in message and "gpu" in message
+
+
+def test_missing_credentials_secret_name_is_rejected(helm: Any) -> None:
+    message = render_error(helm, {"objectStore": {"credentialsSecret": {"name": ""}}})
+    assert "objectStore/credentialsSecret/name" in message
+
+
+def test_credentials_secret_removed_in_a_values_file_is_rejected(helm: Any) -> None:
+    # `name: null` in a values file deletes the chart default, as when it was never given.
+    values = yaml.safe_load("objectStore:\n  credentialsSecret:\n    name: null\n")
+    message = render_error(helm, values)
+    assert "objectStore/credentialsSecret" in message and "name" in message
+
+
+def test_plain_text_credentials_are_rejected(helm: Any) -> None:
+    message = render_error(helm, {"objectStore": {"accessKey": "AKIA...", "secretKey": "hunter2"}})
+    assert "/objectStore" in message and "accessKey" in message
+
+
+def test_zero_gpus_for_a_gpu_model_fails_naming_the_value(helm: Any) -> None:
+    message = render_error(helm, {"inferenceServices": {"footprint-unet": {"gpus": 0}}}, profile="gpu")
+    assert "inferenceServices.footprint-unet.gpus must be at least 1" in message
+    assert '"cuda"' in message
+
+
+def test_zero_gpus_by_profile_default_fails_too(helm: Any) -> None:
+    # No device/gpus in the entry: the gpu profile says cuda; a profile default of 0 GPUs fails.
+    values = {"profiles": {"gpu": {"device": "cuda", "gpus": 0}},
+              "inferenceServices": {"roof-material": {"device": None, "gpus": None}}}
+    message = render_error(helm, values, profile="gpu")
+    assert "inferenceServices.roof-material.gpus must be at least 1" in message
+
+
+def test_scale_to_zero_needs_serverless(helm: Any) -> None:
+    message = render_error(helm, {"inferenceServices": {"footprint-unet": {"minReplicas": 0}}})
+    assert "inferenceServices.footprint-unet.minReplicas" in message and "Serverless" in message
+    docs = ds.documents(ds.render({"modelServing": {"deploymentMode": "Serverless"},
+                                   "inferenceServices": {"footprint-unet": {
+                                       "minReplicas": 0, "scaleMetric": "concurrency", "scaleTarget": 4}}}))
+    (isvc,) = [d for d in ds.of_kind(docs, "InferenceService") if d["metadata"]["name"].endswith("footprint-unet")]
+    assert isvc["spec"]["predictor"]["minReplicas"] == 0
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+def test_malformed_values_file_is_rejected_with_a_clear_message(helm: Any) -> None:
+    values = yaml.safe_load("""
+services:
+  segmentation:
+    replicas: two
+kafka:
+  bootstrapServers: "kafka:nine"
+""")
+    message = render_error(helm, values)
+    assert "/services/segmentation/replicas" in message
+    assert "/kafka/bootstrapServers" in message
+
+
+def test_unknown_keys_are_rejected(helm: Any) -> None:
+    message = render_error(helm, {"inferenceServices": {"footprint-unet": {"gpu": 1}}})
+    assert "/inferenceServices/footprint-unet" in message and "'gpu'" in message
+
+
+def test_chart_defaults_render_without_profile_file(helm: Any) -> None:
+    docs = ds.documents(ds.render())
+    assert len(ds.of_kind(docs, "InferenceService")) == 2
+
+
+def test_torchserve_runtime_option(helm: Any) -> None:
+    docs = ds.documents(ds.render({"modelServing": {"runtime": "torchserve"}}, profile="gpu"))
+    assert not ds.of_kind(docs, "ServingRuntime")
+    for isvc in ds.of_kind(docs, "InferenceService"):
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["modelFormat"] == {"name": "pytorch"}
+        assert model["runtime"] == "kserve-torchserve"
+        assert model["storageUri"].endswith("/v1/torchserve")
+        assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
