@@ -8,13 +8,13 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: all install protos lint lint-protos test test-unit test-e2e demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: all install protos lint lint-protos test test-unit test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-deploy.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -42,6 +42,9 @@ test-unit: install protos
 
 test-e2e: install protos
 	$(BIN)/python -m pytest -q tests/e2e
+
+test-deploy: install protos
+	$(BIN)/python -m pytest -q tests/deploy
 
 demo: install protos
 	$(BIN)/urbanfabric demo

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from typing import Any
 
-import pytest
-
 import deploy_support as ds
+import pytest
 
 
 def _require(module: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         pytest.skip(f"{module} is not installed (pip install -r requirements-deploy.txt)")
 
 

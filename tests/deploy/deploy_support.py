@@ -74,8 +74,9 @@ def render(values: dict[str, Any] | None = None, profile: str | None = None) -> 
 def documents(rendered: dict[str, str]) -> list[dict[str, Any]]:
     """Every non-empty YAML document of a render."""
     docs = []
-    for text in rendered.values():
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    for path, text in rendered.items():
+        if path.endswith((".yaml", ".yml")):  # not NOTES.txt
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
 
 
@@ -315,23 +316,28 @@ def _import_names(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
     return [module] + [f"{module}.{a.name}" for a in node.names]
 
 
-def import_closure(entries: list[str]) -> dict[str, set[str]]:
-    """Third-party top-level modules imported by ``entries`` and the project modules they reach.
+def import_closure(entries: list[str], skip: tuple[str, ...] = ()) -> tuple[dict[str, set[str]], set[Path]]:
+    """Third-party imports of ``entries`` and of the project modules they reach.
 
-    Follows every project import (module level and inside functions) and records every
-    non-stdlib, non-project import with the project modules that make it.
+    Follows every project import (module level and inside functions) except into the
+    packages named in ``skip``.
+
+    Returns:
+        ``({top-level third-party module: project modules importing it}, project files)``.
     """
+    files: set[Path] = set()
     seen: set[str] = set()
     external: dict[str, set[str]] = {}
     todo = list(entries)
     while todo:
         module = todo.pop()
-        if module in seen:
+        if module in seen or any(module == p or module.startswith(p + ".") for p in skip):
             continue
         seen.add(module)
         path = module_file(module)
         if path is None:
             continue
+        files.add(path)
         parts = module.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -345,7 +351,7 @@ def import_closure(entries: list[str]) -> dict[str, set[str]]:
                         todo.append(name)
                 elif top and top not in sys.stdlib_module_names:
                     external.setdefault(top, set()).add(module)
-    return external
+    return external, files
 
 
 def argparse_flags(path: Path) -> set[str]:

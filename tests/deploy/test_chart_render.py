@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import deploy_support as ds
 import pytest
 import yaml
-
-import deploy_support as ds
 
 
 @pytest.mark.parametrize("profile", [None, *ds.PROFILES])

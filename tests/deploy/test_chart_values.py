@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import deploy_support as ds
 import pytest
 import yaml
-
-import deploy_support as ds
 
 
 def render_error(helm: Any, values: dict[str, Any], profile: str | None = "dev") -> str:

@@ -29,7 +29,7 @@ http {
     location ~ ^/v2/models/{{ $isvc.model }}-{{ $isvc.version }}(/|$) {
       set $upstream_host {{ $host }};
       proxy_set_header Host $upstream_host;
-      proxy_pass http://$upstream_host;
+      proxy_pass http://$upstream_host:{{ $.Values.modelServing.predictorPort }};
     }
     {{- end }}
     {{- end }}
