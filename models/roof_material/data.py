@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from urbanfabric.calibration import iqr_scale
 from urbanfabric.materials import resize_chip
 
@@ -73,15 +72,15 @@ def augment(scaled: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
     _, h, w = scaled.shape
     area = h * w * rng.uniform(0.5, 1.0)
     ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-    ch = int(round(min(h, math.sqrt(area / ratio))))
-    cw = int(round(min(w, math.sqrt(area * ratio))))
+    ch = round(min(h, math.sqrt(area / ratio)))
+    cw = round(min(w, math.sqrt(area * ratio)))
     ch, cw = max(ch, 1), max(cw, 1)
     r0 = int(rng.integers(0, h - ch + 1))
     c0 = int(rng.integers(0, w - cw + 1))
     x = scaled[:, r0 : r0 + ch, c0 : c0 + cw]
 
     if rng.random() < 0.3:
-        low = max(8, int(round(size * rng.uniform(0.35, 0.8))))
+        low = max(8, round(size * rng.uniform(0.35, 0.8)))
         x = resize_chip(x, low)
     x = resize_chip(x, size)
 

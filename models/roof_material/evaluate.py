@@ -45,7 +45,7 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[s
     pred = probs.argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
         "macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),

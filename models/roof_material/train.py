@@ -23,9 +23,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -258,7 +259,9 @@ def cross_validate(
     for k, (tr, te) in enumerate(skf.split(np.zeros(len(labels)), labels)):
         held = np.stack([eval_chip(images[i], cfg.chip_size) for i in te])
 
-        def score(stage: str, epoch: int, model: RoofClassifier) -> None:
+        def score(
+            stage: str, epoch: int, model: RoofClassifier, held: np.ndarray = held, te: np.ndarray = te
+        ) -> None:
             pred = predict_proba(model, held).argmax(1)
             key = f"{stage}{epoch:03d}"
             last_key[0] = key

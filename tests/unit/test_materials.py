@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from shapely.geometry import Polygon, box
-
 from urbanfabric.errors import InvalidInput
 from urbanfabric.materials import (
     BBR_OTHER_CODE,

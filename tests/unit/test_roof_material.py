@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from urbanfabric.materials import RoofTaxonomy, decode
 
 from models.roof_material.model import build_model, load_model, predict_proba, save_model
 from models.roof_material.train import class_weights
-from urbanfabric.materials import RoofTaxonomy, decode
 
 torch.set_num_threads(1)
 

@@ -205,7 +205,7 @@ class RoofTaxonomy:
     entries: dict[str, TaxonomyEntry]
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "RoofTaxonomy":
+    def load(cls, path: str | Path | None = None) -> RoofTaxonomy:
         """Read a mapping CSV with columns ``model_class, bbr_code, bbr_label_en, note``.
 
         Args:
