@@ -17,7 +17,11 @@ def stack(tmp_path_factory):
         pytest.skip(f"sample data not available: {SHARED_DATA} (needed for the sample imagery)")
     stack_dir = tmp_path_factory.mktemp("stack")
     os.environ["URBANFABRIC_STACK_DIR"] = str(stack_dir)
-    os.environ.pop("URBANFABRIC_STACK_FILE", None)
+    # Endpoints come from this stack's file only: drop overrides other tests may have left.
+    for name in list(os.environ):
+        if name == "PREFECT_API_URL" or (name.startswith("URBANFABRIC_") and name not in (
+                "URBANFABRIC_STACK_DIR", "URBANFABRIC_HOME", "URBANFABRIC_SHARED_DATA")):
+            os.environ.pop(name)
     from urbanfabric.config import Settings
     from urbanfabric.stack.cli import main as stack_main
 
@@ -28,7 +32,6 @@ def stack(tmp_path_factory):
         pytest.fail(f"stack up failed (rc={rc}); logs in {stack_dir}/logs")
     print(f"stack up in {time.time() - t0:.1f} s")
     settings = Settings.load()
-    os.environ["PREFECT_API_URL"] = settings.prefect_api_url
     state = (stack_dir / "stack.json").read_text()
     yield settings
     import json

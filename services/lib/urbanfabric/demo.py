@@ -26,10 +26,13 @@ DEPLOYMENT = "map-area/map-area"
 
 def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: float = 1800) -> tuple[str, Any]:
     """Create a flow run of the deployment through the Prefect API and wait for it."""
-    os.environ["PREFECT_API_URL"] = settings.prefect_api_url
     from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
+    # Prefect fixes its settings when first imported; a context override (not os.environ)
+    # makes sure this call talks to the stack's server, whatever the process saw before.
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+        run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
     return str(run.id), run.state
 
 
