@@ -224,7 +224,7 @@ def build_carbon(arup_csv: Path, materials: list[str]) -> pd.DataFrame:
             "kgco2e_per_kg": float(hit.A1A3.iloc[0]),
             "category_min": float(cat.A1A3.min()),
             "category_max": float(cat.A1A3.max()),
-            "category_n": int(len(cat)),
+            "category_n": len(cat),
             "stage": "A1-A3",
             "arup_region": region,
             "arup_category": category,

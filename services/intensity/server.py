@@ -1,25 +1,67 @@
-"""Intensity service: a thin gRPC adapter over :mod:`urbanfabric.intensity`."""
+"""Intensity service: a thin gRPC adapter over :mod:`urbanfabric.intensity` and
+:mod:`urbanfabric.solar`.
+
+Per building: point estimate and Monte-Carlo ranges of material stock and embodied carbon,
+the rooftop solar potential, and the fallbacks used. Configuration (environment):
+
+* ``URBANFABRIC_PVOUT``: a PVOUT GeoTIFF (kWh/kWp/day) or a TMY3 CSV used for the solar
+  potential when a request gives no PVOUT; without it the GBM default (3.5) is used and
+  recorded per building.
+* ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.intensity.KeyMapping` (roof /
+  facade class → structure); the shipped defaults otherwise.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import os
+import threading
 
-from urbanfabric import intensity, logs
+import numpy as np
+from urbanfabric import intensity, logs, solar
 from urbanfabric.errors import InvalidInput
 from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
 from urbanfabric.v1 import intensity_pb2 as pb
 from urbanfabric.v1 import intensity_pb2_grpc as pb_grpc
 
 SERVICE = "intensity"
+#: Upper bound on Monte-Carlo draws a request may ask for (memory and time per batch).
+MAX_DRAWS = 10_000
 
 
 class IntensityServicer(pb_grpc.IntensityServiceServicer):
-    def __init__(self, table: intensity.MaterialIntensityTable | None = None) -> None:
-        self.table = table or intensity.default_table()
+    def __init__(
+        self,
+        table: intensity.MaterialIntensityTable | None = None,
+        pvout_source: solar.PvoutSource | None = None,
+        mapping: intensity.KeyMapping | None = None,
+    ) -> None:
+        self.tables: dict[str, intensity.MaterialIntensityTable] = {
+            "rasmi": table or intensity.default_table()}
+        self._pvout = pvout_source
+        self._pvout_path = os.environ.get("URBANFABRIC_PVOUT", "") if pvout_source is None else ""
+        path = os.environ.get("URBANFABRIC_MI_MAPPING", "")
+        self.mapping = mapping or (intensity.KeyMapping.load(path) if path else intensity.KeyMapping())
+        self._lock = threading.Lock()
+
+    def _table(self, name: str) -> intensity.MaterialIntensityTable:
+        name = name or "rasmi"
+        if name not in intensity.SOURCES:
+            raise InvalidInput("intensity_source", f"unknown {name!r}; one of {list(intensity.SOURCES)}")
+        with self._lock:
+            if name not in self.tables:
+                self.tables[name] = intensity.default_table(name)
+            return self.tables[name]
+
+    def _source(self) -> solar.PvoutSource | None:
+        with self._lock:  # the TMY / raster is read once, on first use
+            if self._pvout is None and self._pvout_path:
+                self._pvout = solar.open_source(self._pvout_path)
+            return self._pvout
 
     @rpc(SERVICE)
     def EstimateStock(self, request: pb.EstimateStockRequest, context) -> pb.EstimateStockResponse:
-        require(request, "job.job_id", "region")
+        require(request, "job.job_id")
         buildings = list(request.buildings)
         if not buildings:
             return pb.EstimateStockResponse()
@@ -28,27 +70,75 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
                 raise InvalidInput(f"buildings[{i}].building_id", "is required")
             if not b.function:
                 raise InvalidInput(f"buildings[{i}].function", "is required")
-        # Structure: given, else inferred from the roof material (a documented crude prior).
-        structure = [b.structure or intensity.structure_from_roof(b.roof_material or "") for b in buildings]
-        area = np.array([b.footprint_area_m2 for b in buildings])
-        floors = np.array([b.floors for b in buildings])
-        gfa = intensity.gfa(area, floors)
-        stock = self.table.estimate_stock(
-            gfa, [b.function for b in buildings], structure, request.region, floors=floors
-        )
-        materials = self.table.materials
+        table = self._table(request.intensity_source)
+        mc = request.monte_carlo
+        if not 0 <= mc.draws <= MAX_DRAWS:
+            raise InvalidInput("monte_carlo.draws", f"must be in 0..{MAX_DRAWS} (0 = default)")
+        options = intensity.StockOptions(draws=mc.draws or 100, seed=mc.seed,
+                                         height_strata=min(10, mc.draws or 100))
+        sp = request.solar
+        if sp.area_per_kwp_m2 < 0 or sp.losses < 0 or sp.pvout_kwh_per_kwp_day < 0:
+            raise InvalidInput("solar", "parameters must be >= 0 (0 = default)")
+        solar_opt = solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
+                                       losses=0.0 if sp.no_losses else (sp.losses or 0.10))
+
+        # Structure: given, else from facade / roof class (KeyMapping); "" = unknown, which
+        # the library replaces by the default structure and records.
+        mapped = self.mapping.structure(roof=[b.roof_material for b in buildings],
+                                        facade=[b.facade_material for b in buildings])
+        structure = [b.structure or m for b, m in zip(buildings, mapped)]
+        area = np.array([b.footprint_area_m2 for b in buildings], dtype=np.float64)
+
+        def known(values: list[float]) -> np.ndarray:  # proto3 zero = unknown
+            arr = np.array(values, dtype=np.float64)
+            return np.where(arr > 0, arr, np.nan)
+
+        stock = table.simulate_stock(
+            area, [b.function for b in buildings], structure, request.region,
+            floors=known([b.floors for b in buildings]),
+            height_m=known([b.height_m for b in buildings]),
+            height_p05=known([b.height_p05 for b in buildings]),
+            height_p95=known([b.height_p95 for b in buildings]),
+            options=options)
+        lon = np.array([b.longitude for b in buildings], dtype=np.float64)
+        lat = np.array([b.latitude for b in buildings], dtype=np.float64)
+        nowhere = (lon == 0) & (lat == 0)  # proto3 default: location not given
+        lon[nowhere], lat[nowhere] = np.nan, np.nan
+        source = (solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day
+                  else self._source())
+        sun = solar.rooftop_potential(area, lon, lat, source, solar_opt)
+
+        materials = table.materials
+        cols = {c: stock[c].to_numpy() for c in stock.columns}
+        fallbacks = [";".join(t for t in (a, b) if t)
+                     for a, b in zip(cols["fallback"], sun["solar_fallback"].to_numpy())]
         out = []
         for i, b in enumerate(buildings):
-            row = stock.iloc[i]
+            def v(name: str, i: int = i) -> float:
+                return float(cols[name][i])
+
             out.append(pb.BuildingStock(
                 building_id=b.building_id,
-                gfa_m2=float(gfa[i]),
-                structure=structure[i],
-                masses=[pb.MaterialMass(material=m, kg=float(row[f"mass_{m}_kg"]),
-                                        kg_p05=float(row[f"mass_{m}_kg_p05"]),
-                                        kg_p95=float(row[f"mass_{m}_kg_p95"])) for m in materials],
-                mass_total_kg=float(row["mass_total_kg"]),
-                embodied_co2e_kg=float(row["embodied_co2e_kg"]),
+                gfa_m2=v("gfa_m2"),
+                structure=str(cols["structure"][i]),
+                function=str(cols["function"][i]),
+                floors_used=int(cols["floors_used"][i]),
+                masses=[pb.MaterialMass(material=m, kg=v(f"mass_{m}_kg"),
+                                        kg_p05=v(f"mass_{m}_kg_p05"),
+                                        kg_p95=v(f"mass_{m}_kg_p95"),
+                                        kg_mc_p50=v(f"mass_{m}_kg_mc_p50")) for m in materials],
+                mass_total_kg=v("mass_total_kg"),
+                mass_total_kg_p05=v("mass_total_kg_p05"),
+                mass_total_kg_p95=v("mass_total_kg_p95"),
+                mass_total_kg_mc_p50=v("mass_total_kg_mc_p50"),
+                embodied_co2e_kg=v("embodied_co2e_kg"),
+                embodied_co2e_kg_p05=v("embodied_co2e_kg_p05"),
+                embodied_co2e_kg_p95=v("embodied_co2e_kg_p95"),
+                embodied_co2e_kg_mc_p50=v("embodied_co2e_kg_mc_p50"),
+                solar_kwh_per_year=float(sun["solar_kwh_per_year"].iat[i]),
+                pvout_kwh_per_kwp_day=float(sun["pvout_kwh_per_kwp_day"].iat[i]),
+                fallback=fallbacks[i],
+                valid=not math.isnan(v("mass_total_kg")),
             ))
         return pb.EstimateStockResponse(buildings=out)
 

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -199,7 +199,7 @@ def package_model(
 
 
 def render_config(
-    models: Sequence[str],
+    models: Mapping[str, str],
     model_store: Path | str,
     *,
     host: str = "127.0.0.1",
@@ -213,7 +213,8 @@ def render_config(
     """The ``config.properties`` text serving ``models`` (V2 names) from ``model_store``.
 
     Args:
-        models: TorchServe model names = archive names without ``.mar``.
+        models: ``{TorchServe model name: archive version}``; the name is the archive's file
+            name without ``.mar`` and the V2 name clients call (``footprint-unet-v1: v1``).
         model_store: directory of the archives as the server sees it.
         host: bind address of all five ports (127.0.0.1 locally, 0.0.0.0 in a pod).
         ports: ``inference_port``, ``management_port``, ``metrics_port``,
@@ -241,7 +242,7 @@ def render_config(
         "modelCount": len(models),
         "models": {
             name: {
-                version_key(name): {
+                version: {
                     "defaultVersion": True,
                     "marName": f"{name}.mar",
                     "minWorkers": workers,
@@ -251,7 +252,7 @@ def render_config(
                     "responseTimeout": 300,
                 }
             }
-            for name in models
+            for name, version in models.items()
         },
     }
     return Template(CONFIG_TEMPLATE.read_text(encoding="utf-8")).substitute(
@@ -266,11 +267,6 @@ def render_config(
         workers=workers,
         **{k: int(v) for k, v in ports.items()},
     )
-
-
-def version_key(name: str) -> str:
-    """The archive version of model ``name`` (``footprint-unet-v1`` → ``v1``)."""
-    return name.rsplit("-", 1)[-1]
 
 
 def write_config(out: Path | str, text: str) -> Path:
@@ -307,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = [p.name for p in packaged]
+    names = {p.name: p.version for p in packaged}
     if args.local:
         text = render_config(names, (args.out / "model-store").resolve(), envelope=args.envelope)
     else:

@@ -1,6 +1,9 @@
 """Building worker: consumes BuildingBatches and calls Materials → Attributes → Intensity.
 
-It joins the three answers with the batch's footprints into one GeoParquet part per batch.
+It joins the three answers with the batch's footprints into one GeoParquet part per batch:
+roof material, height with its band, floors, and from the intensity stage the structure,
+GFA, per-material masses (point estimate and Monte-Carlo p05 / median / p95), total mass,
+embodied CO2e, rooftop solar potential and the fallbacks used (``fallback``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import time
 
 import geopandas as gpd
 import pandas as pd
-
 from urbanfabric import bus, logs
 from urbanfabric.clients import call, stub
 from urbanfabric.config import Settings
@@ -27,8 +29,34 @@ def function_prior(floors: int, area_m2: float) -> str:
 
     Small low buildings are taken as single-family residential (RS), the rest as multi-family
     residential (RM); non-residential (NR) needs the function classifier and is never guessed.
+    (:meth:`urbanfabric.intensity.KeyMapping.function` with its defaults, per building.)
     """
     return "RS" if floors <= 2 and area_m2 < 250 else "RM"
+
+
+def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs) -> list[intensity_pb2.StockInput]:
+    """What the intensity stage gets per building: area, floors, height band, roof, location.
+
+    The location (a point inside the footprint, WGS84) drives the solar potential.
+    """
+    roof_by_id = {r.building_id: r.material for r in roofs}
+    where: dict[str, tuple[float, float]] = {}
+    if len(footprints) and "building_id" in footprints.columns:
+        geo = footprints if footprints.crs is None or footprints.crs.to_epsg() == 4326 \
+            else footprints.to_crs(4326)
+        pts = geo.geometry.representative_point()
+        where = dict(zip(geo["building_id"], zip(pts.x, pts.y)))
+    inputs = []
+    for a in attrs:
+        lon, lat = where.get(a.building_id, (0.0, 0.0))  # 0, 0 = unknown to the service
+        inputs.append(intensity_pb2.StockInput(
+            building_id=a.building_id, footprint_area_m2=a.footprint_area_m2, floors=a.floors,
+            function=function_prior(a.floors, a.footprint_area_m2),
+            roof_material=roof_by_id.get(a.building_id, ""),
+            height_m=a.height_m, height_p05=a.height_p05, height_p95=a.height_p95,
+            longitude=float(lon), latitude=float(lat),
+        ))
+    return inputs
 
 
 def validate(task: tasks_pb2.BuildingBatch) -> None:
@@ -55,12 +83,21 @@ def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.
     ])
     rows = []
     for b in stock:
-        row = {"building_id": b.building_id, "gfa_m2": b.gfa_m2, "structure": b.structure,
-               "mass_total_kg": b.mass_total_kg, "embodied_co2e_kg": b.embodied_co2e_kg}
+        # mass_<m>_kg is the point estimate (p50 intensity × GFA); _p05 / _mc_p50 / _p95 are
+        # Monte-Carlo quantiles over the intensity range and the height band.
+        row = {"building_id": b.building_id, "function": b.function or None,
+               "structure": b.structure, "gfa_m2": b.gfa_m2}
         for m in b.masses:
             row[f"mass_{m.material}_kg"] = m.kg
             row[f"mass_{m.material}_kg_p05"] = m.kg_p05
+            row[f"mass_{m.material}_kg_mc_p50"] = m.kg_mc_p50
             row[f"mass_{m.material}_kg_p95"] = m.kg_p95
+        for base in ("mass_total_kg", "embodied_co2e_kg"):
+            for suffix in ("", "_p05", "_mc_p50", "_p95"):
+                row[base + suffix] = getattr(b, base + suffix)
+        row["solar_kwh_per_year"] = b.solar_kwh_per_year
+        row["pvout_kwh_per_kwp_day"] = b.pvout_kwh_per_kwp_day
+        row["fallback"] = b.fallback
         rows.append(row)
     sto = pd.DataFrame(rows)
     # Roof columns are always present (empty without imagery): a stable schema for readers.
@@ -70,7 +107,7 @@ def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.
     out["model_versions"] = json.dumps({
         "roof": f"{task.roof_model.name}:{task.roof_model.version}" if task.roof_model.name else None,
         "height": f"{task.height_model.name}:{task.height_model.version}",
-        "intensity": f"rasmi-2023:{task.region}",
+        "intensity": f"rasmi-20230905:{task.region}:mc100",
     })
     out["job_id"] = task.job.job_id
     return gpd.GeoDataFrame(out, geometry="geometry", crs=footprints.crs)
@@ -97,15 +134,7 @@ def make_handler(settings: Settings):
             height_model=task.height_model), deadline).buildings
         result.stage_seconds["attributes"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        roof_by_id = {r.building_id: r.material for r in roofs}
-        inputs = [
-            intensity_pb2.StockInput(
-                building_id=a.building_id, footprint_area_m2=a.footprint_area_m2, floors=a.floors,
-                function=function_prior(a.floors, a.footprint_area_m2),
-                roof_material=roof_by_id.get(a.building_id, ""),
-            )
-            for a in attrs
-        ]
+        inputs = stock_inputs(footprints, attrs, roofs)
         stock = call(ity.EstimateStock, intensity_pb2.EstimateStockRequest(
             job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region),
             DEFAULT_DEADLINES["fast"]).buildings

@@ -40,9 +40,9 @@ READY_TIMEOUT_S = 150  # normally ~25 s for three workers on two busy cores
 ATOL = 1e-5
 
 
-def _require_tools() -> Path:
+def _require_tools(java: bool = True) -> Path:
     """The torchserve launcher next to this interpreter; skip when something is missing."""
-    if shutil.which("java") is None:
+    if java and shutil.which("java") is None:
         pytest.skip("java is not installed: TorchServe's frontend needs a JRE 11+ "
                     "(apt-get install openjdk-17-jre-headless)")
     for module in ("ts", "model_archiver", "psutil"):
@@ -86,7 +86,7 @@ class Server:
     label: str
     home: Path
     launcher: Path
-    models: list[str]
+    models: dict[str, str]  # TorchServe model name -> archive version
     envelope: str
     ports: dict[str, int] = field(default_factory=dict)
     java_pid: int | None = None
@@ -182,12 +182,27 @@ class Server:
 
 # -- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of the shipped versions: archives and reference read the same bytes even
+    while a training run rewrites models/<model_dir>/v1 (it does, on this machine)."""
+    _require_tools(java=False)
+    root = tmp_path_factory.mktemp("weights")
+    for model in MODELS:
+        src = ds.ROOT / "models" / model.replace("-", "_") / VERSION
+        dst = root / model.replace("-", "_") / VERSION
+        dst.mkdir(parents=True)
+        for name in ("config.json", "model.pt"):
+            shutil.copy2(src / name, dst / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def packaged(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both models packaged by the command line (KServe layout: model-store/ + config/)."""
-    _require_tools()
     out = tmp_path_factory.mktemp("torchserve-store")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, ds.CODE_PATHS))}
-    cmd = [sys.executable, "-m", "services.torchserve.package", "--out", str(out)]
+    cmd = [sys.executable, "-m", "services.torchserve.package", "--out", str(out),
+           "--weights-root", str(weights)]
     for model in MODELS:
         cmd += ["--model", model, "--version", VERSION]
     proc = subprocess.run(cmd, cwd=ds.ROOT, env=env, capture_output=True, text=True,
@@ -197,19 +212,22 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def servers(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    """The native and kservev2 servers, both started at once (their workers load in parallel)."""
+def servers(packaged: Path, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[dict[str, Server]]:
+    """The native and kservev2 servers, both started at once (their workers load in parallel,
+    and the in-process reference is computed meanwhile)."""
     launcher = _require_tools()
-    names = [f"{m}-{VERSION}" for m in MODELS]
+    names = {f"{m}-{VERSION}": VERSION for m in MODELS}
     started = {
         "native": Server("native", tmp_path_factory.mktemp("ts-native"), launcher, names, "none"),
         "kservev2": Server("kservev2", tmp_path_factory.mktemp("ts-kservev2"), launcher,
-                           [f"footprint-unet-{VERSION}"], "kservev2"),
+                           {f"footprint-unet-{VERSION}": VERSION}, "kservev2"),
     }
     try:
         for server in started.values():
             server.start(packaged / "model-store")
         deadline = time.monotonic() + READY_TIMEOUT_S
+        request.getfixturevalue("reference")
         for server in started.values():
             server.wait_ready(deadline)
         yield started
@@ -230,7 +248,7 @@ def servers(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def reference(weights: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{model: (input, in-process probabilities)}``; footprint tiles are not multiples of 32."""
     import importlib
 
@@ -243,7 +261,7 @@ def reference() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for model, module_name in MODELS.items():
         module = importlib.import_module(module_name)
-        net = module.load_model(ds.ROOT / "models" / model.replace("-", "_") / VERSION)
+        net = module.load_model(weights / model.replace("-", "_") / VERSION)
         out[model] = (inputs[model], module.predict_proba(net, inputs[model]))
     return out
 
@@ -279,7 +297,7 @@ def _oip_infer(addr: str, name: str, x: np.ndarray) -> Any:
 
 
 # -- packaging ------------------------------------------------------------------------------------
-def test_package_command_writes_the_kserve_layout(packaged: Path) -> None:
+def test_package_command_writes_the_kserve_layout(packaged: Path, weights: Path) -> None:
     config = (packaged / "config" / "config.properties").read_text()
     props = dict(line.split("=", 1) for line in config.splitlines() if "=" in line and not line.startswith("#"))
     assert props["inference_address"] == "http://0.0.0.0:8085"  # KServe's wrapper forwards here
@@ -296,6 +314,8 @@ def test_package_command_writes_the_kserve_layout(packaged: Path) -> None:
             manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
             spec = json.loads(mar.read("urbanfabric_model.json"))
             reqs = mar.read("requirements.txt").decode().split()
+            packed_weights = mar.read("model.pt")
+        assert packed_weights == (weights / model.replace("-", "_") / VERSION / "model.pt").read_bytes()
         assert {"model.pt", "config.json", "urbanfabric_handler.py", "models/__init__.py",
                 module.replace(".", "/") + ".py", "models/common/imagenet.py"} <= files
         assert manifest["model"]["modelName"] == name and manifest["model"]["handler"] == "urbanfabric_handler.py"
@@ -369,7 +389,6 @@ def test_open_inference_grpc_equals_in_process(servers: dict[str, Server], refer
 def test_kservev2_envelope_flattens_outputs(servers: dict[str, Server], reference: Any) -> None:
     """Under TorchServe's kservev2 envelope: same values, output shape flattened; ModelClient fails."""
     import httpx
-
     from urbanfabric.errors import Unavailable
     from urbanfabric.modelclient import InferenceProtocol, ModelClient
 
@@ -386,9 +405,9 @@ def test_kservev2_envelope_flattens_outputs(servers: dict[str, Server], referenc
     np.testing.assert_allclose(np.asarray(grpc_out.contents.fp32_contents, np.float32).reshape(expected.shape),
                                expected, atol=ATOL)
     # The envelope json-decodes every body, so the client's binary tensor request cannot pass.
-    with ModelClient(InferenceProtocol.V2_REST, rest_url=server.rest, timeout_s=60) as client:
-        with pytest.raises(Unavailable, match="503"):
-            client.infer("footprint-unet", VERSION, x)
+    with (ModelClient(InferenceProtocol.V2_REST, rest_url=server.rest, timeout_s=60) as client,
+          pytest.raises(Unavailable, match="503")):
+        client.infer("footprint-unet", VERSION, x)
 
 
 def test_stop_leaves_no_torchserve_process(servers: dict[str, Server]) -> None:
@@ -413,3 +432,65 @@ def test_stop_leaves_no_torchserve_process(servers: dict[str, Server]) -> None:
             break
         time.sleep(0.5)
     assert not left, "processes left after torchserve --stop:\n" + "\n".join(left)
+
+
+# -- the handler alone (no server) ---------------------------------------------------------------
+class FakeContext:
+    """The parts of TorchServe's ``Context`` the handler uses, for a batch of requests."""
+
+    def __init__(self, model_dir: Path, name: str, headers: list[dict[str, str]]) -> None:
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.manifest = {"model": {"modelName": name, "modelVersion": VERSION}}
+        self.headers = headers
+        self.response_headers: list[dict[str, str]] = [{} for _ in headers]
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return self.headers[idx]
+
+    def get_request_id(self, idx: int) -> str:
+        return f"req-{idx}"
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.response_headers[idx][key] = value
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+
+def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path) -> None:
+    """A TorchServe batch of two requests (JSON and binary) through the archived handler."""
+    import importlib.util
+
+    from ts.utils.util import PredictionException
+
+    name = f"footprint-unet-{VERSION}"
+    with zipfile.ZipFile(packaged / "model-store" / f"{name}.mar") as mar:
+        mar.extractall(tmp_path)
+    spec = importlib.util.spec_from_file_location("urbanfabric_handler_under_test", tmp_path / "urbanfabric_handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+        handler = module.UrbanfabricHandler()
+        x, expected = reference["footprint-unet"]
+        header = json.dumps({"inputs": [{"name": "input", "shape": list(x[1:].shape), "datatype": "FP32",
+                                         "parameters": {"binary_data_size": x[1:].nbytes}}],
+                             "parameters": {"binary_data_output": True}}).encode()
+        context = FakeContext(tmp_path, name, [{}, {"Inference-Header-Content-Length": str(len(header))}])
+        handler.initialize(context)
+        first, second = handler.handle([{"body": _v2_json(x[:1], "a")}, {"body": header + x[1:].tobytes()}], context)
+        doc = json.loads(first)
+        np.testing.assert_allclose(np.asarray(doc["outputs"][0]["data"], np.float32).reshape(doc["outputs"][0]["shape"]),
+                                   expected[:1], atol=ATOL)
+        n = int(context.response_headers[1]["Inference-Header-Content-Length"])
+        (out,) = json.loads(second[:n])["outputs"]
+        assert out["shape"] == list(expected[1:].shape) and out["parameters"]["binary_data_size"] == expected[1:].nbytes
+        np.testing.assert_allclose(np.frombuffer(second[n:], "<f4").reshape(out["shape"]), expected[1:], atol=ATOL)
+        bad = _v2_json(x[:1], "b")
+        bad["inputs"][0]["datatype"] = "FP64"
+        with pytest.raises(PredictionException, match="must be FP32") as err:
+            handler.handle([{"body": bad}], FakeContext(tmp_path, name, [{}]))
+        assert err.value.error_code == 400
+    finally:
+        sys.path[:] = saved_path

@@ -1,10 +1,12 @@
+import math
 import re
 
 import pytest
+from urbanfabric.intensity import default_table
+from urbanfabric.solar import ConstantPvout
+from urbanfabric.v1 import intensity_pb2 as pb
 
 from services.intensity.server import IntensityServicer
-from urbanfabric.intensity import default_table
-from urbanfabric.v1 import intensity_pb2 as pb
 
 
 class _Ctx:
@@ -16,30 +18,95 @@ class _Ctx:
 
 
 def _req(**kw):
-    r = pb.EstimateStockRequest(region=kw.pop("region", "ASIA_CHN"), buildings=kw.pop("buildings"))
+    r = pb.EstimateStockRequest(region=kw.pop("region", "ASIA_CHN"), buildings=kw.pop("buildings"), **kw)
     r.job.job_id = "j"
     return r
 
 
-def test_masses_are_intensity_times_gfa():
+def _one(**kw):
+    base = {"building_id": "a", "footprint_area_m2": 100, "floors": 3, "function": "RM",
+            "roof_material": "concrete_cement", "height_m": 9.5, "height_p05": 7.0,
+            "height_p95": 12.5, "longitude": 118.1, "latitude": 24.48}
+    base.update(kw)
+    return pb.StockInput(**base)
+
+
+def test_masses_are_intensity_times_gfa_with_monte_carlo_ranges():
     svc = IntensityServicer()
-    req = _req(buildings=[pb.StockInput(building_id="a", footprint_area_m2=100, floors=3, function="RM",
-                                        roof_material="concrete_cement")])
-    b = svc.EstimateStock(req, _Ctx()).buildings[0]
-    assert b.gfa_m2 == 300 and b.structure == "C"
+    b = svc.EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    assert b.gfa_m2 == 300 and b.structure == "C" and b.function == "RM" and b.floors_used == 3
+    assert b.valid and b.fallback == "pvout_default"  # no PVOUT source configured
     mi = default_table().intensity("RM", "C", "ASIA_CHN")["p50"]
+    assert len(b.masses) == 8
     for m in b.masses:
         assert m.kg == pytest.approx(mi[m.material] * 300)
-        assert m.kg_p05 <= m.kg <= m.kg_p95
+        assert m.kg_p05 <= m.kg_mc_p50 <= m.kg_p95
     assert b.mass_total_kg == pytest.approx(sum(m.kg for m in b.masses))
-    assert b.embodied_co2e_kg > 0
+    assert b.mass_total_kg_p05 < b.mass_total_kg_mc_p50 < b.mass_total_kg_p95
+    assert 0 < b.embodied_co2e_kg_p05 < b.embodied_co2e_kg_mc_p50 < b.embodied_co2e_kg_p95
+    # No PVOUT source configured: GBM default, recorded.
+    assert b.pvout_kwh_per_kwp_day == 3.5
+    assert b.solar_kwh_per_year == pytest.approx(3.5 * 365 * 100 / 10 * 0.9)
+
+
+def test_height_band_draws_and_seed_reach_the_library():
+    svc = IntensityServicer()
+    narrow = svc.EstimateStock(_req(buildings=[_one(height_p05=9.4, height_p95=9.6)]), _Ctx()).buildings[0]
+    wide = svc.EstimateStock(_req(buildings=[_one(height_p05=4.0, height_p95=20.0)]), _Ctx()).buildings[0]
+    assert wide.mass_total_kg_p95 > narrow.mass_total_kg_p95
+    assert wide.mass_total_kg == narrow.mass_total_kg
+    seeded = svc.EstimateStock(_req(buildings=[_one()], monte_carlo=pb.MonteCarloOptions(seed=5, draws=200)),
+                               _Ctx()).buildings[0]
+    default = svc.EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    assert seeded.mass_total_kg_p95 != default.mass_total_kg_p95
+
+
+def test_fallbacks_are_reported_per_building():
+    svc = IntensityServicer(pvout_source=ConstantPvout(4.0))
+    req = _req(region="MARS", buildings=[
+        _one(building_id="neg", footprint_area_m2=-3),
+        _one(building_id="noheight", floors=0, height_m=0, height_p05=0, height_p95=0),
+        _one(building_id="roof", roof_material="thatch"),
+        _one(building_id="nowhere", longitude=0, latitude=0),
+    ])
+    out = {b.building_id: b for b in svc.EstimateStock(req, _Ctx()).buildings}
+    tokens = {k: set(b.fallback.split(";")) for k, b in out.items()}
+    assert not out["neg"].valid and math.isnan(out["neg"].mass_total_kg)
+    assert {"area_invalid", "region_global", "roof_area_invalid"} <= tokens["neg"]
+    assert {"height_missing", "region_global"} <= tokens["noheight"] and out["noheight"].valid
+    assert out["noheight"].mass_total_kg > 0
+    assert "structure_default" in tokens["roof"] and out["roof"].structure == "M"
+    assert "pvout_default" in tokens["nowhere"] and out["nowhere"].pvout_kwh_per_kwp_day == 3.5
+    assert out["roof"].pvout_kwh_per_kwp_day == 4.0 and "pvout_default" not in tokens["roof"]
+
+
+def test_solar_parameters_from_the_request():
+    svc = IntensityServicer()
+    req = _req(buildings=[_one()], solar=pb.SolarParameters(pvout_kwh_per_kwp_day=5.0,
+                                                          area_per_kwp_m2=20, no_losses=True))
+    b = svc.EstimateStock(req, _Ctx()).buildings[0]
+    assert b.solar_kwh_per_year == pytest.approx(5.0 * 365 * 100 / 20)
+    assert b.fallback == ""
 
 
 @pytest.mark.parametrize("kw,field", [
-    ({"region": "MARS", "buildings": [pb.StockInput(building_id="a", footprint_area_m2=1, floors=1, function="RS")]}, "region"),
     ({"buildings": [pb.StockInput(building_id="a", footprint_area_m2=1, floors=1, function="XX")]}, "function"),
     ({"buildings": [pb.StockInput(building_id="a", footprint_area_m2=1, floors=1)]}, "buildings[0].function"),
+    ({"buildings": [pb.StockInput(footprint_area_m2=1, floors=1, function="RS")]}, "buildings[0].building_id"),
+    ({"buildings": [_one()], "monte_carlo": pb.MonteCarloOptions(draws=10**6)}, "monte_carlo.draws"),
+    ({"buildings": [_one()], "intensity_source": "guesswork"}, "intensity_source"),
+    ({"buildings": [_one(structure="Q")]}, "structure"),
 ])
 def test_bad_inputs_are_rejected_naming_the_field(kw, field):
     with pytest.raises(RuntimeError, match=f"INVALID_ARGUMENT: {re.escape(field)}"):
         IntensityServicer().EstimateStock(_req(**kw), _Ctx())
+
+
+def test_heeren_fishman_source():
+    b = IntensityServicer().EstimateStock(_req(buildings=[_one()], intensity_source="heeren-fishman"),
+                                          _Ctx()).buildings[0]
+    from urbanfabric.intensity import MaterialIntensityTable
+
+    mi = MaterialIntensityTable.load(source="heeren-fishman").intensity("RM", "C", "ASIA_CHN")["p50"]
+    conc = next(m for m in b.masses if m.material == "concrete")
+    assert conc.kg == pytest.approx(mi["concrete"] * 300)

@@ -331,6 +331,10 @@ def _as_matrix(X: pd.DataFrame | np.ndarray, feature_names: Sequence[str]) -> np
     return arr
 
 
+#: Lowest height a prediction may take (one low storey).
+MIN_HEIGHT_M = 2.5
+
+
 class HeightModel:
     """Bootstrap-aggregated XGBoost height regressor (CMAB "Building height").
 
@@ -435,8 +439,9 @@ class HeightModel:
         data = _as_matrix(X, self.feature_names)
         dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
         preds = np.stack([m.predict(dm) for m in self.members]).astype(np.float64)
-        # A squared-error member can extrapolate below zero for tiny sheds; a height can't.
-        return np.exp(preds) if self.log_target else np.maximum(preds, 0.0)
+        # A squared-error member can extrapolate below any real height for tiny sheds: clamp
+        # at one low storey, the smallest thing the footprint layers call a building.
+        return np.maximum(np.exp(preds) if self.log_target else preds, MIN_HEIGHT_M)
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Height estimate and band.

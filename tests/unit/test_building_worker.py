@@ -1,0 +1,95 @@
+"""Building worker: stock inputs and the assembled buildings table (intensity service in-process)."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+from urbanfabric.intensity import MaterialIntensityTable
+from urbanfabric.jobs import MASS_PREFIX
+from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
+
+from services.intensity.server import IntensityServicer
+from services.workers.building_worker import assemble, function_prior, stock_inputs
+
+
+class _Ctx:
+    def time_remaining(self):
+        return 10.0
+
+    def abort(self, code, msg):
+        raise RuntimeError(f"{code.name}: {msg}")
+
+
+def _batch():
+    lon, lat, d = 118.10, 24.485, 0.0002
+    footprints = gpd.GeoDataFrame(
+        {"building_id": ["a", "b", "c"], "footprint_source": "segmented"},
+        geometry=[box(lon, lat, lon + d, lat + d), box(lon + 2 * d, lat, lon + 3 * d, lat + d),
+                  box(lon + 4 * d, lat, lon + 6 * d, lat + 2 * d)], crs="EPSG:4326")
+    attrs = [
+        attributes_pb2.BuildingAttributes(building_id="a", footprint_area_m2=450.0, height_m=6.2,
+                                          height_p05=4.9, height_p95=8.0, floors=2),
+        attributes_pb2.BuildingAttributes(building_id="b", footprint_area_m2=120.0, height_m=3.1,
+                                          height_p05=2.6, height_p95=4.4, floors=1),
+        attributes_pb2.BuildingAttributes(building_id="c", footprint_area_m2=900.0, height_m=31.0,
+                                          height_p05=22.0, height_p95=40.0, floors=10),
+    ]
+    roofs = [materials_pb2.RoofMaterial(building_id="a", material="concrete_cement", probability=0.8,
+                                        has_imagery=True),
+             materials_pb2.RoofMaterial(building_id="b", material="other", probability=0.4,
+                                        has_imagery=True)]
+    task = tasks_pb2.BuildingBatch(batch_id="0", region="ASIA_CHN")
+    task.job.job_id = "job1"
+    task.height_model.name, task.height_model.version = "height-xgb", "v1"
+    return footprints, attrs, roofs, task
+
+
+def test_stock_inputs_carry_heights_location_and_the_function_prior():
+    footprints, attrs, roofs, _ = _batch()
+    inputs = {i.building_id: i for i in stock_inputs(footprints, attrs, roofs)}
+    a = inputs["a"]
+    assert (a.height_m, a.height_p05, a.height_p95, a.floors) == (6.2, 4.9, 8.0, 2)
+    assert a.roof_material == "concrete_cement" and inputs["c"].roof_material == ""
+    assert a.function == function_prior(2, 450.0) == "RM" and inputs["b"].function == "RS"
+    assert 118.1 < a.longitude < 118.1002 and 24.485 < a.latitude < 24.4852
+    # Footprints in a metric CRS are brought back to WGS84 for the location.
+    metric = stock_inputs(footprints.to_crs(32650), attrs, roofs)
+    assert metric[0].longitude == pytest.approx(a.longitude, abs=1e-6)
+
+
+def test_assembled_table_has_point_estimates_ranges_co2e_solar_and_fallbacks():
+    footprints, attrs, roofs, task = _batch()
+    req = intensity_pb2.EstimateStockRequest(buildings=stock_inputs(footprints, attrs, roofs),
+                                             region="ASIA_CHN", job=task.job)
+    stock = IntensityServicer().EstimateStock(req, _Ctx()).buildings
+    table = assemble(footprints, roofs, attrs, stock, task)
+    assert len(table) == 3 and table.crs.to_epsg() == 4326
+    t = MaterialIntensityTable.load()
+    assert len(t.materials) >= 8
+    np.testing.assert_allclose(table.gfa_m2, [450.0 * 2, 120.0 * 1, 900.0 * 10])  # area × floors
+    for row in table.itertuples():
+        mi = t.intensity(row.function, row.structure, "ASIA_CHN")["p50"]
+        for m in t.materials:
+            mass = getattr(row, f"mass_{m}_kg")
+            assert mass == pytest.approx(mi[m] * row.gfa_m2, rel=1e-9)
+            assert getattr(row, f"mass_{m}_kg_p05") <= getattr(row, f"mass_{m}_kg_mc_p50") \
+                <= getattr(row, f"mass_{m}_kg_p95")
+    # The summary's rule for mass columns picks exactly the 8 point estimates.
+    mass_cols = [c for c in table.columns
+                 if c.startswith(MASS_PREFIX) and c.endswith("_kg") and c != "mass_total_kg"]
+    assert len(mass_cols) == len(t.materials)
+    np.testing.assert_allclose(table[mass_cols].sum(axis=1), table.mass_total_kg, rtol=1e-9)
+    assert (table.embodied_co2e_kg_p05 < table.embodied_co2e_kg_p95).all()
+    assert (table.solar_kwh_per_year > 0).all()
+    fb = dict(zip(table.building_id, table.fallback))
+    assert "structure_default" in fb["b"] and "structure_default" in fb["c"]  # "other", no roof
+    assert "structure_default" not in fb["a"]
+    assert all("pvout_default" in f for f in fb.values())  # no PVOUT source configured
+
+
+def test_assemble_with_no_buildings_keeps_the_footprints():
+    footprints, _, _, task = _batch()
+    out = assemble(footprints.iloc[:0], [], [], [], task)
+    assert len(out) == 0 and "roof_material" in out.columns
