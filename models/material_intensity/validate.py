@@ -213,17 +213,17 @@ def main(argv: list[str] | None = None) -> int:
                     for src in ("rasmi", "heeren-fishman")},
         "fig7_eq1_check": fig7_check(df),
         "notes": [
-            "Per-material masses exist for 72 EU-ECB buildings (all in FI, DK, AT, UK); a "
+            ("Per-material masses exist for 72 EU-ECB buildings (all in FI, DK, AT, UK); a "
             "material is scored only where the building reports it, so materials a building "
-            "lacks never count as misses.",
-            "EU-ECB 'ceramics' (bricks and tiles) is compared with RASMI brick, reinforced "
-            "concrete (rebar included) with RASMI concrete, 'metals' + rebar with steel.",
-            "The total compares EU-ECB's whole inventory (incl. earth, stone, mortar, gypsum, "
-            "insulation, which RASMI does not count) with RASMI's 8-material total.",
-            "GFA definitions differ by country (bldg_area_definition); system boundaries "
-            "(scope_parts) differ too, e.g. some inventories omit the foundations.",
-            "Structure 'No data' is scored with the pipeline's default structure (masonry) "
-            "under 'unknown(M)'.",
+            "lacks never count as misses."),
+            ("EU-ECB 'ceramics' (bricks and tiles) is compared with RASMI brick, reinforced "
+            "concrete (rebar included) with RASMI concrete, 'metals' + rebar with steel."),
+            ("The total compares EU-ECB's whole inventory (incl. earth, stone, mortar, gypsum, "
+            "insulation, which RASMI does not count) with RASMI's 8-material total."),
+            ("GFA definitions differ by country (bldg_area_definition); system boundaries "
+            "(scope_parts) differ too, e.g. some inventories omit the foundations."),
+            ("Structure 'No data' is scored with the pipeline's default structure (masonry) "
+            "under 'unknown(M)'."),
         ],
     }
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

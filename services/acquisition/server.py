@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 
 
-from urbanfabric import acquisition, logs
+from urbanfabric import acquisition
 from urbanfabric.config import Settings
 from urbanfabric.convert import tile_from_proto
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
 from urbanfabric.rasters import COG_MEDIA_TYPE, cog_bytes
 from urbanfabric.stac import read_catalog
@@ -79,16 +79,8 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
 
 
 def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
-    store = ObjectStore(Settings.load())
-    servicer = AcquisitionServicer(store)
-    serve(
-        SERVICE,
-        [Registration(servicer, pb_grpc.add_AcquisitionServiceServicer_to_server,
-                      "urbanfabric.v1.AcquisitionService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    run_service(SERVICE, __doc__, lambda: [Registration(
+        AcquisitionServicer(ObjectStore(Settings.load())), pb_grpc.add_AcquisitionServiceServicer_to_server, "urbanfabric.v1.AcquisitionService")])
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from urbanfabric import attributes, logs
+from urbanfabric import attributes
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.paths import model_dir
 from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import read_geoparquet
@@ -56,15 +56,8 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
 
 
 def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
-    servicer = AttributesServicer(ObjectStore(Settings.load()))
-    serve(
-        SERVICE,
-        [Registration(servicer, pb_grpc.add_AttributesServiceServicer_to_server,
-                      "urbanfabric.v1.AttributesService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    run_service(SERVICE, __doc__, lambda: [Registration(
+        AttributesServicer(ObjectStore(Settings.load())), pb_grpc.add_AttributesServiceServicer_to_server, "urbanfabric.v1.AttributesService")])
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-from urbanfabric import calibration, logs
+from urbanfabric import calibration
 from urbanfabric.config import Settings
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
 from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
 from urbanfabric.storage import ObjectStore, parse_s3_uri
@@ -37,15 +37,8 @@ class CalibrationServicer(pb_grpc.CalibrationServiceServicer):
 
 
 def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
-    servicer = CalibrationServicer(ObjectStore(Settings.load()))
-    serve(
-        SERVICE,
-        [Registration(servicer, pb_grpc.add_CalibrationServiceServicer_to_server,
-                      "urbanfabric.v1.CalibrationService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    run_service(SERVICE, __doc__, lambda: [Registration(
+        CalibrationServicer(ObjectStore(Settings.load())), pb_grpc.add_CalibrationServiceServicer_to_server, "urbanfabric.v1.CalibrationService")])
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from urbanfabric import logs, materials
+from urbanfabric import materials
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
 from urbanfabric.errors import NotFound
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.modelclient import ModelClient
 from urbanfabric.paths import model_dir
 from urbanfabric.rasters import read_raster
@@ -78,17 +78,14 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         return pb.ClassifyRoofsResponse(roofs=roofs)
 
 
-def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
+def _build() -> list[Registration]:
     settings = Settings.load()
     servicer = MaterialsServicer(ObjectStore(settings), model_client(settings))
-    serve(
-        SERVICE,
-        [Registration(servicer, pb_grpc.add_MaterialsServiceServicer_to_server,
-                      "urbanfabric.v1.MaterialsService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    return [Registration(servicer, pb_grpc.add_MaterialsServiceServicer_to_server, "urbanfabric.v1.MaterialsService")]
+
+
+def main() -> None:
+    run_service(SERVICE, __doc__, _build)
 
 
 if __name__ == "__main__":

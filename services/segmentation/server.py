@@ -13,12 +13,12 @@ from functools import lru_cache
 import numpy as np
 from affine import Affine
 
-from urbanfabric import logs, segmentation
+from urbanfabric import segmentation
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
 from urbanfabric.convert import tile_from_proto
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
 from urbanfabric.modelclient import ModelClient
 from urbanfabric.paths import model_dir
@@ -93,17 +93,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         )
 
 
-def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
+def _build() -> list[Registration]:
     settings = Settings.load()
     servicer = SegmentationServicer(ObjectStore(settings), model_client(settings))
-    serve(
-        SERVICE,
-        [Registration(servicer, pb_grpc.add_SegmentationServiceServicer_to_server,
-                      "urbanfabric.v1.SegmentationService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    return [Registration(servicer, pb_grpc.add_SegmentationServiceServicer_to_server, "urbanfabric.v1.SegmentationService")]
+
+
+def main() -> None:
+    run_service(SERVICE, __doc__, _build)
 
 
 if __name__ == "__main__":

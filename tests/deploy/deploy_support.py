@@ -367,13 +367,14 @@ def argparse_flags(path: Path) -> set[str]:
 def entrypoint_flags(module: str) -> set[str]:
     """Command-line flags ``python -m module`` accepts.
 
-    Services parse through ``urbanfabric.grpc_service.main_args``; others define their own
+    Services parse through ``urbanfabric.grpc_service.main_args`` (directly or via
+    ``run_service``); others define their own
     parser in the file ``python -m`` runs.
     """
     path = runnable_file(module)
     assert path is not None, module
     flags = argparse_flags(path)
-    if "main_args(" in path.read_text():
+    if "main_args(" in path.read_text() or "run_service(" in path.read_text():
         flags |= argparse_flags(ROOT / "services" / "lib" / "urbanfabric" / "grpc_service.py")
     return flags
 

@@ -197,3 +197,17 @@ def main_args(description: str) -> Any:
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--workers", type=int, default=4)
     return parser.parse_args()
+
+
+def run_service(service: str, description: str, build: Callable[[], list[Registration]]) -> None:
+    """Entry point of a service: parse the common flags, log JSON, build servicers, serve.
+
+    ``build`` runs after logging is configured, so errors while loading models or settings
+    are logged like everything else.
+    """
+    from urbanfabric import logs
+
+    args = main_args(description)
+    logs.configure(service)
+    serve(service, build(), port=args.port, host=args.host, metrics_port=args.metrics_port,
+          max_workers=args.workers)

@@ -537,21 +537,22 @@ class MaterialIntensityTable:
         pattern = pattern.astype(np.int32)
 
         t = f * len(self.structures) + s
-        rel = self._simulate_patterns(t, pattern, self.draws(r, opt), opt)  # (n, K, 3)
+        rel, inv = self._simulate_patterns(t, pattern, self.draws(r, opt), opt)  # (3, K, u)
 
         # Output: one float block (columns × buildings), then the code columns in front.
+        # Rows are gathered per type / pattern (take along the building axis): no
+        # (buildings × series × quantile) temporaries.
         gfa = area * point_floors
         n_mat = len(self.materials)
         names = [f"mass_{m}_kg" for m in self.materials] + list(_TOTALS)
         block = np.empty((1 + 4 * len(names), n))
         block[0] = gfa
-        p50 = self._qcube[:, :, r, :, list(LEVELS).index("p50")][f, s]  # (n, M)
-        point = gfa[:, None] * p50
-        block[1:1 + 4 * n_mat:4] = point.T
-        block[1 + 4 * n_mat] = point.sum(axis=1)
-        block[1 + 4 * n_mat + 4] = point @ self.carbon_factors
+        p50 = self._qcube[:, :, r, :, list(LEVELS).index("p50")].reshape(-1, n_mat)  # (T, M)
+        per_m2 = np.concatenate([p50, p50.sum(axis=1, keepdims=True),
+                                 (p50 @ self.carbon_factors)[:, None]], axis=1)  # (T, K)
+        np.multiply(per_m2.T.take(t, axis=1), gfa, out=block[1::4])
         for j in range(3):  # p05, mc_p50, p95 of every series
-            block[2 + j::4] = rel[:, :, j].T * area
+            np.multiply(rel[j].take(inv, axis=1), area, out=block[2 + j::4])
         columns = ["gfa_m2"]
         for name in names:
             columns += [name, f"{name}_p05", f"{name}_mc_p50", f"{name}_p95"]
@@ -564,11 +565,16 @@ class MaterialIntensityTable:
 
     @staticmethod
     def _simulate_patterns(t: np.ndarray, pattern: np.ndarray, draws: np.ndarray,
-                           opt: StockOptions) -> np.ndarray:
-        """p05 / median / p95 of floors[stratum(d)] × draws[t, :, d] per building: (n, K, 3)."""
+                           opt: StockOptions) -> tuple[np.ndarray, np.ndarray]:
+        """p05 / median / p95 of floors[stratum(d)] × draws[t, :, d] per distinct building.
+
+        Returns:
+            (quantile, series, distinct (type, pattern)) values and, per building, the index
+            of its distinct combination.
+        """
         n = len(t)
         if n == 0:
-            return np.zeros((0, draws.shape[1], 3))
+            return np.zeros((3, draws.shape[1], 0)), np.zeros(0, dtype=np.int64)
         keys = np.column_stack([t, pattern])
         rep, inv = _unique_rows(keys)
         stratum = opt.stratum_of_draw()
@@ -587,7 +593,7 @@ class MaterialIntensityTable:
             sample.sort(axis=-1)
             lo = sample[..., below].astype(np.float64)
             out[start:start + len(sel)] = lo + frac * (sample[..., above] - lo)
-        return out[inv]
+        return np.ascontiguousarray(out.transpose(2, 1, 0)), inv
 
     def _region(self, region: str) -> tuple[int, bool]:
         """Index of the region in the quantile cube and whether the GLOBAL fallback applies."""
