@@ -52,7 +52,7 @@ REGION = "ASIA_CHN"
 def real_inputs() -> dict[str, np.ndarray]:
     """Areas and height bands of the real Xiamen footprints from the shipped height model."""
     raw = json.loads((SHARED_DATA / "footprints/xiamen-z18/buildings.json").read_text())
-    frame = gpd.GeoDataFrame.from_features(raw["features"] if "features" in raw else raw,
+    frame = gpd.GeoDataFrame.from_features(raw["features"] if isinstance(raw, dict) else raw,
                                            crs="EPSG:4326")
     frame = frame.to_crs(frame.estimate_utm_crs())
     feats = attributes.footprint_features(frame)

@@ -29,7 +29,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
-from urbanfabric import acquisition, bus, jobs, report
+from urbanfabric import acquisition, bus, grids, jobs, report
+from urbanfabric.intensity import default_table
 from urbanfabric.clients import call, model_client, stub
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
@@ -172,6 +173,10 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
     store.put_bytes(layout.buildings, geoparquet_bytes(buildings))
     outputs = {"buildings": store.s3_uri(layout.buildings), "map": store.s3_uri(layout.map_png),
                "report": store.s3_uri(layout.report)}
+    if len(buildings):
+        # Stock, CO2e and solar per 100 m / 250 m cell, as validated COGs.
+        written = grids.write_grids(store, job_id, buildings)
+        outputs["grids"] = f"{store.s3_uri(layout.outputs + '/grids/')} ({len(written)} COGs)"
     summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
     basemap = [read_raster(store.get_bytes(parse_s3_uri(r.ard.uri)[1])) for r in tile_results[:16] if r.ard.uri]
     store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
@@ -225,6 +230,10 @@ def map_area(
     try:
         if area is None and not footprints:
             raise InvalidInput("area", "give an area, footprints, or both")
+        if region not in default_table().regions:
+            # The intensity stage would fall back to the global mix; a typo should fail here.
+            raise InvalidInput("region", f"unknown material-intensity region {region!r}; "
+                               f"one of {', '.join(default_table().regions)}")
         segment = not footprints
         refs = check_models(settings, models, segment)
         user = None

@@ -314,3 +314,31 @@ def rooftop_potential(
                                    token + ";roof_area_invalid"), token)
     return pd.DataFrame({"pvout_kwh_per_kwp_day": pvout, "solar_kwh_per_year": kwh,
                          "solar_fallback": token})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m urbanfabric.solar PVOUT_FILE [--area 100 …]``: PVOUT and GBM Eq. 1."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("source", help="TMY3 CSV or PVOUT GeoTIFF")
+    ap.add_argument("--area", type=float, nargs="+", default=[100.0], help="roof areas (m²)")
+    ap.add_argument("--area-per-kwp", type=float, default=10.0)
+    ap.add_argument("--losses", type=float, default=0.10)
+    args = ap.parse_args(argv)
+    src = open_source(args.source)
+    opt = SolarOptions(area_per_kwp_m2=args.area_per_kwp, losses=args.losses)
+    if isinstance(src, TmyPvout):
+        print(f"{src.name}: lat {src.latitude}, lon {src.longitude}, tilt {src.tilt:.0f}°, "
+              f"azimuth {src.azimuth:.0f}°, PVOUT {src.daily_kwh_per_kwp:.3f} kWh/kWp/day (DC)")
+        lon, lat = np.full(len(args.area), src.longitude), np.full(len(args.area), src.latitude)
+    else:
+        raise SystemExit("give a TMY3 file to compute PVOUT; rasters are sampled per building")
+    out = rooftop_potential(args.area, lon, lat, src, opt)
+    out.insert(0, "roof_area_m2", args.area)
+    print(out.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
