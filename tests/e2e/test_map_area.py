@@ -65,9 +65,11 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     layout = JobLayout(sample_job)
     assert store.exists(layout.success)
     tile_keys = [k for k in store.list(f"{layout.root}/tiles/") if k.endswith(".tif")]
+    grid_keys = [k for k in store.list(f"{layout.outputs}/grids/") if k.endswith(".tif")]
+    assert any("mass_total" in k for k in grid_keys) and any("solar" in k for k in grid_keys), grid_keys
     assert {Path(k).name for k in tile_keys} >= {"raw.tif", "ard.tif", "mask.tif"}
     with tempfile.TemporaryDirectory() as tmp:
-        for key in tile_keys:
+        for key in tile_keys + grid_keys:
             path = Path(tmp) / key.replace("/", "_")
             path.write_bytes(store.get_bytes(key))
             valid, errors, _ = cog_validate(str(path))
@@ -84,6 +86,8 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     assert table["height_m"].between(1, 300).all()
     assert (table["height_p05"] <= table["height_m"]).all() and (table["height_m"] <= table["height_p95"]).all()
     assert table["roof_material"].notna().mean() > 0.9
+    assert (table["solar_kwh_per_year"] > 0).all() and table["fallback"].notna().all()
+    assert (table["mass_total_kg_p05"] <= table["mass_total_kg_p95"]).all()
     np.testing.assert_allclose(table["gfa_m2"], table["footprint_area_m2"] * table["floors"], rtol=1e-6)
 
     # Masses are intensity × GFA, with the intensity from the shipped RASMI table.
@@ -118,6 +122,7 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
 @pytest.mark.parametrize("params,needle", [
     ({"area": {"west": 10.0, "south": 50.0, "east": 10.01, "north": 50.01}}, "area"),
     ({"area": ONE_TILE, "models": {"segmentation": "footprint-unet:v999"}}, "models.segmentation"),
+    ({"area": ONE_TILE, "region": "MARS_OLYMPUS"}, "region"),
 ])
 def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needle):
     state, job_id = _run(stack, imagery="sample:xiamen-z18", **params)

@@ -11,10 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely import affinity
-from shapely.geometry import Point, Polygon, box
+from shapely.geometry import LineString, Point, Polygon, box
+
+import urbanfabric.attributes as attributes_module
 
 from urbanfabric.attributes import (
     FEATURE_NAMES,
+    FEATURES,
+    POI_CATEGORIES,
+    STREET_FACING_M,
+    V1_FEATURE_NAMES,
     HeightModel,
     floors_from_height,
     footprint_features,
@@ -186,7 +192,9 @@ def test_shipped_height_model_matches_features() -> None:
     if not (SHIPPED / "meta.json").is_file():
         pytest.skip("models/height_xgb/v1 not built (python -m models.height_xgb.train)")
     model = HeightModel.load(SHIPPED)
-    assert model.feature_names == FEATURE_NAMES
+    # v1 selects its 21 columns by name; every one must still exist with its old meaning.
+    assert model.feature_names == V1_FEATURE_NAMES
+    assert set(model.feature_names) <= set(FEATURE_NAMES)
     feats = footprint_features(_gdf([_box(0, 0, 10, 20), _box(15, 0, 30, 30)]))
     mean, p05, p95 = model.predict(feats)
     assert np.all(np.isfinite(mean)) and np.all(mean > 0) and np.all(p05 <= p95)
@@ -201,3 +209,130 @@ def test_floors_from_height() -> None:
         floors_from_height([np.nan])
     with pytest.raises(InvalidInput):
         floors_from_height([3.0], storey_height=0)
+
+
+# ------------------------------------------------------------------------------------------
+# v2 features: morphology extras, k-NN, optional layers
+# ------------------------------------------------------------------------------------------
+
+
+def test_feature_table_is_complete() -> None:
+    assert len(FEATURE_NAMES) >= 60 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    doc = attributes_module.__doc__ or ""
+    for name, unit, text in FEATURES:
+        if name.startswith("poi_") and name.endswith("_300m") and name[4:-5] in POI_CATEGORIES:
+            continue  # documented as one row ("poi_food_300m … poi_transport_300m")
+        assert f"``{name}``" in doc, name
+        assert unit and text
+
+
+def test_courtyard_and_mrr_columns() -> None:
+    ring = Polygon(_box(0, 0, 30, 20).exterior.coords, [_box(10, 5, 10, 10).exterior.coords])
+    f = footprint_features(_gdf([ring])).iloc[0]
+    assert f.area_m2 == pytest.approx(500.0)
+    assert f.n_holes == 1 and f.n_parts == 1
+    assert f.hole_area_frac == pytest.approx(100 / 600)
+    assert (f.mrr_long_m, f.mrr_short_m) == (pytest.approx(30.0), pytest.approx(20.0))
+    assert f.centroid_offset_rel == pytest.approx(0.0, abs=1e-9)
+    assert f.mean_edge_m == pytest.approx(140.0 / 8)
+    ell = Polygon([(X0, Y0), (X0 + 20, Y0), (X0 + 20, Y0 + 10), (X0 + 10, Y0 + 10),
+                   (X0 + 10, Y0 + 20), (X0, Y0 + 20)])
+    assert footprint_features(_gdf([ell])).centroid_offset_rel.iloc[0] > 0.05
+
+
+def test_knn_matches_brute_force() -> None:
+    import shapely
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 800, size=(40, 2))
+    wh = rng.uniform(5, 30, size=(40, 2))
+    geoms = np.array([_box(x, y, w, h) for (x, y), (w, h) in zip(xy, wh)], dtype=object)
+    f = footprint_features(_gdf(list(geoms)))
+    c = shapely.get_coordinates(shapely.centroid(geoms))
+    d = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1)
+    ds = np.take_along_axis(d, order, axis=1)
+    np.testing.assert_allclose(f.knn1_dist_m, ds[:, 0])
+    np.testing.assert_allclose(f.knn3_mean_dist_m, ds[:, :3].mean(axis=1))
+    np.testing.assert_allclose(f.knn5_mean_dist_m, ds[:, :5].mean(axis=1))
+    area = shapely.area(geoms)
+    np.testing.assert_allclose(f.nn_area_m2, area[order[:, 0]])
+    np.testing.assert_allclose(f.knn5_mean_area_m2, area[order[:, :5]].mean(axis=1))
+    np.testing.assert_array_equal(f.n_within_400m, (d <= 400).sum(axis=1))
+    assert np.all(f.nn_orientation_diff_deg.between(0, 90))
+    # Coverage: own + neighbour area over the Steiner buffer area.
+    r = 100.0
+    want = (area + f.area_within_100m_m2) / (area + shapely.length(geoms) * r + np.pi * r * r)
+    np.testing.assert_allclose(f.coverage_100m, want)
+
+
+def test_optional_layers_absent_are_nan_present_are_filled() -> None:
+    g = _gdf([_box(0, 0, 10, 10), _box(40, 0, 10, 10)])
+    f = footprint_features(g)
+    for col in ("dist_to_road_m", "block_area_m2", "poi_n_300m", "poi_food_300m",
+                "dist_to_centre_m", "city_class", "nb_height_mean_100m"):
+        assert f[col].isna().all(), col
+    assert np.isfinite(f.dist_to_area_centroid_m).all()
+    assert f.dist_to_area_centroid_rel.max() == pytest.approx(1.0)
+    centres = gpd.GeoDataFrame(geometry=[Point(X0 + 105, Y0 + 5)], crs=UTM).to_crs("EPSG:4326")
+    f2 = footprint_features(g, centres=centres, city_class=2,
+                            neighbour_heights=[12.0, np.nan])
+    assert f2.dist_to_centre_m.to_numpy() == pytest.approx([100.0, 60.0], abs=0.05)
+    assert list(f2.city_class) == [2.0, 2.0]
+    # Own height never counts: a knows nothing, b sees a's 12 m.
+    assert np.isnan(f2.nb_height_mean_100m.iloc[0]) and f2.nb_height_n_100m.iloc[0] == 0
+    assert f2.nb_height_mean_100m.iloc[1] == 12.0
+    with pytest.raises(InvalidInput) as e:
+        footprint_features(g, neighbour_heights=[1.0])
+    assert e.value.field == "neighbour_heights"
+    with pytest.raises(InvalidInput) as e:
+        footprint_features(g, roads=gpd.GeoDataFrame(geometry=[LineString([(0, 0), (1, 1)])]))
+    assert e.value.field == "roads"
+
+
+def test_street_and_block_features() -> None:
+    # A 200 m x 200 m grid cell of roads (a closed block) and a primary road along y = -50.
+    lines = [LineString([(X0 - 100, Y0 + y), (X0 + 300, Y0 + y)]) for y in (-50, 150)]
+    lines += [LineString([(X0 + x, Y0 - 100), (X0 + x, Y0 + 300)]) for x in (-50, 150)]
+    roads = gpd.GeoDataFrame({"highway": ["primary", "residential", "residential",
+                                          "residential"]}, geometry=lines, crs=UTM)
+    # a: 10 m north of the primary road, long side along it; b: deep inside the block.
+    g = _gdf([_box(0, -40, 30, 10), _box(40, 40, 10, 10), _box(1000, 1000, 10, 10)])
+    f = footprint_features(g, roads=roads.to_crs("EPSG:4326"))
+    a, b, far = f.iloc[0], f.iloc[1], f.iloc[2]
+    assert a.dist_to_road_m == pytest.approx(10.0, abs=0.05)
+    assert a.street_facing == 1 and b.street_facing == 0
+    assert b.dist_to_road_m == pytest.approx(90.0, abs=0.05)
+    assert a.dist_to_major_road_m == pytest.approx(10.0, abs=0.05)
+    assert b.dist_to_major_road_m == pytest.approx(90.0, abs=0.05)
+    assert a.road_orientation_diff_deg == pytest.approx(0.0, abs=0.1)
+    # The centroid of a, (15, -35), sees chords of the primary road (15 m off) and of the
+    # x = -50 road (65 m off); the disc is a 32-gon, so allow a few per cent.
+    chords = 2 * math.sqrt(100**2 - 15**2) + 2 * math.sqrt(100**2 - 65**2)
+    assert a.road_length_100m_m == pytest.approx(chords, rel=0.05)
+    assert a.n_intersections_200m >= 1
+    assert a.block_area_m2 == pytest.approx(200 * 200, rel=1e-6)
+    assert a.block_n_buildings == 2 and b.block_n_buildings == 2
+    assert a.block_coverage == pytest.approx((300 + 100) / 40000)
+    assert np.isnan(far.block_area_m2) and far.dist_to_road_m > 500
+    assert STREET_FACING_M > 10
+    # No highway column: major-road distance is NaN, the rest still works.
+    f2 = footprint_features(g, roads=roads[["geometry"]])
+    assert f2.dist_to_major_road_m.isna().all() and f2.dist_to_road_m.iloc[0] == pytest.approx(
+        10.0, abs=0.05)
+
+
+def test_poi_features() -> None:
+    g = _gdf([_box(0, 0, 10, 10), _box(1000, 0, 10, 10)])  # centroids (5, 5), (1005, 5)
+    pts = [Point(X0 + 5 + d, Y0 + 5) for d in (50, 150, 250, 400)]
+    pois = gpd.GeoDataFrame({"category": ["food", "Food", "office", "bar"]}, geometry=pts,
+                            crs=UTM)
+    f = footprint_features(g, pois=pois)
+    a = f.iloc[0]
+    assert (a.poi_n_100m, a.poi_n_300m) == (1, 3)
+    assert a.poi_nn_dist_m == pytest.approx(50.0)
+    assert a.poi_food_300m == 2 and a.poi_office_300m == 1 and a.poi_health_300m == 0
+    assert f.iloc[1].poi_n_300m == 0 and f.iloc[1].poi_nn_dist_m == pytest.approx(600.0)
+    f2 = footprint_features(g, pois=pois[["geometry"]])
+    assert f2.poi_n_300m.iloc[0] == 3 and f2.poi_food_300m.isna().all()

@@ -1,59 +1,135 @@
-"""Building attributes from footprints: morphology features, height and floors.
+"""Building attributes from footprints: features, height and floors.
 
 Implements the geometric-attribute step of the CMAB study (``cmab-multi-attribute-buildings.txt``,
-section "Building height"): per-footprint morphology and neighbourhood features feed a
-*bootstrap-aggregated XGBoost* regressor. N models are trained on bootstrap samples of the
-training set; the height estimate is the mean of the members and the members' 5th/95th
-percentiles give an uncertainty band (``height_p05`` / ``height_p95`` in the buildings table).
+sections "Building height" and "Building function"): per-footprint morphology, neighbourhood,
+block, street, location and point-of-interest features feed a *bootstrap-aggregated XGBoost*
+regressor. N models are trained on bootstrap samples of the training set; the height estimate
+is the mean of the members and the members' 5th/95th percentiles give an uncertainty band
+(``height_p05`` / ``height_p95`` in the buildings table).
 
-The same :func:`footprint_features` prepares training data (``models/height_xgb/train.py``)
-and pipeline footprints, so the model sees identical inputs in training and inference.
+The same :func:`footprint_features` prepares training data (``models/height_xgb/train.py``,
+``models/building_age/train.py``) and pipeline footprints, so models see identical inputs in
+training and inference. A model selects its columns by name (``meta.json``), so adding
+features never changes what an older model reads; existing names keep their meaning.
 
 All geometry is computed in one local metric CRS (``GeoDataFrame.estimate_utm_crs``) for the
 whole input; callers process an area tile by tile, so one UTM zone per call is adequate.
 Orientation is measured against UTM grid east, which differs from true east by the grid
-convergence (< 3° inside a zone) — negligible for a model feature.
+convergence (< 3° inside a zone) — negligible for a model feature. Optional context layers
+(roads, POIs, centres) are reprojected to that CRS; when a layer is not given, the columns
+that need it are NaN (XGBoost routes NaN down a learnt default branch), never an error.
 
-FEATURES (columns of :func:`footprint_features`, in this order):
+FEATURES (columns of :func:`footprint_features`, in this order). "Needs" names the optional
+argument without which the column is NaN. "Centroid" is the footprint's centroid; "r-disc" a
+disc of radius r around it.
 
-=========================  =====  ======================================================
-name                       unit   definition
-=========================  =====  ======================================================
-``area_m2``                m²     footprint area (holes excluded)
-``perimeter_m``            m      length of all rings (exterior and holes)
-``compactness``            –      isoperimetric quotient 4πA/P²; 1 for a disc, π/4 for a
-                                  square, 0.698 for a 1:2 rectangle
-``elongation``             –      1 − short/long side of the minimum rotated rectangle
-                                  (MRR); 0 for a square, → 1 for a thin slab
-``orientation_deg``        deg    direction of the MRR's long side, counter-clockwise from
-                                  grid east, in [0, 180)
-``n_vertices``             –      distinct vertices over all rings (closing points not
-                                  counted)
-``convexity``              –      A / area of the convex hull; 1 for convex shapes
-``rectangularity``         –      A / area of the MRR; 1 for rectangles
-``n_within_50m``           –      other footprints whose nearest edge is ≤ 50 m away
-``n_within_100m``          –      same, ≤ 100 m
-``n_within_200m``          –      same, ≤ 200 m
-``area_within_50m_m2``     m²     summed area of the footprints counted in n_within_50m
-``area_within_100m_m2``    m²     same for 100 m
-``area_within_200m_m2``    m²     same for 200 m
-``nn_dist_m``              m      edge-to-edge distance to the nearest other footprint
-                                  (0 when touching; NaN when the input has one footprint)
-``mean_neighbour_area_m2`` m²     area_within_100m / n_within_100m (NaN with no neighbour)
-``area_ratio_100m``        –      area_m2 / mean_neighbour_area_m2 (NaN with no neighbour)
-``area_rank_50m``          –      share of the footprints within 50 m that are smaller than
-                                  this one (1 with no neighbour)
-``n_touching``             –      other footprints within 1 m (adjoining parts / terraces)
-``shared_perimeter_frac``  –      share of the perimeter lying within 1 m of another
-                                  footprint, in [0, 1]
-``max_touching_area_m2``   m²     area of the largest footprint within 1 m (0 if none)
-=========================  =====  ======================================================
+================================  =====  =====================================================
+name                              unit   definition
+================================  =====  =====================================================
+*Morphology (v1)*
+``area_m2``                       m²     footprint area (holes excluded)
+``perimeter_m``                   m      length of all rings (exterior and holes)
+``compactness``                   –      isoperimetric quotient 4πA/P²; 1 for a disc, π/4 for a
+                                         square, 0.698 for a 1:2 rectangle
+``elongation``                    –      1 − short/long side of the minimum rotated rectangle
+                                         (MRR); 0 for a square, → 1 for a thin slab
+``orientation_deg``               deg    direction of the MRR's long side, counter-clockwise
+                                         from grid east, in [0, 180)
+``n_vertices``                    –      distinct vertices over all rings (closing points not
+                                         counted)
+``convexity``                     –      A / area of the convex hull; 1 for convex shapes
+``rectangularity``                –      A / area of the MRR; 1 for rectangles
+*Neighbourhood (v1)*
+``n_within_50m``                  –      other footprints whose nearest edge is ≤ 50 m away
+``n_within_100m``                 –      same, ≤ 100 m
+``n_within_200m``                 –      same, ≤ 200 m
+``area_within_50m_m2``            m²     summed area of the footprints counted in n_within_50m
+``area_within_100m_m2``           m²     same for 100 m
+``area_within_200m_m2``           m²     same for 200 m
+``nn_dist_m``                     m      edge-to-edge distance to the nearest other footprint
+                                         (0 when touching; NaN when the input has one)
+``mean_neighbour_area_m2``        m²     area_within_100m / n_within_100m (NaN, no neighbour)
+``area_ratio_100m``               –      area_m2 / mean_neighbour_area_m2 (NaN, no neighbour)
+``area_rank_50m``                 –      share of the footprints within 50 m that are smaller
+                                         than this one (1 with no neighbour)
+``n_touching``                    –      other footprints within 1 m (adjoining parts/terraces)
+``shared_perimeter_frac``         –      share of the perimeter lying within 1 m of another
+                                         footprint, in [0, 1]
+``max_touching_area_m2``          m²     area of the largest footprint within 1 m (0 if none)
+*Morphology (v2)*
+``mrr_long_m``                    m      long side of the MRR
+``mrr_short_m``                   m      short side of the MRR (≈ building depth)
+``n_holes``                       –      interior rings (courtyards)
+``n_parts``                       –      polygons in a MultiPolygon (1 for a Polygon)
+``hole_area_frac``                –      courtyard area / (area + courtyard area)
+``fractal_dim``                   –      2·ln(P/4)/ln(A) (1 for a square of 1 m² … →2 for
+                                         very ragged outlines); NaN for A ≤ 1 m²
+``mean_edge_m``                   m      perimeter / n_vertices
+``centroid_offset_rel``           –      distance centroid → MRR centre / √A (0 for symmetric
+                                         shapes, larger for L/U shapes)
+*Neighbourhood and density (v2)*
+``coverage_50m``                  –      (A + area_within_50m) / (A + P·r + πr²), r = 50 m:
+                                         built share of the footprint's r-buffer (Steiner
+                                         area; whole neighbour areas count, so it can exceed 1
+                                         slightly)
+``coverage_100m``                 –      same, r = 100 m
+``coverage_200m``                 –      same, r = 200 m
+``mean_neighbour_area_50m_m2``    m²     area_within_50m / n_within_50m (NaN, no neighbour)
+``mean_neighbour_area_200m_m2``   m²     area_within_200m / n_within_200m (NaN, no neighbour)
+``std_neighbour_area_100m_m2``    m²     standard deviation of the areas within 100 m
+``n_within_400m``                 –      other centroids within 400 m of the centroid
+*Nearest neighbours by centroid (v2)*
+``knn1_dist_m``                   m      centroid distance to the nearest other centroid
+``knn3_mean_dist_m``              m      mean centroid distance to the 3 nearest
+``knn5_mean_dist_m``              m      mean centroid distance to the 5 nearest
+``nn_area_m2``                    m²     area of the centroid-nearest footprint
+``knn5_mean_area_m2``             m²     mean area of the 5 centroid-nearest footprints
+``nn_orientation_diff_deg``       deg    |orientation − nearest's orientation| folded to [0, 90]
+``knn5_orientation_diff_deg``     deg    mean of the same over the 5 nearest
+*Neighbour heights (v2; needs ``neighbour_heights``)*
+``nb_height_mean_100m``           m      mean known height of the *other* footprints within
+                                         100 m (NaN when none is known)
+``nb_height_n_100m``              –      number of those with a known height
+*Street relation (v2; needs ``roads``)*
+``dist_to_road_m``                m      footprint edge to the nearest road centreline
+``street_facing``                 0/1    1 when dist_to_road_m ≤ STREET_FACING_M (20 m)
+``dist_to_major_road_m``          m      same for major roads (``highway`` motorway, trunk,
+                                         primary, secondary and their links; NaN without that
+                                         column or without any major road)
+``road_orientation_diff_deg``     deg    angle between the MRR long side and the nearest road's
+                                         direction at its closest point, in [0, 90]
+``road_length_100m_m``            m      road centreline length inside the 100 m-disc
+``road_length_200m_m``            m      same, 200 m-disc
+``n_intersections_200m``          –      road junctions (noded nodes of degree ≥ 3) within
+                                         200 m of the centroid
+*Street block (v2; needs ``roads``: blocks are the faces of the noded road network)*
+``block_area_m2``                 m²     area of the block holding the centroid (NaN outside
+                                         any closed block)
+``block_n_buildings``             –      footprints whose centroid lies in the same block
+``block_coverage``                –      their summed area / block area
+``block_mean_building_area_m2``   m²     their mean area
+*Location (v2)*
+``dist_to_area_centroid_m``       m      centroid to the centroid of all input footprints
+``dist_to_area_centroid_rel``     –      the same / its maximum over the input (0 centre, 1
+                                         edge); depends on the extent passed in
+``dist_to_centre_m``              m      to the nearest of the given centres (needs
+                                         ``centres``: any geometries, e.g. CBD points)
+``city_class``                    –      the ``city_class`` argument (CMAB's administrative
+                                         level 1–5, or any integer code); NaN when not given
+*Points of interest (v2; needs ``pois``)*
+``poi_n_100m``                    –      POIs within 100 m of the centroid
+``poi_n_300m``                    –      POIs within 300 m
+``poi_nn_dist_m``                 m      centroid to the nearest POI
+``poi_food_300m`` …               –      POIs of each POI_CATEGORIES class within 300 m
+``poi_transport_300m``                   (food, shop, office, education, health, transport;
+                                         needs a ``category`` column holding those names)
+================================  =====  =====================================================
 
-The last five go beyond the usual morphology set: where a building is drawn as several height
-parts (tower on a podium, terrace rows), adjacency and relative size carry much of the height
-signal that footprints hold. In development runs (5 members, three random block splits of
-Xiamen) they raised held-out R² from 0.07–0.17 to 0.19–0.29; the shipped model's numbers are
-in ``models/height_xgb/MODEL_CARD.md``.
+The adjacency and relative-size columns go beyond the usual morphology set: where a building is
+drawn as several height parts (tower on a podium, terrace rows), adjacency and relative size
+carry much of the height signal that footprints hold. In development runs (5 members, three
+random block splits of Xiamen) they raised held-out R² from 0.07–0.17 to 0.19–0.29; the shipped
+models' numbers are in ``models/height_xgb/*/MODEL_CARD.md``.
 
 Neighbourhood features only see the footprints passed in: buildings near the edge of the input
 have truncated neighbourhoods, so pass a margin of context around an area of interest.
@@ -71,8 +147,13 @@ import numpy as np
 import pandas as pd
 import shapely
 import xgboost as xgb
+from pyproj import CRS
+from scipy.spatial import cKDTree
 
 from urbanfabric.errors import InvalidInput, NotFound
+
+#: Categories counted by the ``poi_<category>_300m`` columns (values of a POI ``category``).
+POI_CATEGORIES: tuple[str, ...] = ("food", "shop", "office", "education", "health", "transport")
 
 #: (name, unit, one-line definition) of every feature; the module docstring has the long form.
 FEATURES: tuple[tuple[str, str, str], ...] = (
@@ -97,21 +178,81 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ("n_touching", "1", "other footprints within 1 m"),
     ("shared_perimeter_frac", "1", "share of perimeter within 1 m of another footprint"),
     ("max_touching_area_m2", "m2", "largest footprint within 1 m"),
+    # v2 morphology
+    ("mrr_long_m", "m", "long side of the MRR"),
+    ("mrr_short_m", "m", "short side of the MRR"),
+    ("n_holes", "1", "interior rings"),
+    ("n_parts", "1", "polygons in the geometry"),
+    ("hole_area_frac", "1", "hole area / (area + hole area)"),
+    ("fractal_dim", "1", "2 ln(P/4) / ln(A)"),
+    ("mean_edge_m", "m", "perimeter / n_vertices"),
+    ("centroid_offset_rel", "1", "centroid to MRR centre / sqrt(A)"),
+    # v2 neighbourhood
+    ("coverage_50m", "1", "built share of the 50 m buffer"),
+    ("coverage_100m", "1", "built share of the 100 m buffer"),
+    ("coverage_200m", "1", "built share of the 200 m buffer"),
+    ("mean_neighbour_area_50m_m2", "m2", "mean area of footprints within 50 m"),
+    ("mean_neighbour_area_200m_m2", "m2", "mean area of footprints within 200 m"),
+    ("std_neighbour_area_100m_m2", "m2", "std of areas of footprints within 100 m"),
+    ("n_within_400m", "1", "other centroids within 400 m"),
+    # v2 nearest neighbours by centroid
+    ("knn1_dist_m", "m", "centroid distance to nearest centroid"),
+    ("knn3_mean_dist_m", "m", "mean centroid distance to 3 nearest"),
+    ("knn5_mean_dist_m", "m", "mean centroid distance to 5 nearest"),
+    ("nn_area_m2", "m2", "area of the centroid-nearest footprint"),
+    ("knn5_mean_area_m2", "m2", "mean area of the 5 centroid-nearest"),
+    ("nn_orientation_diff_deg", "deg", "orientation difference to the nearest, [0, 90]"),
+    ("knn5_orientation_diff_deg", "deg", "mean orientation difference to the 5 nearest"),
+    # v2 neighbour heights (optional)
+    ("nb_height_mean_100m", "m", "mean known height of other footprints within 100 m"),
+    ("nb_height_n_100m", "1", "other footprints within 100 m with a known height"),
+    # v2 street relation (optional roads)
+    ("dist_to_road_m", "m", "edge distance to the nearest road"),
+    ("street_facing", "1", "dist_to_road_m <= STREET_FACING_M"),
+    ("dist_to_major_road_m", "m", "edge distance to the nearest major road"),
+    ("road_orientation_diff_deg", "deg", "MRR long side vs nearest road direction, [0, 90]"),
+    ("road_length_100m_m", "m", "road length within 100 m of the centroid"),
+    ("road_length_200m_m", "m", "road length within 200 m of the centroid"),
+    ("n_intersections_200m", "1", "road junctions within 200 m of the centroid"),
+    ("block_area_m2", "m2", "area of the street block holding the centroid"),
+    ("block_n_buildings", "1", "footprints in the same block"),
+    ("block_coverage", "1", "built share of the block"),
+    ("block_mean_building_area_m2", "m2", "mean footprint area in the block"),
+    # v2 location
+    ("dist_to_area_centroid_m", "m", "centroid to the centroid of all input footprints"),
+    ("dist_to_area_centroid_rel", "1", "dist_to_area_centroid_m / its maximum"),
+    ("dist_to_centre_m", "m", "centroid to the nearest given centre"),
+    ("city_class", "1", "administrative / city class code"),
+    # v2 points of interest (optional)
+    ("poi_n_100m", "1", "POIs within 100 m of the centroid"),
+    ("poi_n_300m", "1", "POIs within 300 m of the centroid"),
+    ("poi_nn_dist_m", "m", "centroid to the nearest POI"),
+    *((f"poi_{c}_300m", "1", f"POIs of category {c!r} within 300 m") for c in POI_CATEGORIES),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f[0] for f in FEATURES)
+#: The 21 columns height_xgb v1 was trained on (kept for reference and tests).
+V1_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES[:21]
 
 #: Radii (m) of the neighbourhood counts; the largest bounds the single tree query.
 NEIGHBOUR_RADII_M: tuple[float, ...] = (50.0, 100.0, 200.0)
 #: Footprints closer than this count as adjoining (digitised shared walls rarely coincide).
 TOUCH_M = 1.0
+#: A footprint this close to a road centreline faces the street (half a two-lane street plus a
+#: front yard; OSM carries centrelines, not kerbs).
+STREET_FACING_M = 20.0
+#: OSM ``highway`` values counted as major roads.
+MAJOR_HIGHWAYS: frozenset[str] = frozenset(
+    {"motorway", "trunk", "primary", "secondary", "motorway_link", "trunk_link", "primary_link",
+     "secondary_link"}
+)
 
 #: Query footprints in chunks so the (query, neighbour) pair arrays stay bounded in memory
 #: in dense cities (a 200 m radius can hold several hundred neighbours per building).
 _CHUNK = 20_000
 
 
-def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> np.ndarray:
-    """Check the input and return its polygons, made valid, in a local UTM CRS."""
+def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> tuple[np.ndarray, CRS]:
+    """Check the input; return its polygons, made valid, in a local UTM CRS, and that CRS."""
     if not isinstance(footprints, gpd.GeoDataFrame):
         raise InvalidInput("footprints", "expected a geopandas.GeoDataFrame")
     if footprints.crs is None:
@@ -127,7 +268,8 @@ def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> np.ndarray:
     kinds = set(footprints.geom_type.unique())
     if not kinds <= {"Polygon", "MultiPolygon"}:
         raise InvalidInput("footprints", f"only (Multi)Polygons allowed, got {sorted(kinds)}")
-    metric = footprints.geometry.to_crs(footprints.estimate_utm_crs())
+    crs = footprints.estimate_utm_crs()
+    metric = footprints.geometry.to_crs(crs)
     out = np.asarray(metric.values, dtype=object)
     invalid = ~shapely.is_valid(out)
     if invalid.any():
@@ -140,7 +282,7 @@ def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> np.ndarray:
                 f"{int(empty.sum())} geometries have no area after repair (first at index "
                 f"{footprints.index[np.flatnonzero(empty)[0]]!r})",
             )
-    return out
+    return out, crs
 
 
 def _localised(geoms: np.ndarray) -> np.ndarray:
@@ -183,8 +325,13 @@ def _mrr_sides(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.maximum(l1, l2), np.minimum(l1, l2), angle
 
 
-def _neighbourhood(geoms: np.ndarray, area: np.ndarray) -> dict[str, np.ndarray]:
-    """Counts/areas of neighbours within each radius, adjacency, nearest-neighbour distance."""
+def _neighbourhood(
+    geoms: np.ndarray, area: np.ndarray, heights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Counts/areas of neighbours within each radius, adjacency, nearest-neighbour distance.
+
+    ``heights`` (NaN = unknown) adds the mean known height of the other footprints in 100 m.
+    """
     n = len(geoms)
     rmax = max(NEIGHBOUR_RADII_M)
     tree = shapely.STRtree(geoms)
@@ -195,11 +342,15 @@ def _neighbourhood(geoms: np.ndarray, area: np.ndarray) -> dict[str, np.ndarray]
     reach = shapely.box(b[:, 0] - rmax, b[:, 1] - rmax, b[:, 2] + rmax, b[:, 3] + rmax)
     counts = {r: np.zeros(n, dtype=np.int64) for r in NEIGHBOUR_RADII_M}
     sums = {r: np.zeros(n, dtype=np.float64) for r in NEIGHBOUR_RADII_M}
+    sq100 = np.zeros(n, dtype=np.float64)
     smaller_50 = np.zeros(n, dtype=np.int64)
     n_touch = np.zeros(n, dtype=np.int64)
     shared = np.zeros(n, dtype=np.float64)
     max_touch = np.zeros(n, dtype=np.float64)
     nn = np.full(n, np.inf)
+    h_known = None if heights is None else np.isfinite(heights)
+    h_sum = np.zeros(n, dtype=np.float64)
+    h_cnt = np.zeros(n, dtype=np.int64)
     for lo in range(0, n, _CHUNK):
         hi = min(lo + _CHUNK, n)
         q, nb = tree.query(reach[lo:hi])
@@ -216,6 +367,12 @@ def _neighbourhood(geoms: np.ndarray, area: np.ndarray) -> dict[str, np.ndarray]
             m = dd <= r
             counts[r] += np.bincount(i[m], minlength=n)
             sums[r] += np.bincount(i[m], weights=area[j[m]], minlength=n)
+            if r == 100.0:
+                sq100 += np.bincount(i[m], weights=area[j[m]] ** 2, minlength=n)
+                if h_known is not None:
+                    mk = m & h_known[j]
+                    h_sum += np.bincount(i[mk], weights=heights[j[mk]], minlength=n)
+                    h_cnt += np.bincount(i[mk], minlength=n)
         m = (dd <= 50.0) & (area[j] < area[i])
         smaller_50 += np.bincount(i[m], minlength=n)
         np.minimum.at(nn, i, dd)
@@ -240,25 +397,227 @@ def _neighbourhood(geoms: np.ndarray, area: np.ndarray) -> dict[str, np.ndarray]
     for r in NEIGHBOUR_RADII_M:
         out[f"area_within_{int(r)}m_m2"] = sums[r]
     out["nn_dist_m"] = nn
-    mean_nb = np.where(counts[100.0] > 0, sums[100.0] / np.maximum(counts[100.0], 1), np.nan)
-    out["mean_neighbour_area_m2"] = mean_nb
-    out["area_ratio_100m"] = area / mean_nb
+
+    def mean_nb(r: float) -> np.ndarray:
+        c = counts[r]
+        return np.where(c > 0, sums[r] / np.maximum(c, 1), np.nan)
+
+    out["mean_neighbour_area_m2"] = mean_nb(100.0)
+    out["area_ratio_100m"] = area / out["mean_neighbour_area_m2"]
     out["area_rank_50m"] = np.where(
         counts[50.0] > 0, smaller_50 / np.maximum(counts[50.0], 1), 1.0
     )
     out["n_touching"] = n_touch
     # Several neighbours can cover the same stretch of boundary (corners): cap at 1.
-    out["shared_perimeter_frac"] = np.minimum(shared / shapely.length(geoms), 1.0)
+    perimeter = shapely.length(geoms)
+    out["shared_perimeter_frac"] = np.minimum(shared / perimeter, 1.0)
     out["max_touching_area_m2"] = max_touch
+    for r in NEIGHBOUR_RADII_M:
+        # Steiner formula: area of the r-buffer of a convex shape (a lower bound otherwise).
+        out[f"coverage_{int(r)}m"] = (area + sums[r]) / (area + perimeter * r + np.pi * r * r)
+    out["mean_neighbour_area_50m_m2"] = mean_nb(50.0)
+    out["mean_neighbour_area_200m_m2"] = mean_nb(200.0)
+    c100 = counts[100.0]
+    var = np.where(c100 > 0, sq100 / np.maximum(c100, 1) - out["mean_neighbour_area_m2"] ** 2,
+                   np.nan)
+    out["std_neighbour_area_100m_m2"] = np.sqrt(np.maximum(var, 0.0))
+    if heights is None:
+        out["nb_height_mean_100m"] = np.full(n, np.nan)
+        out["nb_height_n_100m"] = np.full(n, np.nan)
+    else:
+        out["nb_height_mean_100m"] = np.where(h_cnt > 0, h_sum / np.maximum(h_cnt, 1), np.nan)
+        out["nb_height_n_100m"] = h_cnt.astype(np.float64)
     return out
 
 
-def footprint_features(footprints: gpd.GeoDataFrame) -> pd.DataFrame:
-    """Morphology and neighbourhood features of building footprints (see FEATURES).
+def _fold_angle(d: np.ndarray) -> np.ndarray:
+    """Difference of two undirected directions (deg) folded to [0, 90]."""
+    d = np.abs(d) % 180.0
+    return np.minimum(d, 180.0 - d)
+
+
+def _centroid_knn(
+    cxy: np.ndarray, area: np.ndarray, angle: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Nearest-neighbour statistics on centroids (k-d tree) and the 400 m centroid count."""
+    n = len(cxy)
+    out = {k: np.full(n, np.nan) for k in (
+        "knn1_dist_m", "knn3_mean_dist_m", "knn5_mean_dist_m", "nn_area_m2",
+        "knn5_mean_area_m2", "nn_orientation_diff_deg", "knn5_orientation_diff_deg")}
+    tree = cKDTree(cxy)
+    out["n_within_400m"] = tree.query_ball_point(cxy, 400.0, return_length=True).astype(
+        np.float64) - 1.0
+    if n < 2:
+        return out
+    k = min(6, n)
+    dist, idx = tree.query(cxy, k=k)
+    # Column 0 is the point itself unless another centroid coincides; drop self by index.
+    self_first = idx[:, 0] == np.arange(n)
+    nd = np.where(self_first[:, None], dist[:, 1:], dist[:, :-1])
+    ni = np.where(self_first[:, None], idx[:, 1:], idx[:, :-1])
+    m = ni.shape[1]
+    out["knn1_dist_m"] = nd[:, 0]
+    out["knn3_mean_dist_m"] = nd[:, : min(3, m)].mean(axis=1) if m >= 3 else np.full(n, np.nan)
+    out["knn5_mean_dist_m"] = nd.mean(axis=1) if m >= 5 else np.full(n, np.nan)
+    out["nn_area_m2"] = area[ni[:, 0]]
+    out["nn_orientation_diff_deg"] = _fold_angle(angle - angle[ni[:, 0]])
+    if m >= 5:
+        out["knn5_mean_area_m2"] = area[ni].mean(axis=1)
+        out["knn5_orientation_diff_deg"] = _fold_angle(angle[:, None] - angle[ni]).mean(axis=1)
+    return out
+
+
+def _layer_geoms(layer: gpd.GeoDataFrame | gpd.GeoSeries, name: str, crs: CRS) -> np.ndarray:
+    """Non-empty geometries of an optional context layer, in the footprints' metric CRS."""
+    if not isinstance(layer, (gpd.GeoDataFrame, gpd.GeoSeries)):
+        raise InvalidInput(name, "expected a geopandas.GeoDataFrame or GeoSeries")
+    if layer.crs is None:
+        raise InvalidInput(name, "has no CRS; set one first")
+    g = np.asarray(gpd.GeoSeries(layer.geometry, crs=layer.crs).to_crs(crs).values, dtype=object)
+    return g[~(shapely.is_missing(g) | shapely.is_empty(g))]
+
+
+def _street_features(
+    geoms: np.ndarray, cxy: np.ndarray, area: np.ndarray, angle: np.ndarray,
+    roads: gpd.GeoDataFrame, crs: CRS,
+) -> dict[str, np.ndarray]:
+    """Street relation and street-block columns (see the module table)."""
+    n = len(geoms)
+    nan = np.full(n, np.nan)
+    keys = ("dist_to_road_m", "street_facing", "dist_to_major_road_m",
+            "road_orientation_diff_deg", "road_length_100m_m", "road_length_200m_m",
+            "n_intersections_200m", "block_area_m2", "block_n_buildings", "block_coverage",
+            "block_mean_building_area_m2")
+    out = {k: nan.copy() for k in keys}
+    g = _layer_geoms(roads, "roads", crs)
+    is_major = None
+    if isinstance(roads, gpd.GeoDataFrame) and "highway" in roads.columns:
+        hw = roads["highway"].astype(str).to_numpy()
+        ok = ~(shapely.is_missing(np.asarray(roads.geometry.values, dtype=object))
+               | shapely.is_empty(np.asarray(roads.geometry.values, dtype=object)))
+        is_major = np.isin(hw[ok], list(MAJOR_HIGHWAYS))
+    # Lines only: a road drawn as an area contributes its outline.
+    lines = np.where(shapely.get_dimensions(g) == 2, shapely.boundary(g), g) if len(g) else g
+    parts, owner = shapely.get_parts(lines, return_index=True)
+    keep = shapely.get_type_id(parts) == 1  # LineString
+    parts, owner = parts[keep], owner[keep]
+    if len(parts) == 0:
+        return out
+    tree = shapely.STRtree(parts)
+    (qi, ri), dist = tree.query_nearest(geoms, return_distance=True, all_matches=False)
+    d = np.full(n, np.nan)
+    d[qi] = dist
+    near = np.full(n, -1)
+    near[qi] = ri
+    out["dist_to_road_m"] = d
+    out["street_facing"] = (d <= STREET_FACING_M).astype(np.float64)
+    if is_major is not None and is_major[owner].any():
+        mparts = parts[is_major[owner]]
+        (qm, _), dm = shapely.STRtree(mparts).query_nearest(
+            geoms, return_distance=True, all_matches=False)
+        dmaj = np.full(n, np.nan)
+        dmaj[qm] = dm
+        out["dist_to_major_road_m"] = dmaj
+    # Direction of the nearest road at the point closest to the centroid (±5 m along it).
+    cpts = shapely.points(cxy)
+    road = parts[near]
+    s = shapely.line_locate_point(road, cpts)
+    L = shapely.length(road)
+    p0 = shapely.get_coordinates(shapely.line_interpolate_point(road, np.clip(s - 5, 0, L)))
+    p1 = shapely.get_coordinates(shapely.line_interpolate_point(road, np.clip(s + 5, 0, L)))
+    road_angle = np.degrees(np.arctan2(p1[:, 1] - p0[:, 1], p1[:, 0] - p0[:, 0]))
+    out["road_orientation_diff_deg"] = _fold_angle(angle - road_angle)
+    # Road length inside centroid discs: pairs (building, road part) from one tree query.
+    for r in (100.0, 200.0):
+        disc = shapely.buffer(cpts, r, quad_segs=8)
+        bi, pj = tree.query(disc, predicate="intersects")
+        seg = shapely.length(shapely.intersection(parts[pj], disc[bi]))
+        out[f"road_length_{int(r)}m_m"] = np.bincount(bi, weights=seg, minlength=n)
+    # Junctions and blocks need a noded network (OSM ways cross without sharing a node).
+    noded = shapely.get_parts(shapely.node(shapely.multilinestrings(parts)))
+    ends = np.concatenate([shapely.get_coordinates(shapely.get_point(noded, 0)),
+                           shapely.get_coordinates(shapely.get_point(noded, -1))])
+    _, inv, deg = np.unique(np.round(ends, 2), axis=0, return_inverse=True, return_counts=True)
+    junction = np.unique(np.round(ends, 2)[deg[inv.ravel()] >= 3], axis=0)
+    out["n_intersections_200m"] = (
+        cKDTree(junction).query_ball_point(cxy, 200.0, return_length=True).astype(np.float64)
+        if len(junction) else np.zeros(n)
+    )
+    blocks = shapely.get_parts(shapely.polygonize(noded))
+    if len(blocks):
+        (bi, bj) = shapely.STRtree(blocks).query(cpts, predicate="within")
+        which = np.full(n, -1)
+        which[bi] = bj  # faces do not overlap; a centroid on an edge keeps one
+        inb = which >= 0
+        nb_cnt = np.bincount(which[inb], minlength=len(blocks))
+        nb_area = np.bincount(which[inb], weights=area[inb], minlength=len(blocks))
+        barea = shapely.area(blocks)
+        w = which[inb]
+        out["block_area_m2"][inb] = barea[w]
+        out["block_n_buildings"][inb] = nb_cnt[w]
+        out["block_coverage"][inb] = nb_area[w] / barea[w]
+        out["block_mean_building_area_m2"][inb] = nb_area[w] / nb_cnt[w]
+    return out
+
+
+def _poi_features(
+    cxy: np.ndarray, pois: gpd.GeoDataFrame, crs: CRS
+) -> dict[str, np.ndarray]:
+    """POI counts around the centroid, overall and per POI_CATEGORIES class."""
+    n = len(cxy)
+    out = {k: np.full(n, np.nan) for k in
+           ("poi_n_100m", "poi_n_300m", "poi_nn_dist_m",
+            *(f"poi_{c}_300m" for c in POI_CATEGORIES))}
+    g = _layer_geoms(pois, "pois", crs)
+    if len(g) == 0:
+        out["poi_n_100m"] = np.zeros(n)
+        out["poi_n_300m"] = np.zeros(n)
+        return out
+    # Areas (malls, campuses) count at their centroid.
+    pxy = shapely.get_coordinates(shapely.centroid(g))
+    tree = cKDTree(pxy)
+    out["poi_n_100m"] = tree.query_ball_point(cxy, 100.0, return_length=True).astype(float)
+    out["poi_n_300m"] = tree.query_ball_point(cxy, 300.0, return_length=True).astype(float)
+    out["poi_nn_dist_m"] = tree.query(cxy, k=1)[0]
+    if isinstance(pois, gpd.GeoDataFrame) and "category" in pois.columns:
+        geo = np.asarray(pois.geometry.values, dtype=object)
+        ok = ~(shapely.is_missing(geo) | shapely.is_empty(geo))
+        cat = pois["category"].astype(str).str.lower().to_numpy()[ok]
+        for c in POI_CATEGORIES:
+            sel = cat == c
+            out[f"poi_{c}_300m"] = (
+                cKDTree(pxy[sel]).query_ball_point(cxy, 300.0, return_length=True).astype(float)
+                if sel.any() else np.zeros(n)
+            )
+    return out
+
+
+def _empty_features(index: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in FEATURE_NAMES}, index=index)
+
+
+def footprint_features(
+    footprints: gpd.GeoDataFrame,
+    *,
+    roads: gpd.GeoDataFrame | None = None,
+    pois: gpd.GeoDataFrame | None = None,
+    centres: gpd.GeoDataFrame | gpd.GeoSeries | None = None,
+    city_class: int | None = None,
+    neighbour_heights: np.ndarray | Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Morphology, neighbourhood, street, location and POI features of footprints (FEATURES).
 
     Args:
         footprints: (Multi)Polygon footprints in any CRS that is set. Invalid polygons are
             repaired (``make_valid``, structure method) before measuring.
+        roads: optional road centrelines (any CRS); an optional ``highway`` column (OSM values)
+            marks major roads. Without it the street and block columns are NaN.
+        pois: optional points of interest (areas count at their centroid); an optional
+            ``category`` column with POI_CATEGORIES values fills the per-category counts.
+        centres: optional city / district centres (any geometries) for ``dist_to_centre_m``.
+        city_class: optional administrative level / city class code, copied to ``city_class``.
+        neighbour_heights: optional known heights (m) aligned with ``footprints``, NaN where
+            unknown; fills ``nb_height_*`` (a building's own height never counts).
 
     Returns:
         One row per footprint, columns ``FEATURE_NAMES`` (float64), index equal to
@@ -266,30 +625,70 @@ def footprint_features(footprints: gpd.GeoDataFrame) -> pd.DataFrame:
 
     Raises:
         InvalidInput: ``field="footprints"`` for a missing CRS, null/empty or non-polygonal
-            geometries.
+            geometries; the layer's name for a context layer that is not a GeoDataFrame with
+            a CRS; ``field="neighbour_heights"`` for a length mismatch.
     """
     if isinstance(footprints, gpd.GeoDataFrame) and len(footprints) == 0:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=np.float64) for c in FEATURE_NAMES}, index=footprints.index
-        )
-    geoms = _validated_metric_geometries(footprints)
+        return _empty_features(footprints.index)
+    geoms, crs = _validated_metric_geometries(footprints)
+    n = len(geoms)
+    heights = None
+    if neighbour_heights is not None:
+        heights = np.asarray(neighbour_heights, dtype=np.float64).ravel()
+        if heights.shape[0] != n:
+            raise InvalidInput("neighbour_heights", f"{heights.shape[0]} values for {n} rows")
     local = _localised(geoms)
     area = shapely.area(local)
     perimeter = shapely.length(local)
     long_side, short_side, angle = _mrr_sides(local)
     hull_area = shapely.area(shapely.convex_hull(local))
+    n_vert = _vertex_count(local)
+    parts, part_of = shapely.get_parts(local, return_index=True)
+    n_holes = np.bincount(part_of, weights=shapely.get_num_interior_rings(parts), minlength=n)
+    shell_area = np.bincount(
+        part_of, weights=shapely.area(shapely.polygons(shapely.get_exterior_ring(parts))),
+        minlength=n)
+    mrr_centre = shapely.get_coordinates(shapely.centroid(shapely.oriented_envelope(local)))
+    cent_local = shapely.get_coordinates(shapely.centroid(local))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fractal = np.where(area > 1.0, 2.0 * np.log(perimeter / 4.0) / np.log(area), np.nan)
     cols: dict[str, np.ndarray] = {
         "area_m2": area,
         "perimeter_m": perimeter,
         "compactness": 4.0 * np.pi * area / perimeter**2,
         "elongation": 1.0 - short_side / long_side,
         "orientation_deg": angle,
-        "n_vertices": _vertex_count(local),
+        "n_vertices": n_vert,
         "convexity": area / hull_area,
         "rectangularity": area / (long_side * short_side),
+        "mrr_long_m": long_side,
+        "mrr_short_m": short_side,
+        "n_holes": n_holes,
+        "n_parts": np.bincount(part_of, minlength=n),
+        "hole_area_frac": np.clip(1.0 - area / shell_area, 0.0, 1.0),
+        "fractal_dim": fractal,
+        "mean_edge_m": perimeter / n_vert,
+        "centroid_offset_rel": np.hypot(*(cent_local - mrr_centre).T) / np.sqrt(area),
     }
-    cols.update(_neighbourhood(geoms, area))
-    df = pd.DataFrame(cols, index=footprints.index)[list(FEATURE_NAMES)]
+    cols.update(_neighbourhood(geoms, area, heights))
+    cxy = shapely.get_coordinates(shapely.centroid(geoms))
+    cols.update(_centroid_knn(cxy, area, angle))
+    d_area = np.hypot(*(cxy - cxy.mean(axis=0)).T)
+    cols["dist_to_area_centroid_m"] = d_area
+    cols["dist_to_area_centroid_rel"] = d_area / d_area.max() if d_area.max() > 0 else d_area * 0
+    cols["dist_to_centre_m"] = np.full(n, np.nan)
+    if centres is not None:
+        cg = _layer_geoms(centres, "centres", crs)
+        if len(cg):
+            (qi, _), dist = shapely.STRtree(cg).query_nearest(
+                shapely.points(cxy), return_distance=True, all_matches=False)
+            cols["dist_to_centre_m"][qi] = dist
+    cols["city_class"] = np.full(n, np.nan if city_class is None else float(city_class))
+    if roads is not None:
+        cols.update(_street_features(geoms, cxy, area, angle, roads, crs))
+    if pois is not None:
+        cols.update(_poi_features(cxy, pois, crs))
+    df = pd.DataFrame(cols, index=footprints.index).reindex(columns=list(FEATURE_NAMES))
     return df.astype(np.float64)
 
 

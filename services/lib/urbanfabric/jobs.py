@@ -193,6 +193,7 @@ class Summary:
     roof_material_mix: dict[str, int]
     mass_kg: dict[str, float]
     embodied_co2e_kg: float
+    solar_kwh_per_year: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -206,6 +207,7 @@ class Summary:
         for mat, kg in sorted(self.mass_kg.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {mat:<20} {kg / 1000:12,.0f}")
         lines.append(f"  embodied CO2e          {self.embodied_co2e_kg / 1000:12,.0f} t")
+        lines.append(f"  rooftop solar          {self.solar_kwh_per_year / 1e6:12,.1f} GWh/year")
         lines.append("  time per stage (s, summed over tasks)")
         for stage, s in self.stage_seconds.items():
             lines.append(f"    {stage:<20} {s:8.1f}")
@@ -227,6 +229,7 @@ def summarize(job_id: str, buildings: gpd.GeoDataFrame, stage_seconds: dict[str,
         roof_material_mix={str(k): int(v) for k, v in mix.items()},
         mass_kg={c[len(MASS_PREFIX):-3]: float(buildings[c].sum()) for c in mass_cols},
         embodied_co2e_kg=float(buildings.get("embodied_co2e_kg", pd.Series(dtype=float)).sum()),
+        solar_kwh_per_year=float(buildings.get("solar_kwh_per_year", pd.Series(dtype=float)).sum()),
         stage_seconds=stage_seconds,
         outputs=outputs,
     )
