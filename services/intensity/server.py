@@ -18,9 +18,9 @@ import os
 import threading
 
 import numpy as np
-from urbanfabric import intensity, logs, solar
+from urbanfabric import intensity, solar
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grpc_service import Registration, main_args, require, rpc, serve
+from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.v1 import intensity_pb2 as pb
 from urbanfabric.v1 import intensity_pb2_grpc as pb_grpc
 
@@ -144,14 +144,8 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
 
 
 def main() -> None:
-    args = main_args(__doc__)
-    logs.configure(SERVICE)
-    serve(
-        SERVICE,
-        [Registration(IntensityServicer(), pb_grpc.add_IntensityServiceServicer_to_server,
-                      "urbanfabric.v1.IntensityService")],
-        port=args.port, host=args.host, metrics_port=args.metrics_port, max_workers=args.workers,
-    )
+    run_service(SERVICE, __doc__, lambda: [Registration(
+        IntensityServicer(), pb_grpc.add_IntensityServiceServicer_to_server, "urbanfabric.v1.IntensityService")])
 
 
 if __name__ == "__main__":
