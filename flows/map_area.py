@@ -42,7 +42,7 @@ from urbanfabric.rasters import read_raster
 from urbanfabric.segmentation import merge_seams
 from urbanfabric.stac import read_catalog
 from urbanfabric.storage import ObjectStore, parse_s3_uri
-from urbanfabric.tables import geoparquet_bytes, read_geoparquet
+from urbanfabric.tables import geoparquet_bytes, parquet_bytes, read_geoparquet
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
@@ -161,7 +161,8 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
 
 @task(name="aggregate", cache_policy=NO_CACHE)
 def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results: list,
-              stage_seconds: dict[str, float], parameters: dict[str, Any]) -> jobs.Summary:
+              stage_seconds: dict[str, float], parameters: dict[str, Any],
+              districts: gpd.GeoDataFrame | None = None, district_id: str = "") -> jobs.Summary:
     layout = JobLayout(job_id)
     frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
     buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
@@ -177,11 +178,35 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
         # Stock, CO2e and solar per 100 m / 250 m cell, as validated COGs.
         written = grids.write_grids(store, job_id, buildings)
         outputs["grids"] = f"{store.s3_uri(layout.outputs + '/grids/')} ({len(written)} COGs)"
+        if districts is not None:
+            table = grids.district_table(buildings, districts, district_id).reset_index()
+            key = f"{layout.outputs}/districts.parquet"
+            store.put_bytes(key, parquet_bytes(table))
+            outputs["districts"] = store.s3_uri(key)
     summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
     basemap = [read_raster(store.get_bytes(parse_s3_uri(r.ard.uri)[1])) for r in tile_results[:16] if r.ard.uri]
     store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
     store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
     return summary
+
+
+def _load_districts(store: ObjectStore, uri: str, id_column: str) -> gpd.GeoDataFrame:
+    """District polygons for per-district totals; checked before any work starts."""
+    import io
+
+    try:
+        blob = store.get_bytes(parse_s3_uri(uri)[1]) if uri.startswith("s3://") else read_path(uri)[0]
+        frame = gpd.read_parquet(io.BytesIO(blob)) if uri.endswith((".parquet", ".geoparquet")) \
+            else gpd.read_file(io.BytesIO(blob))
+    except InvalidInput as exc:
+        raise InvalidInput("districts", exc.message) from exc
+    except Exception as exc:  # noqa: BLE001 - GDAL/pyarrow raise many types
+        raise InvalidInput("districts", f"cannot read {uri!r}: {exc}") from exc
+    if id_column not in frame.columns:
+        raise InvalidInput("district_id", f"{id_column!r} is not a column of {uri!r}")
+    if frame.crs is None:
+        raise InvalidInput("districts", f"{uri!r} has no coordinate reference system")
+    return frame
 
 
 @flow(name="map-area", log_prints=True)
@@ -195,6 +220,8 @@ def map_area(
     batch_size: int = 250,
     halo_px: int = 32,
     job_id: str | None = None,
+    districts: str | None = None,
+    district_id: str = "id",
     tile_timeout_s: float = 1800,
     batch_timeout_s: float = 1200,
 ) -> dict[str, Any]:
@@ -212,6 +239,9 @@ def map_area(
         batch_size: buildings per BuildingBatch.
         halo_px: context pixels around each tile for seamless segmentation.
         job_id: reuse an id to resume a job (finished tasks are not redone); new by default.
+        districts: polygons (GeoJSON / GeoParquet path or s3:// URI) to total stock, CO2e and
+            solar per district into ``outputs/districts.parquet``.
+        district_id: the districts' id column.
     """
     log = get_run_logger()
     settings = dataclasses.replace(Settings.load(), bucket=bucket)
@@ -234,6 +264,7 @@ def map_area(
             # The intensity stage would fall back to the global mix; a typo should fail here.
             raise InvalidInput("region", f"unknown material-intensity region {region!r}; "
                                f"one of {', '.join(default_table().regions)}")
+        district_frame = _load_districts(store, districts, district_id) if districts else None
         segment = not footprints
         refs = check_models(settings, models, segment)
         user = None
@@ -280,7 +311,8 @@ def map_area(
         for r in batch_results:
             for k, v in r.stage_seconds.items():
                 stage[k] += v
-        summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters)
+        summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
+                            district_frame, district_id)
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import geopandas as gpd
 import grpc
 import numpy as np
+import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -26,7 +28,7 @@ from urbanfabric.v1 import tasks_pb2
 pytestmark = pytest.mark.e2e
 
 #: One zoom-16 tile of the Xiamen sample (≈600 m × 550 m).
-ONE_TILE = {"west": 118.0975342, "south": 24.4821, "east": 118.1030, "north": 24.4871486}
+ONE_TILE = {"west": 118.09754, "south": 24.48216, "east": 118.10302, "north": 24.48714}
 REQUIRED_COLUMNS = {
     "building_id", "geometry", "footprint_source", "footprint_confidence", "footprint_area_m2",
     "roof_material", "roof_material_probability", "roof_material_code", "height_m", "height_p05",
@@ -109,7 +111,17 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
                    (pts.y > ONE_TILE["south"]) & (pts.y < ONE_TILE["north"])].head(40)
     path = tmp_path / "mine.geojson"
     inside.to_file(path, driver="GeoJSON")
-    state, job_id = _run(stack, footprints=str(path), imagery="sample:xiamen-z18")
+    from shapely.geometry import box
+
+    mid = (ONE_TILE["west"] + ONE_TILE["east"]) / 2
+    districts = gpd.GeoDataFrame(
+        {"name": ["west", "east"]},
+        geometry=[box(ONE_TILE["west"] - 0.01, ONE_TILE["south"] - 0.01, mid, ONE_TILE["north"] + 0.01),
+                  box(mid, ONE_TILE["south"] - 0.01, ONE_TILE["east"] + 0.01, ONE_TILE["north"] + 0.01)],
+        crs="EPSG:4326")
+    districts.to_file(tmp_path / "districts.geojson", driver="GeoJSON")
+    state, job_id = _run(stack, footprints=str(path), imagery="sample:xiamen-z18",
+                         districts=str(tmp_path / "districts.geojson"), district_id="name")
     assert state.is_completed(), state.message
     store = ObjectStore(stack)
     table = gpd.read_parquet(store.get_file(JobLayout(job_id).buildings, tmp_path / "b.parquet"))
@@ -117,6 +129,10 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
     assert (table["footprint_source"] == "user").all()
     assert table["roof_material"].notna().all()
     assert not store.list(f"{JobLayout(job_id).root}/footprints/")  # no segmentation ran
+    per_district = pd.read_parquet(io.BytesIO(store.get_bytes(f"{JobLayout(job_id).outputs}/districts.parquet")))
+    assert sorted(per_district["name"]) == ["east", "west"]
+    assert per_district["buildings"].sum() == len(table)
+    assert per_district["mass_total_kg"].sum() == pytest.approx(table["mass_total_kg"].sum(), rel=1e-9)
 
 
 @pytest.mark.parametrize("params,needle", [

@@ -18,3 +18,10 @@ def test_bad_area_is_rejected_naming_area(bbox):
     with pytest.raises(InvalidInput) as err:
         tiles_for_area(bbox)
     assert err.value.field == "area"
+
+
+def test_cells_that_only_touch_the_area_are_left_out():
+    from urbanfabric.demo import SAMPLE_AREA
+
+    tiles = tiles_for_area((SAMPLE_AREA["west"], SAMPLE_AREA["south"], SAMPLE_AREA["east"], SAMPLE_AREA["north"]))
+    assert len(tiles) == 4

@@ -17,6 +17,8 @@ DEFAULT_TMS = "WebMercatorQuad"
 DEFAULT_ZOOM = 16
 #: Pixels per tile side at the default imagery resolution (zoom 16 cell at zoom 18 pixels).
 DEFAULT_TILE_PX = 1024
+#: Overlaps thinner than this (degrees, ≈0.1 m) do not make a cell part of an area.
+SLIVER_DEG = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ def tiles_for_area(
     crs = f"EPSG:{tms.crs.to_epsg()}"
     out = []
     for t in tms.tiles(west, south, east, north, [zoom]):
+        g = tms.bounds(t)
+        # morecantile includes cells that only touch the box or overlap it by a rounding
+        # sliver: skip cells sharing less than ~0.1 m with it.
+        if min(g.right, east) - max(g.left, west) < SLIVER_DEG or \
+                min(g.top, north) - max(g.bottom, south) < SLIVER_DEG:
+            continue
         b = tms.xy_bounds(t)
         res = (b.right - b.left) / tile_px
         out.append(Tile(tms_name, t.z, t.x, t.y, (b.left, b.bottom, b.right, b.top), crs, res))

@@ -20,8 +20,12 @@ def _show_basemap(ax, rasters: list[Raster]) -> None:
     """Draw calibrated tiles (EPSG:3857) under the footprints, decimated for a small PNG."""
     for r in rasters:
         step = max(1, r.data.shape[-1] // 512)
-        rgb = np.nan_to_num(r.data[:3, ::step, ::step]).transpose(1, 2, 0)
+        data = r.data[:3, ::step, ::step]
+        rgb = np.nan_to_num(data).transpose(1, 2, 0)
         rgb = np.clip(rgb / max(float(np.percentile(rgb, 99)), 1e-6), 0, 1)
+        # Pixels without imagery stay transparent instead of black.
+        alpha = np.isfinite(data).all(axis=0).astype(rgb.dtype)[..., None]
+        rgb = np.concatenate([rgb, alpha], axis=2)
         left, bottom, right, top = r.bounds
         ax.imshow(rgb, extent=(left, right, bottom, top), interpolation="bilinear")
 
