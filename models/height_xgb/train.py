@@ -3,7 +3,12 @@
 Usage (from the repository root)::
 
     PYTHONPATH=.:services/lib .venv/bin/python -m models.height_xgb.train \\
-        --out models/height_xgb/v1 --n-models 20
+        --out models/height_xgb/v2 --n-models 20            # all features (v2)
+    ... --out models/height_xgb/v1 --n-models 20 --features v1   # the 21 v1 features
+
+``--extra-cities`` adds the CityJSON samples (Delft, Den Haag, Rotterdam, 3D BAG, Zürich)
+and the labelled Helsinki OSM buildings to the *training* set (the Xiamen test blocks stay the
+same, so scores stay comparable; Helsinki is then no longer a cross-city test).
 
 Data (read in place from ``../shared/data``, never copied into the repository):
 
@@ -36,13 +41,26 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-
-from urbanfabric.attributes import FEATURES, HeightModel, floors_from_height, footprint_features
+from urbanfabric.attributes import (
+    V1_FEATURE_NAMES,
+    HeightModel,
+    floors_from_height,
+    footprint_features,
+)
+from urbanfabric.heights import clean_heights, load_cityjson, load_footprint_heights
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 XIAMEN = Path("footprints/xiamen-z18/buildings.json")
 HELSINKI = Path("heights/osm-helsinki/helsinki_buildings.geojson")
+#: CityJSON samples usable as extra training cities: (file, CRS when the file names none).
+CITYJSON = (
+    ("heights/cityjson-samples/delft.json", None),
+    ("heights/cityjson-samples/DH_01_subs.city.json", "EPSG:28992"),
+    ("heights/cityjson-samples/rotterdam_subset.json", "EPSG:28992"),
+    ("heights/cityjson-samples/multi_lod.json", "EPSG:28992"),
+    ("heights/cityjson-samples/zurich_subset_lod2.json", None),
+)
 #: Height bins (m) for per-range RMSE, as in CMAB's comparison with GABLE.
 BINS = (0.0, 10.0, 30.0, 50.0, np.inf)
 STOREY_M = 3.0
@@ -60,7 +78,7 @@ def regression_metrics(
     ss_res = float(np.sum(err**2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     out: dict[str, Any] = {
-        "n": int(len(y)),
+        "n": len(y),
         "rmse_m": float(np.sqrt(np.mean(err**2))),
         "mae_m": float(np.mean(np.abs(err))),
         "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
@@ -109,7 +127,7 @@ def spatial_block_split(
     test = np.isin(block, chosen)
     return test, {
         "block_m": block_m,
-        "n_blocks": int(len(blocks)),
+        "n_blocks": len(blocks),
         "n_test_blocks": len(chosen),
         "test_frac_target": test_frac,
         "seed": seed,
@@ -135,6 +153,34 @@ def load_helsinki(path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray, np.ndarray]
     return gdf, h, src
 
 
+def _extra_cities(args: argparse.Namespace) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """Features and heights of the CityJSON samples and labelled Helsinki OSM buildings.
+
+    Features are computed per file (each is its own neighbourhood); labels pass
+    ``clean_heights``.
+    """
+    xs, ys, info = [], [], {}
+    sources = [(p, c) for p, c in CITYJSON]
+    for rel, crs in sources:
+        path = args.data_root / rel
+        if not path.is_file():
+            continue
+        g, _ = clean_heights(load_cityjson(path, crs=crs))
+        if len(g):
+            xs.append(footprint_features(g))
+            ys.append(g["height_m"].to_numpy(dtype=np.float64))
+            info[Path(rel).name] = len(g)
+    hel_path = args.data_root / HELSINKI
+    if hel_path.is_file():
+        hel, hh, _ = load_helsinki(hel_path)
+        hx = footprint_features(hel)
+        lab = np.isfinite(hh) & (hh >= 2.0) & (hh <= 500.0)
+        xs.append(hx[lab])
+        ys.append(hh[lab])
+        info[HELSINKI.name] = int(lab.sum())
+    return pd.concat(xs, ignore_index=True), np.concatenate(ys), info
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("models/height_xgb/v1"))
@@ -145,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nthread", type=int, default=1)
     ap.add_argument("--no-helsinki", action="store_true", help="skip the cross-city test")
+    ap.add_argument("--features", choices=("all", "v1"), default="all",
+                    help="'v1': the 21 columns of height_xgb v1; 'all': every feature")
+    ap.add_argument("--extra-cities", action="store_true",
+                    help="also train on the CityJSON samples and labelled Helsinki OSM")
+    ap.add_argument("--compare", type=Path, default=Path("models/height_xgb/v1"),
+                    help="score this saved model on the same test blocks (skipped if absent)")
     ap.add_argument(
         "--extra-split-seeds", type=int, nargs="*", default=[1, 2],
         help="also refit and score on other random block draws (reported, not shipped)",
@@ -156,15 +208,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing training data: {xiamen_path}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    gdf = gpd.read_file(xiamen_path)
-    y = gdf["H"].to_numpy(dtype=np.float64)
+    gdf, clean_report = clean_heights(load_footprint_heights(xiamen_path, "H"))
+    gdf = gdf.reset_index(drop=True)
+    y = gdf["height_m"].to_numpy(dtype=np.float64)
     X = footprint_features(gdf)
+    if args.features == "v1":
+        X = X[list(V1_FEATURE_NAMES)]
     t_feat = time.perf_counter() - t0
     test, split = spatial_block_split(gdf, args.block_m, args.test_frac, args.seed)
+    extra_X, extra_y, extra_info = _extra_cities(args) if args.extra_cities else (None, None, {})
+    if extra_X is not None:
+        extra_X = extra_X[list(X.columns)]
+
+    def train_set(mask: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        if extra_X is None:
+            return X[mask], y[mask]
+        return pd.concat([X[mask], extra_X], ignore_index=True), np.r_[y[mask], extra_y]
 
     t1 = time.perf_counter()
     model = HeightModel().fit(
-        X[~test], y[~test], n_models=args.n_models, seed=args.seed, nthread=args.nthread
+        *train_set(~test), n_models=args.n_models, seed=args.seed, nthread=args.nthread
     )
     t_fit = time.perf_counter() - t1
     mean, p05, p95 = model.predict(X[test])
@@ -178,16 +241,19 @@ def main(argv: list[str] | None = None) -> int:
             "train_test": {
                 "path": str(XIAMEN),
                 "sha256": _sha256(xiamen_path),
-                "n_buildings": int(len(gdf)),
+                "n_buildings": len(gdf),
                 "n_train": int((~test).sum()),
                 "n_test": int(test.sum()),
                 "height_min_m": float(y.min()),
                 "height_max_m": float(y.max()),
                 "n_at_min_height": int(np.sum(y == y.min())),
                 "n_at_min_height_plus_0.01": int(np.sum(np.isclose(y, y.min() + 0.01))),
+                "clean_heights": clean_report,
             },
             "split": split,
+            "extra_training_cities": extra_info,
         },
+        "features": list(model.feature_names),
         "n_models": args.n_models,
         "log_target": model.log_target,
         "nthread": args.nthread,
@@ -204,22 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     for s_ in args.extra_split_seeds:
         t_other, sp = spatial_block_split(gdf, args.block_m, args.test_frac, s_)
         m_other = HeightModel().fit(
-            X[~t_other], y[~t_other], n_models=args.n_models, seed=args.seed, nthread=args.nthread
+            *train_set(~t_other), n_models=args.n_models, seed=args.seed, nthread=args.nthread
         )
         r = regression_metrics(y[t_other], *m_other.predict(X[t_other]))
         others.append({"split_seed": s_, "n_test": r["n"], **{
             k: r[k] for k in ("rmse_m", "mae_m", "r2", "bias_m", "band_coverage_p05_p95")}})
     metrics["heldout_xiamen_other_splits"] = others
+    if args.compare and (args.compare / "meta.json").is_file() and args.compare != args.out:
+        # The previous version on exactly these test blocks (it picks its columns by name).
+        old = HeightModel.load(args.compare)
+        metrics["compare"] = {"model": str(args.compare), **regression_metrics(
+            yt, *old.predict(footprint_features(gdf)[test]))}
     hel_path = args.data_root / HELSINKI
     if not args.no_helsinki and hel_path.is_file():
         hel, hh, src = load_helsinki(hel_path)
         # Features on all Helsinki buildings so labelled ones see their unlabelled neighbours.
-        hx = footprint_features(hel)
+        hx = footprint_features(hel)[list(model.feature_names)]
         lab = np.isfinite(hh)
         hm, hlo, hhi = model.predict(hx[lab])
         metrics["crosscity_helsinki"] = {
             "path": str(HELSINKI),
             "sha256": _sha256(hel_path),
+            "trained_on_it": bool(args.extra_cities),
             "label_origin": {
                 "height_tag": int((src[lab] == "height").sum()),
                 "levels_x3m": int((src[lab] == "levels").sum()),
@@ -273,10 +345,29 @@ def model_card(metrics: dict[str, Any], member_bytes: int) -> str:
         for o in metrics.get("heldout_xiamen_other_splits", [])
     ) or "* none run"
     target = "log height" if metrics["log_target"] else "height in metres, squared error"
+    extra_feats = "" if len(metrics["features"]) <= 21 else (
+        ", further shape measures, built coverage, centroid nearest-neighbour statistics and\n"
+        "location within the input (no road, POI or centre layer exists for Xiamen, so those\n"
+        "columns are NaN in training and the model cannot use them)"
+    )
+    cmp = metrics.get("compare")
+    cmp_text = (
+        f"\nPrevious model `{cmp['model']}` on the same test blocks: RMSE {cmp['rmse_m']:.2f} m, "
+        f"MAE {cmp['mae_m']:.2f} m, R² {cmp['r2']:.3f}, band coverage "
+        f"{cmp['band_coverage_p05_p95']:.1%}.\n" if cmp else ""
+    )
+    extra = d.get("extra_training_cities") or {}
+    if extra:
+        cmp_text += (
+            "\nExtra training cities (not tested): "
+            + ", ".join(f"{k}: {v}" for k, v in extra.items()) + ".\n"
+        )
     cc_text = (
-        "Cross-city test, central Helsinki (OpenStreetMap; "
-        f"{cc['label_origin']['height_tag']} `height` tags, "
-        f"{cc['label_origin']['levels_x3m']} `building:levels` × 3 m; never trained on):\n\n"
+        ("Helsinki (OpenStreetMap; TRAINED ON — not a test; " if cc.get("trained_on_it")
+         else "Cross-city test, central Helsinki (OpenStreetMap; ")
+        + f"{cc['label_origin']['height_tag']} `height` tags, "
+        f"{cc['label_origin']['levels_x3m']} `building:levels` × 3 m"
+        + ("):\n\n" if cc.get("trained_on_it") else "; never trained on):\n\n")
         + _fmt(cc)
         if cc
         else "Cross-city test not run.\n"
@@ -289,9 +380,10 @@ regressors, each fitted on a bootstrap sample of the training buildings (target:
 {min(metrics['trees_per_member'])}–{max(metrics['trees_per_member'])} trees of depth ≤ 3 each).
 Prediction = members' mean; `height_p05` / `height_p95` = members' 5th / 95th percentile.
 
-Inputs: the {len(FEATURES)} features of `urbanfabric.attributes.footprint_features` — footprint
-morphology, 50/100/200 m neighbourhood counts and areas, adjacency (footprints within 1 m,
-shared perimeter) and relative size — computed the same way in training and in the pipeline.
+Inputs: {len(metrics['features'])} features of `urbanfabric.attributes.footprint_features`
+(listed in `meta.json`; definitions in that module's table) — footprint morphology,
+neighbourhood counts and areas at 50/100/200 m, adjacency, relative size{extra_feats} —
+computed the same way in training and in the pipeline.
 Code: `urbanfabric.attributes.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
 {member_bytes / 1e6:.2f} MB in all), `meta.json` (feature names, parameters, format version),
 `metrics.json` (everything below, machine-readable).
@@ -320,7 +412,7 @@ Fit time with {metrics['nthread']} CPU thread(s): {metrics['timing_s']['fit']:.0
 
 {_fmt(hx)}
 Baseline, training median for every building: RMSE {base['rmse_m']:.2f} m, MAE {base['mae_m']:.2f} m.
-
+{cmp_text}
 Other random block draws (same recipe, refitted for the comparison, not shipped):
 {other_text}
 

@@ -14,7 +14,6 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 
 import urbanfabric.attributes as attributes_module
-
 from urbanfabric.attributes import (
     FEATURE_NAMES,
     FEATURES,
@@ -96,8 +95,7 @@ def test_neighbour_counts_and_index() -> None:
 
 def test_neighbourhood_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     import shapely
-
-    import urbanfabric.attributes as attributes
+    from urbanfabric import attributes
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 500, size=(60, 2))
@@ -336,3 +334,49 @@ def test_poi_features() -> None:
     assert f.iloc[1].poi_n_300m == 0 and f.iloc[1].poi_nn_dist_m == pytest.approx(600.0)
     f2 = footprint_features(g, pois=pois[["geometry"]])
     assert f2.poi_n_300m.iloc[0] == 3 and f2.poi_food_300m.isna().all()
+
+
+def test_shipped_v2_height_model_uses_all_features() -> None:
+    v2 = SHIPPED.parent / "v2"
+    if not (v2 / "meta.json").is_file():
+        pytest.skip("models/height_xgb/v2 not built (python -m models.height_xgb.train)")
+    model = HeightModel.load(v2)
+    assert model.feature_names == FEATURE_NAMES
+    # Optional layers absent: their columns are NaN and the model still predicts.
+    feats = footprint_features(_gdf([_box(0, 0, 10, 20), _box(15, 0, 30, 30)]))
+    assert feats.dist_to_road_m.isna().all()
+    mean, p05, p95 = model.predict(feats)
+    assert np.all(np.isfinite(mean)) and np.all(mean >= 2.5) and np.all(p05 <= p95)
+
+
+def test_footways_are_not_streets() -> None:
+    roads = gpd.GeoDataFrame(
+        {"highway": ["footway", "residential"]},
+        geometry=[LineString([(X0 - 50, Y0 - 2), (X0 + 50, Y0 - 2)]),
+                  LineString([(X0 - 50, Y0 - 30), (X0 + 50, Y0 - 30)])], crs=UTM)
+    f = footprint_features(_gdf([_box(0, 0, 10, 10)]), roads=roads)
+    assert f.dist_to_road_m.iloc[0] == pytest.approx(30.0)
+    assert f.street_facing.iloc[0] == 0
+
+
+def test_neighbourhood_exact_for_concave_and_multipart_shapes() -> None:
+    # Distance bounds (bbox gap, points inside) must not change any count or the minimum.
+    import shapely
+
+    rng = np.random.default_rng(11)
+    ell = Polygon([(0, 0), (30, 0), (30, 6), (6, 6), (6, 30), (0, 30)])
+    geoms = []
+    for k in range(50):
+        g = affinity.rotate(ell, rng.uniform(0, 360), origin=(0, 0))
+        g = affinity.translate(g, X0 + rng.uniform(0, 400), Y0 + rng.uniform(0, 400))
+        if k % 7 == 0:  # a two-part building
+            g = shapely.MultiPolygon([g, affinity.translate(g, 60, 0)])
+        geoms.append(g)
+    f = footprint_features(_gdf(geoms))
+    arr = np.array(geoms, dtype=object)
+    d = shapely.distance(arr[:, None], arr[None, :])
+    np.fill_diagonal(d, np.inf)
+    for r in (1, 50, 100, 200):
+        col = "n_touching" if r == 1 else f"n_within_{r}m"
+        np.testing.assert_array_equal(f[col], (d <= r).sum(axis=1))
+    np.testing.assert_allclose(f.nn_dist_m, d.min(axis=1))

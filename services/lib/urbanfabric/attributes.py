@@ -90,7 +90,8 @@ name                              unit   definition
 ``nb_height_mean_100m``           m      mean known height of the *other* footprints within
                                          100 m (NaN when none is known)
 ``nb_height_n_100m``              –      number of those with a known height
-*Street relation (v2; needs ``roads``)*
+*Street relation (v2; needs ``roads``; with a ``highway`` column, NON_STREET_HIGHWAYS rows
+such as footways and paths are ignored)*
 ``dist_to_road_m``                m      footprint edge to the nearest road centreline
 ``street_facing``                 0/1    1 when dist_to_road_m ≤ STREET_FACING_M (20 m)
 ``dist_to_major_road_m``          m      same for major roads (``highway`` motorway, trunk,
@@ -106,7 +107,8 @@ name                              unit   definition
 ``block_area_m2``                 m²     area of the block holding the centroid (NaN outside
                                          any closed block)
 ``block_n_buildings``             –      footprints whose centroid lies in the same block
-``block_coverage``                –      their summed area / block area
+``block_coverage``                –      their summed area / block area (can exceed 1 when
+                                         footprints reach over the block's edge)
 ``block_mean_building_area_m2``   m²     their mean area
 *Location (v2)*
 ``dist_to_area_centroid_m``       m      centroid to the centroid of all input footprints
@@ -246,6 +248,14 @@ MAJOR_HIGHWAYS: frozenset[str] = frozenset(
      "secondary_link"}
 )
 
+#: OSM ``highway`` values that are not streets (paths through yards and parks would make every
+#: building "street-facing" and cut blocks into slivers); rows with these values are ignored.
+NON_STREET_HIGHWAYS: frozenset[str] = frozenset(
+    {"footway", "path", "cycleway", "steps", "bridleway", "corridor", "track", "trail",
+     "elevator", "platform", "proposed", "construction", "abandoned", "razed", "via_ferrata",
+     "bus_stop", "street_lamp", "crossing"}
+)
+
 #: Query footprints in chunks so the (query, neighbour) pair arrays stay bounded in memory
 #: in dense cities (a 200 m radius can hold several hundred neighbours per building).
 _CHUNK = 20_000
@@ -325,6 +335,37 @@ def _mrr_sides(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.maximum(l1, l2), np.minimum(l1, l2), angle
 
 
+def _pair_distances(
+    geoms: np.ndarray, b: np.ndarray, rep: np.ndarray, q: np.ndarray, nb: np.ndarray
+) -> np.ndarray:
+    """Edge-to-edge distances of pairs (q, nb), exact wherever a caller can tell the difference.
+
+    The callers use distances only through the thresholds TOUCH_M and NEIGHBOUR_RADII_M and
+    through each footprint's minimum. The exact distance lies between a lower bound (the gap
+    between the bounding boxes) and an upper bound (the distance between points inside each
+    polygon); GEOS is asked only for pairs where a threshold falls inside those bounds or that
+    could be a nearest neighbour. Other pairs get their upper bound, which sits on the same
+    side of every threshold as the exact value and is never below the footprint's minimum.
+    On 12k Boulder houses this skips about half of the exact polygon distances.
+    """
+    gx = np.maximum(0.0, np.maximum(b[nb, 0] - b[q, 2], b[q, 0] - b[nb, 2]))
+    gy = np.maximum(0.0, np.maximum(b[nb, 1] - b[q, 3], b[q, 1] - b[nb, 3]))
+    lower = np.hypot(gx, gy)
+    upper = np.hypot(rep[q, 0] - rep[nb, 0], rep[q, 1] - rep[nb, 1])
+    exact = np.zeros(len(q), dtype=bool)
+    for r in (TOUCH_M, *NEIGHBOUR_RADII_M):
+        exact |= (lower <= r) & (upper > r)
+    # Candidates for a nearest neighbour: lower bound within the best upper bound seen.
+    n = len(b)
+    best = np.full(n, np.inf)
+    np.minimum.at(best, q, upper)
+    np.minimum.at(best, nb, upper)
+    exact |= (lower <= best[q]) | (lower <= best[nb])
+    d = upper.copy()
+    d[exact] = shapely.distance(geoms[q[exact]], geoms[nb[exact]])
+    return d
+
+
 def _neighbourhood(
     geoms: np.ndarray, area: np.ndarray, heights: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -340,6 +381,7 @@ def _neighbourhood(
     # query plus one exact distance per pair is cheaper than a 'dwithin' query followed by
     # the distances we need anyway for the smaller radii.
     reach = shapely.box(b[:, 0] - rmax, b[:, 1] - rmax, b[:, 2] + rmax, b[:, 3] + rmax)
+    rep = shapely.get_coordinates(shapely.point_on_surface(geoms))
     counts = {r: np.zeros(n, dtype=np.int64) for r in NEIGHBOUR_RADII_M}
     sums = {r: np.zeros(n, dtype=np.float64) for r in NEIGHBOUR_RADII_M}
     sq100 = np.zeros(n, dtype=np.float64)
@@ -358,7 +400,7 @@ def _neighbourhood(
         # Each unordered pair once (in the chunk of its smaller index); distance is symmetric.
         keep = q < nb
         q, nb = q[keep], nb[keep]
-        d = shapely.distance(geoms[q], geoms[nb])
+        d = _pair_distances(geoms, b, rep, q, nb)
         near = d <= rmax
         i = np.concatenate([q[near], nb[near]])  # both directions of every close pair
         j = np.concatenate([nb[near], q[near]])
@@ -489,13 +531,15 @@ def _street_features(
             "n_intersections_200m", "block_area_m2", "block_n_buildings", "block_coverage",
             "block_mean_building_area_m2")
     out = {k: nan.copy() for k in keys}
-    g = _layer_geoms(roads, "roads", crs)
     is_major = None
     if isinstance(roads, gpd.GeoDataFrame) and "highway" in roads.columns:
         hw = roads["highway"].astype(str).to_numpy()
-        ok = ~(shapely.is_missing(np.asarray(roads.geometry.values, dtype=object))
-               | shapely.is_empty(np.asarray(roads.geometry.values, dtype=object)))
+        roads = roads[~np.isin(hw, list(NON_STREET_HIGHWAYS))]
+        hw = roads["highway"].astype(str).to_numpy()
+        geo = np.asarray(roads.geometry.values, dtype=object)
+        ok = ~(shapely.is_missing(geo) | shapely.is_empty(geo))
         is_major = np.isin(hw[ok], list(MAJOR_HIGHWAYS))
+    g = _layer_geoms(roads, "roads", crs)
     # Lines only: a road drawn as an area contributes its outline.
     lines = np.where(shapely.get_dimensions(g) == 2, shapely.boundary(g), g) if len(g) else g
     parts, owner = shapely.get_parts(lines, return_index=True)

@@ -456,7 +456,7 @@ def clean_heights(
         ``(clean, report)``; report keys: ``n_in``, ``n_out``, ``repaired``,
         ``dropped_geometry``, ``dropped_missing_height``, ``dropped_out_of_range``.
     """
-    report = {"n_in": int(len(gdf)), "repaired": 0, "dropped_geometry": 0,
+    report = {"n_in": len(gdf), "repaired": 0, "dropped_geometry": 0,
               "dropped_missing_height": 0, "dropped_out_of_range": 0}
     g = np.asarray(gdf.geometry.values, dtype=object)
     bad = shapely.is_missing(g) | shapely.is_empty(g)
@@ -479,5 +479,5 @@ def clean_heights(
     out = gdf.copy()
     out = out.set_geometry(gpd.GeoSeries(g, crs=gdf.crs, index=gdf.index))
     out = out[keep]
-    report["n_out"] = int(len(out))
+    report["n_out"] = len(out)
     return out, report
