@@ -36,12 +36,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from string import Template
+
+from urbanfabric.modelclient import kserve_import_guard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Default weights root: the versions shipped in the repository (models/<model_dir>/<version>/).
@@ -89,20 +90,10 @@ class Packaged:
     mar: Path
 
 
-@contextmanager
-def _argv_guard() -> Iterator[None]:
-    """Import kserve-based modules without kserve parsing this command's arguments."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
 
 def known_modules() -> dict[str, str]:
     """``{model kind: python module}`` exactly as the project's KServe predictor knows them."""
-    with _argv_guard():
+    with kserve_import_guard():
         from services.modelserver.models import KNOWN_MODULES
     return dict(KNOWN_MODULES)
 

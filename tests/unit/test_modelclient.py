@@ -222,9 +222,9 @@ def test_missing_weights_are_logged_not_fatal(server) -> None:
 
 
 def test_parse_specs() -> None:
-    from urbanfabric.modelclient import _kserve_import_guard
+    from urbanfabric.modelclient import kserve_import_guard
 
-    with _kserve_import_guard():  # importing kserve parses sys.argv (pytest's here)
+    with kserve_import_guard():  # importing kserve parses sys.argv (pytest's here)
         from services.modelserver.models import parse_specs
 
     specs = parse_specs("footprint-unet:v1, roof_material:v2,tiny:v3=pkg.mod")
@@ -241,9 +241,9 @@ def test_parse_specs() -> None:
 def test_weights_fetched_from_object_store(model_repo: Path, tmp_path: Path, monkeypatch) -> None:
     import urbanfabric.storage as storage
 
-    from urbanfabric.modelclient import _kserve_import_guard
+    from urbanfabric.modelclient import kserve_import_guard
 
-    with _kserve_import_guard():
+    with kserve_import_guard():
         from services.modelserver.models import load_models, object_store_fetcher, parse_specs
 
     objects = {f"s3://bkt/models/tiny_seg/{VERSION}/{n}": model_repo / "tiny_seg" / VERSION / n

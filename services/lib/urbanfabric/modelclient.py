@@ -81,7 +81,7 @@ def _check_input(x: Any) -> np.ndarray:
 
 
 @contextmanager
-def _kserve_import_guard() -> Iterator[None]:
+def kserve_import_guard() -> Iterator[None]:
     """Import kserve without it parsing this process's command line.
 
     ``kserve.model_server`` runs ``argparse.parse_known_args()`` on ``sys.argv`` at import
@@ -273,7 +273,7 @@ class ModelClient:
             if self._stub is None:
                 import grpc
 
-                with _kserve_import_guard():
+                with kserve_import_guard():
                     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
                     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
                         GRPCInferenceServiceStub,
@@ -317,7 +317,7 @@ class ModelClient:
             loaded = self._embedded.get(name)
             if loaded is not None:
                 return loaded
-            with _kserve_import_guard():
+            with kserve_import_guard():
                 from services.modelserver import models as ms
             key = model.replace("_", "-")
             module = self.modules.get(key) or ms.KNOWN_MODULES.get(key)
@@ -336,7 +336,7 @@ class ModelClient:
 
     def _infer_embedded(self, name: str, model: str, version: str, x: np.ndarray) -> np.ndarray:
         m = self._embedded_model(name, model, version)
-        with _kserve_import_guard():
+        with kserve_import_guard():
             from kserve.errors import InvalidInput as KServeInvalidInput
             from kserve.protocol.infer_type import InferInput, InferRequest
 
