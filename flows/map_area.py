@@ -138,8 +138,7 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
     failed = [r for r in results.values() if r.status == tasks_pb2.TASK_STATUS_FAILED]
     if failed:
         first = failed[0]
-        raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: "
-                           f"{first.error.field + ': ' if first.error.field else ''}{first.error.message}")
+        raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: {jobs.error_text(first.error)}")
     return list(results.values())
 
 
@@ -155,7 +154,7 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
     if failed:
         first = failed[0]
         raise RuntimeError(f"{len(failed)} building batch(es) failed; batch {first.batch_id}: "
-                           f"{first.error.field + ': ' if first.error.field else ''}{first.error.message}")
+                           f"{jobs.error_text(first.error)}")
     return list(results.values())
 
 

@@ -5,18 +5,15 @@ Roof chips are cut here from the calibrated tiles; the classifier runs in the mo
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 
 import numpy as np
 
 from urbanfabric import materials
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
-from urbanfabric.errors import NotFound
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.modelclient import ModelClient
-from urbanfabric.paths import model_dir
+from urbanfabric.paths import model_config
 from urbanfabric.rasters import read_raster
 from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import read_geoparquet
@@ -24,15 +21,6 @@ from urbanfabric.v1 import materials_pb2 as pb
 from urbanfabric.v1 import materials_pb2_grpc as pb_grpc
 
 SERVICE = "materials"
-
-
-@lru_cache(maxsize=8)
-def model_config(name: str, version: str) -> dict:
-    """Classes and chip size of a shipped classifier version."""
-    path = model_dir(name, version) / "config.json"
-    if not path.exists():
-        raise NotFound(f"model_version: no config for {name}:{version}")
-    return json.loads(path.read_text())
 
 
 class MaterialsServicer(pb_grpc.MaterialsServiceServicer):

@@ -6,9 +6,7 @@ the tile into windows, sends them in batches, blends the answers, and vectorizes
 
 from __future__ import annotations
 
-import json
 import os
-from functools import lru_cache
 
 import numpy as np
 from affine import Affine
@@ -21,7 +19,7 @@ from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
 from urbanfabric.modelclient import ModelClient
-from urbanfabric.paths import model_dir
+from urbanfabric.paths import model_config
 from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
 from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes
@@ -34,13 +32,12 @@ WINDOW = int(os.environ.get("URBANFABRIC_SEG_WINDOW", "512"))
 OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
 
 
-@lru_cache(maxsize=8)
 def model_threshold(name: str, version: str) -> float:
-    """The probability threshold chosen on validation data, from the model's config."""
-    cfg = model_dir(name, version) / "config.json"
-    if cfg.exists():
-        return float(json.loads(cfg.read_text()).get("threshold", 0.5))
-    return 0.5
+    """The probability threshold chosen on validation data (0.5 when the config has none)."""
+    try:
+        return float(model_config(name, version).get("threshold", 0.5))
+    except NotFound:
+        return 0.5
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):

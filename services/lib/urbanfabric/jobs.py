@@ -61,6 +61,11 @@ def check_area(area: tuple[float, float, float, float], imagery_bbox: tuple[floa
                         f"(which covers {tuple(round(v, 5) for v in imagery_bbox)})")
 
 
+def error_text(err: common_pb2.Error) -> str:
+    """``"field: message"`` (or just the message) of a result's error."""
+    return f"{err.field}: {err.message}" if err.field else err.message
+
+
 def write_job(store: ObjectStore, job_id: str, doc: dict[str, Any]) -> None:
     store.put_bytes(JobLayout(job_id).job_json, json.dumps(doc, indent=2, default=str).encode())
 
