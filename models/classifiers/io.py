@@ -1,0 +1,153 @@
+"""Version folders of shipped classifiers: ``config.json`` + fp16 ``model.pt``.
+
+``config.json`` keys (readers must tolerate extra keys):
+
+- ``arch``: key of :data:`models.classifiers.nets.ARCHS`.
+- ``classes``: output names in logit order.
+- ``multi_label``: ``true`` → one sigmoid per class; ``false`` (default) → softmax.
+- ``chip_size``: input side ``S`` in pixels; inputs are ``(N, 3, S, S)`` float32 in 0–1.
+- ``temperature``: calibration temperature (default 1.0): probabilities are
+  ``softmax(logits / T)`` or ``sigmoid(logits / T)``.
+- ``thresholds``: multi-label only, per-class decision threshold on calibrated probabilities.
+- ``taxonomy``: ``{"name": ..., "codes": {class: code or null}, ...}``; ``null`` = no code
+  (explicitly unknown, never forced into a neighbouring code).
+- ``normalisation``: ``{"input": how 0–1 chips are made, "resize": ..., "in_model": {mean, std}}``.
+- ``drop_rate``, ``training``, ``metrics``: provenance only.
+
+Roof-material v1 (written by :mod:`models.roof_material.model`) predates this module; it has no
+``multi_label``/``temperature`` and loads with the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.classifiers.nets import IMAGENET_MEAN, IMAGENET_STD, ClassifierNet, build_classifier
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def read_config(model_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a version folder with defaults filled in.
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+        ValueError: ``arch`` or ``classes`` missing.
+    """
+    path = Path(model_dir) / CONFIG_FILE
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("arch", "classes"):
+        if key not in cfg:
+            raise ValueError(f"{path}: missing {key!r}")
+    cfg.setdefault("multi_label", False)
+    cfg.setdefault("temperature", 1.0)
+    cfg.setdefault("chip_size", 128)
+    cfg.setdefault("drop_rate", 0.2)
+    cfg.setdefault("normalisation", {"in_model": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}})
+    return cfg
+
+
+def load_classifier(model_dir: str | Path) -> tuple[ClassifierNet, dict[str, Any]]:
+    """Load a shipped classifier as a float32 module in eval mode, and its config.
+
+    The module returns raw logits; ``module.temperature`` carries the calibration
+    temperature that :func:`predict_proba` applies.
+
+    Raises:
+        FileNotFoundError: ``config.json`` or ``model.pt`` missing.
+        ValueError: bad config; RuntimeError: weights do not match the arch.
+    """
+    model_dir = Path(model_dir)
+    cfg = read_config(model_dir)
+    norm = cfg["normalisation"].get("in_model", {"mean": IMAGENET_MEAN, "std": IMAGENET_STD})
+    model = build_classifier(
+        cfg["arch"], len(cfg["classes"]), pretrained=False, drop_rate=float(cfg["drop_rate"]),
+        mean=tuple(norm["mean"]), std=tuple(norm["std"]),
+    )
+    state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    model.temperature = float(cfg["temperature"])
+    return model.float().eval(), cfg
+
+
+def save_classifier(model: ClassifierNet, config: dict[str, Any], model_dir: str | Path) -> Path:
+    """Write ``model.pt`` (floating tensors as fp16) and ``config.json``; returns the folder.
+
+    ``config`` must hold at least ``classes``; ``arch`` defaults to ``model.arch`` and
+    ``temperature`` to ``model.temperature``.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, model_dir / WEIGHTS_FILE)
+    mean = model.mean.flatten().tolist()
+    std = model.std.flatten().tolist()
+    cfg = {
+        "arch": model.arch,
+        "multi_label": False,
+        "temperature": float(model.temperature),
+        **config,
+    }
+    cfg.setdefault("normalisation", {})
+    cfg["normalisation"] = {**cfg["normalisation"], "in_model": {"mean": mean, "std": std}}
+    (model_dir / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return model_dir
+
+
+def probabilities(logits: torch.Tensor | np.ndarray, temperature: float = 1.0, multi_label: bool = False) -> np.ndarray:
+    """Softmax (or per-label sigmoid) of ``logits / temperature`` as float32 numpy."""
+    z = torch.as_tensor(logits, dtype=torch.float32) / float(temperature)
+    p = torch.sigmoid(z) if multi_label else torch.softmax(z, dim=1)
+    return p.numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Raw logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)``, in eval mode, in batches.
+
+    Raises:
+        ValueError: chips not ``(N, 3, S, S)``.
+    """
+    x = torch.as_tensor(chips, dtype=torch.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"chips must be (N, 3, S, S), got {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def predict_proba(
+    model: nn.Module, chips: np.ndarray | torch.Tensor, config: dict[str, Any] | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Calibrated probabilities ``(N, C)`` of chips ``(N, 3, S, S)`` float32 in 0–1.
+
+    Args:
+        model: a classifier from :func:`load_classifier` (or any logits module).
+        chips: input batch.
+        config: the model's config; its ``temperature`` and ``multi_label`` win over the
+            module's ``temperature`` attribute. Without it: softmax with
+            ``model.temperature`` (1.0 if absent).
+        batch_size: inference batch size (bounds memory).
+    """
+    temperature = float(getattr(model, "temperature", 1.0))
+    multi = False
+    if config is not None:
+        temperature = float(config.get("temperature", temperature))
+        multi = bool(config.get("multi_label", False))
+    logits = predict_logits(model, chips, batch_size)
+    if logits.size == 0:
+        return logits
+    return probabilities(logits, temperature, multi)

