@@ -1,4 +1,9 @@
-"""U-Net with an EfficientNet-Lite0 encoder for building/background segmentation.
+"""Building segmentation networks with an EfficientNet-Lite0 encoder (U-Net or DeepLabV3+).
+
+``config.json`` → ``architecture`` picks the smp decoder family (``Unet``, ``DeepLabV3Plus``,
+``FPN``); ``classes`` is 1 for a binary target (one logit) or 11 for the truncated signed
+distance target of the Global Building Map ("Training": distance classes, > 5 is building).
+:func:`predict_proba` always returns a building probability, whatever the head.
 
 Input contract: ``(N, 3, H, W)`` float32 RGB in 0..1, produced by
 :func:`urbanfabric.calibration.iqr_scale` per patch. The ImageNet mean/std normalisation the
@@ -45,24 +50,37 @@ class FixedNormalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+ARCHITECTURES = ("Unet", "DeepLabV3Plus", "FPN")
+
+
 class FootprintUnet(nn.Module):
-    """Fixed input normalisation followed by an smp U-Net producing logits ``(N,1,H,W)``."""
+    """Fixed input normalisation followed by an smp network producing logits ``(N,C,H,W)``.
+
+    The class keeps its historical name (v1 state dicts and the model server refer to it);
+    ``config["architecture"]`` selects the decoder family.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        if config["architecture"] != "Unet":
-            raise ValueError(f"unsupported architecture {config['architecture']!r}")
+        arch = config["architecture"]
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unsupported architecture {arch!r}; one of {ARCHITECTURES}")
         self.normalize = FixedNormalize(config["input_mean"], config["input_std"])
-        self.net = smp.Unet(
+        common = dict(
             encoder_name=config["encoder"],
             encoder_depth=config["encoder_depth"],
             encoder_weights=None,  # ImageNet weights come offline via models.common.imagenet
-            decoder_channels=config["decoder_channels"],
             in_channels=3,
             classes=config["classes"],
         )
+        if arch == "Unet":
+            self.net = smp.Unet(decoder_channels=config["decoder_channels"], **common)
+        elif arch == "DeepLabV3Plus":
+            self.net = smp.DeepLabV3Plus(decoder_channels=int(config.get("aspp_channels", 128)), **common)
+        else:
+            self.net = smp.FPN(**common)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
@@ -108,6 +126,14 @@ def load_model(version_dir: Path | str, device: str = "cpu") -> nn.Module:
     return model.float().to(device).eval()
 
 
+def logits_to_proba(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` logits → ``(N, H, W)`` building probability (binary or distance classes)."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)[:, logits.shape[1] // 2 + 1 :].sum(dim=1)
+
+
 def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Building probability for each pixel.
 
@@ -118,7 +144,9 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 8) -> np.nd
         batch_size: forward passes of at most this many images.
 
     Returns:
-        ``(N, H, W)`` float32 probabilities in [0, 1].
+        ``(N, H, W)`` float32 probabilities in [0, 1]: the sigmoid of a one-channel head, or,
+        for a C-class signed-distance head, the softmax mass of the classes above the
+        middle one (the building interior side, GBM's "class > 5").
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 3:
@@ -138,7 +166,6 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 8) -> np.nd
                 # Reflect needs pad < size; tiny inputs fall back to replicate.
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 t = F.pad(t, (0, pw, 0, ph), mode=mode)
-            prob = torch.sigmoid(model(t)[:, 0, :h, :w].float())
-            out[i : i + batch_size] = prob.cpu().numpy()
+            out[i : i + batch_size] = logits_to_proba(model(t)[:, :, :h, :w]).cpu().numpy()
     model.train(was_training)
     return out

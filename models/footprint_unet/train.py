@@ -84,7 +84,8 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def export(
-    model: torch.nn.Module, out: Path, arch: dict[str, Any], val: dict[str, Any], info: dict[str, Any]
+    model: torch.nn.Module, out: Path, arch: dict[str, Any], val: dict[str, Any], info: dict[str, Any],
+    name: str = "footprint_unet",
 ) -> None:
     """Write fp16 ``model.pt`` and ``config.json`` (architecture, contract, threshold, provenance)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def export(
     _atomic_save(state, out / "model.pt")
     digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     config = {
-        "name": "footprint_unet",
+        "name": name,
         "version": out.name,
         **arch,
         "weights": {"file": "model.pt", "dtype": "float16", "sha256": digest},
@@ -108,10 +109,14 @@ def export(
             "gsd_m_approx": 0.54,
         },
         "output": {
-            "channels": 1,
-            "kind": "logits; sigmoid gives building probability",
+            "channels": arch.get("classes", 1),
+            "kind": (
+                "logits; sigmoid gives building probability" if arch.get("classes", 1) == 1
+                else "logits of truncated signed-distance classes; softmax mass of classes above the middle "
+                     "one gives building probability (net.predict_proba)"
+            ),
             "threshold": val["threshold"],
-            "threshold_chosen_on": "validation split, max pixel IoU",
+            "threshold_chosen_on": val.get("threshold_chosen_on", "validation split, max pixel IoU"),
         },
         "validation": val,
         "training": info,
