@@ -295,6 +295,68 @@ def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> tuple[np.ndarr
     return out, crs
 
 
+def prepare_footprints(
+    footprints: gpd.GeoDataFrame, default_crs: Any = None
+) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
+    """Repair what can be repaired, drop what cannot, and count both (bad-input policy).
+
+    :func:`footprint_features` is strict (one bad row fails the call); run this first on
+    untrusted input so a batch goes on without its bad rows:
+
+    * no CRS: ``default_crs`` is set when given (counted in ``crs_assumed``), else
+      InvalidInput — guessing a CRS silently would put buildings in the wrong place;
+    * null / empty geometry, points or lines: dropped (``dropped_empty``,
+      ``dropped_not_polygonal``);
+    * invalid polygons: ``make_valid`` (structure method); collections keep their polygonal
+      parts (``repaired``); nothing left with area: dropped (``dropped_no_area``).
+
+    Any CRS is accepted (features are computed in the local UTM zone). The returned frame
+    keeps the surviving rows and their index; ``report["dropped_index"]`` lists the rest.
+
+    Raises:
+        InvalidInput: ``field="footprints"`` for a non-GeoDataFrame or a missing CRS without
+            ``default_crs``.
+    """
+    if not isinstance(footprints, gpd.GeoDataFrame):
+        raise InvalidInput("footprints", "expected a geopandas.GeoDataFrame")
+    report: dict[str, Any] = {"n_in": len(footprints), "crs_assumed": 0, "repaired": 0,
+                              "dropped_empty": 0, "dropped_not_polygonal": 0,
+                              "dropped_no_area": 0}
+    frame = footprints
+    if frame.crs is None:
+        if default_crs is None:
+            raise InvalidInput("footprints", "has no CRS; set one (e.g. EPSG:4326) first")
+        frame = frame.set_crs(default_crs)
+        report["crs_assumed"] = len(frame)
+    g = np.asarray(frame.geometry.values, dtype=object).copy()
+    empty = shapely.is_missing(g) | shapely.is_empty(g)
+    poly = np.isin(shapely.get_type_id(g), [3, 6]) & ~empty
+    report["dropped_empty"] = int(empty.sum())
+    report["dropped_not_polygonal"] = int((~empty & ~poly).sum())
+    invalid = poly & ~shapely.is_valid(g)
+    if invalid.any():
+        fixed = shapely.make_valid(g[invalid], method="structure", keep_collapsed=False)
+        # A repair can return a collection (polygon + dangling line): keep the polygons.
+        parts, owner = shapely.get_parts(fixed, return_index=True)
+        keep = np.isin(shapely.get_type_id(parts), [3, 6])
+        merged = np.full(len(fixed), None, dtype=object)
+        for i in np.unique(owner[keep]):
+            ps = parts[keep & (owner == i)]
+            merged[i] = ps[0] if len(ps) == 1 else shapely.multipolygons(
+                shapely.get_parts(ps))
+        g[invalid] = merged
+        report["repaired"] = int(invalid.sum())
+    with np.errstate(invalid="ignore"):
+        no_area = poly & (shapely.is_missing(g) | ~(shapely.area(np.where(
+            shapely.is_missing(g), shapely.Point(), g)) > 0))
+    report["dropped_no_area"] = int(no_area.sum())
+    keep_rows = poly & ~no_area
+    out = frame.set_geometry(gpd.GeoSeries(g, index=frame.index, crs=frame.crs))[keep_rows]
+    report["n_out"] = len(out)
+    report["dropped_index"] = [str(i) for i in frame.index[~keep_rows]]
+    return out, report
+
+
 def _localised(geoms: np.ndarray) -> np.ndarray:
     """Each geometry shifted so its bounding box starts at (0, 0).
 
