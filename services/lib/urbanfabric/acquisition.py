@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import morecantile
@@ -27,8 +28,10 @@ from affine import Affine
 from PIL import Image
 from pyproj import Transformer
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from shapely.geometry import box, mapping
 
+from urbanfabric import scenes
 from urbanfabric.errors import EmptyArea, InvalidInput, NotFound
 from urbanfabric.grid import Tile
 from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes
@@ -181,36 +184,84 @@ def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
     return (left - pad, bottom - pad, right + pad, top + pad)
 
 
+def _area_wgs84(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
+    to_wgs84 = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
+    return tuple(to_wgs84.transform_bounds(*_halo_bounds(tile, halo_px)))
+
+
+def _stack_dtype(dicts: list[dict]) -> str:
+    """uint16 when any chosen asset declares more than 8 bits (satellite DNs), else uint8."""
+    for d in dicts:
+        for asset in d["assets"].values():
+            for band in asset.get("raster:bands", []) or []:
+                if band.get("data_type") in ("uint16", "int16", "uint32", "int32"):
+                    return "uint16"
+    return "uint8"
+
+
 def load_tile(
     items: list[pystac.Item],
     tile: Tile,
     halo_px: int = 0,
     assets: tuple[str, ...] = BAND_ASSETS,
+    *,
+    bands: Mapping[str, str] | None = None,
+    resampling: str = "nearest",
+    ordered: bool = False,
 ) -> Raster:
     """Load a tile plus halo from STAC items with stackstac, mosaicking overlapping items.
 
-    The result is on the tile's grid (CRS and resolution), uint8, nodata 0. Pixels outside all
-    items are nodata.
+    The result is on the tile's grid (its CRS and resolution), with the model's bands in
+    ``assets`` order; uint8 (uint16 for deeper sources), nodata 0. Pixels outside all items
+    are nodata.
+
+    Args:
+        items: candidate scenes (those not touching the tile are ignored).
+        tile: grid cell; its CRS and resolution are the target grid.
+        halo_px: context pixels around the cell.
+        assets: the bands the model expects, in order.
+        bands: per-source band mapping (see :func:`urbanfabric.scenes.band_assets`).
+        resampling: GDAL resampling when the source grid differs (``nearest``, ``bilinear``,
+            ``cubic``, ``average``…).
+        ordered: the items are already in mosaic order (last on top); otherwise they are
+            sorted by date, the most recent on top.
 
     Raises:
         EmptyArea: no item intersects the tile.
+        InvalidInput: a scene lacks a band (``bands``), its CRS is wrong (``crs``), or an asset
+            cannot be read (``image``); the message names the tile.
     """
     chosen = items_for_tile(items, tile, halo_px)
     if not chosen:
         raise EmptyArea("tile", f"{tile.tile_id} does not intersect any imagery item")
+    try:
+        method = Resampling[resampling]
+    except KeyError:
+        raise InvalidInput("resampling", f"unknown resampling {resampling!r}; one of "
+                           f"{[r.name for r in Resampling][:12]}") from None
+    if not ordered:
+        chosen = sorted(chosen, key=lambda i: scenes.item_interval(i)[0])
+    dicts = scenes.stack_dicts(chosen, assets, bands, tile.tile_id)
+    for item, d in zip(chosen, dicts):
+        scenes.check_crs(item, d, tile.tile_id)
     bounds = _halo_bounds(tile, halo_px)
     epsg = int(tile.crs.split(":")[1])
+    dtype = _stack_dtype(dicts)
     stack = stackstac.stack(
-        [i.to_dict() for i in chosen],
+        dicts,
         assets=list(assets),
         epsg=epsg,
         resolution=tile.resolution,
         bounds=bounds,
         snap_bounds=False,
-        dtype="uint8",
-        fill_value=np.uint8(RAW_NODATA),
+        dtype=dtype,
+        fill_value=np.dtype(dtype).type(RAW_NODATA),
         rescale=False,
         chunksize=2048,
+        resampling=method,
+        sortby_date=False,
+        # stackstac's default reads a 404 as nodata: a broken asset link must be reported.
+        errors_as_nodata=(),
     )
     # (time, band, y, x): later items win where they overlap earlier ones.
     try:
@@ -225,4 +276,52 @@ def load_tile(
     if data.ndim == 2:
         data = data[None]
     transform = Affine(tile.resolution, 0, bounds[0], 0, -tile.resolution, bounds[3])
-    return Raster(data.astype(np.uint8), transform, CRS.from_string(tile.crs), RAW_NODATA)
+    return Raster(data.astype(dtype), transform, CRS.from_string(tile.crs), RAW_NODATA)
+
+
+@dataclass
+class FetchedTile:
+    """A loaded tile and what the job report should say about it."""
+
+    raster: Raster
+    scenes: list[str]
+    fallback: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def valid_fraction(self) -> float:
+        """Share of pixels holding imagery in at least one band."""
+        return float((self.raster.data != RAW_NODATA).any(axis=0).mean())
+
+
+def fetch_tile(
+    items: list[pystac.Item],
+    tile: Tile,
+    halo_px: int = 0,
+    assets: tuple[str, ...] = BAND_ASSETS,
+    *,
+    bands: Mapping[str, str] | None = None,
+    scene_filter: scenes.SceneFilter | None = None,
+    basemap: list[pystac.Item] | None = None,
+    resampling: str = "nearest",
+    model_gsd: float | None = None,
+) -> FetchedTile:
+    """Choose scenes for a tile (cloud cover, year, basemap fallback), mosaic and check them.
+
+    Raises:
+        EmptyArea: nothing covers the tile.
+        InvalidInput: no usable scene, a missing band, a CRS mismatch, an unreadable asset,
+            or a tile without any valid pixel (field ``tile``) — each message names the tile.
+    """
+    choice = scenes.choose_scenes(items, _area_wgs84(tile, halo_px), scene_filter or scenes.SceneFilter(),
+                                  basemap or [], tile.tile_id)
+    raster = load_tile(choice.items, tile, halo_px, assets, bands=bands, resampling=resampling,
+                       ordered=True)
+    fetched = FetchedTile(raster, choice.ids, choice.fallback,
+                          scenes.gsd_warnings(choice.items, model_gsd, tile.tile_id))
+    if fetched.valid_fraction == 0.0:
+        raise InvalidInput("tile", f"{tile.tile_id}: the scenes {choice.ids} hold only nodata here")
+    if choice.fallback:
+        fetched.warnings.append(f"tile {tile.tile_id}: no clear scene in the wanted year; "
+                                f"used {choice.fallback} ({', '.join(choice.ids)})")
+    return fetched
