@@ -66,3 +66,4 @@ def tiles_for_area(
         res = (b.right - b.left) / tile_px
         out.append(Tile(tms_name, t.z, t.x, t.y, (b.left, b.bottom, b.right, b.top), crs, res))
     return out
+
