@@ -7,6 +7,11 @@
 * :func:`polygonize` turns the probability map into simplified footprint polygons
   (connected components → polygons, Douglas–Peucker simplification, minimum-area filter) with a
   confidence per footprint (mean probability inside it).
+* :func:`ensemble_vote` combines N members' probability maps by a vote (GBM "Model
+  Ensemble": building where at least k of N members say so) into a vote-share map that
+  :func:`polygonize` thresholds like a probability; :func:`landcover_filter` is the optional
+  post-filter hook (GBM "Post-Processing": drop building pixels on excluded land-cover classes,
+  a weak rule set inside urban areas and a strict one outside).
 * :func:`merge_seams` joins pieces of one building split by a tile border (CMAB "Building
   rooftop": buffer +1.5 m, merge what intersects, buffer −1.5 m), only for pieces on a border.
 """
@@ -96,6 +101,82 @@ def predict_tiled(
     prob = (acc / norm)[:rows, :cols]
     prob[nodata] = np.nan
     return prob
+
+
+def ensemble_vote(
+    probs: list[np.ndarray], thresholds: list[float], min_votes: int
+) -> tuple[np.ndarray, float]:
+    """Vote of N members' probability maps.
+
+    Args:
+        probs: one ``(H, W)`` probability map per member (NaN = nodata).
+        thresholds: each member's own threshold (chosen on its validation data).
+        min_votes: k, the members that must agree for a pixel to be building (1 ≤ k ≤ N).
+
+    Returns:
+        ``(share, threshold)``: the share of members voting building per pixel (NaN where any
+        member has nodata) and the threshold on that share equivalent to "≥ k votes", to pass
+        to :func:`polygonize` (whose per-footprint confidence then is the mean agreement).
+    """
+    n = len(probs)
+    if n == 0:
+        raise InvalidInput("models", "an ensemble needs at least one member")
+    if len(thresholds) != n:
+        raise InvalidInput("thresholds", f"{len(thresholds)} thresholds for {n} members")
+    if not 1 <= min_votes <= n:
+        raise InvalidInput("min_votes", f"must be in 1..{n}, got {min_votes}")
+    shape0 = np.shape(probs[0])
+    votes = np.zeros(shape0, np.float32)
+    nodata = np.zeros(shape0, bool)
+    for p, t in zip(probs, thresholds):
+        if np.shape(p) != shape0:
+            raise InvalidInput("models", f"member maps differ in shape: {np.shape(p)} vs {shape0}")
+        nodata |= np.isnan(p)
+        votes += np.nan_to_num(p, nan=0.0) >= t
+    share = votes / n
+    share[nodata] = np.nan
+    return share, (min_votes - 0.5) / n
+
+
+#: GBM "Post-Processing" land-cover rules with FROM-GLC10 class names: inside urban areas
+#: (WSF) only vegetation classes veto a building pixel; outside, everything but impervious.
+LANDCOVER_URBAN_EXCLUDE = ("cropland", "grass", "shrub")
+LANDCOVER_RURAL_EXCLUDE = ("cropland", "forest", "grass", "shrub", "water", "bare", "snow", "cloud")
+
+
+def landcover_filter(
+    building: np.ndarray,
+    landcover: np.ndarray,
+    classes: dict[int, str],
+    urban: np.ndarray | None = None,
+    urban_exclude: tuple[str, ...] = LANDCOVER_URBAN_EXCLUDE,
+    rural_exclude: tuple[str, ...] = LANDCOVER_RURAL_EXCLUDE,
+) -> np.ndarray:
+    """Drop building pixels on land-cover classes that cannot hold buildings (urban-aware).
+
+    Args:
+        building: ``(H, W)`` probability or vote-share map; filtered pixels become 0 (NaN kept).
+        landcover: ``(H, W)`` integer class codes on the same grid.
+        classes: code → class name (e.g. FROM-GLC10's ``{10: "cropland", 80: "impervious", …}``).
+        urban: ``(H, W)`` bool settlement mask (e.g. WSF); ``None`` treats everything as urban
+            (the weak rule set), the safe choice when no settlement layer is available.
+        urban_exclude: class names vetoing buildings inside urban areas.
+        rural_exclude: class names vetoing buildings outside urban areas.
+
+    Returns:
+        A filtered copy of ``building``.
+    """
+    if np.shape(landcover) != np.shape(building):
+        raise InvalidInput("landcover", f"shape {np.shape(landcover)} != {np.shape(building)}")
+    if urban is not None and np.shape(urban) != np.shape(building):
+        raise InvalidInput("urban", f"shape {np.shape(urban)} != {np.shape(building)}")
+    codes_urban = [c for c, name in classes.items() if name in urban_exclude]
+    codes_rural = [c for c, name in classes.items() if name in rural_exclude]
+    in_urban = np.ones(np.shape(building), bool) if urban is None else np.asarray(urban, bool)
+    veto = (in_urban & np.isin(landcover, codes_urban)) | (~in_urban & np.isin(landcover, codes_rural))
+    out = np.array(building, dtype=np.float32, copy=True)
+    out[veto & np.isfinite(out)] = 0.0
+    return out
 
 
 def building_id(x: float, y: float) -> str:

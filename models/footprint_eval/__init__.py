@@ -1,0 +1,1 @@
+"""Evaluation of footprint models (pixel and SpaceNet instance metrics) per data set and split."""

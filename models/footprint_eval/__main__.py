@@ -1,0 +1,164 @@
+"""Score footprint models — single versions and their vote ensemble — per data set and split.
+
+Example::
+
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval \
+        --models models/footprint_unet/v2 models/footprint_deeplab/v1 \
+        --datasets crowdai,dubai,spacenet --splits test --min-votes 2 --out /tmp/eval.json
+
+For every scene of a split (see :mod:`models.footprint_unet.datasets`) each model predicts a
+whole-scene probability (IQR scaling per scene, Hann-blended 512 px windows, as in the
+pipeline) which is cut at the threshold in the model's ``config.json`` (chosen on validation
+data, never on the split being scored). Reported per data set, split and model:
+
+* pixel IoU / F1 / precision / recall, counts summed over the split (micro average);
+* instance precision / recall / F1 at IoU ≥ 0.5 (the SpaceNet metric,
+  :func:`models.common.metrics.match_instances`): true instances are the 4-connected
+  components of the label mask (touching buildings in a label mask become one instance),
+  predicted instances those of the predicted mask; instances under ``--min-area-px`` (20 px²,
+  as SpaceNet) are ignored on both sides.
+
+With two or more ``--models`` the vote ensemble (building where ≥ ``--min-votes`` members
+agree, :func:`urbanfabric.segmentation.ensemble_vote`) is scored as ``ensemble`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.common.metrics import ConfusionAtThresholds, InstanceScores, mask_instances, match_instances
+from models.footprint_unet import datasets as D
+from models.footprint_unet.net import load_model, read_config
+from models.footprint_unet.train_multi import scene_probability
+from urbanfabric.segmentation import ensemble_vote
+
+ENSEMBLE = "ensemble"
+
+
+def member_name(version_dir: Path) -> str:
+    """``footprint_unet/v2`` from a version directory."""
+    cfg = read_config(version_dir)
+    return f"{cfg.get('name', version_dir.parent.name)}/{cfg.get('version', version_dir.name)}"
+
+
+def score_mask(pred: np.ndarray, truth: np.ndarray, min_area_px: float) -> tuple[ConfusionAtThresholds, InstanceScores]:
+    """Pixel confusion and SpaceNet instance counts of one binary prediction."""
+    conf = ConfusionAtThresholds((0.5,))
+    conf.update(pred.astype(np.float32), truth)
+    inst = match_instances(mask_instances(truth), mask_instances(pred), iou_threshold=0.5, min_area=min_area_px)
+    return conf, inst
+
+
+def evaluate(
+    version_dirs: list[Path], datasets: list[str], splits: list[str], root: Path,
+    min_votes: int | None = None, min_area_px: float = 20.0,
+) -> dict[str, Any]:
+    """Scores nested as ``[dataset][split][model or "ensemble"]``.
+
+    Args:
+        version_dirs: shipped model versions (``config.json`` + ``model.pt``).
+        datasets: data set names.
+        splits: split names (``test``, ``val``, ``train``).
+        root: the shared ``footprints`` folder.
+        min_votes: k of the ensemble vote (default: a majority, ``N // 2 + 1``; GBM uses 2 of 4).
+        min_area_px: instance area filter in pixels².
+    """
+    members = []
+    for vd in version_dirs:
+        digest = hashlib.sha256((vd / "model.pt").read_bytes()).hexdigest()
+        cfg = read_config(vd)
+        name = member_name(vd)
+        if any(m["name"] == name for m in members):
+            name = f"{name}#{len(members)}"
+        members.append({"name": name, "dir": str(vd), "model": load_model(vd),
+                        "threshold": float(cfg["output"]["threshold"]), "sha256": digest,
+                        "step": cfg.get("training", {}).get("step")})
+    k = min_votes or (len(members) // 2 + 1)
+    out: dict[str, Any] = {}
+    for ds in datasets:
+        for split in splits:
+            scenes = D.load(ds, split, root)
+            if not scenes:
+                continue
+            acc: dict[str, list] = {}
+            t0 = time.monotonic()
+            for scene in scenes:
+                probs = [scene_probability(m["model"], scene) for m in members]
+                preds = {m["name"]: np.nan_to_num(p, nan=0.0) >= m["threshold"] for m, p in zip(members, probs)}
+                if len(members) > 1:
+                    share, thr = ensemble_vote(probs, [m["threshold"] for m in members], k)
+                    preds[ENSEMBLE] = np.nan_to_num(share, nan=0.0) >= thr
+                for name, pred in preds.items():
+                    conf, inst = score_mask(pred, scene.mask, min_area_px)
+                    if name in acc:
+                        c, i = acc[name]
+                        for a in ("tp", "fp", "fn", "tn"):
+                            getattr(c, a)[:] += getattr(conf, a)
+                        acc[name] = [c, i + inst]
+                    else:
+                        acc[name] = [conf, inst]
+            entry = {"scenes": len(scenes), "pixels": int(sum(s.pixels for s in scenes)),
+                     "building_share": float(sum(int(s.mask.sum()) for s in scenes) / sum(s.pixels for s in scenes)),
+                     "seconds": round(time.monotonic() - t0, 1), "models": {}}
+            for name, (conf, inst) in acc.items():
+                px = conf.scores(0)
+                entry["models"][name] = {"pixel": {key: px[key] for key in ("iou", "f1", "precision", "recall")},
+                                         "instance_iou50": inst.as_dict()}
+            out.setdefault(ds, {})[split] = entry
+    return {"members": [{key: m[key] for key in ("name", "dir", "threshold", "sha256", "step")} for m in members],
+            "min_votes": k if len(members) > 1 else None, "min_area_px": min_area_px, "results": out}
+
+
+def table(report: dict[str, Any]) -> str:
+    """Markdown table: one row per data set, split and model."""
+    lines = ["| data set | split | scenes (Mpx) | model | pixel IoU | F1 | precision | recall | instance F1@0.5 (TP/FP/FN) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for ds, splits in report["results"].items():
+        for split, e in splits.items():
+            for name, r in e["models"].items():
+                px, ins = r["pixel"], r["instance_iou50"]
+                lines.append(
+                    f"| {ds} | {split} | {e['scenes']} ({e['pixels'] / 1e6:.2f}) | {name} | {px['iou']:.3f} | "
+                    f"{px['f1']:.3f} | {px['precision']:.3f} | {px['recall']:.3f} | "
+                    f"{ins['f1']:.3f} ({ins['tp']}/{ins['fp']}/{ins['fn']}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, nargs="+", default=[Path("models/footprint_unet/v1")])
+    p.add_argument("--datasets", default="crowdai,dubai,spacenet,xiamen")
+    p.add_argument("--splits", default="test")
+    p.add_argument("--root", type=Path, default=D.DEFAULT_ROOT)
+    p.add_argument("--min-votes", type=int, default=None)
+    p.add_argument("--min-area-px", type=float, default=20.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    report = evaluate(args.models, [d for d in args.datasets.split(",") if d],
+                      [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px)
+    report["command"] = command
+    report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
