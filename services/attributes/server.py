@@ -1,12 +1,16 @@
-"""Attributes service: a thin gRPC adapter over :mod:`urbanfabric.attributes`."""
+"""Attributes service: a thin gRPC adapter over :mod:`urbanfabric.building_attributes`."""
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
-from urbanfabric import attributes
+from urbanfabric import age, attributes, function
+from urbanfabric.age import AGE_CLASS_LABELS
+from urbanfabric.building_attributes import AttributeModels, predict_attributes
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.function import FUNCTION_CLASSES
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.paths import model_dir
 from urbanfabric.storage import ObjectStore, parse_s3_uri
@@ -15,15 +19,57 @@ from urbanfabric.v1 import attributes_pb2 as pb
 from urbanfabric.v1 import attributes_pb2_grpc as pb_grpc
 
 SERVICE = "attributes"
-DEFAULT_STOREY_M = 3.0
+#: Used when a request names no function / age model (skipped if not shipped).
+DEFAULT_FUNCTION_MODEL = ("building_function", "v1")
+DEFAULT_AGE_MODEL = ("building_age", "v1")
+
+
+def _shipped(field: str, name: str, version: str):
+    path = model_dir(name, version)
+    if not path.is_dir():
+        raise NotFound(f"{field}: {name}:{version} is not shipped")
+    return path
 
 
 @lru_cache(maxsize=4)
 def height_model(name: str, version: str) -> attributes.HeightModel:
-    path = model_dir(name, version)
-    if not path.is_dir():
-        raise NotFound(f"model_version: {name}:{version} is not shipped")
-    return attributes.HeightModel.load(path)
+    return attributes.HeightModel.load(_shipped("model_version", name, version))
+
+
+@lru_cache(maxsize=4)
+def function_model(name: str, version: str) -> function.FunctionModel:
+    return function.FunctionModel.load(_shipped("function_model", name, version))
+
+
+@lru_cache(maxsize=4)
+def age_model(name: str, version: str) -> age.AgeModel:
+    return age.AgeModel.load(_shipped("age_model", name, version))
+
+
+def models_for(request: pb.PredictAttributesRequest) -> AttributeModels:
+    """Models a request names; an unnamed function / age model is the shipped default, or
+    none when that default is not shipped (an explicitly named one must exist)."""
+    names = [f"{request.height_model.name}:{request.height_model.version}"]
+    loaded = {}
+    for key, ref, default, loader in (
+        ("function", request.function_model, DEFAULT_FUNCTION_MODEL, function_model),
+        ("age", request.age_model, DEFAULT_AGE_MODEL, age_model),
+    ):
+        if ref.name:
+            loaded[key] = loader(ref.name, ref.version)
+            names.append(f"{ref.name}:{ref.version}")
+        elif model_dir(*default).is_dir():
+            loaded[key] = loader(*default)
+            names.append(":".join(default))
+        else:
+            loaded[key] = None
+    return AttributeModels(height_model(request.height_model.name, request.height_model.version),
+                           loaded["function"], loaded["age"], tuple(names))
+
+
+def _f(v) -> float:
+    return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) \
+        else math.nan
 
 
 class AttributesServicer(pb_grpc.AttributesServiceServicer):
@@ -35,24 +81,42 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         require(request, "job.job_id", "footprints.uri", "height_model.name", "height_model.version")
         if request.storey_height_m < 0:
             raise InvalidInput("storey_height_m", "must be ≥ 0")
-        model = height_model(request.height_model.name, request.height_model.version)
+        models = models_for(request)
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
         if footprints.empty:
-            return pb.PredictAttributesResponse()
-        features = attributes.footprint_features(footprints)
-        mean, p05, p95 = model.predict(features)
-        floors = attributes.floors_from_height(mean, request.storey_height_m or DEFAULT_STOREY_M)
-        return pb.PredictAttributesResponse(
-            buildings=[
-                pb.BuildingAttributes(
-                    building_id=str(bid), footprint_area_m2=float(a), height_m=float(h),
-                    height_p05=float(lo), height_p95=float(hi), floors=int(f),
-                )
-                for bid, a, h, lo, hi, f in zip(
-                    footprints["building_id"], features["area_m2"], mean, p05, p95, floors
-                )
-            ]
-        )
+            return pb.PredictAttributesResponse(report=pb.AttributesReport(models=models.names))
+        if "building_id" not in footprints.columns:
+            raise InvalidInput("footprints", "has no building_id column")
+        table, rep = predict_attributes(footprints, models,
+                                        storey_height_m=request.storey_height_m or None)
+        ids = footprints["building_id"]
+        buildings = []
+        for idx, r in table.iterrows():
+            buildings.append(pb.BuildingAttributes(
+                building_id=str(ids.loc[idx]), footprint_area_m2=float(r.footprint_area_m2),
+                height_m=float(r.height_m), height_p05=float(r.height_p05),
+                height_p95=float(r.height_p95), floors=int(r.floors),
+                function=r.function, function_probability=_f(r.function_probability),
+                function_probabilities=[
+                    pb.ClassProbability(label=c, probability=float(r[f"p_function_{c}"]))
+                    for c in FUNCTION_CLASSES] if r.function else [],
+                storey_height_m=float(r.storey_height_m), rasmi_function=r.rasmi_function,
+                year_built=_f(r.year_built), year_built_p05=_f(r.year_built_p05),
+                year_built_p95=_f(r.year_built_p95), age_class=r.age_class,
+                age_class_probability=_f(r.age_class_probability),
+                age_class_probabilities=[
+                    pb.ClassProbability(label=lab, probability=float(r[f"p_age_{k}"]))
+                    for k, lab in enumerate(AGE_CLASS_LABELS)] if r.age_class else [],
+            ))
+        dropped = set(rep["dropped_index"])
+        report = pb.AttributesReport(
+            n_in=rep["n_in"], n_out=rep["n_out"], repaired=rep["repaired"],
+            dropped_empty=rep["dropped_empty"], dropped_not_polygonal=rep["dropped_not_polygonal"],
+            dropped_no_area=rep["dropped_no_area"],
+            dropped_building_ids=[str(ids.loc[i]) for i in footprints.index
+                                  if str(i) in dropped],
+            models=models.names)
+        return pb.PredictAttributesResponse(buildings=buildings, report=report)
 
 
 def main() -> None:

@@ -34,6 +34,14 @@ def function_prior(floors: int, area_m2: float) -> str:
     return "RS" if floors <= 2 and area_m2 < 250 else "RM"
 
 
+def rasmi_function_of(a) -> str:
+    """RASMI function of one BuildingAttributes: the key the attributes service derived from
+    the predicted function (residential → RS/RM by size, any other class → NR;
+    :func:`urbanfabric.function.rasmi_function`), else — no function model ran — the
+    documented size-only fallback :func:`function_prior` (RS/RM, never NR)."""
+    return a.rasmi_function or function_prior(a.floors, a.footprint_area_m2)
+
+
 def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs) -> list[intensity_pb2.StockInput]:
     """What the intensity stage gets per building: area, floors, height band, roof, location.
 
@@ -51,7 +59,7 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs) -> list[intensity_p
         lon, lat = where.get(a.building_id, (0.0, 0.0))  # 0, 0 = unknown to the service
         inputs.append(intensity_pb2.StockInput(
             building_id=a.building_id, footprint_area_m2=a.footprint_area_m2, floors=a.floors,
-            function=function_prior(a.floors, a.footprint_area_m2),
+            function=rasmi_function_of(a),
             roof_material=roof_by_id.get(a.building_id, ""),
             height_m=a.height_m, height_p05=a.height_p05, height_p95=a.height_p95,
             longitude=float(lon), latitude=float(lat),
@@ -78,7 +86,15 @@ def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.
     ], columns=["building_id", "roof_material", "roof_material_probability", "roof_material_code"])
     att = pd.DataFrame([
         {"building_id": a.building_id, "height_m": a.height_m, "height_p05": a.height_p05,
-         "height_p95": a.height_p95, "floors": a.floors}
+         "height_p95": a.height_p95, "floors": a.floors,
+         # Issue 5 columns: "" / NaN when the attributes service ran no such model.
+         "building_function": a.function or None,
+         "building_function_probability": a.function_probability if a.function else None,
+         # proto3 reads an unset double as 0: year 0 is "no age model", not a year.
+         "storey_height_m": a.storey_height_m or None, "year_built": a.year_built or None,
+         "year_built_p05": a.year_built_p05 or None, "year_built_p95": a.year_built_p95 or None,
+         "age_class": a.age_class or None,
+         "age_class_probability": a.age_class_probability if a.age_class else None}
         for a in attrs
     ])
     rows = []

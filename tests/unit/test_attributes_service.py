@@ -1,0 +1,147 @@
+"""Attributes service end to end in-process: every attribute per building, bad rows reported,
+and the building worker's RASMI key from the predicted function."""
+
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import LineString, Polygon, box
+from urbanfabric.building_attributes import AttributeModels, predict_attributes
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.paths import model_dir
+from urbanfabric.tables import geoparquet_bytes
+from urbanfabric.v1 import attributes_pb2 as pb
+
+from services.attributes.server import AttributesServicer, height_model
+from services.workers.building_worker import assemble, rasmi_function_of
+
+SHIPPED = all((model_dir(*m) / "meta.json").is_file() for m in (
+    ("height_xgb", "v1"), ("building_function", "v1"), ("building_age", "v1")))
+needs_models = pytest.mark.skipif(not SHIPPED, reason="shipped attribute models absent")
+
+
+class _Ctx:
+    def time_remaining(self):
+        return 10.0
+
+    def abort(self, code, msg):
+        raise RuntimeError(f"{code.name}: {msg}")
+
+
+class _Store:
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.blob
+
+
+def _footprints(n: int = 12) -> gpd.GeoDataFrame:
+    lon, lat, d = 24.94, 60.17, 0.0002
+    geoms = [box(lon + i * 2 * d, lat + (i % 3) * 2 * d, lon + i * 2 * d + d, lat + (i % 3) * 2 * d + d)
+             for i in range(n)]
+    return gpd.GeoDataFrame({"building_id": [f"b{i}" for i in range(n)]}, geometry=geoms,
+                            crs="EPSG:4326")
+
+
+def _request(**kw) -> pb.PredictAttributesRequest:
+    r = pb.PredictAttributesRequest(**kw)
+    r.job.job_id = "j"
+    r.footprints.uri = "s3://bucket/f.parquet"
+    r.height_model.name, r.height_model.version = "height_xgb", "v1"
+    return r
+
+
+@needs_models
+def test_service_returns_every_attribute_with_uncertainty_and_reports_bad_rows():
+    fp = _footprints()
+    bowtie = Polygon([(24.95, 60.17), (24.9502, 60.1702), (24.9502, 60.17), (24.95, 60.1702)])
+    bad = gpd.GeoDataFrame({"building_id": ["bow", "line", "none"]},
+                           geometry=[bowtie, LineString([(24.95, 60.17), (24.951, 60.17)]), None],
+                           crs="EPSG:4326")
+    blob = geoparquet_bytes(gpd.GeoDataFrame(
+        gpd.pd.concat([fp, bad], ignore_index=True), crs="EPSG:4326"))
+    resp = AttributesServicer(_Store(blob)).PredictAttributes(_request(), _Ctx())
+    assert len(resp.buildings) == 13  # 12 + the repaired bow-tie
+    rep = resp.report
+    assert (rep.n_in, rep.n_out, rep.repaired, rep.dropped_not_polygonal, rep.dropped_empty) == \
+        (15, 13, 1, 1, 1)
+    assert sorted(rep.dropped_building_ids) == ["line", "none"]
+    assert list(rep.models) == ["height_xgb:v1", "building_function:v1", "building_age:v1"]
+    for b in resp.buildings:
+        assert 0 < b.height_p05 <= b.height_m <= b.height_p95 or b.height_p05 <= b.height_p95
+        assert b.height_m >= 2.5 and b.floors >= 1
+        assert b.function in ("residential", "commercial", "office", "industrial", "public",
+                              "other")
+        assert sum(p.probability for p in b.function_probabilities) == pytest.approx(1, abs=1e-4)
+        assert b.function_probability == max(p.probability for p in b.function_probabilities)
+        assert b.storey_height_m > 0
+        assert b.floors == max(1, math.floor(b.height_m / b.storey_height_m + 0.5))
+        assert 1900 < b.year_built < 2030 and b.year_built_p05 <= b.year_built_p95
+        assert b.age_class and len(b.age_class_probabilities) == 5
+        assert b.rasmi_function == ("NR" if b.function != "residential" else
+                                    "RS" if b.floors <= 2 and b.footprint_area_m2 < 250 else "RM")
+
+
+@needs_models
+def test_one_storey_height_for_all_overrides_the_function_table():
+    blob = geoparquet_bytes(_footprints(6))
+    resp = AttributesServicer(_Store(blob)).PredictAttributes(
+        _request(storey_height_m=2.0), _Ctx())
+    assert {b.storey_height_m for b in resp.buildings} == {2.0}
+
+
+def test_unknown_function_model_is_named(tmp_path):
+    blob = geoparquet_bytes(_footprints(3))
+    req = _request()
+    req.function_model.name, req.function_model.version = "building_function", "v999"
+    with pytest.raises((NotFound, RuntimeError), match="function_model"):
+        AttributesServicer(_Store(blob)).PredictAttributes(req, _Ctx())
+
+
+@needs_models
+def test_without_function_and_age_models_columns_are_empty_not_zero():
+    fp = _footprints(5)
+    table, _ = predict_attributes(fp, AttributeModels(height_model("height_xgb", "v1")))
+    assert (table["function"] == "").all() and table["function_probability"].isna().all()
+    assert table["year_built"].isna().all() and (table["age_class"] == "").all()
+    assert (table["storey_height_m"] == 3.0).all() and (table["height_m"] > 0).all()
+    with pytest.raises(InvalidInput, match="storey_height_m"):
+        predict_attributes(fp, AttributeModels(height_model("height_xgb", "v1")),
+                           storey_height_m=-1)
+
+
+def test_worker_maps_predicted_function_to_rasmi_with_fallback():
+    def a(key: str, floors: int, area: float) -> pb.BuildingAttributes:
+        return pb.BuildingAttributes(building_id="x", rasmi_function=key, floors=floors,
+                                     footprint_area_m2=area)
+
+    assert rasmi_function_of(a("NR", 1, 100.0)) == "NR"
+    assert rasmi_function_of(a("RM", 1, 100.0)) == "RM"
+    assert rasmi_function_of(a("", 1, 100.0)) == "RS"  # no function model: size rule
+    assert rasmi_function_of(a("", 9, 100.0)) == "RM"  # ... which never guesses NR
+
+
+def test_worker_table_carries_function_and_age_columns():
+    from urbanfabric.v1 import tasks_pb2
+
+    fp = _footprints(2)
+    attrs = [pb.BuildingAttributes(building_id="b0", height_m=9.0, height_p05=8.0,
+                                   height_p95=10.0, floors=3, function="office",
+                                   function_probability=0.7, storey_height_m=3.6,
+                                   year_built=1990.0, year_built_p05=1980.0,
+                                   year_built_p95=1999.0, age_class="1986-1990",
+                                   age_class_probability=0.4),
+             pb.BuildingAttributes(building_id="b1", height_m=6.0, height_p05=5.0,
+                                   height_p95=7.0, floors=2)]
+    task = tasks_pb2.BuildingBatch(batch_id="0", region="ASIA_CHN")
+    task.job.job_id = "j"
+    t = assemble(fp, [], attrs, [], task).set_index("building_id")
+    assert t.loc["b0", "building_function"] == "office" and t.loc["b0", "year_built"] == 1990.0
+    assert t.loc["b0", "age_class"] == "1986-1990"
+    # No function / age model for b1: missing, never a zero year or an empty-string class.
+    assert t.loc["b1", "building_function"] is None or np.isnan(t.loc["b1", "year_built"])
+    assert np.isnan(t.loc["b1", "year_built"]) and t.loc["b1", "age_class"] is None
