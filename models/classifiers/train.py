@@ -1,0 +1,346 @@
+"""Train one classifier for one task on the train split; select and calibrate on val; score test.
+
+Usage (repository root)::
+
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.train \
+        --task roof_shape --arch efficientnet_lite0 --minutes 12 --out models/roof_shape/v1
+
+    # façade, trained on NYC and tested on all of Tokyo (shared labels only)
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.train \
+        --task facade_nyc --cross-city tokyo --arch efficientnet_lite0 --minutes 6
+
+What each split is used for (never anything else):
+
+- **train**: gradient steps only.
+- **val**: choosing the epoch (best validation score is kept), fitting the temperature
+  (NLL on val logits) and, for multi-label tasks, the per-label thresholds.
+- **test**: the reported numbers; read once, after everything above is fixed. In cross-city
+  runs, the whole other city is the test set.
+
+Training: AdamW, learning rate on a cosine over the budget (time or epochs, whichever ends
+first), class-weighted cross-entropy with label smoothing (single-label) or BCE with
+positive-weights per label (multi-label), heavy augmentation (random resized crops,
+resolution loss, rot90/flips for overhead views, photometric jitter). ImageNet weights only
+where available offline (EfficientNet-Lite0); every other arch trains from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.classifiers import metrics as M
+from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load_task
+from models.classifiers.io import predict_logits, save_classifier
+from models.classifiers.nets import PRETRAINED_ARCHS, ClassifierNet, build_classifier
+
+CACHE = Path(__file__).resolve().parents[2] / ".train" / "classifiers" / "cache"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (the comparison uses the same for every arch)."""
+
+    arch: str = "efficientnet_lite0"
+    chip_size: int = 128
+    minutes: float = 5.0
+    max_epochs: int = 60
+    batch_size: int = 32
+    lr_pretrained: float = 6e-4
+    lr_scratch: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    class_weight_power: float = 0.5
+    drop_rate: float = 0.2
+    seed: int = 0
+
+
+def cached_task(task: str, chip: int, seed: int = 0, labels: tuple[str, ...] | None = None) -> ImageSet:
+    """:func:`load_task` (or a label-restricted façade set) through a pickle cache in ``.train/``."""
+    key = f"{task}_{chip}_{seed}" + ("_" + "-".join(labels) if labels else "")
+    path = CACHE / f"{key}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    if labels:
+        ds = facade(task.removeprefix("facade_"), chip, seed=seed, labels=labels)
+    else:
+        ds = load_task(task, chip, seed=seed)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(ds))
+    return ds
+
+
+def eval_view(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole padded images resized to the chip size (what inference sees)."""
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def augment(x: torch.Tensor, size: int, rotate: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random training chips ``(B, 3, size, size)`` from padded images ``(B, 3, P, P)``."""
+    out = []
+    p = x.shape[-1]
+
+    def u(a: float, b: float) -> float:
+        return a + (b - a) * float(torch.rand(1, generator=gen))
+
+    for img in x.float():
+        area = p * p * u(0.45, 1.0)
+        ratio = math.exp(u(math.log(3 / 4), math.log(4 / 3)))
+        h = max(8, min(p, round(math.sqrt(area / ratio))))
+        w = max(8, min(p, round(math.sqrt(area * ratio))))
+        r0 = int(torch.randint(0, p - h + 1, (1,), generator=gen))
+        c0 = int(torch.randint(0, p - w + 1, (1,), generator=gen))
+        c = img[None, :, r0 : r0 + h, c0 : c0 + w]
+        if u(0, 1) < 0.3:  # loss of resolution: training photos are sharper than pipeline chips
+            low = max(8, round(size * u(0.35, 0.8)))
+            c = F.interpolate(c, size=(low, low), mode="bilinear", antialias=True, align_corners=False)
+        c = F.interpolate(c, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        if rotate:
+            c = torch.rot90(c, int(torch.randint(0, 4, (1,), generator=gen)), dims=(1, 2))
+        if u(0, 1) < 0.5:
+            c = c.flip(2)
+        c = c * u(0.8, 1.2)
+        m = c.mean()
+        c = (c - m) * u(0.8, 1.2) + m
+        g = c.mean(0, keepdim=True)
+        c = (c - g) * u(0.7, 1.3) + g
+        c = c * torch.tensor([u(0.93, 1.07) for _ in range(3)]).view(3, 1, 1)
+        out.append(c.clamp(0, 1))
+    return torch.stack(out)
+
+
+def _loss(ds: ImageSet, y_train: np.ndarray, cfg: TrainConfig) -> nn.Module:
+    if ds.multi_label:
+        pos = y_train.sum(0)
+        neg = len(y_train) - pos
+        pw = np.clip(neg / np.maximum(pos, 1), 1.0, 5.0)
+        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pw, dtype=torch.float32))
+    counts = np.bincount(y_train, minlength=len(ds.classes)).astype(np.float64)
+    w = (counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power
+    w = w / (w * counts).sum() * counts.sum()
+    return nn.CrossEntropyLoss(weight=torch.tensor(w, dtype=torch.float32), label_smoothing=cfg.label_smoothing)
+
+
+def val_score(ds: ImageSet, logits: np.ndarray, y: np.ndarray) -> float:
+    """Model-selection score on val: mean of accuracy and macro-F1 (single), mAP (multi)."""
+    if len(y) == 0:
+        return 0.0
+    if ds.multi_label:
+        return float(M.multi_label(y, M.probs_of(logits, 1.0, True), ds.classes, [0.5] * len(ds.classes))["mean_average_precision"])
+    m = M.single_label(y, M.probs_of(logits, 1.0, False), ds.classes)
+    return 0.5 * (m["accuracy"] + m["macro_f1"])
+
+
+def logits_of(model: nn.Module, images: np.ndarray, size: int) -> np.ndarray:
+    """Logits of padded images through the evaluation view."""
+    if len(images) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return predict_logits(model, eval_view(torch.from_numpy(images.astype(np.float32)), size))
+
+
+def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet, dict[str, Any]]:
+    """Train on ``ds``'s train split, keep the epoch with the best val score.
+
+    Returns:
+        The model (best epoch, eval mode, temperature still 1.0) and a history dict.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pretrained = cfg.arch in PRETRAINED_ARCHS
+    model = build_classifier(cfg.arch, len(ds.classes), pretrained=pretrained, drop_rate=cfg.drop_rate)
+    xtr, ytr = ds.part("train")
+    xva, yva = ds.part("val")
+    loss_fn = _loss(ds, ytr, cfg)
+    lr = cfg.lr_pretrained if pretrained else cfg.lr_scratch
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    budget = cfg.minutes * 60.0
+    t_start = time.perf_counter()
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    history = []
+    n = len(xtr)
+    epoch = 0
+    while epoch < cfg.max_epochs and time.perf_counter() - t_start < budget:
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, cfg.batch_size):
+            frac = max((time.perf_counter() - t_start) / budget, (epoch + i / n) / cfg.max_epochs)
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = augment(torch.from_numpy(xtr[idx.numpy()]), cfg.chip_size, ds.rotate, gen)
+            yb = torch.from_numpy(ytr[idx.numpy()])
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        epoch += 1
+        score = val_score(ds, logits_of(model, xva, cfg.chip_size), yva)
+        history.append({"epoch": epoch, "train_loss": total / n, "val_score": score,
+                        "elapsed_s": time.perf_counter() - t_start})
+        log(f"[{ds.task} {cfg.arch}] epoch {epoch} loss {total / n:.4f} val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
+        if score > best[0]:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    model.eval()
+    return model, {"epochs": epoch, "best_epoch": best[1], "best_val_score": best[0], "pretrained": pretrained,
+                   "train_s": time.perf_counter() - t_start, "history": history}
+
+
+def assess(
+    model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, test: ImageSet | None = None
+) -> dict[str, Any]:
+    """Calibrate on val (temperature, thresholds), then score the test split (or ``test`` set whole).
+
+    Sets ``model.temperature``. Returns metrics for val and test plus the calibration report.
+    """
+    xva, yva = ds.part("val")
+    lva = logits_of(model, xva, cfg.chip_size)
+    if test is None:
+        xte, yte = ds.part("test")
+    else:
+        xte, yte = test.images, test.y
+    lte = logits_of(model, xte, cfg.chip_size)
+    t = M.fit_temperature(lva, yva, ds.multi_label)
+    model.temperature = t
+    out: dict[str, Any] = {
+        "calibration": {"val": M.calibration_report(lva, yva, t, ds.multi_label),
+                        "test": M.calibration_report(lte, yte, t, ds.multi_label)},
+    }
+    pva = M.probs_of(lva, t, ds.multi_label)
+    pte = M.probs_of(lte, t, ds.multi_label)
+    if ds.multi_label:
+        thr = M.best_thresholds(yva, pva)
+        out["thresholds"] = dict(zip(ds.classes, thr))
+        out["val"] = M.multi_label(yva, pva, ds.classes, thr)
+        out["test"] = M.multi_label(yte, pte, ds.classes, thr)
+        if "null" in ds.classes:
+            out["null_filter"] = null_filter_report(yte, pte, ds.classes, thr)
+    else:
+        out["val"] = M.single_label(yva, pva, ds.classes)
+        out["test"] = M.single_label(yte, pte, ds.classes)
+    return out
+
+
+def null_filter_report(y: np.ndarray, probs: np.ndarray, classes: list[str], thresholds: list[float]) -> dict[str, Any]:
+    """What dropping views with P(null) ≥ threshold removes (precision/recall of the drop)."""
+    j = classes.index("null")
+    drop = probs[:, j] >= thresholds[j]
+    is_null = y[:, j] > 0
+    kept_materials = y[~drop][:, [k for k in range(len(classes)) if k != j]].sum()
+    lost_materials = y[drop][:, [k for k in range(len(classes)) if k != j]].sum()
+    return {
+        "threshold": float(thresholds[j]),
+        "views": int(len(y)),
+        "null_views": int(is_null.sum()),
+        "dropped": int(drop.sum()),
+        "drop_precision": float((drop & is_null).sum() / max(drop.sum(), 1)),
+        "drop_recall": float((drop & is_null).sum() / max(is_null.sum(), 1)),
+        "material_labels_lost": int(lost_materials),
+        "material_labels_kept": int(kept_materials),
+    }
+
+
+def run(
+    task: str, cfg: TrainConfig, out: str | Path | None = None, cross_city: str | None = None,
+    command: str = "", log: Any = print,
+) -> dict[str, Any]:
+    """Train, calibrate and score one arch on one task; optionally ship the model to ``out``."""
+    torch.set_num_threads(1)
+    labels = SHARED_FACADE_LABELS if cross_city else None
+    ds = cached_task(task, cfg.chip_size, cfg.seed, labels)
+    other = cached_task(f"facade_{cross_city}", cfg.chip_size, cfg.seed, labels) if cross_city else None
+    model, info = fit(ds, cfg, log)
+    result: dict[str, Any] = {
+        "task": task, "arch": cfg.arch, "classes": ds.classes, "multi_label": ds.multi_label,
+        "split_counts": ds.counts(), "config": asdict(cfg), "training": {k: v for k, v in info.items()},
+    }
+    result.update(assess(model, ds, cfg))
+    if other is not None:
+        result["cross_city"] = {"test_city": cross_city, "n": int(len(other.y)), **assess(model, ds, cfg, test=other)}
+        result["cross_city"].pop("val", None)
+        model.temperature = result["calibration"]["val"]["temperature"]
+    if out:
+        ship(model, ds, result, cfg, out, command)
+    return result
+
+
+def ship(model: ClassifierNet, ds: ImageSet, result: dict[str, Any], cfg: TrainConfig, out: str | Path, command: str) -> None:
+    """Write the version folder (weights, config with calibration/taxonomy, metrics.json)."""
+    from models.classifiers.taxonomy import taxonomy_for
+
+    config = {
+        "arch": cfg.arch,
+        "classes": ds.classes,
+        "multi_label": ds.multi_label,
+        "chip_size": cfg.chip_size,
+        "temperature": model.temperature,
+        "drop_rate": cfg.drop_rate,
+        "taxonomy": taxonomy_for(ds.task, ds.classes),
+        "normalisation": {
+            "input": ds.input_note,
+            "resize": "whole image to chip_size x chip_size, bilinear with antialias (urbanfabric.materials.resize_chip)",
+        },
+        "training": {"command": command, "task": ds.task, "data": ds.meta.get("data"),
+                     "split_counts": ds.counts(), "hyperparameters": asdict(cfg),
+                     **{k: v for k, v in result["training"].items() if k != "history"}, "torch": torch.__version__},
+    }
+    if ds.multi_label:
+        config["thresholds"] = result["thresholds"]
+    save_classifier(model, config, out)
+    (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """One line of headline numbers."""
+    t = r["test"]
+    c = r["calibration"]["test"]
+    head = (f"acc {t['accuracy']:.3f} macro-F1 {t['macro_f1']:.3f}" if not r["multi_label"]
+            else f"macro-F1 {t['macro_f1']:.3f} micro-F1 {t['micro_f1']:.3f} mAP {t['mean_average_precision']:.3f}")
+    s = (f"{r['task']} {r['arch']}: test n={t['n']} {head}; T={c['temperature']:.2f} "
+         f"NLL {c['nll_before']:.3f}->{c['nll_after']:.3f} ECE {c['ece_before']:.3f}->{c['ece_after']:.3f}")
+    if "cross_city" in r:
+        x = r["cross_city"]["test"]
+        s += f"; cross-city {r['cross_city']['test_city']} n={x['n']} macro-F1 {x['macro_f1']:.3f}"
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True,
+                   choices=["roof_material", "roof_material_published", "roof_shape", "facade_nyc", "facade_tokyo"])
+    p.add_argument("--out", default=None, help="version folder to ship (model.pt, config.json, metrics.json)")
+    p.add_argument("--cross-city", default=None, choices=["nyc", "tokyo"], help="façade: test on this other city")
+    p.add_argument("--json", default=None, help="write the result JSON here")
+    for name, f in TrainConfig.__dataclass_fields__.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
+    command = "python -m models.classifiers.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    r = run(args.task, cfg, args.out, args.cross_city, command)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=2, default=float) + "\n", encoding="utf-8")
+    print(summary_line(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
