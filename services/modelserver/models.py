@@ -53,7 +53,11 @@ VERSION_FILES = ("config.json", "model.pt")
 #: Python module (with ``load_model`` / ``predict_proba``) of each known model kind.
 KNOWN_MODULES: dict[str, str] = {
     "footprint-unet": "models.footprint_unet.net",
-    "roof-material": "models.roof_material.model",
+    "footprint-deeplab": "models.footprint_unet.net",  # same module; config.json picks DeepLabV3+
+    # Every classifier loads through models.classifiers and serves calibrated probabilities.
+    "roof-material": "services.modelserver.classifier",
+    "roof-shape": "services.modelserver.classifier",
+    "facade-material": "services.modelserver.classifier",
 }
 
 # KServe already records request_{preprocess,predict,postprocess}_seconds per model; these add
@@ -340,7 +344,10 @@ class RoofMaterialModel(TorchV2Model):
 #: KServe model class per known model kind; anything else is served generically.
 MODEL_CLASSES: dict[str, type[TorchV2Model]] = {
     "footprint-unet": FootprintUNetModel,
+    "footprint-deeplab": FootprintUNetModel,
     "roof-material": RoofMaterialModel,
+    "roof-shape": RoofMaterialModel,  # same chip contract: [N,3,S,S] -> [N, C]
+    "facade-material": RoofMaterialModel,  # [N, C] calibrated per-label sigmoids
 }
 
 

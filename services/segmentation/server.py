@@ -33,11 +33,17 @@ OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
 
 
 def model_threshold(name: str, version: str) -> float:
-    """The probability threshold chosen on validation data (0.5 when the config has none)."""
+    """The probability threshold chosen on validation data (0.5 when the config has none).
+
+    Segmentation configs keep it under ``output.threshold``; a top-level ``threshold`` is
+    accepted too.
+    """
     try:
-        return float(model_config(name, version).get("threshold", 0.5))
+        config = model_config(name, version)
     except NotFound:
         return 0.5
+    value = config.get("threshold", (config.get("output") or {}).get("threshold", 0.5))
+    return float(value)
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
@@ -51,22 +57,37 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         tile = tile_from_proto(request.tile)
         if not 0 <= request.threshold < 1:
             raise InvalidInput("threshold", "must be in [0, 1)")
-        if not self.models.ready(request.model.name, request.model.version):
-            raise NotFound(f"model_version: {request.model.name}:{request.model.version} is not served")
+        members = [request.model, *request.ensemble]
+        for m in members:
+            if not m.name or not m.version:
+                raise InvalidInput("ensemble", "every member needs a name and a version")
+            if not self.models.ready(m.name, m.version):
+                raise NotFound(f"model_version: {m.name}:{m.version} is not served")
         ard = read_raster(self.store.get_bytes(parse_s3_uri(request.ard.uri)[1]))
         if ard.data.shape[0] != 3:
             raise InvalidInput("ard", f"expected 3 bands (RGB), got {ard.data.shape[0]}")
 
-        def patch_model(batch: np.ndarray) -> np.ndarray:
-            return self.models.infer(request.model.name, request.model.version, batch)
+        def member_probability(ref: common_pb2.ModelRef) -> np.ndarray:
+            def patch_model(batch: np.ndarray) -> np.ndarray:
+                return self.models.infer(ref.name, ref.version, batch)
 
-        prob = segmentation.predict_tiled(ard.data, patch_model, window=WINDOW, overlap=OVERLAP)
+            return segmentation.predict_tiled(ard.data, patch_model, window=WINDOW, overlap=OVERLAP)
+
+        if len(members) == 1:
+            prob = member_probability(request.model)
+            threshold = request.threshold or model_threshold(request.model.name, request.model.version)
+        else:
+            # The "probability" of an ensemble is the share of members voting building.
+            prob, threshold = segmentation.ensemble_vote(
+                [member_probability(m) for m in members],
+                [model_threshold(m.name, m.version) for m in members],
+                request.min_votes or len(members) // 2 + 1,
+            )
         # Drop the halo: it only gave the model context at the tile border.
         h = request.halo_px
         if h:
             prob = prob[h:-h, h:-h]
         transform = ard.transform @ Affine.translation(h, h)
-        threshold = request.threshold or model_threshold(request.model.name, request.model.version)
         footprints = segmentation.polygonize(
             prob, transform, str(ard.crs), threshold=threshold,
             min_area_m2=request.min_area_m2 or segmentation.DEFAULT_MIN_AREA_M2,

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -131,10 +131,15 @@ def collect(
 
 
 def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.ImagerySource,
-               model: common_pb2.ModelRef, halo_px: int, segment: bool) -> list[tuple[str, tasks_pb2.TileTask]]:
+               model: common_pb2.ModelRef, halo_px: int, segment: bool,
+               ensemble: Sequence[common_pb2.ModelRef] = (), min_votes: int = 0,
+               ) -> list[tuple[str, tasks_pb2.TileTask]]:
+    """One TileTask per tile; ``ensemble`` members are voted with ``model`` (≥ ``min_votes``)."""
     return [
         (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source,
-                                       segmentation_model=model, halo_px=halo_px, segment=segment))
+                                       segmentation_model=model, halo_px=halo_px, segment=segment,
+                                       segmentation_ensemble=list(ensemble),
+                                       segmentation_min_votes=min_votes))
         for t in tiles
     ]
 

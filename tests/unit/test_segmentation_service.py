@@ -1,0 +1,98 @@
+"""Segmentation service in-process with a fake model server: single model and vote ensemble."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from urbanfabric.rasters import Raster, cog_bytes, read_raster
+from urbanfabric.tables import read_geoparquet
+from urbanfabric.v1 import segmentation_pb2 as pb
+
+from services.segmentation.server import SegmentationServicer, model_threshold
+
+
+class _Ctx:
+    def time_remaining(self):
+        return 30.0
+
+    def abort(self, code, msg):
+        raise RuntimeError(f"{code.name}: {msg}")
+
+
+class _Store:
+    def __init__(self, ard: bytes) -> None:
+        self.ard = ard
+        self.put: dict[str, bytes] = {}
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.ard
+
+    def put_bytes(self, key: str, blob: bytes) -> None:
+        self.put[key] = blob
+
+    def s3_uri(self, key: str) -> str:
+        return f"s3://b/{key}"
+
+
+class _Models:
+    """Three fake members: each 'sees' a different set of the three squares."""
+
+    SEES = {"a": (0, 1), "b": (0, 2), "c": (0,)}
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def ready(self, name: str, version: str) -> bool:
+        return name in self.SEES
+
+    def infer(self, name: str, version: str, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(name)
+        out = np.zeros((batch.shape[0], batch.shape[2], batch.shape[3]), np.float32)
+        for k in self.SEES[name]:
+            out[:, 8:24, 8 + 40 * k : 24 + 40 * k] = 0.95  # squares at columns 8, 48, 88
+        return out
+
+
+def _segment(models, **kw):
+    ard = Raster(np.full((3, 128, 128), 0.5, np.float32), Affine(0.5, 0, 500000, 0, -0.5, 4000000), "EPSG:32633")
+    store = _Store(cog_bytes(ard))
+    req = pb.SegmentRequest(**kw)
+    req.job.job_id, req.ard.uri = "j", "s3://b/ard.tif"
+    req.tile.tile_id, req.tile.resolution = "t", 0.5
+    b = req.tile.bounds
+    b.min_x, b.min_y, b.max_x, b.max_y, b.crs = 500000, 3999936, 500064, 4000000, "EPSG:32633"
+    resp = SegmentationServicer(store, models).Segment(req, _Ctx())
+    mask = read_raster(store.put[next(k for k in store.put if k.endswith(".tif"))])
+    return resp, store, mask
+
+
+def test_single_model_path_unchanged():
+    models = _Models()
+    resp, _, _ = _segment(models, model={"name": "a", "version": "v1"}, threshold=0.5, min_area_m2=1)
+    assert resp.footprint_count == 2 and set(models.calls) == {"a"}
+
+
+@pytest.mark.parametrize(("min_votes", "want"), [(0, 1), (1, 3), (2, 1), (3, 1)])
+def test_ensemble_vote_counts_buildings(min_votes, want):
+    # Square 0 has 3 votes, squares 1 and 2 one each: k=1 keeps all three, k=2 or 3 (and the
+    # default majority of 3, which is 2) only square 0.
+    models = _Models()
+    resp, store, mask = _segment(models, model={"name": "a", "version": "v1"},
+                                 ensemble=[{"name": "b", "version": "v1"}, {"name": "c", "version": "v1"}],
+                                 min_votes=min_votes, min_area_m2=1)
+    assert set(models.calls) == {"a", "b", "c"}
+    assert resp.footprint_count == want
+    frame = read_geoparquet(store.put[next(k for k in store.put if k.endswith(".parquet"))])
+    # Confidence is the members' mean agreement inside the footprint.
+    assert frame["footprint_confidence"].max() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ensemble_member_not_served_is_not_found():
+    with pytest.raises(RuntimeError, match="NOT_FOUND"):
+        _segment(_Models(), model={"name": "a", "version": "v1"}, ensemble=[{"name": "zz", "version": "v1"}])
+
+
+def test_model_threshold_reads_output_threshold():
+    assert model_threshold("footprint-unet", "v1") == pytest.approx(0.25)
+    assert model_threshold("no-such-model", "v9") == 0.5
