@@ -71,6 +71,10 @@ class ModelVersions(BaseModel):
     """Which model versions a job uses (``name:version``)."""
 
     segmentation: str = "footprint-unet:v1"
+    #: Further segmentation models voted with ``segmentation`` ("name:version,…"; "" = none).
+    segmentation_ensemble: str = ""
+    #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
+    segmentation_min_votes: int = 0
     roof_material: str = "roof-material:v1"  # "" skips roof materials
     height: str = "height-xgb:v1"
 
@@ -126,11 +130,31 @@ def check_models(settings: Settings, models: ModelVersions, segment: bool) -> di
     return refs
 
 
+def ensemble_refs(settings: Settings, models: ModelVersions, segment: bool) -> list[common_pb2.ModelRef]:
+    """The extra segmentation ensemble members, checked like ``check_models`` checks the rest."""
+    if not segment or not models.segmentation_ensemble.strip():
+        return []
+    refs = [jobs.parse_model(v.strip(), "models.segmentation_ensemble")
+            for v in models.segmentation_ensemble.split(",") if v.strip()]
+    n = len(refs) + 1
+    if not 0 <= models.segmentation_min_votes <= n:
+        raise InvalidInput("models.segmentation_min_votes", f"must be in 0..{n} for {n} members")
+    client = model_client(settings, timeout_s=10)
+    for ref in refs:
+        if not model_dir(ref.name, ref.version).is_dir():
+            raise NotFound(f"models.segmentation_ensemble: unknown model version {ref.name}:{ref.version}")
+        if not client.ready(ref.name, ref.version):
+            raise NotFound(f"models.segmentation_ensemble: {ref.name}:{ref.version} is not served")
+    return refs
+
+
 @task(name="process-tiles", cache_policy=NO_CACHE)
 def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
-                  model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float) -> list:
+                  model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float,
+                  ensemble: list | None = None, min_votes: int = 0) -> list:
     log = get_run_logger()
-    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment))
+    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
+                                                             ensemble or [], min_votes))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -266,6 +290,7 @@ def map_area(
         district_frame = _load_districts(store, districts, district_id) if districts else None
         segment = not footprints
         refs = check_models(settings, models, segment)
+        ensemble = ensemble_refs(settings, models, segment)
         user = None
         if footprints:
             if footprints.startswith("s3://"):
@@ -290,7 +315,8 @@ def map_area(
             source = common_pb2.ImagerySource(catalog_uri=catalog_uri)
             t0 = time.time()
             tile_results = process_tiles(settings, job, tiles, source, refs["segmentation"], halo_px,
-                                         segment, tile_timeout_s) if tiles else []
+                                         segment, tile_timeout_s, ensemble,
+                                         models.segmentation_min_votes) if tiles else []
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:
                 for k, v in r.stage_seconds.items():
