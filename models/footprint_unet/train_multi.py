@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, best, trained_s = ckpt["step"], ckpt["best"], ckpt["trained_s"]
+        # Provenance: a resumed run still starts from what the first run was initialised with.
+        args.init_from = args.init_from or (Path(ckpt["init_from"]) if ckpt.get("init_from") else None)
         rng = np.random.default_rng(args.seed + step)
         LOG.info("resumed step=%d best=%.4f trained=%.1f min", step, best, trained_s / 60)
     total_s = trained_s + args.minutes * 60.0
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             export(model, args.out, arch, res, info, name=name)
             LOG.info("exported %s (mean val IoU %.4f)", args.out, best)
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "best": best, "trained_s": elapsed}, ckpt_path)
+                      "best": best, "trained_s": elapsed,
+                      "init_from": str(args.init_from) if args.init_from else None}, ckpt_path)
         LOG.info("checkpoint saved %s%s", ckpt_path, " (final)" if final else "")
         last_ckpt = time.monotonic()
 
