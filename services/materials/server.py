@@ -1,19 +1,34 @@
-"""Materials service: a thin gRPC adapter over :mod:`urbanfabric.materials`.
+"""Materials service: a thin gRPC adapter over :mod:`urbanfabric.materials` and :mod:`urbanfabric.explain`.
 
-Roof chips are cut here from the calibrated tiles; the classifier runs in the model server.
+* ``ClassifyRoofs``: roof chips are cut here from the calibrated tiles; the roof-material (and
+  optionally roof-shape) classifier runs in the KServe V2 model server, one request per
+  building batch, and returns calibrated probabilities (temperature from each model's config).
+* ``ClassifyFacades``: street-level views per building, classified by the multi-label façade
+  model in the model server, filtered (views showing no façade) and aggregated per building.
+* ``Explain``: Grad-CAM / guided backpropagation / guided Grad-CAM of one chip. It needs
+  gradients, which the model server does not expose, so it runs *in this process* on the
+  model loaded from its shipped folder (``models/<name>/<version>/``, the same weights the model
+  server loads); models are cached after the first call.
+
+A building that cannot be classified (no imagery, unreadable image, no usable view, a class
+outside the taxonomy) gets material ``"unknown"`` with ``unknown_reason``; the batch goes on.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from urbanfabric import materials
+from urbanfabric import explain, materials
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
+from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.modelclient import ModelClient
-from urbanfabric.paths import model_config
+from urbanfabric.paths import model_config, model_dir
 from urbanfabric.rasters import read_raster
 from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import read_geoparquet
@@ -21,6 +36,18 @@ from urbanfabric.v1 import materials_pb2 as pb
 from urbanfabric.v1 import materials_pb2_grpc as pb_grpc
 
 SERVICE = "materials"
+BATCH = 64
+
+_METHODS = {
+    pb.EXPLAIN_METHOD_UNSPECIFIED: explain.Method.GRAD_CAM,
+    pb.EXPLAIN_METHOD_GRAD_CAM: explain.Method.GRAD_CAM,
+    pb.EXPLAIN_METHOD_GUIDED_BACKPROP: explain.Method.GUIDED_BACKPROP,
+    pb.EXPLAIN_METHOD_GUIDED_GRAD_CAM: explain.Method.GUIDED_GRAD_CAM,
+}
+
+
+def _probabilities(calls: dict[str, float]) -> list[pb.MaterialProbability]:
+    return [pb.MaterialProbability(name=k, probability=v) for k, v in calls.items()]
 
 
 class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
@@ -28,42 +55,156 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         self.store = store
         self.models = models
         self.taxonomy = materials.RoofTaxonomy.load()
+        self._explainable: dict[tuple[str, str], explain.Explainable] = {}
+        self._lock = threading.Lock()
 
+    # ---- helpers ------------------------------------------------------------------------
+    def _rasters(self, refs: Any) -> list[tuple[str, Callable[[], Any]]]:
+        """Lazy, cached ARD readers: an image is fetched once even for two chip sizes."""
+        cache: dict[str, Any] = {}
+
+        def loader(uri: str) -> Callable[[], Any]:
+            def load() -> Any:
+                if uri not in cache:
+                    cache[uri] = read_raster(self.store.get_bytes(parse_s3_uri(uri)[1]))
+                return cache[uri]
+            return load
+
+        return [(ref.uri, loader(ref.uri)) for ref in refs]
+
+    def _taxonomy(self, name: str, cfg: dict[str, Any]) -> materials.Taxonomy:
+        default = self.taxonomy if name.replace("_", "-") == "roof-material" else None
+        return materials.Taxonomy.for_model(cfg, default)
+
+    def _classify(self, ref: Any, ids: list[str], rasters: list, footprints: Any) -> list[materials.MaterialCall]:
+        """One classifier over one building batch: chips, one batched model-server call, decode."""
+        cfg = model_config(ref.name, ref.version)
+        classes, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
+        chips, reasons = materials.chips_from_rasters(footprints, rasters, size)
+        ok = np.flatnonzero([not r for r in reasons])
+        probs = np.zeros((len(ids), len(classes)), np.float32)
+        if len(ok):
+            probs[ok] = self.models.infer_batched(ref.name, ref.version, chips[ok], batch_size=BATCH)
+        return materials.decode_calls(ids, probs, classes, self._taxonomy(ref.name, cfg), reasons)
+
+    def _loaded(self, name: str, version: str) -> explain.Explainable:
+        key = (name, version)
+        with self._lock:
+            if key not in self._explainable:
+                self._explainable[key] = explain.load_explainable(model_dir(name, version))
+            return self._explainable[key]
+
+    # ---- RPCs ---------------------------------------------------------------------------
     @rpc(SERVICE)
     def ClassifyRoofs(self, request: pb.ClassifyRoofsRequest, context) -> pb.ClassifyRoofsResponse:
         require(request, "job.job_id", "footprints.uri", "model.name", "model.version")
+        footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
+        ids = [str(b) for b in footprints["building_id"]]
+        rasters = self._rasters(request.images)
+        roofs = self._classify(request.model, ids, rasters, footprints)
+        shapes = None
+        if request.shape_model.name:
+            require(request, "shape_model.version")
+            shapes = self._classify(request.shape_model, ids, rasters, footprints)
+        out = []
+        for i, r in enumerate(roofs):
+            msg = pb.RoofMaterial(
+                building_id=r.building_id, material=r.material, probability=r.probability,
+                taxonomy_code=r.taxonomy_code, has_imagery=bool(r.model_class),
+                unknown_reason=r.unknown_reason, model_class=r.model_class,
+                probabilities=_probabilities(r.probabilities),
+            )
+            if shapes is not None:
+                s = shapes[i]
+                msg.shape, msg.shape_probability, msg.shape_unknown_reason = s.material, s.probability, s.unknown_reason
+            else:
+                msg.shape, msg.shape_unknown_reason = materials.UNKNOWN, "no roof-shape model requested"
+            out.append(msg)
+        return pb.ClassifyRoofsResponse(roofs=out)
+
+    @rpc(SERVICE)
+    def ClassifyFacades(self, request: pb.ClassifyFacadesRequest, context) -> pb.ClassifyFacadesResponse:
+        require(request, "job.job_id", "footprints.uri", "model.name", "model.version")
         name, version = request.model.name, request.model.version
         cfg = model_config(name, version)
-        classes, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
+        labels, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
+        scaling = materials.input_scaling(cfg)
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
-        n = len(footprints)
-        chips = np.zeros((n, 3, size, size), np.float32)
-        found = np.zeros(n, bool)
-        for i, ref in enumerate(request.images):
-            if found.all():
-                break
-            image = read_raster(self.store.get_bytes(parse_s3_uri(ref.uri)[1]))
-            todo = ~found
-            c, has = materials.roof_chips(
-                image.data, image.transform, footprints.geometry[todo].to_crs(image.crs),
-                size=size, crs=image.crs,
-            )
-            idx = np.flatnonzero(todo)[has]
-            chips[idx] = c[has]
-            found[idx] = True
-        roofs = [pb.RoofMaterial(building_id=str(b), has_imagery=False)
-                 for b in footprints["building_id"]]
-        if found.any():
-            probs = self.models.infer_batched(name, version, chips[found], batch_size=64)
-            for i, pred in zip(np.flatnonzero(found), materials.decode(probs, classes, self.taxonomy)):
-                roofs[i] = pb.RoofMaterial(
-                    building_id=str(footprints["building_id"].iloc[i]),
-                    material=pred.cls,
-                    probability=pred.probability,
-                    taxonomy_code=str(pred.bbr_code),
-                    has_imagery=True,
-                )
-        return pb.ClassifyRoofsResponse(roofs=roofs)
+        ids = [str(b) for b in footprints["building_id"]]
+        known = set(ids)
+        # Read every view; an unreadable one becomes its reason, the others one batch.
+        views: dict[str, list[Any]] = {b: [] for b in ids}
+        chips, slots = [], []
+        for entry in request.views:
+            if entry.building_id not in known:
+                raise InvalidInput("views.building_id", f"{entry.building_id!r} is not in the footprints")
+            for ref in entry.images:
+                try:
+                    chip = materials.image_chip(self.store.get_bytes(parse_s3_uri(ref.uri)[1]), size, scaling)
+                except (InvalidInput, NotFound) as exc:
+                    views[entry.building_id].append(f"{ref.uri}: {exc}")
+                    continue
+                views[entry.building_id].append(None)
+                slots.append((entry.building_id, len(views[entry.building_id]) - 1))
+                chips.append(chip)
+        if chips:
+            probs = self.models.infer_batched(name, version, np.stack(chips), batch_size=BATCH)
+            for (bid, k), p in zip(slots, probs):
+                views[bid][k] = p
+        calls = materials.decode_facades(
+            ids, views, labels, self._taxonomy(name, cfg), thresholds=cfg.get("thresholds"),
+        )
+        return pb.ClassifyFacadesResponse(facades=[
+            pb.FacadeMaterial(
+                building_id=c.building_id, material=c.material, probability=c.probability,
+                taxonomy_code=c.taxonomy_code, materials=c.materials,
+                probabilities=_probabilities(c.probabilities), views_total=c.views_total,
+                views_used=c.views_used, unknown_reason=c.unknown_reason,
+            ) for c in calls
+        ])
+
+    @rpc(SERVICE)
+    def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
+        require(request, "model.name", "model.version")
+        name, version = request.model.name, request.model.version
+        model = self._loaded(name, version)
+        building_id = ""
+        if request.WhichOneof("source") == "building":
+            b = request.building
+            require(request, "building.footprints.uri", "building.building_id")
+            footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(b.footprints.uri)[1]))
+            one = footprints[footprints["building_id"].astype(str) == b.building_id]
+            if one.empty:
+                raise NotFound(f"building.building_id: {b.building_id!r} is not in {b.footprints.uri}")
+            chips, reasons = materials.chips_from_rasters(one, self._rasters(b.images), model.chip_size)
+            if reasons[0]:
+                raise InvalidInput("building.images", f"building {b.building_id}: {reasons[0]}")
+            chip, building_id = chips[0], b.building_id
+        elif request.WhichOneof("source") == "image":
+            chip = materials.image_chip(request.image, model.chip_size, materials.input_scaling(model.config))
+        else:
+            raise InvalidInput("source", "give building or image")
+        target = None
+        if request.target_class:
+            if request.target_class not in model.classes:
+                raise InvalidInput("target_class", f"{request.target_class!r} is not one of {model.classes}")
+            target = model.classes.index(request.target_class)
+        method = _METHODS.get(request.method)
+        if method is None:
+            raise InvalidInput("method", f"unknown method {request.method}")
+        exp = explain.explain(model.model, chip, method, target, classes=model.classes,
+                              multi_label=model.multi_label, temperature=model.temperature)
+        return pb.ExplainResponse(
+            building_id=building_id,
+            method=request.method or pb.EXPLAIN_METHOD_GRAD_CAM,
+            target_class=exp.target_name,
+            overlay_png=explain.overlay_png(chip, exp.heatmap),
+            chip_png=explain.png_bytes(explain.chip_rgb(chip)),
+            heatmap=pb.FloatArray(shape=list(exp.heatmap.shape), data=exp.heatmap.ravel().tolist()),
+            scores=[pb.MaterialProbability(name=c, probability=float(p))
+                    for c, p in zip(model.classes or map(str, range(len(exp.scores))), exp.scores)],
+            layer=exp.layer,
+        )
 
 
 def _build() -> list[Registration]:

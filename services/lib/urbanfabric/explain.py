@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import importlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -364,10 +363,6 @@ def panel_png(chip: np.ndarray, explanations: list[Explanation], scale: int = 1,
 
 # ---- loading shipped models --------------------------------------------------------------
 
-#: Model code of shipped model kinds that predate ``models.classifiers`` (``load_model(dir)``).
-LEGACY_MODULES: dict[str, str] = {"roof_material/v1": "models.roof_material.model"}
-
-
 @dataclass(frozen=True)
 class Explainable:
     """A shipped classifier loaded for explanations: the torch module and its config."""
@@ -399,26 +394,17 @@ class Explainable:
 def load_explainable(version_dir: str | Path) -> Explainable:
     """Load a shipped model folder (``config.json`` + ``model.pt``) as a float32 eval model.
 
-    ``models.classifiers.load_classifier`` loads every model that library trained; the
-    roof-material v1 folder, older than it, is loaded by its own module (:data:`LEGACY_MODULES`).
+    Loads through ``models.classifiers.load_classifier`` (every shipped classifier, including
+    roof-material v1), so the explained module is the one the model server runs.
 
     Raises:
         NotFound: the folder has no ``config.json`` / ``model.pt``.
     """
-    import json
-
+    from models.classifiers import load_classifier
     from urbanfabric.errors import NotFound
 
     version_dir = Path(version_dir)
-    cfg_path = version_dir / "config.json"
-    if not cfg_path.is_file() or not (version_dir / "model.pt").is_file():
+    if not (version_dir / "config.json").is_file() or not (version_dir / "model.pt").is_file():
         raise NotFound(f"model_version: no config.json/model.pt in {version_dir}")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    key = f"{version_dir.parent.name}/{version_dir.name}"
-    if key in LEGACY_MODULES:
-        model = importlib.import_module(LEGACY_MODULES[key]).load_model(version_dir)
-    else:
-        from models.classifiers import load_classifier  # type: ignore[import-not-found]
-
-        model, config = load_classifier(version_dir)
+    model, config = load_classifier(version_dir)
     return Explainable(model.float().eval(), config)

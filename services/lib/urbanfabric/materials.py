@@ -17,6 +17,7 @@ The stage has three parts, all plain typed Python:
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,326 @@ def decode(probs: np.ndarray, classes: list[str], taxonomy: RoofTaxonomy) -> lis
     codes = [taxonomy.code(c) for c in classes]  # fail early on an unmapped class
     top = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     return [RoofPrediction(classes[k], float(probs[i, k]), codes[k]) for i, k in enumerate(top)]
+
+
+# ---- unknowns, never silent ---------------------------------------------------------------
+
+#: Material (or shape) of a building the stage could not classify; a reason always comes with it.
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """Class → code mapping of one classifier, with explicit unknowns.
+
+    ``codes[c] is None`` means the mapping lists ``c`` but gives it no code on purpose (e.g.
+    stucco has no BBR byg032 wall code): the class is reported with an empty code. A class not
+    in ``codes`` at all is *outside* the taxonomy: the building is reported "unknown".
+    """
+
+    name: str
+    codes: dict[str, int | None]
+
+    @classmethod
+    def for_model(cls, config: dict[str, Any], default: RoofTaxonomy | None = None) -> Taxonomy:
+        """The model config's ``taxonomy`` block, else ``default`` (the BBR roof CSV), else none.
+
+        Args:
+            config: a shipped model's ``config.json`` (``taxonomy: {name, codes}``).
+            default: mapping for models whose config has none (roof-material v1).
+        """
+        block = config.get("taxonomy") or {}
+        if block.get("codes") is not None:
+            codes = {str(k): (None if v is None else int(v)) for k, v in block["codes"].items()}
+            return cls(str(block.get("name", "model")), codes)
+        if default is not None:
+            return cls(default.name, {c: e.code for c, e in default.entries.items()})
+        return cls("none", {})
+
+    def outside(self, model_class: str) -> str:
+        """The unknown reason when ``model_class`` is outside the taxonomy, else ``""``."""
+        if self.codes and model_class not in self.codes:
+            return f"class {model_class!r} is outside the {self.name} taxonomy"
+        return ""
+
+    def code_text(self, model_class: str) -> str:
+        """The class's code as text; empty when it has none (or there is no taxonomy)."""
+        code = self.codes.get(model_class)
+        return "" if code is None else str(code)
+
+
+@dataclass(frozen=True)
+class MaterialCall:
+    """One building's answer from one classifier.
+
+    Attributes:
+        building_id: the building.
+        material: top class, or :data:`UNKNOWN` (then ``unknown_reason`` says why).
+        probability: calibrated probability of the top class (0 when nothing was classified).
+        taxonomy_code: code of ``material`` in the taxonomy; empty when unknown or uncoded.
+        model_class: the model's top class even when it is outside the taxonomy.
+        probabilities: calibrated probability per class (empty when nothing was classified).
+        unknown_reason: why ``material`` is unknown; empty otherwise.
+    """
+
+    building_id: str
+    material: str
+    probability: float
+    taxonomy_code: str
+    model_class: str
+    probabilities: dict[str, float]
+    unknown_reason: str = ""
+
+
+def unknown(building_id: str, reason: str) -> MaterialCall:
+    """An explicit "unknown" answer with its reason."""
+    if not reason:
+        raise ValueError("an unknown answer needs a reason")
+    return MaterialCall(building_id, UNKNOWN, 0.0, "", "", {}, reason)
+
+
+def decode_calls(
+    building_ids: list[str],
+    probs: np.ndarray,
+    classes: list[str],
+    taxonomy: Taxonomy,
+    reasons: list[str] | None = None,
+) -> list[MaterialCall]:
+    """Top class per building, every unknown with its reason.
+
+    Args:
+        building_ids: one per row of ``probs``.
+        probs: ``(N, C)`` calibrated probabilities; rows of buildings with a reason are ignored.
+        classes: class names in column order.
+        taxonomy: class → code mapping; a top class outside it makes the building unknown.
+        reasons: per building, why it could not be classified (``""`` = it could).
+
+    Raises:
+        InvalidInput: shape mismatch or non-finite probabilities of a classified building.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n = len(building_ids)
+    reasons = list(reasons) if reasons is not None else [""] * n
+    if probs.ndim != 2 or probs.shape != (n, len(classes)) or len(reasons) != n:
+        raise InvalidInput("probs", f"expected ({n}, {len(classes)}) and {n} reasons, got {probs.shape}, {len(reasons)}")
+    out: list[MaterialCall] = []
+    for i, bid in enumerate(building_ids):
+        if reasons[i]:
+            out.append(unknown(bid, reasons[i]))
+            continue
+        row = probs[i]
+        if not np.isfinite(row).all():
+            raise InvalidInput("probs", f"building {bid}: NaN or infinite probabilities")
+        k = int(row.argmax())
+        top = classes[k]
+        per_class = {c: float(p) for c, p in zip(classes, row)}
+        why = taxonomy.outside(top)
+        material = UNKNOWN if why else top
+        out.append(MaterialCall(bid, material, float(row[k]), "" if why else taxonomy.code_text(top),
+                                top, per_class, why))
+    return out
+
+
+def chips_from_rasters(
+    footprints: geopandas.GeoDataFrame,
+    rasters: list[tuple[str, Callable[[], Any]]],
+    size: int,
+    margin: float = 0.15,
+) -> tuple[np.ndarray, list[str]]:
+    """Roof chips of every footprint from several ARD images; the first image covering one wins.
+
+    An image that cannot be read (corrupt, missing) is skipped and remembered, so the batch
+    goes on; buildings no readable image covers get a reason instead of a chip.
+
+    Args:
+        footprints: ``building_id`` + geometry (any CRS; reprojected per image).
+        rasters: ``(name, load)`` pairs; ``load()`` returns a
+            :class:`urbanfabric.rasters.Raster` with ARD data (0–1, NaN nodata) or raises
+            (``InvalidInput``/``NotFound``/``OSError``) when the image is unreadable.
+        size: chip side.
+        margin: see :func:`roof_chips`.
+
+    Returns:
+        ``chips`` ``(N, 3, size, size)`` float32 and per building ``reason`` (``""`` when it
+        got a chip).
+    """
+    from urbanfabric.errors import NotFound
+
+    n = len(footprints)
+    chips = np.zeros((n, 3, size, size), np.float32)
+    found = np.zeros(n, bool)
+    unreadable: list[str] = []
+    geoms = np.asarray(footprints.geometry.values, dtype=object)
+    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms) if n else np.zeros(0, bool)
+    for name, load in rasters:
+        todo = ~found & ~empty
+        if not todo.any():
+            break
+        try:
+            image = load()
+        except (InvalidInput, NotFound, OSError) as exc:
+            unreadable.append(f"{name} ({exc})")
+            continue
+        fps = footprints.geometry[todo]
+        if fps.crs is not None and image.crs is not None:
+            fps = fps.to_crs(image.crs)
+        c, has = roof_chips(image.data, image.transform, fps, size=size, margin=margin)
+        idx = np.flatnonzero(todo)[has]
+        chips[idx] = c[has]
+        found[idx] = True
+    reasons = []
+    for i in range(n):
+        if found[i]:
+            reasons.append("")
+        elif empty[i]:
+            reasons.append("empty footprint geometry")
+        elif unreadable:
+            reasons.append(f"no readable imagery covers the footprint; unreadable: {'; '.join(unreadable)}")
+        elif not rasters:
+            reasons.append("no imagery: no images were given for the batch")
+        else:
+            reasons.append("no imagery covers the footprint (outside the images or only nodata)")
+    return chips, reasons
+
+
+def input_scaling(config: dict[str, Any]) -> str:
+    """How a model's training images were scaled to 0–1: ``"iqr"`` (overhead) or ``"unit"`` (/255).
+
+    Read from ``config["normalisation"]["input"]``: street-level models (façades) say
+    ``RGB / 255``; overhead models are IQR-scaled like pipeline ARD.
+    """
+    note = str((config.get("normalisation") or {}).get("input", ""))
+    return "unit" if "/ 255" in note or "/255" in note else "iqr"
+
+
+def image_chip(blob: bytes, size: int, scaling: str = "iqr") -> np.ndarray:
+    """An image file (PNG, JPEG, TIFF bytes) → a ``(3, size, size)`` 0–1 chip.
+
+    ``scaling`` ``"iqr"`` applies :func:`urbanfabric.calibration.iqr_scale` to the whole image
+    (like roof training images), ``"unit"`` divides by 255 (street-level views).
+
+    Raises:
+        InvalidInput: the bytes are not a readable image (field ``image``).
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from urbanfabric.calibration import iqr_scale
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInput("image", f"not a readable image ({exc})") from exc
+    if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
+        raise InvalidInput("image", f"empty image of shape {rgb.shape}")
+    bands = np.moveaxis(rgb, -1, 0)
+    scaled = iqr_scale(bands) if scaling == "iqr" else bands / 255.0
+    return np.clip(np.nan_to_num(resize_chip(scaled, size), nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+# ---- façades: several street-level views per building --------------------------------------
+
+#: Label of the façade sets meaning "no usable façade in view" (trees, cars, fences).
+NULL_LABEL = "null"
+
+
+@dataclass(frozen=True)
+class FacadeCall:
+    """Façade materials of one building, aggregated over its usable views.
+
+    Attributes:
+        building_id: the building.
+        material: label with the highest aggregated probability, or :data:`UNKNOWN`.
+        probability: its aggregated probability.
+        taxonomy_code: its outer-wall code (empty when the taxonomy gives none).
+        materials: every label whose aggregated probability passes its threshold.
+        probabilities: aggregated probability per material label (``null`` excluded).
+        views_total: views given for the building.
+        views_used: views that were readable and passed the non-building filter.
+        unknown_reason: why ``material`` is unknown; empty otherwise.
+    """
+
+    building_id: str
+    material: str
+    probability: float
+    taxonomy_code: str
+    materials: list[str]
+    probabilities: dict[str, float]
+    views_total: int
+    views_used: int
+    unknown_reason: str = ""
+
+
+def aggregate(view_probs: np.ndarray) -> np.ndarray:
+    """One answer from a building's views ``(V, C)``: ``models.classifiers.aggregate_views``
+    when that library provides it, else the mean of the calibrated probabilities."""
+    try:
+        from models.classifiers import aggregate_views  # type: ignore[attr-defined]
+    except ImportError:
+        return np.asarray(view_probs, dtype=np.float64).mean(axis=0)
+    return np.asarray(aggregate_views(np.asarray(view_probs)), dtype=np.float64)
+
+
+def decode_facades(
+    building_ids: list[str],
+    views: dict[str, list[np.ndarray | str]],
+    labels: list[str],
+    taxonomy: Taxonomy,
+    thresholds: list[float] | None = None,
+    null_threshold: float | None = None,
+) -> list[FacadeCall]:
+    """Aggregate each building's views into its façade materials; unknowns with reasons.
+
+    Args:
+        building_ids: buildings of the batch, in output order.
+        views: per building, one entry per view: its calibrated per-label probabilities
+            ``(C,)``, or a string saying why the view could not be classified (unreadable).
+        labels: label names in column order (may include :data:`NULL_LABEL`).
+        taxonomy: label → outer-wall code; a top label outside it makes the building unknown.
+        thresholds: per-label decision thresholds (default 0.5 each).
+        null_threshold: views whose ``null`` probability reaches it are dropped as showing no
+            façade (the non-building view filter); default: the ``null`` label's threshold.
+    """
+    thr = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels), dtype=np.float64)
+    if thr.shape != (len(labels),):
+        raise InvalidInput("thresholds", f"expected {len(labels)} values, got {thr.shape}")
+    null_idx = labels.index(NULL_LABEL) if NULL_LABEL in labels else None
+    if null_threshold is None:
+        null_threshold = float(thr[null_idx]) if null_idx is not None else 1.0
+    mat_idx = [i for i, lab in enumerate(labels) if lab != NULL_LABEL]
+    out: list[FacadeCall] = []
+    for bid in building_ids:
+        given = views.get(bid, [])
+        bad = [v for v in given if isinstance(v, str)]
+        probs = [np.asarray(v, dtype=np.float64) for v in given if not isinstance(v, str)]
+        kept = [p for p in probs if null_idx is None or p[null_idx] < null_threshold]
+        n_null = len(probs) - len(kept)
+        if not kept:
+            if not given:
+                why = "no street-level view of the building"
+            else:
+                parts = []
+                if n_null:
+                    parts.append(f"{n_null} of {len(given)} views show no façade (non-building filter)")
+                if bad:
+                    parts.append(f"{len(bad)} of {len(given)} views unreadable: {'; '.join(bad)}")
+                why = "no usable view: " + ", ".join(parts)
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why))
+            continue
+        agg = aggregate(np.stack(kept))
+        per = {labels[i]: float(agg[i]) for i in mat_idx}
+        present = [labels[i] for i in mat_idx if agg[i] >= thr[i]]
+        k = max(mat_idx, key=lambda i: agg[i]) if mat_idx else None
+        if k is None:
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], per, len(given), len(kept),
+                                  "the model has no material labels"))
+            continue
+        top = labels[k]
+        why = taxonomy.outside(top)
+        out.append(FacadeCall(
+            bid, UNKNOWN if why else top, float(agg[k]), "" if why else taxonomy.code_text(top),
+            present, per, len(given), len(kept), why,
+        ))
+    return out
