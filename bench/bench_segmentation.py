@@ -1,67 +1,189 @@
-"""Segmentation throughput: one 1088×1088 calibrated tile (zoom-16 cell + 32 px halo) of the
-real Xiamen imagery through tiled inference and polygonization.
+"""Segmentation throughput and memory: streamed tiles vs a naive whole-image baseline.
 
-    python bench/bench_segmentation.py [--protocol EMBEDDED|V2_REST|V2_GRPC] [--repeat 3]
+Source: the real Xiamen z18 imagery (WebP tiles, ≈ 0.54 m ground sampling distance), read
+as zoom-16 blocks of 1024 × 1024 px (16 tiles each). An area of N blocks is mapped two ways:
 
-EMBEDDED runs the model in-process; V2_* go through a running model server (`make up`).
-Reports seconds per tile (median), km² per hour, and peak memory.
+* **streamed** (the pipeline's way): block by block — read + decode one block, IQR-calibrate it
+  with a 32 px halo, Hann-blended 512 px windows (128 px overlap) batched 4 per model call,
+  polygonize, keep only the polygons; nothing but the current block is ever in memory.
+* **naive**: read the whole area into one image, calibrate it at once, predict each 512 px
+  window on its own (batch 1, no overlap, so seams are possible), polygonize the whole map.
+
+Stage times are split into read + decode, calibration, model and polygonization; throughput is
+megapixels/s and km²/hour at the source resolution. Each (mode, N) runs in a fresh process so
+its peak RSS is its own::
+
+    python bench/bench_segmentation.py --sweep 1,2,4,8            # both modes, growing area
+    python bench/bench_segmentation.py --mode streamed --blocks 2  # one run, JSON on stdout
+    python bench/bench_segmentation.py --protocol V2_GRPC ...      # through a running model server
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "services/lib")]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services/lib")]
 
 import numpy as np  # noqa: E402
 
-from bench._util import median, peak_rss_mib, save  # noqa: E402
+from bench._util import peak_rss_mib, save  # noqa: E402
 from urbanfabric import acquisition, calibration, segmentation  # noqa: E402
 from urbanfabric.modelclient import InferenceProtocol, ModelClient  # noqa: E402
 from urbanfabric.paths import SHARED_DATA  # noqa: E402
 
+HALO = 32
+TILE_DIR = SHARED_DATA / "footprints/xiamen-z18/tiles"
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--protocol", default="EMBEDDED", choices=[x.name for x in InferenceProtocol])
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=128)
-    args = p.parse_args()
+
+def _client(protocol: InferenceProtocol) -> ModelClient:
+    if protocol is InferenceProtocol.EMBEDDED:
+        return ModelClient(protocol)
+    from urbanfabric.config import Settings
+
+    s = Settings.load()
+    return ModelClient(protocol, rest_url=s.modelserver_rest, grpc_addr=s.modelserver_grpc, timeout_s=300)
+
+
+def _blocks(n: int):
+    """The first ``n`` well-covered blocks, read lazily (the read happens on ``next``)."""
+    count = 0
+    for block_id, raster in acquisition.mosaic_xyz_blocks(TILE_DIR, 18):
+        if (raster.data != 0).mean() < 0.9:
+            continue
+        yield block_id, raster
+        count += 1
+        if count == n:
+            return
+
+
+def _ground_km2(raster, pixels: int) -> float:
+    """Ground area of ``pixels`` web-mercator pixels at the raster's latitude."""
+    left, bottom, right, top = raster.bounds
+    lat = math.degrees(math.atan(math.sinh(((top + bottom) / 2) / 6378137.0)))
+    gsd = abs(raster.transform.a) * math.cos(math.radians(lat))
+    return pixels * gsd * gsd / 1e6
+
+
+def run_streamed(n: int, infer, threshold: float, window: int, overlap: int) -> dict:
+    t = {"read_decode": 0.0, "calibration": 0.0, "model": 0.0, "polygonization": 0.0}
+    pixels, km2, footprints = 0, 0.0, 0
+    it = _blocks(n)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            _, raw = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        data = np.pad(raw.data, ((0, 0), (HALO, HALO), (HALO, HALO)), mode="reflect")
+        ard = calibration.iqr_scale(data, nodata=0)
+        t2 = time.perf_counter()
+        prob = segmentation.predict_tiled(ard, infer, window=window, overlap=overlap, batch_size=4)
+        t3 = time.perf_counter()
+        fp = segmentation.polygonize(prob[HALO:-HALO, HALO:-HALO], raw.transform, str(raw.crs), threshold=threshold)
+        t4 = time.perf_counter()
+        for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            t[key] += dt
+        pixels += raw.data.shape[1] * raw.data.shape[2]
+        km2 += _ground_km2(raw, raw.data.shape[1] * raw.data.shape[2])
+        footprints += len(fp)
+        del raw, data, ard, prob  # only polygons (counted) outlive a block
+    return {"stage_seconds": t, "pixels": pixels, "km2": km2, "footprints": footprints}
+
+
+def run_naive(n: int, infer, threshold: float, window: int) -> dict:
+    t = {"read_decode": 0.0, "calibration": 0.0, "model": 0.0, "polygonization": 0.0}
+    t0 = time.perf_counter()
+    rasters = [r for _, r in _blocks(n)]
+    side = math.ceil(math.sqrt(len(rasters)))
+    size = rasters[0].data.shape[1]
+    rows = math.ceil(len(rasters) / side)
+    image = np.zeros((3, rows * size, side * size), np.uint8)
+    for i, r in enumerate(rasters):
+        image[:, (i // side) * size : (i // side + 1) * size, (i % side) * size : (i % side + 1) * size] = r.data
+    t1 = time.perf_counter()
+    ard = calibration.iqr_scale(image, nodata=0)
+    t2 = time.perf_counter()
+    h, w = ard.shape[1:]
+    prob = np.zeros((h, w), np.float32)
+    for r in range(0, h, window):
+        for c in range(0, w, window):
+            patch = np.nan_to_num(ard[None, :, r : r + window, c : c + window], nan=0.0)
+            prob[r : r + window, c : c + window] = infer(np.ascontiguousarray(patch))[0]
+    t3 = time.perf_counter()
+    # The mosaic is placed on the first block's grid (pixel geometry is what matters here).
+    fp = segmentation.polygonize(prob, rasters[0].transform, str(rasters[0].crs), threshold=threshold)
+    t4 = time.perf_counter()
+    for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        t[key] += dt
+    pixels = sum(r.data.shape[1] * r.data.shape[2] for r in rasters)
+    return {"stage_seconds": t, "pixels": pixels, "km2": sum(_ground_km2(r, r.data.shape[1] * r.data.shape[2]) for r in rasters),
+            "footprints": len(fp)}
+
+
+def one_run(args: argparse.Namespace) -> dict:
     import torch
 
-    torch.set_num_threads(2)
-    protocol = InferenceProtocol[args.protocol]
-    if protocol is InferenceProtocol.EMBEDDED:
-        client = ModelClient(protocol)
-    else:
-        from urbanfabric.config import Settings
+    torch.set_num_threads(args.threads)
+    name, version = args.model.split(":")
+    client = _client(InferenceProtocol[args.protocol])
 
-        s = Settings.load()
-        client = ModelClient(protocol, rest_url=s.modelserver_rest, grpc_addr=s.modelserver_grpc, timeout_s=300)
-    blocks = acquisition.mosaic_xyz_blocks(SHARED_DATA / "footprints/xiamen-z18/tiles", 18)
-    _, raw = next(b for b in blocks if (b[1].data != 0).mean() > 0.95)
-    data = np.pad(raw.data, ((0, 0), (32, 32), (32, 32)), mode="reflect")  # the halo
-    ard = calibration.iqr_scale(data, nodata=0)
-    seconds, polys = [], 0
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        prob = segmentation.predict_tiled(
-            ard, lambda b: client.infer("footprint-unet", "v1", b), window=args.window, overlap=args.overlap)
-        fp = segmentation.polygonize(prob[32:-32, 32:-32], raw.transform, str(raw.crs), threshold=0.5)
-        seconds.append(time.perf_counter() - t0)
-        polys = len(fp)
-    s = median(seconds)
-    km2 = (1024 * raw.resolution) ** 2 / 1e6
-    save(f"segmentation_{args.protocol.lower()}", {
-        "command": "python " + " ".join(sys.argv),
-        "tile_px": list(ard.shape), "window": args.window, "overlap": args.overlap,
-        "seconds_per_tile_median": s, "seconds_all": seconds, "footprints": polys,
-        "km2_per_hour": km2 / s * 3600, "peak_rss_mib": peak_rss_mib(),
-    })
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return client.infer(name, version, batch)
+
+    rss_before = peak_rss_mib()
+    t0 = time.perf_counter()
+    if args.mode == "streamed":
+        res = run_streamed(args.blocks, infer, args.threshold, args.window, args.overlap)
+    else:
+        res = run_naive(args.blocks, infer, args.threshold, args.window)
+    wall = time.perf_counter() - t0
+    mpx = res["pixels"] / 1e6
+    return {"mode": args.mode, "blocks": args.blocks, "model": args.model, "protocol": args.protocol,
+            "wall_seconds": wall, **res, "megapixels": mpx, "megapixels_per_s": mpx / wall,
+            "km2_per_hour": res["km2"] / wall * 3600,
+            "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_model_load": rss_before}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("streamed", "naive"), default="streamed")
+    p.add_argument("--blocks", type=int, default=1, help="area in 1024² blocks")
+    p.add_argument("--sweep", default="", help="comma list of block counts: run both modes for each")
+    p.add_argument("--model", default="footprint-unet:v1")
+    p.add_argument("--protocol", default="EMBEDDED", choices=[x.name for x in InferenceProtocol])
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if not args.sweep:
+        print(json.dumps(one_run(args), default=float))
+        return
+    runs = []
+    for n in [int(v) for v in args.sweep.split(",") if v]:
+        for mode in ("streamed", "naive"):
+            cmd = [sys.executable, __file__, "--mode", mode, "--blocks", str(n), "--model", args.model,
+                   "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
+                   "--overlap", str(args.overlap), "--threads", str(args.threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+            r = runs[-1]
+            print(f"{mode:8s} N={n:2d} {r['megapixels']:.1f} Mpx {r['wall_seconds']:.1f} s "
+                  f"{r['megapixels_per_s']:.3f} Mpx/s {r['km2_per_hour']:.1f} km²/h peak {r['peak_rss_mib']:.0f} MiB "
+                  + " ".join(f"{k}={v:.1f}" for k, v in r["stage_seconds"].items()), flush=True)
+    try:
+        load = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        load = []
+    save("segmentation_scaling", {"command": "python " + " ".join(sys.argv), "load_average": load, "runs": runs})
 
 
 if __name__ == "__main__":
