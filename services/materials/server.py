@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from urbanfabric import explain, materials
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings

@@ -200,3 +200,21 @@ def test_shipped_roof_model_grad_cam_deletion() -> None:
             p = E.probabilities(ex.model(torch.from_numpy(hidden.reshape(chip.shape))[None]).detach().numpy())
             drops.append(exp.scores[exp.target] - p[0, exp.target])
     assert np.mean(drops_top) > np.mean(drops_low), (np.mean(drops_top), np.mean(drops_low))
+
+
+def test_cli_explains_an_image_file(tmp_path) -> None:
+    from urbanfabric.cli import main
+
+    img = tmp_path / "roof.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(img)
+    assert main(["explain", "--image", str(img), "--method", "all", "--target", "other",
+                 "--out", str(tmp_path / "out")]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["roof.json", "roof_chip.png", "roof_gradcam.png", "roof_guided-backprop.png",
+                     "roof_guided-gradcam.png"]
+    import json
+
+    summary = json.loads((tmp_path / "out/roof.json").read_text())
+    assert summary["target_class"] == "other" and abs(sum(summary["scores"].values()) - 1) < 1e-3
+    with pytest.raises(InvalidInput, match="target"):
+        main(["explain", "--image", str(img), "--target", "slate", "--out", str(tmp_path / "o2")])

@@ -23,7 +23,7 @@ from urbanfabric.tables import geoparquet_bytes
 from urbanfabric.v1 import common_pb2 as common
 from urbanfabric.v1 import materials_pb2 as pb
 
-import services.materials.server as server
+from services.materials import server
 
 torch.set_num_threads(1)
 

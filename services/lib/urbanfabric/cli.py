@@ -4,6 +4,7 @@
     urbanfabric demo                     stack up → map the sample area → export → stack down
     urbanfabric run --west … [options]   start a map-area run on the running stack
     urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
+    urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="copy a job's outputs to a local folder")
     exp.add_argument("job_id")
     exp.add_argument("dest", nargs="?")
+    from urbanfabric.explain_cmd import add_arguments as explain_arguments
+
+    explain_arguments(sub.add_parser("explain", help="Grad-CAM / guided backprop heatmaps as PNGs"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from urbanfabric.demo import main as demo_main
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "explain":
+        from urbanfabric.explain_cmd import run as explain_run
+
+        return explain_run(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
