@@ -1,7 +1,8 @@
 """Building worker: consumes BuildingBatches and calls Materials → Attributes → Intensity.
 
 It joins the three answers with the batch's footprints into one GeoParquet part per batch:
-roof material, height with its band, floors, and from the intensity stage the structure,
+roof material and shape and façade materials (each "unknown" with ``*_unknown_reason`` when
+not classified), height with its band, floors, and from the intensity stage the structure,
 GFA, per-material masses (point estimate and Monte-Carlo p05 / median / p95), total mass,
 embodied CO2e, rooftop solar potential and the fallbacks used (``fallback``).
 """
@@ -23,6 +24,14 @@ from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
+#: What the materials service answers for a building it could not classify (with a reason).
+UNKNOWN = "unknown"
+ROOF_COLUMNS = ["roof_material", "roof_material_probability", "roof_material_code",
+                "roof_material_unknown_reason", "roof_shape", "roof_shape_probability",
+                "roof_shape_unknown_reason"]
+FACADE_COLUMNS = ["facade_material", "facade_material_probability", "facade_material_code",
+                  "facade_materials", "facade_views_used", "facade_material_unknown_reason"]
+
 
 def function_prior(floors: int, area_m2: float) -> str:
     """RASMI function class from size alone: a stand-in until the function model (issue 5).
@@ -42,12 +51,14 @@ def rasmi_function_of(a) -> str:
     return a.rasmi_function or function_prior(a.floors, a.footprint_area_m2)
 
 
-def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs) -> list[intensity_pb2.StockInput]:
+def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list[intensity_pb2.StockInput]:
     """What the intensity stage gets per building: area, floors, height band, roof, location.
 
-    The location (a point inside the footprint, WGS84) drives the solar potential.
+    The location (a point inside the footprint, WGS84) drives the solar potential. An
+    "unknown" roof or façade material goes as "" (unknown to the intensity stage too).
     """
-    roof_by_id = {r.building_id: r.material for r in roofs}
+    roof_by_id = {r.building_id: "" if r.material == UNKNOWN else r.material for r in roofs}
+    facade_by_id = {f.building_id: "" if f.material == UNKNOWN else f.material for f in facades}
     where: dict[str, tuple[float, float]] = {}
     if len(footprints) and "building_id" in footprints.columns:
         geo = footprints if footprints.crs is None or footprints.crs.to_epsg() == 4326 \
@@ -61,6 +72,7 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs) -> list[intensity_p
             building_id=a.building_id, footprint_area_m2=a.footprint_area_m2, floors=a.floors,
             function=rasmi_function_of(a),
             roof_material=roof_by_id.get(a.building_id, ""),
+            facade_material=facade_by_id.get(a.building_id, ""),
             height_m=a.height_m, height_p05=a.height_p05, height_p95=a.height_p95,
             longitude=float(lon), latitude=float(lat),
         ))
@@ -75,15 +87,29 @@ def validate(task: tasks_pb2.BuildingBatch) -> None:
             raise InvalidInput(path, "is required")
 
 
-def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.BuildingBatch) -> gpd.GeoDataFrame:
+def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.BuildingBatch,
+             facades=()) -> gpd.GeoDataFrame:
     """One row per footprint with every attribute (the buildings table, docs/architecture.md)."""
     out = footprints.copy()
     roof = pd.DataFrame([
         {"building_id": r.building_id, "roof_material": r.material or None,
-         "roof_material_probability": r.probability if r.has_imagery else None,
-         "roof_material_code": r.taxonomy_code or None}
+         "roof_material_probability": r.probability if r.material not in ("", UNKNOWN) else None,
+         "roof_material_code": r.taxonomy_code or None,
+         "roof_material_unknown_reason": r.unknown_reason or None,
+         "roof_shape": r.shape or None,
+         "roof_shape_probability": r.shape_probability if r.shape not in ("", UNKNOWN) else None,
+         "roof_shape_unknown_reason": r.shape_unknown_reason or None}
         for r in roofs
-    ], columns=["building_id", "roof_material", "roof_material_probability", "roof_material_code"])
+    ], columns=["building_id", *ROOF_COLUMNS])
+    facade = pd.DataFrame([
+        {"building_id": f.building_id, "facade_material": f.material or None,
+         "facade_material_probability": f.probability if f.material not in ("", UNKNOWN) else None,
+         "facade_material_code": f.taxonomy_code or None,
+         "facade_materials": ",".join(f.materials) or None,
+         "facade_views_used": f.views_used,
+         "facade_material_unknown_reason": f.unknown_reason or None}
+        for f in facades
+    ], columns=["building_id", *FACADE_COLUMNS])
     att = pd.DataFrame([
         {"building_id": a.building_id, "height_m": a.height_m, "height_p05": a.height_p05,
          "height_p95": a.height_p95, "floors": a.floors,
@@ -116,12 +142,15 @@ def assemble(footprints: gpd.GeoDataFrame, roofs, attrs, stock, task: tasks_pb2.
         row["fallback"] = b.fallback
         rows.append(row)
     sto = pd.DataFrame(rows)
-    # Roof columns are always present (empty without imagery): a stable schema for readers.
-    for part in (roof, att, sto):
+    # Roof and façade columns are always present (empty when no model ran): a stable schema.
+    for part in (roof, facade, att, sto):
         if "building_id" in part.columns:
             out = out.merge(part, on="building_id", how="left", validate="one_to_one")
     out["model_versions"] = json.dumps({
         "roof": f"{task.roof_model.name}:{task.roof_model.version}" if task.roof_model.name else None,
+        "roof_shape": f"{task.roof_shape_model.name}:{task.roof_shape_model.version}"
+        if task.roof_shape_model.name else None,
+        "facade": f"{task.facade_model.name}:{task.facade_model.version}" if task.facade_model.name else None,
         "height": f"{task.height_model.name}:{task.height_model.version}",
         "intensity": f"rasmi-20230905:{task.region}:mc100",
     })
@@ -137,12 +166,17 @@ def make_handler(settings: Settings):
     def handle(task: tasks_pb2.BuildingBatch) -> tasks_pb2.BuildingBatchResult:
         result = tasks_pb2.BuildingBatchResult(job=task.job, batch_id=task.batch_id)
         footprints = read_geoparquet(store.get_bytes(parse_s3_uri(task.footprints.uri)[1]))
-        roofs = []
+        roofs, facades = [], []
         t0 = time.perf_counter()
-        if task.roof_model.name and len(task.images):
+        # Without images the service still answers: every roof "unknown", with the reason.
+        if task.roof_model.name:
             roofs = call(mat.ClassifyRoofs, materials_pb2.ClassifyRoofsRequest(
                 job=task.job, batch_id=task.batch_id, footprints=task.footprints,
-                images=task.images, model=task.roof_model), deadline).roofs
+                images=task.images, model=task.roof_model, shape_model=task.roof_shape_model), deadline).roofs
+        if task.facade_model.name:
+            facades = call(mat.ClassifyFacades, materials_pb2.ClassifyFacadesRequest(
+                job=task.job, batch_id=task.batch_id, footprints=task.footprints,
+                views=task.facade_views, model=task.facade_model), deadline).facades
         result.stage_seconds["materials"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         attrs = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
@@ -150,12 +184,12 @@ def make_handler(settings: Settings):
             height_model=task.height_model), deadline).buildings
         result.stage_seconds["attributes"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        inputs = stock_inputs(footprints, attrs, roofs)
+        inputs = stock_inputs(footprints, attrs, roofs, facades)
         stock = call(ity.EstimateStock, intensity_pb2.EstimateStockRequest(
             job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region),
             DEFAULT_DEADLINES["fast"]).buildings
         result.stage_seconds["intensity"] = time.perf_counter() - t2
-        table = assemble(footprints, roofs, attrs, stock, task)
+        table = assemble(footprints, roofs, attrs, stock, task, facades)
         layout = JobLayout(task.job.job_id)
         key = layout.batch_buildings(task.batch_id)
         store.put_bytes(key, geoparquet_bytes(table))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import box
 from urbanfabric.intensity import MaterialIntensityTable
@@ -93,3 +94,29 @@ def test_assemble_with_no_buildings_keeps_the_footprints():
     footprints, _, _, task = _batch()
     out = assemble(footprints.iloc[:0], [], [], [], task)
     assert len(out) == 0 and "roof_material" in out.columns
+
+
+def test_unknown_roofs_and_facades_keep_their_reasons_and_reach_intensity_as_unknown():
+    footprints, attrs, roofs, task = _batch()
+    roofs = list(roofs) + [materials_pb2.RoofMaterial(
+        building_id="c", material="unknown", unknown_reason="no imagery covers the footprint",
+        shape="unknown", shape_unknown_reason="no imagery covers the footprint")]
+    roofs[0].shape, roofs[0].shape_probability = "flat", 0.7
+    facades = [materials_pb2.FacadeMaterial(building_id="a", material="brick", probability=0.9,
+                                            taxonomy_code="1", materials=["brick", "stucco"], views_used=2),
+               materials_pb2.FacadeMaterial(building_id="b", material="unknown",
+                                            unknown_reason="no street-level view of the building")]
+    inputs = {i.building_id: i for i in stock_inputs(footprints, attrs, roofs, facades)}
+    assert inputs["c"].roof_material == "" and inputs["b"].facade_material == ""
+    assert inputs["a"].facade_material == "brick"
+    task.facade_model.name, task.facade_model.version = "facade-material", "v1"
+    stock = IntensityServicer().EstimateStock(intensity_pb2.EstimateStockRequest(
+        buildings=list(inputs.values()), region="ASIA_CHN", job=task.job), _Ctx()).buildings
+    t = assemble(footprints, roofs, attrs, stock, task, facades).set_index("building_id")
+    assert t.loc["c", "roof_material"] == "unknown" and np.isnan(t.loc["c", "roof_material_probability"])
+    assert t.loc["c", "roof_material_unknown_reason"] == "no imagery covers the footprint"
+    assert t.loc["a", "roof_shape"] == "flat" and t.loc["a", "roof_shape_probability"] == pytest.approx(0.7)
+    assert t.loc["a", "facade_materials"] == "brick,stucco" and t.loc["a", "facade_material_code"] == "1"
+    assert t.loc["b", "facade_material_unknown_reason"] == "no street-level view of the building"
+    assert t.loc["c", "facade_material"] is None or pd.isna(t.loc["c", "facade_material"])  # not in the answer
+    assert '"facade": "facade-material:v1"' in t["model_versions"].iloc[0]
