@@ -76,6 +76,8 @@ class ModelVersions(BaseModel):
     #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
     segmentation_min_votes: int = 0
     roof_material: str = "roof-material:v1"  # "" skips roof materials
+    roof_shape: str = ""  # e.g. "roof-shape:v1"; "" skips roof shapes
+    facade_material: str = ""  # e.g. "facade-material:v1"; "" skips façades
     height: str = "height-xgb:v1"
 
 
@@ -114,7 +116,8 @@ def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobR
 def check_models(settings: Settings, models: ModelVersions, segment: bool) -> dict[str, common_pb2.ModelRef]:
     """Fail before any work when a requested model version does not exist."""
     wanted = {"segmentation": models.segmentation if segment else "",
-              "roof_material": models.roof_material, "height": models.height}
+              "roof_material": models.roof_material, "height": models.height,
+              "roof_shape": models.roof_shape, "facade_material": models.facade_material}
     if not wanted["height"]:
         raise InvalidInput("models.height", "a height model is required")
     # An empty name skips that stage's model (e.g. no roof materials).
@@ -329,7 +332,8 @@ def map_area(
         else:
             buildings_in = user
         batches = jobs.make_batches(buildings_in, batch_size)
-        msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region)
+        msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
+                                    roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"])
         t1 = time.time()
         batch_results = process_buildings(settings, job, msgs, batch_timeout_s) if msgs else []
         stage["buildings (wall)"] = time.time() - t1

@@ -167,8 +167,14 @@ def make_batches(footprints: gpd.GeoDataFrame, batch_size: int) -> list[gpd.GeoD
 
 def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.GeoDataFrame],
                 tile_results: list[tasks_pb2.TileResult], roof_model: common_pb2.ModelRef,
-                height_model: common_pb2.ModelRef, region: str) -> list[tuple[str, tasks_pb2.BuildingBatch]]:
-    """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs."""
+                height_model: common_pb2.ModelRef, region: str,
+                roof_shape_model: common_pb2.ModelRef | None = None,
+                facade_model: common_pb2.ModelRef | None = None) -> list[tuple[str, tasks_pb2.BuildingBatch]]:
+    """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs.
+
+    ``roof_shape_model`` / ``facade_model`` (optional) ride along to the building worker; no
+    street-level view source is wired yet, so façades come back "unknown" (no view) until one is.
+    """
     layout = JobLayout(job.job_id)
     ards = [r for r in tile_results if r.ard.uri]
     tile_boxes = gpd.GeoSeries.from_xy([], [], crs="EPSG:4326")
@@ -189,7 +195,8 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
         out.append((batch_id, tasks_pb2.BuildingBatch(
             job=job, batch_id=batch_id,
             footprints=common_pb2.ObjectRef(uri=store.s3_uri(key), media_type=PARQUET_MEDIA_TYPE),
-            images=images, roof_model=roof_model, height_model=height_model, region=region)))
+            images=images, roof_model=roof_model, height_model=height_model, region=region,
+            roof_shape_model=roof_shape_model, facade_model=facade_model)))
     return out
 
 
