@@ -77,7 +77,7 @@ class ImageSet:
         out: dict[str, dict[str, int]] = {}
         for s in ("train", "val", "test"):
             y = self.y[self.split == s]
-            n = y.sum(0) if self.multi_label else np.bincount(y, minlength=len(self.classes))
+            n = np.nansum(y, 0) if self.multi_label else np.bincount(y, minlength=len(self.classes))
             out[s] = {"n": int((self.split == s).sum()), **{c: int(v) for c, v in zip(self.classes, n)}}
         return out
 
@@ -205,8 +205,34 @@ def facade(city: str, chip: int, root: Path | None = None, seed: int = 0, labels
     )
 
 
+def facade_both(chip: int, seed: int = 0) -> ImageSet:
+    """NYC and Tokyo together over the union of their labels (each city keeps its own split).
+
+    A label one city does not annotate (``metal``/``wood`` in NYC, ``rustication``/``siding``
+    in Tokyo) is ``NaN`` for that city's images: unknown, left out of loss and metrics, never
+    counted as a negative.
+    """
+    parts = [facade(c, chip, seed=seed) for c in ("nyc", "tokyo")]
+    labels = sorted({c for p in parts for c in p.classes})
+    ys = []
+    for p in parts:
+        y = np.full((len(p.y), len(labels)), np.nan, dtype=np.float32)
+        for j, c in enumerate(p.classes):
+            y[:, labels.index(c)] = p.y[:, j]
+        ys.append(y)
+    cities = [p.meta["city"] for p in parts for _ in p.ids]
+    return ImageSet(
+        "facade_both", labels, True, np.concatenate([p.images for p in parts]), np.concatenate(ys),
+        [i for p in parts for i in p.ids], [f"{p.meta['city']}/{g}" for p in parts for g in p.groups],
+        np.concatenate([p.split for p in parts]), False, parts[0].input_note,
+        {"data": ", ".join(str(p.meta["data"]) for p in parts), "cities": np.array(cities)},
+    )
+
+
 def load_task(task: str, chip: int, seed: int = 0) -> ImageSet:
-    """``roof_material`` | ``roof_material_published`` | ``roof_shape`` | ``facade_nyc`` | ``facade_tokyo``."""
+    """``roof_material`` | ``roof_material_published`` | ``roof_shape`` | ``facade_nyc`` | ``facade_tokyo`` | ``facade_both``."""
+    if task == "facade_both":
+        return facade_both(chip, seed=seed)
     if task == "roof_material":
         return roof_material(chip, seed=seed)
     if task == "roof_material_published":

@@ -27,8 +27,10 @@ def probs_of(logits: np.ndarray, temperature: float, multi_label: bool) -> np.nd
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0, multi_label: bool = False) -> float:
     """Mean negative log-likelihood (cross-entropy; mean binary cross-entropy for multi-label)."""
     p = np.clip(probs_of(logits, temperature, multi_label), 1e-12, 1 - 1e-12)
-    if multi_label:
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    if multi_label:  # NaN in y = label not annotated for that image: left out
+        known = ~np.isnan(y)
+        yk = np.nan_to_num(y)
+        return float((-(yk * np.log(p) + (1 - yk) * np.log(1 - p)))[known].mean())
     return float(-np.log(p[np.arange(len(y)), y]).mean())
 
 
@@ -39,7 +41,8 @@ def ece(probs: np.ndarray, y: np.ndarray, multi_label: bool = False, bins: int =
     (sample, label) probability vs. its 0/1 truth.
     """
     if multi_label:
-        conf, hit = probs.ravel(), y.ravel().astype(np.float64)
+        known = ~np.isnan(y.astype(np.float64))
+        conf, hit = probs[known], y[known].astype(np.float64)
     else:
         conf, hit = probs.max(1), (probs.argmax(1) == y).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
@@ -61,6 +64,9 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, multi_label: bool = False
         return 1.0
     z = torch.as_tensor(logits, dtype=torch.float64)
     t = torch.as_tensor(y, dtype=torch.float64 if multi_label else torch.long)
+    if multi_label:  # only annotated (sample, label) pairs
+        known = ~torch.isnan(t)
+        z, t = z[known], t[known]
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
     loss_fn = torch.nn.BCEWithLogitsLoss() if multi_label else torch.nn.CrossEntropyLoss()
@@ -111,42 +117,61 @@ def best_thresholds(y: np.ndarray, probs: np.ndarray) -> list[float]:
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     out = []
     for j in range(y.shape[1]):
-        if y[:, j].sum() == 0:
+        known = ~np.isnan(y[:, j])
+        yj, pj = y[known, j] > 0, probs[known, j]
+        if yj.sum() == 0:
             out.append(0.5)
             continue
         f1s = []
         for t in grid:
-            pred = probs[:, j] >= t
-            tp = float((pred & (y[:, j] > 0)).sum())
-            f1s.append(2 * tp / max(pred.sum() + y[:, j].sum(), 1))
+            pred = pj >= t
+            tp = float((pred & yj).sum())
+            f1s.append(2 * tp / max(pred.sum() + yj.sum(), 1))
         out.append(float(grid[int(np.argmax(f1s))]))
     return out
 
 
 def multi_label(y: np.ndarray, probs: np.ndarray, classes: list[str], thresholds: list[float]) -> dict[str, Any]:
-    """Per-label P/R/F1 and 2×2 confusion at the thresholds, macro/micro-F1, exact match, mAP."""
-    from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
+    """Per-label P/R/F1 and 2×2 confusion at the thresholds, macro/micro-F1, exact match, mAP.
 
-    yt = y.astype(int)
+    ``NaN`` in ``y`` marks a label not annotated for an image (façade sets of different
+    cities): such pairs are left out; labels without any annotated image are left out of the
+    macro averages.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y = y.astype(np.float64)
+    known = ~np.isnan(y)
+    yt = np.nan_to_num(y).astype(int)
     pred = (probs >= np.asarray(thresholds)[None, :]).astype(int)
-    p, r, f, s = precision_recall_fscore_support(yt, pred, average=None, zero_division=0)
     per = {}
-    aps = []
+    f1s, aps = [], []
+    TP = FP = FN = 0
     for j, c in enumerate(classes):
-        tp = int(((pred[:, j] == 1) & (yt[:, j] == 1)).sum())
-        fp = int(((pred[:, j] == 1) & (yt[:, j] == 0)).sum())
-        fn = int(((pred[:, j] == 0) & (yt[:, j] == 1)).sum())
-        tn = int(len(yt) - tp - fp - fn)
-        ap = float(average_precision_score(yt[:, j], probs[:, j])) if 0 < yt[:, j].sum() < len(yt) else float("nan")
+        k = known[:, j]
+        if not k.any():
+            continue
+        t, pr = yt[k, j], pred[k, j]
+        tp = int(((pr == 1) & (t == 1)).sum())
+        fp = int(((pr == 1) & (t == 0)).sum())
+        fn = int(((pr == 0) & (t == 1)).sum())
+        tn = int(k.sum() - tp - fp - fn)
+        TP, FP, FN = TP + tp, FP + fp, FN + fn
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        ap = float(average_precision_score(t, probs[k, j])) if 0 < t.sum() < len(t) else float("nan")
+        f1s.append(f1)
         aps.append(ap)
-        per[c] = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
+        per[c] = {"precision": prec, "recall": rec, "f1": f1, "support": int(t.sum()), "n_annotated": int(k.sum()),
                   "threshold": float(thresholds[j]), "average_precision": ap,
                   "confusion_tn_fp_fn_tp": [tn, fp, fn, tp]}
+    rows_ok = [(pred[i][known[i]] == yt[i][known[i]]).all() for i in range(len(y)) if known[i].any()]
     return {
         "n": int(len(y)),
-        "macro_f1": float(f1_score(yt, pred, average="macro", zero_division=0)),
-        "micro_f1": float(f1_score(yt, pred, average="micro", zero_division=0)),
-        "exact_match": float((pred == yt).all(1).mean()),
-        "mean_average_precision": float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan"),
+        "macro_f1": float(np.mean(f1s)) if f1s else float("nan"),
+        "micro_f1": float(2 * TP / (2 * TP + FP + FN)) if TP + FP + FN else 0.0,
+        "exact_match": float(np.mean(rows_ok)) if rows_ok else float("nan"),
+        "mean_average_precision": float(np.nanmean(aps)) if aps and not np.all(np.isnan(aps)) else float("nan"),
         "per_label": per,
     }

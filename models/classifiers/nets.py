@@ -46,7 +46,12 @@ def _tv(name: str) -> Callable[[int, float], nn.Module]:
 def _lite0(n_classes: int, drop_rate: float, pretrained: bool = False) -> nn.Module:
     from models.common.imagenet import efficientnet_lite0
 
-    return efficientnet_lite0(pretrained=pretrained, arch="efficientnet_lite0", num_classes=n_classes, drop_rate=drop_rate)
+    net = efficientnet_lite0(pretrained=pretrained, arch="efficientnet_lite0", num_classes=n_classes, drop_rate=drop_rate)
+    # timm's init draws the head from U(±1/sqrt(n_classes)): with 1280 features that gives
+    # logits of ~±10 and a first-epoch loss near 5; start the fresh head small instead.
+    nn.init.normal_(net.classifier.weight, std=0.01)
+    nn.init.zeros_(net.classifier.bias)
+    return net
 
 
 #: Architecture name → constructor ``(n_classes, drop_rate) -> backbone``.

@@ -59,12 +59,14 @@ class TrainConfig:
     minutes: float = 5.0
     max_epochs: int = 60
     batch_size: int = 32
-    lr_pretrained: float = 6e-4
+    lr_pretrained: float = 1e-3
     lr_scratch: float = 2e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     class_weight_power: float = 0.5
     drop_rate: float = 0.2
+    probe_views: int = 4  # ImageNet archs: linear-probe warm start on this many augmented views (+ plain)
+    probe_c: float = 0.05
     seed: int = 0
 
 
@@ -122,12 +124,26 @@ def augment(x: torch.Tensor, size: int, rotate: bool, gen: torch.Generator) -> t
     return torch.stack(out)
 
 
+class MaskedBCE(nn.Module):
+    """BCE-with-logits over annotated (sample, label) pairs only (``NaN`` target = unknown)."""
+
+    def __init__(self, pos_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.pos_weight = pos_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(target)
+        loss = F.binary_cross_entropy_with_logits(
+            logits, torch.nan_to_num(target), pos_weight=self.pos_weight, reduction="none")
+        return loss[known].sum() / known.sum().clamp(min=1)
+
+
 def _loss(ds: ImageSet, y_train: np.ndarray, cfg: TrainConfig) -> nn.Module:
     if ds.multi_label:
-        pos = y_train.sum(0)
-        neg = len(y_train) - pos
+        pos = np.nansum(y_train, 0)
+        neg = (~np.isnan(y_train)).sum(0) - pos
         pw = np.clip(neg / np.maximum(pos, 1), 1.0, 5.0)
-        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pw, dtype=torch.float32))
+        return MaskedBCE(torch.tensor(pw, dtype=torch.float32))
     counts = np.bincount(y_train, minlength=len(ds.classes)).astype(np.float64)
     w = (counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power
     w = w / (w * counts).sum() * counts.sum()
@@ -151,6 +167,66 @@ def logits_of(model: nn.Module, images: np.ndarray, size: int) -> np.ndarray:
     return predict_logits(model, eval_view(torch.from_numpy(images.astype(np.float32)), size))
 
 
+@torch.inference_mode()
+def pooled_features(model: ClassifierNet, chips: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Pre-logit pooled features of a timm backbone (ImageNet standardisation applied)."""
+    model.eval()
+    out = []
+    for i in range(0, len(chips), batch_size):
+        x = (chips[i : i + batch_size] - model.mean) / model.std
+        out.append(model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def linear_probe(model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, gen: torch.Generator) -> None:
+    """Set the head to an L2 logistic regression on frozen features (plain + augmented views).
+
+    With ~100–800 images a convex fit of the head is a far better start than a random head;
+    fine-tuning then moves the whole network from there. Class-weighted (single-label,
+    ``class_weight_power``) or one balanced regression per label on annotated images
+    (multi-label). Feature standardisation is folded into the linear layer.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, ytr = ds.part("train")
+    base = torch.from_numpy(xtr.astype(np.float32))
+    feats = [pooled_features(model, eval_view(base, cfg.chip_size))]
+    for _ in range(cfg.probe_views):
+        feats.append(pooled_features(model, augment(base, cfg.chip_size, ds.rotate, gen)))
+    x = np.concatenate(feats)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    n_out = len(ds.classes)
+    coef, bias = np.zeros((n_out, x.shape[1])), np.zeros(n_out)
+    if ds.multi_label:
+        y = np.tile(ytr, (len(feats), 1))
+        for j in range(n_out):
+            k = ~np.isnan(y[:, j])
+            yj = y[k, j].astype(int)
+            if len(set(yj.tolist())) < 2:
+                bias[j] = -4.0 if yj.sum() == 0 else 4.0
+                continue
+            lr = LogisticRegression(C=cfg.probe_c, max_iter=3000, class_weight="balanced").fit(z[k], yj)
+            coef[j], bias[j] = lr.coef_[0], lr.intercept_[0]
+    else:
+        y = np.tile(ytr, len(feats))
+        counts = np.bincount(ytr, minlength=n_out).astype(np.float64)
+        w = (counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power
+        lr = LogisticRegression(C=cfg.probe_c, max_iter=3000,
+                                class_weight={int(c): float(w[c]) for c in np.unique(ytr)}).fit(z, y)
+        bias[:] = -20.0  # a class absent from train is never predicted
+        present = lr.classes_.astype(int)
+        if len(present) == 2:
+            coef[present[1]], bias[present[1]], bias[present[0]] = lr.coef_[0], lr.intercept_[0], 0.0
+        else:
+            coef[present], bias[present] = lr.coef_, lr.intercept_
+    weight = coef / sd
+    head = model.backbone.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight).float())
+        head.bias.copy_(torch.from_numpy(bias - weight @ mu).float())
+
+
 def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet, dict[str, Any]]:
     """Train on ``ds``'s train split, keep the epoch with the best val score.
 
@@ -165,11 +241,23 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
     xva, yva = ds.part("val")
     loss_fn = _loss(ds, ytr, cfg)
     lr = cfg.lr_pretrained if pretrained else cfg.lr_scratch
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    # ImageNet backbones get a 5x smaller rate than the fresh head so the features survive.
+    head = [p for n, p in model.backbone.named_parameters() if n.startswith(("classifier", "fc"))]
+    body = [p for n, p in model.backbone.named_parameters() if not n.startswith(("classifier", "fc"))]
+    body_lr = lr / 5 if pretrained else lr
+    opt = torch.optim.AdamW([{"params": body, "lr": body_lr, "base": body_lr}, {"params": head, "lr": lr, "base": lr}],
+                            weight_decay=cfg.weight_decay)
     budget = cfg.minutes * 60.0
     t_start = time.perf_counter()
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
     history = []
+    if pretrained and cfg.probe_views >= 0 and hasattr(model.backbone, "forward_head"):
+        linear_probe(model, ds, cfg, gen)
+        score = val_score(ds, logits_of(model, xva, cfg.chip_size), yva)
+        history.append({"epoch": 0, "train_loss": float("nan"), "val_score": score,
+                        "elapsed_s": time.perf_counter() - t_start})
+        log(f"[{ds.task} {cfg.arch}] linear probe: val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
+        best = (score, 0, copy.deepcopy(model.state_dict()))
     n = len(xtr)
     epoch = 0
     while epoch < cfg.max_epochs and time.perf_counter() - t_start < budget:
@@ -179,7 +267,7 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         for i in range(0, n, cfg.batch_size):
             frac = max((time.perf_counter() - t_start) / budget, (epoch + i / n) / cfg.max_epochs)
             for g in opt.param_groups:
-                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+                g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             idx = order[i : i + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
@@ -232,6 +320,14 @@ def assess(
         out["test"] = M.multi_label(yte, pte, ds.classes, thr)
         if "null" in ds.classes:
             out["null_filter"] = null_filter_report(yte, pte, ds.classes, thr)
+        if test is None and "cities" in ds.meta:  # façades of several cities: per-city test numbers
+            cities = np.asarray(ds.meta["cities"])[ds.split == "test"]
+            out["test_by_city"] = {}
+            for city in sorted(set(cities.tolist())):
+                m = cities == city
+                out["test_by_city"][city] = M.multi_label(yte[m], pte[m], ds.classes, thr)
+                if "null" in ds.classes:
+                    out["test_by_city"][city]["null_filter"] = null_filter_report(yte[m], pte[m], ds.classes, thr)
     else:
         out["val"] = M.single_label(yva, pva, ds.classes)
         out["test"] = M.single_label(yte, pte, ds.classes)
@@ -243,8 +339,9 @@ def null_filter_report(y: np.ndarray, probs: np.ndarray, classes: list[str], thr
     j = classes.index("null")
     drop = probs[:, j] >= thresholds[j]
     is_null = y[:, j] > 0
-    kept_materials = y[~drop][:, [k for k in range(len(classes)) if k != j]].sum()
-    lost_materials = y[drop][:, [k for k in range(len(classes)) if k != j]].sum()
+    others = [k for k in range(len(classes)) if k != j]
+    kept_materials = np.nansum(y[~drop][:, others])
+    lost_materials = np.nansum(y[drop][:, others])
     return {
         "threshold": float(thresholds[j]),
         "views": int(len(y)),
@@ -325,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True,
-                   choices=["roof_material", "roof_material_published", "roof_shape", "facade_nyc", "facade_tokyo"])
+                   choices=["roof_material", "roof_material_published", "roof_shape", "facade_nyc", "facade_tokyo", "facade_both"])
     p.add_argument("--out", default=None, help="version folder to ship (model.pt, config.json, metrics.json)")
     p.add_argument("--cross-city", default=None, choices=["nyc", "tokyo"], help="façade: test on this other city")
     p.add_argument("--json", default=None, help="write the result JSON here")

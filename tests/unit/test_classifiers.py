@@ -56,3 +56,92 @@ def test_roof_material_v1_loads_through_the_shared_api() -> None:
     p = predict_proba(model, np.random.default_rng(1).random((2, 3, 64, 64), dtype=np.float32), cfg)
     assert p.shape == (2, len(json.loads((v1 / "config.json").read_text())["classes"]))
     assert np.allclose(p.sum(1), 1.0, atol=1e-5)
+
+
+def test_temperature_scaling_lowers_nll_of_overconfident_logits() -> None:
+    from models.classifiers import metrics as M
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3))
+    logits[np.arange(400), y] += 1.0  # some signal
+    logits *= 6.0  # far too confident
+    t = M.fit_temperature(logits, y)
+    rep = M.calibration_report(logits, y, t, multi_label=False)
+    assert t > 2.0
+    assert rep["nll_after"] < rep["nll_before"] and rep["ece_after"] < rep["ece_before"]
+
+
+def test_multi_label_metrics_leave_unannotated_labels_out() -> None:
+    from models.classifiers import metrics as M
+
+    y = np.array([[1, np.nan], [0, np.nan], [1, 1], [0, 0]], dtype=np.float32)
+    p = np.array([[0.9, 0.9], [0.1, 0.9], [0.8, 0.7], [0.2, 0.1]])
+    m = M.multi_label(y, p, ["a", "b"], [0.5, 0.5])
+    assert m["per_label"]["b"]["n_annotated"] == 2 and m["per_label"]["b"]["f1"] == 1.0  # NaN rows not false positives
+    assert m["macro_f1"] == 1.0 and m["exact_match"] == 1.0
+    assert M.nll(np.zeros((4, 2)), y, multi_label=True) == pytest.approx(np.log(2))
+
+
+def test_aggregate_views_drops_null_views_and_averages_the_rest() -> None:
+    from models.classifiers.views import aggregate_views
+
+    classes = ["brick", "null", "stucco"]
+    thr = {"brick": 0.5, "null": 0.6, "stucco": 0.4}
+    views = np.array([[0.9, 0.1, 0.2], [0.7, 0.2, 0.5], [0.0, 0.95, 0.9]])  # third view: a tree
+    a = aggregate_views(views, classes, thr)
+    assert a.views_used == 2 and a.views_dropped == 1 and not a.unknown_reason
+    assert a.probabilities["brick"] == pytest.approx(0.8) and a.probabilities["stucco"] == pytest.approx(0.35)
+    assert a.materials == ["brick"]
+    none = aggregate_views(views[2:], classes, thr)
+    assert none.materials == [] and "no usable façade" in none.unknown_reason
+    assert "no street-level view" in aggregate_views(np.zeros((0, 3)), classes, thr).unknown_reason
+
+
+def test_facade_taxonomy_keeps_unknowns_explicit() -> None:
+    from models.classifiers.taxonomy import taxonomy_for
+
+    tax = taxonomy_for("facade_both", ["brick", "metal", "null", "stucco", "wood"])
+    assert tax["name"] == "bbr_byg032"
+    assert tax["codes"]["brick"] == 1 and tax["codes"]["metal"] == 8 and tax["codes"]["wood"] == 5
+    assert tax["codes"]["stucco"] is None and tax["codes"]["null"] is None
+    assert set(tax["unknown"]) == {"null", "stucco"}
+    with pytest.raises(ValueError, match="not in"):
+        taxonomy_for("facade_nyc", ["adobe"])
+    assert set(taxonomy_for("roof_shape", ["flat", "hip"])["codes"].values()) == {None}
+
+
+def test_grouped_split_never_puts_one_group_in_two_splits() -> None:
+    from models.classifiers.data import _split_groups
+
+    rng = np.random.default_rng(3)
+    groups = [f"tile{int(g)}" for g in rng.integers(0, 40, 300)]
+    strata = [["hip", "gable", "flat"][int(g[4:]) % 3] for g in groups]
+    split = _split_groups(groups, strata, (0.7, 0.15, 0.15), seed=0)
+    seen: dict[str, set[str]] = {}
+    for g, s in zip(groups, split):
+        seen.setdefault(g, set()).add(str(s))
+    assert all(len(v) == 1 for v in seen.values())
+    assert {"train", "val", "test"} <= set(split.tolist())
+
+
+def test_training_step_runs_and_ships_a_loadable_model(tmp_path: Path) -> None:
+    from models.classifiers.data import ImageSet
+    from models.classifiers.train import TrainConfig, assess, fit, ship
+
+    rng = np.random.default_rng(0)
+    n = 24
+    y = np.tile([0, 1], n // 2)
+    imgs = rng.random((n, 3, 36, 36)).astype(np.float16) * 0.3
+    imgs[y == 1, 0] += 0.6  # red = class 1
+    split = np.array(["train"] * 12 + ["val"] * 6 + ["test"] * 6)
+    ds = ImageSet("roof_shape", ["flat", "hip"], False, imgs, y, [str(i) for i in range(n)],
+                  [str(i) for i in range(n)], split, True, "test")
+    cfg = TrainConfig(arch="mobilenet_v3_small", chip_size=32, max_epochs=2, minutes=1, batch_size=8)
+    model, info = fit(ds, cfg, log=lambda s: None)
+    result = {"training": info, **assess(model, ds, cfg)}
+    assert result["test"]["n"] == 6 and result["calibration"]["val"]["temperature"] > 0
+    ship(model, ds, result, cfg, tmp_path / "v1", "test")
+    loaded, cfg2 = load_classifier(tmp_path / "v1")
+    assert cfg2["classes"] == ["flat", "hip"] and cfg2["taxonomy"]["name"] == "plain"
+    assert cfg2["temperature"] == pytest.approx(result["calibration"]["val"]["temperature"])
