@@ -335,13 +335,19 @@ def overlay(chip: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str
     return ((rgb * (1 - w) + colour * w) * 255 + 0.5).astype(np.uint8)
 
 
-def png_bytes(rgb: np.ndarray, scale: int = 1) -> bytes:
-    """Encode ``(H, W, 3)`` uint8 as PNG, optionally enlarged ``scale`` times (nearest)."""
+def png_bytes(rgb: np.ndarray, scale: int = 1, colors: int = 0) -> bytes:
+    """Encode ``(H, W, 3)`` uint8 as PNG, optionally enlarged ``scale`` times (nearest).
+
+    ``colors`` > 0 quantises to a palette of that many colours (about 3× smaller files, for
+    documentation galleries); 0 keeps full RGB.
+    """
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if colors:
+        img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -352,13 +358,15 @@ def overlay_png(chip: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, scale
     return png_bytes(overlay(chip, heatmap, alpha), scale)
 
 
-def panel_png(chip: np.ndarray, explanations: list[Explanation], scale: int = 1, gap: int = 2) -> bytes:
-    """The chip and one overlay per explanation side by side, as PNG bytes (for reports)."""
+def panel_png(chip: np.ndarray, explanations: list[Explanation], scale: int = 1, gap: int = 2,
+              colors: int = 256) -> bytes:
+    """The chip and one overlay per explanation side by side, as PNG bytes (for reports;
+    palette-quantised to ``colors``, 0 = full RGB)."""
     tiles = [chip_rgb(chip)] + [overlay(chip, e.heatmap) for e in explanations]
     h = tiles[0].shape[0]
     sep = np.full((h, gap, 3), 255, np.uint8)
     row = np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1)
-    return png_bytes(row, scale)
+    return png_bytes(row, scale, colors)
 
 
 # ---- loading shipped models --------------------------------------------------------------

@@ -7,6 +7,9 @@ Two sources:
 
       urbanfabric explain --image roof.png --model roof-material:v1 --out out/explain
 
+* ``--folder ROOT``: a class-per-folder data set; one panel per image with all three
+  methods for the predicted class, plus ``gallery.json`` (how ``docs/img/explain`` is made).
+
 * ``--job JOB_ID``: roof chips of a finished job's buildings, explained by the ``Explain`` RPC
   of the running stack's materials service (it cuts the chip from the job's ARD tiles exactly
   as classification did)::
@@ -38,11 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", nargs="+", help="image file(s): explained in-process")
     src.add_argument("--job", help="job id: explain its buildings' roof chips through the stack")
+    src.add_argument("--folder", help="class-per-folder images (ROOT/<class>/*): one panel per image, "
+                                      "chip | Grad-CAM | guided backprop | guided Grad-CAM")
     p.add_argument("--model", default="roof-material:v1", help="NAME:VERSION of a shipped classifier")
     p.add_argument("--method", default="gradcam", choices=METHOD_CHOICES)
     p.add_argument("--target", default="", help="class to explain (default: the top class)")
     p.add_argument("--buildings", default="", help="--job: comma-separated building ids (default: the first --limit)")
     p.add_argument("--limit", type=int, default=5, help="--job: buildings to explain without --buildings")
+    p.add_argument("--per-class", type=int, default=2, help="--folder: images per class folder")
+    p.add_argument("--scale", type=int, default=1, help="--folder: enlarge panels (nearest)")
     p.add_argument("--bucket", default="urbanfabric")
     p.add_argument("--out", default="out/explain", help="output folder")
 
@@ -159,11 +166,43 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
     return written
 
 
+def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int = 1) -> list[Path]:
+    """Panels (chip | Grad-CAM | guided backprop | guided Grad-CAM) of the top class for the
+    first ``per_class`` images (sorted by name) of each ``root/<class>/`` folder of the model's
+    classes, plus ``gallery.json`` (true class, predicted class, probability per panel)."""
+    from urbanfabric import explain as E
+    from urbanfabric.materials import image_chip, input_scaling
+    from urbanfabric.paths import model_dir
+
+    name, _, version = model.partition(":")
+    ex = E.load_explainable(model_dir(name, version))
+    out.mkdir(parents=True, exist_ok=True)
+    rows, written = [], []
+    for cls in ex.classes:
+        files = sorted(f for f in (root / cls).glob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff"}) \
+            if (root / cls).is_dir() else []
+        for f in files[:per_class]:
+            chip = image_chip(f.read_bytes(), ex.chip_size, input_scaling(ex.config))
+            exps = [E.explain(ex.model, chip, m, classes=ex.classes, multi_label=ex.multi_label,
+                              temperature=ex.temperature) for m in E.Method]
+            path = out / f"{_safe(cls)}_{_safe(f.stem)}.png"
+            path.write_bytes(E.panel_png(chip, exps, scale=scale))
+            written.append(path)
+            rows.append({"file": path.name, "source": f.name, "true": cls, "predicted": exps[0].target_name,
+                         "probability": round(float(exps[0].scores[exps[0].target]), 3),
+                         "layer": exps[0].layer})
+    index = out / "gallery.json"
+    index.write_text(json.dumps({"model": model, "data": str(root), "panels": rows}, indent=2) + "\n", encoding="utf-8")
+    return [*written, index]
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``urbanfabric explain``."""
     methods = _methods(args.method)
     out = Path(args.out)
-    if args.image:
+    if args.folder:
+        files = explain_folder(Path(args.folder), args.model, args.per_class, out, args.scale)
+    elif args.image:
         files = explain_files(args.image, args.model, methods, args.target, out)
     else:
         files = explain_job(args.job, args.buildings.split(","), args.limit, args.model, methods,
