@@ -59,6 +59,7 @@ VERSION_FILES = ("config.json", "model.pt")
 #: TorchServe image has); pinned to the versions installed here, i.e. the versions tested.
 EXTRA_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "footprint-unet": ("segmentation-models-pytorch", "timm"),
+    "footprint-deeplab": ("segmentation-models-pytorch", "timm"),
     "roof-material": ("timm",),
 }
 
