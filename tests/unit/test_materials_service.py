@@ -196,7 +196,7 @@ def test_facades_views_filtered_aggregated_and_unknowns(monkeypatch) -> None:
     assert a.material == "brick" and a.taxonomy_code == "1" and a.views_total == 3 and a.views_used == 2
     assert list(a.materials) == ["brick", "stucco"] and not a.unknown_reason
     assert {p.name for p in a.probabilities} == {"brick", "stucco", "wood"}  # null is the filter, not a material
-    assert by["nodata"].material == materials.UNKNOWN and "non-building filter" in by["nodata"].unknown_reason
+    assert by["nodata"].material == materials.UNKNOWN and "non-building" in by["nodata"].unknown_reason
     assert by["outside"].material == materials.UNKNOWN and "unreadable" in by["outside"].unknown_reason
     # "wood" is not in the byg032 mapping of this config: outside the taxonomy → unknown.
     assert by["empty"].material == materials.UNKNOWN and "outside the bbr_byg032" in by["empty"].unknown_reason

@@ -539,25 +539,19 @@ class FacadeCall:
     unknown_reason: str = ""
 
 
-def aggregate(view_probs: np.ndarray) -> np.ndarray:
-    """One answer from a building's views ``(V, C)``: ``models.classifiers.aggregate_views``
-    when that library provides it, else the mean of the calibrated probabilities."""
-    try:
-        from models.classifiers import aggregate_views  # type: ignore[attr-defined]
-    except ImportError:
-        return np.asarray(view_probs, dtype=np.float64).mean(axis=0)
-    return np.asarray(aggregate_views(np.asarray(view_probs)), dtype=np.float64)
-
-
 def decode_facades(
     building_ids: list[str],
     views: dict[str, list[np.ndarray | str]],
     labels: list[str],
     taxonomy: Taxonomy,
     thresholds: list[float] | None = None,
-    null_threshold: float | None = None,
 ) -> list[FacadeCall]:
     """Aggregate each building's views into its façade materials; unknowns with reasons.
+
+    The non-building view filter and the aggregation are
+    :func:`models.classifiers.views.aggregate_views` (views whose ``null`` probability reaches
+    the ``null`` threshold are dropped, the rest averaged, labels kept at their thresholds);
+    this function adds unreadable views, the top material and its taxonomy code.
 
     Args:
         building_ids: buildings of the batch, in output order.
@@ -566,47 +560,33 @@ def decode_facades(
         labels: label names in column order (may include :data:`NULL_LABEL`).
         taxonomy: label → outer-wall code; a top label outside it makes the building unknown.
         thresholds: per-label decision thresholds (default 0.5 each).
-        null_threshold: views whose ``null`` probability reaches it are dropped as showing no
-            façade (the non-building view filter); default: the ``null`` label's threshold.
     """
-    thr = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels), dtype=np.float64)
-    if thr.shape != (len(labels),):
-        raise InvalidInput("thresholds", f"expected {len(labels)} values, got {thr.shape}")
-    null_idx = labels.index(NULL_LABEL) if NULL_LABEL in labels else None
-    if null_threshold is None:
-        null_threshold = float(thr[null_idx]) if null_idx is not None else 1.0
-    mat_idx = [i for i, lab in enumerate(labels) if lab != NULL_LABEL]
+    from models.classifiers.views import aggregate_views
+
+    thr = list(thresholds) if thresholds is not None else [0.5] * len(labels)
+    if len(thr) != len(labels):
+        raise InvalidInput("thresholds", f"expected {len(labels)} values, got {len(thr)}")
     out: list[FacadeCall] = []
     for bid in building_ids:
         given = views.get(bid, [])
         bad = [v for v in given if isinstance(v, str)]
-        probs = [np.asarray(v, dtype=np.float64) for v in given if not isinstance(v, str)]
-        kept = [p for p in probs if null_idx is None or p[null_idx] < null_threshold]
-        n_null = len(probs) - len(kept)
-        if not kept:
-            if not given:
-                why = "no street-level view of the building"
-            else:
-                parts = []
-                if n_null:
-                    parts.append(f"{n_null} of {len(given)} views show no façade (non-building filter)")
-                if bad:
-                    parts.append(f"{len(bad)} of {len(given)} views unreadable: {'; '.join(bad)}")
-                why = "no usable view: " + ", ".join(parts)
+        probs = np.array([v for v in given if not isinstance(v, str)], dtype=np.float64).reshape(-1, len(labels))
+        if not given:
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, 0, 0, "no street-level view of the building"))
+            continue
+        answer = aggregate_views(probs, labels, thr)
+        if answer.unknown_reason or not answer.probabilities:
+            parts = [answer.unknown_reason] if len(probs) else []
+            if bad:
+                parts.append(f"{len(bad)} of {len(given)} views unreadable: {'; '.join(bad)}")
+            why = "; ".join(p for p in parts if p)
+            why = why if why.startswith("no usable") else f"no usable view: {why}"
             out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why))
             continue
-        agg = aggregate(np.stack(kept))
-        per = {labels[i]: float(agg[i]) for i in mat_idx}
-        present = [labels[i] for i in mat_idx if agg[i] >= thr[i]]
-        k = max(mat_idx, key=lambda i: agg[i]) if mat_idx else None
-        if k is None:
-            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], per, len(given), len(kept),
-                                  "the model has no material labels"))
-            continue
-        top = labels[k]
+        top = max(answer.probabilities, key=answer.probabilities.get)
         why = taxonomy.outside(top)
         out.append(FacadeCall(
-            bid, UNKNOWN if why else top, float(agg[k]), "" if why else taxonomy.code_text(top),
-            present, per, len(given), len(kept), why,
+            bid, UNKNOWN if why else top, answer.probabilities[top], "" if why else taxonomy.code_text(top),
+            list(answer.materials), dict(answer.probabilities), len(given), answer.views_used, why,
         ))
     return out
