@@ -76,18 +76,20 @@ def load_config(version_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(version_dir) / "config.json").read_text(encoding="utf-8"))
 
 
-def load_model(version_dir: str | Path) -> RoofClassifier:
+def load_model(version_dir: str | Path) -> nn.Module:
     """Load a shipped version (``config.json`` + fp16 ``model.pt``) as a float32 eval model.
+
+    Goes through :func:`models.classifiers.load_classifier`, so any architecture of the shared
+    classifier library loads (v1: EfficientNet-Lite0; v2: whatever the comparison shipped) and
+    the module carries the calibration temperature that :func:`predict_proba` applies.
 
     Raises:
         FileNotFoundError: the folder lacks ``config.json`` or ``model.pt``.
     """
-    version_dir = Path(version_dir)
-    config = load_config(version_dir)
-    model = build_model(config, pretrained=False)
-    state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    return model.float().eval()
+    from models.classifiers import load_classifier
+
+    model, _ = load_classifier(version_dir)
+    return model
 
 
 def save_model(model: RoofClassifier, config: dict[str, Any], version_dir: str | Path) -> None:
@@ -101,17 +103,20 @@ def save_model(model: RoofClassifier, config: dict[str, Any], version_dir: str |
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Softmax class probabilities ``(N, C)`` of chips ``(N, 3, S, S)`` float32 in 0–1.
+    """Calibrated softmax class probabilities ``(N, C)`` of chips ``(N, 3, S, S)`` float32 in 0–1.
 
-    Runs in eval mode in batches, so memory stays bounded for large building batches.
+    Logits are divided by ``model.temperature`` (temperature scaling fitted on validation data;
+    1.0 for v1 and for models without the attribute). Runs in eval mode in batches, so memory
+    stays bounded for large building batches.
     """
+    temperature = float(getattr(model, "temperature", 1.0))
     x = torch.as_tensor(chips, dtype=torch.float32)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"chips must be (N, 3, S, S), got {tuple(x.shape)}")
     was_training = model.training
     model.eval()
     try:
-        out = [torch.softmax(model(x[i : i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+        out = [torch.softmax(model(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     if not out:

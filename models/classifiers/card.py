@@ -1,0 +1,82 @@
+"""Write a version folder's MODEL_CARD.md section of numbers from its config.json + metrics.json.
+
+Usage::
+
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.card models/roof_shape/v1
+
+Prints Markdown (data, command, split use, per-class test metrics, confusion matrix,
+calibration); the hand-written parts of the card (intended use, limits) stay in the card.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _per_table(t: dict[str, Any]) -> list[str]:
+    per = t.get("per_class") or t.get("per_label") or {}
+    multi = "per_label" in t
+    lines = ["| class | precision | recall | F1 | support" + (" | threshold | AP |" if multi else " |"),
+             "|---|---|---|---|---" + ("|---|---|" if multi else "|")]
+    for c, m in per.items():
+        row = f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']}"
+        if multi:
+            row += f" | {m['threshold']:.2f} | {m['average_precision']:.3f} |"
+        else:
+            row += " |"
+        lines.append(row)
+    return lines
+
+
+def headline(t: dict[str, Any]) -> str:
+    """One line of the main numbers of a metrics block."""
+    if "accuracy" in t:
+        return (f"accuracy **{t['accuracy']:.3f}**, balanced accuracy {t['balanced_accuracy']:.3f}, "
+                f"macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
+    return (f"macro-F1 **{t['macro_f1']:.3f}**, micro-F1 {t['micro_f1']:.3f}, mAP {t['mean_average_precision']:.3f}, "
+            f"exact match {t['exact_match']:.3f} (n={t['n']})")
+
+
+def render(model_dir: str | Path) -> str:
+    """Markdown of the measured numbers of one shipped version."""
+    d = Path(model_dir)
+    cfg = json.loads((d / "config.json").read_text())
+    m = json.loads((d / "metrics.json").read_text())
+    tr = cfg.get("training", {})
+    out = [f"- Architecture: `{cfg['arch']}` ({'ImageNet init + linear-probe warm start' if tr.get('pretrained') else 'from scratch'}), "
+           f"chip {cfg['chip_size']} px, {'multi-label (sigmoid per label)' if cfg['multi_label'] else 'softmax'}, "
+           f"temperature {cfg['temperature']:.3f}.",
+           f"- Command: `{tr.get('command', '')}`",
+           f"- Data: `{tr.get('data')}`; split counts (train = gradient steps; val = epoch choice, temperature"
+           f"{', thresholds' if cfg['multi_label'] else ''}; test = these numbers only): `{json.dumps(tr.get('split_counts'))}`",
+           f"- Training: {tr.get('epochs')} epochs in {tr.get('train_s', 0):.0f} s wall on a shared 2-core CPU, "
+           f"best val epoch {tr.get('best_epoch')} (0 = the linear probe itself).",
+           "", f"**Test**: {headline(m['test'])}", ""]
+    out += _per_table(m["test"])
+    cm = m["test"].get("confusion_matrix")
+    if cm:
+        out += ["", "Confusion matrix (rows true, columns predicted): " + ", ".join(cm["rows_true_cols_pred"]), "", "```"]
+        out += [f"{c:>16s} {row}" for c, row in zip(cm["rows_true_cols_pred"], cm["matrix"])] + ["```"]
+    for city, t in m.get("test_by_city", {}).items():
+        out += ["", f"**Test, {city} only**: {headline(t)}", ""] + _per_table(t)
+        nf = t.get("null_filter")
+        if nf:
+            out += ["", f"Non-building view filter ({city} test): drops {nf['dropped']} of {nf['views']} views; "
+                    f"precision of dropping {nf['drop_precision']:.3f}, recall of null views {nf['drop_recall']:.3f} "
+                    f"({nf['null_views']} null views); material labels lost with dropped views: {nf['material_labels_lost']}."]
+    c = m["calibration"]
+    out += ["", "Calibration (temperature fitted on val):", "", "| split | NLL before | NLL after | ECE before | ECE after |",
+            "|---|---|---|---|---|"]
+    for s in ("val", "test"):
+        out.append(f"| {s} | {c[s]['nll_before']:.3f} | {c[s]['nll_after']:.3f} | {c[s]['ece_before']:.3f} | {c[s]['ece_after']:.3f} |")
+    tax = cfg.get("taxonomy", {})
+    if tax:
+        out += ["", f"Taxonomy `{tax.get('name')}`: " + ", ".join(f"{k} → {v if v is not None else 'unknown'}" for k, v in tax.get("codes", {}).items())]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(sys.argv[1]))
