@@ -60,9 +60,26 @@ def score_mask(pred: np.ndarray, truth: np.ndarray, min_area_px: float) -> tuple
     return conf, inst
 
 
+def cached_probability(member: dict[str, Any], scene: D.Scene, dataset: str, split: str,
+                       cache_dir: Path | None) -> np.ndarray:
+    """A member's scene probability, reused from ``cache_dir`` when the same weights scored it.
+
+    The cache key includes the weights' sha256, so retrained weights never reuse old maps.
+    """
+    if cache_dir is None:
+        return scene_probability(member["model"], scene)
+    path = cache_dir / member["sha256"][:16] / dataset / split / (scene.name.replace("/", "_") + ".npy")
+    if path.exists():
+        return np.load(path).astype(np.float32)
+    prob = scene_probability(member["model"], scene)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, prob.astype(np.float16))
+    return prob
+
+
 def evaluate(
     version_dirs: list[Path], datasets: list[str], splits: list[str], root: Path,
-    min_votes: int | None = None, min_area_px: float = 20.0,
+    min_votes: int | None = None, min_area_px: float = 20.0, cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Scores nested as ``[dataset][split][model or "ensemble"]``.
 
@@ -73,6 +90,7 @@ def evaluate(
         root: the shared ``footprints`` folder.
         min_votes: k of the ensemble vote (default: a majority, ``N // 2 + 1``; GBM uses 2 of 4).
         min_area_px: instance area filter in pixels².
+        cache_dir: keep each member's probability maps here (fp16) to re-score without inference.
     """
     members = []
     for vd in version_dirs:
@@ -94,7 +112,7 @@ def evaluate(
             acc: dict[str, list] = {}
             t0 = time.monotonic()
             for scene in scenes:
-                probs = [scene_probability(m["model"], scene) for m in members]
+                probs = [cached_probability(m, scene, ds, split, cache_dir) for m in members]
                 preds = {m["name"]: np.nan_to_num(p, nan=0.0) >= m["threshold"] for m, p in zip(members, probs)}
                 if len(members) > 1:
                     share, thr = ensemble_vote(probs, [m["threshold"] for m in members], k)
@@ -145,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-area-px", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--cache-dir", type=Path, default=None, help="reuse/keep probability maps (fp16 .npy)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     report = evaluate(args.models, [d for d in args.datasets.split(",") if d],
-                      [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px)
+                      [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px,
+                      args.cache_dir)
     report["command"] = command
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.out:
