@@ -38,6 +38,7 @@ from urbanfabric.footprints import clip_to_area, load_footprints, read_path
 from urbanfabric.grid import tiles_for_area
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA, model_dir
+from urbanfabric.qa import seam_defects
 from urbanfabric.rasters import read_raster
 from urbanfabric.segmentation import merge_seams
 from urbanfabric.stac import read_catalog
@@ -307,6 +308,8 @@ def map_area(
                 raise InvalidInput("footprints", "no footprint inside the area")
         bbox = area.bbox() if area else tuple(user.total_bounds)
         tile_results: list = []
+        tiles: list = []
+        qa: dict = {}
         if imagery:
             catalog_uri, items = resolve_imagery(settings, store, job, imagery)
             if user is None:
@@ -329,6 +332,10 @@ def map_area(
             buildings_in = merge_seams(found) if len(found) else found
             buildings_in = clip_to_area(buildings_in, bbox) if len(buildings_in) else buildings_in
             log.info("%d footprints segmented (%d after seam merge and clipping)", len(found), len(buildings_in))
+            seams = seam_defects(buildings_in, tiles) if imagery and len(buildings_in) else None
+            if seams is not None:
+                qa["seams"] = {"check": seams.text(), "cut_pairs": len(seams.cut_pairs), "flush": len(seams.flush)}
+                log.info("seam check: %s", seams.text())
         else:
             buildings_in = user
         batches = jobs.make_batches(buildings_in, batch_size)
@@ -345,7 +352,7 @@ def map_area(
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),
-                                       "summary": dataclasses.asdict(summary)})
+                                       "summary": dataclasses.asdict(summary), "qa": qa})
         print(summary.text())
         return dataclasses.asdict(summary)
     except Exception as exc:

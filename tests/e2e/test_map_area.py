@@ -18,10 +18,12 @@ from rio_cogeo.cogeo import cog_validate
 
 from urbanfabric import bus
 from urbanfabric.demo import run_map_area
+from urbanfabric.grid import tiles_for_area
 from urbanfabric.intensity import MaterialIntensityTable
 from urbanfabric.jobs import new_job_id
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA
+from urbanfabric.qa import seam_defects
 from urbanfabric.storage import ObjectStore
 from urbanfabric.v1 import tasks_pb2
 
@@ -29,6 +31,8 @@ pytestmark = pytest.mark.e2e
 
 #: One zoom-16 tile of the Xiamen sample (≈600 m × 550 m).
 ONE_TILE = {"west": 118.09754, "south": 24.48216, "east": 118.10302, "north": 24.48714}
+#: Two neighbouring zoom-16 tiles (≈1.1 km × 550 m): one internal border to check for seams.
+TWO_TILES = {**ONE_TILE, "east": 118.10851}
 REQUIRED_COLUMNS = {
     "building_id", "geometry", "footprint_source", "footprint_confidence", "footprint_area_m2",
     "roof_material", "roof_material_probability", "roof_material_code", "height_m", "height_p05",
@@ -50,7 +54,7 @@ def _job_doc(store, state_or_id):
 
 @pytest.fixture(scope="module")
 def sample_job(stack):
-    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18")
+    state, job_id = _run(stack, area=TWO_TILES, imagery="sample:xiamen-z18")
     assert state.is_completed(), state.message
     return job_id
 
@@ -101,6 +105,19 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
         assert row[f"mass_{material}_kg"] == pytest.approx(kg_per_m2 * row["gfa_m2"], rel=1e-6)
     mass_cols = [c for c in table.columns if c.startswith("mass_") and c.endswith("_kg") and c != "mass_total_kg"]
     np.testing.assert_allclose(table[mass_cols].sum(axis=1), table["mass_total_kg"], rtol=1e-6)
+
+
+def test_no_building_is_cut_at_a_tile_border(stack, sample_job):
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    table = gpd.read_parquet(Path(store.get_file(layout.buildings, Path(tempfile.mkdtemp()) / "b.parquet")))
+    tiles = tiles_for_area(tuple(TWO_TILES[k] for k in ("west", "south", "east", "north")))
+    assert len(tiles) == 2
+    report = seam_defects(table, tiles)
+    assert report.near_border >= 3, "expected buildings on the border in this dense area: " + report.text()
+    assert report.ok, report.text() + f" cut={report.cut_pairs} flush={report.flush}"
+    # The flow ran the same check and wrote it into the job document.
+    assert _job_doc(store, sample_job)["qa"]["seams"]["cut_pairs"] == 0
 
 
 def test_user_footprints_skip_segmentation(stack, tmp_path):
