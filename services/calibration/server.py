@@ -25,8 +25,13 @@ class CalibrationServicer(pb_grpc.CalibrationServiceServicer):
         require(request, "job.job_id", "tile_id", "raw.uri")
         raw = read_raster(self.store.get_bytes(parse_s3_uri(request.raw.uri)[1]))
         nodata = raw.nodata if raw.nodata is not None else None
-        stats = calibration.band_stats(raw.data, nodata=nodata)
-        ard = calibration.iqr_scale(raw.data, stats, k=request.k or calibration.DEFAULT_K, nodata=nodata)
+        area = None
+        if request.area_stats.uri:
+            # Calibration per city: one set of statistics for every tile of the area.
+            blob = self.store.get_bytes(parse_s3_uri(request.area_stats.uri)[1])
+            area = calibration.BandStats.from_json(blob.decode("utf-8"))
+        ard, stats = calibration.calibrate_tile(raw.data, request.tile_id, area,
+                                                k=request.k or calibration.DEFAULT_K, nodata=nodata)
         key = JobLayout(request.job.job_id).ard(request.tile_id)
         self.store.put_bytes(key, cog_bytes(Raster(ard, raw.transform, raw.crs, float("nan"))))
         return pb.CalibrateResponse(

@@ -41,13 +41,14 @@ def make_handler(settings: Settings):
             result.status = tasks_pb2.TASK_STATUS_EMPTY
             return result
         result.raw.CopyFrom(fetched.raw)
+        result.warnings.extend(fetched.warnings)
         result.stage_seconds["acquisition"] = time.perf_counter() - t0
         if fetched.valid_fraction < MIN_VALID_FRACTION:
             result.status = tasks_pb2.TASK_STATUS_EMPTY
             return result
         t1 = time.perf_counter()
         calibrated = call(cal.Calibrate, calibration_pb2.CalibrateRequest(
-            job=task.job, tile_id=task.tile.tile_id, raw=fetched.raw), deadline)
+            job=task.job, tile_id=task.tile.tile_id, raw=fetched.raw, area_stats=task.area_stats), deadline)
         result.ard.CopyFrom(calibrated.ard)
         result.stage_seconds["calibration"] = time.perf_counter() - t1
         if task.segment:

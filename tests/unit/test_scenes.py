@@ -133,7 +133,7 @@ def test_cloudy_scene_rejected_and_clear_scenes_mosaicked_best_on_top(stac_api):
     red = fetched.raster.data[0]
     assert set(np.unique(red)) == {100, 120}
     assert 200 not in red and (red[:, 0] == 100).all() and (red[:, -1] == 120).all()
-    choice = scenes.choose_scenes(items, acquisition._area_wgs84(tile, 0), SceneFilter(year=2019))
+    choice = scenes.choose_scenes(items, acquisition.area_wgs84(tile, 0), SceneFilter(year=2019))
     assert "cloud cover 50%" in choice.rejected["cloudy-2019"]
 
 

@@ -13,12 +13,14 @@ asset; step 1 is only for sources that are not yet catalogued.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import morecantile
 import numpy as np
@@ -32,6 +34,7 @@ from rasterio.enums import Resampling
 from shapely.geometry import box, mapping
 
 from urbanfabric import scenes
+from urbanfabric.calibration import AreaStats, BandStats
 from urbanfabric.errors import EmptyArea, InvalidInput, NotFound
 from urbanfabric.grid import Tile
 from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes
@@ -184,7 +187,8 @@ def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
     return (left - pad, bottom - pad, right + pad, top + pad)
 
 
-def _area_wgs84(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
+def area_wgs84(tile: Tile, halo_px: int = 0) -> tuple[float, float, float, float]:
+    """A tile's (plus halo) lon/lat bounding box."""
     to_wgs84 = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
     return tuple(to_wgs84.transform_bounds(*_halo_bounds(tile, halo_px)))
 
@@ -313,7 +317,7 @@ def fetch_tile(
         InvalidInput: no usable scene, a missing band, a CRS mismatch, an unreadable asset,
             or a tile without any valid pixel (field ``tile``) — each message names the tile.
     """
-    choice = scenes.choose_scenes(items, _area_wgs84(tile, halo_px), scene_filter or scenes.SceneFilter(),
+    choice = scenes.choose_scenes(items, area_wgs84(tile, halo_px), scene_filter or scenes.SceneFilter(),
                                   basemap or [], tile.tile_id)
     raster = load_tile(choice.items, tile, halo_px, assets, bands=bands, resampling=resampling,
                        ordered=True)
@@ -325,3 +329,42 @@ def fetch_tile(
         fetched.warnings.append(f"tile {tile.tile_id}: no clear scene in the wanted year; "
                                 f"used {choice.fallback} ({', '.join(choice.ids)})")
     return fetched
+
+
+def area_statistics(
+    items: list[pystac.Item],
+    tiles: list[Tile],
+    sample_factor: float = 8.0,
+    **fetch_options: Any,
+) -> tuple[BandStats, int, list[str]]:
+    """Band quartiles over a whole area, for calibration per city (GBM "Analysis-Ready Data").
+
+    Every tile is read ``sample_factor`` times coarser than its grid (from COG overviews, so
+    a city costs a small fraction of a full read) and counted into one streamed
+    :class:`~urbanfabric.calibration.AreaStats`; memory does not grow with the area.
+
+    Args:
+        items: candidate scenes.
+        tiles: the area's grid cells.
+        sample_factor: how much coarser than the tile grid to read.
+        fetch_options: passed to :func:`fetch_tile` (bands, scene_filter, basemap, resampling).
+
+    Returns:
+        ``(stats, tiles_used, skipped)`` where ``skipped`` names each unreadable tile and why.
+
+    Raises:
+        InvalidInput: no tile could be read (field ``area``).
+    """
+    acc = AreaStats(nodata=RAW_NODATA)
+    skipped = []
+    for tile in tiles:
+        coarse = dataclasses.replace(tile, resolution=tile.resolution * sample_factor)
+        try:
+            fetched = fetch_tile(items, coarse, **fetch_options)
+        except InvalidInput as exc:  # EmptyArea included: nothing to count there
+            skipped.append(f"{tile.tile_id}: {exc}")
+            continue
+        acc.add(fetched.raster.data)
+    if acc.tiles == 0:
+        raise InvalidInput("area", f"no readable tile among {len(tiles)}: {'; '.join(skipped[:3])}")
+    return acc.stats(), acc.tiles, skipped

@@ -133,15 +133,41 @@ def collect(
 def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.ImagerySource,
                model: common_pb2.ModelRef, halo_px: int, segment: bool,
                ensemble: Sequence[common_pb2.ModelRef] = (), min_votes: int = 0,
+               area_stats: common_pb2.ObjectRef | None = None,
                ) -> list[tuple[str, tasks_pb2.TileTask]]:
-    """One TileTask per tile; ``ensemble`` members are voted with ``model`` (≥ ``min_votes``)."""
+    """One TileTask per tile; ``ensemble`` members are voted with ``model`` (≥ ``min_votes``);
+    ``area_stats`` (JSON band quartiles of the whole area) switches calibration to per city."""
     return [
         (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source,
                                        segmentation_model=model, halo_px=halo_px, segment=segment,
                                        segmentation_ensemble=list(ensemble),
-                                       segmentation_min_votes=min_votes))
+                                       segmentation_min_votes=min_votes, area_stats=area_stats))
         for t in tiles
     ]
+
+
+def split_tile_results(results: Iterable[tasks_pb2.TileResult]) -> tuple[list[tasks_pb2.TileResult], list[str]]:
+    """Tile results to keep, and warnings for the job report (bad input stays local).
+
+    A tile that failed on bad input (an all-nodata tile, a scene without the model's bands,
+    a CRS mismatch, a broken asset link: INVALID_ARGUMENT) is skipped with a warning naming it,
+    and the rest of the area is still mapped. Each result's own warnings (scene fallback,
+    GSD far from the model's) are passed on.
+
+    Raises:
+        RuntimeError: a tile failed for another reason (a service fault), or every tile
+            failed on bad input (nothing would be mapped); the message names the first.
+    """
+    results = list(results)
+    failed = [r for r in results if r.status == tasks_pb2.TASK_STATUS_FAILED]
+    faults = [r for r in failed if r.error.code != common_pb2.ERROR_CODE_INVALID_ARGUMENT]
+    if faults or (failed and len(failed) == len(results)):
+        first = (faults or failed)[0]
+        raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: {error_text(first.error)}")
+    warnings = [f"tile {r.tile.tile_id} skipped: {error_text(r.error)}" for r in failed]
+    for r in results:
+        warnings.extend(r.warnings)
+    return [r for r in results if r.status != tasks_pb2.TASK_STATUS_FAILED], warnings
 
 
 def gather_footprints(store: ObjectStore, results: Iterable[tasks_pb2.TileResult]) -> gpd.GeoDataFrame:
@@ -213,6 +239,8 @@ class Summary:
     solar_kwh_per_year: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: Bad input that did not stop the job (skipped tiles, scene fallbacks), naming tiles.
+    warnings: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"job {self.job_id}: {self.buildings} buildings"]
@@ -230,6 +258,11 @@ class Summary:
             lines.append(f"    {stage:<20} {s:8.1f}")
         for name, uri in self.outputs.items():
             lines.append(f"  {name:<22} {uri}")
+        if self.warnings:
+            lines.append(f"  warnings ({len(self.warnings)})")
+            lines.extend(f"    {w}" for w in self.warnings[:10])
+            if len(self.warnings) > 10:
+                lines.append(f"    … {len(self.warnings) - 10} more in job.json")
         return "\n".join(lines)
 
 

@@ -57,6 +57,14 @@ def map_png(buildings: gpd.GeoDataFrame, title: str, basemap: list[Raster] | Non
     return buf.getvalue()
 
 
+def _warnings_md(summary: Summary) -> str:
+    """A "Warnings" section: bad input that did not stop the job, each naming its tile."""
+    warnings = getattr(summary, "warnings", None) or []
+    if not warnings:
+        return ""
+    return "## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n\n"
+
+
 def report_md(summary: Summary, parameters: dict) -> str:
     """The job report: parameters, the summary, and how to read the outputs."""
     params = "\n".join(f"| {k} | `{v}` |" for k, v in parameters.items())
@@ -70,7 +78,7 @@ def report_md(summary: Summary, parameters: dict) -> str:
 {summary.text()}
 ```
 
-## Parameters
+{_warnings_md(summary)}## Parameters
 
 | parameter | value |
 |---|---|
