@@ -21,7 +21,7 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 import geopandas as gpd
 import pandas as pd
@@ -32,15 +32,17 @@ from pydantic import BaseModel, Field, model_validator
 from urbanfabric import acquisition, bus, grids, jobs, report
 from urbanfabric.intensity import default_table
 from urbanfabric.clients import call, model_client, stub
+from urbanfabric.convert import tile_to_proto
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import clip_to_area, load_footprints, read_path
 from urbanfabric.grid import tiles_for_area
 from urbanfabric.layout import JobLayout
-from urbanfabric.paths import SHARED_DATA, model_dir
+from urbanfabric.paths import SHARED_DATA, model_config, model_dir
 from urbanfabric.qa import seam_defects
 from urbanfabric.rasters import read_raster
 from urbanfabric.segmentation import merge_seams
+from urbanfabric.settlement import SettlementMask, filter_settled
 from urbanfabric.stac import read_catalog
 from urbanfabric.storage import ObjectStore, parse_s3_uri
 from urbanfabric.tables import geoparquet_bytes, parquet_bytes, read_geoparquet
@@ -82,8 +84,81 @@ class ModelVersions(BaseModel):
     height: str = "height-xgb:v1"
 
 
+class ImageryOptions(BaseModel):
+    """How scenes are searched, chosen and calibrated (GBM acquisition rules by default)."""
+
+    #: Model band → asset key or "asset#N" of this source (e.g. red → B04); {} = by name/eo:bands.
+    bands: dict[str, str] = Field(default_factory=dict)
+    #: STAC API collections to search ([] = all).
+    collections: list[str] = Field(default_factory=list)
+    #: Preferred acquisition year (None = any date, most recent first).
+    year: int | None = None
+    #: Earlier years tried when ``year`` has no clear scene.
+    fallback_years: int = Field(1, ge=0, le=20)
+    #: Largest accepted eo:cloud_cover share (GBM: 10 %).
+    max_cloud_cover: float = Field(0.10, ge=0.0, le=1.0)
+    #: Catalog / STAC API used when no year has a clear scene ("" = none).
+    basemap: str = ""
+    #: GDAL resampling when the source grid differs from the tiles' (nearest, bilinear, cubic…).
+    resampling: str = "nearest"
+    #: Settlement mask (vector or raster path/URL): only grid cells with settlement are mapped.
+    settlement_mask: str = ""
+    #: IQR statistics per patch, or once over the whole area ("city").
+    calibration: Literal["patch", "city"] = "patch"
+
+
+def imagery_source(catalog_uri: str, cogs: list[str], options: ImageryOptions,
+                   expected_gsd_m: float = 0.0) -> common_pb2.ImagerySource:
+    """The ImagerySource every tile task carries."""
+    return common_pb2.ImagerySource(
+        catalog_uri=catalog_uri, cog_uris=cogs, bands=options.bands, collections=options.collections,
+        year=options.year or 0, fallback_years=options.fallback_years or -1,
+        max_cloud_cover=options.max_cloud_cover or 1e-9, basemap_uri=options.basemap,
+        resampling=options.resampling, expected_gsd_m=expected_gsd_m)
+
+
+def _model_gsd(ref: common_pb2.ModelRef) -> float:
+    """The GSD a segmentation model was trained at (0 when its config does not say)."""
+    if not ref.name:
+        return 0.0
+    try:
+        return float(model_config(ref.name, ref.version).get("input", {}).get("gsd_m_approx") or 0.0)
+    except NotFound:
+        return 0.0
+
+
+def _settled(store: ObjectStore, tiles: list, path: str) -> tuple[list, int]:
+    """Tiles intersecting the settlement mask (s3:// masks are fetched to a temp file)."""
+    import tempfile
+    from pathlib import Path
+
+    if not path.startswith("s3://"):
+        return filter_settled(tiles, SettlementMask.from_path(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(parse_s3_uri(path)[1]).name
+        try:
+            local.write_bytes(store.get_bytes(parse_s3_uri(path)[1]))
+        except NotFound as exc:
+            raise InvalidInput("settlement_mask", f"no object at {path}") from exc
+        return filter_settled(tiles, SettlementMask.from_path(str(local)))
+
+
+@task(name="area-statistics", cache_policy=NO_CACHE)
+def area_statistics(settings: Settings, job: common_pb2.JobRef, source: common_pb2.ImagerySource,
+                    tiles: list) -> common_pb2.ObjectRef:
+    """Band quartiles over the whole area, for calibration per city."""
+    log = get_run_logger()
+    resp = call(stub(settings, "acquisition").AreaStatistics, acquisition_pb2.AreaStatisticsRequest(
+        job=job, source=source, tiles=[tile_to_proto(t) for t in tiles]), 600)
+    log.info("area statistics over %d tiles (%d skipped): %s", resp.tiles_used, len(resp.skipped),
+             [(round(b.q1, 1), round(b.q3, 1)) for b in resp.bands])
+    return resp.stats
+
+
 @task(name="resolve-imagery", cache_policy=NO_CACHE)
-def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobRef, imagery: str) -> tuple[str, list]:
+def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobRef, imagery: str,
+                    bbox: tuple[float, float, float, float] | None = None,
+                    collections: list[str] | None = None) -> tuple[str, list]:
     """Catalog URI and items of the imagery source (registering a sample source once)."""
     log = get_run_logger()
     if imagery.startswith("sample:"):
@@ -104,8 +179,13 @@ def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobR
         catalog_uri = store.s3_uri(key)
     elif imagery.startswith("s3://"):
         catalog_uri = imagery
+    elif imagery.startswith(("http://", "https://", "cogs:")):
+        # A STAC API (searched over the area), a static catalog URL, or a plain COG list.
+        catalog_uri, _, items = acquisition.source_items(imagery, store, bbox, collections)
+        return catalog_uri, items
     else:
-        raise InvalidInput("imagery", "expected 'sample:<name>' or an s3:// URI of a STAC catalog.json")
+        raise InvalidInput("imagery", "expected 'sample:<name>', an s3:// URI of a STAC catalog.json, "
+                           "a STAC API / catalog http(s) URL, or 'cogs:<url>,<url>'")
     try:
         items = acquisition.catalog_items(read_catalog(catalog_uri, store))
     except NotFound as exc:
@@ -155,19 +235,20 @@ def ensemble_refs(settings: Settings, models: ModelVersions, segment: bool) -> l
 @task(name="process-tiles", cache_policy=NO_CACHE)
 def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
                   model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float,
-                  ensemble: list | None = None, min_votes: int = 0) -> list:
+                  ensemble: list | None = None, min_votes: int = 0,
+                  area_stats: common_pb2.ObjectRef | None = None) -> tuple[list, list[str]]:
     log = get_run_logger()
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
-                                                             ensemble or [], min_votes))
+                                                             ensemble or [], min_votes, area_stats))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
                            progress=lambda d, n: log.info("tiles %d/%d done", d, n))
-    failed = [r for r in results.values() if r.status == tasks_pb2.TASK_STATUS_FAILED]
-    if failed:
-        first = failed[0]
-        raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: {jobs.error_text(first.error)}")
-    return list(results.values())
+    # Tiles failing on bad input are skipped with a warning; any other failure stops the job.
+    kept, warnings = jobs.split_tile_results(results.values())
+    for w in warnings:
+        log.warning(w)
+    return kept, warnings
 
 
 @task(name="process-buildings", cache_policy=NO_CACHE)
@@ -189,7 +270,8 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
 @task(name="aggregate", cache_policy=NO_CACHE)
 def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results: list,
               stage_seconds: dict[str, float], parameters: dict[str, Any],
-              districts: gpd.GeoDataFrame | None = None, district_id: str = "") -> jobs.Summary:
+              districts: gpd.GeoDataFrame | None = None, district_id: str = "",
+              warnings: list[str] | None = None) -> jobs.Summary:
     layout = JobLayout(job_id)
     frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
     buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
@@ -211,6 +293,7 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
             store.put_bytes(key, parquet_bytes(table))
             outputs["districts"] = store.s3_uri(key)
     summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
+    summary.warnings = list(warnings or [])
     basemap = [read_raster(store.get_bytes(parse_s3_uri(r.ard.uri)[1])) for r in tile_results[:16] if r.ard.uri]
     store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
     store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
@@ -251,6 +334,7 @@ def map_area(
     district_id: str = "id",
     tile_timeout_s: float = 1800,
     batch_timeout_s: float = 1200,
+    imagery_options: ImageryOptions = ImageryOptions(),
 ) -> dict[str, Any]:
     """Map the buildings of an area: footprints, roof material, height, material stock.
 
@@ -269,6 +353,8 @@ def map_area(
         districts: polygons (GeoJSON / GeoParquet path or s3:// URI) to total stock, CO2e and
             solar per district into ``outputs/districts.parquet``.
         district_id: the districts' id column.
+        imagery_options: band mapping, scene choice (year, cloud cover, basemap fallback),
+            resampling, settlement mask and calibration per patch or per city.
     """
     log = get_run_logger()
     settings = dataclasses.replace(Settings.load(), bucket=bucket)
@@ -278,7 +364,8 @@ def map_area(
     job = common_pb2.JobRef(job_id=job_id, bucket=bucket)
     parameters = {"area": area.bbox() if area else None, "imagery": imagery, "footprints": footprints,
                   "bucket": bucket, "models": models.model_dump(), "region": region,
-                  "batch_size": batch_size, "halo_px": halo_px}
+                  "batch_size": batch_size, "halo_px": halo_px,
+                  "imagery_options": imagery_options.model_dump()}
     started = time.time()
     stage: dict[str, float] = defaultdict(float)
     jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
@@ -310,19 +397,31 @@ def map_area(
         tile_results: list = []
         tiles: list = []
         qa: dict = {}
+        warnings: list[str] = []
         if imagery:
-            catalog_uri, items = resolve_imagery(settings, store, job, imagery)
+            opts = imagery_options
+            catalog_uri, items = resolve_imagery(settings, store, job, imagery, bbox, opts.collections)
             if user is None:
-                jobs.check_area(bbox, acquisition.catalog_bbox(items), imagery)
+                jobs.check_area(bbox, acquisition.catalog_bbox(items) if items else (0, 0, 0, 0), imagery)
             tiles = [t for t in tiles_for_area(bbox) if acquisition.items_for_tile(items, t)]
             if not tiles and user is None:
                 jobs.check_area(bbox, (0, 0, 0, 0), imagery)
+            if opts.settlement_mask:
+                tiles, unsettled = _settled(store, tiles, opts.settlement_mask)
+                log.info("settlement mask: %d grid cells kept, %d skipped", len(tiles), unsettled)
+                if unsettled:
+                    warnings.append(f"{unsettled} grid cell(s) skipped: no settlement in {opts.settlement_mask}")
             log.info("%d tiles to process", len(tiles))
-            source = common_pb2.ImagerySource(catalog_uri=catalog_uri)
+            cogs = [u.strip() for u in imagery[len("cogs:"):].split(",") if u.strip()] \
+                if imagery.startswith("cogs:") else []
+            source = imagery_source(catalog_uri, cogs, opts, _model_gsd(refs["segmentation"]))
             t0 = time.time()
-            tile_results = process_tiles(settings, job, tiles, source, refs["segmentation"], halo_px,
-                                         segment, tile_timeout_s, ensemble,
-                                         models.segmentation_min_votes) if tiles else []
+            area_stats = area_statistics(settings, job, source, tiles) \
+                if tiles and opts.calibration == "city" else None
+            tile_results, tile_warnings = process_tiles(
+                settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
+                ensemble, models.segmentation_min_votes, area_stats) if tiles else ([], [])
+            warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:
                 for k, v in r.stage_seconds.items():
@@ -348,7 +447,7 @@ def map_area(
             for k, v in r.stage_seconds.items():
                 stage[k] += v
         summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
-                            district_frame, district_id)
+                            district_frame, district_id, warnings)
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),

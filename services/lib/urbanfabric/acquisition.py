@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from shapely.geometry import box, mapping
 
-from urbanfabric import scenes
+from urbanfabric import scenes, stac
 from urbanfabric.calibration import AreaStats, BandStats
 from urbanfabric.errors import EmptyArea, InvalidInput, NotFound
 from urbanfabric.grid import Tile
@@ -368,3 +368,26 @@ def area_statistics(
     if acc.tiles == 0:
         raise InvalidInput("area", f"no readable tile among {len(tiles)}: {'; '.join(skipped[:3])}")
     return acc.stats(), acc.tiles, skipped
+
+
+def source_items(
+    imagery: str,
+    store: ObjectStore | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    collections: list[str] | None = None,
+) -> tuple[str, list[str], list[pystac.Item]]:
+    """Resolve a job's ``imagery`` string to ``(catalog_uri, cog_uris, items)``.
+
+    Accepted: ``s3://…/catalog.json`` or any static catalog URL/path; a STAC API root
+    ``http(s)://…`` (searched over ``bbox``); ``cogs:<url>,<url>,…`` (a plain COG list).
+
+    Raises:
+        InvalidInput: an empty COG list (field ``imagery``).
+        NotFound: the catalog or API cannot be read.
+    """
+    if imagery.startswith("cogs:"):
+        cogs = [u.strip() for u in imagery[len("cogs:"):].split(",") if u.strip()]
+        if not cogs:
+            raise InvalidInput("imagery", "'cogs:' needs at least one COG URL")
+        return "", cogs, stac.items_from_cogs(cogs)
+    return imagery, [], stac.search_items(imagery, store, bbox=bbox, collections=collections)
