@@ -38,7 +38,13 @@ def _tv(name: str) -> Callable[[int, float], nn.Module]:
         kwargs: dict[str, object] = {"weights": None, "num_classes": n_classes}
         if name.startswith(("efficientnet", "mobilenet")):
             kwargs["dropout"] = drop_rate
-        return getattr(torchvision.models, name)(**kwargs)
+        net = getattr(torchvision.models, name)(**kwargs)
+        if name.startswith("efficientnet"):
+            # torchvision draws the head from U(±1/sqrt(n_classes)) (logits of ~±10 for 1280
+            # features); start it small like every other head here.
+            nn.init.normal_(net.classifier[-1].weight, std=0.01)
+            nn.init.zeros_(net.classifier[-1].bias)
+        return net
 
     return make
 
