@@ -170,3 +170,21 @@ def test_shipped_model_predicts_probabilities():
     gdf, _ = _synthetic(3)
     proba = FunctionModel.load(SHIPPED).predict_proba(footprint_features(gdf))
     assert proba.shape == (len(gdf), 6) and np.isfinite(proba).all()
+
+
+def test_height_model_rejects_impossible_labels_and_clean_heights_counts_them():
+    from urbanfabric.attributes import HeightModel
+    from urbanfabric.heights import clean_heights
+
+    gdf, _ = _synthetic(3)
+    X = footprint_features(gdf)
+    y = np.full(len(gdf), 9.0)
+    y[0], y[1] = -3.0, 800.0
+    with pytest.raises(InvalidInput, match="2 heights"):
+        HeightModel().fit(X, np.where(np.arange(len(y)) == 1, 1200.0, y), n_models=1)
+    cleaned, rep = clean_heights(gdf.assign(height_m=y))
+    assert rep["dropped_out_of_range"] == 2 and len(cleaned) == len(gdf) - 2
+    model = HeightModel().fit(X.loc[cleaned.index], cleaned["height_m"], n_models=2,
+                              num_boost_round=5)
+    mean, lo, hi = model.predict(X)
+    assert (lo <= hi).all() and (mean >= 2.5).all()  # a band for every building, no zeros

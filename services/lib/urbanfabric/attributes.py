@@ -891,7 +891,7 @@ class HeightModel:
             self, fitted.
 
         Raises:
-            InvalidInput: on shape mismatch, non-finite or non-positive heights.
+            InvalidInput: on shape mismatch, non-finite, non-positive or > 1000 m heights.
         """
         if isinstance(X, pd.DataFrame):
             self.feature_names = tuple(str(c) for c in X.columns)
@@ -899,8 +899,12 @@ class HeightModel:
         target = np.asarray(y, dtype=np.float64).ravel()
         if target.shape[0] != data.shape[0]:
             raise InvalidInput("y", f"{target.shape[0]} heights for {data.shape[0]} rows")
-        if not np.isfinite(target).all() or (self.log_target and (target <= 0).any()):
-            raise InvalidInput("y", "heights must be finite and > 0")
+        if not np.isfinite(target).all() or (target <= 0).any() or (target > 1000).any():
+            # A label of -3 m or 2 km is a data error, not a building: clean first
+            # (urbanfabric.heights.clean_heights drops and counts such rows).
+            bad = int((~np.isfinite(target) | (target <= 0) | (target > 1000)).sum())
+            raise InvalidInput("y", f"{bad} heights not finite or outside (0, 1000] m; "
+                               "run heights.clean_heights first")
         if n_models < 1:
             raise InvalidInput("n_models", "must be >= 1")
         t = np.log(target) if self.log_target else target
