@@ -29,8 +29,6 @@ from urbanfabric.stac import item_interval
 
 #: GBM: scenes with more than 10 % cloud and haze are rejected.
 DEFAULT_MAX_CLOUD = 0.10
-#: A chosen mosaic must cover this share of the tile before no further scene is added.
-COVER_SHARE = 0.999
 #: Imagery whose GSD differs from the model's by more than this factor gets a warning.
 GSD_TOLERANCE = 2.0
 
@@ -92,7 +90,10 @@ def _rank(item: pystac.Item) -> tuple[float, float]:
 
 
 def _cover(pool: list[pystac.Item], area: BaseGeometry) -> list[pystac.Item]:
-    """Greedy: best scenes until the area is covered; returned worst first (best on top)."""
+    """Greedy, best first: every scene that shows part of the area no better scene shows.
+
+    Returned worst first, so the best scene is drawn on top of the mosaic.
+    """
     chosen, covered = [], None
     for item in sorted(pool, key=_rank):
         footprint = shape(item.geometry) if item.geometry else box(*item.bbox)
@@ -100,8 +101,6 @@ def _cover(pool: list[pystac.Item], area: BaseGeometry) -> list[pystac.Item]:
             continue  # adds nothing the better scenes do not already show
         chosen.append(item)
         covered = footprint if covered is None else unary_union([covered, footprint])
-        if covered.intersection(area).area >= COVER_SHARE * area.area:
-            break
     return chosen[::-1]
 
 
