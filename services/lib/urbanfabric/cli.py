@@ -24,6 +24,16 @@ def _run(args: argparse.Namespace) -> int:
         w, s, e, n = (float(v) for v in args.bbox.split(","))
         params["area"] = {"west": w, "south": s, "east": e, "north": n}
     params["imagery"] = args.imagery or None
+    options = {k: v for k, v in {
+        "year": args.year, "max_cloud_cover": args.max_cloud, "basemap": args.basemap,
+        "settlement_mask": args.settlement_mask if not args.settlement_mask or "://" in args.settlement_mask
+        else str(Path(args.settlement_mask).resolve()),
+        "calibration": args.calibration,
+        "resampling": args.resampling,
+        "bands": dict(kv.split("=", 1) for kv in args.bands.split(",")) if args.bands else None,
+    }.items() if v is not None}
+    if options:
+        params["imagery_options"] = options
     if args.footprints:
         params["footprints"] = str(Path(args.footprints).resolve()) if not args.footprints.startswith("s3://") else args.footprints
     from urbanfabric.jobs import new_job_id
@@ -65,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="end-to-end demo on the sample area (KEEP=1 leaves the stack up)")
     run = sub.add_parser("run", help="start a map-area flow run on the running stack")
     run.add_argument("--bbox", help="west,south,east,north in degrees")
-    run.add_argument("--imagery", default="sample:xiamen-z18", help="sample:<name> or s3://…/catalog.json; '' for none")
+    run.add_argument("--imagery", default="sample:xiamen-z18",
+                     help="sample:<name>, s3://…/catalog.json, a STAC API / catalog URL, "
+                          "cogs:<url>,<url>; '' for none")
+    run.add_argument("--year", type=int, help="preferred acquisition year (earlier year, then basemap, as fallback)")
+    run.add_argument("--max-cloud", type=float, help="largest accepted cloud-cover share (default 0.10)")
+    run.add_argument("--basemap", help="catalog / STAC API used when no year has a clear scene")
+    run.add_argument("--bands", help="band mapping of the source, e.g. red=B04,green=B03,blue=B02")
+    run.add_argument("--resampling", help="GDAL resampling (nearest, bilinear, cubic, average…)")
+    run.add_argument("--settlement-mask", help="vector or raster; only grid cells with settlement are mapped")
+    run.add_argument("--calibration", choices=["patch", "city"], help="IQR statistics per patch or per city")
     run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
     run.add_argument("--region", default="ASIA_CHN")
     run.add_argument("--batch-size", type=int, default=250)
