@@ -36,6 +36,7 @@ TWO_TILES = {**ONE_TILE, "east": 118.10851}
 REQUIRED_COLUMNS = {
     "building_id", "geometry", "footprint_source", "footprint_confidence", "footprint_area_m2",
     "roof_material", "roof_material_probability", "roof_material_code", "height_m", "height_p05",
+    "roof_material_unknown_reason", "roof_shape", "facade_material", "facade_material_unknown_reason",
     "height_p95", "floors", "gfa_m2", "mass_concrete_kg", "mass_total_kg", "embodied_co2e_kg",
     "model_versions", "job_id", "tile_id",
 }
@@ -91,7 +92,10 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     assert (table["footprint_source"] == "segmented").all()
     assert table["height_m"].between(1, 300).all()
     assert (table["height_p05"] <= table["height_m"]).all() and (table["height_m"] <= table["height_p95"]).all()
-    assert table["roof_material"].notna().mean() > 0.9
+    assert (table["roof_material"].notna() & (table["roof_material"] != "unknown")).mean() > 0.9
+    unknown = table["roof_material"] == "unknown"  # never silent: each unknown says why
+    assert table.loc[unknown, "roof_material_unknown_reason"].notna().all()
+    assert table.loc[~unknown, "roof_material_unknown_reason"].isna().all()
     assert (table["solar_kwh_per_year"] > 0).all() and table["fallback"].notna().all()
     assert (table["mass_total_kg_p05"] <= table["mass_total_kg_p95"]).all()
     np.testing.assert_allclose(table["gfa_m2"], table["footprint_area_m2"] * table["floors"], rtol=1e-6)
@@ -145,6 +149,7 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
     assert len(table) == len(inside)
     assert (table["footprint_source"] == "user").all()
     assert table["roof_material"].notna().all()
+    assert (table["roof_material"] != "unknown").mean() > 0.9
     assert not store.list(f"{JobLayout(job_id).root}/footprints/")  # no segmentation ran
     per_district = pd.read_parquet(io.BytesIO(store.get_bytes(f"{JobLayout(job_id).outputs}/districts.parquet")))
     assert sorted(per_district["name"]) == ["east", "west"]
@@ -214,3 +219,34 @@ def test_corrupt_imagery_fails_the_run_naming_the_image(stack, xiamen_dir, tmp_p
     assert "image" in doc["error"] and "unreadable" in doc["error"], doc["error"]
     assert not store.exists(JobLayout(job_id).success)
     test_every_service_answers_health_serving(stack)
+
+
+def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen_dir, tmp_path):
+    """Two imagery blocks a grid cell apart, one with a corrupt COG: the tiles reading it are
+    skipped with a warning naming them in the report, the other tile is still mapped."""
+    import shutil
+
+    from urbanfabric.clients import call, stub
+    from urbanfabric.v1 import acquisition_pb2
+
+    for x in (217062, 217070):
+        src = tmp_path / "tiles" / "18" / str(x)
+        src.mkdir(parents=True)
+        shutil.copy(xiamen_dir / f"tiles/18/{x}/112670.webp", src / "112670.webp")
+    resp = call(stub(stack, "acquisition").RegisterSource, acquisition_pb2.RegisterSourceRequest(
+        source_id="bad-tile-test", path=str(tmp_path / "tiles"), zoom=18,
+        format=acquisition_pb2.SOURCE_FORMAT_XYZ_TILES), 120)
+    assert resp.item_count == 2
+    store = ObjectStore(stack)
+    victim = next(k for k in store.list("sources/bad-tile-test/cogs/16-54267-") if k.endswith("green.tif"))
+    store.put_bytes(victim, b"II*\x00" + b"garbage" * 200)
+    w, s, e, n = resp.bounds.min_x, resp.bounds.min_y, resp.bounds.max_x, resp.bounds.max_y
+    state, job_id = _run(stack, area={"west": w, "south": s, "east": e, "north": n}, imagery=resp.catalog.uri)
+    assert state.is_completed(), state.message
+    doc = _job_doc(store, job_id)
+    warnings = doc["summary"]["warnings"]
+    assert any("WebMercatorQuad-16-54267-28167" in w and "unreadable" in w for w in warnings), warnings
+    assert not any("54265" in w for w in warnings), warnings
+    assert store.exists(JobLayout(job_id).success)
+    report_md = store.get_bytes(JobLayout(job_id).report).decode()
+    assert "## Warnings" in report_md and "WebMercatorQuad-16-54267-28167" in report_md
