@@ -335,6 +335,7 @@ def map_area(
     tile_timeout_s: float = 1800,
     batch_timeout_s: float = 1200,
     imagery_options: ImageryOptions = ImageryOptions(),
+    street_views: str | None = None,
 ) -> dict[str, Any]:
     """Map the buildings of an area: footprints, roof material, height, material stock.
 
@@ -355,6 +356,8 @@ def map_area(
         district_id: the districts' id column.
         imagery_options: band mapping, scene choice (year, cloud cover, basemap fallback),
             resampling, settlement mask and calibration per patch or per city.
+        street_views: s3:// URI of a street-level view catalog (GeoJSON/CSV, see
+            ``urbanfabric.streetview``) for façade materials (with ``models.facade_material``).
     """
     log = get_run_logger()
     settings = dataclasses.replace(Settings.load(), bucket=bucket)
@@ -439,7 +442,8 @@ def map_area(
             buildings_in = user
         batches = jobs.make_batches(buildings_in, batch_size)
         msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
-                                    roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"])
+                                    roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
+                                    street_views=street_views or "")
         t1 = time.time()
         batch_results = process_buildings(settings, job, msgs, batch_timeout_s) if msgs else []
         stage["buildings (wall)"] = time.time() - t1

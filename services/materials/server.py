@@ -86,6 +86,22 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
             probs[ok] = self.models.infer_batched(ref.name, ref.version, chips[ok], batch_size=BATCH)
         return materials.decode_calls(ids, probs, classes, self._taxonomy(ref.name, cfg), reasons)
 
+    def _catalog_views(self, footprints: Any, catalog_uri: str, max_views: int) -> list[tuple[str, list[str]]]:
+        """Views facing each building from a view catalog in the store (relative URIs resolved)."""
+        from urbanfabric import streetview
+
+        text = self.store.get_bytes(parse_s3_uri(catalog_uri)[1]).decode("utf-8")
+        fmt = "csv" if catalog_uri.lower().endswith(".csv") else "geojson"
+        catalog = streetview.LocalCatalog.from_text(text, fmt, name=catalog_uri)
+        frame = streetview.views_for_buildings(footprints, catalog, max_views=max_views)
+        base = catalog_uri.rsplit("/", 1)[0]
+
+        def resolve(uri: str) -> str:
+            return uri if "://" in uri else f"{base}/{uri.removeprefix('./')}"
+
+        return [(str(bid), [resolve(u) for u in group["image_uri"]])
+                for bid, group in frame.groupby("building_id", sort=False)]
+
     def _loaded(self, name: str, version: str) -> explain.Explainable:
         key = (name, version)
         with self._lock:
@@ -131,20 +147,23 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
         ids = [str(b) for b in footprints["building_id"]]
         known = set(ids)
+        entries = [(e.building_id, [r.uri for r in e.images]) for e in request.views]
+        if not entries and request.street_views.uri:
+            entries = self._catalog_views(footprints, request.street_views.uri, request.max_views or 3)
         # Read every view; an unreadable one becomes its reason, the others one batch.
         views: dict[str, list[Any]] = {b: [] for b in ids}
         chips, slots = [], []
-        for entry in request.views:
-            if entry.building_id not in known:
-                raise InvalidInput("views.building_id", f"{entry.building_id!r} is not in the footprints")
-            for ref in entry.images:
+        for bid, uris in entries:
+            if bid not in known:
+                raise InvalidInput("views.building_id", f"{bid!r} is not in the footprints")
+            for uri in uris:
                 try:
-                    chip = materials.image_chip(self.store.get_bytes(parse_s3_uri(ref.uri)[1]), size, scaling)
+                    chip = materials.image_chip(self.store.get_bytes(parse_s3_uri(uri)[1]), size, scaling)
                 except (InvalidInput, NotFound) as exc:
-                    views[entry.building_id].append(f"{ref.uri}: {exc}")
+                    views[bid].append(f"{uri}: {exc}")
                     continue
-                views[entry.building_id].append(None)
-                slots.append((entry.building_id, len(views[entry.building_id]) - 1))
+                views[bid].append(None)
+                slots.append((bid, len(views[bid]) - 1))
                 chips.append(chip)
         if chips:
             probs = self.models.infer_batched(name, version, np.stack(chips), batch_size=BATCH)

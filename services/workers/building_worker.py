@@ -176,7 +176,8 @@ def make_handler(settings: Settings):
         if task.facade_model.name:
             facades = call(mat.ClassifyFacades, materials_pb2.ClassifyFacadesRequest(
                 job=task.job, batch_id=task.batch_id, footprints=task.footprints,
-                views=task.facade_views, model=task.facade_model), deadline).facades
+                views=task.facade_views, street_views=task.street_views, model=task.facade_model),
+                deadline).facades
         result.stage_seconds["materials"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         attrs = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(

@@ -246,3 +246,33 @@ def test_explain_image_and_building_sources() -> None:
     with pytest.raises(RuntimeError, match="NOT_FOUND"):
         svc.Explain(pb.ExplainRequest(model=common.ModelRef(name="roof-material", version="v9"),
                                       image=req.image), Ctx())
+
+
+def test_facade_views_come_from_a_street_view_catalog(monkeypatch) -> None:
+    import json
+
+    from pyproj import Transformer
+
+    labels = ["brick", "null"]
+    cfg = {"classes": labels, "chip_size": 32, "multi_label": True, "thresholds": [0.5, 0.5],
+           "normalisation": {"input": "RGB / 255"}, "taxonomy": {"name": "bbr_byg032", "codes": {"brick": 1}}}
+    monkeypatch.setattr(server, "model_config", lambda name, version: cfg)
+    models = FakeModels(2, top=0)
+    svc, store, _ = _svc(models)
+    to_wgs = Transformer.from_crs(CRS_, "EPSG:4326", always_xy=True)
+    x0, y0 = world(50, 55)  # 2.5 m south of building "in" (rows 30-50)
+    lon, lat = to_wgs.transform(x0, y0)
+    store.put("views/a.jpg", _jpeg(200))
+    cat = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+         "properties": {"id": "v1", "heading": 90.0, "image_uri": "./views/a.jpg"}},  # looks east: building on the left
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+         "properties": {"id": "v2", "heading": 0.0, "image_uri": "s3://b/views/a.jpg"}},  # looks at it head-on: not kept
+    ]}
+    req = pb.ClassifyFacadesRequest(footprints=common.ObjectRef(uri=_footprints(store)),
+                                    model=common.ModelRef(name="facade-material", version="v1"),
+                                    street_views=common.ObjectRef(uri=store.put("cat.geojson", json.dumps(cat).encode())))
+    req.job.job_id = "j"
+    by = {f.building_id: f for f in svc.ClassifyFacades(req, Ctx()).facades}
+    assert by["in"].material == "brick" and by["in"].views_total == 1 and by["in"].views_used == 1
+    assert by["outside"].unknown_reason == "no street-level view of the building"

@@ -24,6 +24,9 @@ def _run(args: argparse.Namespace) -> int:
         w, s, e, n = (float(v) for v in args.bbox.split(","))
         params["area"] = {"west": w, "south": s, "east": e, "north": n}
     params["imagery"] = args.imagery or None
+    if args.street_views or args.facade_model or args.roof_shape_model:
+        params["street_views"] = args.street_views or None
+        params["models"] = {"roof_shape": args.roof_shape_model, "facade_material": args.facade_model}
     options = {k: v for k, v in {
         "year": args.year, "max_cloud_cover": args.max_cloud, "basemap": args.basemap,
         "settlement_mask": args.settlement_mask if not args.settlement_mask or "://" in args.settlement_mask
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--settlement-mask", help="vector or raster; only grid cells with settlement are mapped")
     run.add_argument("--calibration", choices=["patch", "city"], help="IQR statistics per patch or per city")
     run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
+    run.add_argument("--roof-shape-model", default="", help="e.g. roof-shape:v1 ('' = none)")
+    run.add_argument("--facade-model", default="", help="e.g. facade-material:v1 ('' = none)")
+    run.add_argument("--street-views", default="", help="s3:// URI of a street-level view catalog (GeoJSON/CSV)")
     run.add_argument("--region", default="ASIA_CHN")
     run.add_argument("--batch-size", type=int, default=250)
     run.add_argument("--bucket", default="urbanfabric")

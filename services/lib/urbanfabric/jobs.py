@@ -195,11 +195,12 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
                 tile_results: list[tasks_pb2.TileResult], roof_model: common_pb2.ModelRef,
                 height_model: common_pb2.ModelRef, region: str,
                 roof_shape_model: common_pb2.ModelRef | None = None,
-                facade_model: common_pb2.ModelRef | None = None) -> list[tuple[str, tasks_pb2.BuildingBatch]]:
+                facade_model: common_pb2.ModelRef | None = None,
+                street_views: str = "") -> list[tuple[str, tasks_pb2.BuildingBatch]]:
     """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs.
 
-    ``roof_shape_model`` / ``facade_model`` (optional) ride along to the building worker; no
-    street-level view source is wired yet, so façades come back "unknown" (no view) until one is.
+    ``roof_shape_model`` / ``facade_model`` (optional) ride along to the building worker, with
+    ``street_views`` (s3:// URI of a view catalog); without it façades come back "unknown".
     """
     layout = JobLayout(job.job_id)
     ards = [r for r in tile_results if r.ard.uri]
@@ -222,7 +223,8 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
             job=job, batch_id=batch_id,
             footprints=common_pb2.ObjectRef(uri=store.s3_uri(key), media_type=PARQUET_MEDIA_TYPE),
             images=images, roof_model=roof_model, height_model=height_model, region=region,
-            roof_shape_model=roof_shape_model, facade_model=facade_model)))
+            roof_shape_model=roof_shape_model, facade_model=facade_model,
+            street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None)))
     return out
 
 
