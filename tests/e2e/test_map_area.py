@@ -250,34 +250,3 @@ def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen
     assert store.exists(JobLayout(job_id).success)
     report_md = store.get_bytes(JobLayout(job_id).report).decode()
     assert "## Warnings" in report_md and "WebMercatorQuad-16-54267-28167" in report_md
-
-
-def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen_dir, tmp_path):
-    """Two imagery blocks a grid cell apart, one with a corrupt COG: the tiles reading it are
-    skipped with a warning naming them in the report, the other tile is still mapped."""
-    import shutil
-
-    from urbanfabric.clients import call, stub
-    from urbanfabric.v1 import acquisition_pb2
-
-    for x in (217062, 217070):
-        src = tmp_path / "tiles" / "18" / str(x)
-        src.mkdir(parents=True)
-        shutil.copy(xiamen_dir / f"tiles/18/{x}/112670.webp", src / "112670.webp")
-    resp = call(stub(stack, "acquisition").RegisterSource, acquisition_pb2.RegisterSourceRequest(
-        source_id="bad-tile-test", path=str(tmp_path / "tiles"), zoom=18,
-        format=acquisition_pb2.SOURCE_FORMAT_XYZ_TILES), 120)
-    assert resp.item_count == 2
-    store = ObjectStore(stack)
-    victim = next(k for k in store.list("sources/bad-tile-test/cogs/16-54267-") if k.endswith("green.tif"))
-    store.put_bytes(victim, b"II*\x00" + b"garbage" * 200)
-    w, s, e, n = resp.bounds.min_x, resp.bounds.min_y, resp.bounds.max_x, resp.bounds.max_y
-    state, job_id = _run(stack, area={"west": w, "south": s, "east": e, "north": n}, imagery=resp.catalog.uri)
-    assert state.is_completed(), state.message
-    doc = _job_doc(store, job_id)
-    warnings = doc["summary"]["warnings"]
-    assert any("WebMercatorQuad-16-54267-28167" in w and "unreadable" in w for w in warnings), warnings
-    assert not any("54265" in w for w in warnings), warnings
-    assert store.exists(JobLayout(job_id).success)
-    report_md = store.get_bytes(JobLayout(job_id).report).decode()
-    assert "## Warnings" in report_md and "WebMercatorQuad-16-54267-28167" in report_md
