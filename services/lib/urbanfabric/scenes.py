@@ -14,6 +14,7 @@ common names, and fails naming the scene when a band is missing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,6 +278,13 @@ def gsd_warnings(items: Sequence[pystac.Item], model_gsd: float | None, tile_id:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _file_crs(href: str) -> rasterio.crs.CRS | None:
+    """The CRS in a file's header (cached: neighbouring tiles share scenes, files do not change)."""
+    with rasterio.open(href) as ds:
+        return ds.crs
+
+
 def check_crs(item: pystac.Item, dicts: Mapping[str, Any], tile_id: str) -> None:
     """Fail when a scene's metadata CRS disagrees with its files (or neither has one).
 
@@ -290,8 +298,7 @@ def check_crs(item: pystac.Item, dicts: Mapping[str, Any], tile_id: str) -> None
     # One header read per scene: every band asset of a scene shares its grid's CRS.
     for name, asset in list(dicts["assets"].items())[:1]:
         try:
-            with rasterio.open(asset["href"]) as ds:
-                actual = ds.crs
+            actual = _file_crs(asset["href"])
         except rasterio.errors.RasterioIOError:
             continue  # unreadable assets are reported by the read itself, naming the asset
         if actual is None:
