@@ -90,11 +90,14 @@ def _result(tile_id, status, code=common_pb2.ERROR_CODE_UNSPECIFIED, field="", w
 def test_tiles_failing_on_bad_input_become_report_warnings_and_the_rest_is_mapped():
     ok = _result("A", tasks_pb2.TASK_STATUS_SUCCEEDED, warnings=["tile A: scene s has a 10.00 m GSD"])
     bad = _result("B", tasks_pb2.TASK_STATUS_FAILED, common_pb2.ERROR_CODE_INVALID_ARGUMENT, "crs")
-    kept, warnings = jobs.split_tile_results([ok, bad])
-    assert [r.tile.tile_id for r in kept] == ["A"]
-    assert warnings == ["tile B skipped: crs: problem", "tile A: scene s has a 10.00 m GSD"]
+    empty = _result("E", tasks_pb2.TASK_STATUS_EMPTY)
+    kept, warnings = jobs.split_tile_results([ok, bad, empty])
+    assert [r.tile.tile_id for r in kept] == ["A", "E"]
+    assert warnings[:2] == ["tile B skipped: crs: problem", "tile E: no imagery (under 1 % valid pixels), "
+                            "nothing mapped there"]
+    assert warnings[2:] == ["tile A: scene s has a 10.00 m GSD"]
     with pytest.raises(RuntimeError, match="B: crs"):
-        jobs.split_tile_results([bad])  # nothing left to map: the job fails naming the tile
+        jobs.split_tile_results([bad, empty])  # nothing left to map: the job fails naming the tile
     fault = _result("C", tasks_pb2.TASK_STATUS_FAILED, common_pb2.ERROR_CODE_INTERNAL)
     with pytest.raises(RuntimeError, match="C"):
         jobs.split_tile_results([ok, fault])  # a service fault is not bad input

@@ -151,8 +151,8 @@ def split_tile_results(results: Iterable[tasks_pb2.TileResult]) -> tuple[list[ta
 
     A tile that failed on bad input (an all-nodata tile, a scene without the model's bands,
     a CRS mismatch, a broken asset link: INVALID_ARGUMENT) is skipped with a warning naming it,
-    and the rest of the area is still mapped. Each result's own warnings (scene fallback,
-    GSD far from the model's) are passed on.
+    and the rest of the area is still mapped. Empty tiles (next to no imagery) get a warning
+    too. Each result's own warnings (scene fallback, GSD far from the model's) are passed on.
 
     Raises:
         RuntimeError: a tile failed for another reason (a service fault), or every tile
@@ -161,10 +161,13 @@ def split_tile_results(results: Iterable[tasks_pb2.TileResult]) -> tuple[list[ta
     results = list(results)
     failed = [r for r in results if r.status == tasks_pb2.TASK_STATUS_FAILED]
     faults = [r for r in failed if r.error.code != common_pb2.ERROR_CODE_INVALID_ARGUMENT]
-    if faults or (failed and len(failed) == len(results)):
+    mapped = any(r.status == tasks_pb2.TASK_STATUS_SUCCEEDED for r in results)
+    if faults or (failed and not mapped):
         first = (faults or failed)[0]
         raise RuntimeError(f"{len(failed)} tile(s) failed; {first.tile.tile_id}: {error_text(first.error)}")
     warnings = [f"tile {r.tile.tile_id} skipped: {error_text(r.error)}" for r in failed]
+    warnings += [f"tile {r.tile.tile_id}: no imagery (under 1 % valid pixels), nothing mapped there"
+                 for r in results if r.status == tasks_pb2.TASK_STATUS_EMPTY]
     for r in results:
         warnings.extend(r.warnings)
     return [r for r in results if r.status != tasks_pb2.TASK_STATUS_FAILED], warnings
