@@ -264,10 +264,14 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         model.train()
         order = torch.randperm(n, generator=gen)
         total = 0.0
+        n_seen = n
         for i in range(0, n, cfg.batch_size):
             frac = max((time.perf_counter() - t_start) / budget, (epoch + i / n) / cfg.max_epochs)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            if i and time.perf_counter() - t_start > budget:  # slow nets: the budget may end mid-epoch
+                n_seen = i
+                break
             idx = order[i : i + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
@@ -278,16 +282,16 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        epoch += 1
+        epoch += 1 if n_seen == n else n_seen / n  # a cut-short last epoch counts as its fraction
         score = val_score(ds, logits_of(model, xva, cfg.chip_size), yva)
-        history.append({"epoch": epoch, "train_loss": total / n, "val_score": score,
+        history.append({"epoch": round(epoch, 2), "train_loss": total / max(n_seen, 1), "val_score": score,
                         "elapsed_s": time.perf_counter() - t_start})
-        log(f"[{ds.task} {cfg.arch}] epoch {epoch} loss {total / n:.4f} val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
+        log(f"[{ds.task} {cfg.arch}] epoch {epoch:.2f} loss {total / max(n_seen, 1):.4f} val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
         if score > best[0]:
-            best = (score, epoch, copy.deepcopy(model.state_dict()))
+            best = (score, round(epoch, 2), copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
     model.eval()
-    return model, {"epochs": epoch, "best_epoch": best[1], "best_val_score": best[0], "pretrained": pretrained,
+    return model, {"epochs": round(epoch, 2), "best_epoch": best[1], "best_val_score": best[0], "pretrained": pretrained,
                    "train_s": time.perf_counter() - t_start, "history": history}
 
 
