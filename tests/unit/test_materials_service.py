@@ -276,3 +276,25 @@ def test_facade_views_come_from_a_street_view_catalog(monkeypatch) -> None:
     by = {f.building_id: f for f in svc.ClassifyFacades(req, Ctx()).facades}
     assert by["in"].material == "brick" and by["in"].views_total == 1 and by["in"].views_used == 1
     assert by["outside"].unknown_reason == "no street-level view of the building"
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_model_server_serves_calibrated_probabilities(tmp_path, multi_label: bool) -> None:
+    """What ClassifyRoofs/ClassifyFacades decode: softmax or per-label sigmoid of logits / T."""
+    from models.classifiers import build_classifier, save_classifier
+    from services.modelserver.models import build_model, parse_specs
+
+    torch.manual_seed(0)
+    net = build_classifier("mobilenet_v3_small", 3).eval()
+    name = "facade-material" if multi_label else "roof-shape"
+    save_classifier(net, {"classes": ["a", "b", "c"], "chip_size": 32, "temperature": 2.0,
+                          "multi_label": multi_label}, tmp_path / name.replace("-", "_") / "v1")
+    served = build_model(parse_specs(f"{name}:v1")[0], model_dir=tmp_path)
+    assert served.load()
+    x = np.random.default_rng(0).uniform(size=(4, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        z = served.net(torch.from_numpy(x)).double() / 2.0
+    expected = torch.sigmoid(z) if multi_label else torch.softmax(z, dim=1)
+    np.testing.assert_allclose(served.forward(x), expected.numpy(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(Exception, match="chips"):  # chip size from the config is enforced
+        served.check_input(np.zeros((1, 3, 48, 48), np.float32))
