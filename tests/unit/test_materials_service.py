@@ -298,3 +298,34 @@ def test_model_server_serves_calibrated_probabilities(tmp_path, multi_label: boo
     np.testing.assert_allclose(served.forward(x), expected.numpy(), rtol=1e-4, atol=1e-6)
     with pytest.raises(Exception, match="chips"):  # chip size from the config is enforced
         served.check_input(np.zeros((1, 3, 48, 48), np.float32))
+
+
+def test_cli_explains_a_jobs_buildings_through_the_rpc(monkeypatch, tmp_path) -> None:
+    """`urbanfabric explain --job`: batch footprints + ARD tiles of the job → Explain per building."""
+    import urbanfabric.clients
+    import urbanfabric.config
+    import urbanfabric.storage
+    from urbanfabric.explain_cmd import explain_job
+    from urbanfabric.layout import JobLayout
+
+    svc, store, _ = _svc()
+    layout = JobLayout("job1")
+    store.objects[layout.batch_footprints("00000")] = store.get_bytes(_footprints(store).removeprefix("s3://b/"))
+    store.objects[layout.ard("t1")] = _image()
+    store.list = lambda prefix: sorted(k for k in store.objects if k.startswith(prefix))
+    store.s3_uri = lambda key: f"s3://b/{key}"
+
+    class Stub:
+        def Explain(self, request, timeout=None):  # noqa: N802 - gRPC method name
+            return svc.Explain(request, Ctx())
+
+    monkeypatch.setattr(urbanfabric.config.Settings, "load", classmethod(lambda cls: None))
+    monkeypatch.setattr(urbanfabric.storage, "ObjectStore", lambda settings: store)
+    monkeypatch.setattr(urbanfabric.clients, "stub", lambda settings, name: Stub())
+    monkeypatch.setattr(urbanfabric.clients, "call", lambda method, req, timeout: method(req, timeout=timeout))
+    from urbanfabric import explain as E
+
+    files = explain_job("job1", ["in", "outside"], 5, "roof-material:v1", [E.Method.GRAD_CAM], "", "b", tmp_path)
+    assert sorted(f.name for f in files) == ["in.json", "in_chip.png", "in_gradcam.png"]  # "outside": no imagery
+    with pytest.raises(NotFound, match="nobody"):
+        explain_job("job1", ["nobody"], 5, "roof-material:v1", [E.Method.GRAD_CAM], "", "b", tmp_path)

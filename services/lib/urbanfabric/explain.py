@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -403,16 +404,23 @@ def load_explainable(version_dir: str | Path) -> Explainable:
     """Load a shipped model folder (``config.json`` + ``model.pt``) as a float32 eval model.
 
     Loads through ``models.classifiers.load_classifier`` (every shipped classifier, including
-    roof-material v1), so the explained module is the one the model server runs.
+    roof-material v1), so the explained module is the one the model server runs. Loaded
+    models are cached per folder and weights timestamp (explaining never modifies them).
 
     Raises:
         NotFound: the folder has no ``config.json`` / ``model.pt``.
     """
-    from models.classifiers import load_classifier
     from urbanfabric.errors import NotFound
 
-    version_dir = Path(version_dir)
+    version_dir = Path(version_dir).resolve()
     if not (version_dir / "config.json").is_file() or not (version_dir / "model.pt").is_file():
         raise NotFound(f"model_version: no config.json/model.pt in {version_dir}")
+    return _load_cached(str(version_dir), (version_dir / "model.pt").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(version_dir: str, _mtime_ns: int) -> Explainable:
+    from models.classifiers import load_classifier
+
     model, config = load_classifier(version_dir)
     return Explainable(model.float().eval(), config)
