@@ -34,6 +34,7 @@ import numpy as np
 #: ``urbanfabric.explain.Method`` values (not imported here: the CLI must not load torch to
 #: parse its arguments).
 METHOD_CHOICES = ["gradcam", "guided-backprop", "guided-gradcam", "all"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,9 +168,26 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
 
 
 def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int = 1) -> list[Path]:
-    """Panels (chip | Grad-CAM | guided backprop | guided Grad-CAM) of the top class for the
-    first ``per_class`` images (sorted by name) of each ``root/<class>/`` folder of the model's
-    classes, plus ``gallery.json`` (true class, predicted class, probability per panel)."""
+    """Panels for the first ``per_class`` images (sorted by name) of each ``root/<class>/``
+    folder of the model's classes; see :func:`explain_samples`."""
+    from urbanfabric import explain as E
+    from urbanfabric.paths import model_dir
+
+    name, _, version = model.partition(":")
+    classes = E.load_explainable(model_dir(name, version)).classes
+    samples: list[tuple[Path, str]] = []
+    for cls in classes:
+        files = sorted(f for f in (root / cls).glob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
+            if (root / cls).is_dir() else []
+        samples += [(f, cls) for f in files[:per_class]]
+    return explain_samples(samples, model, out, scale, data=str(root))
+
+
+def explain_samples(samples: list[tuple[Path, str]], model: str, out: Path, scale: int = 1,
+                    data: str = "") -> list[Path]:
+    """One panel (chip | Grad-CAM | guided backprop | guided Grad-CAM, all for the predicted
+    class) per ``(image file, true label)``, plus ``gallery.json`` (true label, predicted class
+    and probability per panel)."""
     from urbanfabric import explain as E
     from urbanfabric.materials import image_chip, input_scaling
     from urbanfabric.paths import model_dir
@@ -178,21 +196,19 @@ def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int
     ex = E.load_explainable(model_dir(name, version))
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], []
-    for cls in ex.classes:
-        files = sorted(f for f in (root / cls).glob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff"}) \
-            if (root / cls).is_dir() else []
-        for f in files[:per_class]:
-            chip = image_chip(f.read_bytes(), ex.chip_size, input_scaling(ex.config))
-            exps = [E.explain(ex.model, chip, m, classes=ex.classes, multi_label=ex.multi_label,
-                              temperature=ex.temperature) for m in E.Method]
-            path = out / f"{_safe(cls)}_{_safe(f.stem)}.png"
-            path.write_bytes(E.panel_png(chip, exps, scale=scale))
-            written.append(path)
-            rows.append({"file": path.name, "source": f.name, "true": cls, "predicted": exps[0].target_name,
-                         "probability": round(float(exps[0].scores[exps[0].target]), 3),
-                         "layer": exps[0].layer})
+    for f, true in samples:
+        chip = image_chip(Path(f).read_bytes(), ex.chip_size, input_scaling(ex.config))
+        exps = [E.explain(ex.model, chip, m, classes=ex.classes, multi_label=ex.multi_label,
+                          temperature=ex.temperature) for m in E.Method]
+        path = out / f"{_safe(true)}_{_safe(Path(f).stem)[:40]}.png"
+        path.write_bytes(E.panel_png(chip, exps, scale=scale))
+        written.append(path)
+        rows.append({"file": path.name, "source": Path(f).name, "true": true, "predicted": exps[0].target_name,
+                     "probability": round(float(exps[0].scores[exps[0].target]), 3),
+                     "scores": {c: round(float(p), 3) for c, p in zip(ex.classes, exps[0].scores)},
+                     "layer": exps[0].layer})
     index = out / "gallery.json"
-    index.write_text(json.dumps({"model": model, "data": str(root), "panels": rows}, indent=2) + "\n", encoding="utf-8")
+    index.write_text(json.dumps({"model": model, "data": data, "panels": rows}, indent=2) + "\n", encoding="utf-8")
     return [*written, index]
 
 
