@@ -208,3 +208,38 @@ def test_bad_scenes_are_named_with_their_tile(tmp_path):
     assert acquisition.fetch_tile([coarse], tile, model_gsd=6.0).warnings == []
     with pytest.raises(EmptyArea):
         acquisition.fetch_tile([coarse], tiles_for_area((10.0, 50.0, 10.001, 50.001), tile_px=64)[0])
+
+
+def test_static_catalog_over_http_with_relative_asset_links(tmp_path):
+    """A static catalog (pystac, relative hrefs) served by a real HTTP server: searched by
+    date, its COGs read by stackstac over HTTP."""
+    root = tmp_path / "site"
+    root.mkdir()
+    catalog = pystac.Catalog(id="ortho", description="orthophotos")
+    for sid, when, value in [("o2018", "2018-04-01T00:00:00+00:00", 70), ("o2021", "2021-04-01T00:00:00+00:00", 90)]:
+        item = pystac.Item.from_dict(_item(root, sid, when, None, value))
+        for name in ("red", "green", "blue"):
+            item.assets[name].href = f"../{sid}-{name}.tif"  # relative to <root>/<id>/<id>.json
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(root))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    # A separate process: an in-process Python server stalled while GDAL read COGs from it.
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/catalog.json", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/catalog.json"
+        assert stac.source_kind(url) == "static"
+        items = stac.search_items(url, bbox=AREA, datetime="2020/2022")
+        assert [i.id for i in items] == ["o2021"]
+        raster = acquisition.load_tile(items, _tile())
+        assert set(np.unique(raster.data[0])) == {90}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
