@@ -7,7 +7,6 @@ import datetime as dt
 import threading
 from pathlib import Path
 
-
 from urbanfabric import acquisition, scenes, stac
 from urbanfabric.config import Settings
 from urbanfabric.convert import tile_from_proto

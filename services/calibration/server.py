@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from urbanfabric import calibration
 from urbanfabric.config import Settings
 from urbanfabric.grpc_service import Registration, require, rpc, run_service

@@ -137,7 +137,7 @@ def register_xyz_source(
     """
     if not source_id or "/" in source_id:
         raise InvalidInput("source_id", "must be a non-empty name without '/'")
-    when = when or dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    when = when or dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     root = f"sources/{source_id}"
     catalog = pystac.Catalog(id=source_id, description=f"Imagery source {source_id}")
     bboxes = []

@@ -52,7 +52,7 @@ class SettlementMask:
             return cls(raster_path=path)
         try:
             frame = gpd.read_parquet(path) if suffix in (".parquet", ".geoparquet") else gpd.read_file(path)
-        except Exception as exc:  # noqa: BLE001 - GDAL/pyarrow raise many types
+        except Exception as exc:
             raise InvalidInput("settlement_mask", f"cannot read {path}: {exc}") from exc
         if frame.crs is None:
             raise InvalidInput("settlement_mask", f"{path} has no coordinate reference system")
