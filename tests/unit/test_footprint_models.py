@@ -83,3 +83,15 @@ def test_random_crop_pads_small_scenes():
     scene = _scenes(1, size=100)[0]
     img, mask = D.random_crop(scene, 128, np.random.default_rng(0))
     assert img.shape == (3, 128, 128) and mask.shape == (128, 128)
+
+
+def test_every_shipped_footprint_version_loads_and_predicts():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    versions = sorted(p.parent for p in repo.glob("models/footprint_*/v*/config.json"))
+    assert any(v.parent.name == "footprint_unet" and v.name == "v1" for v in versions)
+    x = np.random.default_rng(0).random((1, 3, 40, 40), dtype=np.float32)
+    for v in versions:
+        prob = predict_proba(load_model(v), x)
+        assert prob.shape == (1, 40, 40) and np.all((prob >= 0) & (prob <= 1)), v
