@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=50_000)
     p.add_argument("--naive", type=int, default=300)
+    p.add_argument("--threads", type=int, default=2, help="XGBoost threads per prediction")
     args = p.parse_args()
     load_before = os.getloadavg()
     base = gpd.read_file(SHARED_DATA / "age/boulder/boulder_buildings.gpkg")
@@ -79,6 +80,8 @@ def main() -> None:
     height = attributes.HeightModel.load(REPO / "models/height_xgb/v1")
     func = function.FunctionModel.load(REPO / "models/building_function/v1")
     age_model = age.AgeModel.load(REPO / "models/building_age/v1")
+    for b in (*height.members, func.booster, *age_model.members, age_model.classifier):
+        b.set_param({"nthread": args.threads})
     t = dict.fromkeys(("repair", "features", "height", "function_floors", "age"), 0.0)
     n_out = 0
     for i in range(0, len(frame), args.batch):
@@ -118,6 +121,7 @@ def main() -> None:
         "buildings_kept_after_repair": n_out,
         "source": "age/boulder/boulder_buildings.gpkg tiled",
         "models": ["height_xgb/v1 (20 members)", "building_function/v1", "building_age/v1"],
+        "xgboost_threads": args.threads,
         "seconds": t, "buildings_per_second": {k: args.n / v for k, v in t.items() if v > 0},
         "buildings_per_second_all_steps": args.n / total, "peak_rss_mib": peak_rss_mib(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
