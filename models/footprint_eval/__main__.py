@@ -52,11 +52,18 @@ def member_name(version_dir: Path) -> str:
     return f"{cfg.get('name', version_dir.parent.name)}/{cfg.get('version', version_dir.name)}"
 
 
-def score_mask(pred: np.ndarray, truth: np.ndarray, min_area_px: float) -> tuple[ConfusionAtThresholds, InstanceScores]:
-    """Pixel confusion and SpaceNet instance counts of one binary prediction."""
+def score_mask(
+    pred: np.ndarray, truth: np.ndarray, min_area_px: float, truth_instances: list | None = None
+) -> tuple[ConfusionAtThresholds, InstanceScores]:
+    """Pixel confusion and SpaceNet instance counts of one binary prediction.
+
+    ``truth_instances`` (the label mask's components) can be passed to reuse them across models.
+    """
     conf = ConfusionAtThresholds((0.5,))
     conf.update(pred.astype(np.float32), truth)
-    inst = match_instances(mask_instances(truth), mask_instances(pred), iou_threshold=0.5, min_area=min_area_px)
+    if truth_instances is None:
+        truth_instances = mask_instances(truth)
+    inst = match_instances(truth_instances, mask_instances(pred), iou_threshold=0.5, min_area=min_area_px)
     return conf, inst
 
 
@@ -117,8 +124,9 @@ def evaluate(
                 if len(members) > 1:
                     share, thr = ensemble_vote(probs, [m["threshold"] for m in members], k)
                     preds[ENSEMBLE] = np.nan_to_num(share, nan=0.0) >= thr
+                truth_instances = mask_instances(scene.mask)
                 for name, pred in preds.items():
-                    conf, inst = score_mask(pred, scene.mask, min_area_px)
+                    conf, inst = score_mask(pred, scene.mask, min_area_px, truth_instances)
                     if name in acc:
                         c, i = acc[name]
                         for a in ("tp", "fp", "fn", "tn"):
