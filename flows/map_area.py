@@ -103,8 +103,10 @@ class ImageryOptions(BaseModel):
     resampling: str = "nearest"
     #: Settlement mask (vector or raster path/URL): only grid cells with settlement are mapped.
     settlement_mask: str = ""
-    #: IQR statistics per patch, or once over the whole area ("city").
-    calibration: Literal["patch", "city"] = "patch"
+    #: IQR statistics per patch, or once over the whole area ("city", the default: neighbouring
+    #: tiles then see the same scaling, which halves the probability jumps at tile borders —
+    #: docs/results.md "Seams").
+    calibration: Literal["patch", "city"] = "city"
 
 
 def imagery_source(catalog_uri: str, cogs: list[str], options: ImageryOptions,
@@ -328,7 +330,7 @@ def map_area(
     models: ModelVersions = ModelVersions(),
     region: str = "ASIA_CHN",
     batch_size: int = 250,
-    halo_px: int = 32,
+    halo_px: int = 128,
     job_id: str | None = None,
     districts: str | None = None,
     district_id: str = "id",
@@ -349,7 +351,8 @@ def map_area(
         models: model versions (``name:version``).
         region: material-intensity region (RASMI R5_32 code, e.g. ``ASIA_CHN``, ``OECD_EU15``).
         batch_size: buildings per BuildingBatch.
-        halo_px: context pixels around each tile for seamless segmentation.
+        halo_px: context pixels around each tile for seamless segmentation (128 = the
+            blending overlap: border pixels then sit well inside a model window on both sides).
         job_id: reuse an id to resume a job (finished tasks are not redone); new by default.
         districts: polygons (GeoJSON / GeoParquet path or s3:// URI) to total stock, CO2e and
             solar per district into ``outputs/districts.parquet``.
