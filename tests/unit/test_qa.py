@@ -53,3 +53,18 @@ def test_neighbours_apart_and_buildings_away_from_borders_pass():
     report = seam_defects(frame, TILES)
     assert report.ok and report.near_border == 0
     assert seam_defects(frame, TILES[:1]).borders == 0
+
+
+def test_border_agreement_compares_facing_edges_and_skips_nodata():
+    import numpy as np
+
+    from urbanfabric.qa import border_agreement
+
+    a = np.zeros((2, 4, 4), np.uint8)
+    b = np.zeros((2, 4, 4), np.uint8)
+    a[0, :, -1], a[1, :, -1] = [90, 90, 10, 255], [1, 1, 0, 255]   # east edge of tile (0, 0)
+    b[0, :, 0], b[1, :, 0] = [80, 20, 10, 50], [1, 0, 0, 1]         # west edge of tile (1, 0)
+    result = border_agreement({(0, 0): a, (1, 0): b})
+    assert result.borders == 1 and result.pixels == 3                 # the nodata row is skipped
+    assert result.mask_agreement == pytest.approx(2 / 3)
+    assert result.mean_abs_diff == pytest.approx((0.1 + 0.7 + 0.0) / 3)

@@ -66,7 +66,8 @@ def internal_borders(bounds: Iterable[Sequence[float]]) -> list[LineString]:
     Args:
         bounds: ``(west, south, east, north)`` of each tile of one regular grid.
     """
-    rounded = [tuple(round(v, 9) for v in b) for b in bounds]
+    # Rounded so edges computed from different transforms (float noise) still match.
+    rounded = [tuple(round(v, 6) for v in b) for b in bounds]
     edges: dict[tuple, int] = {}
     for w, s, e, n in rounded:
         for edge in (((w, s), (w, n)), ((e, s), (e, n)), ((w, s), (e, s)), ((w, n), (e, n))):
@@ -118,3 +119,92 @@ def seam_defects(footprints: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> SeamRep
                 pair = tuple(sorted((ids[near[a]], ids[near[b]])))
                 cut.add(pair)  # type: ignore[arg-type]
     return SeamReport(len(lines), int(near_any.sum()), sorted(cut), sorted(flush))
+
+
+@dataclass(frozen=True)
+class BorderAgreement:
+    """How well neighbouring tiles' masks agree on their shared border pixels.
+
+    Attributes:
+        borders: shared borders compared.
+        pixels: border pixel pairs with data on both sides.
+        mean_abs_diff: mean |p_a − p_b| of the building probability (0–1).
+        mask_agreement: share of pairs with the same building / background decision.
+    """
+
+    borders: int
+    pixels: int
+    mean_abs_diff: float
+    mask_agreement: float
+
+    def text(self) -> str:
+        return (f"{self.borders} borders, {self.pixels} pixel pairs: mean |Δp| {self.mean_abs_diff:.3f}, "
+                f"mask agreement {self.mask_agreement:.3f}")
+
+
+def border_agreement(masks: dict[tuple[int, int], np.ndarray], nodata: int = 255) -> BorderAgreement:
+    """Compare the last row/column of each tile's mask with the first of its neighbour.
+
+    Args:
+        masks: ``(x, y)`` grid index → the segmentation service's ``mask.tif`` bands
+            (band 0: probability × 100, band 1: building 0/1; ``nodata`` where no imagery).
+        nodata: the masks' nodata value.
+    """
+    diffs: list[np.ndarray] = []
+    agree: list[np.ndarray] = []
+    for (x, y), a in masks.items():
+        # East neighbour: our last column against its first; south neighbour: rows.
+        for key, ours, theirs in (((x + 1, y), np.s_[:, :, -1], np.s_[:, :, 0]),
+                                  ((x, y + 1), np.s_[:, -1, :], np.s_[:, 0, :])):
+            if key not in masks:
+                continue
+            pa, pb = a[ours], masks[key][theirs]
+            ok = (pa[0] != nodata) & (pb[0] != nodata)
+            diffs.append(np.abs(pa[0][ok].astype(np.int16) - pb[0][ok].astype(np.int16)) / 100.0)
+            agree.append(pa[1][ok] == pb[1][ok])
+    if not diffs:
+        return BorderAgreement(0, 0, float("nan"), float("nan"))
+    d, g = np.concatenate(diffs), np.concatenate(agree)
+    return BorderAgreement(len(diffs), int(d.size), float(d.mean()) if d.size else float("nan"),
+                           float(g.mean()) if g.size else float("nan"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m urbanfabric.qa JOB_ID``: seam checks of a finished job on the running stack."""
+    import argparse
+
+    from urbanfabric.config import Settings
+    from urbanfabric.layout import JobLayout
+    from urbanfabric.rasters import read_raster
+    from urbanfabric.storage import ObjectStore
+
+    parser = argparse.ArgumentParser(prog="python -m urbanfabric.qa", description=main.__doc__)
+    parser.add_argument("job_id")
+    args = parser.parse_args(argv)
+    store = ObjectStore(Settings.load())
+    layout = JobLayout(args.job_id)
+    masks: dict[tuple[int, int], np.ndarray] = {}
+    tiles: list[Tile] = []
+    for key in store.list(f"{layout.root}/tiles/"):
+        if key.endswith("/mask.tif"):
+            tile_id = key.split("/")[-2]
+            tms, z, x, y = tile_id.rsplit("-", 3)
+            raster = read_raster(store.get_bytes(key))
+            masks[int(x), int(y)] = raster.data
+            res = abs(raster.transform.a)
+            left, top = raster.transform.c, raster.transform.f
+            rows, cols = raster.data.shape[1:]
+            tiles.append(Tile(tms, int(z), int(x), int(y), (left, top - rows * res, left + cols * res, top),
+                              str(raster.crs), res))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = gpd.read_parquet(store.get_file(layout.buildings, Path(tmp) / "b.parquet"))
+    print("seams:", seam_defects(table, tiles).text())
+    print("border agreement:", border_agreement(masks).text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
