@@ -218,3 +218,20 @@ def test_cli_explains_an_image_file(tmp_path) -> None:
     assert summary["target_class"] == "other" and abs(sum(summary["scores"].values()) - 1) < 1e-3
     with pytest.raises(InvalidInput, match="target"):
         main(["explain", "--image", str(img), "--target", "slate", "--out", str(tmp_path / "o2")])
+
+
+def test_cli_folder_with_a_labels_file_and_a_split(tmp_path) -> None:
+    import json
+
+    from urbanfabric.cli import main
+
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("filename, other, healthy_metal\na.png, 1, 0\nb.png, 1, 1\nc.png, 0, 1\n")
+    (tmp_path / "test.txt").write_text("b.png\nc.png\n")
+    assert main(["explain", "--folder", str(tmp_path), "--labels", str(tmp_path / "labels.csv"),
+                 "--only", str(tmp_path / "test.txt"), "--per-class", "1", "--out", str(tmp_path / "g")]) == 0
+    panels = json.loads((tmp_path / "g/gallery.json").read_text())["panels"]
+    assert [(p["true"], p["source"]) for p in panels] == [("healthy_metal", "b.png"), ("other", "b.png")]
+    assert Image.open(tmp_path / "g" / panels[0]["file"]).size == (4 * 128 + 3 * 2, 128)

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=5, help="--job: buildings to explain without --buildings")
     p.add_argument("--per-class", type=int, default=2, help="--folder: images per class folder")
     p.add_argument("--scale", type=int, default=1, help="--folder: enlarge panels (nearest)")
+    p.add_argument("--labels", default="", help="--folder: labels of a flat folder instead of class sub-folders: "
+                                                 "JSON {file: label} or multi-hot CSV (filename, label…)")
+    p.add_argument("--only", default="", help="--folder: text file of file names to draw from (e.g. a test split)")
     p.add_argument("--bucket", default="urbanfabric")
     p.add_argument("--out", default="out/explain", help="output folder")
 
@@ -167,18 +170,40 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
     return written
 
 
-def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int = 1) -> list[Path]:
-    """Panels for the first ``per_class`` images (sorted by name) of each ``root/<class>/``
-    folder of the model's classes; see :func:`explain_samples`."""
+def read_labels(path: Path) -> dict[str, list[str]]:
+    """``{file name: [labels]}`` from a JSON ``{file: label}`` or a multi-hot CSV
+    (``filename, label1, label2, …`` with 0/1 cells, e.g. the façade sets' ``_classes.csv``)."""
+    import csv
+
+    if path.suffix.lower() == ".json":
+        return {k: [v] if isinstance(v, str) else list(v) for k, v in json.loads(path.read_text()).items()}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    head = [h.strip() for h in rows[0]]
+    return {r[0].strip(): [head[i] for i in range(1, len(head)) if r[i].strip() == "1"] for r in rows[1:] if r}
+
+
+def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int = 1,
+                   labels: Path | None = None, only: Path | None = None) -> list[Path]:
+    """Panels for the first ``per_class`` images (sorted by name) of each of the model's
+    classes: from ``root/<class>/`` folders, or from a flat ``root`` with a ``labels`` file
+    (an image counts for every label it has); ``only`` restricts the candidates to the file
+    names it lists (a held-out split). See :func:`explain_samples`."""
     from urbanfabric import explain as E
     from urbanfabric.paths import model_dir
 
     name, _, version = model.partition(":")
     classes = E.load_explainable(model_dir(name, version)).classes
+    allowed = set(only.read_text().split()) if only else None
+    mapping = read_labels(labels) if labels else {}
     samples: list[tuple[Path, str]] = []
     for cls in classes:
-        files = sorted(f for f in (root / cls).glob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
-            if (root / cls).is_dir() else []
+        if labels:
+            files = sorted(root / f for f, labs in mapping.items() if cls in labs)
+        else:
+            files = sorted(f for f in (root / cls).glob("*") if f.suffix.lower() in IMAGE_SUFFIXES) \
+                if (root / cls).is_dir() else []
+        files = [f for f in files if allowed is None or f.name in allowed]
         samples += [(f, cls) for f in files[:per_class]]
     return explain_samples(samples, model, out, scale, data=str(root))
 
@@ -217,7 +242,9 @@ def run(args: argparse.Namespace) -> int:
     methods = _methods(args.method)
     out = Path(args.out)
     if args.folder:
-        files = explain_folder(Path(args.folder), args.model, args.per_class, out, args.scale)
+        files = explain_folder(Path(args.folder), args.model, args.per_class, out, args.scale,
+                               labels=Path(args.labels) if args.labels else None,
+                               only=Path(args.only) if args.only else None)
     elif args.image:
         files = explain_files(args.image, args.model, methods, args.target, out)
     else:
