@@ -145,3 +145,28 @@ def test_splits_are_disjoint_by_location():
     assert splits == [D.crowdai_split(n) for n in names]  # deterministic
     assert 0.4 < splits.count("train") / 200 < 0.8
     assert D.SPACENET_TRAIN_COLS[1] < D.SPACENET_TEST_COLS[0]  # a gap between the strips
+
+
+def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
+    import torch
+
+    from models.footprint_eval.__main__ import ENSEMBLE, evaluate
+    from models.footprint_unet.net import build_model
+    from models.footprint_unet.train import export
+    from models.footprint_unet.train_multi import arch_config
+
+    torch.manual_seed(0)
+    cfg = arch_config("Unet", "binary")
+    export(build_model(cfg), tmp_path / "v1", cfg, {"threshold": 0.5}, {}, name="footprint_a")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:40] = 1
+    scene = D.Scene("fake", "s0", "s0", np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
+    monkeypatch.setattr(D, "load", lambda ds, split, root: [scene])
+    report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path, min_votes=2,
+                      cache_dir=tmp_path / "cache")
+    models = report["results"]["fake"]["test"]["models"]
+    assert set(models) == {"footprint_a/v1", "footprint_a/v1#1", ENSEMBLE}
+    # Two identical members agreeing 2 of 2 is the member itself.
+    assert models[ENSEMBLE]["pixel"] == models["footprint_a/v1"]["pixel"]
+    assert report["results"]["fake"]["test"]["pixels"] == 64 * 64
+    assert any((tmp_path / "cache").rglob("*.npy"))
