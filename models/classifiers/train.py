@@ -194,7 +194,8 @@ def linear_probe(model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, gen: torc
     for _ in range(cfg.probe_views):
         feats.append(pooled_features(model, augment(base, cfg.chip_size, ds.rotate, gen)))
     x = np.concatenate(feats)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    # Floor the spread: near-constant features would otherwise get huge folded weights.
+    mu, sd = x.mean(0), np.maximum(x.std(0), 0.1 * x.std(0).mean()) + 1e-6
     z = (x - mu) / sd
     n_out = len(ds.classes)
     coef, bias = np.zeros((n_out, x.shape[1])), np.zeros(n_out)
@@ -260,8 +261,18 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         best = (score, 0, copy.deepcopy(model.state_dict()))
     n = len(xtr)
     epoch = 0
+    # After a linear probe, fine-tune with BatchNorm statistics frozen and without head dropout:
+    # the probe's head is fitted to eval-mode features, and batch statistics of 32 augmented
+    # chips or dropped features shift them enough to wreck it (first-epoch loss ~5, not ~1).
+    probed = bool(history)
+    if probed and hasattr(model.backbone, "drop_rate"):
+        model.backbone.drop_rate = 0.0
     while epoch < cfg.max_epochs and time.perf_counter() - t_start < budget:
         model.train()
+        if probed:
+            for mod in model.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         order = torch.randperm(n, generator=gen)
         total = 0.0
         n_seen = n
