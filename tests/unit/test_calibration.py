@@ -110,3 +110,17 @@ def test_coregistration_recovers_a_known_shift_on_a_real_tile(xiamen_dir):
         assert (dy, dx) == (baseline[0] - offset[0], baseline[1] - offset[1])
     flat = np.zeros_like(mask)
     assert estimate_shift(image, flat) == (0, 0)
+
+
+def test_coregister_keeps_the_label_when_the_peak_is_on_the_search_border():
+    from urbanfabric.coregistration import coregister
+
+    rng = np.random.default_rng(3)
+    label = np.zeros((64, 64), np.uint8)
+    label[20:40, 16:30] = 1
+    image = np.stack([np.roll(label, (2, -3), axis=(0, 1)) * 200 + rng.integers(0, 20, (64, 64))] * 3)
+    aligned, shift, reliable = coregister(image, label, max_shift=8)
+    assert reliable and shift == (2, -3) and (aligned[22:42, 13:27] == 1).all()
+    far = np.stack([np.roll(label, (12, 0), axis=(0, 1)) * 200] * 3)
+    same, shift, reliable = coregister(far, label, max_shift=4)
+    assert not reliable and same is label

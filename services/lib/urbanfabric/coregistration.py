@@ -78,3 +78,18 @@ def estimate_shift(image: np.ndarray, label: np.ndarray, max_shift: int = 16) ->
 def align_label(label: np.ndarray, shift: tuple[int, int], fill: float = 0) -> np.ndarray:
     """The label moved by ``(dy, dx)`` pixels; uncovered borders get ``fill``."""
     return ndimage.shift(label, shift, order=0, mode="constant", cval=fill).astype(label.dtype)
+
+
+def coregister(image: np.ndarray, label: np.ndarray, max_shift: int = 16) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """Align a training label to its image patch.
+
+    Returns:
+        ``(aligned_label, (dy, dx), reliable)``. ``reliable`` is False when the correlation
+        peak sits on the border of the search window (the true offset may be larger, or there
+        is no clear peak); the label is then returned unchanged, since a wrong shift would
+        do more harm to training than the original offset.
+    """
+    dy, dx = estimate_shift(image, label, max_shift)
+    if max(abs(dy), abs(dx)) >= max_shift:
+        return label, (dy, dx), False
+    return align_label(label, (dy, dx)), (dy, dx), True
