@@ -103,7 +103,12 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     # Masses are intensity × GFA, with the intensity from the shipped RASMI table.
     mi = MaterialIntensityTable.load()
     row = table.iloc[0]
-    fn = "RS" if row["floors"] <= 2 and row["footprint_area_m2"] < 250 else "RM"
+    # The RASMI key comes from the predicted function: non-residential → NR, residential →
+    # RS/RM by size (the size rule alone only when no function model ran).
+    size_rule = "RS" if row["floors"] <= 2 and row["footprint_area_m2"] < 250 else "RM"
+    fn = "NR" if row["building_function"] not in (None, "residential") else size_rule
+    assert row["function"] == fn
+    assert table["building_function"].notna().all() and table["year_built"].notna().all()
     expected = mi.intensity(fn, row["structure"], "ASIA_CHN")["p50"]
     for material, kg_per_m2 in expected.items():
         assert row[f"mass_{material}_kg"] == pytest.approx(kg_per_m2 * row["gfa_m2"], rel=1e-6)
