@@ -296,7 +296,10 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
             outputs["districts"] = store.s3_uri(key)
     summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
     summary.warnings = list(warnings or [])
-    basemap = [read_raster(store.get_bytes(parse_s3_uri(r.ard.uri)[1])) for r in tile_results[:16] if r.ard.uri]
+    # Every tile under the map, read at a COG overview: ~2,000 px across the whole area.
+    ards = [r.ard.uri for r in tile_results if r.ard.uri]
+    preview_px = max(16, int(2048 / max(1.0, len(ards) ** 0.5)))
+    basemap = [read_raster(store.get_bytes(parse_s3_uri(uri)[1]), max_size=preview_px) for uri in ards]
     store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
     store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
     return summary

@@ -71,14 +71,25 @@ def cog_bytes(raster: Raster, blocksize: int = 512, resampling: str = "average")
         return path.read_bytes()
 
 
-def read_raster(blob: bytes) -> Raster:
+def read_raster(blob: bytes, max_size: int | None = None) -> Raster:
     """Decode GeoTIFF bytes into a :class:`Raster`.
+
+    Args:
+        blob: the GeoTIFF (COG) bytes.
+        max_size: when given, read at most this many pixels along the longer side (GDAL picks
+            the COG overview, so a preview costs a fraction of a full read).
 
     Raises:
         InvalidInput: the bytes are not a readable GeoTIFF (field ``image``).
     """
     try:
         with MemoryFile(blob) as mem, mem.open() as src:
-            return Raster(src.read(), src.transform, src.crs, src.nodata)
+            if max_size is None or max(src.width, src.height) <= max_size:
+                return Raster(src.read(), src.transform, src.crs, src.nodata)
+            scale = max(src.width, src.height) / max_size
+            shape = (src.count, max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+            data = src.read(out_shape=shape, resampling=rasterio.enums.Resampling.average)
+            transform = src.transform * rasterio.Affine.scale(src.width / shape[2], src.height / shape[1])
+            return Raster(data, transform, src.crs, src.nodata)
     except rasterio.errors.RasterioIOError as exc:
         raise InvalidInput("image", f"not a readable GeoTIFF ({exc})") from exc

@@ -18,11 +18,17 @@ from urbanfabric.rasters import Raster  # noqa: E402
 
 def _show_basemap(ax, rasters: list[Raster]) -> None:
     """Draw calibrated tiles (EPSG:3857) under the footprints, decimated for a small PNG."""
-    for r in rasters:
-        step = max(1, r.data.shape[-1] // 512)
+    if not rasters:
+        return
+    steps = [max(1, r.data.shape[-1] // 512) for r in rasters]
+    # One stretch for all tiles, so the basemap shows no tile-by-tile brightness steps.
+    sample = np.concatenate([r.data[:3, ::s * 4, ::s * 4].ravel() for r, s in zip(rasters, steps)])
+    sample = sample[np.isfinite(sample)]
+    white = max(float(np.percentile(sample, 99)), 1e-6) if sample.size else 1.0
+    for r, step in zip(rasters, steps):
         data = r.data[:3, ::step, ::step]
         rgb = np.nan_to_num(data).transpose(1, 2, 0)
-        rgb = np.clip(rgb / max(float(np.percentile(rgb, 99)), 1e-6), 0, 1)
+        rgb = np.clip(rgb / white, 0, 1)
         # Pixels without imagery stay transparent instead of black.
         alpha = np.isfinite(data).all(axis=0).astype(rgb.dtype)[..., None]
         rgb = np.concatenate([rgb, alpha], axis=2)
