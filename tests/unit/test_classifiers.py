@@ -145,3 +145,18 @@ def test_training_step_runs_and_ships_a_loadable_model(tmp_path: Path) -> None:
     loaded, cfg2 = load_classifier(tmp_path / "v1")
     assert cfg2["classes"] == ["flat", "hip"] and cfg2["taxonomy"]["name"] == "plain"
     assert cfg2["temperature"] == pytest.approx(result["calibration"]["val"]["temperature"])
+
+
+@pytest.mark.parametrize("folder", ["models/roof_material/v2", "models/roof_shape/v1", "models/facade_material/v1"])
+def test_shipped_models_load_with_calibration_and_taxonomy(folder: str) -> None:
+    d = Path(folder)
+    if not (d / "model.pt").exists():
+        pytest.skip(f"{folder} not shipped")
+    model, cfg = load_classifier(d)
+    assert cfg["temperature"] > 0 and set(cfg["taxonomy"]["codes"]) == set(cfg["classes"])
+    if cfg["multi_label"]:
+        assert set(cfg["thresholds"]) == set(cfg["classes"])
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["test"]["n"] > 0 and "calibration" in metrics
+    p = predict_proba(model, np.full((1, 3, cfg["chip_size"], cfg["chip_size"]), 0.5, dtype=np.float32), cfg)
+    assert p.shape == (1, len(cfg["classes"])) and np.all((p >= 0) & (p <= 1))
