@@ -1,4 +1,4 @@
-"""Model-server adapter for every image classifier of :mod:`models.classifiers`.
+"""Model-server adapter (KServe predictor, TorchServe handler) for every classifier of this package.
 
 The server's generic contract is a module with ``load_model(version_dir[, device])`` and
 ``predict_proba(model, x)``. Here both go through the classifier library, so the served

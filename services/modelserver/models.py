@@ -55,9 +55,9 @@ KNOWN_MODULES: dict[str, str] = {
     "footprint-unet": "models.footprint_unet.net",
     "footprint-deeplab": "models.footprint_unet.net",  # same module; config.json picks DeepLabV3+
     # Every classifier loads through models.classifiers and serves calibrated probabilities.
-    "roof-material": "services.modelserver.classifier",
-    "roof-shape": "services.modelserver.classifier",
-    "facade-material": "services.modelserver.classifier",
+    "roof-material": "models.classifiers.serving",
+    "roof-shape": "models.classifiers.serving",
+    "facade-material": "models.classifiers.serving",
 }
 
 # KServe already records request_{preprocess,predict,postprocess}_seconds per model; these add

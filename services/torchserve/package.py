@@ -60,7 +60,10 @@ VERSION_FILES = ("config.json", "model.pt")
 EXTRA_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "footprint-unet": ("segmentation-models-pytorch", "timm"),
     "footprint-deeplab": ("segmentation-models-pytorch", "timm"),
-    "roof-material": ("timm",),
+    # Classifiers load through models.classifiers (timm for Lite0, torchvision for the others).
+    "roof-material": ("timm", "torchvision"),
+    "roof-shape": ("timm", "torchvision"),
+    "facade-material": ("timm", "torchvision"),
 }
 
 #: KServe's TorchServe runtime: TorchServe behind KServe's wrapper, which listens on 8080 and

@@ -34,7 +34,7 @@ import deploy_support as ds
 import numpy as np
 import pytest
 
-MODELS = {"footprint-unet": "models.footprint_unet.net", "roof-material": "models.roof_material.model"}
+MODELS = {"footprint-unet": "models.footprint_unet.net", "roof-material": "models.classifiers.serving"}
 VERSION = "v1"
 READY_TIMEOUT_S = 150  # normally ~25 s for three workers on two busy cores
 ATOL = 1e-5

@@ -230,7 +230,7 @@ def test_parse_specs() -> None:
     specs = parse_specs("footprint-unet:v1, roof_material:v2,tiny:v3=pkg.mod")
     assert [(s.name, s.model_dir, s.module) for s in specs] == [
         ("footprint-unet-v1", "footprint_unet", "models.footprint_unet.net"),
-        ("roof-material-v2", "roof_material", "services.modelserver.classifier"),
+        ("roof-material-v2", "roof_material", "models.classifiers.serving"),
         ("tiny-v3", "tiny", "pkg.mod"),
     ]
     for bad in ("footprint-unet", "unknown:v1", ":v1"):
