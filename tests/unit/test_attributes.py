@@ -380,3 +380,32 @@ def test_neighbourhood_exact_for_concave_and_multipart_shapes() -> None:
         col = "n_touching" if r == 1 else f"n_within_{r}m"
         np.testing.assert_array_equal(f[col], (d <= r).sum(axis=1))
     np.testing.assert_allclose(f.nn_dist_m, d.min(axis=1))
+
+
+def test_conformal_band_covers_held_out_scatter_and_survives_save(tmp_path: Path) -> None:
+    from urbanfabric.attributes import HeightModel
+
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> tuple[pd.DataFrame, np.ndarray]:
+        x = rng.uniform(0, 1, size=(n, 2))
+        # Heights with a 30 % multiplicative scatter the features cannot explain.
+        y = (5 + 40 * x[:, 0]) * rng.lognormal(0.0, 0.3, size=n)
+        return pd.DataFrame(x, columns=["a", "b"]), y
+
+    X, y = sample(600)
+    model = HeightModel({"max_depth": 3}).fit(X, y, n_models=5, num_boost_round=60)
+    Xc, yc = sample(400)
+    Xe, ye = sample(400)
+    _, lo, hi = model.predict(Xe)
+    raw = np.mean((ye >= lo) & (ye <= hi))
+    band = model.calibrate_band(Xc, yc, coverage=0.9)
+    assert band["q_lo"] < 0 < band["q_hi"]
+    mean, lo, hi = model.predict(Xe)
+    calibrated = np.mean((ye >= lo) & (ye <= hi))
+    assert raw < 0.6 and 0.83 <= calibrated <= 0.97, (raw, calibrated)
+    assert (lo <= mean).all() and (mean <= hi).all()
+    again = HeightModel.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(again.predict(Xe)[2], hi, rtol=1e-6)
+    with pytest.raises(InvalidInput):
+        model.calibrate_band(Xc[:5], yc[:5])

@@ -847,9 +847,11 @@ class HeightModel:
     with replacement) of the training set, early-stopped on its own out-of-bag rows. The
     prediction is the members' mean; the members' 5th/95th percentiles are the band.
 
-    The band is the *ensemble spread*: it reflects how much the estimate depends on the
-    training sample, not the scatter of individual buildings around it, so it covers far
-    fewer than 90 % of true heights (see the model card for the measured share).
+    The raw band is the *ensemble spread*: it reflects how much the estimate depends on the
+    training sample, not the scatter of individual buildings around it, so alone it covers
+    far fewer than 90 % of true heights. A model with a calibrated ``band`` (split-conformal
+    relative residuals on held-out blocks, :meth:`calibrate_band`) widens it to the
+    buildings' scatter: ``[mean·(1+q_lo), mean·(1+q_hi)]``, never narrower than the spread.
 
     Args:
         params: XGBoost parameters merged over ``DEFAULT_PARAMS``.
@@ -865,6 +867,8 @@ class HeightModel:
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self.members: list[xgb.Booster] = []
         self.info: dict[str, Any] = {}
+        #: Split-conformal band: {"q_lo", "q_hi", "coverage_target", "n_calibration", …}.
+        self.band: dict[str, Any] = {}
 
     def fit(
         self,
@@ -967,7 +971,46 @@ class HeightModel:
             empty = np.zeros(0)
             return empty, empty.copy(), empty.copy()
         lo, hi = np.percentile(p, [5.0, 95.0], axis=0)
-        return p.mean(axis=0), lo, hi
+        mean = p.mean(axis=0)
+        if self.band:
+            lo = np.minimum(lo, np.maximum(mean * (1.0 + self.band["q_lo"]), MIN_HEIGHT_M))
+            hi = np.maximum(hi, mean * (1.0 + self.band["q_hi"]))
+        return mean, np.minimum(lo, mean), np.maximum(hi, mean)
+
+    def calibrate_band(self, X: pd.DataFrame | np.ndarray, y: np.ndarray | pd.Series,
+                       coverage: float = 0.90) -> dict[str, Any]:
+        """Fit the band on held-out buildings (split conformal on relative residuals).
+
+        Relative residuals ``(y − mean) / mean`` of buildings the members never saw give the
+        quantiles ``q_lo`` / ``q_hi`` (e.g. 5th / 95th for 90 %) with the finite-sample
+        correction of split conformal prediction; scatter grows with height, hence relative.
+
+        Args:
+            X: features of calibration buildings (not used in training, and not the test set).
+            y: their true heights (m).
+            coverage: target share of true heights inside the band.
+
+        Returns:
+            The stored ``band`` dict.
+        """
+        target = np.asarray(y, dtype=np.float64).ravel()
+        mean = self.member_predictions(X).mean(axis=0)
+        if target.shape != mean.shape or len(target) < 20:
+            raise InvalidInput("y", f"need ≥ 20 calibration heights matching X, got {len(target)}")
+        rel = (target - mean) / mean
+        n = len(rel)
+        alpha = (1.0 - coverage) / 2.0
+        # Split-conformal finite-sample levels: ceil((n+1)(1−α))/n, clipped to [0, 1].
+        q_hi_level = min(1.0, np.ceil((n + 1) * (1.0 - alpha)) / n)
+        q_lo_level = max(0.0, np.floor((n + 1) * alpha) / n)
+        self.band = {
+            "method": "split-conformal relative residuals",
+            "coverage_target": coverage,
+            "q_lo": float(min(np.quantile(rel, q_lo_level), 0.0)),
+            "q_hi": float(max(np.quantile(rel, q_hi_level), 0.0)),
+            "n_calibration": int(n),
+        }
+        return self.band
 
     def save(self, directory: str | Path) -> Path:
         """Write ``member_XX.json`` (XGBoost JSON) per member and ``meta.json``.
@@ -993,6 +1036,7 @@ class HeightModel:
             "members": files,
             "xgboost_version": xgb.__version__,
             "info": self.info,
+            "band": self.band,
         }
         (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         return d
@@ -1015,6 +1059,7 @@ class HeightModel:
         model = cls(params=meta["params"], log_target=bool(meta["log_target"]))
         model.feature_names = tuple(meta["feature_names"])
         model.info = meta.get("info", {})
+        model.band = meta.get("band", {})
         for name in meta["members"]:
             b = xgb.Booster()
             b.load_model(str(d / name))
