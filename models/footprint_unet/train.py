@@ -145,8 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def start_run(module: str, args: argparse.Namespace, argv: list[str] | None) -> str:
+    """Threads, checkpoint folder and a log file beside the checkpoint; returns the command line."""
     torch.set_num_threads(args.threads)
     args.ckpt_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -154,8 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(args.ckpt_dir / "train.log"), logging.StreamHandler(sys.stderr)],
     )
-    command = "python -m models.footprint_unet.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = f"python -m {module} " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     LOG.info("start: %s", command)
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = start_run("models.footprint_unet.train", args, argv)
 
     torch.manual_seed(args.seed)
     arch = dict(DEFAULT_CONFIG)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +34,7 @@ from models.footprint_unet import datasets as D
 from models.footprint_unet.data import augment
 from models.footprint_unet.net import DEFAULT_CONFIG, build_model, logits_to_proba, predict_proba
 from models.footprint_unet.targets import SDT_CLASSES, SDT_TRUNCATION_PX, TARGETS, signed_distance_classes
-from models.footprint_unet.train import THRESHOLDS, _atomic_save, dice_loss, export, lr_at
+from models.footprint_unet.train import THRESHOLDS, _atomic_save, dice_loss, export, lr_at, start_run
 from urbanfabric.calibration import iqr_scale
 
 LOG = logging.getLogger("footprint_unet.train_multi")
@@ -169,15 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.FileHandler(args.ckpt_dir / "train.log"), logging.StreamHandler(sys.stderr)],
-    )
-    command = "python -m models.footprint_unet.train_multi " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    LOG.info("start: %s", command)
+    command = start_run("models.footprint_unet.train_multi", args, argv)
     names = [n for n in args.datasets.split(",") if n]
     w = [float(v) for v in args.weights.split(",")] if args.weights else [1.0] * len(names)
     weights = dict(zip(names, w))

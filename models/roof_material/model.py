@@ -101,25 +101,17 @@ def save_model(model: RoofClassifier, config: dict[str, Any], version_dir: str |
     (version_dir / "config.json").write_text(json.dumps({**DEFAULT_CONFIG, **config}, indent=2) + "\n", encoding="utf-8")
 
 
-@torch.inference_mode()
 def predict_proba(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Calibrated softmax class probabilities ``(N, C)`` of chips ``(N, 3, S, S)`` float32 in 0–1.
 
     Logits are divided by ``model.temperature`` (temperature scaling fitted on validation data;
     1.0 for v1 and for models without the attribute). Runs in eval mode in batches, so memory
-    stays bounded for large building batches.
+    stays bounded for large building batches (:func:`models.classifiers.io.predict_logits`).
     """
-    temperature = float(getattr(model, "temperature", 1.0))
-    x = torch.as_tensor(chips, dtype=torch.float32)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"chips must be (N, 3, S, S), got {tuple(x.shape)}")
-    was_training = model.training
-    model.eval()
-    try:
-        out = [torch.softmax(model(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    if not out:
+    from models.classifiers.io import predict_logits, probabilities
+
+    logits = predict_logits(model, chips, batch_size)
+    if len(logits) == 0:
         n_cls = model.backbone.num_classes if hasattr(model, "backbone") else 0
         return np.zeros((0, n_cls), dtype=np.float32)
-    return torch.cat(out).numpy().astype(np.float32)
+    return probabilities(logits, float(getattr(model, "temperature", 1.0)))
