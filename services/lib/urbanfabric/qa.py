@@ -16,8 +16,10 @@ Distances are measured in a local metric CRS (UTM); borders come from the job's 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -191,14 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             tms, z, x, y = tile_id.rsplit("-", 3)
             raster = read_raster(store.get_bytes(key))
             masks[int(x), int(y)] = raster.data
-            res = abs(raster.transform.a)
-            left, top = raster.transform.c, raster.transform.f
-            rows, cols = raster.data.shape[1:]
-            tiles.append(Tile(tms, int(z), int(x), int(y), (left, top - rows * res, left + cols * res, top),
-                              str(raster.crs), res))
-    import tempfile
-    from pathlib import Path
-
+            tiles.append(Tile(tms, int(z), int(x), int(y), raster.bounds, str(raster.crs), raster.resolution))
     with tempfile.TemporaryDirectory() as tmp:
         table = gpd.read_parquet(store.get_file(layout.buildings, Path(tmp) / "b.parquet"))
     print("seams:", seam_defects(table, tiles).text())
