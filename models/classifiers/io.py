@@ -69,7 +69,7 @@ def load_classifier(model_dir: str | Path) -> tuple[ClassifierNet, dict[str, Any
     norm = cfg["normalisation"].get("in_model", {"mean": IMAGENET_MEAN, "std": IMAGENET_STD})
     model = build_classifier(
         cfg["arch"], len(cfg["classes"]), pretrained=False, drop_rate=float(cfg["drop_rate"]),
-        mean=tuple(norm["mean"]), std=tuple(norm["std"]),
+        mean=tuple(norm["mean"]), std=tuple(norm["std"]), in_channels=len(norm["mean"]),
     )
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
@@ -110,14 +110,15 @@ def probabilities(logits: torch.Tensor | np.ndarray, temperature: float = 1.0, m
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Raw logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)``, in eval mode, in batches.
+    """Raw logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)`` (4 channels for context+mask models).
 
     Raises:
-        ValueError: chips not ``(N, 3, S, S)``.
+        ValueError: chips not ``(N, channels, S, S)``.
     """
     x = torch.as_tensor(chips, dtype=torch.float32)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"chips must be (N, 3, S, S), got {tuple(x.shape)}")
+    channels = int(getattr(model, "mean", torch.zeros(1, 3)).shape[1])  # 4: context+mask chips
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"chips must be (N, {channels}, S, S), got {tuple(x.shape)}")
     was_training = model.training
     model.eval()
     try:

@@ -102,8 +102,26 @@ class ClassifierNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)``."""
+        """Logits ``(N, C)`` of 0–1 chips ``(N, 3 or 4, S, S)``."""
         return self.backbone((chips - self.mean) / self.std)
+
+
+def widen_stem(net: nn.Module, in_channels: int) -> None:
+    """Give EfficientNet-Lite0's first convolution extra input channels, zero-initialised.
+
+    The RGB filters (ImageNet or not) are kept; the extra channels (the footprint mask of a
+    ``context+mask`` roof chip) start with zero weight, so the widened net computes exactly
+    what the RGB net did until training teaches it to use them.
+    """
+    old = net.conv_stem
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    dilation=old.dilation, groups=old.groups, bias=old.bias is not None)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    net.conv_stem = new
 
 
 def build_classifier(
@@ -113,6 +131,7 @@ def build_classifier(
     drop_rate: float = 0.2,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    in_channels: int = 3,
 ) -> ClassifierNet:
     """A fresh classifier.
 
@@ -124,9 +143,12 @@ def build_classifier(
         drop_rate: dropout before the head, where the architecture has one.
         mean: per-channel mean applied inside the model.
         std: per-channel std applied inside the model.
+        in_channels: 3 (RGB) or 4 (RGB + footprint mask, ``efficientnet_lite0`` only; see
+            :func:`widen_stem`). ``mean``/``std`` of the extra channel default to 0.5.
 
     Raises:
-        ValueError: unknown arch, ``n_classes < 1``, or pretrained weights not available.
+        ValueError: unknown arch, ``n_classes < 1``, pretrained weights not available, or
+            extra input channels on an arch that does not support them.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
@@ -134,10 +156,16 @@ def build_classifier(
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     if pretrained and arch not in PRETRAINED_ARCHS:
         raise ValueError(f"no offline ImageNet weights for {arch!r} (available: {sorted(PRETRAINED_ARCHS)})")
+    if in_channels not in (3, 4) or (in_channels != 3 and arch != "efficientnet_lite0"):
+        raise ValueError(f"in_channels={in_channels} is not supported for {arch!r} (3, or 4 with efficientnet_lite0)")
     if arch == "efficientnet_lite0":
         backbone = _lite0(n_classes, drop_rate, pretrained=pretrained)
+        if in_channels != 3:
+            widen_stem(backbone, in_channels)
     else:
         backbone = ARCHS[arch](n_classes, drop_rate)
+    mean = tuple(mean) + (0.5,) * (in_channels - len(mean))
+    std = tuple(std) + (0.5,) * (in_channels - len(std))
     return ClassifierNet(arch, backbone, mean, std)
 
 

@@ -9,6 +9,10 @@ Usage (repository root)::
     PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.train \
         --task facade_nyc --cross-city tokyo --arch efficientnet_lite0 --minutes 6
 
+    # roof chips masked outside the footprint, or with the footprint as a 4th channel
+    PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.train \
+        --task roof_shape --chip-mode context+mask --minutes 8
+
 What each split is used for (never anything else):
 
 - **train**: gradient steps only.
@@ -46,6 +50,8 @@ from models.classifiers import metrics as M
 from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load_task
 from models.classifiers.io import predict_logits, save_classifier
 from models.classifiers.nets import PRETRAINED_ARCHS, ClassifierNet, build_classifier
+from models.classifiers.roof_masks import apply_chip_mode, padded_masks
+from urbanfabric.materials import ChipMode
 
 CACHE = Path(__file__).resolve().parents[2] / ".train" / "classifiers" / "cache"
 
@@ -68,6 +74,11 @@ class TrainConfig:
     probe_views: int = 4  # ImageNet archs: linear-probe warm start on this many augmented views (+ plain)
     probe_c: float = 0.05
     seed: int = 0
+    # Roof chips: context | masked | context+mask (urbanfabric.materials.ChipMode); the labelled
+    # roof crops have no polygons, so masks come from this footprint model (models.classifiers.roof_masks).
+    chip_mode: str = "context"
+    footprint_model: str = "models/footprint_unet/v4"
+    mask_scale: float = 0.5
 
 
 def cached_task(task: str, chip: int, seed: int = 0, labels: tuple[str, ...] | None = None) -> ImageSet:
@@ -91,7 +102,7 @@ def eval_view(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, size: int, rotate: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random training chips ``(B, 3, size, size)`` from padded images ``(B, 3, P, P)``."""
+    """Random training chips ``(B, C, size, size)`` from padded images ``(B, C, P, P)``."""
     out = []
     p = x.shape[-1]
 
@@ -114,13 +125,16 @@ def augment(x: torch.Tensor, size: int, rotate: bool, gen: torch.Generator) -> t
             c = torch.rot90(c, int(torch.randint(0, 4, (1,), generator=gen)), dims=(1, 2))
         if u(0, 1) < 0.5:
             c = c.flip(2)
+        # Photometric jitter on RGB only: a footprint-mask channel (context+mask chips) rides
+        # along through the crops, flips and rotations but keeps its 0/1 values.
+        c, extra = c[:3], c[3:]
         c = c * u(0.8, 1.2)
         m = c.mean()
         c = (c - m) * u(0.8, 1.2) + m
         g = c.mean(0, keepdim=True)
         c = (c - g) * u(0.7, 1.3) + g
         c = c * torch.tensor([u(0.93, 1.07) for _ in range(3)]).view(3, 1, 1)
-        out.append(c.clamp(0, 1))
+        out.append(torch.cat([c, extra]).clamp(0, 1))
     return torch.stack(out)
 
 
@@ -237,7 +251,8 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     pretrained = cfg.arch in PRETRAINED_ARCHS
-    model = build_classifier(cfg.arch, len(ds.classes), pretrained=pretrained, drop_rate=cfg.drop_rate)
+    model = build_classifier(cfg.arch, len(ds.classes), pretrained=pretrained, drop_rate=cfg.drop_rate,
+                             in_channels=ds.images.shape[1])
     xtr, ytr = ds.part("train")
     xva, yva = ds.part("val")
     loss_fn = _loss(ds, ytr, cfg)
@@ -378,11 +393,20 @@ def run(
     labels = SHARED_FACADE_LABELS if cross_city else None
     ds = cached_task(task, cfg.chip_size, cfg.seed, labels)
     other = cached_task(f"facade_{cross_city}", cfg.chip_size, cfg.seed, labels) if cross_city else None
+    masks_summary = None
+    if ChipMode.parse(cfg.chip_mode) is not ChipMode.CONTEXT:
+        if task != "roof_shape":
+            raise ValueError(f"--chip-mode {cfg.chip_mode} needs footprint masks: only roof_shape crops have building boxes")
+        masks, masks_summary = padded_masks(ds, Path(cfg.footprint_model), cfg.mask_scale, CACHE)
+        log(f"[{task}] footprint masks from {cfg.footprint_model}: {masks_summary}")
+        ds = apply_chip_mode(ds, masks, cfg.chip_mode)
     model, info = fit(ds, cfg, log)
     result: dict[str, Any] = {
         "task": task, "arch": cfg.arch, "classes": ds.classes, "multi_label": ds.multi_label,
         "split_counts": ds.counts(), "config": asdict(cfg), "training": {k: v for k, v in info.items()},
     }
+    if masks_summary is not None:
+        result["footprint_masks"] = masks_summary
     result.update(assess(model, ds, cfg))
     if other is not None:
         result["cross_city"] = {"test_city": cross_city, "n": int(len(other.y)), **assess(model, ds, cfg, test=other)}
@@ -402,6 +426,7 @@ def ship(model: ClassifierNet, ds: ImageSet, result: dict[str, Any], cfg: TrainC
         "classes": ds.classes,
         "multi_label": ds.multi_label,
         "chip_size": cfg.chip_size,
+        "chip_mode": cfg.chip_mode,
         "temperature": model.temperature,
         "drop_rate": cfg.drop_rate,
         "taxonomy": taxonomy_for(ds.task, ds.classes),

@@ -79,7 +79,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         """One classifier over one building batch: chips, one batched model-server call, decode."""
         cfg = model_config(ref.name, ref.version)
         classes, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
-        chips, reasons = materials.chips_from_rasters(footprints, rasters, size)
+        chips, reasons = materials.chips_from_rasters(footprints, rasters, size, mode=materials.ChipMode.of(cfg))
         ok = np.flatnonzero([not r for r in reasons])
         probs = np.zeros((len(ids), len(classes)), np.float32)
         if len(ok):
@@ -169,8 +169,10 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
             probs = self.models.infer_batched(name, version, np.stack(chips), batch_size=BATCH)
             for (bid, k), p in zip(slots, probs):
                 views[bid][k] = p
+        no_views = ("no street-level views were given for this run (flow parameter street_views: a view catalog)"
+                    if not request.views and not request.street_views.uri else "no street-level view of the building")
         calls = materials.decode_facades(
-            ids, views, labels, self._taxonomy(name, cfg), thresholds=cfg.get("thresholds"),
+            ids, views, labels, self._taxonomy(name, cfg), thresholds=cfg.get("thresholds"), no_view_reason=no_views,
         )
         return pb.ClassifyFacadesResponse(facades=[
             pb.FacadeMaterial(
@@ -194,7 +196,8 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
             one = footprints[footprints["building_id"].astype(str) == b.building_id]
             if one.empty:
                 raise NotFound(f"building.building_id: {b.building_id!r} is not in {b.footprints.uri}")
-            chips, reasons = materials.chips_from_rasters(one, self._rasters(b.images), model.chip_size)
+            chips, reasons = materials.chips_from_rasters(one, self._rasters(b.images), model.chip_size,
+                                                          mode=materials.ChipMode.of(model.config))
             if reasons[0]:
                 raise InvalidInput("building.images", f"building {b.building_id}: {reasons[0]}")
             chip, building_id = chips[0], b.building_id

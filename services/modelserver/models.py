@@ -154,8 +154,9 @@ def _as_float32_batch(payload: InferRequest) -> np.ndarray:
     if tensor.datatype != "FP32":
         raise InvalidInput(f"input {INPUT_NAME!r} must be FP32, got {tensor.datatype}")
     shape = [int(s) for s in tensor.shape]
-    if len(shape) != 4 or shape[1] != 3 or min(shape) < 1:
-        raise InvalidInput(f"input {INPUT_NAME!r} must have shape [N,3,H,W], got {shape}")
+    # 3 bands; 4 for roof chips with the footprint as a channel (each model checks its own).
+    if len(shape) != 4 or shape[1] not in (3, 4) or min(shape) < 1:
+        raise InvalidInput(f"input {INPUT_NAME!r} must have shape [N,3,H,W] (or [N,4,H,W] for context+mask chips), got {shape}")
     try:
         x = tensor.as_numpy()
     except ValueError as exc:  # element count does not match the declared shape
@@ -291,7 +292,9 @@ class TorchV2Model(Model):
         """Hook: validate ``self.config`` after loading (raise ``ValueError``)."""
 
     def check_input(self, x: np.ndarray) -> None:
-        """Hook: model-specific input checks (raise KServe ``InvalidInput``)."""
+        """Model-specific input checks (raise KServe ``InvalidInput``); default: 3 bands."""
+        if x.shape[1] != 3:
+            raise InvalidInput(f"input {INPUT_NAME!r} must have shape [N,3,H,W], got {list(x.shape)}")
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """V2 model metadata of the input tensor."""
@@ -311,7 +314,7 @@ class FootprintUNetModel(TorchV2Model):
 
 
 class RoofMaterialModel(TorchV2Model):
-    """Roof-material classifier: chips ``[N,3,S,S]`` → ``probability`` ``[N, C]``.
+    """Roof-material classifier: chips ``[N,3,S,S]`` (``[N,4,S,S]`` for ``context+mask``) → ``probability`` ``[N, C]``.
 
     ``S`` and the class order come from the version's ``config.json`` (``chip_size``,
     ``classes``).
@@ -328,12 +331,26 @@ class RoofMaterialModel(TorchV2Model):
         return list(self.config["classes"])
 
     def check_input(self, x: np.ndarray) -> None:
-        """Chips must be square and of the trained size."""
+        """Chips must be square, of the trained size, with the trained channels.
+
+        ``chip_mode`` ``context+mask`` chips carry the footprint as a fourth channel
+        (``urbanfabric.materials.ChipMode``; not imported: the model server image ships
+        without the pipeline library).
+        """
         size = self.config.get("chip_size")
-        if x.shape[2] != x.shape[3] or (size is not None and x.shape[2] != int(size)):
+        channels = self._channels()
+        if x.shape[1] != channels or x.shape[2] != x.shape[3] or (size is not None and x.shape[2] != int(size)):
             raise InvalidInput(
-                f"input {INPUT_NAME!r} must be chips [N,3,{size},{size}], got {list(x.shape)}"
+                f"input {INPUT_NAME!r} must be chips [N,{channels},{size},{size}], got {list(x.shape)}"
             )
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """V2 model metadata of the input tensor (channels and chip size from the config)."""
+        size = int(self.config.get("chip_size") or -1)
+        return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, self._channels(), size, size]}]
+
+    def _channels(self) -> int:
+        return 4 if self.config.get("chip_mode") == "context+mask" else 3
 
     def get_output_types(self) -> list[dict[str, Any]]:
         """V2 model metadata of the output tensor."""

@@ -32,7 +32,8 @@ def test_profile_renders_every_component(rendered: dict, profile: str) -> None:
         assert ("PodDisruptionBudget", prefix + service) in names
         assert ("NetworkPolicy", prefix + service) in names
     assert ("InferenceService", prefix + "footprint-unet") in names
-    assert ("InferenceService", prefix + "roof-material") in names
+    for isvc in ("roof-material", "roof-shape", "facade-material"):
+        assert ("InferenceService", prefix + isvc) in names
     assert ("ServingRuntime", prefix + "modelserver") in names
     assert ("Job", prefix + "topics") in names
     assert ("ConfigMap", prefix + "config") in names
@@ -46,12 +47,20 @@ def test_profiles_differ_where_they_should(rendered: dict) -> None:
     hpas = {d["spec"]["scaleTargetRef"]["name"] for d in ds.of_kind(gpu, "HorizontalPodAutoscaler")}
     assert hpas == {f"{ds.RELEASE}-{n}" for n in ("acquisition", "calibration", "segmentation", "materials",
                                                   "attributes", "intensity", "tile-worker", "building-worker")}
+    # The gpu profile puts the segmentation and roof-material models on GPUs; the small
+    # roof-shape and façade classifiers stay on CPU there (values-gpu.yaml).
+    on_gpu = set()
     for doc in ds.of_kind(gpu, "InferenceService"):
         model = doc["spec"]["predictor"]["model"]
-        assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
         env = {e["name"]: e["value"] for e in model["env"]}
+        if env["UF_ISVC_MODEL"] in ("roof-shape", "facade-material"):
+            assert env["UF_ISVC_DEVICE"] == "cpu" and "nvidia.com/gpu" not in model["resources"].get("limits", {})
+            continue
+        on_gpu.add(env["UF_ISVC_MODEL"])
+        assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert env["UF_ISVC_DEVICE"] == "cuda"
         assert doc["spec"]["predictor"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert on_gpu == {"footprint-unet", "roof-material"}
     for doc in ds.of_kind(dev, "InferenceService"):
         model = doc["spec"]["predictor"]["model"]
         assert "nvidia.com/gpu" not in model["resources"].get("limits", {})

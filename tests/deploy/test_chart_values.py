@@ -83,7 +83,8 @@ def test_unknown_keys_are_rejected(helm: Any) -> None:
 
 def test_chart_defaults_render_without_profile_file(helm: Any) -> None:
     docs = ds.documents(ds.render())
-    assert len(ds.of_kind(docs, "InferenceService")) == 2
+    names = {d["metadata"]["name"].removeprefix(f"{ds.RELEASE}-") for d in ds.of_kind(docs, "InferenceService")}
+    assert names == {"footprint-unet", "roof-material", "roof-shape", "facade-material"}
 
 
 def test_torchserve_runtime_option(helm: Any) -> None:
@@ -91,7 +92,9 @@ def test_torchserve_runtime_option(helm: Any) -> None:
     assert not ds.of_kind(docs, "ServingRuntime")
     for isvc in ds.of_kind(docs, "InferenceService"):
         model = isvc["spec"]["predictor"]["model"]
+        version = isvc["metadata"]["labels"]["urbanfabric.io/model-version"]
         assert model["modelFormat"] == {"name": "pytorch"}
         assert model["runtime"] == "kserve-torchserve"
-        assert model["storageUri"].endswith("/v1/torchserve")
-        assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert model["storageUri"].endswith(f"/{version}/torchserve")
+        on_cpu = isvc["metadata"]["labels"]["urbanfabric.io/model"] in ("roof-shape", "facade-material")
+        assert ("nvidia.com/gpu" in model["resources"].get("limits", {})) is not on_cpu

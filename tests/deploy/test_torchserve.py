@@ -327,8 +327,13 @@ def test_chart_torchserve_option_reads_the_packaged_layout(packaged: Path, helm:
     """storageUri/torchserve holds what the command writes, under the names the gateway routes."""
     import yaml
 
-    values = ds.deep_merge(yaml.safe_load((ds.CHART / "values.yaml").read_text()), ds.profile_values("gpu"))
-    docs = ds.documents(ds.render({"modelServing": {"runtime": "torchserve"}}, profile="gpu"))
+    # Serve exactly what the fixture packaged: both models at VERSION, the other classifiers off.
+    only_packaged = {"modelServing": {"runtime": "torchserve"},
+                     "inferenceServices": {"roof-material": {"version": VERSION}, "roof-shape": {"enabled": False},
+                                           "facade-material": {"enabled": False}}}
+    values = ds.deep_merge(ds.deep_merge(yaml.safe_load((ds.CHART / "values.yaml").read_text()),
+                                         ds.profile_values("gpu")), only_packaged)
+    docs = ds.documents(ds.render(only_packaged, profile="gpu"))
     snapshot = (packaged / "config" / "config.properties").read_text()
     isvcs = ds.of_kind(docs, "InferenceService")
     assert len(isvcs) == len(MODELS)

@@ -14,6 +14,7 @@ from shapely.geometry import Polygon, box
 from urbanfabric.errors import InvalidInput
 from urbanfabric.materials import (
     BBR_OTHER_CODE,
+    ChipMode,
     RoofPrediction,
     RoofTaxonomy,
     decode,
@@ -75,14 +76,21 @@ def test_roof_chips_margin_squares_and_pads_off_image() -> None:
     assert chips[0, 2, 20, 5] == pytest.approx(0.5, abs=1e-5)  # band 2 is 0.5 where imagery exists
 
 
-def test_roof_chips_mask_outside() -> None:
+def test_roof_chips_modes() -> None:
     tri = Polygon([_world(40, 50), _world(60, 50), _world(40, 30)])  # lower-left triangle
     fps = geopandas.GeoSeries([tri])
-    masked, _ = roof_chips(_image(), TRANSFORM, fps, size=32, margin=0.0, mask_outside=True)
+    masked, _ = roof_chips(_image(), TRANSFORM, fps, size=32, margin=0.0, mode="masked")
     plain, _ = roof_chips(_image(), TRANSFORM, fps, size=32, margin=0.0)
+    both, _ = roof_chips(_image(), TRANSFORM, fps, size=32, margin=0.0, mode=ChipMode.CONTEXT_MASK)
+    assert masked.shape == plain.shape == (1, 3, 32, 32) and both.shape == (1, 4, 32, 32)
     assert masked[0, 2, 28, 3] == pytest.approx(0.5, abs=0.05)  # inside (lower left)
     assert masked[0, 2, 3, 28] == 0.0  # outside (upper right)
     assert plain[0, 2, 3, 28] == pytest.approx(0.5, abs=1e-5)
+    # context+mask: the RGB is the plain chip, the fourth channel is the footprint.
+    np.testing.assert_array_equal(both[0, :3], plain[0])
+    assert both[0, 3, 28, 3] == pytest.approx(1.0, abs=0.05) and both[0, 3, 3, 28] == 0.0
+    with pytest.raises(InvalidInput, match="chip_mode"):
+        roof_chips(_image(), TRANSFORM, fps, size=32, mode="outline")
 
 
 def test_roof_chips_empty_and_invalid_input() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,40 @@ DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("data") / "bbr_roof_map.csv"
 
 #: BBR byg033 code 90 "Andet materiale" (other material): where unmatched classes go.
 BBR_OTHER_CODE = 90
+
+
+class ChipMode(str, Enum):
+    """What a roof chip shows around the footprint (a model's ``config.json`` ``chip_mode``).
+
+    The materials study masks the roof out of its crop; our labelled roof sets are loose crops
+    with neighbours, ground and shadow in view. ``models.classifiers.train --chip-mode``
+    trains each mode and ``docs/results.md`` compares them on the roof-shape test split.
+    """
+
+    #: RGB of the whole square window (footprint plus margin); the classifier sees neighbours.
+    CONTEXT = "context"
+    #: RGB with every pixel outside the footprint polygon set to 0.
+    MASKED = "masked"
+    #: RGB context plus a fourth channel, 1 inside the footprint and 0 outside.
+    CONTEXT_MASK = "context+mask"
+
+    @property
+    def channels(self) -> int:
+        """Channels of a chip in this mode."""
+        return 4 if self is ChipMode.CONTEXT_MASK else 3
+
+    @classmethod
+    def parse(cls, value: ChipMode | str) -> ChipMode:
+        """A mode from its name; an unknown name is an :class:`InvalidInput` on ``chip_mode``."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidInput("chip_mode", f"unknown chip mode {value!r}; choose from {[m.value for m in cls]}") from None
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> ChipMode:
+        """The mode a model config asks for (``context`` when it does not say)."""
+        return cls.parse(config.get("chip_mode", cls.CONTEXT.value))
 
 
 def resize_chip(chip: np.ndarray, size: int) -> np.ndarray:
@@ -79,7 +114,7 @@ def roof_chips(
     footprints: geopandas.GeoSeries,
     size: int = 128,
     margin: float = 0.15,
-    mask_outside: bool = False,
+    mode: ChipMode | str = ChipMode.CONTEXT,
     *,
     crs: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +133,13 @@ def roof_chips(
         size: chip side in pixels.
         margin: bounding-box enlargement per side, as a fraction of the box side (context
             around the roof helps the classifier; the training images are loose crops).
-        mask_outside: zero every pixel whose centre lies outside the footprint polygon.
+        mode: :class:`ChipMode`: keep the context, zero it (pixel centres outside the
+            polygon), or keep it and add the footprint as a fourth channel.
         crs: the image's CRS; when given, ``footprints.crs`` must equal it.
 
     Returns:
-        ``chips`` float32 ``(N, 3, size, size)`` in 0–1 (nodata and off-image pixels are 0),
+        ``chips`` float32 ``(N, C, size, size)`` in 0–1, C = ``mode.channels`` (nodata and
+        off-image pixels are 0),
         and ``has_imagery`` bool ``(N,)``: False where the footprint is empty, does not
         overlap the image, or has only nodata pixels under its bounding box (those chips
         are all zeros and must not be classified).
@@ -122,9 +159,10 @@ def roof_chips(
         raise InvalidInput("margin", f"must be >= 0, got {margin}")
     if crs is not None and footprints.crs is not None and footprints.crs != crs:
         raise InvalidInput("footprints", f"CRS {footprints.crs} differs from the image CRS {crs}")
+    mode = ChipMode.parse(mode)
 
     n = len(footprints)
-    chips = np.zeros((n, 3, size, size), dtype=np.float32)
+    chips = np.zeros((n, mode.channels, size, size), dtype=np.float32)
     has_imagery = np.zeros(n, dtype=bool)
     if n == 0:
         return chips, has_imagery
@@ -164,18 +202,21 @@ def roof_chips(
         has_imagery[i] = True
 
         h, w = int(or1[i] - or0[i]), int(oc1[i] - oc0[i])
-        crop = np.zeros((3, h, w), dtype=np.float32)  # off-image pixels stay 0
+        crop = np.zeros((mode.channels, h, w), dtype=np.float32)  # off-image pixels stay 0
         sr0, sr1 = max(or0[i], 0), min(or1[i], rows)
         sc0, sc1 = max(oc0[i], 0), min(oc1[i], cols)
-        crop[:, sr0 - or0[i] : sr1 - or0[i], sc0 - oc0[i] : sc1 - oc0[i]] = image[:, sr0:sr1, sc0:sc1]
+        crop[:3, sr0 - or0[i] : sr1 - or0[i], sc0 - oc0[i] : sc1 - oc0[i]] = image[:, sr0:sr1, sc0:sc1]
         np.nan_to_num(crop, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
-        if mask_outside:
+        if mode is not ChipMode.CONTEXT:
             cc, rr = np.meshgrid(np.arange(oc0[i], oc1[i]) + 0.5, np.arange(or0[i], or1[i]) + 0.5)
             xs = transform.a * cc + transform.c
             ys = transform.e * rr + transform.f
-            inside = shapely.contains_xy(geoms[i], xs, ys)
-            crop *= inside[None].astype(np.float32)
+            inside = shapely.contains_xy(geoms[i], xs, ys).astype(np.float32)
+            if mode is ChipMode.MASKED:
+                crop *= inside[None]
+            else:
+                crop[3] = inside
 
         chips[i] = resize_chip(crop, size)
 
@@ -412,6 +453,7 @@ def chips_from_rasters(
     rasters: list[tuple[str, Callable[[], Any]]],
     size: int,
     margin: float = 0.15,
+    mode: ChipMode | str = ChipMode.CONTEXT,
 ) -> tuple[np.ndarray, list[str]]:
     """Roof chips of every footprint from several ARD images; the first image covering one wins.
 
@@ -425,15 +467,17 @@ def chips_from_rasters(
             (``InvalidInput``/``NotFound``/``OSError``) when the image is unreadable.
         size: chip side.
         margin: see :func:`roof_chips`.
+        mode: see :func:`roof_chips` (a model's ``chip_mode``).
 
     Returns:
-        ``chips`` ``(N, 3, size, size)`` float32 and per building ``reason`` (``""`` when it
+        ``chips`` ``(N, C, size, size)`` float32 and per building ``reason`` (``""`` when it
         got a chip).
     """
     from urbanfabric.errors import NotFound
 
     n = len(footprints)
-    chips = np.zeros((n, 3, size, size), np.float32)
+    mode = ChipMode.parse(mode)
+    chips = np.zeros((n, mode.channels, size, size), np.float32)
     found = np.zeros(n, bool)
     unreadable: list[str] = []
     geoms = np.asarray(footprints.geometry.values, dtype=object)
@@ -450,7 +494,7 @@ def chips_from_rasters(
         fps = footprints.geometry[todo]
         if fps.crs is not None and image.crs is not None:
             fps = fps.to_crs(image.crs)
-        c, has = roof_chips(image.data, image.transform, fps, size=size, margin=margin)
+        c, has = roof_chips(image.data, image.transform, fps, size=size, margin=margin, mode=mode)
         idx = np.flatnonzero(todo)[has]
         chips[idx] = c[has]
         found[idx] = True
@@ -545,6 +589,7 @@ def decode_facades(
     labels: list[str],
     taxonomy: Taxonomy,
     thresholds: list[float] | None = None,
+    no_view_reason: str = "no street-level view of the building",
 ) -> list[FacadeCall]:
     """Aggregate each building's views into its façade materials; unknowns with reasons.
 
@@ -560,6 +605,7 @@ def decode_facades(
         labels: label names in column order (may include :data:`NULL_LABEL`).
         taxonomy: label → outer-wall code; a top label outside it makes the building unknown.
         thresholds: per-label decision thresholds (default 0.5 each).
+        no_view_reason: the reason given to buildings without any view.
     """
     from models.classifiers.views import aggregate_views
 
@@ -572,7 +618,7 @@ def decode_facades(
         bad = [v for v in given if isinstance(v, str)]
         probs = np.array([v for v in given if not isinstance(v, str)], dtype=np.float64).reshape(-1, len(labels))
         if not given:
-            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, 0, 0, "no street-level view of the building"))
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, 0, 0, no_view_reason))
             continue
         answer = aggregate_views(probs, labels, thr)
         if answer.unknown_reason or not answer.probabilities:

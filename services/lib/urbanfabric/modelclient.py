@@ -69,11 +69,13 @@ def v2_model_name(model: str, version: str) -> str:
 
 
 def _check_input(x: Any) -> np.ndarray:
-    """``x`` as a C-contiguous float32 ``(N, 3, H, W)`` array, or :class:`InvalidInput`."""
+    """``x`` as a C-contiguous float32 ``(N, 3|4, H, W)`` array, or :class:`InvalidInput`."""
     if not isinstance(x, np.ndarray):
         raise InvalidInput("x", f"must be a numpy array, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3 or min(x.shape) < 1:
-        raise InvalidInput("x", f"must have shape (N>=1, 3, H, W), got {x.shape}")
+    # 4 channels: roof chips with the footprint as a channel (ChipMode.CONTEXT_MASK); the
+    # model server checks each model's own channel count.
+    if x.ndim != 4 or x.shape[1] not in (3, 4) or min(x.shape) < 1:
+        raise InvalidInput("x", f"must have shape (N>=1, 3 or 4, H, W), got {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         # Integer imagery (0..255, raw DN) would be silently mis-scaled: calibrate first.
         raise InvalidInput("x", f"must be float (IQR-scaled 0..1), got {x.dtype}")
