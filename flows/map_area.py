@@ -37,14 +37,16 @@ from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import clip_to_area, load_footprints, read_path
 from urbanfabric.grid import tiles_for_area
+from urbanfabric.landcover import check as check_raster
+from urbanfabric.landcover import parse_classes
 from urbanfabric.layout import JobLayout
 from urbanfabric.paths import SHARED_DATA, model_config, model_dir
 from urbanfabric.qa import seam_defects
-from urbanfabric.rasters import read_raster
+from urbanfabric.rasters import COG_MEDIA_TYPE, read_raster
 from urbanfabric.segmentation import merge_seams
 from urbanfabric.settlement import SettlementMask, filter_settled
 from urbanfabric.stac import read_catalog
-from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.storage import ObjectStore, gdal_env, parse_s3_uri
 from urbanfabric.tables import geoparquet_bytes, parquet_bytes, read_geoparquet
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
@@ -78,9 +80,11 @@ class ModelVersions(BaseModel):
     segmentation_ensemble: str = ""
     #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
     segmentation_min_votes: int = 0
-    roof_material: str = "roof-material:v1"  # "" skips roof materials
-    roof_shape: str = ""  # e.g. "roof-shape:v1"; "" skips roof shapes
-    facade_material: str = ""  # e.g. "facade-material:v1"; "" skips façades
+    roof_material: str = "roof-material:v2"  # "" skips roof materials
+    roof_shape: str = "roof-shape:v1"  # "" skips roof shapes
+    #: Façades need a street-level view catalog (``street_views``); without one the column
+    #: says why it is unknown.
+    facade_material: str = "facade-material:v1"  # "" skips façades
     height: str = "height-xgb:v1"
 
 
@@ -107,6 +111,51 @@ class ImageryOptions(BaseModel):
     #: tiles then see the same scaling, which halves the probability jumps at tile borders —
     #: docs/results.md "Seams").
     calibration: Literal["patch", "city"] = "city"
+
+
+class LandCoverOptions(BaseModel):
+    """GBM land-cover post-filter of the segmentation; off while ``raster`` is empty."""
+
+    #: Land-cover raster (any CRS/resolution): s3:// URI, or a local GeoTIFF the flow uploads.
+    raster: str = ""
+    #: "esa-worldcover", "from-glc10", or "code=name,…" pairs in the rule vocabulary
+    #: (cropland, forest, grass, shrub, water, bare, snow, impervious, …).
+    classes: str = "esa-worldcover"
+    #: Settlement raster (non-zero = settled, e.g. WSF); "" = all settled (mild rules only).
+    settlement: str = ""
+
+
+def landcover_filter_spec(store: ObjectStore, job_id: str, options: LandCoverOptions) -> common_pb2.LandCoverFilter | None:
+    """The segmentation's land-cover filter, checked before any tile is published.
+
+    Local files are uploaded under the job's ``inputs/`` so every service can read them.
+
+    Raises:
+        InvalidInput: unknown class scheme, missing or unreadable raster (field named).
+    """
+    if not options.raster:
+        if options.settlement:
+            raise InvalidInput("landcover.settlement", "a settlement raster needs landcover.raster")
+        return None
+    parse_classes(options.classes)
+    refs = {}
+    for field, path in (("raster", options.raster), ("settlement", options.settlement)):
+        if not path:
+            continue
+        if path.startswith("s3://"):
+            if not store.exists(parse_s3_uri(path)[1]):
+                raise InvalidInput(f"landcover.{field}", f"no object at {path}")
+            uri = path
+        else:
+            blob, _ = read_path(path, f"landcover.{field}")
+            key = JobLayout(job_id).input(f"landcover-{field}.tif")
+            store.put_bytes(key, blob)
+            uri = store.s3_uri(key)
+        with gdal_env(store.settings):
+            check_raster(uri, f"landcover.{field}")
+        refs[field] = common_pb2.ObjectRef(uri=uri, media_type=COG_MEDIA_TYPE)
+    return common_pb2.LandCoverFilter(raster=refs["raster"], classes=options.classes,
+                                      settlement=refs.get("settlement"))
 
 
 def imagery_source(catalog_uri: str, cogs: list[str], options: ImageryOptions,
@@ -238,10 +287,12 @@ def ensemble_refs(settings: Settings, models: ModelVersions, segment: bool) -> l
 def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
                   model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float,
                   ensemble: list | None = None, min_votes: int = 0,
-                  area_stats: common_pb2.ObjectRef | None = None) -> tuple[list, list[str]]:
+                  area_stats: common_pb2.ObjectRef | None = None,
+                  landcover_spec: common_pb2.LandCoverFilter | None = None) -> tuple[list, list[str]]:
     log = get_run_logger()
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
-                                                             ensemble or [], min_votes, area_stats))
+                                                             ensemble or [], min_votes, area_stats,
+                                                             landcover_spec))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -341,6 +392,7 @@ def map_area(
     batch_timeout_s: float = 1200,
     imagery_options: ImageryOptions = ImageryOptions(),
     street_views: str | None = None,
+    landcover: LandCoverOptions = LandCoverOptions(),
 ) -> dict[str, Any]:
     """Map the buildings of an area: footprints, roof material, height, material stock.
 
@@ -364,6 +416,9 @@ def map_area(
             resampling, settlement mask and calibration per patch or per city.
         street_views: s3:// URI of a street-level view catalog (GeoJSON/CSV, see
             ``urbanfabric.streetview``) for façade materials (with ``models.facade_material``).
+        landcover: land-cover post-filter of the segmentation (GBM): building pixels on
+            cropland/grass/shrub (and, outside a settlement raster, on anything but
+            impervious) are dropped. Off by default.
     """
     log = get_run_logger()
     settings = dataclasses.replace(Settings.load(), bucket=bucket)
@@ -374,7 +429,7 @@ def map_area(
     parameters = {"area": area.bbox() if area else None, "imagery": imagery, "footprints": footprints,
                   "bucket": bucket, "models": models.model_dump(), "region": region,
                   "batch_size": batch_size, "halo_px": halo_px,
-                  "imagery_options": imagery_options.model_dump()}
+                  "imagery_options": imagery_options.model_dump(), "landcover": landcover.model_dump()}
     started = time.time()
     stage: dict[str, float] = defaultdict(float)
     jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
@@ -391,6 +446,7 @@ def map_area(
         segment = not footprints
         refs = check_models(settings, models, segment)
         ensemble = ensemble_refs(settings, models, segment)
+        landcover_spec = landcover_filter_spec(store, job_id, landcover) if segment else None
         user = None
         if footprints:
             if footprints.startswith("s3://"):
@@ -429,7 +485,7 @@ def map_area(
                 if tiles and opts.calibration == "city" else None
             tile_results, tile_warnings = process_tiles(
                 settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
-                ensemble, models.segmentation_min_votes, area_stats) if tiles else ([], [])
+                ensemble, models.segmentation_min_votes, area_stats, landcover_spec) if tiles else ([], [])
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:

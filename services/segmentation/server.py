@@ -11,7 +11,7 @@ import os
 import numpy as np
 from affine import Affine
 
-from urbanfabric import segmentation
+from urbanfabric import landcover, segmentation
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
 from urbanfabric.convert import tile_from_proto
@@ -21,7 +21,7 @@ from urbanfabric.layout import JobLayout
 from urbanfabric.modelclient import ModelClient
 from urbanfabric.paths import model_config
 from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
-from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.storage import ObjectStore, gdal_env, parse_s3_uri
 from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes
 from urbanfabric.v1 import common_pb2
 from urbanfabric.v1 import segmentation_pb2 as pb
@@ -83,6 +83,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 [model_threshold(m.name, m.version) for m in members],
                 request.min_votes or len(members) // 2 + 1,
             )
+        if request.landcover.raster.uri:
+            prob = self._landcover_filtered(prob, ard, request.landcover)
         # Drop the halo: it only gave the model context at the tile border.
         h = request.halo_px
         if h:
@@ -109,6 +111,18 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             ),
             footprint_count=len(footprints),
         )
+
+
+    def _landcover_filtered(self, prob: np.ndarray, ard: Raster, spec: common_pb2.LandCoverFilter) -> np.ndarray:
+        """``prob`` with building pixels on non-building land cover set to 0 (GBM rules)."""
+        classes = landcover.parse_classes(spec.classes or "esa-worldcover")
+        rows, cols = prob.shape
+        grid = landcover.Grid(ard.transform, cols, rows, str(ard.crs))
+        with gdal_env(self.store.settings):
+            cover = landcover.read_onto(spec.raster.uri, grid, "landcover.raster")
+            urban = (landcover.read_onto(spec.settlement.uri, grid, "landcover.settlement") > 0
+                     if spec.settlement.uri else None)
+        return segmentation.landcover_filter(prob, cover, classes, urban)
 
 
 def _build() -> list[Registration]:

@@ -166,6 +166,7 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
     ({"area": {"west": 10.0, "south": 50.0, "east": 10.01, "north": 50.01}}, "area"),
     ({"area": ONE_TILE, "models": {"segmentation": "footprint-unet:v999"}}, "models.segmentation"),
     ({"area": ONE_TILE, "region": "MARS_OLYMPUS"}, "region"),
+    ({"area": ONE_TILE, "landcover": {"raster": "/nonexistent/worldcover.tif"}}, "landcover.raster"),
 ])
 def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needle):
     state, job_id = _run(stack, imagery="sample:xiamen-z18", **params)
@@ -255,3 +256,28 @@ def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen
     assert store.exists(JobLayout(job_id).success)
     report_md = store.get_bytes(JobLayout(job_id).report).decode()
     assert "## Warnings" in report_md and "WebMercatorQuad-16-54267-28167" in report_md
+
+
+def test_landcover_filter_drops_buildings_on_cropland(stack, tmp_path):
+    """A land-cover raster calling the west half of the tile cropland (ESA WorldCover 40) and
+    the east half built-up (50): no building is left wholly in the west half."""
+    import rasterio
+    from affine import Affine
+
+    w, s, e, n = (ONE_TILE[k] for k in ("west", "south", "east", "north"))
+    mid = (w + e) / 2
+    codes = np.full((100, 100), 50, np.uint8)
+    codes[:, :50] = 40
+    path = tmp_path / "worldcover.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8", crs="EPSG:4326",
+                       transform=Affine((e - w) / 100, 0, w, 0, -(n - s) / 100, n), nodata=0) as dst:
+        dst.write(codes, 1)
+    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18",
+                         landcover={"raster": str(path), "classes": "esa-worldcover"})
+    assert state.is_completed(), state.message
+    store = ObjectStore(stack)
+    assert store.exists(JobLayout(job_id).input("landcover-raster.tif"))  # uploaded for the services
+    table = gpd.read_parquet(io.BytesIO(store.get_bytes(JobLayout(job_id).buildings)))
+    assert len(table) > 0
+    west_only = table.geometry.bounds["maxx"] < mid - 1e-5
+    assert not west_only.any(), table[west_only][["building_id", "geometry"]]

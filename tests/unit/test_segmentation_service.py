@@ -21,6 +21,8 @@ class _Ctx:
 
 
 class _Store:
+    settings = None  # gdal_env(None): default settings; the land-cover rasters here are local files
+
     def __init__(self, ard: bytes) -> None:
         self.ard = ard
         self.put: dict[str, bytes] = {}
@@ -96,3 +98,36 @@ def test_ensemble_member_not_served_is_not_found():
 def test_model_threshold_reads_output_threshold():
     assert model_threshold("footprint-unet", "v1") == pytest.approx(0.25)
     assert model_threshold("no-such-model", "v9") == 0.5
+
+
+def _landcover_tif(path, classes: np.ndarray) -> str:
+    """A 2 m land-cover GeoTIFF over the test tile (EPSG:32633), one code per pixel."""
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
+                       dtype="uint8", crs="EPSG:32633", transform=Affine(2, 0, 500000, 0, -2, 4000000)) as dst:
+        dst.write(classes.astype(np.uint8), 1)
+    return str(path)
+
+
+def test_landcover_filter_drops_buildings_on_cropland(tmp_path):
+    # Model "a" sees squares 0 and 1 (x 500004–500012 and 500024–500032). WorldCover 40
+    # (cropland) under square 1, 50 (built-up) elsewhere: only square 0 survives.
+    codes = np.full((32, 32), 50)
+    codes[:, 12:16] = 40  # x 500024–500032
+    uri = _landcover_tif(tmp_path / "lc.tif", codes)
+    plain, _, _ = _segment(_Models(), model={"name": "a", "version": "v1"}, threshold=0.5, min_area_m2=1)
+    resp, _, mask = _segment(_Models(), model={"name": "a", "version": "v1"}, threshold=0.5, min_area_m2=1,
+                             landcover={"raster": {"uri": uri}, "classes": "esa-worldcover"})
+    assert plain.footprint_count == 2 and resp.footprint_count == 1
+    assert mask.data[1, 16, 56] == 0 and mask.data[1, 16, 16] == 1  # square 1 vetoed, square 0 kept
+
+
+def test_landcover_filter_bad_input_names_the_field(tmp_path):
+    uri = _landcover_tif(tmp_path / "lc.tif", np.full((32, 32), 50))
+    with pytest.raises(Exception, match="landcover.classes"):
+        _segment(_Models(), model={"name": "a", "version": "v1"},
+                 landcover={"raster": {"uri": uri}, "classes": "corine-2018"})
+    with pytest.raises(Exception, match="landcover.raster"):
+        _segment(_Models(), model={"name": "a", "version": "v1"},
+                 landcover={"raster": {"uri": str(tmp_path / "missing.tif")}})

@@ -91,11 +91,11 @@ def clip_to_area(footprints: gpd.GeoDataFrame, bbox: tuple[float, float, float, 
     return footprints[np.asarray(inside)].reset_index(drop=True)
 
 
-def read_path(path: str) -> tuple[bytes, str]:
-    """Bytes and name of a local footprint file."""
+def read_path(path: str, field: str = "footprints") -> tuple[bytes, str]:
+    """Bytes and name of a local input file (``field`` names the parameter in errors)."""
     p = Path(path)
     if not p.is_file():
-        raise InvalidInput("footprints", f"{path} is not a readable file")
+        raise InvalidInput(field, f"{path} is not a readable file")
     return p.read_bytes(), p.name
 
 

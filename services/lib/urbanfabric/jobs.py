@@ -134,14 +134,17 @@ def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.Ima
                model: common_pb2.ModelRef, halo_px: int, segment: bool,
                ensemble: Sequence[common_pb2.ModelRef] = (), min_votes: int = 0,
                area_stats: common_pb2.ObjectRef | None = None,
+               landcover: common_pb2.LandCoverFilter | None = None,
                ) -> list[tuple[str, tasks_pb2.TileTask]]:
     """One TileTask per tile; ``ensemble`` members are voted with ``model`` (≥ ``min_votes``);
-    ``area_stats`` (JSON band quartiles of the whole area) switches calibration to per city."""
+    ``area_stats`` (JSON band quartiles of the whole area) switches calibration to per city;
+    ``landcover`` post-filters the segmentation."""
     return [
         (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source,
                                        segmentation_model=model, halo_px=halo_px, segment=segment,
                                        segmentation_ensemble=list(ensemble),
-                                       segmentation_min_votes=min_votes, area_stats=area_stats))
+                                       segmentation_min_votes=min_votes, area_stats=area_stats,
+                                       landcover=landcover))
         for t in tiles
     ]
 

@@ -23,6 +23,10 @@ class JobLayout:
     def job_json(self) -> str:
         return f"{self.root}/job.json"
 
+    def input(self, name: str) -> str:
+        """A user input the flow runner uploaded for the services (e.g. a land-cover raster)."""
+        return f"{self.root}/inputs/{name}"
+
     def raw(self, tile_id: str) -> str:
         return f"{self.root}/tiles/{tile_id}/raw.tif"
 
