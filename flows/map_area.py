@@ -81,7 +81,7 @@ class ModelVersions(BaseModel):
     #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
     segmentation_min_votes: int = 0
     roof_material: str = "roof-material:v2"  # "" skips roof materials
-    roof_shape: str = "roof-shape:v1"  # "" skips roof shapes
+    roof_shape: str = "roof-shape:v2"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column
     #: says why it is unknown.
     facade_material: str = "facade-material:v1"  # "" skips façades

@@ -1,22 +1,45 @@
-"""Serve the ``map-area`` deployment: it shows in the Prefect UI and runs from there."""
+"""Serve the flows as Prefect deployments: they show in the Prefect UI and run from there.
+
+* ``map-area`` — map the buildings of an area (the main job); always served.
+* ``train-classifiers`` — train the roof/façade classifiers with the same code as
+  ``python -m models.classifiers.train``; served with ``--training`` only, where torch and the
+  sample data are at hand (the local stack). The cluster's flows image carries neither, and
+  the chart starts ``flows.serve`` without the flag.
+"""
 
 from __future__ import annotations
+
+import argparse
+
+from prefect import serve
 
 from urbanfabric import logs
 
 from flows.map_area import map_area
 
 DEPLOYMENT = "map-area"
+TRAIN_DEPLOYMENT = "train-classifiers"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--training", action="store_true", help="also serve the train-classifiers deployment")
+    args = p.parse_args(argv)
     logs.configure("flow-runner")
-    map_area.serve(
+    deployments = [map_area.to_deployment(
         name=DEPLOYMENT,
         description="Map the buildings of an area: footprints, roof material, height, material stock.",
         tags=["urbanfabric"],
-        limit=2,
-    )
+    )]
+    if args.training:
+        from flows.train_classifiers import train_classifiers
+
+        deployments.append(train_classifiers.to_deployment(
+            name=TRAIN_DEPLOYMENT,
+            description="Train, calibrate and score the roof-material, roof-shape and façade classifiers.",
+            tags=["urbanfabric", "training"],
+        ))
+    serve(*deployments, limit=2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 #: Task → version folder it ships to (under ``out``).
 SHIP_DIRS = {
     "roof_material": "roof_material/v2",
-    "roof_shape": "roof_shape/v1",
+    "roof_shape": "roof_shape/v2",
     "facade_both": "facade_material/v1",
 }
 

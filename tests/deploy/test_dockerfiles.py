@@ -47,6 +47,8 @@ NOT_COPIED: dict[str, dict[str, str]] = {
     name: {"services.modelserver": "reached only by the EMBEDDED model client (in-process models)"}
     for name in ("segmentation", "materials", "flows", "workers")
 }
+NOT_COPIED["flows"]["flows.train_classifiers"] = (
+    "served only by `flows.serve --training` (local stack: torch and the sample data); the chart runs flows.serve without it")
 #: Image package -> the distribution the test environment has for it (same module, other build).
 ALIASES = {"xgboost-cpu": "xgboost"}
 

@@ -83,3 +83,15 @@ def test_four_channel_lite0_starts_as_the_rgb_net_and_round_trips(tmp_path: Path
     assert np.allclose(got, ref, atol=2e-2)
     with pytest.raises(ValueError, match="in_channels"):
         build_classifier("resnet50", 3, in_channels=4)
+
+
+def test_four_channel_models_are_explainable() -> None:
+    from urbanfabric import explain as E
+
+    model = build_classifier("efficientnet_lite0", 3, in_channels=4).eval()
+    chip = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    maps = [E.explain(model, chip, m) for m in E.Method]
+    assert all(m.heatmap.shape == (64, 64) for m in maps)
+    assert E.panel_png(chip, maps)[:4] == b"\x89PNG"
+    with pytest.raises(Exception, match=r"expected \(4, S, S\)"):
+        E.explain(model, chip[:3])

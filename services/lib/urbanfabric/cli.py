@@ -15,6 +15,11 @@ import sys
 from pathlib import Path
 
 
+def _local_or_uri(path: str) -> str:
+    """URIs as given; local paths made absolute (the flow runner may run elsewhere)."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
 def _run(args: argparse.Namespace) -> int:
     from urbanfabric.config import Settings
     from urbanfabric.demo import run_map_area
@@ -24,9 +29,16 @@ def _run(args: argparse.Namespace) -> int:
         w, s, e, n = (float(v) for v in args.bbox.split(","))
         params["area"] = {"west": w, "south": s, "east": e, "north": n}
     params["imagery"] = args.imagery or None
-    if args.street_views or args.facade_model or args.roof_shape_model:
-        params["street_views"] = args.street_views or None
-        params["models"] = {"roof_shape": args.roof_shape_model, "facade_material": args.facade_model}
+    if args.street_views:
+        params["street_views"] = args.street_views
+    # Only the models given on the command line; the flow's defaults hold for the rest.
+    models = {k: v for k, v in {"roof_material": args.roof_material_model, "roof_shape": args.roof_shape_model,
+                                "facade_material": args.facade_model}.items() if v is not None}
+    if models:
+        params["models"] = models
+    if args.landcover:
+        params["landcover"] = {"raster": _local_or_uri(args.landcover), "classes": args.landcover_classes,
+                               "settlement": _local_or_uri(args.landcover_settlement) if args.landcover_settlement else ""}
     options = {k: v for k, v in {
         "year": args.year, "max_cloud_cover": args.max_cloud, "basemap": args.basemap,
         "settlement_mask": args.settlement_mask if not args.settlement_mask or "://" in args.settlement_mask
@@ -89,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--settlement-mask", help="vector or raster; only grid cells with settlement are mapped")
     run.add_argument("--calibration", choices=["patch", "city"], help="IQR statistics per patch or per city")
     run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
-    run.add_argument("--roof-shape-model", default="", help="e.g. roof-shape:v1 ('' = none)")
-    run.add_argument("--facade-model", default="", help="e.g. facade-material:v1 ('' = none)")
+    run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
+    run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v2 ('' = none)")
+    run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")
+    run.add_argument("--landcover", default="", help="land-cover raster (file or s3://) to post-filter footprints (GBM)")
+    run.add_argument("--landcover-classes", default="esa-worldcover",
+                     help="esa-worldcover, from-glc10, or code=name pairs (cropland, forest, grass, shrub, water, …)")
+    run.add_argument("--landcover-settlement", default="", help="settlement raster (non-zero = settled) for the rules")
     run.add_argument("--street-views", default="", help="s3:// URI of a street-level view catalog (GeoJSON/CSV)")
     run.add_argument("--region", default="ASIA_CHN")
     run.add_argument("--batch-size", type=int, default=250)

@@ -134,6 +134,12 @@ def guidable(model: nn.Module) -> tuple[nn.Module, int]:
     return twin, unguided
 
 
+def input_channels(model: nn.Module) -> int:
+    """Chip channels a classifier takes: 3, or 4 for ``context+mask`` roof chips."""
+    mean = getattr(model, "mean", None)
+    return int(mean.shape[1]) if isinstance(mean, torch.Tensor) and mean.ndim == 4 else 3
+
+
 def last_spatial_layer(model: nn.Module, chip_size: int = 64) -> tuple[str, nn.Module]:
     """The last module, in execution order, whose output is a feature map ``(N, C, h, w)``.
 
@@ -157,7 +163,7 @@ def last_spatial_layer(model: nn.Module, chip_size: int = 64) -> tuple[str, nn.M
         hooks.append(mod.register_forward_hook(record))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, chip_size, chip_size))
+            model(torch.zeros(1, input_channels(model), chip_size, chip_size))
     finally:
         for h in hooks:
             h.remove()
@@ -217,7 +223,8 @@ def explain(
     Args:
         model: classifier mapping 0–1 chips ``(N, 3, S, S)`` to logits ``(N, C)``; not
             modified (the guided methods run on a copy, see :func:`guidable`).
-        chip: ``(3, S, S)`` float array in 0–1, exactly what the classifier is served.
+        chip: ``(3, S, S)`` float array in 0–1 (``(4, S, S)`` for ``context+mask`` models),
+            exactly what the classifier is served.
         method: :class:`Method` or its value.
         target: class index to explain; the highest-probability class when omitted.
         classes: class names in logit order (for :attr:`Explanation.target_name`).
@@ -241,8 +248,9 @@ def explain(
     except ValueError:
         raise InvalidInput("method", f"unknown method {method!r}; use one of {[m.value for m in Method]}") from None
     chip = np.asarray(chip)
-    if chip.ndim != 3 or chip.shape[0] != 3 or min(chip.shape) < 1:
-        raise InvalidInput("chip", f"expected (3, S, S), got shape {chip.shape}")
+    channels = input_channels(model)
+    if chip.ndim != 3 or chip.shape[0] != channels or min(chip.shape) < 1:
+        raise InvalidInput("chip", f"expected ({channels}, S, S), got shape {chip.shape}")
     if not np.isfinite(chip).all():
         raise InvalidInput("chip", "contains NaN or infinite values")
 
@@ -315,8 +323,9 @@ def normalise(heatmap: np.ndarray, percentile: float = 99.5) -> np.ndarray:
 
 
 def chip_rgb(chip: np.ndarray) -> np.ndarray:
-    """``(3, S, S)`` 0–1 chip → ``(S, S, 3)`` uint8 RGB."""
-    return (np.clip(np.moveaxis(np.asarray(chip, dtype=np.float32), 0, -1), 0, 1) * 255 + 0.5).astype(np.uint8)
+    """``(3, S, S)`` 0–1 chip → ``(S, S, 3)`` uint8 RGB (a footprint channel, if any, is not drawn)."""
+    rgb = np.asarray(chip, dtype=np.float32)[:3]
+    return (np.clip(np.moveaxis(rgb, 0, -1), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def overlay(chip: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:

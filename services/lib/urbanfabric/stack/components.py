@@ -327,7 +327,8 @@ COMPONENTS: tuple[Component, ...] = (
         name="flows",
         # The flow registers sources with acquisition, checks models on the model server and
         # waits for the workers' results.
-        argv=["{python}", "-m", "flows.serve"],
+        # --training: the local stack also serves train-classifiers (it has torch and the data).
+        argv=["{python}", "-m", "flows.serve", "--training"],
         # Pick up runs started from the UI/API within 2 s (Prefect's default is 10 s).
         env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"},
         depends_on=("prefect", "kafka", "objectstore", "modelserver", "acquisition", "tile_worker", "building_worker"),
