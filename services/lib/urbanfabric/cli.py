@@ -41,8 +41,7 @@ def _run(args: argparse.Namespace) -> int:
                                "settlement": _local_or_uri(args.landcover_settlement) if args.landcover_settlement else ""}
     options = {k: v for k, v in {
         "year": args.year, "max_cloud_cover": args.max_cloud, "basemap": args.basemap,
-        "settlement_mask": args.settlement_mask if not args.settlement_mask or "://" in args.settlement_mask
-        else str(Path(args.settlement_mask).resolve()),
+        "settlement_mask": _local_or_uri(args.settlement_mask) if args.settlement_mask else args.settlement_mask,
         "calibration": args.calibration,
         "resampling": args.resampling,
         "bands": dict(kv.split("=", 1) for kv in args.bands.split(",")) if args.bands else None,

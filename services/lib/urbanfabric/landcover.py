@@ -17,6 +17,8 @@ it its inputs:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,18 +74,26 @@ class Grid:
     crs: str
 
 
+@contextmanager
+def _opened(path: str, field: str) -> Iterator[rasterio.DatasetReader]:
+    """``path`` opened once, with a CRS, or :class:`InvalidInput` naming ``field``."""
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InvalidInput(field, f"{path} has no coordinate reference system")
+            yield src
+    except rasterio.errors.RasterioIOError as exc:
+        raise InvalidInput(field, f"cannot read {path}: {exc}") from exc
+
+
 def check(path: str, field: str = "landcover.raster") -> None:
     """Fail early on a raster that cannot be opened or has no CRS (before tiles are sent).
 
     Raises:
         InvalidInput: as :func:`read_onto`.
     """
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InvalidInput(field, f"{path} has no coordinate reference system")
-    except rasterio.errors.RasterioIOError as exc:
-        raise InvalidInput(field, f"cannot read {path}: {exc}") from exc
+    with _opened(path, field):
+        pass
 
 
 def read_onto(path: str, grid: Grid, field: str = "landcover.raster") -> np.ndarray:
@@ -94,8 +104,7 @@ def read_onto(path: str, grid: Grid, field: str = "landcover.raster") -> np.ndar
     Raises:
         InvalidInput: unreadable raster or one without a CRS (``field`` names the input).
     """
-    check(path, field)
-    with rasterio.open(path) as src:
+    with _opened(path, field) as src:
         # Outside the source the VRT writes its nodata; a source without nodata gets 255,
         # which no scheme here uses as a class.
         nodata = src.nodata if src.nodata is not None else 255
