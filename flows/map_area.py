@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, model_validator
 from urbanfabric import acquisition, bus, grids, jobs, report
 from urbanfabric.intensity import default_table
 from urbanfabric.clients import call, model_client, stub
-from urbanfabric.convert import tile_to_proto
+from urbanfabric.convert import tile_to_proto, tta_to_proto
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import clip_to_area, load_footprints, read_path
@@ -80,6 +80,9 @@ class ModelVersions(BaseModel):
     segmentation_ensemble: str = ""
     #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
     segmentation_min_votes: int = 0
+    #: Test-time augmentation of every segmentation model: "flips" (4 views) or "d4" (8 views)
+    #: average flipped/rotated predictions; costs 4 or 8 times the model time.
+    segmentation_tta: Literal["none", "flips", "d4"] = "none"
     roof_material: str = "roof-material:v2"  # "" skips roof materials
     roof_shape: str = "roof-shape:v2"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column
@@ -288,11 +291,12 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
                   model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float,
                   ensemble: list | None = None, min_votes: int = 0,
                   area_stats: common_pb2.ObjectRef | None = None,
-                  landcover_spec: common_pb2.LandCoverFilter | None = None) -> tuple[list, list[str]]:
+                  landcover_spec: common_pb2.LandCoverFilter | None = None,
+                  tta: str = "none") -> tuple[list, list[str]]:
     log = get_run_logger()
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
                                                              ensemble or [], min_votes, area_stats,
-                                                             landcover_spec))
+                                                             landcover_spec, tta_to_proto(tta)))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -485,7 +489,8 @@ def map_area(
                 if tiles and opts.calibration == "city" else None
             tile_results, tile_warnings = process_tiles(
                 settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
-                ensemble, models.segmentation_min_votes, area_stats, landcover_spec) if tiles else ([], [])
+                ensemble, models.segmentation_min_votes, area_stats, landcover_spec,
+                models.segmentation_tta) if tiles else ([], [])
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:

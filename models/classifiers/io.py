@@ -8,6 +8,9 @@
 - ``chip_size``: input side ``S`` in pixels; inputs are ``(N, 3, S, S)`` float32 in 0–1.
 - ``temperature``: calibration temperature (default 1.0): probabilities are
   ``softmax(logits / T)`` or ``sigmoid(logits / T)``.
+- ``tta``: test-time augmentation (default ``none``): logits are averaged over the chip's
+  views (:data:`CHIP_TTA`: ``hflip`` for street-level photos, ``flips`` / ``d4`` for overhead
+  roofs) *before* the temperature, which was fitted on the same averaged logits.
 - ``thresholds``: multi-label only, per-class decision threshold on calibrated probabilities.
 - ``taxonomy``: ``{"name": ..., "codes": {class: code or null}, ...}``; ``null`` = no code
   (explicitly unknown, never forced into a neighbouring code).
@@ -32,6 +35,28 @@ from models.classifiers.nets import IMAGENET_MEAN, IMAGENET_STD, ClassifierNet, 
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
+
+#: Test-time views of a chip: ``hflip`` mirrors left-right only (a façade photo upside down
+#: is not a façade photo); ``flips`` adds up-down flips and ``d4`` all 8 symmetries of the
+#: square, valid for roofs seen from above, which have no preferred orientation.
+CHIP_TTA = ("none", "hflip", "flips", "d4")
+
+
+def chip_views(x: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
+    """The views of a chip batch ``(N, C, S, S)`` that ``tta`` averages over (identity first).
+
+    Raises:
+        ValueError: ``tta`` not in :data:`CHIP_TTA`.
+    """
+    if tta == "none":
+        return [x]
+    if tta == "hflip":
+        return [x, x.flip(3)]
+    if tta == "flips":
+        return [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
+    if tta == "d4":
+        return [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.transpose(2, 3)) for k in range(4)]
+    raise ValueError(f"tta must be one of {', '.join(CHIP_TTA)}, got {tta!r}")
 
 
 def read_config(model_dir: str | Path) -> dict[str, Any]:
@@ -109,11 +134,16 @@ def probabilities(logits: torch.Tensor | np.ndarray, temperature: float = 1.0, m
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64, tta: str = "none"
+) -> np.ndarray:
     """Raw logits ``(N, C)`` of 0–1 chips ``(N, 3, S, S)`` (4 channels for context+mask models).
 
+    With ``tta`` (:data:`CHIP_TTA`) the logits are the mean over the chip's views; each view is
+    run in batches of ``batch_size``, so memory does not grow with the number of views.
+
     Raises:
-        ValueError: chips not ``(N, channels, S, S)``.
+        ValueError: chips not ``(N, channels, S, S)``, or an unknown ``tta``.
     """
     x = torch.as_tensor(chips, dtype=torch.float32)
     channels = int(getattr(model, "mean", torch.zeros(1, 3)).shape[1])  # 4: context+mask chips
@@ -122,12 +152,14 @@ def predict_logits(model: nn.Module, chips: np.ndarray | torch.Tensor, batch_siz
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
+        views = []
+        for v in chip_views(x, tta):
+            views.append([model(v[i : i + batch_size]).float() for i in range(0, len(v), batch_size)])
     finally:
         model.train(was_training)
-    if not out:
+    if not views[0]:
         return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.stack([torch.cat(out) for out in views]).mean(0).numpy().astype(np.float32)
 
 
 def predict_proba(
@@ -138,17 +170,18 @@ def predict_proba(
     Args:
         model: a classifier from :func:`load_classifier` (or any logits module).
         chips: input batch.
-        config: the model's config; its ``temperature`` and ``multi_label`` win over the
-            module's ``temperature`` attribute. Without it: softmax with
+        config: the model's config; its ``temperature``, ``multi_label`` and ``tta`` win over
+            the module's ``temperature`` attribute. Without it: softmax with
             ``model.temperature`` (1.0 if absent).
         batch_size: inference batch size (bounds memory).
     """
     temperature = float(getattr(model, "temperature", 1.0))
-    multi = False
+    multi, tta = False, "none"
     if config is not None:
         temperature = float(config.get("temperature", temperature))
         multi = bool(config.get("multi_label", False))
-    logits = predict_logits(model, chips, batch_size)
+        tta = str(config.get("tta", "none"))
+    logits = predict_logits(model, chips, batch_size, tta)
     if logits.size == 0:
         return logits
     return probabilities(logits, temperature, multi)

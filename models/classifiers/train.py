@@ -79,6 +79,10 @@ class TrainConfig:
     chip_mode: str = "context"
     footprint_model: str = "models/footprint_unet/v4"
     mask_scale: float = 0.5
+    # Test-time augmentation for calibration and test (models.classifiers.io.CHIP_TTA; epochs are
+    # still chosen on plain val logits); shipped in config.json so serving averages the same views.
+    # models.classifiers.tta chooses it on val for an already shipped version.
+    tta: str = "none"
 
 
 def cached_task(task: str, chip: int, seed: int = 0, labels: tuple[str, ...] | None = None) -> ImageSet:
@@ -174,11 +178,11 @@ def val_score(ds: ImageSet, logits: np.ndarray, y: np.ndarray) -> float:
     return 0.5 * (m["accuracy"] + m["macro_f1"])
 
 
-def logits_of(model: nn.Module, images: np.ndarray, size: int) -> np.ndarray:
-    """Logits of padded images through the evaluation view."""
+def logits_of(model: nn.Module, images: np.ndarray, size: int, tta: str = "none") -> np.ndarray:
+    """Logits of padded images through the evaluation view (mean over the ``tta`` views)."""
     if len(images) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    return predict_logits(model, eval_view(torch.from_numpy(images.astype(np.float32)), size))
+    return predict_logits(model, eval_view(torch.from_numpy(images.astype(np.float32)), size), tta=tta)
 
 
 @torch.inference_mode()
@@ -329,12 +333,12 @@ def assess(
     Sets ``model.temperature``. Returns metrics for val and test plus the calibration report.
     """
     xva, yva = ds.part("val")
-    lva = logits_of(model, xva, cfg.chip_size)
+    lva = logits_of(model, xva, cfg.chip_size, cfg.tta)
     if test is None:
         xte, yte = ds.part("test")
     else:
         xte, yte = test.images, test.y
-    lte = logits_of(model, xte, cfg.chip_size)
+    lte = logits_of(model, xte, cfg.chip_size, cfg.tta)
     t = M.fit_temperature(lva, yva, ds.multi_label)
     model.temperature = t
     out: dict[str, Any] = {
@@ -384,6 +388,20 @@ def null_filter_report(y: np.ndarray, probs: np.ndarray, classes: list[str], thr
     }
 
 
+def prepared_task(
+    task: str, cfg: TrainConfig, labels: tuple[str, ...] | None = None, log: Any = print
+) -> tuple[ImageSet, dict[str, Any] | None]:
+    """The task's images as the model sees them (chip mode applied) and the masks' summary."""
+    ds = cached_task(task, cfg.chip_size, cfg.seed, labels)
+    if ChipMode.parse(cfg.chip_mode) is ChipMode.CONTEXT:
+        return ds, None
+    if task != "roof_shape":
+        raise ValueError(f"--chip-mode {cfg.chip_mode} needs footprint masks: only roof_shape crops have building boxes")
+    masks, masks_summary = padded_masks(ds, Path(cfg.footprint_model), cfg.mask_scale, CACHE)
+    log(f"[{task}] footprint masks from {cfg.footprint_model}: {masks_summary}")
+    return apply_chip_mode(ds, masks, cfg.chip_mode), masks_summary
+
+
 def run(
     task: str, cfg: TrainConfig, out: str | Path | None = None, cross_city: str | None = None,
     command: str = "", log: Any = print,
@@ -391,15 +409,8 @@ def run(
     """Train, calibrate and score one arch on one task; optionally ship the model to ``out``."""
     torch.set_num_threads(1)
     labels = SHARED_FACADE_LABELS if cross_city else None
-    ds = cached_task(task, cfg.chip_size, cfg.seed, labels)
+    ds, masks_summary = prepared_task(task, cfg, labels, log)
     other = cached_task(f"facade_{cross_city}", cfg.chip_size, cfg.seed, labels) if cross_city else None
-    masks_summary = None
-    if ChipMode.parse(cfg.chip_mode) is not ChipMode.CONTEXT:
-        if task != "roof_shape":
-            raise ValueError(f"--chip-mode {cfg.chip_mode} needs footprint masks: only roof_shape crops have building boxes")
-        masks, masks_summary = padded_masks(ds, Path(cfg.footprint_model), cfg.mask_scale, CACHE)
-        log(f"[{task}] footprint masks from {cfg.footprint_model}: {masks_summary}")
-        ds = apply_chip_mode(ds, masks, cfg.chip_mode)
     model, info = fit(ds, cfg, log)
     result: dict[str, Any] = {
         "task": task, "arch": cfg.arch, "classes": ds.classes, "multi_label": ds.multi_label,
@@ -428,6 +439,7 @@ def ship(model: ClassifierNet, ds: ImageSet, result: dict[str, Any], cfg: TrainC
         "chip_size": cfg.chip_size,
         "chip_mode": cfg.chip_mode,
         "temperature": model.temperature,
+        "tta": cfg.tta,
         "drop_rate": cfg.drop_rate,
         "taxonomy": taxonomy_for(ds.task, ds.classes),
         "normalisation": {

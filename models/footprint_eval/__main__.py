@@ -18,6 +18,14 @@ data, never on the split being scored). Reported per data set, split and model:
   predicted instances those of the predicted mask; instances under ``--min-area-px`` (20 px²,
   as SpaceNet) are ignored on both sides.
 
+``--tta flips|d4`` predicts every window under 4 or 8 flipped/rotated views and averages them
+(:func:`urbanfabric.segmentation.with_tta`). Because averaging smooths the probability, the
+model's stored threshold (chosen without TTA) may no longer be the best cut:
+``--threshold-from val`` re-picks each member's threshold on the val splits of the listed data
+sets the model was validated on in training (``validation.per_dataset`` of its config; else the
+listed data sets), max mean pixel IoU over data sets as training does, under the same TTA, so the split
+being scored still never chooses anything.
+
 With two or more ``--models`` the vote ensemble (building where ≥ ``--min-votes`` members
 agree, :func:`urbanfabric.segmentation.ensemble_vote`) is scored as ``ensemble`` too.
 """
@@ -40,8 +48,9 @@ import torch
 from models.common.metrics import ConfusionAtThresholds, InstanceScores, mask_instances, match_instances
 from models.footprint_unet import datasets as D
 from models.footprint_unet.net import load_model, read_config
-from models.footprint_unet.train_multi import scene_probability
-from urbanfabric.segmentation import ensemble_vote
+from models.footprint_unet.train import THRESHOLDS
+from models.footprint_unet.train_multi import pick_threshold, scene_probability
+from urbanfabric.segmentation import TTA, ensemble_vote
 
 ENSEMBLE = "ensemble"
 
@@ -68,25 +77,45 @@ def score_mask(
 
 
 def cached_probability(member: dict[str, Any], scene: D.Scene, dataset: str, split: str,
-                       cache_dir: Path | None) -> np.ndarray:
+                       cache_dir: Path | None, tta: TTA = TTA.NONE) -> np.ndarray:
     """A member's scene probability, reused from ``cache_dir`` when the same weights scored it.
 
-    The cache key includes the weights' sha256, so retrained weights never reuse old maps.
+    The cache key includes the weights' sha256 (and the TTA), so retrained weights never reuse
+    old maps.
     """
     if cache_dir is None:
-        return scene_probability(member["model"], scene)
-    path = cache_dir / member["sha256"][:16] / dataset / split / (scene.name.replace("/", "_") + ".npy")
+        return scene_probability(member["model"], scene, tta)
+    key = member["sha256"][:16] + ("" if tta is TTA.NONE else f"-tta-{tta.value}")
+    path = cache_dir / key / dataset / split / (scene.name.replace("/", "_") + ".npy")
     if path.exists():
         return np.load(path).astype(np.float32)
-    prob = scene_probability(member["model"], scene)
+    prob = scene_probability(member["model"], scene, tta)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, prob.astype(np.float16))
     return prob
 
 
+def val_threshold(member: dict[str, Any], datasets: list[str], root: Path, cache_dir: Path | None,
+                  tta: TTA) -> dict[str, Any]:
+    """The member's threshold re-picked on the val splits of ``datasets`` (those that have one)."""
+    confs = {}
+    for ds in datasets:
+        scenes = D.load(ds, "val", root)
+        if not scenes:
+            continue
+        conf = ConfusionAtThresholds(THRESHOLDS)
+        for scene in scenes:
+            conf.update(cached_probability(member, scene, ds, "val", cache_dir, tta), scene.mask)
+        confs[ds] = conf
+    if not confs:
+        raise SystemExit(f"--threshold-from val: none of {datasets} has a val split")
+    return pick_threshold(confs)
+
+
 def evaluate(
     version_dirs: list[Path], datasets: list[str], splits: list[str], root: Path,
     min_votes: int | None = None, min_area_px: float = 20.0, cache_dir: Path | None = None,
+    tta: TTA | str = TTA.NONE, threshold_from: str = "config",
 ) -> dict[str, Any]:
     """Scores nested as ``[dataset][split][model or "ensemble"]``.
 
@@ -98,7 +127,11 @@ def evaluate(
         min_votes: k of the ensemble vote (default: a majority, ``N // 2 + 1``; GBM uses 2 of 4).
         min_area_px: instance area filter in pixels².
         cache_dir: keep each member's probability maps here (fp16) to re-score without inference.
+        tta: test-time augmentation of every member (``none``, ``flips``, ``d4``).
+        threshold_from: ``config`` (the model's stored threshold) or ``val`` (re-picked on the
+            val splits under ``tta``).
     """
+    tta = TTA.parse(tta)
     members = []
     for vd in version_dirs:
         digest = hashlib.sha256((vd / "model.pt").read_bytes()).hexdigest()
@@ -108,7 +141,15 @@ def evaluate(
             name = f"{name}#{len(members)}"
         members.append({"name": name, "dir": str(vd), "model": load_model(vd),
                         "threshold": float(cfg["output"]["threshold"]), "sha256": digest,
-                        "step": cfg.get("training", {}).get("step")})
+                        "step": cfg.get("training", {}).get("step"), "threshold_from": "config",
+                        "val_datasets": sorted((cfg.get("validation") or {}).get("per_dataset", {}))})
+    if threshold_from == "val":
+        for m in members:
+            # The data sets the model was validated on when trained (its config says which), so
+            # the re-picked threshold answers the same question as the stored one.
+            picked = val_threshold(m, m["val_datasets"] or datasets, root, cache_dir, tta)
+            m.update(threshold=float(picked["threshold"]), threshold_from="val",
+                     val_iou={ds: round(v["iou"], 4) for ds, v in picked["per_dataset"].items()})
     k = min_votes or (len(members) // 2 + 1)
     out: dict[str, Any] = {}
     for ds in datasets:
@@ -119,7 +160,7 @@ def evaluate(
             acc: dict[str, list] = {}
             t0 = time.monotonic()
             for scene in scenes:
-                probs = [cached_probability(m, scene, ds, split, cache_dir) for m in members]
+                probs = [cached_probability(m, scene, ds, split, cache_dir, tta) for m in members]
                 preds = {m["name"]: np.nan_to_num(p, nan=0.0) >= m["threshold"] for m, p in zip(members, probs)}
                 if len(members) > 1:
                     share, thr = ensemble_vote(probs, [m["threshold"] for m in members], k)
@@ -142,7 +183,8 @@ def evaluate(
                 entry["models"][name] = {"pixel": {key: px[key] for key in ("iou", "f1", "precision", "recall")},
                                          "instance_iou50": inst.as_dict()}
             out.setdefault(ds, {})[split] = entry
-    return {"members": [{key: m[key] for key in ("name", "dir", "threshold", "sha256", "step")} for m in members],
+    keys = ("name", "dir", "threshold", "threshold_from", "val_datasets", "val_iou", "sha256", "step")
+    return {"members": [{key: m[key] for key in keys if key in m} for m in members], "tta": tta.value,
             "min_votes": k if len(members) > 1 else None, "min_area_px": min_area_px, "results": out}
 
 
@@ -172,18 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse/keep probability maps (fp16 .npy)")
+    p.add_argument("--tta", choices=[t.value for t in TTA], default="none",
+                   help="test-time augmentation: none, flips (4 views) or d4 (8 views)")
+    p.add_argument("--threshold-from", choices=("config", "val"), default="config",
+                   help="each member's threshold: its config's, or re-picked on the val splits under --tta")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     report = evaluate(args.models, [d for d in args.datasets.split(",") if d],
                       [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px,
-                      args.cache_dir)
+                      args.cache_dir, args.tta, args.threshold_from)
     report["command"] = command
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for m in report["members"]:
+        print(f"{m['name']}: threshold {m['threshold']} ({m['threshold_from']}), tta {report['tta']}")
     print(table(report))
     return 0
 

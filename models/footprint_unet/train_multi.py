@@ -106,15 +106,18 @@ def loss_fn(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> t
     return ce + dice
 
 
-def scene_probability(model: torch.nn.Module, scene: D.Scene) -> np.ndarray:
-    """Building probability of a whole scene: IQR per scene, Hann-blended 512 px windows."""
-    from urbanfabric.segmentation import predict_tiled
+def scene_probability(model: torch.nn.Module, scene: D.Scene, tta: str = "none") -> np.ndarray:
+    """Building probability of a whole scene: IQR per scene, Hann-blended 512 px windows.
+
+    ``tta`` (:class:`urbanfabric.segmentation.TTA`) averages each window over flipped/rotated views.
+    """
+    from urbanfabric.segmentation import predict_tiled, with_tta
 
     image = iqr_scale(scene.image)
     # Small scenes get one window of their own size (rounded up to 32) instead of padding to 512.
     window = min(VAL_WINDOW, -(-max(scene.mask.shape) // 32) * 32)
-    return predict_tiled(image, lambda b: predict_proba(model, b, batch_size=2),
-                         window=window, overlap=64, batch_size=2)
+    patch_model = with_tta(lambda b: predict_proba(model, b, batch_size=2), tta)
+    return predict_tiled(image, patch_model, window=window, overlap=64, batch_size=2)
 
 
 def validate(model: torch.nn.Module, val: dict[str, list[D.Scene]]) -> dict[str, ConfusionAtThresholds]:

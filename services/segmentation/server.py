@@ -14,7 +14,7 @@ from affine import Affine
 from urbanfabric import landcover, segmentation
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
-from urbanfabric.convert import tile_from_proto
+from urbanfabric.convert import tile_from_proto, tta_from_proto
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
@@ -55,6 +55,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:
         require(request, "job.job_id", "ard.uri", "model.name", "model.version")
         tile = tile_from_proto(request.tile)
+        tta = tta_from_proto(request.tta)
         if not 0 <= request.threshold < 1:
             raise InvalidInput("threshold", "must be in [0, 1)")
         members = [request.model, *request.ensemble]
@@ -71,7 +72,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             def patch_model(batch: np.ndarray) -> np.ndarray:
                 return self.models.infer(ref.name, ref.version, batch)
 
-            return segmentation.predict_tiled(ard.data, patch_model, window=WINDOW, overlap=OVERLAP)
+            return segmentation.predict_tiled(ard.data, segmentation.with_tta(patch_model, tta),
+                                              window=WINDOW, overlap=OVERLAP)
 
         if len(members) == 1:
             prob = member_probability(request.model)

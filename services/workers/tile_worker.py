@@ -56,7 +56,8 @@ def make_handler(settings: Settings):
             segmented = call(seg.Segment, segmentation_pb2.SegmentRequest(
                 job=task.job, tile=task.tile, ard=calibrated.ard, model=task.segmentation_model,
                 halo_px=task.halo_px, ensemble=task.segmentation_ensemble,
-                min_votes=task.segmentation_min_votes, landcover=task.landcover), deadline)
+                min_votes=task.segmentation_min_votes, landcover=task.landcover,
+                tta=task.segmentation_tta), deadline)
             result.mask.CopyFrom(segmented.mask)
             result.footprints.CopyFrom(segmented.footprints)
             result.footprint_count = segmented.footprint_count

@@ -160,3 +160,49 @@ def test_shipped_models_load_with_calibration_and_taxonomy(folder: str) -> None:
     assert metrics["test"]["n"] > 0 and "calibration" in metrics
     p = predict_proba(model, np.full((1, 3, cfg["chip_size"], cfg["chip_size"]), 0.5, dtype=np.float32), cfg)
     assert p.shape == (1, len(cfg["classes"])) and np.all((p >= 0) & (p <= 1))
+
+
+class _Corner(torch.nn.Module):
+    """Logits from the top-left corner only: a net with a favourite orientation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, 0, :2, :2].mean((1, 2))
+        return torch.stack([corner, 1 - corner], 1)
+
+
+def test_chip_views_are_the_valid_symmetries() -> None:
+    from models.classifiers.io import CHIP_TTA, chip_views
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    sizes = {t: len(chip_views(x, t)) for t in CHIP_TTA}
+    assert sizes == {"none": 1, "hflip": 2, "flips": 4, "d4": 8}
+    d4 = {v.numpy().tobytes() for v in chip_views(x, "d4")}
+    assert len(d4) == 8 and x.flip(3).numpy().tobytes() in d4 and x.flip(2).numpy().tobytes() in d4
+    # A façade is only ever mirrored left-right, never turned upside down.
+    assert torch.equal(chip_views(x, "hflip")[1], x.flip(3))
+    with pytest.raises(ValueError, match="tta"):
+        chip_views(x, "rot45")
+
+
+def test_tta_logits_average_the_views_and_serving_follows_the_config() -> None:
+    from models.classifiers.io import predict_logits
+
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, 0, :2, :2] = 1.0  # evidence in the top-left corner only
+    net = _Corner().eval()
+    assert predict_logits(net, x)[0, 0] == pytest.approx(1.0)
+    # Under the 4 flips the corner is seen once: the mean of (1, 0, 0, 0).
+    assert predict_logits(net, x, tta="flips")[0, 0] == pytest.approx(0.25)
+    plain = predict_proba(net, x.numpy(), {"temperature": 1.0})
+    flips = predict_proba(net, x.numpy(), {"temperature": 1.0, "tta": "flips"})
+    assert flips[0, 0] < plain[0, 0]
+
+
+def test_tta_is_adopted_only_beyond_one_standard_error() -> None:
+    from models.classifiers.tta import choose
+
+    # n = 100, s = 0.7: one SE is 0.046.
+    assert choose({"none": 0.70, "flips": 0.73, "d4": 0.72}, 100)[0] == "none"
+    chosen, se = choose({"none": 0.70, "flips": 0.73, "d4": 0.76}, 100)
+    assert chosen == "d4" and se == pytest.approx(0.0458, abs=1e-3)
+    assert choose({"none": 0.70, "flips": 0.60}, 10)[0] == "none"

@@ -170,3 +170,30 @@ def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
     assert models[ENSEMBLE]["pixel"] == models["footprint_a/v1"]["pixel"]
     assert report["results"]["fake"]["test"]["pixels"] == 64 * 64
     assert any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_evaluate_with_tta_repicks_the_threshold_on_val(tmp_path, monkeypatch):
+    import torch
+
+    from models.footprint_eval.__main__ import evaluate
+    from models.footprint_unet.net import build_model
+    from models.footprint_unet.train import THRESHOLDS, export
+    from models.footprint_unet.train_multi import arch_config
+
+    torch.manual_seed(0)
+    cfg = arch_config("Unet", "binary")
+    export(build_model(cfg), tmp_path / "v1", cfg, {"threshold": 0.5}, {}, name="footprint_a")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:40] = 1
+    rng = np.random.default_rng(0)
+    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
+              for split in ("val", "test")}
+    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    report = evaluate([tmp_path / "v1"], ["fake"], ["test"], tmp_path, cache_dir=tmp_path / "cache",
+                      tta="flips", threshold_from="val")
+    member = report["members"][0]
+    assert report["tta"] == "flips" and member["threshold_from"] == "val"
+    assert member["threshold"] in THRESHOLDS and "fake" in member["val_iou"]
+    cached = {p.parent.name for p in (tmp_path / "cache").rglob("*.npy")}
+    assert cached == {"val", "test"}
+    assert all("-tta-flips" in p.parts[-4] for p in (tmp_path / "cache").rglob("*.npy"))

@@ -4,7 +4,8 @@ import pytest
 from affine import Affine
 from shapely.geometry import box
 
-from urbanfabric.segmentation import merge_seams, polygonize, predict_tiled
+from urbanfabric.errors import InvalidInput
+from urbanfabric.segmentation import TTA, merge_seams, polygonize, predict_tiled, with_tta
 
 # 0.6 m pixels in Web Mercator near Xiamen.
 ORIGIN = Affine(0.6, 0, 13146000.0, 0, -0.6, 2813000.0)
@@ -74,3 +75,63 @@ def test_merge_seams_joins_border_pieces_only():
     assert len(merged) == 3
     joined = merged.to_crs("EPSG:32650").geometry.area.max()
     assert joined == pytest.approx(200, rel=0.05)
+
+
+def _skewed_model(batch: np.ndarray) -> np.ndarray:
+    """A model with a favourite direction: red plus a ramp along the columns (not symmetric)."""
+    ramp = np.linspace(0.0, 1.0, batch.shape[-1], dtype=np.float32)
+    return 0.5 * batch[:, 0] + 0.5 * ramp[None, None, :]
+
+
+def test_tta_of_a_symmetric_model_changes_nothing():
+    rng = np.random.default_rng(0)
+    batch = rng.random((2, 3, 16, 16), dtype=np.float32)
+
+    def pixelwise(b):
+        return b.mean(axis=1)
+
+    for tta in TTA:
+        np.testing.assert_allclose(with_tta(pixelwise, tta)(batch), pixelwise(batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("tta, transforms", [
+    ("flips", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :]]),
+    ("d4", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: np.swapaxes(a, -1, -2),
+            lambda a: np.rot90(a, 1, axes=(-2, -1))]),
+])
+def test_tta_makes_the_prediction_follow_the_image(tta, transforms):
+    """Averaged over a group of views, flipping the input flips the output (equivariance) —
+    which the skewed model alone does not do."""
+    rng = np.random.default_rng(1)
+    batch = rng.random((2, 3, 16, 16), dtype=np.float32)
+    model = with_tta(_skewed_model, tta)
+    for t in transforms:
+        np.testing.assert_allclose(model(np.ascontiguousarray(t(batch))), t(model(batch)), atol=1e-5)
+    flipped = np.ascontiguousarray(batch[..., ::-1])
+    assert not np.allclose(_skewed_model(flipped), _skewed_model(batch)[..., ::-1], atol=1e-3)
+
+
+def test_tta_calls_the_model_once_per_view_with_the_same_batch_size():
+    calls = []
+
+    def counting(b):
+        calls.append(b.shape)
+        return b[:, 0]
+
+    with_tta(counting, "d4")(np.zeros((3, 3, 8, 8), np.float32))
+    assert calls == [(3, 3, 8, 8)] * TTA.D4.views
+
+
+def test_tta_inside_tiled_prediction_keeps_shape_and_nodata():
+    image = np.random.default_rng(2).random((3, 70, 90), dtype=np.float32)
+    image[:, :5, :5] = np.nan
+    prob = predict_tiled(image, with_tta(_skewed_model, "flips"), window=32, overlap=8)
+    assert prob.shape == (70, 90) and np.isnan(prob[:5, :5]).all() and np.isfinite(prob[10:, 10:]).all()
+
+
+def test_tta_names_the_field_on_bad_input():
+    with pytest.raises(InvalidInput, match="tta"):
+        TTA.parse("mirror")
+    with pytest.raises(InvalidInput, match="square"):
+        with_tta(_skewed_model, "d4")(np.zeros((1, 3, 8, 16), np.float32))
+    assert TTA.parse("") is TTA.NONE and TTA.parse(" D4 ") is TTA.D4

@@ -131,3 +131,20 @@ def test_landcover_filter_bad_input_names_the_field(tmp_path):
     with pytest.raises(Exception, match="landcover.raster"):
         _segment(_Models(), model={"name": "a", "version": "v1"},
                  landcover={"raster": {"uri": str(tmp_path / "missing.tif")}})
+
+
+def test_tta_predicts_each_window_under_every_view():
+    plain_models, tta_models = _Models(), _Models()
+    plain, _, _ = _segment(plain_models, model={"name": "a", "version": "v1"}, threshold=0.5, min_area_m2=1)
+    flips, _, mask = _segment(tta_models, model={"name": "a", "version": "v1"}, threshold=0.5, min_area_m2=1,
+                              tta="TEST_TIME_AUGMENTATION_FLIPS")
+    assert len(tta_models.calls) == 4 * len(plain_models.calls)
+    # The fake answers the same squares whatever it is shown, so the four flipped answers no
+    # longer agree: averaged, no square keeps the 0.95 of the plain run.
+    assert plain.footprint_count == 2 and flips.footprint_count < plain.footprint_count
+    assert mask.data[0].max() < 95
+
+
+def test_unknown_tta_is_invalid_and_names_the_field():
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT.*tta"):
+        _segment(_Models(), model={"name": "a", "version": "v1"}, tta=99)

@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
         params["street_views"] = args.street_views
     # Only the models given on the command line; the flow's defaults hold for the rest.
     models = {k: v for k, v in {"roof_material": args.roof_material_model, "roof_shape": args.roof_shape_model,
-                                "facade_material": args.facade_model}.items() if v is not None}
+                                "facade_material": args.facade_model,
+                                "segmentation_tta": args.tta}.items() if v is not None}
     if models:
         params["models"] = models
     if args.landcover:
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
     run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v2 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")
+    run.add_argument("--tta", choices=["none", "flips", "d4"], default=None,
+                     help="test-time augmentation of segmentation: 4 or 8 flipped/rotated views averaged")
     run.add_argument("--landcover", default="", help="land-cover raster (file or s3://) to post-filter footprints (GBM)")
     run.add_argument("--landcover-classes", default="esa-worldcover",
                      help="esa-worldcover, from-glc10, or code=name pairs (cropland, forest, grass, shrub, water, …)")

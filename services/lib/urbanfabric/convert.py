@@ -4,7 +4,29 @@ from __future__ import annotations
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.grid import Tile
+from urbanfabric.tta import TTA
 from urbanfabric.v1 import common_pb2
+
+_TTA_TO_PROTO = {
+    TTA.NONE: common_pb2.TEST_TIME_AUGMENTATION_NONE,
+    TTA.FLIPS: common_pb2.TEST_TIME_AUGMENTATION_FLIPS,
+    TTA.D4: common_pb2.TEST_TIME_AUGMENTATION_D4,
+}
+_TTA_FROM_PROTO = {v: k for k, v in _TTA_TO_PROTO.items()} | {
+    common_pb2.TEST_TIME_AUGMENTATION_UNSPECIFIED: TTA.NONE}
+
+
+def tta_to_proto(tta: TTA | str) -> int:
+    """``TestTimeAugmentation`` enum value of a :class:`TTA` (or its name)."""
+    return _TTA_TO_PROTO[TTA.parse(tta)]
+
+
+def tta_from_proto(value: int, field: str = "tta") -> TTA:
+    """:class:`TTA` of a ``TestTimeAugmentation`` value; unknown numbers name ``field``."""
+    try:
+        return _TTA_FROM_PROTO[value]
+    except KeyError:
+        raise InvalidInput(field, f"unknown test-time augmentation {value}") from None
 
 
 def tile_from_proto(msg: common_pb2.TileRef) -> Tile:

@@ -7,6 +7,8 @@
 * :func:`polygonize` turns the probability map into simplified footprint polygons
   (connected components → polygons, Douglas–Peucker simplification, minimum-area filter) with a
   confidence per footprint (mean probability inside it).
+* :func:`~urbanfabric.tta.with_tta` (re-exported here) wraps a patch model in test-time
+  augmentation before it goes to :func:`predict_tiled`.
 * :func:`ensemble_vote` combines N members' probability maps by a vote (GBM "Model
   Ensemble": building where at least k of N members say so) into a vote-share map that
   :func:`polygonize` thresholds like a probability; :func:`landcover_filter` is the optional
@@ -19,7 +21,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -30,9 +31,10 @@ from scipy import ndimage
 from shapely.geometry import box, shape
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.tta import TTA, PatchModel, with_tta
 
-PatchModel = Callable[[np.ndarray], np.ndarray]
-"""(N, 3, h, w) float32 in 0–1 → (N, h, w) building probability."""
+__all__ = ["TTA", "PatchModel", "with_tta", "predict_tiled", "ensemble_vote", "landcover_filter",
+           "polygonize", "merge_seams", "building_id"]
 
 DEFAULT_MIN_AREA_M2 = 10.0
 DEFAULT_SIMPLIFY_M = 0.75
