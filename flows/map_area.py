@@ -84,7 +84,7 @@ class ModelVersions(BaseModel):
     #: average flipped/rotated predictions; costs 4 or 8 times the model time.
     segmentation_tta: Literal["none", "flips", "d4"] = "none"
     roof_material: str = "roof-material:v2"  # "" skips roof materials
-    roof_shape: str = "roof-shape:v2"  # "" skips roof shapes
+    roof_shape: str = "roof-shape:v3"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column
     #: says why it is unknown.
     facade_material: str = "facade-material:v1"  # "" skips façades

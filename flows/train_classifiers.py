@@ -17,12 +17,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-#: Task → version folder it ships to (under ``out``).
+#: Task → version folder it ships to (under ``out``); the folders the pipeline uses by default.
 SHIP_DIRS = {
     "roof_material": "roof_material/v2",
-    "roof_shape": "roof_shape/v2",
+    "roof_shape": "roof_shape/v3",
     "facade_both": "facade_material/v1",
 }
+
+#: Test-time augmentation the shipped version of a task is scored and served with (chosen on
+#: val by ``python -m models.classifiers.tta``: d4 for roof shape; none elsewhere).
+SHIP_TTA = {"roof_shape": "d4"}
 
 
 @task(cache_policy=NO_CACHE)
@@ -31,8 +35,8 @@ def train_one(task_name: str, arch: str, minutes: float, out: str, cross_city: s
     from models.classifiers.train import TrainConfig, run, summary_line
 
     logger = get_run_logger()
-    cfg = TrainConfig(arch=arch, minutes=minutes)
-    cmd = f"flow train-classifiers: task={task_name} arch={arch} minutes={minutes}"
+    cfg = TrainConfig(arch=arch, minutes=minutes, tta=SHIP_TTA.get(task_name, "none"))
+    cmd = f"flow train-classifiers: task={task_name} arch={arch} minutes={minutes} tta={cfg.tta}"
     result = run(task_name, cfg, out or None, cross_city, command=cmd, log=logger.info)
     logger.info(summary_line(result))
     return {"task": task_name, "cross_city": cross_city, "summary": summary_line(result)}

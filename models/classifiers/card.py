@@ -54,7 +54,15 @@ def render(model_dir: str | Path) -> str:
            f"{', thresholds' if cfg['multi_label'] else ''}; test = these numbers only): `{json.dumps(tr.get('split_counts'))}`",
            f"- Training: {tr.get('epochs')} epochs in {tr.get('train_s', 0):.0f} s wall on a shared 2-core CPU, "
            f"best val epoch {tr.get('best_epoch')} (0 = the linear probe itself).",
-           "", f"**Test**: {headline(m['test'])}", ""]
+           ]
+    choice = cfg.get("tta_choice")
+    if choice:
+        scores = ", ".join(f"`{k}` {v:.3f}" for k, v in choice["candidates"].items())
+        out.append(f"- Test-time augmentation: **`{cfg.get('tta', 'none')}`** (logits averaged over the views, "
+                   f"temperature refitted on them), chosen on val (n={choice['val_n']}): {scores}; "
+                   f"adopted only beyond one SE ({choice['standard_error']:.3f}) over `none`. "
+                   f"Command: `{choice['command']}`")
+    out += ["", f"**Test**: {headline(m['test'])}", ""]
     out += _per_table(m["test"])
     cm = m["test"].get("confusion_matrix")
     if cm:

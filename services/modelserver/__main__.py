@@ -23,7 +23,7 @@ from pathlib import Path
 
 #: Roof-shape and façade models load when shipped (models/<name>/v1/); until then they are
 #: skipped with a logged reason and the others are served.
-DEFAULT_MODELS = "footprint-unet:v1,roof-material:v1,roof-material:v2,roof-shape:v1,roof-shape:v2,facade-material:v1"
+DEFAULT_MODELS = "footprint-unet:v1,roof-material:v1,roof-material:v2,roof-shape:v2,roof-shape:v3,facade-material:v1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

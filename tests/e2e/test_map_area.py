@@ -281,3 +281,25 @@ def test_landcover_filter_drops_buildings_on_cropland(stack, tmp_path):
     assert len(table) > 0
     west_only = table.geometry.bounds["maxx"] < mid - 1e-5
     assert not west_only.any(), table[west_only][["building_id", "geometry"]]
+
+
+def test_segmentation_tta_runs_through_the_model_server(stack):
+    """The same tile with and without flip TTA: the flips change the probabilities (so the
+    views really went through the served model) but not what is a building, by and large."""
+    from urbanfabric.rasters import read_raster
+
+    no_materials = {"roof_material": "", "roof_shape": "", "facade_material": ""}
+    tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
+    store = ObjectStore(stack)
+    masks = {}
+    for tta in ("none", "flips"):
+        state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18",
+                             models={**no_materials, "segmentation_tta": tta})
+        assert state.is_completed(), state.message
+        masks[tta] = read_raster(store.get_bytes(JobLayout(job_id).mask(tile_id))).data
+    plain, flips = masks["none"], masks["flips"]
+    valid = plain[0] != 255
+    assert valid.mean() > 0.9
+    assert np.abs(plain[0][valid].astype(int) - flips[0][valid].astype(int)).max() > 5
+    a, b = plain[1] == 1, flips[1] == 1
+    assert a.sum() > 1000 and (a & b).sum() / (a | b).sum() > 0.6

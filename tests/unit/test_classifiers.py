@@ -147,7 +147,7 @@ def test_training_step_runs_and_ships_a_loadable_model(tmp_path: Path) -> None:
     assert cfg2["temperature"] == pytest.approx(result["calibration"]["val"]["temperature"])
 
 
-@pytest.mark.parametrize("folder", ["models/roof_material/v2", "models/roof_shape/v1", "models/roof_shape/v2", "models/facade_material/v1"])
+@pytest.mark.parametrize("folder", ["models/roof_material/v2", "models/roof_shape/v1", "models/roof_shape/v2", "models/roof_shape/v3", "models/facade_material/v1"])
 def test_shipped_models_load_with_calibration_and_taxonomy(folder: str) -> None:
     d = Path(folder)
     if not (d / "model.pt").exists():

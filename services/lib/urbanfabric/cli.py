@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--calibration", choices=["patch", "city"], help="IQR statistics per patch or per city")
     run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
     run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
-    run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v2 ('' = none)")
+    run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v3 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")
     run.add_argument("--tta", choices=["none", "flips", "d4"], default=None,
                      help="test-time augmentation of segmentation: 4 or 8 flipped/rotated views averaged")
