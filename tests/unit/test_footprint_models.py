@@ -67,6 +67,17 @@ def test_batches_and_loss(target):
     assert torch.isfinite(loss) and loss.item() > 0
 
 
+@pytest.mark.parametrize("loss", ["bce_dice", "bce_lovasz"])
+def test_binary_losses_reward_the_right_mask(loss):
+    target = torch.zeros(2, 1, 32, 32)
+    target[:, :, 8:20, 4:28] = 1
+    right = (target * 2 - 1) * 6  # confident logits with the right sign everywhere
+    wrong = right.clone()
+    wrong[:, :, 8:20, 4:16] *= -1  # half of each building missed
+    assert loss_fn(right, target, target, loss) < loss_fn(wrong, target, target, loss)
+    assert torch.isfinite(loss_fn(wrong, target, target, loss))
+
+
 def test_init_from_copies_matching_tensors_only(tmp_path):
     torch.manual_seed(0)
     src = build_model(arch_config("Unet", "binary"))
