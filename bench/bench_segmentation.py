@@ -17,6 +17,10 @@ its peak RSS is its own::
     python bench/bench_segmentation.py --mode streamed --blocks 2  # one run, JSON on stdout
     python bench/bench_segmentation.py --protocol V2_GRPC ...      # through a running model server
     python bench/bench_segmentation.py --sweep 1,4,16 --model stand-in --out-name segmentation_memory
+    python bench/bench_segmentation.py --tta-sweep none,flips,d4 --blocks 1 --model footprint-unet:v5
+
+``--tta`` wraps the model in test-time augmentation (:func:`urbanfabric.tta.with_tta`, streamed
+mode): the model stage should grow with the number of views and nothing else.
 """
 
 from __future__ import annotations
@@ -151,12 +155,13 @@ def one_run(args: argparse.Namespace) -> dict:
     rss_before = peak_rss_mib()
     t0 = time.perf_counter()
     if args.mode == "streamed":
-        res = run_streamed(args.blocks, infer, args.threshold, args.window, args.overlap)
+        res = run_streamed(args.blocks, segmentation.with_tta(infer, args.tta), args.threshold, args.window,
+                           args.overlap)
     else:
         res = run_naive(args.blocks, infer, args.threshold, args.window)
     wall = time.perf_counter() - t0
     mpx = res["pixels"] / 1e6
-    return {"mode": args.mode, "blocks": args.blocks, "model": args.model, "protocol": args.protocol,
+    return {"mode": args.mode, "blocks": args.blocks, "model": args.model, "protocol": args.protocol, "tta": args.tta,
             "wall_seconds": wall, **res, "megapixels": mpx, "megapixels_per_s": mpx / wall,
             "km2_per_hour": res["km2"] / wall * 3600,
             "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_model_load": rss_before}
@@ -175,7 +180,24 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-name", default="segmentation_scaling", help="bench/results/<name>.json")
+    p.add_argument("--tta", default="none", choices=("none", "flips", "d4"), help="test-time augmentation (streamed)")
+    p.add_argument("--tta-sweep", default="", help="comma list of TTAs: one streamed run each (--blocks)")
     args = p.parse_args()
+    if args.tta_sweep:
+        runs = []
+        for tta in [v for v in args.tta_sweep.split(",") if v]:
+            cmd = [sys.executable, __file__, "--mode", "streamed", "--blocks", str(args.blocks), "--model", args.model,
+                   "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
+                   "--overlap", str(args.overlap), "--threads", str(args.threads), "--tta", tta]
+            runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+            r = runs[-1]
+            print(f"tta={tta:5s} {r['megapixels']:.1f} Mpx {r['wall_seconds']:.1f} s {r['megapixels_per_s']:.3f} Mpx/s "
+                  f"{r['km2_per_hour']:.2f} km²/h peak {r['peak_rss_mib']:.0f} MiB "
+                  + " ".join(f"{k}={v:.1f}" for k, v in r["stage_seconds"].items()), flush=True)
+        save(args.out_name if args.out_name != "segmentation_scaling" else "segmentation_tta",
+             {"command": "python " + " ".join(sys.argv), "load_average": open("/proc/loadavg").read().split()[:3],
+              "runs": runs})
+        return
     if not args.sweep:
         print(json.dumps(one_run(args), default=float))
         return

@@ -5,6 +5,9 @@ Usage (repository root)::
     PYTHONPATH=.:services/lib .venv/bin/python -m models.classifiers.tta \
         --model models/roof_shape/v2 --task roof_shape --out models/roof_shape/v3
 
+``--report-test`` also scores every candidate on test once the choice is made (for the record;
+the choice never sees it).
+
 Each candidate view set (:data:`models.classifiers.io.CHIP_TTA`; overhead roofs: ``none``,
 ``flips``, ``d4``; façade photos: ``none``, ``hflip``) is scored on the **val** split with the
 training's selection score (mean of accuracy and macro-F1, or mAP). The best candidate is adopted
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="new version folder (weights copied, config with tta)")
     p.add_argument("--candidates", default="", help="comma list (default: the task's valid views)")
     p.add_argument("--json", type=Path, default=None, help="write the choice and scores here")
+    p.add_argument("--report-test", action="store_true",
+                   help="after the choice, also score every candidate on test (reported only, never chosen on)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     command = "python -m models.classifiers.tta " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -92,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
               "rule": "best val score if it beats 'none' by more than one binomial SE, else none",
               "from": str(args.model), "command": command}
     result["tta_choice"] = choice
+    if args.report_test:
+        xte, yte = ds.part("test")
+        result["test_by_candidate"] = {c: val_score(ds, logits_of(model, xte, cfg.chip_size, c), yte)
+                                       for c in candidates}
+        print("test scores (reported only): " + ", ".join(
+            f"{c} {v:.3f}" for c, v in result["test_by_candidate"].items()))
     print(summary_line({**result, "task": args.task, "arch": config["arch"], "multi_label": ds.multi_label}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
