@@ -299,7 +299,7 @@ def test_segmentation_tta_runs_through_the_model_server(stack):
         masks[tta] = read_raster(store.get_bytes(JobLayout(job_id).mask(tile_id))).data
     plain, flips = masks["none"], masks["flips"]
     valid = plain[0] != 255
-    assert valid.mean() > 0.9
+    assert valid.mean() > 0.3  # the sample imagery covers about half of this tile
     assert np.abs(plain[0][valid].astype(int) - flips[0][valid].astype(int)).max() > 5
     a, b = plain[1] == 1, flips[1] == 1
     assert a.sum() > 1000 and (a & b).sum() / (a | b).sum() > 0.6
