@@ -64,13 +64,17 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no ``config.json``.
-        ValueError: ``arch`` or ``classes`` missing.
+        ValueError: ``arch`` or ``classes`` missing, or an unknown ``tta`` (caught at load
+            time, not on the first request).
     """
     path = Path(model_dir) / CONFIG_FILE
     cfg = json.loads(path.read_text(encoding="utf-8"))
     for key in ("arch", "classes"):
         if key not in cfg:
             raise ValueError(f"{path}: missing {key!r}")
+    cfg.setdefault("tta", "none")
+    if cfg["tta"] not in CHIP_TTA:
+        raise ValueError(f"{path}: tta must be one of {', '.join(CHIP_TTA)}, got {cfg['tta']!r}")
     cfg.setdefault("multi_label", False)
     cfg.setdefault("temperature", 1.0)
     cfg.setdefault("chip_size", 128)

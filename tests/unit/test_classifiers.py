@@ -206,3 +206,10 @@ def test_tta_is_adopted_only_beyond_one_standard_error() -> None:
     chosen, se = choose({"none": 0.70, "flips": 0.73, "d4": 0.76}, 100)
     assert chosen == "d4" and se == pytest.approx(0.0458, abs=1e-3)
     assert choose({"none": 0.70, "flips": 0.60}, 10)[0] == "none"
+
+
+def test_unknown_tta_in_a_config_fails_at_load(tmp_path: Path) -> None:
+    model = build_classifier("shufflenet_v2_x1_0", 2).eval()
+    save_classifier(model, {"arch": "shufflenet_v2_x1_0", "classes": ["a", "b"], "tta": "rot45"}, tmp_path / "v1")
+    with pytest.raises(ValueError, match="tta"):
+        load_classifier(tmp_path / "v1")
