@@ -167,6 +167,28 @@ def one_run(args: argparse.Namespace) -> dict:
             "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_model_load": rss_before}
 
 
+def _child_run(args: argparse.Namespace, mode: str, blocks: int, tta: str = "none") -> dict:
+    """One (mode, blocks, tta) run in a fresh process, so its peak RSS is its own."""
+    cmd = [sys.executable, __file__, "--mode", mode, "--blocks", str(blocks), "--model", args.model,
+           "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
+           "--overlap", str(args.overlap), "--threads", str(args.threads), "--tta", tta]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _summary(r: dict) -> str:
+    return (f"{r['megapixels']:.1f} Mpx {r['wall_seconds']:.1f} s {r['megapixels_per_s']:.3f} Mpx/s "
+            f"{r['km2_per_hour']:.1f} km²/h peak {r['peak_rss_mib']:.0f} MiB "
+            + " ".join(f"{k}={v:.1f}" for k, v in r["stage_seconds"].items()))
+
+
+def _load_average() -> list[str]:
+    try:
+        return open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        return []
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("streamed", "naive"), default="streamed")
@@ -180,23 +202,17 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-name", default="segmentation_scaling", help="bench/results/<name>.json")
-    p.add_argument("--tta", default="none", choices=("none", "flips", "d4"), help="test-time augmentation (streamed)")
+    p.add_argument("--tta", default="none", choices=[t.value for t in segmentation.TTA],
+                   help="test-time augmentation (streamed)")
     p.add_argument("--tta-sweep", default="", help="comma list of TTAs: one streamed run each (--blocks)")
     args = p.parse_args()
     if args.tta_sweep:
         runs = []
         for tta in [v for v in args.tta_sweep.split(",") if v]:
-            cmd = [sys.executable, __file__, "--mode", "streamed", "--blocks", str(args.blocks), "--model", args.model,
-                   "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
-                   "--overlap", str(args.overlap), "--threads", str(args.threads), "--tta", tta]
-            runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
-            r = runs[-1]
-            print(f"tta={tta:5s} {r['megapixels']:.1f} Mpx {r['wall_seconds']:.1f} s {r['megapixels_per_s']:.3f} Mpx/s "
-                  f"{r['km2_per_hour']:.2f} km²/h peak {r['peak_rss_mib']:.0f} MiB "
-                  + " ".join(f"{k}={v:.1f}" for k, v in r["stage_seconds"].items()), flush=True)
+            runs.append(_child_run(args, "streamed", args.blocks, tta))
+            print(f"tta={tta:5s} {_summary(runs[-1])}", flush=True)
         save(args.out_name if args.out_name != "segmentation_scaling" else "segmentation_tta",
-             {"command": "python " + " ".join(sys.argv), "load_average": open("/proc/loadavg").read().split()[:3],
-              "runs": runs})
+             {"command": "python " + " ".join(sys.argv), "load_average": _load_average(), "runs": runs})
         return
     if not args.sweep:
         print(json.dumps(one_run(args), default=float))
@@ -204,20 +220,9 @@ def main() -> None:
     runs = []
     for n in [int(v) for v in args.sweep.split(",") if v]:
         for mode in ("streamed", "naive"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--blocks", str(n), "--model", args.model,
-                   "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
-                   "--overlap", str(args.overlap), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            runs.append(json.loads(out.strip().splitlines()[-1]))
-            r = runs[-1]
-            print(f"{mode:8s} N={n:2d} {r['megapixels']:.1f} Mpx {r['wall_seconds']:.1f} s "
-                  f"{r['megapixels_per_s']:.3f} Mpx/s {r['km2_per_hour']:.1f} km²/h peak {r['peak_rss_mib']:.0f} MiB "
-                  + " ".join(f"{k}={v:.1f}" for k, v in r["stage_seconds"].items()), flush=True)
-    try:
-        load = open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        load = []
-    save(args.out_name, {"command": "python " + " ".join(sys.argv), "load_average": load, "runs": runs})
+            runs.append(_child_run(args, mode, n))
+            print(f"{mode:8s} N={n:2d} {_summary(runs[-1])}", flush=True)
+    save(args.out_name, {"command": "python " + " ".join(sys.argv), "load_average": _load_average(), "runs": runs})
 
 
 if __name__ == "__main__":

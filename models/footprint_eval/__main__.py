@@ -95,12 +95,12 @@ def cached_probability(member: dict[str, Any], scene: D.Scene, dataset: str, spl
     return prob
 
 
-def val_threshold(member: dict[str, Any], datasets: list[str], root: Path, cache_dir: Path | None,
-                  tta: TTA) -> dict[str, Any]:
-    """The member's threshold re-picked on the val splits of ``datasets`` (those that have one)."""
+def val_threshold(member: dict[str, Any], val: dict[str, list[D.Scene]], datasets: list[str],
+                  cache_dir: Path | None, tta: TTA) -> dict[str, Any]:
+    """The member's threshold re-picked on the val scenes of ``datasets`` (those that have some)."""
     confs = {}
     for ds in datasets:
-        scenes = D.load(ds, "val", root)
+        scenes = val.get(ds)
         if not scenes:
             continue
         conf = ConfusionAtThresholds(THRESHOLDS)
@@ -144,10 +144,13 @@ def evaluate(
                         "step": cfg.get("training", {}).get("step"), "threshold_from": "config",
                         "val_datasets": sorted((cfg.get("validation") or {}).get("per_dataset", {}))})
     if threshold_from == "val":
+        # Val scenes read once for every member (whole dubai images are tens of megapixels).
+        wanted = sorted({ds for m in members for ds in (m["val_datasets"] or datasets)})
+        val = {ds: D.load(ds, "val", root) for ds in wanted}
         for m in members:
             # The data sets the model was validated on when trained (its config says which), so
             # the re-picked threshold answers the same question as the stored one.
-            picked = val_threshold(m, m["val_datasets"] or datasets, root, cache_dir, tta)
+            picked = val_threshold(m, val, m["val_datasets"] or datasets, cache_dir, tta)
             m.update(threshold=float(picked["threshold"]), threshold_from="val",
                      val_iou={ds: round(v["iou"], 4) for ds, v in picked["per_dataset"].items()})
     k = min_votes or (len(members) // 2 + 1)

@@ -147,10 +147,10 @@ def test_splits_are_disjoint_by_location():
     assert D.SPACENET_TRAIN_COLS[1] < D.SPACENET_TEST_COLS[0]  # a gap between the strips
 
 
-def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
+def _tiny_model_and_mask(tmp_path) -> np.ndarray:
+    """An untrained binary U-Net exported to ``tmp_path / "v1"``; the label mask for its scenes."""
     import torch
 
-    from models.footprint_eval.__main__ import ENSEMBLE, evaluate
     from models.footprint_unet.net import build_model
     from models.footprint_unet.train import export
     from models.footprint_unet.train_multi import arch_config
@@ -160,6 +160,13 @@ def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
     export(build_model(cfg), tmp_path / "v1", cfg, {"threshold": 0.5}, {}, name="footprint_a")
     mask = np.zeros((64, 64), np.uint8)
     mask[10:30, 10:40] = 1
+    return mask
+
+
+def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
+    from models.footprint_eval.__main__ import ENSEMBLE, evaluate
+
+    mask = _tiny_model_and_mask(tmp_path)
     scene = D.Scene("fake", "s0", "s0", np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
     monkeypatch.setattr(D, "load", lambda ds, split, root: [scene])
     report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path, min_votes=2,
@@ -173,18 +180,10 @@ def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
 
 
 def test_evaluate_with_tta_repicks_the_threshold_on_val(tmp_path, monkeypatch):
-    import torch
-
     from models.footprint_eval.__main__ import evaluate
-    from models.footprint_unet.net import build_model
-    from models.footprint_unet.train import THRESHOLDS, export
-    from models.footprint_unet.train_multi import arch_config
+    from models.footprint_unet.train import THRESHOLDS
 
-    torch.manual_seed(0)
-    cfg = arch_config("Unet", "binary")
-    export(build_model(cfg), tmp_path / "v1", cfg, {"threshold": 0.5}, {}, name="footprint_a")
-    mask = np.zeros((64, 64), np.uint8)
-    mask[10:30, 10:40] = 1
+    mask = _tiny_model_and_mask(tmp_path)
     rng = np.random.default_rng(0)
     scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
               for split in ("val", "test")}

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from urbanfabric.tta import TTA
+
 
 def _local_or_uri(path: str) -> str:
     """URIs as given; local paths made absolute (the flow runner may run elsewhere)."""
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
     run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v3 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")
-    run.add_argument("--tta", choices=["none", "flips", "d4"], default=None,
+    run.add_argument("--tta", choices=[t.value for t in TTA], default=None,
                      help="test-time augmentation of segmentation: 4 or 8 flipped/rotated views averaged")
     run.add_argument("--landcover", default="", help="land-cover raster (file or s3://) to post-filter footprints (GBM)")
     run.add_argument("--landcover-classes", default="esa-worldcover",

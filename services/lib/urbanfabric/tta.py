@@ -42,7 +42,7 @@ class TTA(str, Enum):
 
     @property
     def views(self) -> int:
-        return {TTA.NONE: 1, TTA.FLIPS: 4, TTA.D4: 8}[self]
+        return len(_VIEWS[self])
 
 
 # A view is (transpose, k rotations of 90°) applied to the last two axes; D4 = all 8 of them.
