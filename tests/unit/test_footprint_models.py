@@ -96,6 +96,44 @@ def test_random_crop_pads_small_scenes():
     assert img.shape == (3, 128, 128) and mask.shape == (128, 128)
 
 
+def test_random_crop_zoom_scales_buildings():
+    # Under zoom z a 128 px crop is cut from a 128/z px square: a scene of exactly that size
+    # (so the crop is the whole scene) with a square building of side a in the middle must
+    # come back with a building of side a·z.
+    for zoom, side in ((0.5, 40), (2.0, 20)):
+        n = int(128 / zoom)
+        mask = np.zeros((n, n), np.uint8)
+        lo = (n - side) // 2
+        mask[lo : lo + side, lo : lo + side] = 1
+        image = np.repeat(mask[None] * 200, 3, axis=0).astype(np.uint8)
+        img, m = D.random_crop(D.Scene("fake", "sq", "sq", image, mask), 128, np.random.default_rng(0),
+                               scale=(zoom, zoom))
+        assert img.shape == (3, 128, 128) and m.shape == (128, 128) and m.dtype == np.uint8
+        assert img.dtype == np.float32 and set(np.unique(m)) <= {0, 1}
+        assert int(m.sum()) == pytest.approx((side * zoom) ** 2, rel=0.15)
+        # The image is resized with the mask: building pixels stay bright where the mask says so.
+        assert img[0][m == 1].mean() > 150 and img[0][m == 0].mean() < 50
+
+
+def test_random_crop_zoom_range_is_validated_and_native_by_default():
+    scene = _scenes(1)[0]
+    img, _ = D.random_crop(scene, 128, np.random.default_rng(0))
+    assert img.dtype == np.uint8  # no resampling without a zoom range
+    with pytest.raises(ValueError, match="scale"):
+        D.random_crop(scene, 128, np.random.default_rng(0), scale=(1.5, 0.7))
+
+
+def test_scale_aug_flag_parses_and_rejects_bad_ranges():
+    from models.footprint_unet.train_multi import parse_args
+
+    base = ["--out", "o", "--ckpt-dir", "c", "--minutes", "1"]
+    assert parse_args(base).scale_aug is None
+    assert parse_args(base + ["--scale-aug", "0.67,1.5"]).scale_aug == (0.67, 1.5)
+    for bad in ("1.5,0.67", "0,1", "big"):
+        with pytest.raises(SystemExit):
+            parse_args(base + ["--scale-aug", bad])
+
+
 def test_every_shipped_footprint_version_loads_and_predicts():
     from pathlib import Path
 
