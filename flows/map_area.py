@@ -82,7 +82,7 @@ class ModelVersions(BaseModel):
     segmentation_min_votes: int = 0
     #: Test-time augmentation of every segmentation model: "flips" (4 views) or "d4" (8 views)
     #: average flipped/rotated predictions; costs 4 or 8 times the model time.
-    segmentation_tta: Literal["none", "flips", "d4"] = "none"
+    segmentation_tta: Literal["none", "flips", "d4", "d4-zoom"] = "none"
     roof_material: str = "roof-material:v2"  # "" skips roof materials
     roof_shape: str = "roof-shape:v3"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column

@@ -90,14 +90,19 @@ def test_tta_of_a_symmetric_model_changes_nothing():
     def pixelwise(b):
         return b.mean(axis=1)
 
-    for tta in TTA:
+    for tta in (TTA.NONE, TTA.FLIPS, TTA.D4):
         np.testing.assert_allclose(with_tta(pixelwise, tta)(batch), pixelwise(batch), atol=1e-6)
+    # Zooming in and back out is only exact on smooth images (bilinear resampling).
+    yy, xx = np.mgrid[0:16, 0:16].astype(np.float32) / 15
+    smooth = np.stack([np.stack([yy, xx, 0.5 * (xx + yy)])] * 2)
+    np.testing.assert_allclose(with_tta(pixelwise, TTA.D4_ZOOM)(smooth), pixelwise(smooth), atol=0.02)
 
 
 @pytest.mark.parametrize("tta, transforms", [
     ("flips", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :]]),
     ("d4", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: np.swapaxes(a, -1, -2),
             lambda a: np.rot90(a, 1, axes=(-2, -1))]),
+    ("d4-zoom", [lambda a: a[..., ::-1], lambda a: np.rot90(a, 1, axes=(-2, -1))]),
 ])
 def test_tta_makes_the_prediction_follow_the_image(tta, transforms):
     """Averaged over a group of views, flipping the input flips the output (equivariance) —
@@ -120,6 +125,34 @@ def test_tta_calls_the_model_once_per_view_with_the_same_batch_size():
 
     with_tta(counting, "d4")(np.zeros((3, 3, 8, 8), np.float32))
     assert calls == [(3, 3, 8, 8)] * TTA.D4.views
+
+
+def test_zoom_tta_predicts_magnified_windows_and_returns_native_size():
+    calls = []
+
+    def counting(b):
+        calls.append(b.shape)
+        return b[:, 0]
+
+    out = with_tta(counting, "d4-zoom")(np.zeros((2, 3, 32, 32), np.float32))
+    assert out.shape == (2, 32, 32) and len(calls) == TTA.D4_ZOOM.views == 16
+    assert calls == [(2, 3, 32, 32)] * 8 + [(2, 3, 40, 40)] * 8
+
+
+def test_zoom_tta_helps_a_model_that_misses_small_buildings():
+    # A model that only sees buildings of at least 6 px across (like a net trained at a finer
+    # GSD): magnified ×1.25 a 5 px building becomes 6 px and is found in half the views.
+    from scipy import ndimage
+
+    def big_only(b):
+        m = b[:, 0] > 0.3
+        return np.stack([ndimage.binary_opening(x, np.ones((6, 6))) for x in m]).astype(np.float32)
+
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    batch[:, :, 14:19, 14:19] = 1.0  # 5 × 5 px
+    assert with_tta(big_only, "d4")(batch).max() == 0.0
+    prob = with_tta(big_only, "d4-zoom")(batch)
+    assert prob[0, 16, 16] == pytest.approx(0.5, abs=0.1) and prob[0, 2, 2] == 0.0
 
 
 def test_tta_inside_tiled_prediction_keeps_shape_and_nodata():

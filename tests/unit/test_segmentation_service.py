@@ -145,6 +145,17 @@ def test_tta_predicts_each_window_under_every_view():
     assert mask.data[0].max() < 95
 
 
+def test_every_tta_choice_travels_in_the_proto():
+    from urbanfabric.convert import tta_from_proto, tta_to_proto
+    from urbanfabric.tta import TTA
+
+    for tta in TTA:
+        assert tta_from_proto(tta_to_proto(tta)) is tta
+    zoom_models = _Models()
+    _segment(zoom_models, model={"name": "a", "version": "v1"}, tta="TEST_TIME_AUGMENTATION_D4_ZOOM")
+    assert len(zoom_models.calls) % TTA.D4_ZOOM.views == 0 and zoom_models.calls
+
+
 def test_unknown_tta_is_invalid_and_names_the_field():
     with pytest.raises(RuntimeError, match="INVALID_ARGUMENT.*tta"):
         _segment(_Models(), model={"name": "a", "version": "v1"}, tta=99)
