@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v3 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")
     run.add_argument("--tta", choices=[t.value for t in TTA], default=None,
-                     help="test-time augmentation of segmentation: 4 or 8 flipped/rotated views averaged")
+                     help="test-time augmentation of segmentation: 4 or 8 flipped/rotated views averaged; d4-zoom also magnified 1.25x")
     run.add_argument("--landcover", default="", help="land-cover raster (file or s3://) to post-filter footprints (GBM)")
     run.add_argument("--landcover-classes", default="esa-worldcover",
                      help="esa-worldcover, from-glc10, or code=name pairs (cropland, forest, grass, shrub, water, …)")
