@@ -75,16 +75,26 @@ def _inverse(x: np.ndarray, transpose: bool, k: int) -> np.ndarray:
     return np.swapaxes(x, -1, -2) if transpose else x
 
 
-def _zoom(x: np.ndarray, size: int) -> np.ndarray:
-    """Resize the last two axes of a square stack to ``size``² (bilinear, pixel-area aligned)."""
-    # SciPy is imported here, not at module level: urbanfabric.convert imports this module in
-    # every service image, and only the segmentation paths ever zoom.
-    from scipy import ndimage
+def _resize_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Linear resampling of one axis to ``size`` samples, pixel centres aligned, edges clamped."""
+    n = x.shape[axis]
+    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    lo = np.floor(src).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w = (src - lo).astype(np.float32).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
 
-    factor = size / x.shape[-1]
-    zoom = (1.0,) * (x.ndim - 2) + (factor, factor)
-    out = ndimage.zoom(np.nan_to_num(x), zoom, order=1, mode="nearest", grid_mode=True)
-    return out[..., :size, :size].astype(np.float32, copy=False)
+
+def _zoom(x: np.ndarray, size: int) -> np.ndarray:
+    """Resize the last two axes of a square stack to ``size``² (bilinear, pixel centres aligned).
+
+    Plain numpy (two separable linear passes) rather than SciPy or torch: this module is imported
+    by :mod:`urbanfabric.convert` in every service image, which carry neither.
+    """
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32))
+    return _resize_axis(_resize_axis(x, size, x.ndim - 2), size, x.ndim - 1).astype(np.float32, copy=False)
 
 
 def with_tta(model: PatchModel, tta: TTA | str) -> PatchModel:
