@@ -7,7 +7,7 @@ image when it is flipped (the average over a symmetry group is equivariant to it
 4 views (identity, left-right, up-down, both), ``d4`` all 8 symmetries of the square.
 ``d4-zoom`` adds scale: the 8 views at the native resolution and again with the window magnified
 1.25× (bilinear), each answer resized back; on the val splits this lifted the small villas of
-Dubai most (docs/results.md, "Multi-scale test-time augmentation").
+Dubai most (docs/results.md, issue 3, "Update, session 5").
 
 Kept apart from :mod:`urbanfabric.segmentation` (numpy only) because the TTA choice travels in
 protobuf messages converted by :mod:`urbanfabric.convert`, which every service image imports.
