@@ -48,6 +48,7 @@ from urbanfabric.settlement import SettlementMask, filter_settled
 from urbanfabric.stac import read_catalog
 from urbanfabric.storage import ObjectStore, gdal_env, parse_s3_uri
 from urbanfabric.tables import geoparquet_bytes, parquet_bytes, read_geoparquet
+from urbanfabric.tta import TTA
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
@@ -72,6 +73,11 @@ class AreaOfInterest(BaseModel):
         return (self.west, self.south, self.east, self.north)
 
 
+#: The TTA names as a Literal (the Prefect form shows a dropdown), derived from the enum so a
+#: new choice in urbanfabric.tta reaches the flow without a second list to keep in step.
+TTAName = Literal[tuple(t.value for t in TTA)]  # type: ignore[valid-type]
+
+
 class ModelVersions(BaseModel):
     """Which model versions a job uses (``name:version``)."""
 
@@ -83,7 +89,7 @@ class ModelVersions(BaseModel):
     #: Test-time augmentation of every segmentation model: "flips" (4 views) or "d4" (8 views)
     #: average flipped/rotated predictions; costs 4 or 8 times the model time. "d4-zoom" adds
     #: the 8 views magnified 1.25x (small buildings; about 11 times the model time).
-    segmentation_tta: Literal["none", "flips", "d4", "d4-zoom"] = "none"
+    segmentation_tta: TTAName = "none"
     roof_material: str = "roof-material:v2"  # "" skips roof materials
     roof_shape: str = "roof-shape:v3"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column

@@ -204,6 +204,14 @@ def load(dataset: str, split: str, root: Path | str = DEFAULT_ROOT) -> list[Scen
     return _LOADERS[dataset](Path(root), split)
 
 
+def check_zoom_range(scale: tuple[float, float]) -> tuple[float, float]:
+    """``scale`` if it is a valid zoom range ``0 < low <= high``, else :class:`ValueError`."""
+    low, high = scale
+    if not 0 < low <= high:
+        raise ValueError(f"scale must be 0 < low <= high, got {scale}")
+    return low, high
+
+
 def random_crop(
     scene: Scene, size: int, rng: np.random.Generator, scale: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -224,9 +232,7 @@ def random_crop(
     """
     zoom = 1.0
     if scale is not None:
-        low, high = scale
-        if not 0 < low <= high:
-            raise ValueError(f"scale must be 0 < low <= high, got {scale}")
+        low, high = check_zoom_range(scale)
         zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     src = max(1, int(round(size / zoom)))
     image, mask = scene.image, scene.mask

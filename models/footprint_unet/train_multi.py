@@ -163,9 +163,10 @@ def _zoom_range(text: str) -> tuple[float, float]:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--scale-aug wants LOW,HIGH (e.g. 0.67,1.5), got {text!r}") from None
-    if not 0 < low <= high:
-        raise argparse.ArgumentTypeError(f"--scale-aug needs 0 < LOW <= HIGH, got {text!r}")
-    return low, high
+    try:
+        return D.check_zoom_range((low, high))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--scale-aug: {e}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

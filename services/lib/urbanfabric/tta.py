@@ -117,12 +117,14 @@ def with_tta(model: PatchModel, tta: TTA | str) -> PatchModel:
         total = None
         for zoom in zooms:
             scaled = batch if zoom == 1.0 else _zoom(batch, int(round(side * zoom)))
+            part = None
             for transpose, k in views:
                 view = np.ascontiguousarray(_forward(scaled, transpose, k))
                 prob = _inverse(np.asarray(model(view), dtype=np.float32), transpose, k)
-                if zoom != 1.0:
-                    prob = _zoom(np.ascontiguousarray(prob), side)
-                total = prob if total is None else total + prob
+                part = prob if part is None else part + prob
+            # Resizing is linear: the views' sum goes back to the window size once per zoom.
+            part = part if zoom == 1.0 else _zoom(part, side)
+            total = part if total is None else total + part
         return np.ascontiguousarray(total / (len(views) * len(zooms)))
 
     return augmented
