@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field, model_validator
 from urbanfabric import acquisition, bus, grids, jobs, report
 from urbanfabric.intensity import default_table
 from urbanfabric.clients import call, model_client, stub
-from urbanfabric.convert import tile_to_proto, tta_to_proto
+from urbanfabric.convert import combine_to_proto, tile_to_proto, tta_to_proto
+from urbanfabric.ensemble import EnsembleCombine
 from urbanfabric.config import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import clip_to_area, load_footprints, read_path
@@ -76,15 +77,20 @@ class AreaOfInterest(BaseModel):
 #: The TTA names as a Literal (the Prefect form shows a dropdown), derived from the enum so a
 #: new choice in urbanfabric.tta reaches the flow without a second list to keep in step.
 TTAName = Literal[tuple(t.value for t in TTA)]  # type: ignore[valid-type]
+CombineName = Literal[tuple(c.value for c in EnsembleCombine)]  # type: ignore[valid-type]
 
 
 class ModelVersions(BaseModel):
     """Which model versions a job uses (``name:version``)."""
 
     segmentation: str = "footprint-unet:v1"
-    #: Further segmentation models voted with ``segmentation`` ("name:version,…"; "" = none).
+    #: Further segmentation models combined with ``segmentation`` ("name:version,…"; "" = none).
     segmentation_ensemble: str = ""
-    #: Members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
+    #: How the ensemble is combined: "vote" (GBM: building where ``segmentation_min_votes``
+    #: members agree) or "mean" (mean probability; with two members a vote can only be their
+    #: union or their intersection).
+    segmentation_ensemble_combine: CombineName = "vote"
+    #: Vote: members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
     segmentation_min_votes: int = 0
     #: Test-time augmentation of every segmentation model: "flips" (4 views) or "d4" (8 views)
     #: average flipped/rotated predictions; costs 4 or 8 times the model time. "d4-zoom" adds
@@ -299,11 +305,12 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
                   ensemble: list | None = None, min_votes: int = 0,
                   area_stats: common_pb2.ObjectRef | None = None,
                   landcover_spec: common_pb2.LandCoverFilter | None = None,
-                  tta: str = "none") -> tuple[list, list[str]]:
+                  tta: str = "none", combine: str = "vote") -> tuple[list, list[str]]:
     log = get_run_logger()
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
                                                              ensemble or [], min_votes, area_stats,
-                                                             landcover_spec, tta_to_proto(tta)))
+                                                             landcover_spec, tta_to_proto(tta),
+                                                             combine_to_proto(combine)))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -497,7 +504,7 @@ def map_area(
             tile_results, tile_warnings = process_tiles(
                 settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
                 ensemble, models.segmentation_min_votes, area_stats, landcover_spec,
-                models.segmentation_tta) if tiles else ([], [])
+                models.segmentation_tta, models.segmentation_ensemble_combine) if tiles else ([], [])
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:

@@ -1,4 +1,4 @@
-"""Score footprint models — single versions and their vote ensemble — per data set and split.
+"""Score footprint models — single versions and their ensemble — per data set and split.
 
 Example::
 
@@ -26,8 +26,11 @@ sets the model was validated on in training (``validation.per_dataset`` of its c
 listed data sets), max mean pixel IoU over data sets as training does, under the same TTA, so the split
 being scored still never chooses anything.
 
-With two or more ``--models`` the vote ensemble (building where ≥ ``--min-votes`` members
-agree, :func:`urbanfabric.segmentation.ensemble_vote`) is scored as ``ensemble`` too.
+With two or more ``--models`` their ensemble is scored as ``ensemble`` too, combined by
+``--combine`` (:mod:`urbanfabric.ensemble`): ``vote`` (GBM; building where ≥ ``--min-votes``
+members agree, each at its own threshold) or ``mean`` (the members' probabilities averaged, cut
+at the mean of their thresholds, or with ``--threshold-from val`` at a threshold picked for the
+mean map itself on the same val splits).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from models.footprint_unet import datasets as D
 from models.footprint_unet.net import load_model, read_config
 from models.footprint_unet.train import THRESHOLDS
 from models.footprint_unet.train_multi import pick_threshold, scene_probability
-from urbanfabric.segmentation import TTA, ensemble_vote
+from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean
+from urbanfabric.segmentation import TTA
 
 ENSEMBLE = "ensemble"
 
@@ -95,9 +99,13 @@ def cached_probability(member: dict[str, Any], scene: D.Scene, dataset: str, spl
     return prob
 
 
-def val_threshold(member: dict[str, Any], val: dict[str, list[D.Scene]], datasets: list[str],
+def val_threshold(members: list[dict[str, Any]], val: dict[str, list[D.Scene]], datasets: list[str],
                   cache_dir: Path | None, tta: TTA) -> dict[str, Any]:
-    """The member's threshold re-picked on the val scenes of ``datasets`` (those that have some)."""
+    """The threshold re-picked on the val scenes of ``datasets`` (those that have some).
+
+    One member: its own probability. Several: the mean of their probabilities (the ``mean``
+    ensemble's map).
+    """
     confs = {}
     for ds in datasets:
         scenes = val.get(ds)
@@ -105,17 +113,46 @@ def val_threshold(member: dict[str, Any], val: dict[str, list[D.Scene]], dataset
             continue
         conf = ConfusionAtThresholds(THRESHOLDS)
         for scene in scenes:
-            conf.update(cached_probability(member, scene, ds, "val", cache_dir, tta), scene.mask)
+            probs = [cached_probability(m, scene, ds, "val", cache_dir, tta) for m in members]
+            prob = probs[0] if len(probs) == 1 else ensemble_mean(probs, [0.5] * len(probs))[0]
+            conf.update(prob, scene.mask)
         confs[ds] = conf
     if not confs:
         raise SystemExit(f"--threshold-from val: none of {datasets} has a val split")
     return pick_threshold(confs)
 
 
+def record_thresholds(report: dict[str, Any]) -> list[Path]:
+    """Write each member's val-picked threshold under the report's TTA into its ``config.json``.
+
+    ``output.threshold_by_tta[<tta>]`` is what the segmentation service cuts at when a job asks
+    for that TTA (``services.segmentation.server.model_threshold``); the command that chose it
+    goes along. Only thresholds picked on val (``--threshold-from val``) under a TTA are
+    recorded: the plain one is the training run's own.
+    """
+    if report["tta"] == TTA.NONE.value:
+        raise SystemExit("--record-threshold: the plain threshold is the training run's; give --tta")
+    written = []
+    for m in report["members"]:
+        if m["threshold_from"] != "val":
+            raise SystemExit("--record-threshold needs --threshold-from val")
+        path = Path(m["dir"]) / "config.json"
+        cfg = json.loads(path.read_text())
+        out = cfg.setdefault("output", {})
+        out.setdefault("threshold_by_tta", {})[report["tta"]] = m["threshold"]
+        out.setdefault("threshold_by_tta_chosen_on", {})[report["tta"]] = {
+            "val_iou": m.get("val_iou"), "rule": "val splits, max mean pixel IoU over data sets",
+            "command": report["command"], "at": report["evaluated_at"]}
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
 def evaluate(
     version_dirs: list[Path], datasets: list[str], splits: list[str], root: Path,
     min_votes: int | None = None, min_area_px: float = 20.0, cache_dir: Path | None = None,
     tta: TTA | str = TTA.NONE, threshold_from: str = "config",
+    how: EnsembleCombine | str = EnsembleCombine.VOTE,
 ) -> dict[str, Any]:
     """Scores nested as ``[dataset][split][model or "ensemble"]``.
 
@@ -129,9 +166,11 @@ def evaluate(
         cache_dir: keep each member's probability maps here (fp16) to re-score without inference.
         tta: test-time augmentation of every member (``none``, ``flips``, ``d4``).
         threshold_from: ``config`` (the model's stored threshold) or ``val`` (re-picked on the
-            val splits under ``tta``).
+            val splits under ``tta``; for a ``mean`` ensemble, its own threshold too).
+        how: how the ensemble combines its members (``vote`` or ``mean``).
     """
     tta = TTA.parse(tta)
+    how = EnsembleCombine.parse(how)
     members = []
     for vd in version_dirs:
         digest = hashlib.sha256((vd / "model.pt").read_bytes()).hexdigest()
@@ -150,10 +189,20 @@ def evaluate(
         for m in members:
             # The data sets the model was validated on when trained (its config says which), so
             # the re-picked threshold answers the same question as the stored one.
-            picked = val_threshold(m, val, m["val_datasets"] or datasets, cache_dir, tta)
+            picked = val_threshold([m], val, m["val_datasets"] or datasets, cache_dir, tta)
             m.update(threshold=float(picked["threshold"]), threshold_from="val",
                      val_iou={ds: round(v["iou"], 4) for ds, v in picked["per_dataset"].items()})
     k = min_votes or (len(members) // 2 + 1)
+    ensemble: dict[str, Any] = {"combine": how.value} if len(members) > 1 else {}
+    if ensemble and how is EnsembleCombine.VOTE:
+        ensemble["min_votes"] = k
+    elif ensemble:
+        ensemble.update(threshold=None, threshold_from="mean of the members' thresholds")
+        if threshold_from == "val":
+            union = sorted({ds for m in members for ds in (m["val_datasets"] or datasets)})
+            picked = val_threshold(members, val, union, cache_dir, tta)
+            ensemble.update(threshold=float(picked["threshold"]), threshold_from="val",
+                            val_iou={ds: round(v["iou"], 4) for ds, v in picked["per_dataset"].items()})
     out: dict[str, Any] = {}
     for ds in datasets:
         for split in splits:
@@ -166,8 +215,9 @@ def evaluate(
                 probs = [cached_probability(m, scene, ds, split, cache_dir, tta) for m in members]
                 preds = {m["name"]: np.nan_to_num(p, nan=0.0) >= m["threshold"] for m, p in zip(members, probs)}
                 if len(members) > 1:
-                    share, thr = ensemble_vote(probs, [m["threshold"] for m in members], k)
-                    preds[ENSEMBLE] = np.nan_to_num(share, nan=0.0) >= thr
+                    joint, thr = combine(probs, [m["threshold"] for m in members], how, k,
+                                         ensemble.get("threshold"))
+                    preds[ENSEMBLE] = np.nan_to_num(joint, nan=0.0) >= thr
                 truth_instances = mask_instances(scene.mask)
                 for name, pred in preds.items():
                     conf, inst = score_mask(pred, scene.mask, min_area_px, truth_instances)
@@ -188,7 +238,8 @@ def evaluate(
             out.setdefault(ds, {})[split] = entry
     keys = ("name", "dir", "threshold", "threshold_from", "val_datasets", "val_iou", "sha256", "step")
     return {"members": [{key: m[key] for key in keys if key in m} for m in members], "tta": tta.value,
-            "min_votes": k if len(members) > 1 else None, "min_area_px": min_area_px, "results": out}
+            "min_votes": k if len(members) > 1 and how is EnsembleCombine.VOTE else None,
+            "ensemble": ensemble or None, "min_area_px": min_area_px, "results": out}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -212,29 +263,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", default="crowdai,dubai,spacenet,xiamen")
     p.add_argument("--splits", default="test")
     p.add_argument("--root", type=Path, default=D.DEFAULT_ROOT)
-    p.add_argument("--min-votes", type=int, default=None)
+    p.add_argument("--min-votes", type=int, default=None, help="k of --combine vote (default: a majority)")
+    p.add_argument("--combine", choices=[c.value for c in EnsembleCombine], default="vote",
+                   help="ensemble of several --models: vote (GBM, k of N) or mean probability")
     p.add_argument("--min-area-px", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse/keep probability maps (fp16 .npy)")
     p.add_argument("--tta", choices=[t.value for t in TTA], default="none",
-                   help="test-time augmentation: none, flips (4 views) or d4 (8 views)")
+                   help="test-time augmentation: " + ", ".join(t.value for t in TTA))
     p.add_argument("--threshold-from", choices=("config", "val"), default="config",
                    help="each member's threshold: its config's, or re-picked on the val splits under --tta")
+    p.add_argument("--record-threshold", action="store_true",
+                   help="write each member's val-picked threshold under --tta into its config.json "
+                        "(output.threshold_by_tta), which the segmentation service uses for that TTA")
     args = p.parse_args(argv)
+    if args.record_threshold and (args.tta == TTA.NONE.value or args.threshold_from != "val"):
+        p.error("--record-threshold needs --tta (not none) and --threshold-from val")
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     report = evaluate(args.models, [d for d in args.datasets.split(",") if d],
                       [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px,
-                      args.cache_dir, args.tta, args.threshold_from)
+                      args.cache_dir, args.tta, args.threshold_from, args.combine)
     report["command"] = command
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if args.record_threshold:
+        for path in record_thresholds(report):
+            print(f"recorded the {report['tta']} threshold in {path}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     for m in report["members"]:
         print(f"{m['name']}: threshold {m['threshold']} ({m['threshold_from']}), tta {report['tta']}")
+    if report["ensemble"]:
+        print(f"ensemble: {report['ensemble']}")
     print(table(report))
     return 0
 

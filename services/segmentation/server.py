@@ -14,7 +14,8 @@ from affine import Affine
 from urbanfabric import landcover, segmentation
 from urbanfabric.clients import model_client
 from urbanfabric.config import Settings
-from urbanfabric.convert import tile_from_proto, tta_from_proto
+from urbanfabric.convert import combine_from_proto, tile_from_proto, tta_from_proto
+from urbanfabric.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.layout import JobLayout
@@ -32,18 +33,23 @@ WINDOW = int(os.environ.get("URBANFABRIC_SEG_WINDOW", "512"))
 OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
 
 
-def model_threshold(name: str, version: str) -> float:
+def model_threshold(name: str, version: str, tta: segmentation.TTA = segmentation.TTA.NONE) -> float:
     """The probability threshold chosen on validation data (0.5 when the config has none).
 
     Segmentation configs keep it under ``output.threshold``; a top-level ``threshold`` is
-    accepted too.
+    accepted too. Averaging views smooths the probability, so the best cut under test-time
+    augmentation can differ: ``output.threshold_by_tta`` (written by ``footprint_eval
+    --threshold-from val --record-threshold``) holds the one chosen on val under each TTA.
     """
     try:
         config = model_config(name, version)
     except NotFound:
         return 0.5
-    value = config.get("threshold", (config.get("output") or {}).get("threshold", 0.5))
-    return float(value)
+    output = config.get("output") or {}
+    by_tta = output.get("threshold_by_tta") or {}
+    if tta.value in by_tta:
+        return float(by_tta[tta.value])
+    return float(config.get("threshold", output.get("threshold", 0.5)))
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
@@ -56,6 +62,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         require(request, "job.job_id", "ard.uri", "model.name", "model.version")
         tile = tile_from_proto(request.tile)
         tta = tta_from_proto(request.tta)
+        how = combine_from_proto(request.ensemble_combine)
         if not 0 <= request.threshold < 1:
             raise InvalidInput("threshold", "must be in [0, 1)")
         members = [request.model, *request.ensemble]
@@ -77,13 +84,15 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
 
         if len(members) == 1:
             prob = member_probability(request.model)
-            threshold = request.threshold or model_threshold(request.model.name, request.model.version)
+            threshold = request.threshold or model_threshold(request.model.name, request.model.version, tta)
         else:
-            # The "probability" of an ensemble is the share of members voting building.
-            prob, threshold = segmentation.ensemble_vote(
+            # The "probability" of a vote is the share of members voting building; of a mean,
+            # the mean probability, cut at the request's threshold or the members' mean one.
+            prob, threshold = segmentation.combine(
                 [member_probability(m) for m in members],
-                [model_threshold(m.name, m.version) for m in members],
-                request.min_votes or len(members) // 2 + 1,
+                [model_threshold(m.name, m.version, tta) for m in members],
+                how, request.min_votes,
+                request.threshold if how is EnsembleCombine.MEAN and request.threshold else None,
             )
         if request.landcover.raster.uri:
             prob = self._landcover_filtered(prob, ard, request.landcover)

@@ -303,3 +303,26 @@ def test_segmentation_tta_runs_through_the_model_server(stack):
     assert np.abs(plain[0][valid].astype(int) - flips[0][valid].astype(int)).max() > 5
     a, b = plain[1] == 1, flips[1] == 1
     assert a.sum() > 1000 and (a & b).sum() / (a | b).sum() > 0.6
+
+
+def test_segmentation_mean_ensemble_runs_through_the_stack(stack):
+    """v1 combined with itself by the mean: every member goes through the served model, the
+    combine choice reaches the service (a vote would leave only 0 or 100 % agreement in the
+    probability band), and the mean of two identical members is the member."""
+    from urbanfabric.rasters import read_raster
+
+    no_materials = {"roof_material": "", "roof_shape": "", "facade_material": ""}
+    tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
+    store = ObjectStore(stack)
+    masks = {}
+    for name, extra in (("plain", {}), ("mean", {"segmentation_ensemble": "footprint-unet:v1",
+                                                 "segmentation_ensemble_combine": "mean"})):
+        state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models={**no_materials, **extra})
+        assert state.is_completed(), state.message
+        masks[name] = read_raster(store.get_bytes(JobLayout(job_id).mask(tile_id))).data
+    plain, mean = masks["plain"], masks["mean"]
+    valid = mean[0] != 255
+    assert valid.mean() > 0.3
+    assert np.isin(mean[0][valid], (0, 100)).mean() < 0.9  # probabilities, not vote shares
+    assert np.abs(plain[0][valid].astype(int) - mean[0][valid].astype(int)).max() <= 1
+    assert (plain[1] == mean[1]).mean() > 0.999

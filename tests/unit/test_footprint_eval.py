@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,7 @@ from shapely.geometry import box
 from models.common.metrics import mask_instances, match_instances
 from models.footprint_unet import datasets as D
 from models.footprint_unet.targets import building_from_classes, signed_distance_classes
-from urbanfabric.errors import InvalidInput
-from urbanfabric.segmentation import ensemble_vote, landcover_filter
+from urbanfabric.segmentation import landcover_filter
 
 SPACENET = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "footprints" / "spacenet-atlanta"
 
@@ -115,19 +115,6 @@ def test_signed_distance_classes_roundtrip_and_truncation():
     assert (signed_distance_classes(np.zeros((5, 5))) == 0).all()
 
 
-def test_ensemble_vote_k_of_n():
-    a = np.array([[0.9, 0.9, 0.1]], np.float32)
-    b = np.array([[0.8, 0.2, 0.1]], np.float32)
-    c = np.array([[0.7, 0.3, np.nan]], np.float32)
-    share, thr = ensemble_vote([a, b, c], [0.5, 0.5, 0.5], min_votes=2)
-    assert (share[0, :2] >= thr).tolist() == [True, False]
-    assert np.isnan(share[0, 2])
-    share, thr = ensemble_vote([a, b, c], [0.5, 0.5, 0.5], min_votes=1)
-    assert (share[0, :2] >= thr).tolist() == [True, True]
-    with pytest.raises(InvalidInput):
-        ensemble_vote([a, b], [0.5, 0.5], min_votes=3)
-
-
 def test_landcover_filter_is_urban_aware():
     prob = np.full((1, 3), 0.9, np.float32)
     lc = np.array([[10, 60, 80]])  # cropland, water, impervious
@@ -196,3 +183,43 @@ def test_evaluate_with_tta_repicks_the_threshold_on_val(tmp_path, monkeypatch):
     cached = {p.parent.name for p in (tmp_path / "cache").rglob("*.npy")}
     assert cached == {"val", "test"}
     assert all("-tta-flips" in p.parts[-4] for p in (tmp_path / "cache").rglob("*.npy"))
+
+
+def test_evaluate_mean_ensemble_picks_its_own_threshold_on_val(tmp_path, monkeypatch):
+    from models.footprint_eval.__main__ import ENSEMBLE, evaluate
+    from models.footprint_unet.train import THRESHOLDS
+
+    mask = _tiny_model_and_mask(tmp_path)
+    rng = np.random.default_rng(1)
+    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
+              for split in ("val", "test")}
+    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path,
+                      cache_dir=tmp_path / "cache", threshold_from="val", how="mean")
+    assert report["min_votes"] is None
+    ens = report["ensemble"]
+    assert ens["combine"] == "mean" and ens["threshold_from"] == "val" and ens["threshold"] in THRESHOLDS
+    # The mean of two identical members is the member: same map, same val-picked threshold.
+    assert ens["threshold"] == report["members"][0]["threshold"]
+    models = report["results"]["fake"]["test"]["models"]
+    assert models[ENSEMBLE]["pixel"] == models["footprint_a/v1"]["pixel"]
+
+
+def test_record_threshold_writes_the_val_pick_for_that_tta(tmp_path, monkeypatch):
+    from models.footprint_eval.__main__ import evaluate, record_thresholds
+
+    mask = _tiny_model_and_mask(tmp_path)
+    rng = np.random.default_rng(2)
+    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
+              for split in ("val", "test")}
+    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    report = evaluate([tmp_path / "v1"], ["fake"], ["test"], tmp_path, tta="flips", threshold_from="val")
+    report.update(command="footprint_eval …", evaluated_at="2026-11-23T00:00:00+00:00")
+    before = json.loads((tmp_path / "v1" / "config.json").read_text())
+    (path,) = record_thresholds(report)
+    cfg = json.loads(path.read_text())
+    assert cfg["output"]["threshold_by_tta"] == {"flips": report["members"][0]["threshold"]}
+    assert cfg["output"]["threshold_by_tta_chosen_on"]["flips"]["command"] == "footprint_eval …"
+    assert cfg["output"]["threshold"] == before["output"]["threshold"]  # the plain cut stays
+    with pytest.raises(SystemExit):
+        record_thresholds(evaluate([tmp_path / "v1"], ["fake"], ["test"], tmp_path, tta="flips"))

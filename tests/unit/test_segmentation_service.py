@@ -90,6 +90,30 @@ def test_ensemble_vote_counts_buildings(min_votes, want):
     assert frame["footprint_confidence"].max() == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize(("threshold", "want"), [(0.0, 1), (0.4, 3)])
+def test_ensemble_mean_cuts_the_mean_probability(threshold, want):
+    # a sees squares 0 and 1, b sees 0 and 2: the mean is 0.95 on square 0 and 0.475 on the
+    # others. Cut at the members' mean threshold (0.5, no config) only square 0 is left; the
+    # request's own threshold (0.4) keeps all three. A vote of 2 would keep one, of 1 three.
+    models = _Models()
+    resp, _, mask = _segment(models, model={"name": "a", "version": "v1"}, ensemble=[{"name": "b", "version": "v1"}],
+                             ensemble_combine="ENSEMBLE_COMBINE_MEAN", threshold=threshold, min_area_m2=1)
+    assert set(models.calls) == {"a", "b"}
+    assert resp.footprint_count == want
+    assert mask.data[0].max() == 95 and 47 <= mask.data[0, 16, 56] <= 48
+
+
+def test_every_ensemble_combine_travels_in_the_proto():
+    from urbanfabric.convert import combine_from_proto, combine_to_proto
+    from urbanfabric.ensemble import EnsembleCombine
+
+    for how in EnsembleCombine:
+        assert combine_from_proto(combine_to_proto(how)) is how
+    assert combine_from_proto(0) is EnsembleCombine.VOTE
+    with pytest.raises(Exception, match="ensemble_combine"):
+        combine_from_proto(9)
+
+
 def test_ensemble_member_not_served_is_not_found():
     with pytest.raises(RuntimeError, match="NOT_FOUND"):
         _segment(_Models(), model={"name": "a", "version": "v1"}, ensemble=[{"name": "zz", "version": "v1"}])
@@ -98,6 +122,18 @@ def test_ensemble_member_not_served_is_not_found():
 def test_model_threshold_reads_output_threshold():
     assert model_threshold("footprint-unet", "v1") == pytest.approx(0.25)
     assert model_threshold("no-such-model", "v9") == 0.5
+
+
+def test_model_threshold_follows_the_tta_it_was_chosen_under(monkeypatch):
+    from urbanfabric.tta import TTA
+
+    import services.segmentation.server as server
+
+    config = {"output": {"threshold": 0.35, "threshold_by_tta": {"d4-zoom": 0.25}}}
+    monkeypatch.setattr(server, "model_config", lambda name, version: config)
+    assert model_threshold("m", "v1") == 0.35
+    assert model_threshold("m", "v1", TTA.D4) == 0.35  # none recorded for d4: the plain one
+    assert model_threshold("m", "v1", TTA.D4_ZOOM) == 0.25
 
 
 def _landcover_tif(path, classes: np.ndarray) -> str:

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from urbanfabric.ensemble import EnsembleCombine
 from urbanfabric.tta import TTA
 
 
@@ -34,7 +35,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.street_views:
         params["street_views"] = args.street_views
     # Only the models given on the command line; the flow's defaults hold for the rest.
-    models = {k: v for k, v in {"roof_material": args.roof_material_model, "roof_shape": args.roof_shape_model,
+    models = {k: v for k, v in {"segmentation": args.segmentation_model,
+                                "segmentation_ensemble": args.ensemble,
+                                "segmentation_ensemble_combine": args.ensemble_combine,
+                                "segmentation_min_votes": args.min_votes,
+                                "roof_material": args.roof_material_model, "roof_shape": args.roof_shape_model,
                                 "facade_material": args.facade_model,
                                 "segmentation_tta": args.tta}.items() if v is not None}
     if models:
@@ -103,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--settlement-mask", help="vector or raster; only grid cells with settlement are mapped")
     run.add_argument("--calibration", choices=["patch", "city"], help="IQR statistics per patch or per city")
     run.add_argument("--footprints", help="GeoJSON / GeoParquet / .osm.pbf file (skips segmentation)")
+    run.add_argument("--segmentation-model", default=None, help="default footprint-unet:v1 (name:version)")
+    run.add_argument("--ensemble", default=None,
+                     help="further segmentation models combined with --segmentation-model (name:version,…)")
+    run.add_argument("--ensemble-combine", choices=[c.value for c in EnsembleCombine], default=None,
+                     help="vote (GBM: k of N agree, default) or mean probability")
+    run.add_argument("--min-votes", type=int, default=None, help="k of the vote (default: a majority)")
     run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
     run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v3 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")

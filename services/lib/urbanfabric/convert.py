@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from urbanfabric.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.grid import Tile
 from urbanfabric.tta import TTA
@@ -28,6 +29,27 @@ def tta_from_proto(value: int, field: str = "tta") -> TTA:
         return _TTA_FROM_PROTO[value]
     except KeyError:
         raise InvalidInput(field, f"unknown test-time augmentation {value}") from None
+
+
+_COMBINE_TO_PROTO = {
+    EnsembleCombine.VOTE: common_pb2.ENSEMBLE_COMBINE_VOTE,
+    EnsembleCombine.MEAN: common_pb2.ENSEMBLE_COMBINE_MEAN,
+}
+_COMBINE_FROM_PROTO = {v: k for k, v in _COMBINE_TO_PROTO.items()} | {
+    common_pb2.ENSEMBLE_COMBINE_UNSPECIFIED: EnsembleCombine.VOTE}
+
+
+def combine_to_proto(how: EnsembleCombine | str) -> int:
+    """``EnsembleCombine`` proto value of an :class:`~urbanfabric.ensemble.EnsembleCombine` (or its name)."""
+    return _COMBINE_TO_PROTO[EnsembleCombine.parse(how)]
+
+
+def combine_from_proto(value: int, field: str = "ensemble_combine") -> EnsembleCombine:
+    """:class:`~urbanfabric.ensemble.EnsembleCombine` of a proto value; unknown numbers name ``field``."""
+    try:
+        return _COMBINE_FROM_PROTO[value]
+    except KeyError:
+        raise InvalidInput(field, f"unknown ensemble combination {value}") from None
 
 
 def tile_from_proto(msg: common_pb2.TileRef) -> Tile:

@@ -9,8 +9,9 @@
   confidence per footprint (mean probability inside it).
 * :func:`~urbanfabric.tta.with_tta` (re-exported here) wraps a patch model in test-time
   augmentation before it goes to :func:`predict_tiled`.
-* :func:`ensemble_vote` combines N members' probability maps by a vote (GBM "Model
-  Ensemble": building where at least k of N members say so) into a vote-share map that
+* :func:`~urbanfabric.ensemble.combine` (re-exported with :func:`ensemble_vote` and
+  :func:`ensemble_mean`) combines N members' probability maps, by a vote (GBM "Model Ensemble":
+  building where at least k of N members say so) or by their mean, into one map that
   :func:`polygonize` thresholds like a probability; :func:`landcover_filter` is the optional
   post-filter hook (GBM "Post-Processing": drop building pixels on excluded land-cover classes,
   a weak rule set inside urban areas and a strict one outside).
@@ -30,11 +31,12 @@ from affine import Affine
 from scipy import ndimage
 from shapely.geometry import box, shape
 
+from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean, ensemble_vote
 from urbanfabric.errors import InvalidInput
 from urbanfabric.tta import TTA, PatchModel, with_tta
 
-__all__ = ["TTA", "PatchModel", "with_tta", "predict_tiled", "ensemble_vote", "landcover_filter",
-           "polygonize", "merge_seams", "building_id"]
+__all__ = ["TTA", "PatchModel", "with_tta", "predict_tiled", "EnsembleCombine", "combine", "ensemble_vote",
+           "ensemble_mean", "landcover_filter", "polygonize", "merge_seams", "building_id"]
 
 DEFAULT_MIN_AREA_M2 = 10.0
 DEFAULT_SIMPLIFY_M = 0.75
@@ -103,41 +105,6 @@ def predict_tiled(
     prob = (acc / norm)[:rows, :cols]
     prob[nodata] = np.nan
     return prob
-
-
-def ensemble_vote(
-    probs: list[np.ndarray], thresholds: list[float], min_votes: int
-) -> tuple[np.ndarray, float]:
-    """Vote of N members' probability maps.
-
-    Args:
-        probs: one ``(H, W)`` probability map per member (NaN = nodata).
-        thresholds: each member's own threshold (chosen on its validation data).
-        min_votes: k, the members that must agree for a pixel to be building (1 ≤ k ≤ N).
-
-    Returns:
-        ``(share, threshold)``: the share of members voting building per pixel (NaN where any
-        member has nodata) and the threshold on that share equivalent to "≥ k votes", to pass
-        to :func:`polygonize` (whose per-footprint confidence then is the mean agreement).
-    """
-    n = len(probs)
-    if n == 0:
-        raise InvalidInput("models", "an ensemble needs at least one member")
-    if len(thresholds) != n:
-        raise InvalidInput("thresholds", f"{len(thresholds)} thresholds for {n} members")
-    if not 1 <= min_votes <= n:
-        raise InvalidInput("min_votes", f"must be in 1..{n}, got {min_votes}")
-    shape0 = np.shape(probs[0])
-    votes = np.zeros(shape0, np.float32)
-    nodata = np.zeros(shape0, bool)
-    for p, t in zip(probs, thresholds):
-        if np.shape(p) != shape0:
-            raise InvalidInput("models", f"member maps differ in shape: {np.shape(p)} vs {shape0}")
-        nodata |= np.isnan(p)
-        votes += np.nan_to_num(p, nan=0.0) >= t
-    share = votes / n
-    share[nodata] = np.nan
-    return share, (min_votes - 0.5) / n
 
 
 #: GBM "Post-Processing" land-cover rules with FROM-GLC10 class names: inside urban areas
