@@ -166,15 +166,20 @@ def test_evaluate_scores_members_and_their_ensemble(tmp_path, monkeypatch):
     assert any((tmp_path / "cache").rglob("*.npy"))
 
 
+def _val_and_test_scenes(tmp_path, monkeypatch, seed: int) -> None:
+    """The tiny model in ``tmp_path/v1`` and one random 64 px scene per split (val, test)."""
+    mask = _tiny_model_and_mask(tmp_path)
+    rng = np.random.default_rng(seed)
+    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
+              for split in ("val", "test")}
+    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+
+
 def test_evaluate_with_tta_repicks_the_threshold_on_val(tmp_path, monkeypatch):
     from models.footprint_eval.__main__ import evaluate
     from models.footprint_unet.train import THRESHOLDS
 
-    mask = _tiny_model_and_mask(tmp_path)
-    rng = np.random.default_rng(0)
-    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
-              for split in ("val", "test")}
-    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    _val_and_test_scenes(tmp_path, monkeypatch, seed=0)
     report = evaluate([tmp_path / "v1"], ["fake"], ["test"], tmp_path, cache_dir=tmp_path / "cache",
                       tta="flips", threshold_from="val")
     member = report["members"][0]
@@ -189,11 +194,7 @@ def test_evaluate_mean_ensemble_picks_its_own_threshold_on_val(tmp_path, monkeyp
     from models.footprint_eval.__main__ import ENSEMBLE, evaluate
     from models.footprint_unet.train import THRESHOLDS
 
-    mask = _tiny_model_and_mask(tmp_path)
-    rng = np.random.default_rng(1)
-    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
-              for split in ("val", "test")}
-    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    _val_and_test_scenes(tmp_path, monkeypatch, seed=1)
     report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path,
                       cache_dir=tmp_path / "cache", threshold_from="val", how="mean")
     assert report["min_votes"] is None
@@ -208,11 +209,7 @@ def test_evaluate_mean_ensemble_picks_its_own_threshold_on_val(tmp_path, monkeyp
 def test_record_threshold_writes_the_val_pick_for_that_tta(tmp_path, monkeypatch):
     from models.footprint_eval.__main__ import evaluate, record_thresholds
 
-    mask = _tiny_model_and_mask(tmp_path)
-    rng = np.random.default_rng(2)
-    scenes = {split: D.Scene("fake", split, split, rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), mask)
-              for split in ("val", "test")}
-    monkeypatch.setattr(D, "load", lambda ds, split, root: [scenes[split]] if split in scenes else [])
+    _val_and_test_scenes(tmp_path, monkeypatch, seed=2)
     report = evaluate([tmp_path / "v1"], ["fake"], ["test"], tmp_path, tta="flips", threshold_from="val")
     report.update(command="footprint_eval …", evaluated_at="2026-11-23T00:00:00+00:00")
     before = json.loads((tmp_path / "v1" / "config.json").read_text())

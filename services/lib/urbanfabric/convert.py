@@ -2,54 +2,61 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import Any
+
 from urbanfabric.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.grid import Tile
 from urbanfabric.tta import TTA
 from urbanfabric.v1 import common_pb2
 
-_TTA_TO_PROTO = {
-    TTA.NONE: common_pb2.TEST_TIME_AUGMENTATION_NONE,
-    TTA.FLIPS: common_pb2.TEST_TIME_AUGMENTATION_FLIPS,
-    TTA.D4: common_pb2.TEST_TIME_AUGMENTATION_D4,
-    TTA.D4_ZOOM: common_pb2.TEST_TIME_AUGMENTATION_D4_ZOOM,
-}
-_TTA_FROM_PROTO = {v: k for k, v in _TTA_TO_PROTO.items()} | {
-    common_pb2.TEST_TIME_AUGMENTATION_UNSPECIFIED: TTA.NONE}
+class _EnumBridge:
+    """A core ``str`` enum and a proto enum whose values are named ``<PREFIX>_<MEMBER NAME>``.
+
+    Built from the names, so a core member the proto lacks fails at import, not in a request;
+    the proto's ``…_UNSPECIFIED`` (0, an unset field) reads as ``unspecified``.
+    """
+
+    def __init__(self, core: type[Enum], proto_enum: Any, prefix: str, unspecified: Enum, what: str) -> None:
+        self.core, self.what = core, what
+        self.to = {m: proto_enum.Value(f"{prefix}_{m.name}") for m in core}
+        self.back = {v: k for k, v in self.to.items()} | {proto_enum.Value(f"{prefix}_UNSPECIFIED"): unspecified}
+
+    def to_proto(self, value: Any) -> int:
+        return self.to[self.core.parse(value)]  # type: ignore[attr-defined]
+
+    def from_proto(self, value: int, field: str) -> Any:
+        try:
+            return self.back[value]
+        except KeyError:
+            raise InvalidInput(field, f"unknown {self.what} {value}") from None
+
+
+_TTA = _EnumBridge(TTA, common_pb2.TestTimeAugmentation, "TEST_TIME_AUGMENTATION", TTA.NONE,
+                   "test-time augmentation")
+_COMBINE = _EnumBridge(EnsembleCombine, common_pb2.EnsembleCombine, "ENSEMBLE_COMBINE", EnsembleCombine.VOTE,
+                       "ensemble combination")
 
 
 def tta_to_proto(tta: TTA | str) -> int:
     """``TestTimeAugmentation`` enum value of a :class:`TTA` (or its name)."""
-    return _TTA_TO_PROTO[TTA.parse(tta)]
+    return _TTA.to_proto(tta)
 
 
 def tta_from_proto(value: int, field: str = "tta") -> TTA:
     """:class:`TTA` of a ``TestTimeAugmentation`` value; unknown numbers name ``field``."""
-    try:
-        return _TTA_FROM_PROTO[value]
-    except KeyError:
-        raise InvalidInput(field, f"unknown test-time augmentation {value}") from None
-
-
-_COMBINE_TO_PROTO = {
-    EnsembleCombine.VOTE: common_pb2.ENSEMBLE_COMBINE_VOTE,
-    EnsembleCombine.MEAN: common_pb2.ENSEMBLE_COMBINE_MEAN,
-}
-_COMBINE_FROM_PROTO = {v: k for k, v in _COMBINE_TO_PROTO.items()} | {
-    common_pb2.ENSEMBLE_COMBINE_UNSPECIFIED: EnsembleCombine.VOTE}
+    return _TTA.from_proto(value, field)
 
 
 def combine_to_proto(how: EnsembleCombine | str) -> int:
     """``EnsembleCombine`` proto value of an :class:`~urbanfabric.ensemble.EnsembleCombine` (or its name)."""
-    return _COMBINE_TO_PROTO[EnsembleCombine.parse(how)]
+    return _COMBINE.to_proto(how)
 
 
 def combine_from_proto(value: int, field: str = "ensemble_combine") -> EnsembleCombine:
     """:class:`~urbanfabric.ensemble.EnsembleCombine` of a proto value; unknown numbers name ``field``."""
-    try:
-        return _COMBINE_FROM_PROTO[value]
-    except KeyError:
-        raise InvalidInput(field, f"unknown ensemble combination {value}") from None
+    return _COMBINE.from_proto(value, field)
 
 
 def tile_from_proto(msg: common_pb2.TileRef) -> Tile:
