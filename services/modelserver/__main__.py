@@ -9,21 +9,25 @@ Ready when ``GET http://127.0.0.1:<http-port>/v2/health/ready`` answers 200 (per
 ``/v2/models/<model>-<version>/ready``). Stops on SIGTERM/SIGINT.
 
 Environment: ``URBANFABRIC_TORCH_THREADS`` (torch intra-op threads, default 2),
-``URBANFABRIC_LOG_LEVEL`` (default INFO).
+``URBANFABRIC_LOG_LEVEL`` (default INFO), ``URBANFABRIC_MODELS`` (the ``--models`` list).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 #: Roof-shape and façade models load when shipped (models/<name>/v1/); until then they are
-#: skipped with a logged reason and the others are served.
-DEFAULT_MODELS = "footprint-unet:v1,roof-material:v1,roof-material:v2,roof-shape:v2,roof-shape:v3,facade-material:v1"
+#: skipped with a logged reason and the others are served. footprint-unet:v1 (Xiamen) is the
+#: flow's default; v5 (crowdai + dubai + spacenet) is the best on the other shared sets
+#: (docs/results.md, issue 3). ``URBANFABRIC_MODELS`` replaces the list (e.g. for ``make up``).
+DEFAULT_MODELS = ("footprint-unet:v1,footprint-unet:v5,roof-material:v1,roof-material:v2,roof-shape:v2,"
+                  "roof-shape:v3,facade-material:v1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="listen address of both servers (0.0.0.0 inside a pod)")
     p.add_argument("--http-port", type=int, default=8080, help="V2 REST + /metrics port")
     p.add_argument("--grpc-port", type=int, default=8081, help="V2 gRPC port")
-    p.add_argument("--models", default=DEFAULT_MODELS,
-                   help="comma list of NAME:VERSION[=python.module] (default: %(default)s)")
+    p.add_argument("--models", default=os.environ.get("URBANFABRIC_MODELS") or DEFAULT_MODELS,
+                   help="comma list of NAME:VERSION[=python.module] (default: $URBANFABRIC_MODELS, "
+                        f"else {DEFAULT_MODELS})")
     p.add_argument("--model-dir", type=Path, default=None,
                    help="model repository root holding <model_dir>/<version>/ "
                         "(default: <repo>/models; /mnt/models under KServe's storage initializer)")
