@@ -29,8 +29,8 @@ being scored still never chooses anything.
 With two or more ``--models`` their ensemble is scored as ``ensemble`` too, combined by
 ``--combine`` (:mod:`urbanfabric.ensemble`): ``vote`` (GBM; building where ≥ ``--min-votes``
 members agree, each at its own threshold) or ``mean`` (the members' probabilities averaged, cut
-at the mean of their thresholds, or with ``--threshold-from val`` at a threshold picked for the
-mean map itself on the same val splits).
+at the mean of their thresholds as the segmentation service does, or with ``--threshold-from val
+--ensemble-threshold val`` at a threshold picked for the mean map itself on the same val splits).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def evaluate(
     version_dirs: list[Path], datasets: list[str], splits: list[str], root: Path,
     min_votes: int | None = None, min_area_px: float = 20.0, cache_dir: Path | None = None,
     tta: TTA | str = TTA.NONE, threshold_from: str = "config",
-    how: EnsembleCombine | str = EnsembleCombine.VOTE,
+    how: EnsembleCombine | str = EnsembleCombine.VOTE, ensemble_threshold: str = "members",
 ) -> dict[str, Any]:
     """Scores nested as ``[dataset][split][model or "ensemble"]``.
 
@@ -168,6 +168,9 @@ def evaluate(
         threshold_from: ``config`` (the model's stored threshold) or ``val`` (re-picked on the
             val splits under ``tta``; for a ``mean`` ensemble, its own threshold too).
         how: how the ensemble combines its members (``vote`` or ``mean``).
+        ensemble_threshold: cut of a ``mean`` ensemble: ``members`` (the mean of the members'
+            thresholds, what the segmentation service does) or ``val`` (picked for the mean map
+            on the val splits; needs ``threshold_from="val"``).
     """
     tta = TTA.parse(tta)
     how = EnsembleCombine.parse(how)
@@ -198,7 +201,7 @@ def evaluate(
         ensemble["min_votes"] = k
     elif ensemble:
         ensemble.update(threshold=None, threshold_from="mean of the members' thresholds")
-        if threshold_from == "val":
+        if threshold_from == "val" and ensemble_threshold == "val":
             union = sorted({ds for m in members for ds in (m["val_datasets"] or datasets)})
             picked = val_threshold(members, val, union, cache_dir, tta)
             ensemble.update(threshold=float(picked["threshold"]), threshold_from="val",
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-votes", type=int, default=None, help="k of --combine vote (default: a majority)")
     p.add_argument("--combine", choices=[c.value for c in EnsembleCombine], default="vote",
                    help="ensemble of several --models: vote (GBM, k of N) or mean probability")
+    p.add_argument("--ensemble-threshold", choices=("members", "val"), default="members",
+                   help="cut of a mean ensemble: the mean of the members' thresholds (as the service), "
+                        "or picked on val (with --threshold-from val)")
     p.add_argument("--min-area-px", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     report = evaluate(args.models, [d for d in args.datasets.split(",") if d],
                       [s for s in args.splits.split(",") if s], args.root, args.min_votes, args.min_area_px,
-                      args.cache_dir, args.tta, args.threshold_from, args.combine)
+                      args.cache_dir, args.tta, args.threshold_from, args.combine, args.ensemble_threshold)
     report["command"] = command
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.record_threshold:

@@ -196,7 +196,7 @@ def test_evaluate_mean_ensemble_picks_its_own_threshold_on_val(tmp_path, monkeyp
 
     _val_and_test_scenes(tmp_path, monkeypatch, seed=1)
     report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path,
-                      cache_dir=tmp_path / "cache", threshold_from="val", how="mean")
+                      cache_dir=tmp_path / "cache", threshold_from="val", how="mean", ensemble_threshold="val")
     assert report["min_votes"] is None
     ens = report["ensemble"]
     assert ens["combine"] == "mean" and ens["threshold_from"] == "val" and ens["threshold"] in THRESHOLDS
@@ -204,6 +204,11 @@ def test_evaluate_mean_ensemble_picks_its_own_threshold_on_val(tmp_path, monkeyp
     assert ens["threshold"] == report["members"][0]["threshold"]
     models = report["results"]["fake"]["test"]["models"]
     assert models[ENSEMBLE]["pixel"] == models["footprint_a/v1"]["pixel"]
+    # By default the cut is the members' mean threshold, as in the segmentation service.
+    report = evaluate([tmp_path / "v1", tmp_path / "v1"], ["fake"], ["test"], tmp_path,
+                      cache_dir=tmp_path / "cache", threshold_from="val", how="mean")
+    assert report["ensemble"]["threshold"] is None
+    assert report["ensemble"]["threshold_from"] == "mean of the members' thresholds"
 
 
 def test_record_threshold_writes_the_val_pick_for_that_tta(tmp_path, monkeypatch):
