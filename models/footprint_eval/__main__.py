@@ -164,7 +164,7 @@ def evaluate(
         min_votes: k of the ensemble vote (default: a majority, ``N // 2 + 1``; GBM uses 2 of 4).
         min_area_px: instance area filter in pixels².
         cache_dir: keep each member's probability maps here (fp16) to re-score without inference.
-        tta: test-time augmentation of every member (``none``, ``flips``, ``d4``).
+        tta: test-time augmentation of every member (a :class:`~urbanfabric.tta.TTA` name).
         threshold_from: ``config`` (the model's stored threshold) or ``val`` (re-picked on the
             val splits under ``tta``; for a ``mean`` ensemble, its own threshold too).
         how: how the ensemble combines its members (``vote`` or ``mean``).
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.record_threshold and (args.tta == TTA.NONE.value or args.threshold_from != "val"):
         p.error("--record-threshold needs --tta (not none) and --threshold-from val")
+    if args.ensemble_threshold == "val" and (args.combine != "mean" or args.threshold_from != "val"):
+        p.error("--ensemble-threshold val needs --combine mean and --threshold-from val")
     torch.set_num_threads(args.threads)
     command = "PYTHONPATH=.:services/lib .venv/bin/python -m models.footprint_eval " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
