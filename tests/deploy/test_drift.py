@@ -176,10 +176,15 @@ def test_inference_services_serve_known_models(values: dict[str, Any]) -> None:
     flags = ds.entrypoint_flags("services.modelserver")
     used = set(re.findall(r"(--[a-z][a-z-]+)", SERVE_MODEL))
     assert used <= flags, used - flags
-    # The flow and the services ask for these versions by default (flows/map_area.py).
+    # The flow and the services ask for the enabled versions by default (flows/map_area.py);
+    # the disabled ones (extra ensemble members) must at least be shipped versions.
     flow = (ds.ROOT / "flows/map_area.py").read_text()
-    for isvc in values["inferenceServices"].values():
-        assert f'"{isvc["model"]}:{isvc["version"]}"' in flow
+    for key, isvc in values["inferenceServices"].items():
+        if isvc["enabled"]:
+            assert f'"{isvc["model"]}:{isvc["version"]}"' in flow, key
+        else:
+            shipped = ds.ROOT / "models" / isvc["model"].replace("-", "_") / isvc["version"] / "config.json"
+            assert shipped.exists(), key
 
 
 def test_model_storage_layout_matches_the_model_server(values: dict[str, Any]) -> None:
