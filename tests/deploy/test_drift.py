@@ -15,6 +15,7 @@ import deploy_support as ds
 import pytest
 import yaml
 from urbanfabric import config
+from urbanfabric.paths import model_dir
 
 SERVICES = config.SERVICE_NAMES
 SERVE_MODEL = (ds.CHART / "files" / "serve_model.sh").read_text()
@@ -183,8 +184,7 @@ def test_inference_services_serve_known_models(values: dict[str, Any]) -> None:
         if isvc["enabled"]:
             assert f'"{isvc["model"]}:{isvc["version"]}"' in flow, key
         else:
-            shipped = ds.ROOT / "models" / isvc["model"].replace("-", "_") / isvc["version"] / "config.json"
-            assert shipped.exists(), key
+            assert (model_dir(isvc["model"], isvc["version"]) / "config.json").exists(), key
 
 
 def test_model_storage_layout_matches_the_model_server(values: dict[str, Any]) -> None:

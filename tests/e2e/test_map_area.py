@@ -283,21 +283,30 @@ def test_landcover_filter_drops_buildings_on_cropland(stack, tmp_path):
     assert not west_only.any(), table[west_only][["building_id", "geometry"]]
 
 
-def test_segmentation_tta_runs_through_the_model_server(stack):
-    """The same tile with and without flip TTA: the flips change the probabilities (so the
-    views really went through the served model) but not what is a building, by and large."""
+#: Segmentation only: the materials models are skipped to keep these runs short.
+NO_MATERIALS = {"roof_material": "", "roof_shape": "", "facade_material": ""}
+
+
+def _one_tile_mask(stack, models: dict) -> np.ndarray:
+    """``mask.tif`` (band 0 probability ×100, band 1 the mask) of ONE_TILE mapped with ``models``."""
     from urbanfabric.rasters import read_raster
 
-    no_materials = {"roof_material": "", "roof_shape": "", "facade_material": ""}
     tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
-    store = ObjectStore(stack)
-    masks = {}
-    for tta in ("none", "flips"):
-        state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18",
-                             models={**no_materials, "segmentation_tta": tta})
-        assert state.is_completed(), state.message
-        masks[tta] = read_raster(store.get_bytes(JobLayout(job_id).mask(tile_id))).data
-    plain, flips = masks["none"], masks["flips"]
+    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models={**NO_MATERIALS, **models})
+    assert state.is_completed(), state.message
+    return read_raster(ObjectStore(stack).get_bytes(JobLayout(job_id).mask(tile_id))).data
+
+
+@pytest.fixture(scope="module")
+def plain_one_tile_mask(stack) -> np.ndarray:
+    """ONE_TILE with the default segmentation and no TTA: the reference both tests below compare to."""
+    return _one_tile_mask(stack, {})
+
+
+def test_segmentation_tta_runs_through_the_model_server(stack, plain_one_tile_mask):
+    """The same tile with and without flip TTA: the flips change the probabilities (so the
+    views really went through the served model) but not what is a building, by and large."""
+    plain, flips = plain_one_tile_mask, _one_tile_mask(stack, {"segmentation_tta": "flips"})
     valid = plain[0] != 255
     assert valid.mean() > 0.3  # the sample imagery covers about half of this tile
     assert np.abs(plain[0][valid].astype(int) - flips[0][valid].astype(int)).max() > 5
@@ -305,22 +314,13 @@ def test_segmentation_tta_runs_through_the_model_server(stack):
     assert a.sum() > 1000 and (a & b).sum() / (a | b).sum() > 0.6
 
 
-def test_segmentation_mean_ensemble_runs_through_the_stack(stack):
+def test_segmentation_mean_ensemble_runs_through_the_stack(stack, plain_one_tile_mask):
     """v1 combined with itself by the mean: every member goes through the served model, the
     combine choice reaches the service (a vote would leave only 0 or 100 % agreement in the
     probability band), and the mean of two identical members is the member."""
-    from urbanfabric.rasters import read_raster
-
-    no_materials = {"roof_material": "", "roof_shape": "", "facade_material": ""}
-    tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
-    store = ObjectStore(stack)
-    masks = {}
-    for name, extra in (("plain", {}), ("mean", {"segmentation_ensemble": "footprint-unet:v1",
-                                                 "segmentation_ensemble_combine": "mean"})):
-        state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models={**no_materials, **extra})
-        assert state.is_completed(), state.message
-        masks[name] = read_raster(store.get_bytes(JobLayout(job_id).mask(tile_id))).data
-    plain, mean = masks["plain"], masks["mean"]
+    plain = plain_one_tile_mask
+    mean = _one_tile_mask(stack, {"segmentation_ensemble": "footprint-unet:v1",
+                                  "segmentation_ensemble_combine": "mean"})
     valid = mean[0] != 255
     assert valid.mean() > 0.3
     assert np.isin(mean[0][valid], (0, 100)).mean() < 0.9  # probabilities, not vote shares
