@@ -46,15 +46,28 @@ def render(model_dir: str | Path) -> str:
     cfg = json.loads((d / "config.json").read_text())
     m = json.loads((d / "metrics.json").read_text())
     tr = cfg.get("training", {})
-    out = [f"- Architecture: `{cfg['arch']}` ({'ImageNet init + linear-probe warm start' if tr.get('pretrained') else 'from scratch'}), "
+    probe = tr.get("recipe") == "probe"
+    init = ("ImageNet init, frozen; linear head" if probe else
+            "ImageNet init + linear-probe warm start" if tr.get("pretrained") else "from scratch")
+    out = [f"- Architecture: `{cfg['arch']}` ({init}), "
            f"chip {cfg['chip_size']} px, {'multi-label (sigmoid per label)' if cfg['multi_label'] else 'softmax'}, "
            f"temperature {cfg['temperature']:.3f}.",
-           f"- Command: `{tr.get('command', '')}`",
-           f"- Data: `{tr.get('data')}`; split counts (train = gradient steps; val = epoch choice, temperature"
-           f"{', thresholds' if cfg['multi_label'] else ''}; test = these numbers only): `{json.dumps(tr.get('split_counts'))}`",
-           f"- Training: {tr.get('epochs')} epochs in {tr.get('train_s', 0):.0f} s wall on a shared 2-core CPU, "
-           f"best val epoch {tr.get('best_epoch')} (0 = the linear probe itself).",
-           ]
+           f"- Command: `{tr.get('command', '')}`"]
+    if probe:
+        cv = ", ".join(f"{float(k):g}: {v:.3f}" for k, v in tr["cv_scores"].items())
+        vs = m.get("val_split", {})
+        out += [f"- Data: `{tr.get('data')}`; split counts (train + val = the head's fit, C by {tr['folds']}-fold "
+                f"cross-validation over both, temperature on the out-of-fold logits; test = these numbers only): "
+                f"`{json.dumps(tr.get('split_counts'))}`",
+                f"- Training: logistic regression on the frozen features of {tr['fit_images']} images × the "
+                f"`{cfg.get('tta', 'none')}` views in {tr.get('train_s', 0):.0f} s wall (2-core CPU); CV score "
+                f"(mean of accuracy and macro-F1, out of fold) per C: {cv}; chosen C = {tr['chosen_c']:g}"
+                + (f"; on the val split's {vs['n']} images the out-of-fold score is {vs['score']:.3f}." if vs else ".")]
+    else:
+        out += [f"- Data: `{tr.get('data')}`; split counts (train = gradient steps; val = epoch choice, temperature"
+                f"{', thresholds' if cfg['multi_label'] else ''}; test = these numbers only): `{json.dumps(tr.get('split_counts'))}`",
+                f"- Training: {tr.get('epochs')} epochs in {tr.get('train_s', 0):.0f} s wall on a shared 2-core CPU, "
+                f"best val epoch {tr.get('best_epoch')} (0 = the linear probe itself)."]
     choice = cfg.get("tta_choice")
     if choice:
         scores = ", ".join(f"`{k}` {v:.3f}" for k, v in choice["candidates"].items())
@@ -76,7 +89,7 @@ def render(model_dir: str | Path) -> str:
                     f"precision of dropping {nf['drop_precision']:.3f}, recall of null views {nf['drop_recall']:.3f} "
                     f"({nf['null_views']} null views); material labels lost with dropped views: {nf['material_labels_lost']}."]
     c = m["calibration"]
-    out += ["", "Calibration (temperature fitted on val):", "", "| split | NLL before | NLL after | ECE before | ECE after |",
+    out += ["", "Calibration (temperature fitted on " + ("out-of-fold train+val logits; the val row is those" if probe else "val") + "):", "", "| split | NLL before | NLL after | ECE before | ECE after |",
             "|---|---|---|---|---|"]
     for s in ("val", "test"):
         out.append(f"| {s} | {c[s]['nll_before']:.3f} | {c[s]['nll_after']:.3f} | {c[s]['ece_before']:.3f} | {c[s]['ece_after']:.3f} |")

@@ -196,6 +196,26 @@ def pooled_features(model: ClassifierNet, chips: torch.Tensor, batch_size: int =
     return torch.cat(out).numpy().astype(np.float64)
 
 
+def softmax_head(z: np.ndarray, y: np.ndarray, n_out: int, c: float, class_weight_power: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class-weighted L2 multinomial logistic regression: ``(coef (n_out, D), bias (n_out,))``.
+
+    Class weights are ``(n / n_class) ** class_weight_power``; a class absent from ``y`` gets
+    bias -20, so it is never predicted.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    counts = np.bincount(y, minlength=n_out).astype(np.float64)
+    w = (counts.sum() / np.maximum(counts, 1)) ** class_weight_power
+    lr = LogisticRegression(C=c, max_iter=3000, class_weight={int(k): float(w[k]) for k in np.unique(y)}).fit(z, y)
+    coef, bias = np.zeros((n_out, z.shape[1])), np.full(n_out, -20.0)
+    present = lr.classes_.astype(int)
+    if len(present) == 2:
+        coef[present[1]], bias[present[1]], bias[present[0]] = lr.coef_[0], lr.intercept_[0], 0.0
+    else:
+        coef[present], bias[present] = lr.coef_, lr.intercept_
+    return coef, bias
+
+
 def linear_probe(model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, gen: torch.Generator) -> None:
     """Set the head to an L2 logistic regression on frozen features (plain + augmented views).
 
@@ -212,8 +232,7 @@ def linear_probe(model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, gen: torc
     for _ in range(cfg.probe_views):
         feats.append(pooled_features(model, augment(base, cfg.chip_size, ds.rotate, gen)))
     x = np.concatenate(feats)
-    # Floor the spread: near-constant features would otherwise get huge folded weights.
-    mu, sd = x.mean(0), np.maximum(x.std(0), 0.1 * x.std(0).mean()) + 1e-6
+    mu, sd = standardiser(x)
     z = (x - mu) / sd
     n_out = len(ds.classes)
     coef, bias = np.zeros((n_out, x.shape[1])), np.zeros(n_out)
@@ -228,19 +247,22 @@ def linear_probe(model: ClassifierNet, ds: ImageSet, cfg: TrainConfig, gen: torc
             lr = LogisticRegression(C=cfg.probe_c, max_iter=3000, class_weight="balanced").fit(z[k], yj)
             coef[j], bias[j] = lr.coef_[0], lr.intercept_[0]
     else:
-        y = np.tile(ytr, len(feats))
-        counts = np.bincount(ytr, minlength=n_out).astype(np.float64)
-        w = (counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power
-        lr = LogisticRegression(C=cfg.probe_c, max_iter=3000,
-                                class_weight={int(c): float(w[c]) for c in np.unique(ytr)}).fit(z, y)
-        bias[:] = -20.0  # a class absent from train is never predicted
-        present = lr.classes_.astype(int)
-        if len(present) == 2:
-            coef[present[1]], bias[present[1]], bias[present[0]] = lr.coef_[0], lr.intercept_[0], 0.0
-        else:
-            coef[present], bias[present] = lr.coef_, lr.intercept_
+        coef, bias = softmax_head(z, np.tile(ytr, len(feats)), n_out, cfg.probe_c, cfg.class_weight_power)
+    set_head(model.backbone.get_classifier(), coef, bias, mu, sd)
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature ``(mean, spread)`` of ``x (N, D)`` for ``z = (x - mean) / spread``.
+
+    The spread is floored at a tenth of the mean spread: near-constant features would
+    otherwise get huge weights once the standardisation is folded into the head.
+    """
+    return x.mean(0), np.maximum(x.std(0), 0.1 * x.std(0).mean()) + 1e-6
+
+
+def set_head(head: nn.Linear, coef: np.ndarray, bias: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> None:
+    """Load a linear model fitted on standardised features into ``head`` (raw features in)."""
     weight = coef / sd
-    head = model.backbone.get_classifier()
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight).float())
         head.bias.copy_(torch.from_numpy(bias - weight @ mu).float())
