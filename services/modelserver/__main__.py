@@ -24,11 +24,11 @@ from pathlib import Path
 
 #: Roof-shape and façade models load when shipped (models/<name>/v1/); until then they are
 #: skipped with a logged reason and the others are served. footprint-unet:v1 (Xiamen) is the
-#: flow's default; v5 and v6 (crowdai + dubai + spacenet, two independent runs) are the best on
-#: the other shared sets, alone or as a mean ensemble (docs/footprints.md). ``URBANFABRIC_MODELS``
+#: flow's default; v5, v6 and v7 (crowdai + dubai + spacenet, three independent runs) are the best
+#: on the other shared sets, alone or as a mean ensemble (docs/footprints.md). ``URBANFABRIC_MODELS``
 #: replaces the list (e.g. for ``make up``).
-DEFAULT_MODELS = ("footprint-unet:v1,footprint-unet:v5,footprint-unet:v6,roof-material:v1,roof-material:v2,"
-                  "roof-shape:v2,roof-shape:v3,facade-material:v1")
+DEFAULT_MODELS = ("footprint-unet:v1,footprint-unet:v5,footprint-unet:v6,footprint-unet:v7,roof-material:v1,"
+                  "roof-material:v2,roof-shape:v2,roof-shape:v3,facade-material:v1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

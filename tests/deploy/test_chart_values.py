@@ -88,13 +88,14 @@ def test_chart_defaults_render_without_profile_file(helm: Any) -> None:
 
 
 def test_footprint_ensemble_members_can_be_enabled(helm: Any) -> None:
-    # The v5 + v6 mean ensemble (docs/footprints.md) needs both versions served beside v1.
+    # The v5 + v6 + v7 mean ensemble (docs/footprints.md) needs all three served beside v1.
     on = {"enabled": True}
-    docs = ds.documents(ds.render({"inferenceServices": {"footprint-unet-v5": on, "footprint-unet-v6": on}}))
+    members = {"footprint-unet-v5": on, "footprint-unet-v6": on, "footprint-unet-v7": on}
+    docs = ds.documents(ds.render({"inferenceServices": members}))
     isvcs = {d["metadata"]["name"].removeprefix(f"{ds.RELEASE}-"): d for d in ds.of_kind(docs, "InferenceService")}
-    assert {"footprint-unet", "footprint-unet-v5", "footprint-unet-v6"} <= set(isvcs)
+    assert {"footprint-unet", "footprint-unet-v5", "footprint-unet-v6", "footprint-unet-v7"} <= set(isvcs)
     versions = {isvcs[k]["metadata"]["labels"]["urbanfabric.io/model-version"] for k in isvcs if k.startswith("footprint")}
-    assert versions == {"v1", "v5", "v6"}
+    assert versions == {"v1", "v5", "v6", "v7"}
 
 
 def test_torchserve_runtime_option(helm: Any) -> None:
