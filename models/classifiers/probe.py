@@ -48,11 +48,11 @@ from models.classifiers.train import (
     eval_view,
     logits_of,
     pooled_features,
+    report,
     set_head,
     ship,
     softmax_head,
     standardiser,
-    summary_line,
 )
 
 #: Regularisation strengths tried by cross-validation (inverse L2 weight on standardised features).
@@ -197,12 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the result JSON here")
     args = p.parse_args(argv)
     command = "python -m models.classifiers.probe " + " ".join(sys.argv[1:] if argv is None else argv)
-    r = run(args.task, args.arch, args.tta, args.chip_size, args.folds, args.class_weight_power, args.seed,
-            args.out, command)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(r, indent=2, default=float) + "\n", encoding="utf-8")
-    print(summary_line(r))
+    report(run(args.task, args.arch, args.tta, args.chip_size, args.folds, args.class_weight_power, args.seed,
+               args.out, command), args.json)
     return 0
 
 

@@ -45,13 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from urbanfabric.materials import ChipMode
 
 from models.classifiers import metrics as M
 from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load_task
 from models.classifiers.io import predict_logits, save_classifier
 from models.classifiers.nets import PRETRAINED_ARCHS, ClassifierNet, build_classifier
 from models.classifiers.roof_masks import apply_chip_mode, padded_masks
-from urbanfabric.materials import ChipMode
 
 CACHE = Path(__file__).resolve().parents[2] / ".train" / "classifiers" / "cache"
 
@@ -478,6 +478,14 @@ def ship(model: ClassifierNet, ds: ImageSet, result: dict[str, Any], cfg: TrainC
     (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
 
 
+def report(r: dict[str, Any], json_path: str | None) -> None:
+    """Print the summary line of a training result and write its JSON where asked."""
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(r, indent=2, default=float) + "\n", encoding="utf-8")
+    print(summary_line(r))
+
+
 def summary_line(r: dict[str, Any]) -> str:
     """One line of headline numbers."""
     t = r["test"]
@@ -505,11 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     command = "python -m models.classifiers.train " + " ".join(sys.argv[1:] if argv is None else argv)
-    r = run(args.task, cfg, args.out, args.cross_city, command)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(r, indent=2, default=float) + "\n", encoding="utf-8")
-    print(summary_line(r))
+    report(run(args.task, cfg, args.out, args.cross_city, command), args.json)
     return 0
 
 
