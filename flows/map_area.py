@@ -96,6 +96,10 @@ class ModelVersions(BaseModel):
     #: average flipped/rotated predictions; costs 4 or 8 times the model time. "d4-zoom" adds
     #: the 8 views magnified 1.25x (small buildings; about 11 times the model time).
     segmentation_tta: TTAName = "none"
+    #: Probability cut of the footprints (0 = the model's own, chosen on validation data under the
+    #: TTA; for a "mean" ensemble the mean of the members' own). A vote ignores it. Lower finds
+    #: more building pixels, higher fewer and cleaner ones.
+    segmentation_threshold: float = Field(0.0, ge=0.0, lt=1.0)
     roof_material: str = "roof-material:v2"  # "" skips roof materials
     roof_shape: str = "roof-shape:v3"  # "" skips roof shapes
     #: Façades need a street-level view catalog (``street_views``); without one the column
@@ -305,12 +309,12 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
                   ensemble: list | None = None, min_votes: int = 0,
                   area_stats: common_pb2.ObjectRef | None = None,
                   landcover_spec: common_pb2.LandCoverFilter | None = None,
-                  tta: str = "none", combine: str = "vote") -> tuple[list, list[str]]:
+                  tta: str = "none", combine: str = "vote", threshold: float = 0.0) -> tuple[list, list[str]]:
     log = get_run_logger()
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
                                                              ensemble or [], min_votes, area_stats,
                                                              landcover_spec, tta_to_proto(tta),
-                                                             combine_to_proto(combine)))
+                                                             combine_to_proto(combine), threshold))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -504,7 +508,8 @@ def map_area(
             tile_results, tile_warnings = process_tiles(
                 settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
                 ensemble, models.segmentation_min_votes, area_stats, landcover_spec,
-                models.segmentation_tta, models.segmentation_ensemble_combine) if tiles else ([], [])
+                models.segmentation_tta, models.segmentation_ensemble_combine,
+                models.segmentation_threshold) if tiles else ([], [])
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:

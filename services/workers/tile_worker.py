@@ -57,7 +57,8 @@ def make_handler(settings: Settings):
                 job=task.job, tile=task.tile, ard=calibrated.ard, model=task.segmentation_model,
                 halo_px=task.halo_px, ensemble=task.segmentation_ensemble,
                 min_votes=task.segmentation_min_votes, landcover=task.landcover,
-                tta=task.segmentation_tta, ensemble_combine=task.segmentation_ensemble_combine), deadline)
+                tta=task.segmentation_tta, ensemble_combine=task.segmentation_ensemble_combine,
+                threshold=task.segmentation_threshold), deadline)
             result.mask.CopyFrom(segmented.mask)
             result.footprints.CopyFrom(segmented.footprints)
             result.footprint_count = segmented.footprint_count

@@ -314,6 +314,19 @@ def test_segmentation_tta_runs_through_the_model_server(stack, plain_one_tile_ma
     assert a.sum() > 1000 and (a & b).sum() / (a | b).sum() > 0.6
 
 
+def test_segmentation_threshold_reaches_the_service(stack, plain_one_tile_mask):
+    """models.segmentation_threshold travels flow → TileTask → worker → SegmentRequest: the
+    same probabilities, cut at 0.9 instead of the model's own."""
+    plain = plain_one_tile_mask
+    strict = _one_tile_mask(stack, {"segmentation_threshold": 0.9})
+    valid = strict[0] != 255
+    assert np.abs(plain[0][valid].astype(int) - strict[0][valid].astype(int)).max() <= 1
+    kept = strict[1] == 1
+    assert 0 < kept.sum() < 0.8 * (plain[1] == 1).sum()
+    # Probabilities are stored as rounded percent: every kept pixel is at ≥ 89.5 %.
+    assert strict[0][kept].min() >= 89
+
+
 def test_segmentation_mean_ensemble_runs_through_the_stack(stack, plain_one_tile_mask):
     """v1 combined with itself by the mean: every member goes through the served model, the
     combine choice reaches the service (a vote would leave only 0 or 100 % agreement in the

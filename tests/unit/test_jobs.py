@@ -45,3 +45,31 @@ def test_summary_totals():
     assert s.mass_kg == {"concrete": 4000.0}
     assert s.roof_material_mix == {"concrete_cement": 1, "no imagery": 1}
     assert s.embodied_co2e_kg == 12 and "4" in s.text()
+
+
+def test_tile_tasks_carry_the_segmentation_choices():
+    from urbanfabric.grid import tiles_for_area
+    from urbanfabric.v1 import common_pb2
+
+    tiles = tiles_for_area((118.08, 24.47, 118.09, 24.48))
+    model = common_pb2.ModelRef(name="footprint-unet", version="v5")
+    members = [common_pb2.ModelRef(name="footprint-unet", version=v) for v in ("v6", "v7")]
+    out = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles, common_pb2.ImagerySource(), model, 128, True,
+                          members, 2, tta=2, combine=2, threshold=0.4)
+    assert [k for k, _ in out] == [t.tile_id for t in tiles]
+    task = out[0][1]
+    assert [m.version for m in task.segmentation_ensemble] == ["v6", "v7"]
+    assert (task.segmentation_min_votes, task.segmentation_tta, task.segmentation_ensemble_combine) == (2, 2, 2)
+    assert task.segmentation_threshold == pytest.approx(0.4)
+    plain = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles[:1], common_pb2.ImagerySource(), model, 128, True)
+    assert plain[0][1].segmentation_threshold == 0.0  # the models' own
+
+
+def test_flow_rejects_a_threshold_outside_0_1_by_name():
+    from pydantic import ValidationError
+
+    from flows.map_area import ModelVersions
+
+    assert ModelVersions(segmentation_threshold=0.4).segmentation_threshold == 0.4
+    with pytest.raises(ValidationError, match="segmentation_threshold"):
+        ModelVersions(segmentation_threshold=1.5)

@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
                                 "segmentation_ensemble": args.ensemble,
                                 "segmentation_ensemble_combine": args.ensemble_combine,
                                 "segmentation_min_votes": args.min_votes,
+                                "segmentation_threshold": args.segmentation_threshold,
                                 "roof_material": args.roof_material_model, "roof_shape": args.roof_shape_model,
                                 "facade_material": args.facade_model,
                                 "segmentation_tta": args.tta}.items() if v is not None}
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ensemble-combine", choices=[c.value for c in EnsembleCombine], default=None,
                      help="vote (GBM: k of N agree, default) or mean probability")
     run.add_argument("--min-votes", type=int, default=None, help="k of the vote (default: a majority)")
+    run.add_argument("--segmentation-threshold", type=float, default=None,
+                     help="probability cut, 0-1 (default: the model's own; a mean ensemble: the members' mean)")
     run.add_argument("--roof-material-model", default=None, help="default roof-material:v2 ('' = none)")
     run.add_argument("--roof-shape-model", default=None, help="default roof-shape:v3 ('' = none)")
     run.add_argument("--facade-model", default=None, help="default facade-material:v1 ('' = none); needs --street-views")

@@ -135,20 +135,21 @@ def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.Ima
                ensemble: Sequence[common_pb2.ModelRef] = (), min_votes: int = 0,
                area_stats: common_pb2.ObjectRef | None = None,
                landcover: common_pb2.LandCoverFilter | None = None,
-               tta: int = 0, combine: int = 0,
+               tta: int = 0, combine: int = 0, threshold: float = 0.0,
                ) -> list[tuple[str, tasks_pb2.TileTask]]:
     """One TileTask per tile; ``ensemble`` members are combined with ``model`` by ``combine``
     (an ``EnsembleCombine`` value: a vote of ≥ ``min_votes``, or the mean); ``area_stats``
     (JSON band quartiles of the whole area) switches calibration to per city; ``landcover``
     post-filters the segmentation; ``tta`` (a ``TestTimeAugmentation`` value) augments every
-    segmentation window."""
+    segmentation window; ``threshold`` (0 = the models' own) cuts the probability."""
     return [
         (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source,
                                        segmentation_model=model, halo_px=halo_px, segment=segment,
                                        segmentation_ensemble=list(ensemble),
                                        segmentation_min_votes=min_votes, area_stats=area_stats,
                                        landcover=landcover, segmentation_tta=tta,
-                                       segmentation_ensemble_combine=combine))
+                                       segmentation_ensemble_combine=combine,
+                                       segmentation_threshold=threshold))
         for t in tiles
     ]
 
