@@ -11,7 +11,7 @@ choosing anything on it is mostly noise. This recipe spends the labels different
    over train+val: the score is the mean of accuracy and macro-F1 of the out-of-fold
    predictions, each the mean logit over the image's views (what serving computes);
 3. the temperature is fitted on the out-of-fold logits at the chosen ``C`` (held-out logits
-   from models that never saw the image, like a val split, but over all 155 images);
+   from models that never saw the image, like a val split, but over all of train+val);
 4. the head is refitted on all of train+val at that ``C`` and folded into the network;
 5. the **test** split is scored once, after all of the above.
 
@@ -101,7 +101,6 @@ def cross_validate(
     Raises:
         ValueError: fewer images than folds, or an empty grid.
     """
-    from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     if not grid:
@@ -115,17 +114,18 @@ def cross_validate(
         logits = np.zeros((len(y), n_out))
         for fit_idx, held in splits:
             logits[held] = _logits(feats[:, held], *_fit(feats[:, fit_idx], y[fit_idx], n_out, c, class_weight_power))
-        pred = logits.argmax(1)
-        scores[c] = float((accuracy_score(y, pred) + f1_score(y, pred, average="macro")) / 2)
+        scores[c] = _score(logits, y, list(range(n_out)))["score"]
         oof[c] = logits
     best = max(grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
     return ProbeResult(best, scores, oof[best])
 
 
-def _val_split_score(logits: np.ndarray, y: np.ndarray, on_val: np.ndarray, classes: list[str]) -> dict[str, float]:
-    m = M.single_label(y[on_val], M.probs_of(logits[on_val], 1.0, False), classes)
-    return {"n": int(on_val.sum()), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "score": (m["accuracy"] + m["macro_f1"]) / 2}
+def _score(logits: np.ndarray, y: np.ndarray, classes: list) -> dict[str, float]:
+    """The selection score of :func:`models.classifiers.train.val_score` (mean of accuracy and
+    macro-F1 over every class), with its parts and ``n``."""
+    m = M.single_label(y, M.probs_of(logits, 1.0, False), classes)
+    return {"n": int(len(y)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "score": 0.5 * (m["accuracy"] + m["macro_f1"])}
 
 
 def run(task: str, arch: str, tta: str = "d4", chip_size: int = 128, folds: int = 5, class_weight_power: float = 0.5,
@@ -151,9 +151,11 @@ def run(task: str, arch: str, tta: str = "d4", chip_size: int = 128, folds: int 
     log(f"[{task} {arch}] features {feats.shape} of train+val ({time.perf_counter() - t0:.0f} s)")
     cv = cross_validate(feats, y_fit, groups, n_out, folds, grid, class_weight_power, seed)
     log(f"[{task} {arch}] CV score per C: {json.dumps({str(k): round(v, 3) for k, v in cv.cv_scores.items()})}; chose C={cv.c}")
+    # The out-of-fold predictions on the val split's images only: comparable with the val score
+    # of a model fine-tuned on the train split (models.classifiers.train).
     on_val = ds.split[fit_mask] == "val"
-    log(f"[{task} {arch}] out-of-fold score on the val split's {int(on_val.sum())} images: "
-        f"{_val_split_score(cv.oof_logits, y_fit, on_val, ds.classes)['score']:.3f}")
+    val_split = _score(cv.oof_logits[on_val], y_fit[on_val], ds.classes)
+    log(f"[{task} {arch}] out-of-fold score on the val split's {val_split['n']} images: {val_split['score']:.3f}")
     temperature = M.fit_temperature(cv.oof_logits, y_fit, False)
     set_head(model.backbone.get_classifier(), *_fit(feats, y_fit, n_out, cv.c, class_weight_power))
     model.temperature = temperature
@@ -173,9 +175,7 @@ def run(task: str, arch: str, tta: str = "d4", chip_size: int = 128, folds: int 
                         "test": M.calibration_report(lte, yte, temperature, False)},
         "val": {**M.single_label(y_fit, M.probs_of(cv.oof_logits, temperature, False), ds.classes),
                 "note": "out-of-fold predictions over train+val"},
-        # The same out-of-fold predictions on the val split's images only: comparable with the
-        # val score of a model fine-tuned on the train split (models.classifiers.train).
-        "val_split": _val_split_score(cv.oof_logits, y_fit, ds.split[fit_mask] == "val", ds.classes),
+        "val_split": val_split,
         "test": M.single_label(yte, M.probs_of(lte, temperature, False), ds.classes),
     }
     if out:
