@@ -22,7 +22,7 @@ from enum import Enum
 
 import numpy as np
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, parse_choice
 
 
 class EnsembleCombine(str, Enum):
@@ -32,15 +32,9 @@ class EnsembleCombine(str, Enum):
     MEAN = "mean"  # mean probability (soft vote)
 
     @classmethod
-    def parse(cls, value: str | "EnsembleCombine" | None) -> "EnsembleCombine":
+    def parse(cls, value: str | EnsembleCombine | None) -> EnsembleCombine:
         """``EnsembleCombine`` from a name; empty or None means :attr:`VOTE` (GBM's rule)."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls((value or "vote").strip().lower())
-        except ValueError:
-            raise InvalidInput("ensemble_combine",
-                               f"unknown {value!r}; one of {', '.join(m.value for m in cls)}") from None
+        return parse_choice(cls, value, field="ensemble_combine", default=cls.VOTE)
 
 
 def _check_members(probs: Sequence[np.ndarray], thresholds: Sequence[float]) -> tuple[int, ...]:

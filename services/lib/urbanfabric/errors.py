@@ -2,7 +2,13 @@
 
 Services map them to gRPC status codes in one place (``urbanfabric.grpc_service``):
 ``InvalidInput`` → INVALID_ARGUMENT, ``NotFound`` → NOT_FOUND, ``Unavailable`` → UNAVAILABLE.
+:func:`parse_choice` turns a user's name for a choice into its enum member or an ``InvalidInput``.
 """
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
 
 
 class UrbanfabricError(Exception):
@@ -28,3 +34,24 @@ class Unavailable(UrbanfabricError):
 
 class EmptyArea(InvalidInput):
     """The requested area does not intersect any imagery of the source."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_choice(kind: type[E], value: E | str | None, *, field: str, default: E | None = None) -> E:
+    """The member of the string enum ``kind`` named ``value`` (case and surrounding spaces ignored).
+
+    Empty or None gives ``default`` (an error when there is none). Every named choice the user
+    makes (TTA, ensemble rule, chip mode) goes through here, so an unknown name is always an
+    :class:`InvalidInput` on ``field`` that lists the names there are.
+    """
+    if isinstance(value, kind):
+        return value
+    if not (value or "").strip() and default is not None:
+        return default
+    try:
+        return kind((value or "").strip().lower())
+    except ValueError:
+        names = ", ".join(str(m.value) for m in kind)
+        raise InvalidInput(field, f"unknown {value!r}; one of {names}") from None

@@ -30,7 +30,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, parse_choice
 
 #: Default class → BBR mapping shipped with the package.
 DEFAULT_TAXONOMY_PATH = Path(__file__).with_name("data") / "bbr_roof_map.csv"
@@ -62,10 +62,7 @@ class ChipMode(str, Enum):
     @classmethod
     def parse(cls, value: ChipMode | str) -> ChipMode:
         """A mode from its name; an unknown name is an :class:`InvalidInput` on ``chip_mode``."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidInput("chip_mode", f"unknown chip mode {value!r}; choose from {[m.value for m in cls]}") from None
+        return parse_choice(cls, value, field="chip_mode")
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> ChipMode:

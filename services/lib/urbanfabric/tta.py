@@ -20,7 +20,7 @@ from enum import Enum
 
 import numpy as np
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, parse_choice
 
 PatchModel = Callable[[np.ndarray], np.ndarray]
 """(N, 3, h, w) float32 in 0–1 → (N, h, w) building probability."""
@@ -35,14 +35,9 @@ class TTA(str, Enum):
     D4_ZOOM = "d4-zoom"  # D4 at the native scale and magnified ×1.25 (16 model calls)
 
     @classmethod
-    def parse(cls, value: str | "TTA" | None) -> "TTA":
+    def parse(cls, value: str | TTA | None) -> TTA:
         """``TTA`` from a name; empty or None means :attr:`NONE`."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls((value or "none").strip().lower())
-        except ValueError:
-            raise InvalidInput("tta", f"unknown {value!r}; one of {', '.join(m.value for m in cls)}") from None
+        return parse_choice(cls, value, field="tta", default=cls.NONE)
 
     @property
     def views(self) -> int:
@@ -116,7 +111,7 @@ def with_tta(model: PatchModel, tta: TTA | str) -> PatchModel:
         side = batch.shape[-1]
         total = None
         for zoom in zooms:
-            scaled = batch if zoom == 1.0 else _zoom(batch, int(round(side * zoom)))
+            scaled = batch if zoom == 1.0 else _zoom(batch, round(side * zoom))
             part = None
             for transpose, k in views:
                 view = np.ascontiguousarray(_forward(scaled, transpose, k))
