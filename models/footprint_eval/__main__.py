@@ -53,7 +53,7 @@ from models.footprint_unet import datasets as D
 from models.footprint_unet.net import load_model, read_config
 from models.footprint_unet.train import THRESHOLDS
 from models.footprint_unet.train_multi import pick_threshold, scene_probability
-from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean
+from urbanfabric.ensemble import EnsembleCombine, combine, mean_probability
 from urbanfabric.segmentation import TTA
 
 ENSEMBLE = "ensemble"
@@ -114,7 +114,7 @@ def val_threshold(members: list[dict[str, Any]], val: dict[str, list[D.Scene]], 
         conf = ConfusionAtThresholds(THRESHOLDS)
         for scene in scenes:
             probs = [cached_probability(m, scene, ds, "val", cache_dir, tta) for m in members]
-            prob = probs[0] if len(probs) == 1 else ensemble_mean(probs, [0.5] * len(probs))[0]
+            prob = probs[0] if len(probs) == 1 else mean_probability(probs)
             conf.update(prob, scene.mask)
         confs[ds] = conf
     if not confs:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean, ensemble_vote
+from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean, ensemble_vote, mean_probability
 from urbanfabric.errors import InvalidInput
 
 A = np.array([[0.9, 0.9, 0.1]], np.float32)
@@ -64,3 +64,13 @@ def test_combine_dispatches_on_the_enum():
     assert EnsembleCombine.parse(None) is EnsembleCombine.VOTE
     with pytest.raises(InvalidInput, match="ensemble_combine"):
         EnsembleCombine.parse("median")
+
+
+def test_mean_probability_is_the_mean_ensembles_map_with_nodata_kept() -> None:
+    a = np.array([[0.2, np.nan], [0.9, 0.4]], np.float32)
+    b = np.array([[0.6, 0.5], [0.1, 0.4]], np.float32)
+    mean = mean_probability([a, b])
+    np.testing.assert_allclose(mean, [[0.4, np.nan], [0.5, 0.4]], rtol=1e-6)
+    np.testing.assert_array_equal(mean, ensemble_mean([a, b], [0.3, 0.5])[0])
+    with pytest.raises(InvalidInput, match="models"):
+        mean_probability([a, b[:1]])

@@ -37,12 +37,12 @@ class EnsembleCombine(str, Enum):
         return parse_choice(cls, value, field="ensemble_combine", default=cls.VOTE)
 
 
-def _check_members(probs: Sequence[np.ndarray], thresholds: Sequence[float]) -> tuple[int, ...]:
+def _check_members(probs: Sequence[np.ndarray], thresholds: Sequence[float] | None = None) -> tuple[int, ...]:
     """The common map shape; names the field that is wrong."""
     n = len(probs)
     if n == 0:
         raise InvalidInput("models", "an ensemble needs at least one member")
-    if len(thresholds) != n:
+    if thresholds is not None and len(thresholds) != n:
         raise InvalidInput("thresholds", f"{len(thresholds)} thresholds for {n} members")
     shape0 = np.shape(probs[0])
     for p in probs:
@@ -81,6 +81,19 @@ def ensemble_vote(
     return share, (min_votes - 0.5) / n
 
 
+def mean_probability(probs: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' probability maps averaged, NaN (nodata) where any member has nodata."""
+    shape0 = _check_members(probs)
+    total = np.zeros(shape0, np.float32)
+    nodata = np.zeros(shape0, bool)
+    for p in probs:
+        nodata |= np.isnan(p)
+        total += np.nan_to_num(p, nan=0.0)
+    mean = total / len(probs)
+    mean[nodata] = np.nan
+    return mean
+
+
 def ensemble_mean(
     probs: Sequence[np.ndarray], thresholds: Sequence[float], threshold: float | None = None
 ) -> tuple[np.ndarray, float]:
@@ -95,16 +108,10 @@ def ensemble_mean(
     Returns:
         ``(mean, threshold)``: the mean probability (NaN where any member has nodata) and its cut.
     """
-    shape0 = _check_members(probs, thresholds)
+    _check_members(probs, thresholds)
     if threshold is not None and not 0 < threshold < 1:
         raise InvalidInput("threshold", f"must be in (0, 1), got {threshold}")
-    total = np.zeros(shape0, np.float32)
-    nodata = np.zeros(shape0, bool)
-    for p in probs:
-        nodata |= np.isnan(p)
-        total += np.nan_to_num(p, nan=0.0)
-    mean = total / len(probs)
-    mean[nodata] = np.nan
+    mean = mean_probability(probs)
     return mean, float(np.mean(thresholds)) if threshold is None else float(threshold)
 
 
