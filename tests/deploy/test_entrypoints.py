@@ -225,7 +225,7 @@ def test_model_gateway_routes_to_the_predictor(helm: Any, predictor: tuple[int, 
     """The chart's nginx.conf, run by a real nginx, routes the client's V2 calls to the predictor."""
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light) to run the model gateway")
+        pytest.skip("nginx is not installed (`make system-deps` installs nginx-light with apt-get) to run the model gateway")
     http, _ = predictor
     dns, gateway = free_ports(2)
     docs = ds.documents(ds.render({"modelServing": {
