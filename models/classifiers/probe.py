@@ -51,6 +51,7 @@ from models.classifiers.train import (
     report,
     set_head,
     ship,
+    single_label_score,
     softmax_head,
     standardiser,
 )
@@ -114,18 +115,10 @@ def cross_validate(
         logits = np.zeros((len(y), n_out))
         for fit_idx, held in splits:
             logits[held] = _logits(feats[:, held], *_fit(feats[:, fit_idx], y[fit_idx], n_out, c, class_weight_power))
-        scores[c] = _score(logits, y, list(range(n_out)))["score"]
+        scores[c] = single_label_score(logits, y, list(range(n_out)))["score"]
         oof[c] = logits
     best = max(grid, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
     return ProbeResult(best, scores, oof[best])
-
-
-def _score(logits: np.ndarray, y: np.ndarray, classes: list) -> dict[str, float]:
-    """The selection score of :func:`models.classifiers.train.val_score` (mean of accuracy and
-    macro-F1 over every class), with its parts and ``n``."""
-    m = M.single_label(y, M.probs_of(logits, 1.0, False), classes)
-    return {"n": int(len(y)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "score": 0.5 * (m["accuracy"] + m["macro_f1"])}
 
 
 def run(task: str, arch: str, tta: str = "d4", chip_size: int = 128, folds: int = 5, class_weight_power: float = 0.5,
@@ -154,7 +147,7 @@ def run(task: str, arch: str, tta: str = "d4", chip_size: int = 128, folds: int 
     # The out-of-fold predictions on the val split's images only: comparable with the val score
     # of a model fine-tuned on the train split (models.classifiers.train).
     on_val = ds.split[fit_mask] == "val"
-    val_split = _score(cv.oof_logits[on_val], y_fit[on_val], ds.classes)
+    val_split = single_label_score(cv.oof_logits[on_val], y_fit[on_val], ds.classes)
     log(f"[{task} {arch}] out-of-fold score on the val split's {val_split['n']} images: {val_split['score']:.3f}")
     temperature = M.fit_temperature(cv.oof_logits, y_fit, False)
     set_head(model.backbone.get_classifier(), *_fit(feats, y_fit, n_out, cv.c, class_weight_power))

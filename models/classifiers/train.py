@@ -174,8 +174,15 @@ def val_score(ds: ImageSet, logits: np.ndarray, y: np.ndarray) -> float:
         return 0.0
     if ds.multi_label:
         return float(M.multi_label(y, M.probs_of(logits, 1.0, True), ds.classes, [0.5] * len(ds.classes))["mean_average_precision"])
-    m = M.single_label(y, M.probs_of(logits, 1.0, False), ds.classes)
-    return 0.5 * (m["accuracy"] + m["macro_f1"])
+    return single_label_score(logits, y, ds.classes)["score"]
+
+
+def single_label_score(logits: np.ndarray, y: np.ndarray, classes: list) -> dict[str, float]:
+    """The single-label selection score (mean of accuracy and macro-F1 over every class), with
+    its parts and ``n``; :func:`val_score` and the probe's cross-validation both use it."""
+    m = M.single_label(y, M.probs_of(logits, 1.0, False), classes)
+    return {"n": int(len(y)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "score": 0.5 * (m["accuracy"] + m["macro_f1"])}
 
 
 def logits_of(model: nn.Module, images: np.ndarray, size: int, tta: str = "none") -> np.ndarray:
