@@ -48,10 +48,11 @@ def parse_choice(kind: type[E], value: E | str | None, *, field: str, default: E
     """
     if isinstance(value, kind):
         return value
-    if not (value or "").strip() and default is not None:
+    name = (value or "").strip().lower()
+    if not name and default is not None:
         return default
     try:
-        return kind((value or "").strip().lower())
+        return kind(name)
     except ValueError:
         names = ", ".join(str(m.value) for m in kind)
         raise InvalidInput(field, f"unknown {value!r}; one of {names}") from None
