@@ -22,13 +22,13 @@ install: $(STAMP)
 
 # System packages the tests use: nginx runs the chart's model gateway (tests/deploy), which
 # skips with a reason where it cannot be installed (no apt-get, not root and no sudo).
-APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || (sudo -n true 2>/dev/null && echo "sudo -n apt-get"))
 system-deps:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
-	  if [ -n "$(APT)" ] && command -v apt-get >/dev/null; then \
+	  apt="apt-get"; [ "$$(id -u)" = 0 ] || apt="sudo -n apt-get"; \
+	  if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    $(APT) install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 || \
-	    { $(APT) update -q >/dev/null 2>&1 && $(APT) install -y -q --no-install-recommends nginx-light >/dev/null 2>&1; } || \
+	    $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 || \
+	    { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1; } || \
 	    echo "warning: could not install nginx-light; the model-gateway test will skip"; \
 	  else echo "warning: nginx is missing and apt-get cannot run here; the model-gateway test will skip"; fi; }
 
