@@ -28,8 +28,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric import age, attributes, function
-from urbanfabric.paths import SHARED_DATA
+from urbanfabric.attributes import age, features as attributes, function
+from urbanfabric.io.model_repository import SHARED_DATA
 
 from bench._util import peak_rss_mib, save
 from bench.bench_buildings import replicate

@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench._util import peak_rss_mib, save  # noqa: E402
-from urbanfabric import attributes, intensity  # noqa: E402
-from urbanfabric.paths import SHARED_DATA, model_dir  # noqa: E402
+from urbanfabric.attributes import features as attributes  # noqa: E402
+from urbanfabric.stock import intensity  # noqa: E402
+from urbanfabric.io.model_repository import SHARED_DATA, model_dir  # noqa: E402
 
 
 def replicate(base: gpd.GeoDataFrame, n: int) -> gpd.GeoDataFrame:

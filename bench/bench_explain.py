@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from urbanfabric import explain as E
-    from urbanfabric.materials import image_chip, input_scaling
-    from urbanfabric.paths import model_dir
+    from urbanfabric.materials import explain as E
+    from urbanfabric.materials.roofs import image_chip, input_scaling
+    from urbanfabric.io.model_repository import model_dir
 
     name, _, version = args.model.partition(":")
     ex = E.load_explainable(model_dir(name, version))

@@ -35,14 +35,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric import attributes
-from urbanfabric.intensity import (
-    LEVELS,
-    MaterialIntensityTable,
-    StockOptions,
-    default_table,
-)
-from urbanfabric.paths import SHARED_DATA, model_dir
+from urbanfabric.attributes import features as attributes
+from urbanfabric.stock.intensity import LEVELS, MaterialIntensityTable, StockOptions, default_table
+from urbanfabric.io.model_repository import SHARED_DATA, model_dir
 
 from bench._util import peak_rss_mib, save
 

@@ -19,7 +19,7 @@ its peak RSS is its own::
     python bench/bench_segmentation.py --sweep 1,4,16 --model stand-in --out-name segmentation_memory
     python bench/bench_segmentation.py --tta-sweep none,flips,d4 --blocks 1 --model footprint-unet:v5
 
-``--tta`` wraps the model in test-time augmentation (:func:`urbanfabric.tta.with_tta`, streamed
+``--tta`` wraps the model in test-time augmentation (:func:`urbanfabric.footprints.tta.with_tta`, streamed
 mode): the model stage should grow with the number of views and nothing else.
 """
 
@@ -39,9 +39,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services/lib")]
 import numpy as np  # noqa: E402
 
 from bench._util import peak_rss_mib, save  # noqa: E402
-from urbanfabric import acquisition, calibration, segmentation  # noqa: E402
-from urbanfabric.modelclient import InferenceProtocol, ModelClient  # noqa: E402
-from urbanfabric.paths import SHARED_DATA  # noqa: E402
+from urbanfabric.imagery import acquisition, calibration  # noqa: E402
+from urbanfabric.footprints import segmentation  # noqa: E402
+from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient  # noqa: E402
+from urbanfabric.io.model_repository import SHARED_DATA  # noqa: E402
 
 HALO = 32
 TILE_DIR = SHARED_DATA / "footprints/xiamen-z18/tiles"
@@ -50,7 +51,7 @@ TILE_DIR = SHARED_DATA / "footprints/xiamen-z18/tiles"
 def _client(protocol: InferenceProtocol) -> ModelClient:
     if protocol is InferenceProtocol.EMBEDDED:
         return ModelClient(protocol)
-    from urbanfabric.config import Settings
+    from urbanfabric.settings import Settings
 
     s = Settings.load()
     return ModelClient(protocol, rest_url=s.modelserver_rest, grpc_addr=s.modelserver_grpc, timeout_s=300)

@@ -1,7 +1,7 @@
 """How reliably label–image coregistration recovers known offsets on real tiles.
 
 For every validation tile of the Xiamen sample with at least 3 % building pixels, the
-footprint mask is moved by known offsets and :func:`urbanfabric.coregistration.estimate_shift`
+footprint mask is moved by known offsets and :func:`models.common.coregistration.estimate_shift`
 must move it back: the estimate for the moved mask must equal the estimate for the original
 minus the offset (the sample labels have their own unknown offset, so that is the reference).
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from urbanfabric.coregistration import align_label, estimate_shift
-from urbanfabric.paths import SHARED_DATA
+from models.common.coregistration import align_label, estimate_shift
+from urbanfabric.io.model_repository import SHARED_DATA
 
 OFFSETS = [(5, -7), (-4, 3), (0, 9), (-6, -6), (3, 11)]
 

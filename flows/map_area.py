@@ -1,6 +1,6 @@
 """The ``map-area`` flow: imagery (or user footprints) in, a buildings GeoParquet out.
 
-Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.jobs`):
+Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.runtime.jobs`):
 
 1. resolve the imagery source (register the sample imagery as a STAC catalog when asked for
    ``sample:<name>``) and check that the area overlaps it;
@@ -29,27 +29,29 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
-from urbanfabric import acquisition, bus, grids, jobs, report
-from urbanfabric.intensity import default_table
-from urbanfabric.clients import call, model_client, stub
-from urbanfabric.convert import combine_to_proto, tile_to_proto, tta_to_proto
-from urbanfabric.ensemble import EnsembleCombine
-from urbanfabric.config import Settings
+from urbanfabric.imagery import acquisition
+from urbanfabric.runtime import bus, jobs
+from urbanfabric.outputs import grids, report
+from urbanfabric.stock.intensity import default_table
+from urbanfabric.runtime.service_clients import call, model_client, stub
+from urbanfabric.runtime.convert import combine_to_proto, tile_to_proto, tta_to_proto
+from urbanfabric.footprints.ensemble import EnsembleCombine
+from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.footprints import clip_to_area, load_footprints, read_path
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.landcover import check as check_raster
-from urbanfabric.landcover import parse_classes
-from urbanfabric.layout import JobLayout
-from urbanfabric.paths import SHARED_DATA, model_config, model_dir
-from urbanfabric.qa import seam_defects
-from urbanfabric.rasters import COG_MEDIA_TYPE, read_raster
-from urbanfabric.segmentation import merge_seams
-from urbanfabric.settlement import SettlementMask, filter_settled
-from urbanfabric.stac import read_catalog
-from urbanfabric.storage import ObjectStore, gdal_env, parse_s3_uri
-from urbanfabric.tables import geoparquet_bytes, parquet_bytes, read_geoparquet
-from urbanfabric.tta import TTA
+from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints, read_path
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.imagery.landcover import check as check_raster
+from urbanfabric.imagery.landcover import parse_classes
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_dir
+from urbanfabric.footprints.seams import seam_defects
+from urbanfabric.io.rasters import COG_MEDIA_TYPE, read_raster
+from urbanfabric.footprints.segmentation import merge_seams
+from urbanfabric.imagery.settlement import SettlementMask, filter_settled
+from urbanfabric.io.stac import read_catalog
+from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri
+from urbanfabric.io.geoparquet import geoparquet_bytes, parquet_bytes, read_geoparquet
+from urbanfabric.footprints.tta import TTA
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
@@ -75,7 +77,7 @@ class AreaOfInterest(BaseModel):
 
 
 #: The TTA names as a Literal (the Prefect form shows a dropdown), derived from the enum so a
-#: new choice in urbanfabric.tta reaches the flow without a second list to keep in step.
+#: new choice in urbanfabric.footprints.tta reaches the flow without a second list to keep in step.
 TTAName = Literal[tuple(t.value for t in TTA)]  # type: ignore[valid-type]
 CombineName = Literal[tuple(c.value for c in EnsembleCombine)]  # type: ignore[valid-type]
 
@@ -437,7 +439,7 @@ def map_area(
         imagery_options: band mapping, scene choice (year, cloud cover, basemap fallback),
             resampling, settlement mask and calibration per patch or per city.
         street_views: s3:// URI of a street-level view catalog (GeoJSON/CSV, see
-            ``urbanfabric.streetview``) for façade materials (with ``models.facade_material``).
+            ``urbanfabric.imagery.streetview``) for façade materials (with ``models.facade_material``).
         landcover: land-cover post-filter of the segmentation (GBM): building pixels on
             cropland/grass/shrub (and, outside a settlement raster, on anything but
             impervious) are dropped. Off by default.

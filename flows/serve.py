@@ -13,7 +13,7 @@ import argparse
 
 from prefect import serve
 
-from urbanfabric import logs
+from urbanfabric.runtime import logs
 
 from flows.map_area import map_area
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from urbanfabric.paths import SHARED_DATA
+from urbanfabric.io.model_repository import SHARED_DATA
 
 
 def _need(path: Path) -> Path:

@@ -6,7 +6,7 @@ from urbanfabric.errors import NotFound
 
 
 class MemoryStore:
-    """The subset of :class:`urbanfabric.storage.ObjectStore` the core uses, in a dict."""
+    """The subset of :class:`urbanfabric.io.object_store.ObjectStore` the core uses, in a dict."""
 
     def __init__(self, bucket: str = "test") -> None:
         self.bucket = bucket

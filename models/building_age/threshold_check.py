@@ -11,8 +11,8 @@ held-out blocks; 1 member, class weights (n_c)^-0.25.
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric.age import AgeModel, age_class
-from urbanfabric.attributes import footprint_features
+from urbanfabric.attributes.age import AgeModel, age_class
+from urbanfabric.attributes.features import footprint_features
 
 from models.building_age.train import BOULDER, DEFAULT_DATA, class_metrics
 from models.height_xgb.train import spatial_block_split

@@ -32,8 +32,8 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric.age import AGE_CLASS_LABELS, AgeModel, age_class
-from urbanfabric.attributes import footprint_features
+from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel, age_class
+from urbanfabric.attributes.features import footprint_features
 
 from models.height_xgb.train import spatial_block_split
 
@@ -198,8 +198,8 @@ def model_card(metrics: dict[str, Any], size: int) -> str:
     return f"""# building_age {metrics['version']} — construction year from footprint features
 
 Route (b) of issue 5 item 5: XGBoost on the features of
-`urbanfabric.attributes.footprint_features` (no context layers: morphology, neighbourhood,
-nearest neighbours, location within the input). Code: `urbanfabric.age.AgeModel`.
+`urbanfabric.attributes.features.footprint_features` (no context layers: morphology, neighbourhood,
+nearest neighbours, location within the input). Code: `urbanfabric.attributes.age.AgeModel`.
 
 * **Year**: {metrics['n_models']} bagged XGBoost regressors (absolute-error objective, each on a
   bootstrap sample, early-stopped on its out-of-bag rows); year = members' mean, `year_p05` /

@@ -8,8 +8,8 @@ Usage (from the repository root)::
 Data (read in place from ``../shared/data``, never copied): the two OpenStreetMap extracts in
 ``heights/osm-helsinki/`` — ``Helsinki.osm.pbf`` (central Helsinki) and ``test.osm.pbf``
 (a residential/industrial area in south-east Finland, 60.53 N 26.95 E). Buildings, land use,
-tagged POIs and roads are read with GDAL's OSM driver (``urbanfabric.function.read_osm_layers``);
-labels come from ``urbanfabric.function.function_labels`` (building tag → tags on the building
+tagged POIs and roads are read with GDAL's OSM driver (``urbanfabric.attributes.function.read_osm_layers``);
+labels come from ``urbanfabric.attributes.function.function_labels`` (building tag → tags on the building
 → POIs inside it → land use; unlabelled buildings are not used but still count as neighbours).
 
 Split: per extract, centroids binned into ``--block-m`` squares (local UTM); whole blocks drawn
@@ -41,8 +41,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from urbanfabric.attributes import FEATURE_NAMES, footprint_features, prepare_footprints
-from urbanfabric.function import (
+from urbanfabric.attributes.features import FEATURE_NAMES, footprint_features, prepare_footprints
+from urbanfabric.attributes.function import (
     FUNCTION_CLASSES,
     FunctionModel,
     encode,
@@ -249,8 +249,8 @@ One multi-class XGBoost (`multi:softprob`, early-stopped on whole held-back bloc
 on all training rows; sample weights (class count)^−{metrics['class_weight_power']:g}) over
 {', '.join(FUNCTION_CLASSES)} (CMAB "Building function"), on the `footprint_features` columns
 without context layers (morphology, neighbourhood, nearest neighbours, location within the
-input). Code: `urbanfabric.function.FunctionModel`; labels and the tag → class tables:
-`urbanfabric.function` (`DEFAULT_TAG_CLASSES`, `DEFAULT_LANDUSE_CLASSES`, `FunctionMapping`).
+input). Code: `urbanfabric.attributes.function.FunctionModel`; labels and the tag → class tables:
+`urbanfabric.attributes.function` (`DEFAULT_TAG_CLASSES`, `DEFAULT_LANDUSE_CLASSES`, `FunctionMapping`).
 Returns the probability of every class. Files: `classifier.json`, `meta.json`, `metrics.json`.
 
 ## Data (OpenStreetMap, ODbL; read in place from `../shared/data`)

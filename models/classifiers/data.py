@@ -4,7 +4,7 @@ Every image becomes a square float32 0–1 array at ``round(chip * PAD)`` px (ra
 training come out of the margin; evaluation resizes the whole image to the chip size):
 
 - **roof_material** (``roofs/caribbean-material``, 5 classes, one image per roof): images go
-  through the pipeline's input path (:func:`urbanfabric.calibration.iqr_scale`). The published
+  through the pipeline's input path (:func:`urbanfabric.imagery.calibration.iqr_scale`). The published
   train/ (97) and val/ (126) folders have very different class mixes (train: 4 ``incomplete``
   and 2 ``other``; val: 33 and 9), so we pool them and split by roof id, stratified by
   class, 50/20/30 → train/val/test (``split="pooled"``, default); ``split="published"`` keeps
@@ -84,7 +84,7 @@ class ImageSet:
 
 def _square(rgb: np.ndarray, side: int) -> np.ndarray:
     """``(3, r, c)`` float → ``(3, side, side)`` bilinear (aspect not kept, like the pipeline)."""
-    from urbanfabric.materials import resize_chip
+    from urbanfabric.materials.roofs import resize_chip
 
     return resize_chip(rgb.astype(np.float32), side)
 
@@ -94,7 +94,7 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def _iqr(rgb: np.ndarray) -> np.ndarray:
-    from urbanfabric.calibration import iqr_scale
+    from urbanfabric.imagery.calibration import iqr_scale
 
     return iqr_scale(rgb)
 
@@ -149,7 +149,7 @@ def roof_material(chip: int, root: Path | None = None, split: str = "pooled", se
         raise ValueError(f"split must be 'pooled' or 'published', got {split!r}")
     return ImageSet(
         "roof_material", classes, False, np.stack(imgs).astype(np.float16), y, ids, ids, sp, True,
-        "urbanfabric.calibration.iqr_scale per image, 0-1 float32 (pipeline: per tile)",
+        "urbanfabric.imagery.calibration.iqr_scale per image, 0-1 float32 (pipeline: per tile)",
         {"data": str(root), "split_scheme": split},
     )
 
@@ -169,7 +169,7 @@ def roof_shape(chip: int, root: Path | None = None, seed: int = 0) -> ImageSet:
     sp = _split_groups(groups, [labels[n] for n in names], (0.7, 0.15, 0.15), seed)
     return ImageSet(
         "roof_shape", classes, False, np.stack(imgs).astype(np.float16), y, names, groups, sp, True,
-        "urbanfabric.calibration.iqr_scale per crop, 0-1 float32", {"data": str(root)},
+        "urbanfabric.imagery.calibration.iqr_scale per crop, 0-1 float32", {"data": str(root)},
     )
 
 

@@ -19,7 +19,7 @@ data, never on the split being scored). Reported per data set, split and model:
   as SpaceNet) are ignored on both sides.
 
 ``--tta flips|d4`` predicts every window under 4 or 8 flipped/rotated views and averages them
-(:func:`urbanfabric.segmentation.with_tta`). Because averaging smooths the probability, the
+(:func:`urbanfabric.footprints.segmentation.with_tta`). Because averaging smooths the probability, the
 model's stored threshold (chosen without TTA) may no longer be the best cut:
 ``--threshold-from val`` re-picks each member's threshold on the val splits of the listed data
 sets the model was validated on in training (``validation.per_dataset`` of its config; else the
@@ -27,7 +27,7 @@ listed data sets), max mean pixel IoU over data sets as training does, under the
 being scored still never chooses anything.
 
 With two or more ``--models`` their ensemble is scored as ``ensemble`` too, combined by
-``--combine`` (:mod:`urbanfabric.ensemble`): ``vote`` (GBM; building where ≥ ``--min-votes``
+``--combine`` (:mod:`urbanfabric.footprints.ensemble`): ``vote`` (GBM; building where ≥ ``--min-votes``
 members agree, each at its own threshold) or ``mean`` (the members' probabilities averaged, cut
 at the mean of their thresholds as the segmentation service does, or with ``--threshold-from val
 --ensemble-threshold val`` at a threshold picked for the mean map itself on the same val splits).
@@ -53,8 +53,8 @@ from models.footprint_unet import datasets as D
 from models.footprint_unet.net import load_model, read_config
 from models.footprint_unet.train import THRESHOLDS
 from models.footprint_unet.train_multi import pick_threshold, scene_probability
-from urbanfabric.ensemble import EnsembleCombine, combine, mean_probability
-from urbanfabric.segmentation import TTA
+from urbanfabric.footprints.ensemble import EnsembleCombine, combine, mean_probability
+from urbanfabric.footprints.segmentation import TTA
 
 ENSEMBLE = "ensemble"
 
@@ -164,7 +164,7 @@ def evaluate(
         min_votes: k of the ensemble vote (default: a majority, ``N // 2 + 1``; GBM uses 2 of 4).
         min_area_px: instance area filter in pixels².
         cache_dir: keep each member's probability maps here (fp16) to re-score without inference.
-        tta: test-time augmentation of every member (a :class:`~urbanfabric.tta.TTA` name).
+        tta: test-time augmentation of every member (a :class:`~urbanfabric.footprints.tta.TTA` name).
         threshold_from: ``config`` (the model's stored threshold) or ``val`` (re-picked on the
             val splits under ``tta``; for a ``mean`` ensemble, its own threshold too).
         how: how the ensemble combines its members (``vote`` or ``mean``).

@@ -6,7 +6,7 @@ Layout of a dataset directory (e.g. ``../shared/data/footprints/xiamen-z18``)::
     masks/<z>/<x>/<y>.png      palette PNG, 0 = background, 1 = building
     csv_training.tiles         one "x,y,z" per line (also csv_validation / csv_evaluation)
 
-Every image goes through :func:`urbanfabric.calibration.iqr_scale` per tile, exactly as the
+Every image goes through :func:`urbanfabric.imagery.calibration.iqr_scale` per tile, exactly as the
 pipeline prepares ARD patches before inference, so training and serving inputs agree.
 """
 
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from urbanfabric.calibration import iqr_scale
+from urbanfabric.imagery.calibration import iqr_scale
 
 SPLITS = ("training", "validation", "evaluation")
 

@@ -23,7 +23,7 @@ varies by tile. Training on several GSDs is a deliberate scale augmentation; the
 pipeline resamples imagery to ≈ 0.5 m before inference.
 
 SpaceNet's chip is panchromatic uint16; it is repeated to three bands. All images go through
-:func:`urbanfabric.calibration.iqr_scale` per chip, like the pipeline's ARD patches.
+:func:`urbanfabric.imagery.calibration.iqr_scale` per chip, like the pipeline's ARD patches.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ distance target of the Global Building Map ("Training": distance classes, > 5 is
 :func:`predict_proba` always returns a building probability, whatever the head.
 
 Input contract: ``(N, 3, H, W)`` float32 RGB in 0..1, produced by
-:func:`urbanfabric.calibration.iqr_scale` per patch. The ImageNet mean/std normalisation the
+:func:`urbanfabric.imagery.calibration.iqr_scale` per patch. The ImageNet mean/std normalisation the
 encoder was pretrained with lives *inside* the module as fixed buffers, so callers never
 normalise twice or forget to. Output: one channel of logits; :func:`predict_proba` turns them
 into building probabilities.

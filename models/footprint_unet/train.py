@@ -102,7 +102,7 @@ def export(
             "bands": ["red", "green", "blue"],
             "dtype": "float32",
             "range": [0.0, 1.0],
-            "calibration": "urbanfabric.calibration.iqr_scale per patch (k=1.5)",
+            "calibration": "urbanfabric.imagery.calibration.iqr_scale per patch (k=1.5)",
             "normalisation_inside_model": "ImageNet mean/std (fixed buffers)",
             "multiple_of": arch["multiple_of"],
             "train_tile_px": 256,

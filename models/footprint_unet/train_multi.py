@@ -35,7 +35,7 @@ from models.footprint_unet.data import augment
 from models.footprint_unet.net import DEFAULT_CONFIG, build_model, logits_to_proba, predict_proba
 from models.footprint_unet.targets import SDT_CLASSES, SDT_TRUNCATION_PX, TARGETS, signed_distance_classes
 from models.footprint_unet.train import THRESHOLDS, _atomic_save, dice_loss, export, lr_at, start_run
-from urbanfabric.calibration import iqr_scale
+from urbanfabric.imagery.calibration import iqr_scale
 
 LOG = logging.getLogger("footprint_unet.train_multi")
 CROP = 256
@@ -124,9 +124,9 @@ def loss_fn(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, loss
 def scene_probability(model: torch.nn.Module, scene: D.Scene, tta: str = "none") -> np.ndarray:
     """Building probability of a whole scene: IQR per scene, Hann-blended 512 px windows.
 
-    ``tta`` (:class:`urbanfabric.segmentation.TTA`) averages each window over flipped/rotated views.
+    ``tta`` (:class:`urbanfabric.footprints.segmentation.TTA`) averages each window over flipped/rotated views.
     """
-    from urbanfabric.segmentation import predict_tiled, with_tta
+    from urbanfabric.footprints.segmentation import predict_tiled, with_tta
 
     image = iqr_scale(scene.image)
     # Small scenes get one window of their own size (rounded up to 32) instead of padding to 512.

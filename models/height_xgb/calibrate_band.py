@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from urbanfabric.attributes import HeightModel, footprint_features
-from urbanfabric.heights import clean_heights, load_footprint_heights
+from urbanfabric.attributes.features import HeightModel, footprint_features
+from urbanfabric.attributes.measured_heights import clean_heights, load_footprint_heights
 
 from models.height_xgb.train import DEFAULT_DATA, XIAMEN, spatial_block_split
 

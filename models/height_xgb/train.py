@@ -41,13 +41,17 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from urbanfabric.attributes import (
+from urbanfabric.attributes.features import (
     V1_FEATURE_NAMES,
     HeightModel,
     floors_from_height,
     footprint_features,
 )
-from urbanfabric.heights import clean_heights, load_cityjson, load_footprint_heights
+from urbanfabric.attributes.measured_heights import (
+    clean_heights,
+    load_cityjson,
+    load_footprint_heights,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -380,11 +384,11 @@ regressors, each fitted on a bootstrap sample of the training buildings (target:
 {min(metrics['trees_per_member'])}–{max(metrics['trees_per_member'])} trees of depth ≤ 3 each).
 Prediction = members' mean; `height_p05` / `height_p95` = members' 5th / 95th percentile.
 
-Inputs: {len(metrics['features'])} features of `urbanfabric.attributes.footprint_features`
+Inputs: {len(metrics['features'])} features of `urbanfabric.attributes.features.footprint_features`
 (listed in `meta.json`; definitions in that module's table) — footprint morphology,
 neighbourhood counts and areas at 50/100/200 m, adjacency, relative size{extra_feats} —
 computed the same way in training and in the pipeline.
-Code: `urbanfabric.attributes.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
+Code: `urbanfabric.attributes.features.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
 {member_bytes / 1e6:.2f} MB in all), `meta.json` (feature names, parameters, format version),
 `metrics.json` (everything below, machine-readable).
 

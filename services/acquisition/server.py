@@ -1,4 +1,4 @@
-"""Acquisition service: a thin gRPC adapter over :mod:`urbanfabric.acquisition`."""
+"""Acquisition service: a thin gRPC adapter over :mod:`urbanfabric.imagery.acquisition`."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import datetime as dt
 import threading
 from pathlib import Path
 
-from urbanfabric import acquisition, scenes, stac
-from urbanfabric.config import Settings
-from urbanfabric.convert import tile_from_proto
+from urbanfabric.imagery import acquisition, scenes
+from urbanfabric.io import stac
+from urbanfabric.settings import Settings
+from urbanfabric.runtime.convert import tile_from_proto
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.layout import JobLayout
-from urbanfabric.rasters import COG_MEDIA_TYPE, cog_bytes
-from urbanfabric.stac import read_catalog
-from urbanfabric.storage import ObjectStore
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.io.rasters import COG_MEDIA_TYPE, cog_bytes
+from urbanfabric.io.stac import read_catalog
+from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.v1 import acquisition_pb2 as pb
 from urbanfabric.v1 import acquisition_pb2_grpc as pb_grpc
 from urbanfabric.v1 import calibration_pb2, common_pb2

@@ -1,20 +1,20 @@
-"""Attributes service: a thin gRPC adapter over :mod:`urbanfabric.building_attributes`."""
+"""Attributes service: a thin gRPC adapter over :mod:`urbanfabric.attributes.batch`."""
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
 
-from urbanfabric import age, attributes, function
-from urbanfabric.age import AGE_CLASS_LABELS
-from urbanfabric.building_attributes import AttributeModels, predict_attributes
-from urbanfabric.config import Settings
+from urbanfabric.attributes import age, features as attributes, function
+from urbanfabric.attributes.age import AGE_CLASS_LABELS
+from urbanfabric.attributes.batch import AttributeModels, predict_attributes
+from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.function import FUNCTION_CLASSES
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.paths import model_dir
-from urbanfabric.storage import ObjectStore, parse_s3_uri
-from urbanfabric.tables import read_geoparquet
+from urbanfabric.attributes.function import FUNCTION_CLASSES
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.io.model_repository import model_dir
+from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
+from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.v1 import attributes_pb2 as pb
 from urbanfabric.v1 import attributes_pb2_grpc as pb_grpc
 

@@ -1,13 +1,13 @@
-"""Calibration service: a thin gRPC adapter over :mod:`urbanfabric.calibration`."""
+"""Calibration service: a thin gRPC adapter over :mod:`urbanfabric.imagery.calibration`."""
 
 from __future__ import annotations
 
-from urbanfabric import calibration
-from urbanfabric.config import Settings
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.layout import JobLayout
-from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
-from urbanfabric.storage import ObjectStore, parse_s3_uri
+from urbanfabric.imagery import calibration
+from urbanfabric.settings import Settings
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.io.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
+from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.v1 import calibration_pb2 as pb
 from urbanfabric.v1 import calibration_pb2_grpc as pb_grpc
 from urbanfabric.v1 import common_pb2

@@ -1,5 +1,5 @@
-"""Intensity service: a thin gRPC adapter over :mod:`urbanfabric.intensity` and
-:mod:`urbanfabric.solar`.
+"""Intensity service: a thin gRPC adapter over :mod:`urbanfabric.stock.intensity` and
+:mod:`urbanfabric.stock.solar`.
 
 Per building: point estimate and Monte-Carlo ranges of material stock and embodied carbon,
 the rooftop solar potential, and the fallbacks used. Configuration (environment):
@@ -7,7 +7,7 @@ the rooftop solar potential, and the fallbacks used. Configuration (environment)
 * ``URBANFABRIC_PVOUT``: a PVOUT GeoTIFF (kWh/kWp/day) or a TMY3 CSV used for the solar
   potential when a request gives no PVOUT; without it the GBM default (3.5) is used and
   recorded per building.
-* ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.intensity.KeyMapping` (roof /
+* ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.stock.intensity.KeyMapping` (roof /
   facade class → structure); the shipped defaults otherwise.
 """
 
@@ -18,9 +18,9 @@ import os
 import threading
 
 import numpy as np
-from urbanfabric import intensity, solar
+from urbanfabric.stock import intensity, solar
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.v1 import intensity_pb2 as pb
 from urbanfabric.v1 import intensity_pb2_grpc as pb_grpc
 

@@ -1,4 +1,4 @@
-"""Materials service: a thin gRPC adapter over :mod:`urbanfabric.materials` and :mod:`urbanfabric.explain`.
+"""Materials service: a thin gRPC adapter over :mod:`urbanfabric.materials.roofs` and :mod:`urbanfabric.materials.explain`.
 
 * ``ClassifyRoofs``: roof chips are cut here from the calibrated tiles; the roof-material (and
   optionally roof-shape) classifier runs in the KServe V2 model server, one request per
@@ -21,16 +21,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from urbanfabric import explain, materials
-from urbanfabric.clients import model_client
-from urbanfabric.config import Settings
+from urbanfabric.materials import explain, roofs as materials
+from urbanfabric.runtime.service_clients import model_client
+from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.modelclient import ModelClient
-from urbanfabric.paths import model_config, model_dir
-from urbanfabric.rasters import read_raster
-from urbanfabric.storage import ObjectStore, parse_s3_uri
-from urbanfabric.tables import read_geoparquet
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.runtime.model_client import ModelClient
+from urbanfabric.io.model_repository import model_config, model_dir
+from urbanfabric.io.rasters import read_raster
+from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
+from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.v1 import materials_pb2 as pb
 from urbanfabric.v1 import materials_pb2_grpc as pb_grpc
 
@@ -88,7 +88,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
 
     def _catalog_views(self, footprints: Any, catalog_uri: str, max_views: int) -> list[tuple[str, list[str]]]:
         """Views facing each building from a view catalog in the store (relative URIs resolved)."""
-        from urbanfabric import streetview
+        from urbanfabric.imagery import streetview
 
         text = self.store.get_bytes(parse_s3_uri(catalog_uri)[1]).decode("utf-8")
         fmt = "csv" if catalog_uri.lower().endswith(".csv") else "geojson"

@@ -2,7 +2,7 @@
 
 Run ``python -m services.modelserver --http-port 8080 --grpc-port 8081`` (see
 :mod:`services.modelserver.__main__`). :mod:`.models` holds the ``kserve.Model`` classes (also
-used in-process by ``urbanfabric.modelclient`` in EMBEDDED mode); :mod:`.server` the
+used in-process by ``urbanfabric.runtime.model_client`` in EMBEDDED mode); :mod:`.server` the
 loopback-bound ``kserve.ModelServer``.
 
 This package module deliberately imports nothing: importing ``kserve`` parses ``sys.argv``

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     # warning line per process otherwise.
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
 
-    from urbanfabric.logs import configure
+    from urbanfabric.runtime.logs import configure
 
     log = configure("modelserver")
     # One line per request from uvicorn/KServe's latency tracer is noise at INFO.

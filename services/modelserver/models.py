@@ -1,13 +1,13 @@
 """KServe models for the project's torch networks, speaking the Open Inference Protocol (V2).
 
 Every served model has one input tensor ``input`` (FP32, ``[N, 3, H, W]``, IQR-scaled 0..1 as
-:func:`urbanfabric.calibration.iqr_scale` produces it) and one output tensor ``probability``
+:func:`urbanfabric.imagery.calibration.iqr_scale` produces it) and one output tensor ``probability``
 (FP32): ``[N, H, W]`` building probability for ``footprint-unet``, ``[N, C]`` class
 probabilities for ``roof-material``. The V2 model name carries the version
 (``footprint-unet-v1``) because KServe's V2 endpoints reject the ``versions/…`` path.
 
 The same classes run inside the model server (``python -m services.modelserver``) and
-in-process (:class:`urbanfabric.modelclient.ModelClient` in EMBEDDED mode, through
+in-process (:class:`urbanfabric.runtime.model_client.ModelClient` in EMBEDDED mode, through
 :func:`infer_inline`), so the local run and the cluster run execute the same stages:
 ``load`` → ``preprocess`` → ``predict`` → ``postprocess``.
 
@@ -334,7 +334,7 @@ class RoofMaterialModel(TorchV2Model):
         """Chips must be square, of the trained size, with the trained channels.
 
         ``chip_mode`` ``context+mask`` chips carry the footprint as a fourth channel
-        (``urbanfabric.materials.ChipMode``; not imported: the model server image ships
+        (``urbanfabric.materials.roofs.ChipMode``; not imported: the model server image ships
         without the pipeline library).
         """
         size = self.config.get("chip_size")
@@ -428,8 +428,8 @@ def object_store_fetcher(uri: str, cache_dir: Path | str) -> Callable[[ModelSpec
     Args:
         uri: ``s3://<bucket>/<prefix>`` (e.g. ``s3://urbanfabric/models``); objects are read
             at ``<prefix>/<model_dir>/<version>/{config.json,model.pt}`` through
-            ``urbanfabric.storage.ObjectStore`` (endpoint and credentials from
-            ``urbanfabric.config.Settings.load()``).
+            ``urbanfabric.io.object_store.ObjectStore`` (endpoint and credentials from
+            ``urbanfabric.settings.Settings.load()``).
         cache_dir: local model repository the files are written to (pass it as ``model_dir``).
 
     Raises:
@@ -443,9 +443,9 @@ def object_store_fetcher(uri: str, cache_dir: Path | str) -> Callable[[ModelSpec
 
     def fetch(spec: ModelSpec, version_dir: Path) -> None:
         # Imported lazily: the object-store client is only needed when serving from S3.
-        from urbanfabric.config import Settings
+        from urbanfabric.settings import Settings
         from urbanfabric.errors import NotFound
-        from urbanfabric.storage import ObjectStore
+        from urbanfabric.io.object_store import ObjectStore
 
         store = ObjectStore(Settings.load())
         target = cache / spec.model_dir / spec.version

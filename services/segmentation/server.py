@@ -1,4 +1,4 @@
-"""Segmentation service: a thin gRPC adapter over :mod:`urbanfabric.segmentation`.
+"""Segmentation service: a thin gRPC adapter over :mod:`urbanfabric.footprints.segmentation`.
 
 The network runs in the model server (KServe, Open Inference Protocol V2); this service cuts
 the tile into windows, sends them in batches, blends the answers, and vectorizes.
@@ -11,19 +11,20 @@ import os
 import numpy as np
 from affine import Affine
 
-from urbanfabric import landcover, segmentation
-from urbanfabric.clients import model_client
-from urbanfabric.config import Settings
-from urbanfabric.convert import combine_from_proto, tile_from_proto, tta_from_proto
-from urbanfabric.ensemble import EnsembleCombine
+from urbanfabric.imagery import landcover
+from urbanfabric.footprints import segmentation
+from urbanfabric.runtime.service_clients import model_client
+from urbanfabric.settings import Settings
+from urbanfabric.runtime.convert import combine_from_proto, tile_from_proto, tta_from_proto
+from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.layout import JobLayout
-from urbanfabric.modelclient import ModelClient
-from urbanfabric.paths import model_config
-from urbanfabric.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
-from urbanfabric.storage import ObjectStore, gdal_env, parse_s3_uri
-from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes
+from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.runtime.model_client import ModelClient
+from urbanfabric.io.model_repository import model_config
+from urbanfabric.io.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raster
+from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri
+from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes
 from urbanfabric.v1 import common_pb2
 from urbanfabric.v1 import segmentation_pb2 as pb
 from urbanfabric.v1 import segmentation_pb2_grpc as pb_grpc

@@ -11,7 +11,7 @@ IQR-scaled 0..1) and one output ``probability`` (FP32; ``[N, H, W]`` for ``footp
 
 * **Without a service envelope** (``service_envelope`` unset): the handler reads and writes
   Open Inference Protocol (V2) bodies itself — JSON, and the binary tensor extension
-  (``Inference-Header-Content-Length``) that :class:`urbanfabric.modelclient.ModelClient`
+  (``Inference-Header-Content-Length``) that :class:`urbanfabric.runtime.model_client.ModelClient`
   sends — on ``POST /v2/models/<name>/infer`` and through TorchServe's Open Inference gRPC
   service. Outputs keep their name and shape.
 * **Under TorchServe's ``kservev2`` envelope** (what KServe's TorchServe runtime configures):

@@ -42,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from string import Template
 
-from urbanfabric.modelclient import kserve_import_guard
+from urbanfabric.runtime.model_client import kserve_import_guard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Default weights root: the versions shipped in the repository (models/<model_dir>/<version>/).

@@ -14,14 +14,14 @@ import time
 
 import geopandas as gpd
 import pandas as pd
-from urbanfabric import bus, logs
-from urbanfabric.clients import call, stub
-from urbanfabric.config import Settings
+from urbanfabric.runtime import bus, logs
+from urbanfabric.runtime.service_clients import call, stub
+from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grpc_service import DEFAULT_DEADLINES
-from urbanfabric.layout import JobLayout
-from urbanfabric.storage import ObjectStore, parse_s3_uri
-from urbanfabric.tables import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
+from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
+from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
 #: What the materials service answers for a building it could not classify (with a reason).
@@ -38,7 +38,7 @@ def function_prior(floors: int, area_m2: float) -> str:
 
     Small low buildings are taken as single-family residential (RS), the rest as multi-family
     residential (RM); non-residential (NR) needs the function classifier and is never guessed.
-    (:meth:`urbanfabric.intensity.KeyMapping.function` with its defaults, per building.)
+    (:meth:`urbanfabric.stock.intensity.KeyMapping.function` with its defaults, per building.)
     """
     return "RS" if floors <= 2 and area_m2 < 250 else "RM"
 
@@ -46,7 +46,7 @@ def function_prior(floors: int, area_m2: float) -> str:
 def rasmi_function_of(a) -> str:
     """RASMI function of one BuildingAttributes: the key the attributes service derived from
     the predicted function (residential → RS/RM by size, any other class → NR;
-    :func:`urbanfabric.function.rasmi_function`), else — no function model ran — the
+    :func:`urbanfabric.attributes.function.rasmi_function`), else — no function model ran — the
     documented size-only fallback :func:`function_prior` (RS/RM, never NR)."""
     return a.rasmi_function or function_prior(a.floors, a.footprint_area_m2)
 

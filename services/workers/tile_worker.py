@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 
-from urbanfabric import bus, logs
-from urbanfabric.clients import call, stub
-from urbanfabric.config import Settings
+from urbanfabric.runtime import bus, logs
+from urbanfabric.runtime.service_clients import call, stub
+from urbanfabric.settings import Settings
 from urbanfabric.errors import EmptyArea, InvalidInput
-from urbanfabric.grpc_service import DEFAULT_DEADLINES
-from urbanfabric.layout import JobLayout
+from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES
+from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.v1 import acquisition_pb2, calibration_pb2, segmentation_pb2, tasks_pb2
 
 #: Tiles with less imagery than this are reported EMPTY instead of being segmented.

@@ -367,7 +367,7 @@ def argparse_flags(path: Path) -> set[str]:
 def entrypoint_flags(module: str) -> set[str]:
     """Command-line flags ``python -m module`` accepts.
 
-    Services parse through ``urbanfabric.grpc_service.main_args`` (directly or via
+    Services parse through ``urbanfabric.runtime.grpc_service.main_args`` (directly or via
     ``run_service``); others define their own
     parser in the file ``python -m`` runs.
     """
@@ -413,7 +413,7 @@ def environ_reads() -> set[str]:
 
 def stub_callers() -> dict[str, set[str]]:
     """Service -> modules that build a gRPC stub for it (``stub(settings, "<service>")``)."""
-    services = set(literal_assign(ROOT / "services/lib/urbanfabric/config.py", "SERVICE_NAMES"))
+    services = set(literal_assign(ROOT / "services/lib/urbanfabric/settings.py", "SERVICE_NAMES"))
     out: dict[str, set[str]] = {}
     for path in python_sources():
         tree = ast.parse(path.read_text())

@@ -14,8 +14,8 @@ from typing import Any
 import deploy_support as ds
 import pytest
 import yaml
-from urbanfabric import config
-from urbanfabric.paths import model_dir
+from urbanfabric import settings as config
+from urbanfabric.io.model_repository import model_dir
 
 SERVICES = config.SERVICE_NAMES
 SERVE_MODEL = (ds.CHART / "files" / "serve_model.sh").read_text()
@@ -109,7 +109,7 @@ def test_every_environment_variable_is_read_by_the_code(all_docs: list[dict[str,
         names |= {e["name"] for e in c.get("env", [])}
     read = ds.environ_reads()
     addr = re.compile(r"^URBANFABRIC_([A-Z]+)_ADDR$")
-    assert 'f"URBANFABRIC_{name.upper()}_ADDR"' in (ds.ROOT / "services/lib/urbanfabric/config.py").read_text()
+    assert 'f"URBANFABRIC_{name.upper()}_ADDR"' in (ds.ROOT / "services/lib/urbanfabric/settings.py").read_text()
     prefect = None
     unknown = []
     for name in sorted(names):
@@ -133,7 +133,7 @@ def test_every_environment_variable_is_read_by_the_code(all_docs: list[dict[str,
 
 
 def test_model_protocol_is_one_the_client_knows(all_docs: list[dict[str, Any]]) -> None:
-    tree = ast.parse((ds.ROOT / "services/lib/urbanfabric/modelclient.py").read_text())
+    tree = ast.parse((ds.ROOT / "services/lib/urbanfabric/runtime/model_client.py").read_text())
     (enum,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "InferenceProtocol"]
     members = {t.id for n in enum.body if isinstance(n, ast.Assign) for t in n.targets}
     protocols = {d["data"]["URBANFABRIC_MODEL_PROTOCOL"] for d in ds.of_kind(all_docs, "ConfigMap")
@@ -142,7 +142,7 @@ def test_model_protocol_is_one_the_client_knows(all_docs: list[dict[str, Any]]) 
 
 
 def test_topics_match_the_bus(values: dict[str, Any]) -> None:
-    bus = ds.ROOT / "services/lib/urbanfabric/bus.py"
+    bus = ds.ROOT / "services/lib/urbanfabric/runtime/bus.py"
     expected = [ds.literal_assign(bus, n) for n in ("TILES", "TILE_RESULTS", "BUILDINGS", "BUILDING_RESULTS", "DLQ")]
     assert values["kafka"]["topics"]["names"] == expected
     stack = ds.literal_assign(ds.ROOT / "services/lib/urbanfabric/stack/components.py", "TOPICS")
@@ -158,7 +158,7 @@ def test_network_policy_callers_match_the_code() -> None:
                     "flows/map_area.py": "flows"}
     # User-side commands that run outside the cluster (against the local stack or a
     # port-forward), so no in-cluster network policy admits them.
-    outside = {"services/lib/urbanfabric/explain_cmd.py"}
+    outside = {"services/lib/urbanfabric/cli/explain.py"}
     from_code = {service: {component_of[m] for m in modules if m not in outside}
                  for service, modules in ds.stub_callers().items()}
     assert {k: set(v) for k, v in callers.items() if k in SERVICES} == from_code

@@ -156,7 +156,7 @@ def predictor(dev_docs: list, scratch: Path) -> Iterator[tuple[int, Path]]:
     with log.open("w") as out:
         proc = subprocess.Popen(runtime["command"], cwd=scratch, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        from urbanfabric.modelclient import InferenceProtocol, ModelClient
+        from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
         with ModelClient(InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{http}", timeout_s=5) as client:
             wait_until(lambda: client.ready("footprint-unet", "v1"), proc, log, 90)
@@ -167,7 +167,7 @@ def predictor(dev_docs: list, scratch: Path) -> Iterator[tuple[int, Path]]:
 
 def infer_through(url: str) -> np.ndarray:
     """One V2 REST inference with the client the services use (URBANFABRIC_MODEL_PROTOCOL=V2_REST)."""
-    from urbanfabric.modelclient import InferenceProtocol, ModelClient
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
     with ModelClient(InferenceProtocol.V2_REST, rest_url=url, timeout_s=30) as client:
         assert client.ready("footprint-unet", "v1")

@@ -369,7 +369,7 @@ def test_v2_rest_json_equals_in_process(servers: dict[str, Server], reference: A
 def test_model_client_v2_rest_talks_to_torchserve(servers: dict[str, Server], reference: Any) -> None:
     """The project's client (binary tensor extension) against the handler, no envelope."""
     from urbanfabric.errors import InvalidInput, NotFound
-    from urbanfabric.modelclient import InferenceProtocol, ModelClient
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
     with ModelClient(InferenceProtocol.V2_REST, rest_url=servers["native"].rest, timeout_s=60) as client:
         for model, (x, expected) in reference.items():
@@ -395,7 +395,7 @@ def test_kservev2_envelope_flattens_outputs(servers: dict[str, Server], referenc
     """Under TorchServe's kservev2 envelope: same values, output shape flattened; ModelClient fails."""
     import httpx
     from urbanfabric.errors import Unavailable
-    from urbanfabric.modelclient import InferenceProtocol, ModelClient
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
     x, expected = reference["footprint-unet"]
     name = f"footprint-unet-{VERSION}"

@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from urbanfabric.paths import SHARED_DATA
+from urbanfabric.io.model_repository import SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def stack(tmp_path_factory):
         if name == "PREFECT_API_URL" or (name.startswith("URBANFABRIC_") and name not in (
                 "URBANFABRIC_STACK_DIR", "URBANFABRIC_HOME", "URBANFABRIC_SHARED_DATA")):
             os.environ.pop(name)
-    from urbanfabric.config import Settings
+    from urbanfabric.settings import Settings
     from urbanfabric.stack.cli import main as stack_main
 
     t0 = time.time()

@@ -16,15 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rio_cogeo.cogeo import cog_validate
 
-from urbanfabric import bus
-from urbanfabric.demo import run_map_area
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.intensity import MaterialIntensityTable
-from urbanfabric.jobs import new_job_id
-from urbanfabric.layout import JobLayout
-from urbanfabric.paths import SHARED_DATA
-from urbanfabric.qa import seam_defects
-from urbanfabric.storage import ObjectStore
+from urbanfabric.runtime import bus
+from urbanfabric.cli.demo import run_map_area
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.stock.intensity import MaterialIntensityTable
+from urbanfabric.runtime.jobs import new_job_id
+from urbanfabric.io.job_layout import JobLayout
+from urbanfabric.io.model_repository import SHARED_DATA
+from urbanfabric.footprints.seams import seam_defects
+from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.v1 import tasks_pb2
 
 pytestmark = pytest.mark.e2e
@@ -204,7 +204,7 @@ def test_corrupt_imagery_fails_the_run_naming_the_image(stack, xiamen_dir, tmp_p
     published as complete, and the services stay up."""
     import shutil
 
-    from urbanfabric.clients import call, stub
+    from urbanfabric.runtime.service_clients import call, stub
     from urbanfabric.v1 import acquisition_pb2
 
     src = tmp_path / "tiles" / "18" / "217070"
@@ -232,7 +232,7 @@ def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen
     skipped with a warning naming them in the report, the other tile is still mapped."""
     import shutil
 
-    from urbanfabric.clients import call, stub
+    from urbanfabric.runtime.service_clients import call, stub
     from urbanfabric.v1 import acquisition_pb2
 
     for x in (217062, 217070):
@@ -289,7 +289,7 @@ NO_MATERIALS = {"roof_material": "", "roof_shape": "", "facade_material": ""}
 
 def _one_tile_mask(stack, models: dict) -> np.ndarray:
     """``mask.tif`` (band 0 probability ×100, band 1 the mask) of ONE_TILE mapped with ``models``."""
-    from urbanfabric.rasters import read_raster
+    from urbanfabric.io.rasters import read_raster
 
     tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
     state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models={**NO_MATERIALS, **models})

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from urbanfabric import acquisition
+from urbanfabric.imagery import acquisition
 from pathlib import Path
 
 from urbanfabric.errors import EmptyArea, InvalidInput
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.rasters import Raster, cog_bytes
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.io.rasters import Raster, cog_bytes
 
 
 def _xyz_folder(tmp_path, z=18, xs=range(217068, 217072), ys=range(112672, 112676)):

@@ -11,10 +11,11 @@ from rasterio.enums import ColorInterp
 from services.acquisition.server import AcquisitionServicer
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
-from urbanfabric import jobs, report
-from urbanfabric.convert import tile_to_proto
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.grpc_service import Registration, serve
+from urbanfabric.runtime import jobs
+from urbanfabric.outputs import report
+from urbanfabric.runtime.convert import tile_to_proto
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.runtime.grpc_service import Registration, serve
 from urbanfabric.v1 import (acquisition_pb2, acquisition_pb2_grpc, calibration_pb2, calibration_pb2_grpc,
                             common_pb2, tasks_pb2)
 

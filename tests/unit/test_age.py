@@ -11,7 +11,7 @@ import pytest
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from urbanfabric.age import (
+from urbanfabric.attributes.age import (
     AGE_CLASS_LABELS,
     AgeModel,
     age_class,
@@ -122,7 +122,7 @@ def test_balanced_weights() -> None:
 def test_shipped_age_model_loads() -> None:
     if not (SHIPPED / "meta.json").is_file():
         pytest.skip("models/building_age/v1 not built (python -m models.building_age.train)")
-    from urbanfabric.attributes import footprint_features
+    from urbanfabric.attributes.features import footprint_features
 
     m = AgeModel.load(SHIPPED)
     g = gpd.GeoDataFrame(geometry=[box(X0, Y0, X0 + 12, Y0 + 9), box(X0 + 20, Y0, X0 + 30,
@@ -133,7 +133,7 @@ def test_shipped_age_model_loads() -> None:
 
 
 def test_epoch_raster_to_stack() -> None:
-    from urbanfabric.age import gaia_value_to_year, stack_from_epoch_raster
+    from urbanfabric.attributes.age import gaia_value_to_year, stack_from_epoch_raster
 
     np.testing.assert_array_equal(gaia_value_to_year([0, 1, 34, 35]), [np.nan, 2018, 1985,
                                                                       np.nan])

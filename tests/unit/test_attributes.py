@@ -1,4 +1,4 @@
-"""Footprint features, the bagged XGBoost height model and floors (urbanfabric.attributes)."""
+"""Footprint features, the bagged XGBoost height model and floors (urbanfabric.attributes.features)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 
-import urbanfabric.attributes as attributes_module
-from urbanfabric.attributes import (
+import urbanfabric.attributes.features as attributes_module
+from urbanfabric.attributes.features import (
     FEATURE_NAMES,
     FEATURES,
     POI_CATEGORIES,
@@ -95,7 +95,7 @@ def test_neighbour_counts_and_index() -> None:
 
 def test_neighbourhood_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     import shapely
-    from urbanfabric import attributes
+    from urbanfabric.attributes import features as attributes
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 500, size=(60, 2))
@@ -383,7 +383,7 @@ def test_neighbourhood_exact_for_concave_and_multipart_shapes() -> None:
 
 
 def test_conformal_band_covers_held_out_scatter_and_survives_save(tmp_path: Path) -> None:
-    from urbanfabric.attributes import HeightModel
+    from urbanfabric.attributes.features import HeightModel
 
     rng = np.random.default_rng(0)
 

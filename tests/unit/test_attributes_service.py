@@ -9,10 +9,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import LineString, Polygon, box
-from urbanfabric.building_attributes import AttributeModels, predict_attributes
+from urbanfabric.attributes.batch import AttributeModels, predict_attributes
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.paths import model_dir
-from urbanfabric.tables import geoparquet_bytes
+from urbanfabric.io.model_repository import model_dir
+from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.v1 import attributes_pb2 as pb
 
 from services.attributes.server import AttributesServicer, height_model

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import box
-from urbanfabric.intensity import MaterialIntensityTable
-from urbanfabric.jobs import MASS_PREFIX
+from urbanfabric.stock.intensity import MaterialIntensityTable
+from urbanfabric.runtime.jobs import MASS_PREFIX
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
 from services.intensity.server import IntensityServicer

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fakes import MemoryStore, RecordingProducer
-from urbanfabric import bus
+from urbanfabric.runtime import bus
 from urbanfabric.errors import InvalidInput, Unavailable
 from urbanfabric.v1 import tasks_pb2
 

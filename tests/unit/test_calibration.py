@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from urbanfabric.calibration import band_stats, iqr_scale
+from urbanfabric.imagery.calibration import band_stats, iqr_scale
 from urbanfabric.errors import InvalidInput
 
 
@@ -41,7 +41,7 @@ def test_bad_shape_names_the_field():
 
 
 def test_area_statistics_are_exact_for_8_bit_tiles_and_stream():
-    from urbanfabric.calibration import AreaStats, area_stats
+    from urbanfabric.imagery.calibration import AreaStats, area_stats
 
     rng = np.random.default_rng(1)
     tiles = [rng.integers(0, 256, size=(3, 32, 32), dtype=np.uint8) for _ in range(5)]
@@ -63,7 +63,7 @@ def test_area_statistics_are_exact_for_8_bit_tiles_and_stream():
 
 
 def test_city_scaling_keeps_tiles_on_one_scale_while_patch_scaling_does_not():
-    from urbanfabric.calibration import BandStats, area_stats, calibrate_tile
+    from urbanfabric.imagery.calibration import BandStats, area_stats, calibrate_tile
 
     dark = np.full((1, 8, 8), 40, np.uint8)
     dark[0, :4] = 20
@@ -79,7 +79,7 @@ def test_city_scaling_keeps_tiles_on_one_scale_while_patch_scaling_does_not():
 
 
 def test_all_nodata_tile_is_a_clear_error_naming_the_tile():
-    from urbanfabric.calibration import calibrate_tile
+    from urbanfabric.imagery.calibration import calibrate_tile
 
     with pytest.raises(InvalidInput) as err:
         calibrate_tile(np.zeros((3, 16, 16), np.uint8), "WebMercatorQuad-16-1-2", nodata=0)
@@ -92,7 +92,7 @@ def test_all_nodata_tile_is_a_clear_error_naming_the_tile():
 def test_coregistration_recovers_a_known_shift_on_a_real_tile(xiamen_dir):
     from PIL import Image
 
-    from urbanfabric.coregistration import align_label, estimate_shift
+    from models.common.coregistration import align_label, estimate_shift
 
     # A validation tile with clear building edges. The method is not this reliable on every
     # tile: bench/coregistration_check.py measures it over the validation split.
@@ -113,7 +113,7 @@ def test_coregistration_recovers_a_known_shift_on_a_real_tile(xiamen_dir):
 
 
 def test_coregister_keeps_the_label_when_the_peak_is_on_the_search_border():
-    from urbanfabric.coregistration import coregister
+    from models.common.coregistration import coregister
 
     rng = np.random.default_rng(3)
     label = np.zeros((64, 64), np.uint8)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from urbanfabric.ensemble import EnsembleCombine, combine, ensemble_mean, ensemble_vote, mean_probability
+from urbanfabric.footprints.ensemble import (
+    EnsembleCombine,
+    combine,
+    ensemble_mean,
+    ensemble_vote,
+    mean_probability,
+)
 from urbanfabric.errors import InvalidInput
 
 A = np.array([[0.9, 0.9, 0.1]], np.float32)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from urbanfabric.ensemble import EnsembleCombine
+from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput, parse_choice
-from urbanfabric.materials import ChipMode
-from urbanfabric.tta import TTA
+from urbanfabric.materials.roofs import ChipMode
+from urbanfabric.footprints.tta import TTA
 
 
 def test_names_are_read_loosely_and_members_pass_through() -> None:

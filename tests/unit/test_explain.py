@@ -1,4 +1,4 @@
-"""Unit tests of urbanfabric.explain: the heatmaps must point at the evidence.
+"""Unit tests of urbanfabric.materials.explain: the heatmaps must point at the evidence.
 
 A tiny CNN is trained for a few seconds to tell chips with a bright textured square (class 1)
 from plain noise (class 0). For each method, occluding the window the heatmap scores highest
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from urbanfabric import explain as E
+from urbanfabric.materials import explain as E
 from urbanfabric.errors import InvalidInput
 
 torch.set_num_threads(1)
@@ -203,7 +203,7 @@ def test_shipped_roof_model_grad_cam_deletion() -> None:
 
 
 def test_cli_explains_an_image_file(tmp_path) -> None:
-    from urbanfabric.cli import main
+    from urbanfabric.cli.main import main
 
     img = tmp_path / "roof.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(img)
@@ -223,7 +223,7 @@ def test_cli_explains_an_image_file(tmp_path) -> None:
 def test_cli_folder_with_a_labels_file_and_a_split(tmp_path) -> None:
     import json
 
-    from urbanfabric.cli import main
+    from urbanfabric.cli.main import main
 
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.png", "c.png"):

@@ -5,8 +5,8 @@ import pytest
 from shapely.geometry import box
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.footprints import clip_to_area, load_footprints
-from urbanfabric.tables import geoparquet_bytes
+from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints
+from urbanfabric.io.geoparquet import geoparquet_bytes
 
 
 def _frame():

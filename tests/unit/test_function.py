@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import LineString, Point, Polygon, box
-from urbanfabric.attributes import footprint_features, prepare_footprints
+from urbanfabric.attributes.features import footprint_features, prepare_footprints
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.function import (
+from urbanfabric.attributes.function import (
     FUNCTION_CLASSES,
     FunctionMapping,
     FunctionModel,
@@ -173,8 +173,8 @@ def test_shipped_model_predicts_probabilities():
 
 
 def test_height_model_rejects_impossible_labels_and_clean_heights_counts_them():
-    from urbanfabric.attributes import HeightModel
-    from urbanfabric.heights import clean_heights
+    from urbanfabric.attributes.features import HeightModel
+    from urbanfabric.attributes.measured_heights import clean_heights
 
     gdf, _ = _synthetic(3)
     X = footprint_features(gdf)

@@ -1,7 +1,7 @@
 import pytest
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grid import tiles_for_area
+from urbanfabric.imagery.tiles import tiles_for_area
 
 
 def test_tiles_cover_area_with_stable_ids():
@@ -21,7 +21,7 @@ def test_bad_area_is_rejected_naming_area(bbox):
 
 
 def test_cells_that_only_touch_the_area_are_left_out():
-    from urbanfabric.demo import SAMPLE_AREA
+    from urbanfabric.cli.demo import SAMPLE_AREA
 
     tiles = tiles_for_area((SAMPLE_AREA["west"], SAMPLE_AREA["south"], SAMPLE_AREA["east"], SAMPLE_AREA["north"]))
     assert len(tiles) == 4
@@ -35,7 +35,7 @@ def test_settlement_polygons_keep_only_the_cells_they_touch(tmp_path):
     import geopandas as gpd
     from shapely.geometry import Point
 
-    from urbanfabric.settlement import SettlementMask, filter_settled
+    from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 
     tiles = _four_tiles()
     # A 30 m settlement around a point inside the first cell, stored as a GeoJSON in UTM 50N.
@@ -54,7 +54,7 @@ def test_one_settled_raster_pixel_keeps_the_whole_cell(tmp_path):
     import rasterio
     from rasterio.transform import from_bounds
 
-    from urbanfabric.settlement import SettlementMask, filter_settled
+    from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 
     tiles = _four_tiles()
     # A coarse GUF-like raster (EPSG:4326, 0.001° pixels) over the four cells, built-up = 255.

@@ -1,4 +1,4 @@
-"""COG grids and district tables of the buildings table (urbanfabric.grids)."""
+"""COG grids and district tables of the buildings table (urbanfabric.outputs.grids)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box
 from urbanfabric.errors import InvalidInput
-from urbanfabric.grids import (
+from urbanfabric.outputs.grids import (
     district_table,
     grid_key,
     grid_layers,

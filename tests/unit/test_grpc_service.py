@@ -10,8 +10,8 @@ from rasterio.crs import CRS
 
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
-from urbanfabric.grpc_service import Registration, serve
-from urbanfabric.rasters import Raster, cog_bytes, read_raster
+from urbanfabric.runtime.grpc_service import Registration, serve
+from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
 from urbanfabric.v1 import calibration_pb2, calibration_pb2_grpc, common_pb2
 
 

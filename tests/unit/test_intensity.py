@@ -1,4 +1,4 @@
-"""Material stock and embodied carbon (urbanfabric.intensity)."""
+"""Material stock and embodied carbon (urbanfabric.stock.intensity)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from urbanfabric.errors import InvalidInput
-from urbanfabric.intensity import (
+from urbanfabric.stock.intensity import (
     MaterialIntensityTable,
     default_table,
     estimate_stock,
@@ -123,7 +123,7 @@ def test_structure_from_roof() -> None:
 
 # --------------------------------------------------------------------------- Monte-Carlo
 
-from urbanfabric.intensity import (
+from urbanfabric.stock.intensity import (
     FALLBACKS,
     GLOBAL_REGION,
     LEVELS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from urbanfabric.intensity import MaterialIntensityTable
-from urbanfabric.paths import SHARED_DATA
+from urbanfabric.stock.intensity import MaterialIntensityTable
+from urbanfabric.io.model_repository import SHARED_DATA
 
 from models.material_intensity import build
 

@@ -2,8 +2,8 @@ import math
 import re
 
 import pytest
-from urbanfabric.intensity import default_table
-from urbanfabric.solar import ConstantPvout
+from urbanfabric.stock.intensity import default_table
+from urbanfabric.stock.solar import ConstantPvout
 from urbanfabric.v1 import intensity_pb2 as pb
 
 from services.intensity.server import IntensityServicer
@@ -105,7 +105,7 @@ def test_bad_inputs_are_rejected_naming_the_field(kw, field):
 def test_heeren_fishman_source():
     b = IntensityServicer().EstimateStock(_req(buildings=[_one()], intensity_source="heeren-fishman"),
                                           _Ctx()).buildings[0]
-    from urbanfabric.intensity import MaterialIntensityTable
+    from urbanfabric.stock.intensity import MaterialIntensityTable
 
     mi = MaterialIntensityTable.load(source="heeren-fishman").intensity("RM", "C", "ASIA_CHN")["p50"]
     conc = next(m for m in b.masses if m.material == "concrete")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from urbanfabric.paths import SHARED_DATA
+from urbanfabric.io.model_repository import SHARED_DATA
 
 from models.material_intensity import validate
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from urbanfabric import jobs
+from urbanfabric.runtime import jobs
 from urbanfabric.errors import EmptyArea, InvalidInput
 
 
@@ -48,7 +48,7 @@ def test_summary_totals():
 
 
 def test_tile_tasks_carry_the_segmentation_choices():
-    from urbanfabric.grid import tiles_for_area
+    from urbanfabric.imagery.tiles import tiles_for_area
     from urbanfabric.v1 import common_pb2
 
     tiles = tiles_for_area((118.08, 24.47, 118.09, 24.48))

@@ -1,4 +1,4 @@
-"""urbanfabric.landcover: class schemes and land-cover rasters read onto a tile grid."""
+"""urbanfabric.imagery.landcover: class schemes and land-cover rasters read onto a tile grid."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import rasterio
 from affine import Affine
 from urbanfabric.errors import InvalidInput
-from urbanfabric.landcover import SCHEMES, Grid, check, parse_classes, read_onto
-from urbanfabric.segmentation import LANDCOVER_RURAL_EXCLUDE, LANDCOVER_URBAN_EXCLUDE
+from urbanfabric.imagery.landcover import SCHEMES, Grid, check, parse_classes, read_onto
+from urbanfabric.footprints.segmentation import LANDCOVER_RURAL_EXCLUDE, LANDCOVER_URBAN_EXCLUDE
 
 
 def test_schemes_speak_the_rule_vocabulary() -> None:

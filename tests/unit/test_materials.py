@@ -1,4 +1,4 @@
-"""Unit tests of urbanfabric.materials: roof chips, the BBR mapping, decoding."""
+"""Unit tests of urbanfabric.materials.roofs: roof chips, the BBR mapping, decoding."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from shapely.geometry import Polygon, box
 from urbanfabric.errors import InvalidInput
-from urbanfabric.materials import (
+from urbanfabric.materials.roofs import (
     BBR_OTHER_CODE,
     ChipMode,
     RoofPrediction,

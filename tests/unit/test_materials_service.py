@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box
-from urbanfabric import materials
+from urbanfabric.materials import roofs as materials
 from urbanfabric.errors import NotFound
-from urbanfabric.rasters import Raster, cog_bytes
-from urbanfabric.tables import geoparquet_bytes
+from urbanfabric.io.rasters import Raster, cog_bytes
+from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.v1 import common_pb2 as common
 from urbanfabric.v1 import materials_pb2 as pb
 
@@ -303,11 +303,11 @@ def test_model_server_serves_calibrated_probabilities(tmp_path, multi_label: boo
 
 def test_cli_explains_a_jobs_buildings_through_the_rpc(monkeypatch, tmp_path) -> None:
     """`urbanfabric explain --job`: batch footprints + ARD tiles of the job → Explain per building."""
-    import urbanfabric.clients
-    import urbanfabric.config
-    import urbanfabric.storage
-    from urbanfabric.explain_cmd import explain_job
-    from urbanfabric.layout import JobLayout
+    import urbanfabric.runtime.service_clients
+    import urbanfabric.settings
+    import urbanfabric.io.object_store
+    from urbanfabric.cli.explain import explain_job
+    from urbanfabric.io.job_layout import JobLayout
 
     svc, store, _ = _svc()
     layout = JobLayout("job1")
@@ -320,11 +320,11 @@ def test_cli_explains_a_jobs_buildings_through_the_rpc(monkeypatch, tmp_path) ->
         def Explain(self, request, timeout=None):  # noqa: N802 - gRPC method name
             return svc.Explain(request, Ctx())
 
-    monkeypatch.setattr(urbanfabric.config.Settings, "load", classmethod(lambda cls: None))
-    monkeypatch.setattr(urbanfabric.storage, "ObjectStore", lambda settings: store)
-    monkeypatch.setattr(urbanfabric.clients, "stub", lambda settings, name: Stub())
-    monkeypatch.setattr(urbanfabric.clients, "call", lambda method, req, timeout: method(req, timeout=timeout))
-    from urbanfabric import explain as E
+    monkeypatch.setattr(urbanfabric.settings.Settings, "load", classmethod(lambda cls: None))
+    monkeypatch.setattr(urbanfabric.io.object_store, "ObjectStore", lambda settings: store)
+    monkeypatch.setattr(urbanfabric.runtime.service_clients, "stub", lambda settings, name: Stub())
+    monkeypatch.setattr(urbanfabric.runtime.service_clients, "call", lambda method, req, timeout: method(req, timeout=timeout))
+    from urbanfabric.materials import explain as E
 
     files = explain_job("job1", ["in", "outside"], 5, "roof-material:v1", [E.Method.GRAD_CAM], "", "b", tmp_path)
     assert sorted(f.name for f in files) == ["in.json", "in_chip.png", "in_gradcam.png"]  # "outside": no imagery

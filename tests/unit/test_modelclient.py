@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
-from urbanfabric.modelclient import InferenceProtocol, ModelClient
+from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
 REPO = Path(__file__).resolve().parents[2]
 THIS_MODULE = "tests.unit.test_modelclient"
@@ -222,7 +222,7 @@ def test_missing_weights_are_logged_not_fatal(server) -> None:
 
 
 def test_parse_specs() -> None:
-    from urbanfabric.modelclient import kserve_import_guard
+    from urbanfabric.runtime.model_client import kserve_import_guard
 
     with kserve_import_guard():  # importing kserve parses sys.argv (pytest's here)
         from services.modelserver.models import parse_specs
@@ -239,9 +239,9 @@ def test_parse_specs() -> None:
 
 
 def test_weights_fetched_from_object_store(model_repo: Path, tmp_path: Path, monkeypatch) -> None:
-    import urbanfabric.storage as storage
+    import urbanfabric.io.object_store as storage
 
-    from urbanfabric.modelclient import kserve_import_guard
+    from urbanfabric.runtime.model_client import kserve_import_guard
 
     with kserve_import_guard():
         from services.modelserver.models import load_models, object_store_fetcher, parse_specs

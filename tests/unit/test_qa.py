@@ -1,4 +1,4 @@
-"""Seam checks on footprints across tile borders (urbanfabric.qa)."""
+"""Seam checks on footprints across tile borders (urbanfabric.footprints.seams)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from pyproj import Transformer
 from shapely import box
 
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.qa import internal_borders, seam_defects
-from urbanfabric.segmentation import merge_seams
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.footprints.seams import internal_borders, seam_defects
+from urbanfabric.footprints.segmentation import merge_seams
 
 # Two neighbouring zoom-16 cells of the Xiamen sample area.
 TILES = tiles_for_area((118.0976, 24.4822, 118.1084, 24.4870))
@@ -58,7 +58,7 @@ def test_neighbours_apart_and_buildings_away_from_borders_pass():
 def test_border_agreement_compares_facing_edges_and_skips_nodata():
     import numpy as np
 
-    from urbanfabric.qa import border_agreement
+    from urbanfabric.footprints.seams import border_agreement
 
     a = np.zeros((2, 4, 4), np.uint8)
     b = np.zeros((2, 4, 4), np.uint8)

@@ -1,4 +1,4 @@
-"""COG encode/decode helpers (urbanfabric.rasters)."""
+"""COG encode/decode helpers (urbanfabric.io.rasters)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from urbanfabric.rasters import Raster, cog_bytes, read_raster
+from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
 
 
 def test_a_preview_read_keeps_the_footprint_and_averages_pixels():

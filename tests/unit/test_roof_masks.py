@@ -86,7 +86,7 @@ def test_four_channel_lite0_starts_as_the_rgb_net_and_round_trips(tmp_path: Path
 
 
 def test_four_channel_models_are_explainable() -> None:
-    from urbanfabric import explain as E
+    from urbanfabric.materials import explain as E
 
     model = build_classifier("efficientnet_lite0", 3, in_channels=4).eval()
     chip = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)

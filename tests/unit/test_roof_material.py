@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from urbanfabric.materials import RoofTaxonomy, decode
+from urbanfabric.materials.roofs import RoofTaxonomy, decode
 
 from models.roof_material.model import build_model, load_model, predict_proba, save_model
 from models.roof_material.train import class_weights

@@ -16,10 +16,11 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from urbanfabric import acquisition, scenes, stac
+from urbanfabric.imagery import acquisition, scenes
+from urbanfabric.io import stac
 from urbanfabric.errors import EmptyArea, InvalidInput
-from urbanfabric.grid import tiles_for_area
-from urbanfabric.scenes import SceneFilter
+from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.imagery.scenes import SceneFilter
 
 UTM = 32650
 #: A 1.2 km square scene in UTM 50N over Xiamen, at 10 m (120 px), centred on grid cell

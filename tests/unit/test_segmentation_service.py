@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from affine import Affine
-from urbanfabric.rasters import Raster, cog_bytes, read_raster
-from urbanfabric.tables import read_geoparquet
+from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
+from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.v1 import segmentation_pb2 as pb
 
 from services.segmentation.server import SegmentationServicer, model_threshold
@@ -104,8 +104,8 @@ def test_ensemble_mean_cuts_the_mean_probability(threshold, want):
 
 
 def test_every_ensemble_combine_travels_in_the_proto():
-    from urbanfabric.convert import combine_from_proto, combine_to_proto
-    from urbanfabric.ensemble import EnsembleCombine
+    from urbanfabric.runtime.convert import combine_from_proto, combine_to_proto
+    from urbanfabric.footprints.ensemble import EnsembleCombine
 
     for how in EnsembleCombine:
         assert combine_from_proto(combine_to_proto(how)) is how
@@ -125,7 +125,7 @@ def test_model_threshold_reads_output_threshold():
 
 
 def test_model_threshold_follows_the_tta_it_was_chosen_under(monkeypatch):
-    from urbanfabric.tta import TTA
+    from urbanfabric.footprints.tta import TTA
 
     import services.segmentation.server as server
 
@@ -182,8 +182,8 @@ def test_tta_predicts_each_window_under_every_view():
 
 
 def test_every_tta_choice_travels_in_the_proto():
-    from urbanfabric.convert import tta_from_proto, tta_to_proto
-    from urbanfabric.tta import TTA
+    from urbanfabric.runtime.convert import tta_from_proto, tta_to_proto
+    from urbanfabric.footprints.tta import TTA
 
     for tta in TTA:
         assert tta_from_proto(tta_to_proto(tta)) is tta

@@ -1,4 +1,4 @@
-"""Rooftop solar potential (urbanfabric.solar), checked against a direct pvlib computation."""
+"""Rooftop solar potential (urbanfabric.stock.solar), checked against a direct pvlib computation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 from urbanfabric.errors import InvalidInput
-from urbanfabric.paths import SHARED_DATA
-from urbanfabric.rasters import Raster
-from urbanfabric.solar import (
+from urbanfabric.io.model_repository import SHARED_DATA
+from urbanfabric.io.rasters import Raster
+from urbanfabric.stock.solar import (
     ConstantPvout,
     RasterPvout,
     SolarOptions,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from urbanfabric.config import SERVICE_NAMES, Settings, service_env_var
+from urbanfabric.settings import SERVICE_NAMES, Settings, service_env_var
 from urbanfabric.stack import COMPONENTS, TOPICS, Component, NotReady, Stack, StackError
 from urbanfabric.stack.cli import main
 from urbanfabric.stack.components import tansu_binary, weed_binary
@@ -49,7 +49,7 @@ def test_cycles_and_unknown_dependencies_are_rejected(tmp_path: Path) -> None:
 
 
 def test_topics_match_the_bus() -> None:
-    bus = pytest.importorskip("urbanfabric.bus")
+    bus = pytest.importorskip("urbanfabric.runtime.bus")
     assert set(TOPICS) == {bus.TILES, bus.TILE_RESULTS, bus.BUILDINGS, bus.BUILDING_RESULTS, bus.DLQ}
 
 

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from urbanfabric.config import Settings
+from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.stack import Stack
 from urbanfabric.stack.components import weed_binary
 from urbanfabric.stack.procs import free_ports
-from urbanfabric.storage import ObjectStore, arrow_filesystem, arrow_path, gdal_env, parse_s3_uri, s3_uri
+from urbanfabric.io.object_store import (
+    ObjectStore,
+    arrow_filesystem,
+    arrow_path,
+    gdal_env,
+    parse_s3_uri,
+    s3_uri,
+)
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="SeaweedFS 'weed' binary not installed")
 

@@ -12,7 +12,13 @@ import pytest
 from shapely.geometry import Point, box
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.streetview import LocalCatalog, MapillaryV4, StreetViewSource, signed_angle, views_for_buildings
+from urbanfabric.imagery.streetview import (
+    LocalCatalog,
+    MapillaryV4,
+    StreetViewSource,
+    signed_angle,
+    views_for_buildings,
+)
 
 UTM = "EPSG:32650"
 CX, CY = 611_500.0, 2_707_700.0  # a 20 m square building in Xiamen (UTM 50N)

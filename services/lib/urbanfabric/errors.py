@@ -1,6 +1,6 @@
 """Small, documented exceptions shared by the core stages.
 
-Services map them to gRPC status codes in one place (``urbanfabric.grpc_service``):
+Services map them to gRPC status codes in one place (``urbanfabric.runtime.grpc_service``):
 ``InvalidInput`` → INVALID_ARGUMENT, ``NotFound`` → NOT_FOUND, ``Unavailable`` → UNAVAILABLE.
 :func:`parse_choice` turns a user's name for a choice into its enum member or an ``InvalidInput``.
 """

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from urbanfabric.config import SERVICE_NAMES, Settings
+from urbanfabric.settings import SERVICE_NAMES, Settings
 
 LOCALHOST = "127.0.0.1"
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from urbanfabric.config import SERVICE_NAMES
+from urbanfabric.settings import SERVICE_NAMES
 from urbanfabric.stack.component import LOCALHOST, Component, StackContext
 from urbanfabric.stack.health import (
     alive_for,
@@ -161,7 +161,7 @@ def _weed_buckets(ctx: StackContext) -> None:
     import time
 
     from urbanfabric.stack.component import NotReady
-    from urbanfabric.storage import ObjectStore
+    from urbanfabric.io.object_store import ObjectStore
 
     store = ObjectStore(ctx.settings)
     for bucket in (ctx.bucket, TANSU_BUCKET):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from urbanfabric import config
+from urbanfabric import settings as config
 from urbanfabric.stack import procs
 from urbanfabric.stack.component import Component, NotReady, ProcInfo, StackContext
 from urbanfabric.stack.components import COMPONENTS
@@ -120,7 +120,7 @@ class Stack:
 
     Args:
         root: Repository root the Python components run from; default
-            :func:`urbanfabric.config.repo_root`.
+            :func:`urbanfabric.settings.repo_root`.
         stack_dir: State/data/log directory; default ``$URBANFABRIC_STACK_DIR`` or
             ``<root>/.stack``.
         components: The component list; default :data:`COMPONENTS`.
@@ -272,7 +272,7 @@ class Stack:
     # -- environment -----------------------------------------------------------------------
     def child_env(self, ctx: StackContext, comp: Component) -> dict[str, str]:
         """The environment of ``comp``: inherited, plus the stack's addresses and keys."""
-        from urbanfabric.storage import aws_environ
+        from urbanfabric.io.object_store import aws_environ
 
         settings = ctx.settings
         env = dict(os.environ)

@@ -1,0 +1,128 @@
+"""All building attributes for one batch of footprints: the core of the attributes service.
+
+Order (issue 5): repair / reject bad footprints (:func:`attributes.prepare_footprints`) →
+features once (:func:`attributes.footprint_features`) → height with its p05/p95 band
+(:class:`attributes.HeightModel`) → function with class probabilities
+(:class:`function.FunctionModel`) → floors from height with the storey height of the
+predicted function (:func:`function.floors_for_function`) → construction year with its band
+and the CMAB age class with probabilities (:class:`age.AgeModel`).
+
+The function and age models are optional: without one the columns are empty strings / NaN and
+floors use 3 m storeys — never zeros standing in for "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel
+from urbanfabric.attributes.features import HeightModel, footprint_features, prepare_footprints
+from urbanfabric.errors import InvalidInput
+from urbanfabric.attributes.function import (
+    FUNCTION_CLASSES,
+    UNKNOWN,
+    FunctionModel,
+    floors_for_function,
+    rasmi_function,
+    storey_heights,
+)
+
+#: Columns of :func:`predict_attributes`' table (besides the input index).
+COLUMNS: tuple[str, ...] = (
+    "footprint_area_m2", "height_m", "height_p05", "height_p95", "function",
+    "function_probability", *(f"p_function_{c}" for c in FUNCTION_CLASSES), "storey_height_m",
+    "floors", "rasmi_function", "year_built", "year_built_p05", "year_built_p95", "age_class",
+    "age_class_probability", *(f"p_age_{k}" for k in range(len(AGE_CLASS_LABELS))),
+)
+
+
+@dataclass
+class AttributeModels:
+    """The models one prediction uses; ``names`` records ``name:version`` of each."""
+
+    height: HeightModel
+    function: FunctionModel | None = None
+    age: AgeModel | None = None
+    names: tuple[str, ...] = ()
+
+
+def predict_attributes(
+    footprints: gpd.GeoDataFrame,
+    models: AttributeModels,
+    *,
+    storey_height_m: float | None = None,
+    storey_table: Mapping[str, float] | None = None,
+    default_crs: Any = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predict every attribute of every usable footprint.
+
+    Args:
+        footprints: (Multi)Polygons in any CRS; bad rows are repaired or dropped and counted.
+        models: height (required), function and age (optional) models.
+        storey_height_m: one storey height for every building (overrides the per-function
+            table); ``None`` or 0 uses the table.
+        storey_table: per-function storey heights over
+            :data:`urbanfabric.attributes.function.DEFAULT_STOREY_HEIGHT_M`.
+        default_crs: CRS assumed for input without one (else InvalidInput).
+
+    Returns:
+        ``(table, report)``: one row per kept footprint (its input index), columns COLUMNS;
+        ``report`` is :func:`prepare_footprints`' report plus ``models``.
+
+    Raises:
+        InvalidInput: ``storey_height_m`` < 0, or the input cannot be read as footprints.
+    """
+    if storey_height_m is not None and storey_height_m < 0:
+        raise InvalidInput("storey_height_m", f"must be >= 0, got {storey_height_m}")
+    kept, report = prepare_footprints(footprints, default_crs=default_crs)
+    report["models"] = list(models.names)
+    n = len(kept)
+    out = pd.DataFrame(index=kept.index, columns=list(COLUMNS))
+    if n == 0:
+        return out, report
+    X = footprint_features(kept)
+    h, lo, hi = models.height.predict(X)
+    out["footprint_area_m2"] = X["area_m2"].to_numpy()
+    out["height_m"], out["height_p05"], out["height_p95"] = h, lo, hi
+    func = np.full(n, UNKNOWN, dtype=object)
+    fprob = np.full(n, np.nan)
+    proba = np.full((n, len(FUNCTION_CLASSES)), np.nan)
+    if models.function is not None:
+        proba = models.function.predict_proba(X)
+        k = proba.argmax(axis=1)
+        func = np.asarray(FUNCTION_CLASSES, dtype=object)[k]
+        fprob = proba[np.arange(n), k]
+    out["function"] = func
+    out["function_probability"] = fprob
+    for j, c in enumerate(FUNCTION_CLASSES):
+        out[f"p_function_{c}"] = proba[:, j]
+    if storey_height_m:
+        table = {c: float(storey_height_m) for c in (*FUNCTION_CLASSES, UNKNOWN)}
+    else:
+        table = dict(storey_table or {})
+    out["storey_height_m"] = storey_heights(func, table)
+    out["floors"] = floors_for_function(h, func, table)
+    out["rasmi_function"] = np.where(
+        func == UNKNOWN, "", rasmi_function(func, out["floors"].to_numpy(), X["area_m2"].to_numpy()))
+    yr = np.full((3, n), np.nan)
+    cls = np.full(n, "", dtype=object)
+    cprob = np.full(n, np.nan)
+    aproba = np.full((n, len(AGE_CLASS_LABELS)), np.nan)
+    if models.age is not None:
+        mean, ylo, yhi, aproba = models.age.predict(X)
+        yr = np.stack([mean, ylo, yhi])
+        k = aproba.argmax(axis=1)
+        cls = np.asarray(AGE_CLASS_LABELS, dtype=object)[k]
+        cprob = aproba[np.arange(n), k]
+    out["year_built"], out["year_built_p05"], out["year_built_p95"] = yr
+    out["age_class"] = cls
+    out["age_class_probability"] = cprob
+    for j in range(len(AGE_CLASS_LABELS)):
+        out[f"p_age_{j}"] = aproba[:, j]
+    return out, report

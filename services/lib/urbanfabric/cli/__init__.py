@@ -1,0 +1,1 @@
+"""The ``urbanfabric`` command: map an area, export, explain, the demo and the local stack."""
