@@ -28,7 +28,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric.attributes import age, features as attributes, function
+from urbanfabric.attributes import age, features, function, height
 from urbanfabric.io.model_repository import SHARED_DATA
 
 from bench._util import peak_rss_mib, save
@@ -77,7 +77,7 @@ def main() -> None:
     load_before = os.getloadavg()
     base = gpd.read_file(SHARED_DATA / "age/boulder/boulder_buildings.gpkg")
     frame = replicate(base[["geometry"]], args.n)
-    height = attributes.HeightModel.load(REPO / "models/height_xgb/v1")
+    height = height.HeightModel.load(REPO / "models/height_xgb/v1")
     func = function.FunctionModel.load(REPO / "models/building_function/v1")
     age_model = age.AgeModel.load(REPO / "models/building_age/v1")
     for b in (*height.members, func.booster, *age_model.members, age_model.classifier):
@@ -87,9 +87,9 @@ def main() -> None:
     for i in range(0, len(frame), args.batch):
         part = frame.iloc[i : i + args.batch]
         t0 = time.perf_counter()
-        part, _ = attributes.prepare_footprints(part)
+        part, _ = features.prepare_footprints(part)
         t1 = time.perf_counter()
-        feats = attributes.footprint_features(part)
+        feats = features.footprint_features(part)
         t2 = time.perf_counter()
         h, _, _ = height.predict(feats)
         t3 = time.perf_counter()
@@ -108,12 +108,12 @@ def main() -> None:
     t0 = time.perf_counter()
     naive_features(sample)
     t_nf = time.perf_counter() - t0
-    feats_small = attributes.footprint_features(sample)
+    feats_small = features.footprint_features(sample)
     t0 = time.perf_counter()
     naive_predictions(feats_small, height, func, age_model)
     t_np = time.perf_counter() - t0
     t0 = time.perf_counter()
-    attributes.footprint_features(sample)
+    features.footprint_features(sample)
     t_vec_small = time.perf_counter() - t0
     per_building = (t_nf + t_np) / args.naive
     save("attributes", {

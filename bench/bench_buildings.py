@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench._util import peak_rss_mib, save  # noqa: E402
-from urbanfabric.attributes import features as attributes  # noqa: E402
+from urbanfabric.attributes import features, height  # noqa: E402
 from urbanfabric.stock import intensity  # noqa: E402
 from urbanfabric.io.model_repository import SHARED_DATA, model_dir  # noqa: E402
 
@@ -47,16 +47,16 @@ def main() -> None:
     raw = json.loads((SHARED_DATA / "footprints/xiamen-z18/buildings.json").read_text())
     base = gpd.GeoDataFrame.from_features(raw["features"] if "features" in raw else raw, crs="EPSG:4326")
     frame = replicate(base, args.n)
-    model = attributes.HeightModel.load(model_dir("height-xgb", "v1"))
+    model = height.HeightModel.load(model_dir("height-xgb", "v1"))
     table = intensity.default_table()
     t = {"features": 0.0, "height": 0.0, "stock": 0.0}
     for i in range(0, len(frame), args.batch):
         part = frame.iloc[i : i + args.batch]
         t0 = time.perf_counter()
-        feats = attributes.footprint_features(part)
+        feats = features.footprint_features(part)
         t1 = time.perf_counter()
         h, lo, hi = model.predict(feats)
-        floors = attributes.floors_from_height(h)
+        floors = height.floors_from_height(h)
         t2 = time.perf_counter()
         gfa = intensity.gfa(feats["area_m2"].to_numpy(), floors)
         table.estimate_stock(gfa, np.where(floors <= 2, "RS", "RM"), "C", "ASIA_CHN")

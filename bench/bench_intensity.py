@@ -35,8 +35,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
 
 import geopandas as gpd
 import numpy as np
-from urbanfabric.attributes import features as attributes
-from urbanfabric.stock.intensity import LEVELS, MaterialIntensityTable, StockOptions, default_table
+from urbanfabric.attributes import features, height
+from urbanfabric.stock.vocabulary import LEVELS
+from urbanfabric.stock.intensity import MaterialIntensityTable, default_table
+from urbanfabric.stock.monte_carlo import StockOptions
 from urbanfabric.io.model_repository import SHARED_DATA, model_dir
 
 from bench._util import peak_rss_mib, save
@@ -50,8 +52,8 @@ def real_inputs() -> dict[str, np.ndarray]:
     frame = gpd.GeoDataFrame.from_features(raw["features"] if isinstance(raw, dict) else raw,
                                            crs="EPSG:4326")
     frame = frame.to_crs(frame.estimate_utm_crs())
-    feats = attributes.footprint_features(frame)
-    h, lo, hi = attributes.HeightModel.load(model_dir("height-xgb", "v1")).predict(feats)
+    feats = features.footprint_features(frame)
+    h, lo, hi = height.HeightModel.load(model_dir("height-xgb", "v1")).predict(feats)
     return {"area": feats["area_m2"].to_numpy(), "h": np.asarray(h), "lo": np.asarray(lo),
             "hi": np.asarray(hi)}
 
@@ -63,7 +65,7 @@ def replicate(base: dict[str, np.ndarray], n: int, seed: int = 0) -> dict[str, n
     area = base["area"][pick] * rng.lognormal(0, 0.1, n)
     scale = rng.lognormal(0, 0.1, n)  # one factor for height and band: keeps the band shape
     h, lo, hi = (base[k][pick] * scale for k in ("h", "lo", "hi"))
-    floors = attributes.floors_from_height(h).astype(np.float64)
+    floors = height.floors_from_height(h).astype(np.float64)
     func = np.where((floors <= 2) & (area < 250), "RS", "RM").astype(object)
     struct = rng.choice(np.array(["C", "M", "S", "T"], dtype=object), n)
     return {"area": area, "h": h, "lo": lo, "hi": hi, "floors": floors, "function": func,

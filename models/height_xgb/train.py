@@ -41,12 +41,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from urbanfabric.attributes.features import (
-    V1_FEATURE_NAMES,
-    HeightModel,
-    floors_from_height,
-    footprint_features,
-)
+from urbanfabric.attributes.features import V1_FEATURE_NAMES, footprint_features
+from urbanfabric.attributes.height import HeightModel, floors_from_height
 from urbanfabric.attributes.measured_heights import (
     clean_heights,
     load_cityjson,
@@ -388,7 +384,7 @@ Inputs: {len(metrics['features'])} features of `urbanfabric.attributes.features.
 (listed in `meta.json`; definitions in that module's table) — footprint morphology,
 neighbourhood counts and areas at 50/100/200 m, adjacency, relative size{extra_feats} —
 computed the same way in training and in the pipeline.
-Code: `urbanfabric.attributes.features.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
+Code: `urbanfabric.attributes.height.HeightModel`. Files: `member_XX.json` (XGBoost JSON,
 {member_bytes / 1e6:.2f} MB in all), `meta.json` (feature names, parameters, format version),
 `metrics.json` (everything below, machine-readable).
 

@@ -46,7 +46,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from urbanfabric.attributes.features import FEATURE_NAMES, HeightModel, footprint_features
+from urbanfabric.attributes.features import FEATURE_NAMES, footprint_features
+from urbanfabric.attributes.height import HeightModel
 from urbanfabric.attributes.measured_heights import (
     clean_heights,
     load_cityjson,
@@ -241,7 +242,7 @@ def ship_europe(sources: list[dict[str, Any]], out: dict[str, Any],
     (args.ship_europe / "MODEL_CARD.md").write_text(f"""# height_xgb {args.ship_europe.name} — \
 European partition model (CMAB partition model)
 
-Bootstrap-aggregated XGBoost (`urbanfabric.attributes.features.HeightModel`, 20 members, depth 3,
+Bootstrap-aggregated XGBoost (`urbanfabric.attributes.height.HeightModel`, 20 members, depth 3,
 squared error on metres) fitted on every labelled building of the `europe` partition of
 `models/height_xgb/validate.py`: {sizes} (CityJSON samples under
 `../shared/data/heights/cityjson-samples`, central Helsinki OSM `height` or

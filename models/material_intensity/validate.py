@@ -15,7 +15,7 @@ total inventory mass) and writes ``models/material_intensity/validation.json``:
   ((predicted − measured) / measured), same groups;
 * for each MI source (RASMI, Heeren & Fishman);
 * **Eq. 1 check**: the study's Fig. 7-style table (MI per roof × wall type) derived from the
-  EU-ECB inventory with :func:`urbanfabric.stock.intensity.derive_intensity`, and the same numbers
+  EU-ECB inventory with :func:`urbanfabric.stock.derived_intensity.derive_intensity`, and the same numbers
   recomputed by hand from the raw columns (they must agree).
 
 Predictions use the pipeline's own code: :meth:`MaterialIntensityTable.simulate_stock` with
@@ -35,12 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from urbanfabric.stock.intensity import (
-    MaterialIntensityTable,
-    StockOptions,
-    derive_intensity,
-    type_table,
-)
+from urbanfabric.stock.intensity import MaterialIntensityTable
+from urbanfabric.stock.monte_carlo import StockOptions
+from urbanfabric.stock.derived_intensity import derive_intensity, type_table
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"

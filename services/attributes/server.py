@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from urbanfabric.attributes import age, features as attributes, function
+from urbanfabric.attributes import age, features, function, height
 from urbanfabric.attributes.age import AGE_CLASS_LABELS
 from urbanfabric.attributes.batch import AttributeModels, predict_attributes
 from urbanfabric.settings import Settings
@@ -32,8 +32,8 @@ def _shipped(field: str, name: str, version: str):
 
 
 @lru_cache(maxsize=4)
-def height_model(name: str, version: str) -> attributes.HeightModel:
-    return attributes.HeightModel.load(_shipped("model_version", name, version))
+def height_model(name: str, version: str) -> height.HeightModel:
+    return height.HeightModel.load(_shipped("model_version", name, version))
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,7 @@ the rooftop solar potential, and the fallbacks used. Configuration (environment)
 * ``URBANFABRIC_PVOUT``: a PVOUT GeoTIFF (kWh/kWp/day) or a TMY3 CSV used for the solar
   potential when a request gives no PVOUT; without it the GBM default (3.5) is used and
   recorded per building.
-* ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.stock.intensity.KeyMapping` (roof /
+* ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.stock.derived_intensity.KeyMapping` (roof /
   facade class → structure); the shipped defaults otherwise.
 """
 
@@ -18,7 +18,7 @@ import os
 import threading
 
 import numpy as np
-from urbanfabric.stock import intensity, solar
+from urbanfabric.stock import derived_intensity, intensity, monte_carlo, solar
 from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.v1 import intensity_pb2 as pb
@@ -34,14 +34,14 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         self,
         table: intensity.MaterialIntensityTable | None = None,
         pvout_source: solar.PvoutSource | None = None,
-        mapping: intensity.KeyMapping | None = None,
+        mapping: derived_intensity.KeyMapping | None = None,
     ) -> None:
         self.tables: dict[str, intensity.MaterialIntensityTable] = {
             "rasmi": table or intensity.default_table()}
         self._pvout = pvout_source
         self._pvout_path = os.environ.get("URBANFABRIC_PVOUT", "") if pvout_source is None else ""
         path = os.environ.get("URBANFABRIC_MI_MAPPING", "")
-        self.mapping = mapping or (intensity.KeyMapping.load(path) if path else intensity.KeyMapping())
+        self.mapping = mapping or (derived_intensity.KeyMapping.load(path) if path else derived_intensity.KeyMapping())
         self._lock = threading.Lock()
 
     def _table(self, name: str) -> intensity.MaterialIntensityTable:
@@ -74,7 +74,7 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         mc = request.monte_carlo
         if not 0 <= mc.draws <= MAX_DRAWS:
             raise InvalidInput("monte_carlo.draws", f"must be in 0..{MAX_DRAWS} (0 = default)")
-        options = intensity.StockOptions(draws=mc.draws or 100, seed=mc.seed,
+        options = monte_carlo.StockOptions(draws=mc.draws or 100, seed=mc.seed,
                                          height_strata=min(10, mc.draws or 100))
         sp = request.solar
         if sp.area_per_kwp_m2 < 0 or sp.losses < 0 or sp.pvout_kwh_per_kwp_day < 0:

@@ -38,7 +38,7 @@ def function_prior(floors: int, area_m2: float) -> str:
 
     Small low buildings are taken as single-family residential (RS), the rest as multi-family
     residential (RM); non-residential (NR) needs the function classifier and is never guessed.
-    (:meth:`urbanfabric.stock.intensity.KeyMapping.function` with its defaults, per building.)
+    (:meth:`urbanfabric.stock.derived_intensity.KeyMapping.function` with its defaults, per building.)
     """
     return "RS" if floors <= 2 and area_m2 < 250 else "RM"
 

@@ -17,13 +17,11 @@ import urbanfabric.attributes.features as attributes_module
 from urbanfabric.attributes.features import (
     FEATURE_NAMES,
     FEATURES,
-    POI_CATEGORIES,
-    STREET_FACING_M,
     V1_FEATURE_NAMES,
-    HeightModel,
-    floors_from_height,
     footprint_features,
 )
+from urbanfabric.attributes.street_context import POI_CATEGORIES, STREET_FACING_M
+from urbanfabric.attributes.height import HeightModel, floors_from_height
 from urbanfabric.errors import InvalidInput
 
 UTM = "EPSG:32633"  # a real metric CRS; x0 = 500 km is the zone's central meridian
@@ -95,13 +93,13 @@ def test_neighbour_counts_and_index() -> None:
 
 def test_neighbourhood_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     import shapely
-    from urbanfabric.attributes import features as attributes
+    from urbanfabric.attributes import neighbourhood
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 500, size=(60, 2))
     wh = rng.uniform(5, 30, size=(60, 2))
     geoms = [_box(x, y, w, h) for (x, y), (w, h) in zip(xy, wh)]
-    monkeypatch.setattr(attributes, "_CHUNK", 7)  # exercise chunk boundaries
+    monkeypatch.setattr(neighbourhood, "_CHUNK", 7)  # exercise chunk boundaries
     f = footprint_features(_gdf(geoms))
     arr = np.array(geoms, dtype=object)
     d = shapely.distance(arr[:, None], arr[None, :])
@@ -383,7 +381,7 @@ def test_neighbourhood_exact_for_concave_and_multipart_shapes() -> None:
 
 
 def test_conformal_band_covers_held_out_scatter_and_survives_save(tmp_path: Path) -> None:
-    from urbanfabric.attributes.features import HeightModel
+    from urbanfabric.attributes.height import HeightModel
 
     rng = np.random.default_rng(0)
 

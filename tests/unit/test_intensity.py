@@ -6,13 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from urbanfabric.errors import InvalidInput
-from urbanfabric.stock.intensity import (
-    MaterialIntensityTable,
-    default_table,
-    estimate_stock,
-    gfa,
-    structure_from_roof,
-)
+from urbanfabric.stock.intensity import MaterialIntensityTable, default_table, estimate_stock, gfa
+from urbanfabric.stock.structure import structure_from_roof
 
 
 def _tiny() -> MaterialIntensityTable:
@@ -123,15 +118,10 @@ def test_structure_from_roof() -> None:
 
 # --------------------------------------------------------------------------- Monte-Carlo
 
-from urbanfabric.stock.intensity import (
-    FALLBACKS,
-    GLOBAL_REGION,
-    LEVELS,
-    KeyMapping,
-    StockOptions,
-    derive_intensity,
-    type_table,
-)
+from urbanfabric.stock.intensity import FALLBACKS
+from urbanfabric.stock.vocabulary import GLOBAL_REGION, LEVELS
+from urbanfabric.stock.derived_intensity import KeyMapping, derive_intensity, type_table
+from urbanfabric.stock.monte_carlo import StockOptions
 
 
 def _naive(t: MaterialIntensityTable, opt: StockOptions, area, func, struct, region, h, lo, hi):

@@ -31,7 +31,7 @@ import pandas as pd
 import shapely
 import xgboost as xgb
 
-from urbanfabric.attributes.features import FEATURE_NAMES, _as_matrix
+from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
 from urbanfabric.errors import InvalidInput, NotFound
 
 #: Inclusive upper years of CMAB's age classes (the last one is open-ended).
@@ -262,7 +262,7 @@ class AgeModel:
         """
         if isinstance(X, pd.DataFrame):
             self.feature_names = tuple(str(c) for c in X.columns)
-        data = _as_matrix(X, self.feature_names)
+        data = feature_matrix(X, self.feature_names)
         y = np.asarray(years, dtype=np.float64).ravel()
         if y.shape[0] != data.shape[0]:
             raise InvalidInput("years", f"{y.shape[0]} years for {data.shape[0]} rows")
@@ -312,7 +312,7 @@ class AgeModel:
         """``(year_mean, year_p05, year_p95, class_proba (n, 5))``."""
         if not self.members or self.classifier is None:
             raise NotFound("AgeModel is not fitted; fit() or load() first")
-        data = _as_matrix(X, self.feature_names)
+        data = feature_matrix(X, self.feature_names)
         dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
         p = np.stack([m.predict(dm) for m in self.members]).astype(np.float64)
         proba = self.classifier.predict(dm).reshape(len(data), len(AGE_CLASS_LABELS))

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel
-from urbanfabric.attributes.features import HeightModel, footprint_features, prepare_footprints
+from urbanfabric.attributes.height import HeightModel
+from urbanfabric.attributes.features import footprint_features, prepare_footprints
 from urbanfabric.errors import InvalidInput
 from urbanfabric.attributes.function import (
     FUNCTION_CLASSES,

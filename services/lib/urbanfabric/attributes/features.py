@@ -139,23 +139,22 @@ have truncated neighbourhoods, so pass a margin of context around an area of int
 
 from __future__ import annotations
 
-import json
+
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-import xgboost as xgb
 from pyproj import CRS
-from scipy.spatial import cKDTree
 
-from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.errors import InvalidInput
+from urbanfabric.attributes.neighbourhood import centroid_knn, neighbourhood_features
+from urbanfabric.attributes.street_context import POI_CATEGORIES, layer_geometries, poi_features, street_features
+
 
 #: Categories counted by the ``poi_<category>_300m`` columns (values of a POI ``category``).
-POI_CATEGORIES: tuple[str, ...] = ("food", "shop", "office", "education", "health", "transport")
 
 #: (name, unit, one-line definition) of every feature; the module docstring has the long form.
 FEATURES: tuple[tuple[str, str, str], ...] = (
@@ -234,31 +233,6 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f[0] for f in FEATURES)
 #: The 21 columns height_xgb v1 was trained on (kept for reference and tests).
 V1_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES[:21]
-
-#: Radii (m) of the neighbourhood counts; the largest bounds the single tree query.
-NEIGHBOUR_RADII_M: tuple[float, ...] = (50.0, 100.0, 200.0)
-#: Footprints closer than this count as adjoining (digitised shared walls rarely coincide).
-TOUCH_M = 1.0
-#: A footprint this close to a road centreline faces the street (half a two-lane street plus a
-#: front yard; OSM carries centrelines, not kerbs).
-STREET_FACING_M = 20.0
-#: OSM ``highway`` values counted as major roads.
-MAJOR_HIGHWAYS: frozenset[str] = frozenset(
-    {"motorway", "trunk", "primary", "secondary", "motorway_link", "trunk_link", "primary_link",
-     "secondary_link"}
-)
-
-#: OSM ``highway`` values that are not streets (paths through yards and parks would make every
-#: building "street-facing" and cut blocks into slivers); rows with these values are ignored.
-NON_STREET_HIGHWAYS: frozenset[str] = frozenset(
-    {"footway", "path", "cycleway", "steps", "bridleway", "corridor", "track", "trail",
-     "elevator", "platform", "proposed", "construction", "abandoned", "razed", "via_ferrata",
-     "bus_stop", "street_lamp", "crossing"}
-)
-
-#: Query footprints in chunks so the (query, neighbour) pair arrays stay bounded in memory
-#: in dense cities (a 200 m radius can hold several hundred neighbours per building).
-_CHUNK = 20_000
 
 
 def _validated_metric_geometries(footprints: gpd.GeoDataFrame) -> tuple[np.ndarray, CRS]:
@@ -397,307 +371,6 @@ def _mrr_sides(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.maximum(l1, l2), np.minimum(l1, l2), angle
 
 
-def _pair_distances(
-    geoms: np.ndarray, b: np.ndarray, rep: np.ndarray, q: np.ndarray, nb: np.ndarray
-) -> np.ndarray:
-    """Edge-to-edge distances of pairs (q, nb), exact wherever a caller can tell the difference.
-
-    The callers use distances only through the thresholds TOUCH_M and NEIGHBOUR_RADII_M and
-    through each footprint's minimum. The exact distance lies between a lower bound (the gap
-    between the bounding boxes) and an upper bound (the distance between points inside each
-    polygon); GEOS is asked only for pairs where a threshold falls inside those bounds or that
-    could be a nearest neighbour. Other pairs get their upper bound, which sits on the same
-    side of every threshold as the exact value and is never below the footprint's minimum.
-    On 12k Boulder houses this skips about half of the exact polygon distances.
-    """
-    gx = np.maximum(0.0, np.maximum(b[nb, 0] - b[q, 2], b[q, 0] - b[nb, 2]))
-    gy = np.maximum(0.0, np.maximum(b[nb, 1] - b[q, 3], b[q, 1] - b[nb, 3]))
-    lower = np.hypot(gx, gy)
-    upper = np.hypot(rep[q, 0] - rep[nb, 0], rep[q, 1] - rep[nb, 1])
-    exact = np.zeros(len(q), dtype=bool)
-    for r in (TOUCH_M, *NEIGHBOUR_RADII_M):
-        exact |= (lower <= r) & (upper > r)
-    # Candidates for a nearest neighbour: lower bound within the best upper bound seen.
-    n = len(b)
-    best = np.full(n, np.inf)
-    np.minimum.at(best, q, upper)
-    np.minimum.at(best, nb, upper)
-    exact |= (lower <= best[q]) | (lower <= best[nb])
-    d = upper.copy()
-    d[exact] = shapely.distance(geoms[q[exact]], geoms[nb[exact]])
-    return d
-
-
-def _neighbourhood(
-    geoms: np.ndarray, area: np.ndarray, heights: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Counts/areas of neighbours within each radius, adjacency, nearest-neighbour distance.
-
-    ``heights`` (NaN = unknown) adds the mean known height of the other footprints in 100 m.
-    """
-    n = len(geoms)
-    rmax = max(NEIGHBOUR_RADII_M)
-    tree = shapely.STRtree(geoms)
-    b = shapely.bounds(geoms)
-    # Candidates: footprints whose envelope meets the envelope grown by rmax. A plain bbox
-    # query plus one exact distance per pair is cheaper than a 'dwithin' query followed by
-    # the distances we need anyway for the smaller radii.
-    reach = shapely.box(b[:, 0] - rmax, b[:, 1] - rmax, b[:, 2] + rmax, b[:, 3] + rmax)
-    rep = shapely.get_coordinates(shapely.point_on_surface(geoms))
-    counts = {r: np.zeros(n, dtype=np.int64) for r in NEIGHBOUR_RADII_M}
-    sums = {r: np.zeros(n, dtype=np.float64) for r in NEIGHBOUR_RADII_M}
-    sq100 = np.zeros(n, dtype=np.float64)
-    smaller_50 = np.zeros(n, dtype=np.int64)
-    n_touch = np.zeros(n, dtype=np.int64)
-    shared = np.zeros(n, dtype=np.float64)
-    max_touch = np.zeros(n, dtype=np.float64)
-    nn = np.full(n, np.inf)
-    h_known = None if heights is None else np.isfinite(heights)
-    h_sum = np.zeros(n, dtype=np.float64)
-    h_cnt = np.zeros(n, dtype=np.int64)
-    for lo in range(0, n, _CHUNK):
-        hi = min(lo + _CHUNK, n)
-        q, nb = tree.query(reach[lo:hi])
-        q = q + lo
-        # Each unordered pair once (in the chunk of its smaller index); distance is symmetric.
-        keep = q < nb
-        q, nb = q[keep], nb[keep]
-        d = _pair_distances(geoms, b, rep, q, nb)
-        near = d <= rmax
-        i = np.concatenate([q[near], nb[near]])  # both directions of every close pair
-        j = np.concatenate([nb[near], q[near]])
-        dd = np.concatenate([d[near], d[near]])
-        for r in NEIGHBOUR_RADII_M:
-            m = dd <= r
-            counts[r] += np.bincount(i[m], minlength=n)
-            sums[r] += np.bincount(i[m], weights=area[j[m]], minlength=n)
-            if r == 100.0:
-                sq100 += np.bincount(i[m], weights=area[j[m]] ** 2, minlength=n)
-                if h_known is not None:
-                    mk = m & h_known[j]
-                    h_sum += np.bincount(i[mk], weights=heights[j[mk]], minlength=n)
-                    h_cnt += np.bincount(i[mk], minlength=n)
-        m = (dd <= 50.0) & (area[j] < area[i])
-        smaller_50 += np.bincount(i[m], minlength=n)
-        np.minimum.at(nn, i, dd)
-        t = dd <= TOUCH_M
-        it, jt = i[t], j[t]
-        if len(it):
-            n_touch += np.bincount(it, minlength=n)
-            np.maximum.at(max_touch, it, area[jt])
-            # Boundary of footprint i that runs within TOUCH_M of neighbour j.
-            halo = shapely.buffer(geoms[jt], TOUCH_M, quad_segs=2)
-            seg = shapely.length(shapely.intersection(shapely.boundary(geoms[it]), halo))
-            shared += np.bincount(it, weights=seg, minlength=n)
-    lonely = np.flatnonzero(np.isinf(nn))
-    if n > 1 and len(lonely):
-        # Nothing within rmax: fall back to a nearest-neighbour query for these few.
-        (qi, _), dist = tree.query_nearest(geoms[lonely], exclusive=True, return_distance=True)
-        np.minimum.at(nn, lonely[qi], dist)
-    nn[np.isinf(nn)] = np.nan
-    out: dict[str, np.ndarray] = {}
-    for r in NEIGHBOUR_RADII_M:
-        out[f"n_within_{int(r)}m"] = counts[r]
-    for r in NEIGHBOUR_RADII_M:
-        out[f"area_within_{int(r)}m_m2"] = sums[r]
-    out["nn_dist_m"] = nn
-
-    def mean_nb(r: float) -> np.ndarray:
-        c = counts[r]
-        return np.where(c > 0, sums[r] / np.maximum(c, 1), np.nan)
-
-    out["mean_neighbour_area_m2"] = mean_nb(100.0)
-    out["area_ratio_100m"] = area / out["mean_neighbour_area_m2"]
-    out["area_rank_50m"] = np.where(
-        counts[50.0] > 0, smaller_50 / np.maximum(counts[50.0], 1), 1.0
-    )
-    out["n_touching"] = n_touch
-    # Several neighbours can cover the same stretch of boundary (corners): cap at 1.
-    perimeter = shapely.length(geoms)
-    out["shared_perimeter_frac"] = np.minimum(shared / perimeter, 1.0)
-    out["max_touching_area_m2"] = max_touch
-    for r in NEIGHBOUR_RADII_M:
-        # Steiner formula: area of the r-buffer of a convex shape (a lower bound otherwise).
-        out[f"coverage_{int(r)}m"] = (area + sums[r]) / (area + perimeter * r + np.pi * r * r)
-    out["mean_neighbour_area_50m_m2"] = mean_nb(50.0)
-    out["mean_neighbour_area_200m_m2"] = mean_nb(200.0)
-    c100 = counts[100.0]
-    var = np.where(c100 > 0, sq100 / np.maximum(c100, 1) - out["mean_neighbour_area_m2"] ** 2,
-                   np.nan)
-    out["std_neighbour_area_100m_m2"] = np.sqrt(np.maximum(var, 0.0))
-    if heights is None:
-        out["nb_height_mean_100m"] = np.full(n, np.nan)
-        out["nb_height_n_100m"] = np.full(n, np.nan)
-    else:
-        out["nb_height_mean_100m"] = np.where(h_cnt > 0, h_sum / np.maximum(h_cnt, 1), np.nan)
-        out["nb_height_n_100m"] = h_cnt.astype(np.float64)
-    return out
-
-
-def _fold_angle(d: np.ndarray) -> np.ndarray:
-    """Difference of two undirected directions (deg) folded to [0, 90]."""
-    d = np.abs(d) % 180.0
-    return np.minimum(d, 180.0 - d)
-
-
-def _centroid_knn(
-    cxy: np.ndarray, area: np.ndarray, angle: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Nearest-neighbour statistics on centroids (k-d tree) and the 400 m centroid count."""
-    n = len(cxy)
-    out = {k: np.full(n, np.nan) for k in (
-        "knn1_dist_m", "knn3_mean_dist_m", "knn5_mean_dist_m", "nn_area_m2",
-        "knn5_mean_area_m2", "nn_orientation_diff_deg", "knn5_orientation_diff_deg")}
-    tree = cKDTree(cxy)
-    out["n_within_400m"] = tree.query_ball_point(cxy, 400.0, return_length=True).astype(
-        np.float64) - 1.0
-    if n < 2:
-        return out
-    k = min(6, n)
-    dist, idx = tree.query(cxy, k=k)
-    # Column 0 is the point itself unless another centroid coincides; drop self by index.
-    self_first = idx[:, 0] == np.arange(n)
-    nd = np.where(self_first[:, None], dist[:, 1:], dist[:, :-1])
-    ni = np.where(self_first[:, None], idx[:, 1:], idx[:, :-1])
-    m = ni.shape[1]
-    out["knn1_dist_m"] = nd[:, 0]
-    out["knn3_mean_dist_m"] = nd[:, : min(3, m)].mean(axis=1) if m >= 3 else np.full(n, np.nan)
-    out["knn5_mean_dist_m"] = nd.mean(axis=1) if m >= 5 else np.full(n, np.nan)
-    out["nn_area_m2"] = area[ni[:, 0]]
-    out["nn_orientation_diff_deg"] = _fold_angle(angle - angle[ni[:, 0]])
-    if m >= 5:
-        out["knn5_mean_area_m2"] = area[ni].mean(axis=1)
-        out["knn5_orientation_diff_deg"] = _fold_angle(angle[:, None] - angle[ni]).mean(axis=1)
-    return out
-
-
-def _layer_geoms(layer: gpd.GeoDataFrame | gpd.GeoSeries, name: str, crs: CRS) -> np.ndarray:
-    """Non-empty geometries of an optional context layer, in the footprints' metric CRS."""
-    if not isinstance(layer, (gpd.GeoDataFrame, gpd.GeoSeries)):
-        raise InvalidInput(name, "expected a geopandas.GeoDataFrame or GeoSeries")
-    if layer.crs is None:
-        raise InvalidInput(name, "has no CRS; set one first")
-    g = np.asarray(gpd.GeoSeries(layer.geometry, crs=layer.crs).to_crs(crs).values, dtype=object)
-    return g[~(shapely.is_missing(g) | shapely.is_empty(g))]
-
-
-def _street_features(
-    geoms: np.ndarray, cxy: np.ndarray, area: np.ndarray, angle: np.ndarray,
-    roads: gpd.GeoDataFrame, crs: CRS,
-) -> dict[str, np.ndarray]:
-    """Street relation and street-block columns (see the module table)."""
-    n = len(geoms)
-    nan = np.full(n, np.nan)
-    keys = ("dist_to_road_m", "street_facing", "dist_to_major_road_m",
-            "road_orientation_diff_deg", "road_length_100m_m", "road_length_200m_m",
-            "n_intersections_200m", "block_area_m2", "block_n_buildings", "block_coverage",
-            "block_mean_building_area_m2")
-    out = {k: nan.copy() for k in keys}
-    is_major = None
-    if isinstance(roads, gpd.GeoDataFrame) and "highway" in roads.columns:
-        hw = roads["highway"].astype(str).to_numpy()
-        roads = roads[~np.isin(hw, list(NON_STREET_HIGHWAYS))]
-        hw = roads["highway"].astype(str).to_numpy()
-        geo = np.asarray(roads.geometry.values, dtype=object)
-        ok = ~(shapely.is_missing(geo) | shapely.is_empty(geo))
-        is_major = np.isin(hw[ok], list(MAJOR_HIGHWAYS))
-    g = _layer_geoms(roads, "roads", crs)
-    # Lines only: a road drawn as an area contributes its outline.
-    lines = np.where(shapely.get_dimensions(g) == 2, shapely.boundary(g), g) if len(g) else g
-    parts, owner = shapely.get_parts(lines, return_index=True)
-    keep = shapely.get_type_id(parts) == 1  # LineString
-    parts, owner = parts[keep], owner[keep]
-    if len(parts) == 0:
-        return out
-    tree = shapely.STRtree(parts)
-    (qi, ri), dist = tree.query_nearest(geoms, return_distance=True, all_matches=False)
-    d = np.full(n, np.nan)
-    d[qi] = dist
-    near = np.full(n, -1)
-    near[qi] = ri
-    out["dist_to_road_m"] = d
-    out["street_facing"] = (d <= STREET_FACING_M).astype(np.float64)
-    if is_major is not None and is_major[owner].any():
-        mparts = parts[is_major[owner]]
-        (qm, _), dm = shapely.STRtree(mparts).query_nearest(
-            geoms, return_distance=True, all_matches=False)
-        dmaj = np.full(n, np.nan)
-        dmaj[qm] = dm
-        out["dist_to_major_road_m"] = dmaj
-    # Direction of the nearest road at the point closest to the centroid (±5 m along it).
-    cpts = shapely.points(cxy)
-    road = parts[near]
-    s = shapely.line_locate_point(road, cpts)
-    L = shapely.length(road)
-    p0 = shapely.get_coordinates(shapely.line_interpolate_point(road, np.clip(s - 5, 0, L)))
-    p1 = shapely.get_coordinates(shapely.line_interpolate_point(road, np.clip(s + 5, 0, L)))
-    road_angle = np.degrees(np.arctan2(p1[:, 1] - p0[:, 1], p1[:, 0] - p0[:, 0]))
-    out["road_orientation_diff_deg"] = _fold_angle(angle - road_angle)
-    # Road length inside centroid discs: pairs (building, road part) from one tree query.
-    for r in (100.0, 200.0):
-        disc = shapely.buffer(cpts, r, quad_segs=8)
-        bi, pj = tree.query(disc, predicate="intersects")
-        seg = shapely.length(shapely.intersection(parts[pj], disc[bi]))
-        out[f"road_length_{int(r)}m_m"] = np.bincount(bi, weights=seg, minlength=n)
-    # Junctions and blocks need a noded network (OSM ways cross without sharing a node).
-    noded = shapely.get_parts(shapely.node(shapely.multilinestrings(parts)))
-    ends = np.concatenate([shapely.get_coordinates(shapely.get_point(noded, 0)),
-                           shapely.get_coordinates(shapely.get_point(noded, -1))])
-    _, inv, deg = np.unique(np.round(ends, 2), axis=0, return_inverse=True, return_counts=True)
-    junction = np.unique(np.round(ends, 2)[deg[inv.ravel()] >= 3], axis=0)
-    out["n_intersections_200m"] = (
-        cKDTree(junction).query_ball_point(cxy, 200.0, return_length=True).astype(np.float64)
-        if len(junction) else np.zeros(n)
-    )
-    blocks = shapely.get_parts(shapely.polygonize(noded))
-    if len(blocks):
-        (bi, bj) = shapely.STRtree(blocks).query(cpts, predicate="within")
-        which = np.full(n, -1)
-        which[bi] = bj  # faces do not overlap; a centroid on an edge keeps one
-        inb = which >= 0
-        nb_cnt = np.bincount(which[inb], minlength=len(blocks))
-        nb_area = np.bincount(which[inb], weights=area[inb], minlength=len(blocks))
-        barea = shapely.area(blocks)
-        w = which[inb]
-        out["block_area_m2"][inb] = barea[w]
-        out["block_n_buildings"][inb] = nb_cnt[w]
-        out["block_coverage"][inb] = nb_area[w] / barea[w]
-        out["block_mean_building_area_m2"][inb] = nb_area[w] / nb_cnt[w]
-    return out
-
-
-def _poi_features(
-    cxy: np.ndarray, pois: gpd.GeoDataFrame, crs: CRS
-) -> dict[str, np.ndarray]:
-    """POI counts around the centroid, overall and per POI_CATEGORIES class."""
-    n = len(cxy)
-    out = {k: np.full(n, np.nan) for k in
-           ("poi_n_100m", "poi_n_300m", "poi_nn_dist_m",
-            *(f"poi_{c}_300m" for c in POI_CATEGORIES))}
-    g = _layer_geoms(pois, "pois", crs)
-    if len(g) == 0:
-        out["poi_n_100m"] = np.zeros(n)
-        out["poi_n_300m"] = np.zeros(n)
-        return out
-    # Areas (malls, campuses) count at their centroid.
-    pxy = shapely.get_coordinates(shapely.centroid(g))
-    tree = cKDTree(pxy)
-    out["poi_n_100m"] = tree.query_ball_point(cxy, 100.0, return_length=True).astype(float)
-    out["poi_n_300m"] = tree.query_ball_point(cxy, 300.0, return_length=True).astype(float)
-    out["poi_nn_dist_m"] = tree.query(cxy, k=1)[0]
-    if isinstance(pois, gpd.GeoDataFrame) and "category" in pois.columns:
-        geo = np.asarray(pois.geometry.values, dtype=object)
-        ok = ~(shapely.is_missing(geo) | shapely.is_empty(geo))
-        cat = pois["category"].astype(str).str.lower().to_numpy()[ok]
-        for c in POI_CATEGORIES:
-            sel = cat == c
-            out[f"poi_{c}_300m"] = (
-                cKDTree(pxy[sel]).query_ball_point(cxy, 300.0, return_length=True).astype(float)
-                if sel.any() else np.zeros(n)
-            )
-    return out
-
-
 def _empty_features(index: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in FEATURE_NAMES}, index=index)
 
@@ -776,52 +449,29 @@ def footprint_features(
         "mean_edge_m": perimeter / n_vert,
         "centroid_offset_rel": np.hypot(*(cent_local - mrr_centre).T) / np.sqrt(area),
     }
-    cols.update(_neighbourhood(geoms, area, heights))
+    cols.update(neighbourhood_features(geoms, area, heights))
     cxy = shapely.get_coordinates(shapely.centroid(geoms))
-    cols.update(_centroid_knn(cxy, area, angle))
+    cols.update(centroid_knn(cxy, area, angle))
     d_area = np.hypot(*(cxy - cxy.mean(axis=0)).T)
     cols["dist_to_area_centroid_m"] = d_area
     cols["dist_to_area_centroid_rel"] = d_area / d_area.max() if d_area.max() > 0 else d_area * 0
     cols["dist_to_centre_m"] = np.full(n, np.nan)
     if centres is not None:
-        cg = _layer_geoms(centres, "centres", crs)
+        cg = layer_geometries(centres, "centres", crs)
         if len(cg):
             (qi, _), dist = shapely.STRtree(cg).query_nearest(
                 shapely.points(cxy), return_distance=True, all_matches=False)
             cols["dist_to_centre_m"][qi] = dist
     cols["city_class"] = np.full(n, np.nan if city_class is None else float(city_class))
     if roads is not None:
-        cols.update(_street_features(geoms, cxy, area, angle, roads, crs))
+        cols.update(street_features(geoms, cxy, area, angle, roads, crs))
     if pois is not None:
-        cols.update(_poi_features(cxy, pois, crs))
+        cols.update(poi_features(cxy, pois, crs))
     df = pd.DataFrame(cols, index=footprints.index).reindex(columns=list(FEATURE_NAMES))
     return df.astype(np.float64)
 
 
-# --------------------------------------------------------------------------------------------
-# Height: bootstrap-aggregated XGBoost
-# --------------------------------------------------------------------------------------------
-
-#: Bumped when the on-disk layout of a saved HeightModel changes.
-FORMAT_VERSION = 1
-
-#: Member hyper-parameters. Shallow trees with a large minimum leaf weight: footprints carry a
-#: weak height signal, deeper trees fit noise (depth 3 matched depth 4–6 on held-out Xiamen
-#: blocks) and make the shipped JSON members larger. Members already differ by bootstrap
-#: sample; row/column subsampling decorrelates them further.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "reg:squarederror",
-    "eta": 0.15,
-    "max_depth": 3,
-    "min_child_weight": 10.0,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "lambda": 1.0,
-    "tree_method": "hist",
-}
-
-
-def _as_matrix(X: pd.DataFrame | np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
+def feature_matrix(X: pd.DataFrame | np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
     """Columns of ``X`` in the model's feature order, as float32 (what XGBoost uses)."""
     if isinstance(X, pd.DataFrame):
         missing = [c for c in feature_names if c not in X.columns]
@@ -834,258 +484,3 @@ def _as_matrix(X: pd.DataFrame | np.ndarray, feature_names: Sequence[str]) -> np
             "features", f"expected shape (n, {len(feature_names)}), got {arr.shape}"
         )
     return arr
-
-
-#: Lowest height a prediction may take (one low storey).
-MIN_HEIGHT_M = 2.5
-
-
-class HeightModel:
-    """Bootstrap-aggregated XGBoost height regressor (CMAB "Building height").
-
-    Each of ``n_models`` members is an XGBoost model fitted on a bootstrap sample (rows drawn
-    with replacement) of the training set, early-stopped on its own out-of-bag rows. The
-    prediction is the members' mean; the members' 5th/95th percentiles are the band.
-
-    The raw band is the *ensemble spread*: it reflects how much the estimate depends on the
-    training sample, not the scatter of individual buildings around it, so alone it covers
-    far fewer than 90 % of true heights. A model with a calibrated ``band`` (split-conformal
-    relative residuals on held-out blocks, :meth:`calibrate_band`) widens it to the
-    buildings' scatter: ``[mean·(1+q_lo), mean·(1+q_hi)]``, never narrower than the spread.
-
-    Args:
-        params: XGBoost parameters merged over ``DEFAULT_PARAMS``.
-        log_target: fit members on log(height) instead of metres. Off by default: the
-            back-transformed mean is biased low (≈ −3 to −6 m on held-out Xiamen blocks), which
-            would bias summed floor area and material stock; squared error on metres targets
-            the conditional mean. Predictions are always returned in metres.
-    """
-
-    def __init__(self, params: dict[str, Any] | None = None, log_target: bool = False) -> None:
-        self.params: dict[str, Any] = {**DEFAULT_PARAMS, **(params or {})}
-        self.log_target = log_target
-        self.feature_names: tuple[str, ...] = FEATURE_NAMES
-        self.members: list[xgb.Booster] = []
-        self.info: dict[str, Any] = {}
-        #: Split-conformal band: {"q_lo", "q_hi", "coverage_target", "n_calibration", …}.
-        self.band: dict[str, Any] = {}
-
-    def fit(
-        self,
-        X: pd.DataFrame,
-        y: np.ndarray | pd.Series,
-        n_models: int = 20,
-        seed: int = 0,
-        num_boost_round: int = 400,
-        early_stopping_rounds: int = 30,
-        nthread: int = 1,
-    ) -> HeightModel:
-        """Fit ``n_models`` members on bootstrap samples.
-
-        Args:
-            X: feature table; with a DataFrame its columns define ``feature_names``.
-            y: heights in metres (> 0 when ``log_target``).
-            n_models: ensemble size (CMAB used 100; 20 keeps the shipped model small).
-            seed: seeds the bootstrap draws and each member's XGBoost RNG.
-            num_boost_round: upper bound on trees per member.
-            early_stopping_rounds: stop a member when its out-of-bag RMSE stalls this long.
-            nthread: XGBoost threads per member (the machine is shared; keep it small).
-
-        Returns:
-            self, fitted.
-
-        Raises:
-            InvalidInput: on shape mismatch, non-finite, non-positive or > 1000 m heights.
-        """
-        if isinstance(X, pd.DataFrame):
-            self.feature_names = tuple(str(c) for c in X.columns)
-        data = _as_matrix(X, self.feature_names)
-        target = np.asarray(y, dtype=np.float64).ravel()
-        if target.shape[0] != data.shape[0]:
-            raise InvalidInput("y", f"{target.shape[0]} heights for {data.shape[0]} rows")
-        if not np.isfinite(target).all() or (target <= 0).any() or (target > 1000).any():
-            # A label of -3 m or 2 km is a data error, not a building: clean first
-            # (urbanfabric.attributes.measured_heights.clean_heights drops and counts such rows).
-            bad = int((~np.isfinite(target) | (target <= 0) | (target > 1000)).sum())
-            raise InvalidInput("y", f"{bad} heights not finite or outside (0, 1000] m; "
-                               "run heights.clean_heights first")
-        if n_models < 1:
-            raise InvalidInput("n_models", "must be >= 1")
-        t = np.log(target) if self.log_target else target
-        rng = np.random.default_rng(seed)
-        n = data.shape[0]
-        params = {**self.params, "nthread": nthread}
-        self.members = []
-        rounds = []
-        for k in range(n_models):
-            idx = rng.integers(0, n, size=n)
-            oob = np.setdiff1d(np.arange(n), idx, assume_unique=False)
-            dtrain = xgb.DMatrix(data[idx], label=t[idx], feature_names=list(self.feature_names))
-            evals = []
-            if len(oob) > 0:
-                evals = [(xgb.DMatrix(data[oob], label=t[oob],
-                                      feature_names=list(self.feature_names)), "oob")]
-            booster = xgb.train(
-                {**params, "seed": seed * 1000 + k},
-                dtrain,
-                num_boost_round=num_boost_round,
-                evals=evals,
-                early_stopping_rounds=early_stopping_rounds if evals else None,
-                verbose_eval=False,
-            )
-            if evals:
-                # Keep only the trees up to the best out-of-bag iteration: smaller, no overfit.
-                booster = booster[: booster.best_iteration + 1]
-            rounds.append(booster.num_boosted_rounds())
-            self.members.append(booster)
-        self.info = {
-            "n_train": int(n),
-            "seed": int(seed),
-            "trees_per_member": rounds,
-        }
-        return self
-
-    def member_predictions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Heights (m) predicted by every member, shape (n_models, n)."""
-        if not self.members:
-            raise NotFound("HeightModel has no members; fit() or load() first")
-        data = _as_matrix(X, self.feature_names)
-        dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
-        preds = np.stack([m.predict(dm) for m in self.members]).astype(np.float64)
-        # A squared-error member can extrapolate below any real height for tiny sheds: clamp
-        # at one low storey, the smallest thing the footprint layers call a building.
-        return np.maximum(np.exp(preds) if self.log_target else preds, MIN_HEIGHT_M)
-
-    def predict(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Height estimate and band.
-
-        Args:
-            X: feature table (``footprint_features`` output).
-
-        Returns:
-            ``(mean, p05, p95)`` in metres, each shape (n,): members' mean and their 5th /
-            95th percentiles (linear interpolation).
-        """
-        p = self.member_predictions(X)
-        if p.shape[1] == 0:
-            empty = np.zeros(0)
-            return empty, empty.copy(), empty.copy()
-        lo, hi = np.percentile(p, [5.0, 95.0], axis=0)
-        mean = p.mean(axis=0)
-        if self.band:
-            lo = np.minimum(lo, np.maximum(mean * (1.0 + self.band["q_lo"]), MIN_HEIGHT_M))
-            hi = np.maximum(hi, mean * (1.0 + self.band["q_hi"]))
-        return mean, np.minimum(lo, mean), np.maximum(hi, mean)
-
-    def calibrate_band(self, X: pd.DataFrame | np.ndarray, y: np.ndarray | pd.Series,
-                       coverage: float = 0.90) -> dict[str, Any]:
-        """Fit the band on held-out buildings (split conformal on relative residuals).
-
-        Relative residuals ``(y − mean) / mean`` of buildings the members never saw give the
-        quantiles ``q_lo`` / ``q_hi`` (e.g. 5th / 95th for 90 %) with the finite-sample
-        correction of split conformal prediction; scatter grows with height, hence relative.
-
-        Args:
-            X: features of calibration buildings (not used in training, and not the test set).
-            y: their true heights (m).
-            coverage: target share of true heights inside the band.
-
-        Returns:
-            The stored ``band`` dict.
-        """
-        target = np.asarray(y, dtype=np.float64).ravel()
-        mean = self.member_predictions(X).mean(axis=0)
-        if target.shape != mean.shape or len(target) < 20:
-            raise InvalidInput("y", f"need ≥ 20 calibration heights matching X, got {len(target)}")
-        rel = (target - mean) / mean
-        n = len(rel)
-        alpha = (1.0 - coverage) / 2.0
-        # Split-conformal finite-sample levels: ceil((n+1)(1−α))/n, clipped to [0, 1].
-        q_hi_level = min(1.0, np.ceil((n + 1) * (1.0 - alpha)) / n)
-        q_lo_level = max(0.0, np.floor((n + 1) * alpha) / n)
-        self.band = {
-            "method": "split-conformal relative residuals",
-            "coverage_target": coverage,
-            "q_lo": float(min(np.quantile(rel, q_lo_level), 0.0)),
-            "q_hi": float(max(np.quantile(rel, q_hi_level), 0.0)),
-            "n_calibration": int(n),
-        }
-        return self.band
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``member_XX.json`` (XGBoost JSON) per member and ``meta.json``.
-
-        Returns:
-            The directory written.
-        """
-        if not self.members:
-            raise NotFound("HeightModel has no members to save")
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        files = []
-        for k, m in enumerate(self.members):
-            name = f"member_{k:02d}.json"
-            m.save_model(str(d / name))
-            files.append(name)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": "bagged-xgboost-height",
-            "feature_names": list(self.feature_names),
-            "log_target": self.log_target,
-            "params": self.params,
-            "members": files,
-            "xgboost_version": xgb.__version__,
-            "info": self.info,
-            "band": self.band,
-        }
-        (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path) -> HeightModel:
-        """Load a model written by :meth:`save`.
-
-        Raises:
-            NotFound: the directory or ``meta.json`` does not exist.
-            InvalidInput: ``field="model"`` for an unknown format version.
-        """
-        d = Path(directory)
-        meta_path = d / "meta.json"
-        if not meta_path.is_file():
-            raise NotFound(f"no HeightModel at {d} (meta.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise InvalidInput("model", f"unsupported format_version {meta.get('format_version')}")
-        model = cls(params=meta["params"], log_target=bool(meta["log_target"]))
-        model.feature_names = tuple(meta["feature_names"])
-        model.info = meta.get("info", {})
-        model.band = meta.get("band", {})
-        for name in meta["members"]:
-            b = xgb.Booster()
-            b.load_model(str(d / name))
-            model.members.append(b)
-        return model
-
-
-def floors_from_height(h: np.ndarray | Sequence[float], storey_height: float = 3.0) -> np.ndarray:
-    """Number of floors from height: ``round(h / storey_height)``, at least 1.
-
-    Args:
-        h: heights in metres.
-        storey_height: floor-to-floor height in metres (3 m is the common default for
-            residential stock; use ~4 m for offices and retail).
-
-    Returns:
-        int64 array, same shape as ``h``, every value >= 1.
-
-    Raises:
-        InvalidInput: ``field="height"`` for non-finite or negative heights,
-            ``field="storey_height"`` for a non-positive storey height.
-    """
-    if not storey_height > 0:
-        raise InvalidInput("storey_height", f"must be > 0, got {storey_height}")
-    arr = np.asarray(h, dtype=np.float64)
-    if not np.isfinite(arr).all() or (arr < 0).any():
-        raise InvalidInput("height", "heights must be finite and >= 0")
-    # floor(x + 0.5) rounds halves up (np.rint would round 1.5 storeys to 2 but 2.5 to 2).
-    return np.maximum(np.floor(arr / storey_height + 0.5), 1).astype(np.int64)

@@ -42,7 +42,8 @@ import pandas as pd
 import shapely
 import xgboost as xgb
 
-from urbanfabric.attributes.features import FEATURE_NAMES, _as_matrix, floors_from_height
+from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
+from urbanfabric.attributes.height import floors_from_height
 from urbanfabric.errors import InvalidInput, NotFound
 
 FUNCTION_CLASSES: tuple[str, ...] = (
@@ -193,7 +194,7 @@ class OsmLayers:
 
 
 def poi_category(row: Mapping[str, Any]) -> str:
-    """POI category of :data:`urbanfabric.attributes.features.POI_CATEGORIES` from OSM tags (or "")."""
+    """POI category of :data:`urbanfabric.attributes.street_context.POI_CATEGORIES` from OSM tags (or "")."""
     a = row.get("amenity")
     if a in ("restaurant", "cafe", "bar", "pub", "fast_food", "food_court", "ice_cream"):
         return "food"
@@ -388,7 +389,7 @@ class FunctionModel:
         """
         if isinstance(X, pd.DataFrame):
             self.feature_names = tuple(str(c) for c in X.columns)
-        data = _as_matrix(X, self.feature_names)
+        data = feature_matrix(X, self.feature_names)
         y = encode(labels)
         if len(y) != len(data):
             raise InvalidInput("labels", f"{len(y)} labels for {len(data)} rows")
@@ -424,7 +425,7 @@ class FunctionModel:
         """Probabilities, shape (n, len(FUNCTION_CLASSES)), columns in FUNCTION_CLASSES order."""
         if self.booster is None:
             raise NotFound("FunctionModel is not fitted; fit() or load() first")
-        data = _as_matrix(X, self.feature_names)
+        data = feature_matrix(X, self.feature_names)
         if len(data) == 0:
             return np.zeros((0, len(FUNCTION_CLASSES)))
         dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
@@ -517,7 +518,7 @@ def rasmi_function(functions: Sequence[str] | np.ndarray, floors: Sequence[float
     """RASMI key per building: residential → RS (small and low) or RM; any other known
     function → NR; unknown (``""``) → the size rule alone (RS / RM), never NR.
 
-    The size rule is :meth:`urbanfabric.stock.intensity.KeyMapping.function` with its defaults.
+    The size rule is :meth:`urbanfabric.stock.derived_intensity.KeyMapping.function` with its defaults.
     """
     f = np.asarray(functions, dtype=object)
     fl = np.asarray(floors, dtype=np.float64)

@@ -42,9 +42,8 @@ Codes (RASMI):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -53,61 +52,13 @@ import numpy as np
 import pandas as pd
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.stock.vocabulary import FUNCTIONS, GLOBAL_REGION, LEVELS, QUANTILES, RESIDENTIAL_UNKNOWN
+from urbanfabric.stock.monte_carlo import StockOptions, inverse_cdf, mixture_quantiles, three_point_quantiles, unique_rows
 
-FUNCTIONS: dict[str, str] = {
-    "RS": "residential single-family",
-    "RM": "residential multi-family",
-    "NR": "non-residential",
-}
-STRUCTURES: dict[str, str] = {
-    "C": "reinforced concrete",
-    "M": "masonry",
-    "S": "steel frame",
-    "T": "timber",
-}
-#: Residential of unknown type: split by floors (see ``estimate_stock``).
-RESIDENTIAL_UNKNOWN = "RES"
-#: Pseudo-region: equal-weight mixture of every region of the table.
-GLOBAL_REGION = "GLOBAL"
-#: Percentile columns of the deterministic estimate, in output order.
-QUANTILES: tuple[str, ...] = ("p05", "p50", "p95")
-#: Percentile columns a table may carry and their probability levels. p05, p50 and p95 are
-#: required; missing inner ones are interpolated, missing ends extrapolated (see
-#: :meth:`MaterialIntensityTable._quantile_cube`).
-LEVELS: dict[str, float] = {"p00": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75,
-                            "p95": 0.95, "p100": 1.0}
+
 #: Table sources shipped in ``urbanfabric/data``.
 SOURCES: dict[str, str] = {"rasmi": "material_intensity.csv",
                            "heeren-fishman": "material_intensity_hf.csv"}
-
-#: Crude prior from roof material (``roofs/caribbean-material`` classes) to RASMI structure.
-#: A roof covering says little about the load-bearing structure below it; these defaults
-#: follow the typical construction of the settlements the roof classes come from (Caribbean /
-#: Latin-American informal and self-built housing) and should be replaced with local knowledge.
-ROOF_TO_STRUCTURE: dict[str, str] = {
-    # flat cast slab or cement sheets: reinforced-concrete frame with infill
-    "concrete_cement": "C",
-    # intact corrugated sheet on concrete-block walls: the common self-built house
-    "healthy_metal": "M",
-    # rusted or patched sheet: light, often timber-framed, informal dwelling
-    "irregular_metal": "T",
-    # unfinished roof: building under construction, block masonry most likely
-    "incomplete": "M",
-}
-#: Facade material (``facades/nyc`` and ``facades/tokyo`` classes) to RASMI structure. Walls
-#: are closer to the structure than roofs: load-bearing brick and stone are masonry, siding
-#: and timber cladding sit on timber frames, metal cladding on steel frames. Stucco (render)
-#: hides the wall behind it; masonry is the commoner case.
-FACADE_TO_STRUCTURE: dict[str, str] = {
-    "brick": "M",
-    "rustication": "M",
-    "stucco": "M",
-    "siding": "T",
-    "wood": "T",
-    "metal": "S",
-}
-#: Structure used for classes not in the mapping (including ``other``).
-ROOF_FALLBACK_STRUCTURE = "M"
 
 #: Tokens of the ``fallback`` column of :meth:`MaterialIntensityTable.simulate_stock`
 #: (joined with ``;``, empty when every input was usable).
@@ -134,89 +85,6 @@ _TOTALS = ("mass_total_kg", "embodied_co2e_kg")
 
 def _data_path(name: str) -> Path:
     return Path(str(resources.files("urbanfabric") / "data" / name))
-
-
-@dataclass(frozen=True)
-class StockOptions:
-    """Monte-Carlo design and fallback rules of :meth:`MaterialIntensityTable.simulate_stock`.
-
-    Sampling. Every building gets ``draws`` joint draws of (height, MI of every material).
-    The draws' probability levels are fixed by ``seed`` and shared by all buildings (common
-    random numbers), so a building's result depends only on its own inputs and the seed —
-    not on the batch it travels in or its position there (re-delivered or re-batched work
-    gives identical numbers). MI: per material a Latin-hypercube sample of ``draws`` levels
-    through the piecewise-linear inverse CDF of the table's percentiles (p0 … p100);
-    materials are independent unless ``material_correlation`` > 0 (one-factor Gaussian
-    copula). Height: ``height_strata`` stratified levels ((i + ½) / strata: 0.05 … 0.95 for
-    10) of a piecewise-linear quantile function through (0.05, p05), (0.5, height),
-    (0.95, p95); each stratum takes ``draws / strata`` of the MI draws. Floors per draw are
-    ``max(1, round(height / storey_height_m))`` as in :func:`urbanfabric.attributes.features.
-    floors_from_height`, so the floor count stays an integer. Output percentiles use numpy's
-    linear method on the ``draws`` products GFA × MI (and their sums for the totals and CO2e).
-
-    Attributes:
-        draws: Monte-Carlo draws per building.
-        seed: seed of the draw levels.
-        height_strata: distinct height levels (≤ draws).
-        material_correlation: rank correlation (0 … 1) of the materials' MI draws; 0 treats
-            them as independent, 1 as comonotonic (the deterministic estimate's assumption).
-        storey_height_m: floor-to-floor height for height → floors.
-        height_band: (low, high) multipliers of the height when its band is missing.
-        default_structure: structure for unknown structure classes.
-        max_area_m2: footprints larger than this are rejected (the largest buildings on
-            earth are ≈ 0.5 km²; anything above 1 km² is a merged blob, not a building).
-        max_height_m: heights above this are treated as missing (tallest building 828 m).
-        single_family_max_floors: RES with at most this many floors counts as RS.
-        chunk: distinct (type, floors pattern) combinations sorted at once (memory bound).
-    """
-
-    draws: int = 100
-    seed: int = 0
-    height_strata: int = 10
-    material_correlation: float = 0.0
-    storey_height_m: float = 3.0
-    height_band: tuple[float, float] = (0.7, 1.4)
-    default_structure: str = ROOF_FALLBACK_STRUCTURE
-    max_area_m2: float = 1e6
-    max_height_m: float = 1000.0
-    single_family_max_floors: int = 2
-    chunk: int = 256
-
-    def __post_init__(self) -> None:
-        if self.draws < 2:
-            raise InvalidInput("draws", f"need at least 2 draws, got {self.draws}")
-        if not 1 <= self.height_strata <= self.draws:
-            raise InvalidInput("height_strata", f"must be in 1..draws, got {self.height_strata}")
-        if not 0.0 <= self.material_correlation <= 1.0:
-            raise InvalidInput("material_correlation", "must be in [0, 1]")
-        if not self.storey_height_m > 0:
-            raise InvalidInput("storey_height_m", "must be > 0")
-        lo, hi = self.height_band
-        if not 0 < lo <= 1 <= hi:
-            raise InvalidInput("height_band", f"need 0 < low <= 1 <= high, got {self.height_band}")
-        if self.default_structure not in STRUCTURES:
-            raise InvalidInput("default_structure", f"not one of {list(STRUCTURES)}")
-
-    def mi_levels(self, n_materials: int) -> np.ndarray:
-        """Probability levels (materials, draws) of the MI draws, reproducible from ``seed``."""
-        rng = np.random.default_rng(self.seed)
-        d = self.draws
-        u = np.stack([(rng.permutation(d) + rng.random(d)) / d for _ in range(n_materials)])
-        rho = self.material_correlation
-        if rho > 0:
-            from scipy.special import ndtr, ndtri
-
-            common = ndtri((rng.permutation(d) + rng.random(d)) / d)
-            u = ndtr(np.sqrt(rho) * common + np.sqrt(1.0 - rho) * ndtri(u))
-        return u
-
-    def height_levels(self) -> np.ndarray:
-        """The stratified height probability levels, ascending."""
-        return (np.arange(self.height_strata) + 0.5) / self.height_strata
-
-    def stratum_of_draw(self) -> np.ndarray:
-        """Height stratum of each draw (balanced: draws // strata draws per stratum)."""
-        return np.arange(self.draws) * self.height_strata // self.draws
 
 
 class MaterialIntensityTable:
@@ -262,7 +130,7 @@ class MaterialIntensityTable:
         self._cube = cube[..., [given.index(q) for q in QUANTILES]]
         levels = self._quantile_cube(cube, [LEVELS[c] for c in given])
         # The GLOBAL pseudo-region sits after the real ones in the quantile cube.
-        self._qcube = np.concatenate([levels, _mixture_quantiles(levels)[:, :, None]], axis=2)
+        self._qcube = np.concatenate([levels, mixture_quantiles(levels)[:, :, None]], axis=2)
         if "n_raw" in table.columns:
             n_raw = np.zeros(shape)
             n_raw[idx] = table["n_raw"].to_numpy(dtype=np.float64)
@@ -412,7 +280,7 @@ class MaterialIntensityTable:
         q = self._qcube[:, :, region_index]  # (F, S, M, 7)
         q = q.reshape(-1, *q.shape[2:])  # (T, M, 7)
         u = options.mi_levels(len(self.materials))  # (M, D)
-        mi = _inverse_cdf(q, np.array(list(LEVELS.values())), u)  # (T, M, D)
+        mi = inverse_cdf(q, np.array(list(LEVELS.values())), u)  # (T, M, D)
         total = mi.sum(axis=1, keepdims=True)
         co2 = np.einsum("tmd,m->td", mi, self.carbon_factors)[:, None, :]
         out = np.concatenate([mi, total, co2], axis=1)
@@ -528,12 +396,12 @@ class MaterialIntensityTable:
         v = opt.height_levels()
         band_lo = np.where(band_ok, lo, h * opt.height_band[0])
         band_hi = np.where(band_ok, hi, h * opt.height_band[1])
-        pattern = np.maximum(np.floor(_three_point_quantiles(band_lo, h, band_hi, v) / storey
+        pattern = np.maximum(np.floor(three_point_quantiles(band_lo, h, band_hi, v) / storey
                                       + 0.5), 1.0)
         pattern[has_fl & ~has_h] = np.round(fl[has_fl & ~has_h])[:, None]
         if use_default.any():
             pattern[use_default] = np.maximum(
-                np.round(_three_point_quantiles(*default[use_default].T, v)), 1.0)
+                np.round(three_point_quantiles(*default[use_default].T, v)), 1.0)
         pattern = pattern.astype(np.int32)
 
         t = f * len(self.structures) + s
@@ -576,7 +444,7 @@ class MaterialIntensityTable:
         if n == 0:
             return np.zeros((3, draws.shape[1], 0)), np.zeros(0, dtype=np.int64)
         keys = np.column_stack([t, pattern])
-        rep, inv = _unique_rows(keys)
+        rep, inv = unique_rows(keys)
         stratum = opt.stratum_of_draw()
         pos = np.array([0.05, 0.5, 0.95]) * (opt.draws - 1)
         below = np.floor(pos).astype(int)
@@ -643,104 +511,6 @@ class _DefaultFloors:
             rows.append(self._rows.get((r5, key), self._rows.get(("*", key),
                                                                   self._rows[("*", "RM")])))
         return np.asarray(rows, dtype=np.float64)[codes]
-
-
-def _inverse_cdf(q: np.ndarray, levels: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Piecewise-linear inverse CDF through (levels, q[..., m, :]) at u[m, d] → (..., m, d)."""
-    k = np.clip(np.searchsorted(levels, u, side="right") - 1, 0, len(levels) - 2)  # (M, D)
-    w = (u - levels[k]) / (levels[k + 1] - levels[k])
-    m = np.arange(q.shape[-2])[:, None]
-    lo = q[..., m, k]
-    hi = q[..., m, k + 1]
-    return lo + w * (hi - lo)
-
-
-def _three_point_quantiles(p05: np.ndarray, p50: np.ndarray, p95: np.ndarray,
-                           v: np.ndarray) -> np.ndarray:
-    """Quantiles at levels v of the piecewise-linear distribution through three percentiles.
-
-    Linear between (0.05, p05), (0.5, p50), (0.95, p95), the end segments continued beyond;
-    clipped at 0. Returns (n, len(v)).
-    """
-    p05, p50, p95 = (np.asarray(a, dtype=np.float64)[:, None] for a in (p05, p50, p95))
-    low = p05 + (v - 0.05) / 0.45 * (p50 - p05)
-    high = p50 + (v - 0.5) / 0.45 * (p95 - p50)
-    return np.maximum(np.where(v <= 0.5, low, high), 0.0)
-
-
-def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Representative row and inverse index of the distinct rows of an int matrix.
-
-    Hashes each row to 64 bits (multiply-add with fixed odd constants, wrapping), finds the
-    distinct hashes and then checks that every row equals its representative; on a hash
-    collision it falls back to an exact ``np.unique(axis=0)``. Exact either way.
-    """
-    weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=keys.shape[1],
-                                                     dtype=np.uint64) | np.uint64(1)
-    h = (keys.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-    _, rep, inv = np.unique(h, return_index=True, return_inverse=True)
-    if not np.array_equal(keys[rep[inv]], keys):
-        _, rep, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return rep, inv.ravel()
-
-
-def _mixture_quantiles(q: np.ndarray) -> np.ndarray:
-    """Percentiles (at :data:`LEVELS`) of the equal-weight mixture over regions.
-
-    ``q``: (F, S, R, M, 7) piecewise-linear quantile functions. Each CDF is piecewise linear
-    between its percentiles, so the mixture CDF is piecewise linear between the union of all
-    regions' percentile values; it is evaluated there (right value and left limit, for point
-    masses where percentiles coincide) and inverted exactly.
-    """
-    levels = np.array(list(LEVELS.values()))
-    f_, s_, _, m_, _ = q.shape
-    out = np.empty((f_, s_, m_, len(levels)))
-    for i in range(f_):
-        for j in range(s_):
-            for k in range(m_):
-                pts = q[i, j, :, k, :]  # (R, 7)
-                grid = np.unique(pts)
-                right = np.mean([_cdf(p, levels, grid, "right") for p in pts], axis=0)
-                left = np.mean([_cdf(p, levels, grid, "left") for p in pts], axis=0)
-                out[i, j, k] = [_invert(grid, left, right, lv) for lv in levels]
-    return out
-
-
-def _cdf(x: np.ndarray, levels: np.ndarray, g: np.ndarray, side: str) -> np.ndarray:
-    """CDF (side="right") or its left limit ("left") of the quantile function (levels, x)."""
-    if side == "right":
-        k = np.searchsorted(x, g, side="right") - 1  # last point <= g
-        below = k < 0
-        k = np.clip(k, 0, len(x) - 2)
-        span = x[k + 1] - x[k]
-        val = levels[k] + np.where(span > 0, (g - x[k]) / np.where(span > 0, span, 1), 0) * (
-            levels[k + 1] - levels[k])
-        val = np.where(g >= x[-1], 1.0, val)
-        return np.where(below, 0.0, np.clip(val, 0, 1))
-    k = np.searchsorted(x, g, side="left")  # first point >= g
-    val = np.empty_like(g, dtype=np.float64)
-    first = k == 0
-    after = k >= len(x)
-    kk = np.clip(k, 1, len(x) - 1)
-    span = x[kk] - x[kk - 1]
-    val = levels[kk - 1] + np.where(span > 0, (g - x[kk - 1]) / np.where(span > 0, span, 1),
-                                    1) * (levels[kk] - levels[kk - 1])
-    val = np.where(first, 0.0, val)
-    return np.where(after, 1.0, np.clip(val, 0, 1))
-
-
-def _invert(grid: np.ndarray, left: np.ndarray, right: np.ndarray, level: float) -> float:
-    """Smallest x with mixture CDF(x) >= level, CDF linear from right[i-1] to left[i]."""
-    if level <= 0:
-        return float(grid[0])
-    i = int(np.searchsorted(right, level - 1e-12, side="left"))
-    i = min(i, len(grid) - 1)
-    if i == 0 or left[i] < level - 1e-12:
-        return float(grid[i])  # inside the jump at grid[i] (or at the minimum)
-    lo_f, hi_f = right[i - 1], left[i]
-    if hi_f <= lo_f:
-        return float(grid[i - 1])
-    return float(grid[i - 1] + (level - lo_f) / (hi_f - lo_f) * (grid[i] - grid[i - 1]))
 
 
 def fallback_labels(flags: np.ndarray) -> np.ndarray:
@@ -852,164 +622,3 @@ def gfa(
     except ValueError:
         raise InvalidInput("floors", f"shape {f.shape} does not match areas {a.shape}") from None
     return a * f
-
-
-def structure_from_roof(
-    roof_class: str,
-    mapping: Mapping[str, str] | None = None,
-    fallback: str = ROOF_FALLBACK_STRUCTURE,
-) -> str:
-    """RASMI structure code from a roof-material class — a crude prior, not an observation.
-
-    The roof covering seen from above only loosely constrains the structural system, so this
-    is a default to be overridden wherever structure is known (cadastre, survey, a facade
-    model). Defaults (:data:`ROOF_TO_STRUCTURE`): ``concrete_cement`` → C,
-    ``healthy_metal`` → M, ``irregular_metal`` → T, ``incomplete`` → M; anything else
-    (e.g. ``other``) → ``fallback`` (M).
-
-    Args:
-        roof_class: roof-material class name (case-insensitive).
-        mapping: replaces the default mapping (class → structure code).
-        fallback: structure for classes missing from the mapping.
-
-    Returns:
-        A RASMI structure code: C, M, S or T.
-
-    Raises:
-        InvalidInput: ``field="structure"`` when the mapping or fallback yields a code that
-            is not a RASMI structure.
-    """
-    table = {k.strip().lower(): v for k, v in (ROOF_TO_STRUCTURE if mapping is None
-                                                 else mapping).items()}
-    code = table.get(roof_class.strip().lower(), fallback)
-    if code not in STRUCTURES:
-        raise InvalidInput("structure", f"{code!r} is not one of {list(STRUCTURES)}")
-    return code
-
-
-@dataclass(frozen=True)
-class KeyMapping:
-    """What the pipeline knows about a building → the MI key (function, structure, region).
-
-    * **structure** from the facade material where it maps (walls carry the load in masonry
-      and timber buildings), else from the roof material (:data:`ROOF_TO_STRUCTURE`: a weak
-      prior), else unknown → ``StockOptions.default_structure`` with the fallback recorded.
-    * **function** from size until a function classifier exists: at most
-      ``single_family_max_floors`` floors and less than ``single_family_max_area_m2`` of
-      footprint → RS, else RM. NR is never guessed; give it explicitly.
-    * **region**: the RASMI R5_32 code of the job (a parameter; unknown codes fall back to
-      the GLOBAL mixture). Height enters through floors (GFA and the RS/RM split).
-    * **age** is not a RASMI dimension and is not used: RASMI pools all construction
-      periods. The Heeren & Fishman records carry construction periods for a user who wants
-      to derive an age-specific table with :func:`derive_intensity`.
-
-    Load a configuration with :meth:`load` (JSON with any of the field names below).
-    """
-
-    roof_to_structure: Mapping[str, str] = field(default_factory=lambda: dict(ROOF_TO_STRUCTURE))
-    facade_to_structure: Mapping[str, str] = field(
-        default_factory=lambda: dict(FACADE_TO_STRUCTURE))
-    single_family_max_floors: int = 2
-    single_family_max_area_m2: float = 250.0
-
-    def __post_init__(self) -> None:
-        for name in ("roof_to_structure", "facade_to_structure"):
-            bad = {k: v for k, v in getattr(self, name).items() if v not in STRUCTURES}
-            if bad:
-                raise InvalidInput(name, f"codes {bad} are not RASMI structures {list(STRUCTURES)}")
-
-    @classmethod
-    def load(cls, path: str | Path) -> KeyMapping:
-        """Read a JSON configuration (unknown keys are an error)."""
-        cfg = json.loads(Path(path).read_text())
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InvalidInput("mapping", f"unknown keys {sorted(unknown)}")
-        return cls(**cfg)
-
-    def structure(self, roof: Sequence[str | None] | np.ndarray | None = None,
-                  facade: Sequence[str | None] | np.ndarray | None = None,
-                  n: int | None = None) -> np.ndarray:
-        """Structure code per building, ``""`` where neither class maps (unknown)."""
-        size = n if n is not None else len(roof if roof is not None else facade or [])
-        roof_map = {k.strip().lower(): v for k, v in self.roof_to_structure.items()}
-        facade_map = {k.strip().lower(): v for k, v in self.facade_to_structure.items()}
-        out = np.full(size, "", dtype=object)
-        for classes, table in ((roof, roof_map), (facade, facade_map)):  # facade wins
-            if classes is None:
-                continue
-            codes = pd.Series(np.asarray(classes, dtype=object)).fillna("").astype(str)
-            mapped = codes.str.strip().str.lower().map(table).fillna("").to_numpy(dtype=object)
-            out = np.where(mapped != "", mapped, out)
-        return out
-
-    def function(self, floors: np.ndarray | Sequence[float],
-                 footprint_area_m2: np.ndarray | Sequence[float]) -> np.ndarray:
-        """RS for small low buildings, else RM (see the class docstring)."""
-        fl = np.asarray(floors, dtype=np.float64)
-        area = np.asarray(footprint_area_m2, dtype=np.float64)
-        small = (fl <= self.single_family_max_floors) & (area < self.single_family_max_area_m2)
-        return np.where(small, "RS", "RM").astype(object)
-
-
-def derive_intensity(
-    inventory: pd.DataFrame,
-    materials: Sequence[str],
-    type_columns: Sequence[str] = ("roof", "wall"),
-    area_column: str = "gfa_m2",
-) -> pd.DataFrame:
-    """Eq. (1): MI[material, type] = Σ mass[material] / Σ floor area, per building type.
-
-    Args:
-        inventory: one row per building with the type columns (e.g. roof and wall
-            material: the study's types), the floor area and one mass column (kg) per
-            material. A NaN mass means "not inventoried": that building drops out of the
-            material's sums (numerator and denominator); a 0 is a measured zero.
-        materials: the mass columns.
-        type_columns: columns whose combination is the building type.
-        area_column: gross floor area (m², > 0).
-
-    Returns:
-        Long table: the type columns, ``material``, ``mi_kg_per_m2``, ``mass_kg`` and
-        ``gfa_m2`` (the two sums), ``buildings`` (count behind the ratio).
-
-    Raises:
-        InvalidInput: a missing column or a non-positive / non-finite floor area.
-    """
-    need = [*type_columns, area_column, *materials]
-    missing = [c for c in need if c not in inventory.columns]
-    if missing:
-        raise InvalidInput("inventory", f"missing columns {missing}")
-    area = pd.to_numeric(inventory[area_column], errors="coerce")
-    if not (np.isfinite(area) & (area > 0)).all():
-        raise InvalidInput(area_column, "floor areas must be finite and > 0")
-    rows = []
-    for material in materials:
-        mass = pd.to_numeric(inventory[material], errors="coerce")
-        known = mass.notna()
-        part = inventory.loc[known, list(type_columns)].assign(mass_kg=mass[known],
-                                                               gfa_m2=area[known])
-        g = part.groupby(list(type_columns), dropna=False).agg(
-            mass_kg=("mass_kg", "sum"), gfa_m2=("gfa_m2", "sum"),
-            buildings=("gfa_m2", "size")).reset_index()
-        g["material"] = material
-        rows.append(g)
-    out = pd.concat(rows, ignore_index=True)
-    out["mi_kg_per_m2"] = out.mass_kg / out.gfa_m2
-    return out[[*type_columns, "material", "mi_kg_per_m2", "mass_kg", "gfa_m2", "buildings"]]
-
-
-def type_table(mi: pd.DataFrame, rows: str = "roof", cols: str = "wall",
-               material: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fig. 7-style heat-map tables from :func:`derive_intensity` output.
-
-    Returns:
-        (a) MI per ``rows`` × ``cols`` type (kg/m²): of ``material``, or the total over
-        materials (each material's Eq. 1 ratio, summed); (b) the number of materials with a
-        non-zero intensity per combination (the study's panel b).
-    """
-    part = mi if material is None else mi[mi.material == material]
-    total = part.pivot_table(index=rows, columns=cols, values="mi_kg_per_m2", aggfunc="sum")
-    used = mi[mi.mi_kg_per_m2 > 0].pivot_table(index=rows, columns=cols, values="material",
-                                                aggfunc="nunique")
-    return total, used
