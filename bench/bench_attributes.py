@@ -77,10 +77,10 @@ def main() -> None:
     load_before = os.getloadavg()
     base = gpd.read_file(SHARED_DATA / "age/boulder/boulder_buildings.gpkg")
     frame = replicate(base[["geometry"]], args.n)
-    height = height.HeightModel.load(REPO / "models/height_xgb/v1")
+    height_model = height.HeightModel.load(REPO / "models/height_xgb/v1")
     func = function.FunctionModel.load(REPO / "models/building_function/v1")
     age_model = age.AgeModel.load(REPO / "models/building_age/v1")
-    for b in (*height.members, func.booster, *age_model.members, age_model.classifier):
+    for b in (*height_model.members, func.booster, *age_model.members, age_model.classifier):
         b.set_param({"nthread": args.threads})
     t = dict.fromkeys(("repair", "features", "height", "function_floors", "age"), 0.0)
     n_out = 0
@@ -91,7 +91,7 @@ def main() -> None:
         t1 = time.perf_counter()
         feats = features.footprint_features(part)
         t2 = time.perf_counter()
-        h, _, _ = height.predict(feats)
+        h, _, _ = height_model.predict(feats)
         t3 = time.perf_counter()
         proba = func.predict_proba(feats)
         names = np.asarray(function.FUNCTION_CLASSES, dtype=object)[proba.argmax(axis=1)]

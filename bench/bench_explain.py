@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from urbanfabric.materials import explain as E
-    from urbanfabric.materials.roofs import image_chip, input_scaling
+    from urbanfabric.materials.chips import image_chip, input_scaling
     from urbanfabric.io.model_repository import model_dir
 
     name, _, version = args.model.partition(":")

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from bench._util import peak_rss_mib, save  # noqa: E402
 from urbanfabric.imagery import acquisition, calibration  # noqa: E402
 from urbanfabric.footprints import segmentation  # noqa: E402
+from urbanfabric.footprints.tta import TTA, with_tta  # noqa: E402
 from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient  # noqa: E402
 from urbanfabric.io.model_repository import SHARED_DATA  # noqa: E402
 
@@ -156,7 +157,7 @@ def one_run(args: argparse.Namespace) -> dict:
     rss_before = peak_rss_mib()
     t0 = time.perf_counter()
     if args.mode == "streamed":
-        res = run_streamed(args.blocks, segmentation.with_tta(infer, args.tta), args.threshold, args.window,
+        res = run_streamed(args.blocks, with_tta(infer, args.tta), args.threshold, args.window,
                            args.overlap)
     else:
         res = run_naive(args.blocks, infer, args.threshold, args.window)
@@ -203,7 +204,7 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-name", default="segmentation_scaling", help="bench/results/<name>.json")
-    p.add_argument("--tta", default="none", choices=[t.value for t in segmentation.TTA],
+    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
                    help="test-time augmentation (streamed)")
     p.add_argument("--tta-sweep", default="", help="comma list of TTAs: one streamed run each (--blocks)")
     args = p.parse_args()

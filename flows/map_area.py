@@ -46,7 +46,7 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_dir
 from urbanfabric.footprints.seams import seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE, read_raster
-from urbanfabric.footprints.segmentation import merge_seams
+from urbanfabric.footprints.seams import merge_seams
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri

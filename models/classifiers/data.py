@@ -84,7 +84,7 @@ class ImageSet:
 
 def _square(rgb: np.ndarray, side: int) -> np.ndarray:
     """``(3, r, c)`` float → ``(3, side, side)`` bilinear (aspect not kept, like the pipeline)."""
-    from urbanfabric.materials.roofs import resize_chip
+    from urbanfabric.materials.chips import resize_chip
 
     return resize_chip(rgb.astype(np.float32), side)
 

@@ -16,7 +16,7 @@ time, with a shipped footprint model:
 
 :func:`apply_chip_mode` then turns the ``context`` image set into ``masked`` (RGB × mask) or
 ``context+mask`` (RGB + mask channel) — the same three inputs
-:func:`urbanfabric.materials.roofs.roof_chips` cuts from a footprint polygon in the pipeline.
+:func:`urbanfabric.materials.chips.roof_chips` cuts from a footprint polygon in the pipeline.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from models.classifiers.data import ImageSet, _load_rgb, _square
 from urbanfabric.imagery.calibration import iqr_scale
-from urbanfabric.materials.roofs import ChipMode
+from urbanfabric.materials.chips import ChipMode
 
 
 def _building_box(meta: dict[str, object]) -> tuple[int, int, int, int]:

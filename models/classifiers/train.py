@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from urbanfabric.materials.roofs import ChipMode
+from urbanfabric.materials.chips import ChipMode
 
 from models.classifiers import metrics as M
 from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load_task
@@ -74,7 +74,7 @@ class TrainConfig:
     probe_views: int = 4  # ImageNet archs: linear-probe warm start on this many augmented views (+ plain)
     probe_c: float = 0.05
     seed: int = 0
-    # Roof chips: context | masked | context+mask (urbanfabric.materials.roofs.ChipMode); the labelled
+    # Roof chips: context | masked | context+mask (urbanfabric.materials.chips.ChipMode); the labelled
     # roof crops have no polygons, so masks come from this footprint model (models.classifiers.roof_masks).
     chip_mode: str = "context"
     footprint_model: str = "models/footprint_unet/v4"
@@ -473,7 +473,7 @@ def ship(model: ClassifierNet, ds: ImageSet, result: dict[str, Any], cfg: TrainC
         "taxonomy": taxonomy_for(ds.task, ds.classes),
         "normalisation": {
             "input": ds.input_note,
-            "resize": "whole image to chip_size x chip_size, bilinear with antialias (urbanfabric.materials.roofs.resize_chip)",
+            "resize": "whole image to chip_size x chip_size, bilinear with antialias (urbanfabric.materials.chips.resize_chip)",
         },
         "training": {"command": command, "task": ds.task, "data": ds.meta.get("data"),
                      "split_counts": ds.counts(), "hyperparameters": asdict(cfg),

@@ -19,7 +19,7 @@ data, never on the split being scored). Reported per data set, split and model:
   as SpaceNet) are ignored on both sides.
 
 ``--tta flips|d4`` predicts every window under 4 or 8 flipped/rotated views and averages them
-(:func:`urbanfabric.footprints.segmentation.with_tta`). Because averaging smooths the probability, the
+(:func:`urbanfabric.footprints.tta.with_tta`). Because averaging smooths the probability, the
 model's stored threshold (chosen without TTA) may no longer be the best cut:
 ``--threshold-from val`` re-picks each member's threshold on the val splits of the listed data
 sets the model was validated on in training (``validation.per_dataset`` of its config; else the
@@ -54,7 +54,7 @@ from models.footprint_unet.net import load_model, read_config
 from models.footprint_unet.train import THRESHOLDS
 from models.footprint_unet.train_multi import pick_threshold, scene_probability
 from urbanfabric.footprints.ensemble import EnsembleCombine, combine, mean_probability
-from urbanfabric.footprints.segmentation import TTA
+from urbanfabric.footprints.tta import TTA
 
 ENSEMBLE = "ensemble"
 

@@ -124,9 +124,10 @@ def loss_fn(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, loss
 def scene_probability(model: torch.nn.Module, scene: D.Scene, tta: str = "none") -> np.ndarray:
     """Building probability of a whole scene: IQR per scene, Hann-blended 512 px windows.
 
-    ``tta`` (:class:`urbanfabric.footprints.segmentation.TTA`) averages each window over flipped/rotated views.
+    ``tta`` (:class:`urbanfabric.footprints.tta.TTA`) averages each window over flipped/rotated views.
     """
-    from urbanfabric.footprints.segmentation import predict_tiled, with_tta
+    from urbanfabric.footprints.segmentation import predict_tiled
+    from urbanfabric.footprints.tta import with_tta
 
     image = iqr_scale(scene.image)
     # Small scenes get one window of their own size (rounded up to 32) instead of padding to 512.

@@ -1,7 +1,7 @@
 """Roof images of a class-per-folder data set, normalised like pipeline chips, plus augmentation.
 
 Every image goes through the pipeline's own input path: :func:`urbanfabric.imagery.calibration.iqr_scale`
-on the chip (bands, rows, cols), then :func:`urbanfabric.materials.roofs.resize_chip` to the chip
+on the chip (bands, rows, cols), then :func:`urbanfabric.materials.chips.resize_chip` to the chip
 size. Augmentations act on the IQR-scaled image before the final resize.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from urbanfabric.imagery.calibration import iqr_scale
-from urbanfabric.materials.roofs import resize_chip
+from urbanfabric.materials.chips import resize_chip
 
 
 @dataclass(frozen=True)

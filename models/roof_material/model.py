@@ -1,6 +1,6 @@
 """Roof-material classifier: ImageNet EfficientNet-Lite0 with a small class head.
 
-The model takes roof chips exactly as :func:`urbanfabric.materials.roofs.roof_chips` produces them
+The model takes roof chips exactly as :func:`urbanfabric.materials.chips.roof_chips` produces them
 (``(N, 3, S, S)`` float32 in 0–1, IQR-scaled ARD) and applies the ImageNet mean/std
 standardisation itself, so callers never normalise and training and serving cannot drift
 apart. A shipped version is a folder with ``model.pt`` (fp16 state dict, to stay small) and
@@ -28,7 +28,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "drop_rate": 0.3,
     "normalisation": {
         "input": "urbanfabric.imagery.calibration.iqr_scale (per chip in training, per tile in the pipeline), 0-1 float32",
-        "resize": "urbanfabric.materials.roofs.resize_chip (bilinear, antialias)",
+        "resize": "urbanfabric.materials.chips.resize_chip (bilinear, antialias)",
         "in_model": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     },
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from urbanfabric.attributes import age, features, function, height
+from urbanfabric.attributes import age, function, height
 from urbanfabric.attributes.age import AGE_CLASS_LABELS
 from urbanfabric.attributes.batch import AttributeModels, predict_attributes
 from urbanfabric.settings import Settings

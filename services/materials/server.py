@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from urbanfabric.materials import explain, roofs as materials
+from urbanfabric.materials import explain, facades, roofs
+from urbanfabric.materials import chips as roof_chips
 from urbanfabric.runtime.service_clients import model_client
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
@@ -53,7 +54,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
     def __init__(self, store: ObjectStore, models: ModelClient) -> None:
         self.store = store
         self.models = models
-        self.taxonomy = materials.RoofTaxonomy.load()
+        self.taxonomy = roofs.RoofTaxonomy.load()
         self._explainable: dict[tuple[str, str], explain.Explainable] = {}
         self._lock = threading.Lock()
 
@@ -71,20 +72,20 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
 
         return [(ref.uri, loader(ref.uri)) for ref in refs]
 
-    def _taxonomy(self, name: str, cfg: dict[str, Any]) -> materials.Taxonomy:
+    def _taxonomy(self, name: str, cfg: dict[str, Any]) -> roofs.Taxonomy:
         default = self.taxonomy if name.replace("_", "-") == "roof-material" else None
-        return materials.Taxonomy.for_model(cfg, default)
+        return roofs.Taxonomy.for_model(cfg, default)
 
-    def _classify(self, ref: Any, ids: list[str], rasters: list, footprints: Any) -> list[materials.MaterialCall]:
+    def _classify(self, ref: Any, ids: list[str], rasters: list, footprints: Any) -> list[roofs.MaterialCall]:
         """One classifier over one building batch: chips, one batched model-server call, decode."""
         cfg = model_config(ref.name, ref.version)
         classes, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
-        chips, reasons = materials.chips_from_rasters(footprints, rasters, size, mode=materials.ChipMode.of(cfg))
+        chips, reasons = roof_chips.chips_from_rasters(footprints, rasters, size, mode=roof_chips.ChipMode.of(cfg))
         ok = np.flatnonzero([not r for r in reasons])
         probs = np.zeros((len(ids), len(classes)), np.float32)
         if len(ok):
             probs[ok] = self.models.infer_batched(ref.name, ref.version, chips[ok], batch_size=BATCH)
-        return materials.decode_calls(ids, probs, classes, self._taxonomy(ref.name, cfg), reasons)
+        return roofs.decode_calls(ids, probs, classes, self._taxonomy(ref.name, cfg), reasons)
 
     def _catalog_views(self, footprints: Any, catalog_uri: str, max_views: int) -> list[tuple[str, list[str]]]:
         """Views facing each building from a view catalog in the store (relative URIs resolved)."""
@@ -116,13 +117,13 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
         ids = [str(b) for b in footprints["building_id"]]
         rasters = self._rasters(request.images)
-        roofs = self._classify(request.model, ids, rasters, footprints)
+        calls = self._classify(request.model, ids, rasters, footprints)
         shapes = None
         if request.shape_model.name:
             require(request, "shape_model.version")
             shapes = self._classify(request.shape_model, ids, rasters, footprints)
         out = []
-        for i, r in enumerate(roofs):
+        for i, r in enumerate(calls):
             msg = pb.RoofMaterial(
                 building_id=r.building_id, material=r.material, probability=r.probability,
                 taxonomy_code=r.taxonomy_code, has_imagery=bool(r.model_class),
@@ -133,7 +134,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
                 s = shapes[i]
                 msg.shape, msg.shape_probability, msg.shape_unknown_reason = s.material, s.probability, s.unknown_reason
             else:
-                msg.shape, msg.shape_unknown_reason = materials.UNKNOWN, "no roof-shape model requested"
+                msg.shape, msg.shape_unknown_reason = roofs.UNKNOWN, "no roof-shape model requested"
             out.append(msg)
         return pb.ClassifyRoofsResponse(roofs=out)
 
@@ -143,7 +144,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         name, version = request.model.name, request.model.version
         cfg = model_config(name, version)
         labels, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
-        scaling = materials.input_scaling(cfg)
+        scaling = roof_chips.input_scaling(cfg)
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
         ids = [str(b) for b in footprints["building_id"]]
         known = set(ids)
@@ -158,7 +159,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
                 raise InvalidInput("views.building_id", f"{bid!r} is not in the footprints")
             for uri in uris:
                 try:
-                    chip = materials.image_chip(self.store.get_bytes(parse_s3_uri(uri)[1]), size, scaling)
+                    chip = roof_chips.image_chip(self.store.get_bytes(parse_s3_uri(uri)[1]), size, scaling)
                 except (InvalidInput, NotFound) as exc:
                     views[bid].append(f"{uri}: {exc}")
                     continue
@@ -171,7 +172,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
                 views[bid][k] = p
         no_views = ("no street-level views were given for this run (flow parameter street_views: a view catalog)"
                     if not request.views and not request.street_views.uri else "no street-level view of the building")
-        calls = materials.decode_facades(
+        calls = facades.decode_facades(
             ids, views, labels, self._taxonomy(name, cfg), thresholds=cfg.get("thresholds"), no_view_reason=no_views,
         )
         return pb.ClassifyFacadesResponse(facades=[
@@ -196,13 +197,13 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
             one = footprints[footprints["building_id"].astype(str) == b.building_id]
             if one.empty:
                 raise NotFound(f"building.building_id: {b.building_id!r} is not in {b.footprints.uri}")
-            chips, reasons = materials.chips_from_rasters(one, self._rasters(b.images), model.chip_size,
-                                                          mode=materials.ChipMode.of(model.config))
+            chips, reasons = roof_chips.chips_from_rasters(one, self._rasters(b.images), model.chip_size,
+                                                          mode=roof_chips.ChipMode.of(model.config))
             if reasons[0]:
                 raise InvalidInput("building.images", f"building {b.building_id}: {reasons[0]}")
             chip, building_id = chips[0], b.building_id
         elif request.WhichOneof("source") == "image":
-            chip = materials.image_chip(request.image, model.chip_size, materials.input_scaling(model.config))
+            chip = roof_chips.image_chip(request.image, model.chip_size, roof_chips.input_scaling(model.config))
         else:
             raise InvalidInput("source", "give building or image")
         target = None

@@ -334,7 +334,7 @@ class RoofMaterialModel(TorchV2Model):
         """Chips must be square, of the trained size, with the trained channels.
 
         ``chip_mode`` ``context+mask`` chips carry the footprint as a fourth channel
-        (``urbanfabric.materials.roofs.ChipMode``; not imported: the model server image ships
+        (``urbanfabric.materials.chips.ChipMode``; not imported: the model server image ships
         without the pipeline library).
         """
         size = self.config.get("chip_size")

@@ -13,10 +13,12 @@ from affine import Affine
 
 from urbanfabric.imagery import landcover
 from urbanfabric.footprints import segmentation
+from urbanfabric.footprints.tta import TTA, with_tta
 from urbanfabric.runtime.service_clients import model_client
 from urbanfabric.settings import Settings
 from urbanfabric.runtime.convert import combine_from_proto, tile_from_proto, tta_from_proto
 from urbanfabric.footprints.ensemble import EnsembleCombine
+from urbanfabric.footprints.ensemble import combine as combine_members
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.io.job_layout import JobLayout
@@ -34,7 +36,7 @@ WINDOW = int(os.environ.get("URBANFABRIC_SEG_WINDOW", "512"))
 OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
 
 
-def model_threshold(name: str, version: str, tta: segmentation.TTA = segmentation.TTA.NONE) -> float:
+def model_threshold(name: str, version: str, tta: TTA = TTA.NONE) -> float:
     """The probability threshold chosen on validation data (0.5 when the config has none).
 
     Segmentation configs keep it under ``output.threshold``; a top-level ``threshold`` is
@@ -80,7 +82,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             def patch_model(batch: np.ndarray) -> np.ndarray:
                 return self.models.infer(ref.name, ref.version, batch)
 
-            return segmentation.predict_tiled(ard.data, segmentation.with_tta(patch_model, tta),
+            return segmentation.predict_tiled(ard.data, with_tta(patch_model, tta),
                                               window=WINDOW, overlap=OVERLAP)
 
         if len(members) == 1:
@@ -89,7 +91,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         else:
             # The "probability" of a vote is the share of members voting building; of a mean,
             # the mean probability, cut at the request's threshold or the members' mean one.
-            prob, threshold = segmentation.combine(
+            prob, threshold = combine_members(
                 [member_probability(m) for m in members],
                 [model_threshold(m.name, m.version, tta) for m in members],
                 how, request.min_votes,

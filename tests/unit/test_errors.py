@@ -6,7 +6,7 @@ import pytest
 
 from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput, parse_choice
-from urbanfabric.materials.roofs import ChipMode
+from urbanfabric.materials.chips import ChipMode
 from urbanfabric.footprints.tta import TTA
 
 

@@ -12,15 +12,8 @@ import pytest
 import torch
 from shapely.geometry import Polygon, box
 from urbanfabric.errors import InvalidInput
-from urbanfabric.materials.roofs import (
-    BBR_OTHER_CODE,
-    ChipMode,
-    RoofPrediction,
-    RoofTaxonomy,
-    decode,
-    resize_chip,
-    roof_chips,
-)
+from urbanfabric.materials.roofs import BBR_OTHER_CODE, RoofPrediction, RoofTaxonomy, decode
+from urbanfabric.materials.chips import ChipMode, resize_chip, roof_chips
 
 torch.set_num_threads(1)
 

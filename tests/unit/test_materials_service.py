@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box
-from urbanfabric.materials import roofs as materials
+from urbanfabric.materials.roofs import UNKNOWN
 from urbanfabric.errors import NotFound
 from urbanfabric.io.rasters import Raster, cog_bytes
 from urbanfabric.io.geoparquet import geoparquet_bytes
@@ -110,18 +110,18 @@ def test_roofs_unknowns_have_reasons_and_the_batch_goes_on() -> None:
     assert by["in"].material == "healthy_metal" and by["in"].taxonomy_code == "6" and by["in"].has_imagery
     assert by["in"].unknown_reason == "" and len(by["in"].probabilities) == 5
     for bid in ("outside", "nodata", "empty"):
-        assert by[bid].material == materials.UNKNOWN and by[bid].unknown_reason and not by[bid].has_imagery
+        assert by[bid].material == UNKNOWN and by[bid].unknown_reason and not by[bid].has_imagery
     assert "empty footprint" in by["empty"].unknown_reason
     # The corrupt and the missing image are named for the buildings nothing else covered.
     assert "bad.tif" in by["outside"].unknown_reason and "missing.tif" in by["outside"].unknown_reason
     assert models.calls == [("roof-material", "v1", (1, 3, 128, 128))]  # one batched call
-    assert by["in"].shape == materials.UNKNOWN and "no roof-shape model" in by["in"].shape_unknown_reason
+    assert by["in"].shape == UNKNOWN and "no roof-shape model" in by["in"].shape_unknown_reason
 
 
 def test_roofs_without_images_are_unknown_not_failed() -> None:
     svc, store, models = _svc()
     roofs = svc.ClassifyRoofs(_roofs_request(store, []), Ctx()).roofs
-    assert [r.material for r in roofs] == [materials.UNKNOWN] * 4
+    assert [r.material for r in roofs] == [UNKNOWN] * 4
     assert all(r.unknown_reason for r in roofs) and models.calls == []
 
 
@@ -131,7 +131,7 @@ def test_class_outside_the_taxonomy_is_unknown(monkeypatch) -> None:
     svc, store, _ = _svc(FakeModels(3, top=2))
     good = store.put("ard.tif", _image())
     r = svc.ClassifyRoofs(_roofs_request(store, [good]), Ctx()).roofs[0]
-    assert r.material == materials.UNKNOWN and r.model_class == "tar_paper"
+    assert r.material == UNKNOWN and r.model_class == "tar_paper"
     assert "outside the bbr_byg033 taxonomy" in r.unknown_reason and r.taxonomy_code == ""
 
 
@@ -154,7 +154,7 @@ def test_roof_shape_model_runs_on_the_same_batch(monkeypatch) -> None:
     req = _roofs_request(store, [good], shape_model=common.ModelRef(name="roof-shape", version="v1"))
     by = {r.building_id: r for r in svc.ClassifyRoofs(req, Ctx()).roofs}
     assert by["in"].shape == "hip" and by["in"].shape_probability == 1.0 and not by["in"].shape_unknown_reason
-    assert by["outside"].shape == materials.UNKNOWN and by["outside"].shape_unknown_reason
+    assert by["outside"].shape == UNKNOWN and by["outside"].shape_unknown_reason
     assert [c[0] for c in models.calls] == ["roof-material", "roof-shape"]
     assert models.calls[1][2] == (1, 3, 48, 48)
 
@@ -196,10 +196,10 @@ def test_facades_views_filtered_aggregated_and_unknowns(monkeypatch) -> None:
     assert a.material == "brick" and a.taxonomy_code == "1" and a.views_total == 3 and a.views_used == 2
     assert list(a.materials) == ["brick", "stucco"] and not a.unknown_reason
     assert {p.name for p in a.probabilities} == {"brick", "stucco", "wood"}  # null is the filter, not a material
-    assert by["nodata"].material == materials.UNKNOWN and "non-building" in by["nodata"].unknown_reason
-    assert by["outside"].material == materials.UNKNOWN and "unreadable" in by["outside"].unknown_reason
+    assert by["nodata"].material == UNKNOWN and "non-building" in by["nodata"].unknown_reason
+    assert by["outside"].material == UNKNOWN and "unreadable" in by["outside"].unknown_reason
     # "wood" is not in the byg032 mapping of this config: outside the taxonomy → unknown.
-    assert by["empty"].material == materials.UNKNOWN and "outside the bbr_byg032" in by["empty"].unknown_reason
+    assert by["empty"].material == UNKNOWN and "outside the bbr_byg032" in by["empty"].unknown_reason
     assert len(models.calls) == 1 and models.calls[0][2] == (5, 3, 32, 32)  # one batch, unreadable skipped
 
     none = pb.ClassifyFacadesRequest(footprints=req.footprints, model=req.model, job=req.job)

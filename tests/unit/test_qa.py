@@ -9,7 +9,7 @@ from shapely import box
 
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.footprints.seams import internal_borders, seam_defects
-from urbanfabric.footprints.segmentation import merge_seams
+from urbanfabric.footprints.seams import merge_seams
 
 # Two neighbouring zoom-16 cells of the Xiamen sample area.
 TILES = tiles_for_area((118.0976, 24.4822, 118.1084, 24.4870))

@@ -5,13 +5,9 @@ from affine import Affine
 from shapely.geometry import box
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.footprints.segmentation import (
-    TTA,
-    merge_seams,
-    polygonize,
-    predict_tiled,
-    with_tta,
-)
+from urbanfabric.footprints.tta import TTA, with_tta
+from urbanfabric.footprints.seams import merge_seams
+from urbanfabric.footprints.segmentation import polygonize, predict_tiled
 
 # 0.6 m pixels in Web Mercator near Xiamen.
 ORIGIN = Affine(0.6, 0, 13146000.0, 0, -0.6, 2813000.0)

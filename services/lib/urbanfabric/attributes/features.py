@@ -139,7 +139,6 @@ have truncated neighbourhoods, so pass a margin of context around an area of int
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from typing import Any
 

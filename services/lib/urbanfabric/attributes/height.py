@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +16,6 @@ import xgboost as xgb
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
 
-
-# --------------------------------------------------------------------------------------------
-# Height: bootstrap-aggregated XGBoost
-# --------------------------------------------------------------------------------------------
 
 #: Bumped when the on-disk layout of a saved HeightModel changes.
 FORMAT_VERSION = 1

@@ -6,12 +6,9 @@ Computed in one local metric CRS by :func:`urbanfabric.attributes.features.footp
 
 from __future__ import annotations
 
-
-
 import numpy as np
 import shapely
 from scipy.spatial import cKDTree
-
 
 
 #: Radii (m) of the neighbourhood counts; the largest bounds the single tree query.

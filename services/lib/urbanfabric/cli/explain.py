@@ -89,7 +89,7 @@ def explain_files(paths: list[str], model: str, methods: list[Any], target: str,
     """
     from urbanfabric.materials import explain as E
     from urbanfabric.errors import InvalidInput
-    from urbanfabric.materials.roofs import image_chip, input_scaling
+    from urbanfabric.materials.chips import image_chip, input_scaling
     from urbanfabric.io.model_repository import model_dir
 
     name, _, version = model.partition(":")
@@ -214,7 +214,7 @@ def explain_samples(samples: list[tuple[Path, str]], model: str, out: Path, scal
     class) per ``(image file, true label)``, plus ``gallery.json`` (true label, predicted class
     and probability per panel)."""
     from urbanfabric.materials import explain as E
-    from urbanfabric.materials.roofs import image_chip, input_scaling
+    from urbanfabric.materials.chips import image_chip, input_scaling
     from urbanfabric.io.model_repository import model_dir
 
     name, _, version = model.partition(":")

@@ -1,7 +1,7 @@
 """Quality checks on a job's footprints: buildings cut at tile borders.
 
 Tiles are segmented one by one (with a halo), so a building that straddles a tile border is
-first found as two pieces, one per tile; :func:`urbanfabric.footprints.segmentation.merge_seams` joins
+first found as two pieces, one per tile; :func:`merge_seams` joins
 them (CMAB "Building rooftop": +1.5 m buffer, merge, −1.5 m). This module checks the result
 the way a reviewer would look at the map:
 
@@ -23,10 +23,68 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from shapely import LineString
 
+from urbanfabric.footprints.segmentation import building_id
 from urbanfabric.imagery.tiles import Tile
+
+#: Buffer that joins border pieces (CMAB "Building rooftop": +1.5 m, merge, −1.5 m).
+SEAM_BUFFER_M = 1.5
+
+
+def merge_seams(footprints: gpd.GeoDataFrame, buffer_m: float = SEAM_BUFFER_M) -> gpd.GeoDataFrame:
+    """Join border pieces of the same building from neighbouring tiles.
+
+    Only rows with ``on_border`` take part: they are buffered by ``buffer_m``, intersecting
+    pieces are dissolved, and the union is shrunk back. Interior footprints are untouched, so
+    two separate buildings 2 m apart inside a tile stay separate.
+    """
+    if footprints.empty or not footprints["on_border"].any():
+        return footprints.reset_index(drop=True)
+    metric_crs = footprints.estimate_utm_crs()
+    border = footprints[footprints["on_border"]].to_crs(metric_crs)
+    inner = footprints[~footprints["on_border"]]
+    grown = border.geometry.buffer(buffer_m)
+    # Connected groups of intersecting grown pieces.
+    left, right = grown.sindex.query(grown, predicate="intersects")
+    n = len(border)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(left, right):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    groups = np.array([find(i) for i in range(n)])
+    border = border.assign(_group=groups, _grown=grown.values)
+    merged_rows = []
+    for _, g in border.groupby("_group"):
+        if len(g) == 1:
+            row = g.iloc[0].copy()
+        else:
+            union = gpd.GeoSeries(g["_grown"].values, crs=metric_crs).union_all().buffer(-buffer_m)
+            area = g.geometry.area.to_numpy()
+            row = g.iloc[int(area.argmax())].copy()
+            row["geometry"] = union
+            row["footprint_confidence"] = float(np.average(g["footprint_confidence"], weights=area))
+        merged_rows.append(row)
+    merged = gpd.GeoDataFrame(merged_rows, geometry="geometry", crs=metric_crs)
+    merged = merged.drop(columns=["_group", "_grown"])
+    merged = merged[~merged.geometry.is_empty]
+    merged["footprint_area_m2"] = merged.geometry.area
+    merged = merged.to_crs("EPSG:4326")
+    pts = merged.geometry.representative_point()
+    merged["building_id"] = [building_id(p.x, p.y) for p in pts]
+    out = pd.concat([inner, merged], ignore_index=True)
+    return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
+
 
 #: A footprint "touches" a border when it comes this close to it (≈ two 0.5 m pixels).
 TOUCH_M = 1.0

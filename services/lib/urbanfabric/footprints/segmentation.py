@@ -7,16 +7,16 @@
 * :func:`polygonize` turns the probability map into simplified footprint polygons
   (connected components → polygons, Douglas–Peucker simplification, minimum-area filter) with a
   confidence per footprint (mean probability inside it).
-* :func:`~urbanfabric.footprints.tta.with_tta` (re-exported here) wraps a patch model in test-time
+* :func:`~urbanfabric.footprints.tta.with_tta` wraps a patch model in test-time
   augmentation before it goes to :func:`predict_tiled`.
-* :func:`~urbanfabric.footprints.ensemble.combine` (re-exported with :func:`ensemble_vote` and
-  :func:`ensemble_mean`) combines N members' probability maps, by a vote (GBM "Model Ensemble":
+* :func:`~urbanfabric.footprints.ensemble.combine` (or :func:`~urbanfabric.footprints.ensemble.ensemble_vote` and
+  :func:`~urbanfabric.footprints.ensemble.ensemble_mean`) combines N members' probability maps, by a vote (GBM "Model Ensemble":
   building where at least k of N members say so) or by their mean, into one map that
   :func:`polygonize` thresholds like a probability; :func:`landcover_filter` is the optional
   post-filter hook (GBM "Post-Processing": drop building pixels on excluded land-cover classes,
   a weak rule set inside urban areas and a strict one outside).
-* :func:`merge_seams` joins pieces of one building split by a tile border (CMAB "Building
-  rooftop": buffer +1.5 m, merge what intersects, buffer −1.5 m), only for pieces on a border.
+* Pieces of one building split by a tile border are joined afterwards by
+  :func:`urbanfabric.footprints.seams.merge_seams`.
 """
 
 from __future__ import annotations
@@ -25,22 +25,16 @@ import hashlib
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import rasterio.features
 from affine import Affine
 from scipy import ndimage
 from shapely.geometry import box, shape
 
-from urbanfabric.footprints.ensemble import EnsembleCombine, combine, ensemble_mean, ensemble_vote
 from urbanfabric.errors import InvalidInput
-from urbanfabric.footprints.tta import TTA, PatchModel, with_tta
-
-__all__ = ["TTA", "PatchModel", "with_tta", "predict_tiled", "EnsembleCombine", "combine", "ensemble_vote",
-           "ensemble_mean", "landcover_filter", "polygonize", "merge_seams", "building_id"]
+from urbanfabric.footprints.tta import PatchModel
 
 DEFAULT_MIN_AREA_M2 = 10.0
 DEFAULT_SIMPLIFY_M = 0.75
-SEAM_BUFFER_M = 1.5
 
 
 def _window_weight(size: int) -> np.ndarray:
@@ -202,55 +196,3 @@ def polygonize(
     out["footprint_source"] = "segmented"
     out["tile_id"] = tile_id
     return out[columns + ["geometry"]].reset_index(drop=True)
-
-
-def merge_seams(footprints: gpd.GeoDataFrame, buffer_m: float = SEAM_BUFFER_M) -> gpd.GeoDataFrame:
-    """Join border pieces of the same building from neighbouring tiles.
-
-    Only rows with ``on_border`` take part: they are buffered by ``buffer_m``, intersecting
-    pieces are dissolved, and the union is shrunk back. Interior footprints are untouched, so
-    two separate buildings 2 m apart inside a tile stay separate.
-    """
-    if footprints.empty or not footprints["on_border"].any():
-        return footprints.reset_index(drop=True)
-    metric_crs = footprints.estimate_utm_crs()
-    border = footprints[footprints["on_border"]].to_crs(metric_crs)
-    inner = footprints[~footprints["on_border"]]
-    grown = border.geometry.buffer(buffer_m)
-    # Connected groups of intersecting grown pieces.
-    left, right = grown.sindex.query(grown, predicate="intersects")
-    n = len(border)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(left, right):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-    groups = np.array([find(i) for i in range(n)])
-    border = border.assign(_group=groups, _grown=grown.values)
-    merged_rows = []
-    for _, g in border.groupby("_group"):
-        if len(g) == 1:
-            row = g.iloc[0].copy()
-        else:
-            union = gpd.GeoSeries(g["_grown"].values, crs=metric_crs).union_all().buffer(-buffer_m)
-            area = g.geometry.area.to_numpy()
-            row = g.iloc[int(area.argmax())].copy()
-            row["geometry"] = union
-            row["footprint_confidence"] = float(np.average(g["footprint_confidence"], weights=area))
-        merged_rows.append(row)
-    merged = gpd.GeoDataFrame(merged_rows, geometry="geometry", crs=metric_crs)
-    merged = merged.drop(columns=["_group", "_grown"])
-    merged = merged[~merged.geometry.is_empty]
-    merged["footprint_area_m2"] = merged.geometry.area
-    merged = merged.to_crs("EPSG:4326")
-    pts = merged.geometry.representative_point()
-    merged["building_id"] = [building_id(p.x, p.y) for p in pts]
-    out = pd.concat([inner, merged], ignore_index=True)
-    return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")

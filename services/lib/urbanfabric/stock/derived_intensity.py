@@ -4,7 +4,6 @@ RASMI function/structure classes), and cross-tables of it.
 
 from __future__ import annotations
 
-
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field

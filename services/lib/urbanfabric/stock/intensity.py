@@ -42,7 +42,6 @@ Codes (RASMI):
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources

@@ -4,7 +4,6 @@ functions its draws go through (see :class:`StockOptions`).
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import numpy as np

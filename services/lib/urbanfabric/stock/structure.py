@@ -6,7 +6,6 @@ likely load-bearing structure; anything unknown falls back to masonry.
 
 from __future__ import annotations
 
-
 from collections.abc import Mapping
 
 

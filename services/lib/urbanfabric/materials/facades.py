@@ -1,0 +1,91 @@
+"""Façade materials: several street-level views per building, aggregated into one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from urbanfabric.errors import InvalidInput
+from urbanfabric.materials.views import aggregate_views
+from urbanfabric.materials.roofs import Taxonomy, UNKNOWN
+
+
+@dataclass(frozen=True)
+class FacadeCall:
+    """Façade materials of one building, aggregated over its usable views.
+
+    Attributes:
+        building_id: the building.
+        material: label with the highest aggregated probability, or :data:`UNKNOWN`.
+        probability: its aggregated probability.
+        taxonomy_code: its outer-wall code (empty when the taxonomy gives none).
+        materials: every label whose aggregated probability passes its threshold.
+        probabilities: aggregated probability per material label (``null`` excluded).
+        views_total: views given for the building.
+        views_used: views that were readable and passed the non-building filter.
+        unknown_reason: why ``material`` is unknown; empty otherwise.
+    """
+
+    building_id: str
+    material: str
+    probability: float
+    taxonomy_code: str
+    materials: list[str]
+    probabilities: dict[str, float]
+    views_total: int
+    views_used: int
+    unknown_reason: str = ""
+
+
+def decode_facades(
+    building_ids: list[str],
+    views: dict[str, list[np.ndarray | str]],
+    labels: list[str],
+    taxonomy: Taxonomy,
+    thresholds: list[float] | None = None,
+    no_view_reason: str = "no street-level view of the building",
+) -> list[FacadeCall]:
+    """Aggregate each building's views into its façade materials; unknowns with reasons.
+
+    The non-building view filter and the aggregation are
+    :func:`urbanfabric.materials.views.aggregate_views` (views whose ``null`` probability reaches
+    the ``null`` threshold are dropped, the rest averaged, labels kept at their thresholds);
+    this function adds unreadable views, the top material and its taxonomy code.
+
+    Args:
+        building_ids: buildings of the batch, in output order.
+        views: per building, one entry per view: its calibrated per-label probabilities
+            ``(C,)``, or a string saying why the view could not be classified (unreadable).
+        labels: label names in column order (may include :data:`urbanfabric.materials.views.NULL_LABEL`).
+        taxonomy: label → outer-wall code; a top label outside it makes the building unknown.
+        thresholds: per-label decision thresholds (default 0.5 each).
+        no_view_reason: the reason given to buildings without any view.
+    """
+    thr = list(thresholds) if thresholds is not None else [0.5] * len(labels)
+    if len(thr) != len(labels):
+        raise InvalidInput("thresholds", f"expected {len(labels)} values, got {len(thr)}")
+    out: list[FacadeCall] = []
+    for bid in building_ids:
+        given = views.get(bid, [])
+        bad = [v for v in given if isinstance(v, str)]
+        probs = np.array([v for v in given if not isinstance(v, str)], dtype=np.float64).reshape(-1, len(labels))
+        if not given:
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, 0, 0, no_view_reason))
+            continue
+        answer = aggregate_views(probs, labels, thr)
+        if answer.unknown_reason or not answer.probabilities:
+            parts = [answer.unknown_reason] if len(probs) else []
+            if bad:
+                parts.append(f"{len(bad)} of {len(given)} views unreadable: {'; '.join(bad)}")
+            why = "; ".join(p for p in parts if p)
+            why = why if why.startswith("no usable") else f"no usable view: {why}"
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why))
+            continue
+        top = max(answer.probabilities, key=answer.probabilities.get)
+        why = taxonomy.outside(top)
+        out.append(FacadeCall(
+            bid, UNKNOWN if why else top, answer.probabilities[top], "" if why else taxonomy.code_text(top),
+            list(answer.materials), dict(answer.probabilities), len(given), answer.views_used, why,
+        ))
+    return out
