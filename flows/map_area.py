@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, model_validator
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
 from urbanfabric.outputs import grids, report
+from urbanfabric.outputs.summary import Summary, summarize
 from urbanfabric.stock.intensity import default_table
 from urbanfabric.runtime.service_clients import call, model_client, stub
 from urbanfabric.runtime.convert import combine_to_proto, tile_to_proto, tta_to_proto
@@ -348,7 +349,7 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
 def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results: list,
               stage_seconds: dict[str, float], parameters: dict[str, Any],
               districts: gpd.GeoDataFrame | None = None, district_id: str = "",
-              warnings: list[str] | None = None) -> jobs.Summary:
+              warnings: list[str] | None = None) -> Summary:
     layout = JobLayout(job_id)
     frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
     buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
@@ -369,7 +370,7 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
             key = f"{layout.outputs}/districts.parquet"
             store.put_bytes(key, parquet_bytes(table))
             outputs["districts"] = store.s3_uri(key)
-    summary = jobs.summarize(job_id, buildings, stage_seconds, outputs)
+    summary = summarize(job_id, buildings, stage_seconds, outputs)
     summary.warnings = list(warnings or [])
     # Every tile under the map, read at a COG overview: ~2,000 px across the whole area.
     ards = [r.ard.uri for r in tile_results if r.ard.uri]

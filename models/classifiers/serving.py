@@ -31,3 +31,10 @@ def predict_proba(model: Any, x: np.ndarray) -> np.ndarray:
     from models.classifiers import predict_proba as calibrated
 
     return calibrated(model, x, getattr(model, "config", None))
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM explains (the last convolutional block of the classifier body)."""
+    from models.classifiers import target_layer as last_block
+
+    return last_block(model)

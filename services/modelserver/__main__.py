@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from services.modelserver.models import (
+    from urbanfabric.runtime.model_runner import (
         load_models,
         object_store_fetcher,
         parse_specs,

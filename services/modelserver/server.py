@@ -27,7 +27,7 @@ error-to-status mapping) is KServe's unchanged. In a cluster pass ``--host 0.0.0
 Metrics: ``GET /metrics`` on the HTTP port serves the Prometheus default registry: KServe's
 per-stage histograms ``request_preprocess_seconds`` / ``request_predict_seconds`` /
 ``request_postprocess_seconds`` (label ``model_name``, REST and gRPC requests alike) plus
-``urbanfabric_model_*`` from :mod:`services.modelserver.models`.
+``urbanfabric_model_*`` from :mod:`urbanfabric.runtime.model_runner`.
 """
 
 from __future__ import annotations

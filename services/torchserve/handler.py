@@ -1,7 +1,7 @@
 """TorchServe handler for the project's torch models (packed into every ``.mar``).
 
 One handler serves every model kind: it imports the model's Python module (``load_model`` /
-``predict_proba``, the same functions the KServe predictor in :mod:`services.modelserver.models`
+``predict_proba``, the same functions the KServe predictor in :mod:`urbanfabric.runtime.model_runner`
 runs) from the code packed into the archive, so the archive is self-contained: model code,
 ``config.json`` and ``model.pt`` of one version travel together.
 

@@ -98,8 +98,8 @@ class Packaged:
 def known_modules() -> dict[str, str]:
     """``{model kind: python module}`` exactly as the project's KServe predictor knows them."""
     with kserve_import_guard():
-        from services.modelserver.models import KNOWN_MODULES
-    return dict(KNOWN_MODULES)
+        from urbanfabric.io.model_repository import MODEL_MODULES
+    return dict(MODEL_MODULES)
 
 
 def v2_name(model: str, version: str) -> str:

@@ -375,7 +375,7 @@ def entrypoint_flags(module: str) -> set[str]:
     assert path is not None, module
     flags = argparse_flags(path)
     if "main_args(" in path.read_text() or "run_service(" in path.read_text():
-        flags |= argparse_flags(ROOT / "services" / "lib" / "urbanfabric" / "grpc_service.py")
+        flags |= argparse_flags(ROOT / "services" / "lib" / "urbanfabric" / "runtime" / "grpc_service.py")
     return flags
 
 

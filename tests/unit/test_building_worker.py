@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 from urbanfabric.stock.intensity import MaterialIntensityTable
-from urbanfabric.runtime.jobs import MASS_PREFIX
+from urbanfabric.outputs.summary import MASS_PREFIX
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
 from services.intensity.server import IntensityServicer

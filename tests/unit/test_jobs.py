@@ -4,6 +4,7 @@ import pytest
 from shapely.geometry import box
 
 from urbanfabric.runtime import jobs
+from urbanfabric.outputs import summary
 from urbanfabric.errors import EmptyArea, InvalidInput
 
 
@@ -40,7 +41,7 @@ def test_summary_totals():
         "building_id": ["a", "b"], "height_m": [10.0, 20.0], "roof_material": ["concrete_cement", None],
         "mass_concrete_kg": [1000.0, 3000.0], "mass_concrete_kg_p05": [1.0, 1.0], "mass_total_kg": [1.0, 1.0],
         "embodied_co2e_kg": [5.0, 7.0]}, geometry=[box(0, 0, 1, 1), box(2, 2, 3, 3)], crs="EPSG:4326")
-    s = jobs.summarize("j", fp, {"segmentation": 1.5}, {})
+    s = summary.summarize("j", fp, {"segmentation": 1.5}, {})
     assert s.buildings == 2 and s.mean_height_m == 15
     assert s.mass_kg == {"concrete": 4000.0}
     assert s.roof_material_mix == {"concrete_cement": 1, "no imagery": 1}

@@ -283,7 +283,7 @@ def test_facade_views_come_from_a_street_view_catalog(monkeypatch) -> None:
 def test_model_server_serves_calibrated_probabilities(tmp_path, multi_label: bool) -> None:
     """What ClassifyRoofs/ClassifyFacades decode: softmax or per-label sigmoid of logits / T."""
     from models.classifiers import build_classifier, save_classifier
-    from services.modelserver.models import build_model, parse_specs
+    from urbanfabric.runtime.model_runner import build_model, parse_specs
 
     torch.manual_seed(0)
     net = build_classifier("mobilenet_v3_small", 3).eval()

@@ -225,7 +225,7 @@ def test_parse_specs() -> None:
     from urbanfabric.runtime.model_client import kserve_import_guard
 
     with kserve_import_guard():  # importing kserve parses sys.argv (pytest's here)
-        from services.modelserver.models import parse_specs
+        from urbanfabric.runtime.model_runner import parse_specs
 
     specs = parse_specs("footprint-unet:v1, roof_material:v2,tiny:v3=pkg.mod")
     assert [(s.name, s.model_dir, s.module) for s in specs] == [
@@ -244,7 +244,7 @@ def test_weights_fetched_from_object_store(model_repo: Path, tmp_path: Path, mon
     from urbanfabric.runtime.model_client import kserve_import_guard
 
     with kserve_import_guard():
-        from services.modelserver.models import load_models, object_store_fetcher, parse_specs
+        from urbanfabric.runtime.model_runner import load_models, object_store_fetcher, parse_specs
 
     objects = {f"s3://bkt/models/tiny_seg/{VERSION}/{n}": model_repo / "tiny_seg" / VERSION / n
                for n in ("config.json", "model.pt")}

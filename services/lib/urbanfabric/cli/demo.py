@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         store = ObjectStore(settings)
         summary = json.loads(store.get_bytes(JobLayout(job_id).job_json))["summary"]
         print(f"== flow run {run_id} completed in {time.time() - t1:.0f} s\n")
-        from urbanfabric.runtime.jobs import Summary
+        from urbanfabric.outputs.summary import Summary
 
         print(Summary(**summary).text())
         dest = out / job_id

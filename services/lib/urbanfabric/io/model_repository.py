@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from urbanfabric.errors import NotFound
@@ -26,6 +28,36 @@ REPO_ROOT = _find_root()
 MODELS_DIR = REPO_ROOT / "models"
 #: Real sample data lives beside the repository, never inside it.
 SHARED_DATA = Path(os.environ.get("URBANFABRIC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+#: Python module (with ``load_model`` / ``predict_proba``) of each known model kind. The model
+#: code lives in the repository's ``models/`` package; the core names it here and imports it
+#: only through :func:`model_module`, so no core module depends on ``models`` at import time.
+MODEL_MODULES: dict[str, str] = {
+    "footprint-unet": "models.footprint_unet.net",
+    "footprint-deeplab": "models.footprint_unet.net",  # same module; config.json picks DeepLabV3+
+    # Every classifier loads through models.classifiers and serves calibrated probabilities.
+    "roof-material": "models.classifiers.serving",
+    "roof-shape": "models.classifiers.serving",
+    "facade-material": "models.classifiers.serving",
+}
+
+
+def model_module(model: str) -> ModuleType:
+    """The Python module that loads and runs a model kind (``load_model`` / ``predict_proba``).
+
+    Raises:
+        NotFound: the kind is not in :data:`MODEL_MODULES` (field ``model_version``), or its
+            module cannot be imported (the ``models`` package is not on the path).
+    """
+    key = model.replace("_", "-")
+    name = MODEL_MODULES.get(key)
+    if name is None:
+        raise NotFound(f"model_version: unknown model {model!r}; known {sorted(MODEL_MODULES)}")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise NotFound(f"model_version: code of {model!r} ({name}) cannot be imported: {exc}") from exc
 
 
 def model_dir(name: str, version: str) -> Path:

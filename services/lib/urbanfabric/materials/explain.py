@@ -23,7 +23,7 @@ The attribution work is done by `captum <https://captum.ai>`_ (``LayerGradCam``,
   activation is also made non-inplace (backward hooks reject in-place outputs). Activations
   without a guided rule (SiLU, Hardswish) stay as they are, and the number left unguided is
   reported in :attr:`Explanation.unguided_activations`.
-* The Grad-CAM layer: ``models.classifiers.target_layer(model)`` when that library knows the
+* The Grad-CAM layer: the classifier code's ``target_layer(model)`` when that library knows the
   model; otherwise :func:`last_spatial_layer`, the last module (in execution order) whose output
   is still a feature map.
 
@@ -51,7 +51,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.io.model_repository import model_module
+
+#: Every shipped classifier (roof material, roof shape, façade material) loads through the same
+#: model code; the model repository names it under this kind.
+CLASSIFIER_KIND = "roof-material"
 
 
 class Method(str, enum.Enum):
@@ -173,10 +178,10 @@ def last_spatial_layer(model: nn.Module, chip_size: int = 64) -> tuple[str, nn.M
 
 
 def _resolve_layer(model: nn.Module, chip_size: int) -> tuple[str, nn.Module]:
-    """Grad-CAM layer: ``models.classifiers.target_layer`` when it knows the model, else the last map."""
+    """Grad-CAM layer: the classifier code's ``target_layer`` when it knows the model, else the last map."""
     try:
-        from models.classifiers import target_layer  # type: ignore[import-not-found]
-    except ImportError:
+        target_layer = getattr(model_module(CLASSIFIER_KIND), "target_layer", None)
+    except NotFound:
         target_layer = None
     if target_layer is not None:
         try:
@@ -412,15 +417,14 @@ class Explainable:
 def load_explainable(version_dir: str | Path) -> Explainable:
     """Load a shipped model folder (``config.json`` + ``model.pt``) as a float32 eval model.
 
-    Loads through ``models.classifiers.load_classifier`` (every shipped classifier, including
-    roof-material v1), so the explained module is the one the model server runs. Loaded
+    Loads through the classifier code the model server runs (every shipped classifier, including
+    roof-material v1, via :func:`urbanfabric.io.model_repository.model_module`), so the
+    explained module is the one that is served. Loaded
     models are cached per folder and weights timestamp (explaining never modifies them).
 
     Raises:
         NotFound: the folder has no ``config.json`` / ``model.pt``.
     """
-    from urbanfabric.errors import NotFound
-
     version_dir = Path(version_dir).resolve()
     if not (version_dir / "config.json").is_file() or not (version_dir / "model.pt").is_file():
         raise NotFound(f"model_version: no config.json/model.pt in {version_dir}")
@@ -429,7 +433,5 @@ def load_explainable(version_dir: str | Path) -> Explainable:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(version_dir: str, _mtime_ns: int) -> Explainable:
-    from models.classifiers import load_classifier
-
-    model, config = load_classifier(version_dir)
-    return Explainable(model.float().eval(), config)
+    model = model_module(CLASSIFIER_KIND).load_model(version_dir)
+    return Explainable(model.float().eval(), dict(model.config))

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from urbanfabric.runtime.jobs import Summary  # noqa: E402
+from urbanfabric.outputs.summary import Summary  # noqa: E402
 from urbanfabric.io.rasters import Raster  # noqa: E402
 
 

@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import geopandas as gpd
@@ -35,7 +34,6 @@ from urbanfabric.v1 import common_pb2, tasks_pb2
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Message)
 
-MASS_PREFIX = "mass_"
 
 
 def new_job_id() -> str:
@@ -237,62 +235,3 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
             roof_shape_model=roof_shape_model, facade_model=facade_model,
             street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None)))
     return out
-
-
-@dataclass
-class Summary:
-    """What a finished job tells its user."""
-
-    job_id: str
-    buildings: int
-    mean_height_m: float | None
-    roof_material_mix: dict[str, int]
-    mass_kg: dict[str, float]
-    embodied_co2e_kg: float
-    solar_kwh_per_year: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-    #: Bad input that did not stop the job (skipped tiles, scene fallbacks), naming tiles.
-    warnings: list[str] = field(default_factory=list)
-
-    def text(self) -> str:
-        lines = [f"job {self.job_id}: {self.buildings} buildings"]
-        if self.mean_height_m is not None:
-            lines.append(f"  mean height            {self.mean_height_m:8.1f} m")
-        mix = ", ".join(f"{k} {v}" for k, v in sorted(self.roof_material_mix.items(), key=lambda kv: -kv[1]))
-        lines.append(f"  roof material mix      {mix or 'n/a'}")
-        lines.append("  material stock (t)")
-        for mat, kg in sorted(self.mass_kg.items(), key=lambda kv: -kv[1]):
-            lines.append(f"    {mat:<20} {kg / 1000:12,.0f}")
-        lines.append(f"  embodied CO2e          {self.embodied_co2e_kg / 1000:12,.0f} t")
-        lines.append(f"  rooftop solar          {self.solar_kwh_per_year / 1e6:12,.1f} GWh/year")
-        lines.append("  time per stage (s, summed over tasks)")
-        for stage, s in self.stage_seconds.items():
-            lines.append(f"    {stage:<20} {s:8.1f}")
-        for name, uri in self.outputs.items():
-            lines.append(f"  {name:<22} {uri}")
-        if self.warnings:
-            lines.append(f"  warnings ({len(self.warnings)})")
-            lines.extend(f"    {w}" for w in self.warnings[:10])
-            if len(self.warnings) > 10:
-                lines.append(f"    … {len(self.warnings) - 10} more in job.json")
-        return "\n".join(lines)
-
-
-def summarize(job_id: str, buildings: gpd.GeoDataFrame, stage_seconds: dict[str, float],
-              outputs: dict[str, str]) -> Summary:
-    mass_cols = [c for c in buildings.columns
-                 if c.startswith(MASS_PREFIX) and c.endswith("_kg") and c != "mass_total_kg"]
-    mix = buildings["roof_material"].fillna("no imagery").value_counts().to_dict() \
-        if "roof_material" in buildings else {}
-    return Summary(
-        job_id=job_id,
-        buildings=len(buildings),
-        mean_height_m=float(buildings["height_m"].mean()) if len(buildings) else None,
-        roof_material_mix={str(k): int(v) for k, v in mix.items()},
-        mass_kg={c[len(MASS_PREFIX):-3]: float(buildings[c].sum()) for c in mass_cols},
-        embodied_co2e_kg=float(buildings.get("embodied_co2e_kg", pd.Series(dtype=float)).sum()),
-        solar_kwh_per_year=float(buildings.get("solar_kwh_per_year", pd.Series(dtype=float)).sum()),
-        stage_seconds=stage_seconds,
-        outputs=outputs,
-    )

@@ -9,7 +9,7 @@ Services never talk to the model server directly; they hold a :class:`ModelClien
 * ``V2_REST`` — V2 ``POST /v2/models/<name>/infer`` with the binary tensor extension
   (JSON header + raw bytes, ``Inference-Header-Content-Length``);
 * ``EMBEDDED`` — no server: loads the same ``kserve.Model`` classes the server runs
-  (:mod:`services.modelserver.models`) in this process and runs their
+  (:mod:`urbanfabric.runtime.model_runner`) in this process and runs their
   preprocess → predict → postprocess stages inline.
 
 Model names on the wire are ``<model>-<version>`` (``footprint-unet-v1``): KServe's V2
@@ -320,9 +320,9 @@ class ModelClient:
             if loaded is not None:
                 return loaded
             with kserve_import_guard():
-                from services.modelserver import models as ms
+                from urbanfabric.runtime import model_runner as ms
             key = model.replace("_", "-")
-            module = self.modules.get(key) or ms.KNOWN_MODULES.get(key)
+            module = self.modules.get(key) or ms.MODEL_MODULES.get(key)
             if module is None:
                 raise NotFound(f"model_version {model}:{version}: unknown model (no module)")
             spec = ms.ModelSpec(key, version, module)
@@ -342,7 +342,7 @@ class ModelClient:
             from kserve.errors import InvalidInput as KServeInvalidInput
             from kserve.protocol.infer_type import InferInput, InferRequest
 
-            from services.modelserver.models import infer_inline
+            from urbanfabric.runtime.model_runner import infer_inline
         tensor = InferInput(name=INPUT_NAME, shape=list(x.shape), datatype="FP32")
         tensor.set_data_from_numpy(x, binary_data=True)
         try:

@@ -39,26 +39,18 @@ from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter, Gauge, Histogram
 
+from urbanfabric.io.model_repository import MODEL_MODULES, MODELS_DIR
+
 log = logging.getLogger("urbanfabric.modelserver")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Default model repository: the weights shipped in the git repository.
-DEFAULT_MODEL_DIR = REPO_ROOT / "models"
+DEFAULT_MODEL_DIR = MODELS_DIR
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
 #: Files of a shipped version directory (see models/<name>/v1/).
 VERSION_FILES = ("config.json", "model.pt")
 
-#: Python module (with ``load_model`` / ``predict_proba``) of each known model kind.
-KNOWN_MODULES: dict[str, str] = {
-    "footprint-unet": "models.footprint_unet.net",
-    "footprint-deeplab": "models.footprint_unet.net",  # same module; config.json picks DeepLabV3+
-    # Every classifier loads through models.classifiers and serves calibrated probabilities.
-    "roof-material": "models.classifiers.serving",
-    "roof-shape": "models.classifiers.serving",
-    "facade-material": "models.classifiers.serving",
-}
 
 # KServe already records request_{preprocess,predict,postprocess}_seconds per model; these add
 # what it does not: how much work each request carries and whether/when each model loaded.
@@ -130,10 +122,10 @@ def parse_specs(text: str) -> list[ModelSpec]:
         version = version.strip()
         if not sep or not model or not version:
             raise ValueError(f"model spec {raw!r} is not NAME:VERSION[=module]")
-        module = module.strip() or KNOWN_MODULES.get(model, "")
+        module = module.strip() or MODEL_MODULES.get(model, "")
         if not module:
             raise ValueError(
-                f"unknown model {model!r}: known {sorted(KNOWN_MODULES)}; give NAME:VERSION=module"
+                f"unknown model {model!r}: known {sorted(MODEL_MODULES)}; give NAME:VERSION=module"
             )
         specs.append(ModelSpec(model, version, module))
     return specs
