@@ -48,7 +48,7 @@ def parse_choice(kind: type[E], value: E | str | None, *, field: str, default: E
     """
     if isinstance(value, kind):
         return value
-    name = (value or "").strip().lower()
+    name = str(value or "").strip().lower()
     if not name and default is not None:
         return default
     try:

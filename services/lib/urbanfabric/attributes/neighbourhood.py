@@ -97,7 +97,7 @@ def neighbourhood_features(
             sums[r] += np.bincount(i[m], weights=area[j[m]], minlength=n)
             if r == 100.0:
                 sq100 += np.bincount(i[m], weights=area[j[m]] ** 2, minlength=n)
-                if h_known is not None:
+                if h_known is not None and heights is not None:
                     mk = m & h_known[j]
                     h_sum += np.bincount(i[mk], weights=heights[j[mk]], minlength=n)
                     h_cnt += np.bincount(i[mk], minlength=n)

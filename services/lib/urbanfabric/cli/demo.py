@@ -32,7 +32,7 @@ def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: floa
     # Prefect fixes its settings when first imported; a context override (not os.environ)
     # makes sure this call talks to the stack's server, whatever the process saw before.
     with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
-        run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
+        run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
     return str(run.id), run.state
 
 

@@ -100,7 +100,8 @@ def explain_files(paths: list[str], model: str, methods: list[Any], target: str,
     written: list[Path] = []
     for path in paths:
         chip = image_chip(Path(path).read_bytes(), ex.chip_size, input_scaling(ex.config))
-        overlays, summary = {}, {"source": str(path), "model": model}
+        overlays: dict[str, bytes] = {}
+        summary: dict[str, Any] = {"source": str(path), "model": model}
         for m in methods:
             exp = E.explain(ex.model, chip, m, idx, classes=ex.classes,
                             multi_label=ex.multi_label, temperature=ex.temperature)
@@ -146,7 +147,9 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
     mat = stub(settings, "materials")
     written: list[Path] = []
     for bid, key in todo:
-        overlays, summary, chip_png = {}, {"job_id": job_id, "building_id": bid, "model": model}, b""
+        overlays: dict[str, bytes] = {}
+        summary: dict[str, Any] = {"job_id": job_id, "building_id": bid, "model": model}
+        chip_png = b""
         for m in methods:
             req = materials_pb2.ExplainRequest(
                 model=common_pb2.ModelRef(name=name, version=version), target_class=target,

@@ -176,8 +176,8 @@ def seam_defects(footprints: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> SeamRep
         left, right = geoms.sindex.query(geoms.buffer(GAP_M), predicate="intersects")
         for a, b in zip(left, right):
             if side[a] * side[b] < 0:
-                pair = tuple(sorted((ids[near[a]], ids[near[b]])))
-                cut.add(pair)  # type: ignore[arg-type]
+                first, second = sorted((ids[near[a]], ids[near[b]]))
+                cut.add((first, second))
     return SeamReport(len(lines), int(near_any.sum()), sorted(cut), sorted(flush))
 
 

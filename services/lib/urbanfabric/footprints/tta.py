@@ -109,17 +109,21 @@ def with_tta(model: PatchModel, tta: TTA | str) -> PatchModel:
         if batch.shape[-1] != batch.shape[-2]:
             raise InvalidInput("tta", f"needs square windows, got {batch.shape[-2:]}")
         side = batch.shape[-1]
-        total = None
+        total: np.ndarray | None = None
         for zoom in zooms:
             scaled = batch if zoom == 1.0 else _zoom(batch, round(side * zoom))
-            part = None
+            part: np.ndarray | None = None
             for transpose, k in views:
                 view = np.ascontiguousarray(_forward(scaled, transpose, k))
                 prob = _inverse(np.asarray(model(view), dtype=np.float32), transpose, k)
                 part = prob if part is None else part + prob
             # Resizing is linear: the views' sum goes back to the window size once per zoom.
+            if part is None:  # no views: with_tta always has at least the identity
+                raise InvalidInput("tta", "has no views")
             part = part if zoom == 1.0 else _zoom(part, side)
             total = part if total is None else total + part
+        if total is None:
+            raise InvalidInput("tta", "has no zoom levels")
         return np.ascontiguousarray(total / (len(views) * len(zooms)))
 
     return augmented

@@ -156,7 +156,7 @@ def register_xyz_source(
     catalog.save(pystac.CatalogType.ABSOLUTE_PUBLISHED, stac_io=ObjectStoreStacIO(store))
     arr = np.asarray(bboxes)
     bbox = (arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max())
-    return store.s3_uri(f"{root}/catalog.json"), len(bboxes), tuple(float(v) for v in bbox)
+    return store.s3_uri(f"{root}/catalog.json"), len(bboxes), (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
 
 
 def catalog_items(catalog: pystac.Catalog) -> list[pystac.Item]:
@@ -179,7 +179,7 @@ def items_for_tile(items: list[pystac.Item], tile: Tile, halo_px: int = 0) -> li
     w, s = to_wgs84.transform(left, bottom)
     e, n = to_wgs84.transform(right, top)
     area = box(w, s, e, n)
-    return [i for i in items if box(*i.bbox).intersects(area)]
+    return [i for i in items if i.bbox is not None and box(*i.bbox).intersects(area)]
 
 
 def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
@@ -191,7 +191,8 @@ def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
 def area_wgs84(tile: Tile, halo_px: int = 0) -> tuple[float, float, float, float]:
     """A tile's (plus halo) lon/lat bounding box."""
     to_wgs84 = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
-    return tuple(to_wgs84.transform_bounds(*_halo_bounds(tile, halo_px)))
+    w, s, e, n = to_wgs84.transform_bounds(*_halo_bounds(tile, halo_px))
+    return (w, s, e, n)
 
 
 def _stack_dtype(dicts: list[dict]) -> str:

@@ -169,7 +169,7 @@ class AreaStats:
                 self._hist = [np.zeros(np.iinfo(image.dtype).max + 1, np.int64) for _ in image]
             else:
                 self._samples = [[] for _ in image]
-        n = len(self._hist if self._hist is not None else self._samples)
+        n = len(self._hist) if self._hist is not None else len(self._samples or [])
         if image.shape[0] != n:
             raise InvalidInput("image", f"{image.shape[0]} bands after {n}-band tiles")
         for b, band in enumerate(image):

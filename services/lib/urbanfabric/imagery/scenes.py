@@ -97,7 +97,7 @@ def _cover(pool: list[pystac.Item], area: BaseGeometry) -> list[pystac.Item]:
     """
     chosen, covered = [], None
     for item in sorted(pool, key=_rank):
-        footprint = shape(item.geometry) if item.geometry else box(*item.bbox)
+        footprint = shape(item.geometry) if item.geometry else box(*(item.bbox or ()))
         if covered is not None and covered.covers(footprint.intersection(area)):
             continue  # adds nothing the better scenes do not already show
         chosen.append(item)
@@ -119,17 +119,19 @@ def choose_scenes(
         InvalidInput: scenes exist but all are too cloudy and there is no basemap (field
             ``max_cloud_cover``, naming the tile).
     """
+    # The default filter applies before the cloud check (without one, a scene with a cloud
+    # cover field raised AttributeError here).
+    f = scene_filter = scene_filter or SceneFilter()
     area = box(*area_wgs84)
     hits = [i for i in items if i.bbox is not None and box(*i.bbox).intersects(area)]
     rejected: dict[str, str] = {}
     clear = []
     for item in hits:
         share = cloud_share(item)
-        if share is not None and share > scene_filter.max_cloud:
-            rejected[item.id] = f"cloud cover {share:.0%} > {scene_filter.max_cloud:.0%}"
+        if share is not None and share > f.max_cloud:
+            rejected[item.id] = f"cloud cover {share:.0%} > {f.max_cloud:.0%}"
         else:
             clear.append(item)
-    f = scene_filter = scene_filter or SceneFilter()
     years: list[int | None] = [None] if f.year is None else [f.year - k for k in range(f.fallback_years + 1)]
     for k, year in enumerate(years):
         pool = clear if year is None else [i for i in clear if _in_year(i, year)]

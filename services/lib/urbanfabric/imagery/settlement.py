@@ -31,7 +31,8 @@ class SettlementMask:
             raise InvalidInput("settlement_mask", "give either polygons or a raster")
         self.shapes = shapes
         self.raster_path = raster_path
-        self._index = shapes.sindex if shapes is not None else None
+        if shapes is not None:
+            shapes.sindex  # build the spatial index once, up front
 
     @classmethod
     def from_path(cls, path: str) -> SettlementMask:
@@ -66,7 +67,7 @@ class SettlementMask:
         """True when any settlement lies in the cell (one settled raster pixel is enough)."""
         if self.shapes is not None:
             cell = gpd.GeoSeries([box(*tile.bounds)], crs=tile.crs).to_crs(self.shapes.crs).iloc[0]
-            hits = self._index.query(cell, predicate="intersects")
+            hits = self.shapes.sindex.query(cell, predicate="intersects")
             return len(hits) > 0
         with rasterio.open(self.raster_path) as ds:
             left, bottom, right, top = Transformer.from_crs(tile.crs, ds.crs, always_xy=True) \

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pystac
@@ -161,7 +161,7 @@ def search_items(
         raise
     except (OSError, ValueError, pystac.STACError) as exc:
         raise NotFound(f"imagery: cannot read a STAC catalog at {uri}: {exc}") from exc
-    items = [root] if isinstance(root, pystac.Item) else list(root.get_items(recursive=True))
+    items = [root] if isinstance(root, pystac.Item) else list(cast(pystac.Catalog, root).get_items(recursive=True))
     return filter_items(items, bbox, datetime, collections)
 
 
@@ -177,7 +177,7 @@ def items_from_cogs(hrefs: Sequence[str]) -> list[pystac.Item]:
         InvalidInput: a file cannot be opened (field ``imagery``, naming the URL) or has no CRS
             (field ``crs``).
     """
-    items = []
+    items: list[pystac.Item] = []
     for href in hrefs:
         try:
             with rasterio.open(href) as ds:

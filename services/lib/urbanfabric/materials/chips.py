@@ -149,7 +149,7 @@ def roof_chips(
 
     geoms = np.asarray(footprints.values, dtype=object)
     usable = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    bounds = np.where(usable[:, None], shapely.bounds(np.where(usable, geoms, None)), 0.0)
+    bounds = np.where(usable[:, None], shapely.bounds(np.where(usable, geoms, np.array(None))), 0.0)
 
     # Square, margin-enlarged window in map units, centred on the bounding box.
     cx = (bounds[:, 0] + bounds[:, 2]) / 2

@@ -135,7 +135,7 @@ def guidable(model: nn.Module) -> tuple[nn.Module, int]:
             if isinstance(child, _UNGUIDED):
                 unguided += 1
             if getattr(child, "inplace", False) is True:
-                child.inplace = False
+                setattr(child, "inplace", False)
     return twin, unguided
 
 
@@ -360,7 +360,7 @@ def png_bytes(rgb: np.ndarray, scale: int = 1, colors: int = 0) -> bytes:
 
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     if colors:
         img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buf = io.BytesIO()

@@ -82,7 +82,7 @@ def decode_facades(
             why = why if why.startswith("no usable") else f"no usable view: {why}"
             out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why))
             continue
-        top = max(answer.probabilities, key=answer.probabilities.get)
+        top = max(answer.probabilities, key=lambda label: answer.probabilities[label])
         why = taxonomy.outside(top)
         out.append(FacadeCall(
             bid, UNKNOWN if why else top, answer.probabilities[top], "" if why else taxonomy.code_text(top),

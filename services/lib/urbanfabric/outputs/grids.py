@@ -95,7 +95,7 @@ def rasterize_sums(
     out: dict[str, Raster] = {}
     for name in [*layers, COUNT_LAYER]:
         if name == COUNT_LAYER:
-            sums = count.astype(np.float64)
+            sums: np.ndarray = count.astype(np.float64)
         else:
             v = pd.to_numeric(buildings[name], errors="coerce").to_numpy(dtype=np.float64)
             sums = np.bincount(cell, weights=np.nan_to_num(v, nan=0.0), minlength=rows * cols)

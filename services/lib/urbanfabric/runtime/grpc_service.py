@@ -57,12 +57,12 @@ _STATUS = (
 def context_ids(request: Any) -> dict[str, str]:
     """Pull job/tile/batch ids out of a request for log records."""
     ids: dict[str, str] = {}
-    job = getattr(request, "job", None)
-    if job is not None and getattr(job, "job_id", ""):
-        ids["job_id"] = job.job_id
-    tile = getattr(request, "tile", None)
-    if tile is not None and getattr(tile, "tile_id", ""):
-        ids["tile_id"] = tile.tile_id
+    job_id = str(getattr(getattr(request, "job", None), "job_id", "") or "")
+    if job_id:
+        ids["job_id"] = job_id
+    tile_id = str(getattr(getattr(request, "tile", None), "tile_id", "") or "")
+    if tile_id:
+        ids["tile_id"] = tile_id
     elif getattr(request, "tile_id", ""):
         ids["tile_id"] = request.tile_id
     if getattr(request, "batch_id", ""):
@@ -160,9 +160,9 @@ def serve(
     ]
     reflection.enable_server_reflection(names, server)
     bound = server.add_insecure_port(f"{host}:{port}")
-    server.bound_port = bound  # type: ignore[attr-defined]
+    server.bound_port = bound
     metrics_server, _ = start_http_server(metrics_port, addr=host)
-    server.metrics_port = metrics_server.server_port  # type: ignore[attr-defined]
+    server.metrics_port = metrics_server.server_port
     server.start()
     for name in ["", *[r.full_name for r in regs]]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -400,7 +400,8 @@ class MaterialIntensityTable:
         pattern[has_fl & ~has_h] = np.round(fl[has_fl & ~has_h])[:, None]
         if use_default.any():
             pattern[use_default] = np.maximum(
-                np.round(three_point_quantiles(*default[use_default].T, v)), 1.0)
+                np.round(three_point_quantiles(
+                    default[use_default, 0], default[use_default, 1], default[use_default, 2], v)), 1.0)
         pattern = pattern.astype(np.int32)
 
         t = f * len(self.structures) + s
@@ -533,7 +534,7 @@ def _optional(values: np.ndarray | Sequence[float] | None, n: int, field_name: s
     return arr
 
 
-def _broadcast(values: str | Sequence[str] | np.ndarray, n: int, field: str) -> np.ndarray:
+def _broadcast(values: str | Sequence[str | None] | np.ndarray, n: int, field: str) -> np.ndarray:
     """One code per building: a scalar string is repeated, a sequence must have n items."""
     if isinstance(values, str):
         return np.full(n, values, dtype=object)
