@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: all install system-deps protos lint lint-protos test test-unit test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -44,9 +44,17 @@ protos: $(GEN)/.stamp
 lint-protos: $(STAMP)
 	$(BIN)/buf lint protos
 
-lint: lint-protos
+# The import contract (pyproject.toml [tool.importlinter]) and mypy on the core; see
+# docs/architecture.md, "Import contract".
+lint-imports: $(STAMP) protos
+	$(BIN)/lint-imports --no-cache
 
-test: install protos lint-protos system-deps
+typecheck: $(STAMP) protos
+	$(BIN)/mypy
+
+lint: lint-protos lint-imports typecheck
+
+test: install protos lint system-deps
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install protos

@@ -21,13 +21,12 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, model_validator
 
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
@@ -35,8 +34,9 @@ from urbanfabric.outputs import grids, report
 from urbanfabric.outputs.summary import Summary, summarize
 from urbanfabric.stock.intensity import default_table
 from urbanfabric.runtime.service_clients import call, model_client, stub
-from urbanfabric.runtime.convert import combine_to_proto, tile_to_proto, tta_to_proto
-from urbanfabric.footprints.ensemble import EnsembleCombine
+from urbanfabric.runtime.convert import tile_to_proto
+from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints, read_path
@@ -52,100 +52,10 @@ from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri
 from urbanfabric.io.geoparquet import geoparquet_bytes, parquet_bytes, read_geoparquet
-from urbanfabric.footprints.tta import TTA
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
 SAMPLE_SOURCES = {"xiamen-z18": ("footprints/xiamen-z18/tiles", 18)}
-
-
-class AreaOfInterest(BaseModel):
-    """A lon/lat (EPSG:4326) bounding box."""
-
-    west: float = Field(ge=-180, le=180)
-    south: float = Field(ge=-85.06, le=85.06)
-    east: float = Field(ge=-180, le=180)
-    north: float = Field(ge=-85.06, le=85.06)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "AreaOfInterest":
-        if not (self.west < self.east and self.south < self.north):
-            raise ValueError("area: west < east and south < north are required")
-        return self
-
-    def bbox(self) -> tuple[float, float, float, float]:
-        return (self.west, self.south, self.east, self.north)
-
-
-#: The TTA names as a Literal (the Prefect form shows a dropdown), derived from the enum so a
-#: new choice in urbanfabric.footprints.tta reaches the flow without a second list to keep in step.
-TTAName = Literal[tuple(t.value for t in TTA)]  # type: ignore[valid-type]
-CombineName = Literal[tuple(c.value for c in EnsembleCombine)]  # type: ignore[valid-type]
-
-
-class ModelVersions(BaseModel):
-    """Which model versions a job uses (``name:version``)."""
-
-    segmentation: str = "footprint-unet:v1"
-    #: Further segmentation models combined with ``segmentation`` ("name:version,…"; "" = none).
-    segmentation_ensemble: str = ""
-    #: How the ensemble is combined: "vote" (GBM: building where ``segmentation_min_votes``
-    #: members agree) or "mean" (mean probability; with two members a vote can only be their
-    #: union or their intersection).
-    segmentation_ensemble_combine: CombineName = "vote"
-    #: Vote: members that must agree for a building pixel (0 = a majority; GBM: 2 of 4).
-    segmentation_min_votes: int = 0
-    #: Test-time augmentation of every segmentation model: "flips" (4 views) or "d4" (8 views)
-    #: average flipped/rotated predictions; costs 4 or 8 times the model time. "d4-zoom" adds
-    #: the 8 views magnified 1.25x (small buildings; about 11 times the model time).
-    segmentation_tta: TTAName = "none"
-    #: Probability cut of the footprints (0 = the model's own, chosen on validation data under the
-    #: TTA; for a "mean" ensemble the mean of the members' own). A vote ignores it. Lower finds
-    #: more building pixels, higher fewer and cleaner ones.
-    segmentation_threshold: float = Field(0.0, ge=0.0, lt=1.0)
-    roof_material: str = "roof-material:v2"  # "" skips roof materials
-    roof_shape: str = "roof-shape:v3"  # "" skips roof shapes
-    #: Façades need a street-level view catalog (``street_views``); without one the column
-    #: says why it is unknown.
-    facade_material: str = "facade-material:v1"  # "" skips façades
-    height: str = "height-xgb:v1"
-
-
-class ImageryOptions(BaseModel):
-    """How scenes are searched, chosen and calibrated (GBM acquisition rules by default)."""
-
-    #: Model band → asset key or "asset#N" of this source (e.g. red → B04); {} = by name/eo:bands.
-    bands: dict[str, str] = Field(default_factory=dict)
-    #: STAC API collections to search ([] = all).
-    collections: list[str] = Field(default_factory=list)
-    #: Preferred acquisition year (None = any date, most recent first).
-    year: int | None = None
-    #: Earlier years tried when ``year`` has no clear scene.
-    fallback_years: int = Field(1, ge=0, le=20)
-    #: Largest accepted eo:cloud_cover share (GBM: 10 %).
-    max_cloud_cover: float = Field(0.10, ge=0.0, le=1.0)
-    #: Catalog / STAC API used when no year has a clear scene ("" = none).
-    basemap: str = ""
-    #: GDAL resampling when the source grid differs from the tiles' (nearest, bilinear, cubic…).
-    resampling: str = "nearest"
-    #: Settlement mask (vector or raster path/URL): only grid cells with settlement are mapped.
-    settlement_mask: str = ""
-    #: IQR statistics per patch, or once over the whole area ("city", the default: neighbouring
-    #: tiles then see the same scaling, which halves the probability jumps at tile borders —
-    #: docs/results.md "Seams").
-    calibration: Literal["patch", "city"] = "city"
-
-
-class LandCoverOptions(BaseModel):
-    """GBM land-cover post-filter of the segmentation; off while ``raster`` is empty."""
-
-    #: Land-cover raster (any CRS/resolution): s3:// URI, or a local GeoTIFF the flow uploads.
-    raster: str = ""
-    #: "esa-worldcover", "from-glc10", or "code=name,…" pairs in the rule vocabulary
-    #: (cropland, forest, grass, shrub, water, bare, snow, impervious, …).
-    classes: str = "esa-worldcover"
-    #: Settlement raster (non-zero = settled, e.g. WSF); "" = all settled (mild rules only).
-    settlement: str = ""
 
 
 def landcover_filter_spec(store: ObjectStore, job_id: str, options: LandCoverOptions) -> common_pb2.LandCoverFilter | None:
@@ -268,56 +178,35 @@ def resolve_imagery(settings: Settings, store: ObjectStore, job: common_pb2.JobR
 
 
 @task(name="check-models", cache_policy=NO_CACHE)
-def check_models(settings: Settings, models: ModelVersions, segment: bool) -> dict[str, common_pb2.ModelRef]:
-    """Fail before any work when a requested model version does not exist."""
-    wanted = {"segmentation": models.segmentation if segment else "",
-              "roof_material": models.roof_material, "height": models.height,
-              "roof_shape": models.roof_shape, "facade_material": models.facade_material}
-    if not wanted["height"]:
-        raise InvalidInput("models.height", "a height model is required")
+def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.ModelRef]:
+    """Fail before any work when a requested model version does not exist or is not served."""
+    models = spec.models
+    wanted = {"segmentation.model": spec.segmentation.model if spec.segment else "",
+              "models.roof_material": models.roof_material, "models.height": models.height,
+              "models.roof_shape": models.roof_shape, "models.facade_material": models.facade_material}
     # An empty name skips that stage's model (e.g. no roof materials).
-    refs = {k: jobs.parse_model(v, f"models.{k}") if v else common_pb2.ModelRef() for k, v in wanted.items()}
+    refs = {k: jobs.parse_model(v, k) if v else common_pb2.ModelRef() for k, v in wanted.items()}
+    members = [jobs.parse_model(v, "segmentation.ensemble") for v in spec.segmentation.ensemble] \
+        if spec.segment else []
     client = model_client(settings, timeout_s=10)
-    for key, ref in refs.items():
+    for key, ref in [*refs.items(), *(("segmentation.ensemble", m) for m in members)]:
         if not ref.name:
             continue
         if not model_dir(ref.name, ref.version).is_dir():
-            raise NotFound(f"models.{key}: unknown model version {ref.name}:{ref.version}")
-        if key != "height" and not client.ready(ref.name, ref.version):
-            raise NotFound(f"models.{key}: {ref.name}:{ref.version} is not served by the model server")
-    return refs
-
-
-def ensemble_refs(settings: Settings, models: ModelVersions, segment: bool) -> list[common_pb2.ModelRef]:
-    """The extra segmentation ensemble members, checked like ``check_models`` checks the rest."""
-    if not segment or not models.segmentation_ensemble.strip():
-        return []
-    refs = [jobs.parse_model(v.strip(), "models.segmentation_ensemble")
-            for v in models.segmentation_ensemble.split(",") if v.strip()]
-    n = len(refs) + 1
-    if not 0 <= models.segmentation_min_votes <= n:
-        raise InvalidInput("models.segmentation_min_votes", f"must be in 0..{n} for {n} members")
-    client = model_client(settings, timeout_s=10)
-    for ref in refs:
-        if not model_dir(ref.name, ref.version).is_dir():
-            raise NotFound(f"models.segmentation_ensemble: unknown model version {ref.name}:{ref.version}")
-        if not client.ready(ref.name, ref.version):
-            raise NotFound(f"models.segmentation_ensemble: {ref.name}:{ref.version} is not served")
-    return refs
+            raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
+        if key != "models.height" and not client.ready(ref.name, ref.version):
+            raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")
+    return {k.split(".", 1)[1] if k.startswith("models.") else "segmentation": v for k, v in refs.items()}
 
 
 @task(name="process-tiles", cache_policy=NO_CACHE)
 def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
-                  model: common_pb2.ModelRef, halo_px: int, segment: bool, timeout_s: float,
-                  ensemble: list | None = None, min_votes: int = 0,
+                  segmentation: SegmentationOptions, halo_px: int, segment: bool, timeout_s: float,
                   area_stats: common_pb2.ObjectRef | None = None,
-                  landcover_spec: common_pb2.LandCoverFilter | None = None,
-                  tta: str = "none", combine: str = "vote", threshold: float = 0.0) -> tuple[list, list[str]]:
+                  landcover_spec: common_pb2.LandCoverFilter | None = None) -> tuple[list, list[str]]:
     log = get_run_logger()
-    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, model, halo_px, segment,
-                                                             ensemble or [], min_votes, area_stats,
-                                                             landcover_spec, tta_to_proto(tta),
-                                                             combine_to_proto(combine), threshold))
+    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, segmentation, halo_px, segment,
+                                                             area_stats, landcover_spec))
     log.info("published %d tile tasks", sent)
     results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
@@ -401,77 +290,40 @@ def _load_districts(store: ObjectStore, uri: str, id_column: str) -> gpd.GeoData
 
 
 @flow(name="map-area", log_prints=True)
-def map_area(
-    area: AreaOfInterest | None = None,
-    imagery: str | None = "sample:xiamen-z18",
-    footprints: str | None = None,
-    bucket: str = "urbanfabric",
-    models: ModelVersions = ModelVersions(),
-    region: str = "ASIA_CHN",
-    batch_size: int = 250,
-    halo_px: int = 128,
-    job_id: str | None = None,
-    districts: str | None = None,
-    district_id: str = "id",
-    tile_timeout_s: float = 1800,
-    batch_timeout_s: float = 1200,
-    imagery_options: ImageryOptions = ImageryOptions(),
-    street_views: str | None = None,
-    landcover: LandCoverOptions = LandCoverOptions(),
-) -> dict[str, Any]:
+def map_area(spec: JobSpec) -> dict[str, Any]:
     """Map the buildings of an area: footprints, roof material, height, material stock.
 
     Args:
-        area: lon/lat box to map; with ``footprints`` it may be left out (their extent is used).
-        imagery: ``sample:<name>`` or the s3:// URI of a STAC catalog; empty with footprints
-            only (no roof materials then).
-        footprints: a GeoJSON / GeoParquet / OSM (.osm.pbf) file the flow runner can read,
-            or an s3:// URI; given, segmentation is skipped and these polygons are used.
-        bucket: object-store bucket for all outputs.
-        models: model versions (``name:version``).
-        region: material-intensity region (RASMI R5_32 code, e.g. ``ASIA_CHN``, ``OECD_EU15``).
-        batch_size: buildings per BuildingBatch.
-        halo_px: context pixels around each tile for seamless segmentation (128 = the
-            blending overlap: border pixels then sit well inside a model window on both sides).
-        job_id: reuse an id to resume a job (finished tasks are not redone); new by default.
-        districts: polygons (GeoJSON / GeoParquet path or s3:// URI) to total stock, CO2e and
-            solar per district into ``outputs/districts.parquet``.
-        district_id: the districts' id column.
-        imagery_options: band mapping, scene choice (year, cloud cover, basemap fallback),
-            resampling, settlement mask and calibration per patch or per city.
-        street_views: s3:// URI of a street-level view catalog (GeoJSON/CSV, see
-            ``urbanfabric.imagery.streetview``) for façade materials (with ``models.facade_material``).
-        landcover: land-cover post-filter of the segmentation (GBM): building pixels on
-            cropland/grass/shrub (and, outside a settlement raster, on anything but
-            impervious) are dropped. Off by default.
+        spec: the whole job (:class:`urbanfabric.job_spec.JobSpec`): the area, the imagery or
+            user footprints, model versions, segmentation, imagery and land-cover options,
+            the material-intensity region, batching and time limits. Every field is documented
+            in the form; ``urbanfabric run --help`` lists the same fields as flags.
     """
     log = get_run_logger()
+    spec = JobSpec.parse(spec)
+    area, imagery, footprints, bucket = spec.area, spec.imagery, spec.footprints, spec.bucket
     settings = dataclasses.replace(Settings.load(), bucket=bucket)
     store = ObjectStore(settings)
     store.ensure_bucket()
-    job_id = job_id or jobs.new_job_id()
+    job_id = spec.job_id or jobs.new_job_id()
     job = common_pb2.JobRef(job_id=job_id, bucket=bucket)
-    parameters = {"area": area.bbox() if area else None, "imagery": imagery, "footprints": footprints,
-                  "bucket": bucket, "models": models.model_dump(), "region": region,
-                  "batch_size": batch_size, "halo_px": halo_px,
-                  "imagery_options": imagery_options.model_dump(), "landcover": landcover.model_dump()}
+    parameters = spec.model_dump(mode="json", exclude={"job_id"})
+    parameters["area"] = area.bbox() if area else None
     started = time.time()
     stage: dict[str, float] = defaultdict(float)
     jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
                                    "started": started})
     log.info("job %s: %s", job_id, json.dumps(parameters))
     try:
-        if area is None and not footprints:
-            raise InvalidInput("area", "give an area, footprints, or both")
+        region = spec.region
         if region not in default_table().regions:
             # The intensity stage would fall back to the global mix; a typo should fail here.
             raise InvalidInput("region", f"unknown material-intensity region {region!r}; "
                                f"one of {', '.join(default_table().regions)}")
-        district_frame = _load_districts(store, districts, district_id) if districts else None
-        segment = not footprints
-        refs = check_models(settings, models, segment)
-        ensemble = ensemble_refs(settings, models, segment)
-        landcover_spec = landcover_filter_spec(store, job_id, landcover) if segment else None
+        district_frame = _load_districts(store, spec.districts, spec.district_id) if spec.districts else None
+        segment = spec.segment
+        refs = check_models(settings, spec)
+        landcover_spec = landcover_filter_spec(store, job_id, spec.landcover) if segment else None
         user = None
         if footprints:
             if footprints.startswith("s3://"):
@@ -489,7 +341,7 @@ def map_area(
         qa: dict = {}
         warnings: list[str] = []
         if imagery:
-            opts = imagery_options
+            opts = spec.imagery_options
             catalog_uri, items = resolve_imagery(settings, store, job, imagery, bbox, opts.collections)
             if user is None:
                 jobs.check_area(bbox, acquisition.catalog_bbox(items) if items else (0, 0, 0, 0), imagery)
@@ -509,10 +361,8 @@ def map_area(
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None
             tile_results, tile_warnings = process_tiles(
-                settings, job, tiles, source, refs["segmentation"], halo_px, segment, tile_timeout_s,
-                ensemble, models.segmentation_min_votes, area_stats, landcover_spec,
-                models.segmentation_tta, models.segmentation_ensemble_combine,
-                models.segmentation_threshold) if tiles else ([], [])
+                settings, job, tiles, source, spec.segmentation, spec.halo_px, segment, spec.tile_timeout_s,
+                area_stats, landcover_spec) if tiles else ([], [])
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for r in tile_results:
@@ -529,18 +379,18 @@ def map_area(
                 log.info("seam check: %s", seams.text())
         else:
             buildings_in = user
-        batches = jobs.make_batches(buildings_in, batch_size)
+        batches = jobs.make_batches(buildings_in, spec.batch_size)
         msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
                                     roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
-                                    street_views=street_views or "")
+                                    street_views=spec.street_views or "")
         t1 = time.time()
-        batch_results = process_buildings(settings, job, msgs, batch_timeout_s) if msgs else []
+        batch_results = process_buildings(settings, job, msgs, spec.batch_timeout_s) if msgs else []
         stage["buildings (wall)"] = time.time() - t1
         for r in batch_results:
             for k, v in r.stage_seconds.items():
                 stage[k] += v
         summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
-                            district_frame, district_id, warnings)
+                            district_frame, spec.district_id, warnings)
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),

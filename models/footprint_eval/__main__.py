@@ -126,7 +126,7 @@ def record_thresholds(report: dict[str, Any]) -> list[Path]:
     """Write each member's val-picked threshold under the report's TTA into its ``config.json``.
 
     ``output.threshold_by_tta[<tta>]`` is what the segmentation service cuts at when a job asks
-    for that TTA (``services.segmentation.server.model_threshold``); the command that chose it
+    for that TTA (``urbanfabric.footprints.tile_segmentation.model_threshold``); the command that chose it
     goes along. Only thresholds picked on val (``--threshold-from val``) under a TTA are
     recorded: the plain one is the training run's own.
     """

@@ -54,11 +54,8 @@ def make_handler(settings: Settings):
         if task.segment:
             t2 = time.perf_counter()
             segmented = call(seg.Segment, segmentation_pb2.SegmentRequest(
-                job=task.job, tile=task.tile, ard=calibrated.ard, model=task.segmentation_model,
-                halo_px=task.halo_px, ensemble=task.segmentation_ensemble,
-                min_votes=task.segmentation_min_votes, landcover=task.landcover,
-                tta=task.segmentation_tta, ensemble_combine=task.segmentation_ensemble_combine,
-                threshold=task.segmentation_threshold), deadline)
+                job=task.job, tile=task.tile, ard=calibrated.ard, halo_px=task.halo_px,
+                landcover=task.landcover, options=task.segmentation), deadline)
             result.mask.CopyFrom(segmented.mask)
             result.footprints.CopyFrom(segmented.footprints)
             result.footprint_count = segmented.footprint_count

@@ -177,12 +177,15 @@ def test_inference_services_serve_known_models(values: dict[str, Any]) -> None:
     flags = ds.entrypoint_flags("services.modelserver")
     used = set(re.findall(r"(--[a-z][a-z-]+)", SERVE_MODEL))
     assert used <= flags, used - flags
-    # The flow and the services ask for the enabled versions by default (flows/map_area.py);
-    # the disabled ones (extra ensemble members) must at least be shipped versions.
-    flow = (ds.ROOT / "flows/map_area.py").read_text()
+    # The job spec asks for the enabled versions by default (urbanfabric.job_spec); the
+    # disabled ones (extra ensemble members) must at least be shipped versions.
+    from urbanfabric.footprints.options import SegmentationOptions
+    from urbanfabric.job_spec import ModelVersions
+
+    defaults = {SegmentationOptions().model, *ModelVersions().model_dump().values()}
     for key, isvc in values["inferenceServices"].items():
         if isvc["enabled"]:
-            assert f'"{isvc["model"]}:{isvc["version"]}"' in flow, key
+            assert f'{isvc["model"]}:{isvc["version"]}' in defaults, key
         else:
             assert (model_dir(isvc["model"], isvc["version"]) / "config.json").exists(), key
 

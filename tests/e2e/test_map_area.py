@@ -42,11 +42,12 @@ REQUIRED_COLUMNS = {
 }
 
 
-def _run(settings, **params):
-    """Start a run through the Prefect API (as the UI does); returns (state, job_id)."""
-    params.setdefault("job_id", new_job_id())
-    run_id, state = run_map_area(settings, params, timeout_s=900)
-    return state, params["job_id"]
+def _run(settings, **spec):
+    """Start a run through the Prefect API (as the UI does) with these job-spec fields; returns
+    (state, job_id)."""
+    spec.setdefault("job_id", new_job_id())
+    run_id, state = run_map_area(settings, {"spec": spec}, timeout_s=900)
+    return state, spec["job_id"]
 
 
 def _job_doc(store, state_or_id):
@@ -164,7 +165,7 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
 
 @pytest.mark.parametrize("params,needle", [
     ({"area": {"west": 10.0, "south": 50.0, "east": 10.01, "north": 50.01}}, "area"),
-    ({"area": ONE_TILE, "models": {"segmentation": "footprint-unet:v999"}}, "models.segmentation"),
+    ({"area": ONE_TILE, "segmentation": {"model": "footprint-unet:v999"}}, "segmentation.model"),
     ({"area": ONE_TILE, "region": "MARS_OLYMPUS"}, "region"),
     ({"area": ONE_TILE, "landcover": {"raster": "/nonexistent/worldcover.tif"}}, "landcover.raster"),
 ])
@@ -287,12 +288,14 @@ def test_landcover_filter_drops_buildings_on_cropland(stack, tmp_path):
 NO_MATERIALS = {"roof_material": "", "roof_shape": "", "facade_material": ""}
 
 
-def _one_tile_mask(stack, models: dict) -> np.ndarray:
-    """``mask.tif`` (band 0 probability ×100, band 1 the mask) of ONE_TILE mapped with ``models``."""
+def _one_tile_mask(stack, segmentation: dict) -> np.ndarray:
+    """``mask.tif`` (band 0 probability ×100, band 1 the mask) of ONE_TILE mapped with these
+    segmentation options."""
     from urbanfabric.io.rasters import read_raster
 
     tile_id = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0].tile_id
-    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models={**NO_MATERIALS, **models})
+    state, job_id = _run(stack, area=ONE_TILE, imagery="sample:xiamen-z18", models=NO_MATERIALS,
+                         segmentation=segmentation)
     assert state.is_completed(), state.message
     return read_raster(ObjectStore(stack).get_bytes(JobLayout(job_id).mask(tile_id))).data
 
@@ -306,7 +309,7 @@ def plain_one_tile_mask(stack) -> np.ndarray:
 def test_segmentation_tta_runs_through_the_model_server(stack, plain_one_tile_mask):
     """The same tile with and without flip TTA: the flips change the probabilities (so the
     views really went through the served model) but not what is a building, by and large."""
-    plain, flips = plain_one_tile_mask, _one_tile_mask(stack, {"segmentation_tta": "flips"})
+    plain, flips = plain_one_tile_mask, _one_tile_mask(stack, {"tta": "flips"})
     valid = plain[0] != 255
     assert valid.mean() > 0.3  # the sample imagery covers about half of this tile
     assert np.abs(plain[0][valid].astype(int) - flips[0][valid].astype(int)).max() > 5
@@ -315,10 +318,10 @@ def test_segmentation_tta_runs_through_the_model_server(stack, plain_one_tile_ma
 
 
 def test_segmentation_threshold_reaches_the_service(stack, plain_one_tile_mask):
-    """models.segmentation_threshold travels flow → TileTask → worker → SegmentRequest: the
+    """segmentation.threshold travels flow → TileTask → worker → SegmentRequest: the
     same probabilities, cut at 0.9 instead of the model's own."""
     plain = plain_one_tile_mask
-    strict = _one_tile_mask(stack, {"segmentation_threshold": 0.9})
+    strict = _one_tile_mask(stack, {"threshold": 0.9})
     valid = strict[0] != 255
     assert np.abs(plain[0][valid].astype(int) - strict[0][valid].astype(int)).max() <= 1
     kept = strict[1] == 1
@@ -332,8 +335,7 @@ def test_segmentation_mean_ensemble_runs_through_the_stack(stack, plain_one_tile
     combine choice reaches the service (a vote would leave only 0 or 100 % agreement in the
     probability band), and the mean of two identical members is the member."""
     plain = plain_one_tile_mask
-    mean = _one_tile_mask(stack, {"segmentation_ensemble": "footprint-unet:v1",
-                                  "segmentation_ensemble_combine": "mean"})
+    mean = _one_tile_mask(stack, {"ensemble": "footprint-unet:v1", "ensemble_combine": "mean"})
     valid = mean[0] != 255
     assert valid.mean() > 0.3
     assert np.isin(mean[0][valid], (0, 100)).mean() < 0.9  # probabilities, not vote shares

@@ -48,29 +48,31 @@ def test_summary_totals():
     assert s.embodied_co2e_kg == 12 and "4" in s.text()
 
 
-def test_tile_tasks_carry_the_segmentation_choices():
+def test_tile_tasks_carry_the_segmentation_options_whole():
+    from urbanfabric.footprints.options import SegmentationOptions
     from urbanfabric.imagery.tiles import tiles_for_area
     from urbanfabric.v1 import common_pb2
 
     tiles = tiles_for_area((118.08, 24.47, 118.09, 24.48))
-    model = common_pb2.ModelRef(name="footprint-unet", version="v5")
-    members = [common_pb2.ModelRef(name="footprint-unet", version=v) for v in ("v6", "v7")]
-    out = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles, common_pb2.ImagerySource(), model, 128, True,
-                          members, 2, tta=2, combine=2, threshold=0.4)
+    options = SegmentationOptions(model="footprint-unet:v5", ensemble=["footprint-unet:v6", "footprint-unet:v7"],
+                                  min_votes=2, tta="d4", ensemble_combine="mean", threshold=0.4)
+    out = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles, common_pb2.ImagerySource(), options, 128, True)
     assert [k for k, _ in out] == [t.tile_id for t in tiles]
-    task = out[0][1]
-    assert [m.version for m in task.segmentation_ensemble] == ["v6", "v7"]
-    assert (task.segmentation_min_votes, task.segmentation_tta, task.segmentation_ensemble_combine) == (2, 2, 2)
-    assert task.segmentation_threshold == pytest.approx(0.4)
-    plain = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles[:1], common_pb2.ImagerySource(), model, 128, True)
-    assert plain[0][1].segmentation_threshold == 0.0  # the models' own
+    seg = out[0][1].segmentation
+    assert (seg.model.name, seg.model.version) == ("footprint-unet", "v5")
+    assert [m.version for m in seg.ensemble] == ["v6", "v7"]
+    assert (seg.min_votes, seg.tta, seg.ensemble_combine) == (
+        2, common_pb2.TEST_TIME_AUGMENTATION_D4, common_pb2.ENSEMBLE_COMBINE_MEAN)
+    assert seg.threshold == pytest.approx(0.4)
+    plain = jobs.tile_tasks(common_pb2.JobRef(job_id="j"), tiles[:1], common_pb2.ImagerySource(),
+                            SegmentationOptions(), 128, True)
+    assert plain[0][1].segmentation.threshold == 0.0  # the models' own
 
 
-def test_flow_rejects_a_threshold_outside_0_1_by_name():
-    from pydantic import ValidationError
+def test_the_spec_rejects_a_threshold_outside_0_1_by_name():
+    from urbanfabric.job_spec import JobSpec
 
-    from flows.map_area import ModelVersions
-
-    assert ModelVersions(segmentation_threshold=0.4).segmentation_threshold == 0.4
-    with pytest.raises(ValidationError, match="segmentation_threshold"):
-        ModelVersions(segmentation_threshold=1.5)
+    spec = JobSpec.parse({"area": "118.08,24.47,118.09,24.48", "segmentation": {"threshold": 0.4}})
+    assert spec.segmentation.threshold == 0.4
+    with pytest.raises(InvalidInput, match="segmentation.threshold"):
+        JobSpec.parse({"area": "118.08,24.47,118.09,24.48", "segmentation": {"threshold": 1.5}})

@@ -9,7 +9,8 @@ from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.v1 import segmentation_pb2 as pb
 
-from services.segmentation.server import SegmentationServicer, model_threshold
+from services.segmentation.server import SegmentationServicer
+from urbanfabric.footprints.tile_segmentation import model_threshold
 
 
 class _Ctx:
@@ -56,10 +57,16 @@ class _Models:
         return out
 
 
+#: SegmentRequest fields that are not segmentation options.
+_REQUEST_FIELDS = {"landcover", "halo_px"}
+
+
 def _segment(models, **kw):
+    """One Segment call; option keywords (model, threshold, tta…) go into ``options``."""
     ard = Raster(np.full((3, 128, 128), 0.5, np.float32), Affine(0.5, 0, 500000, 0, -0.5, 4000000), "EPSG:32633")
     store = _Store(cog_bytes(ard))
-    req = pb.SegmentRequest(**kw)
+    options = {k: v for k, v in kw.items() if k not in _REQUEST_FIELDS}
+    req = pb.SegmentRequest(options=options, **{k: v for k, v in kw.items() if k in _REQUEST_FIELDS})
     req.job.job_id, req.ard.uri = "j", "s3://b/ard.tif"
     req.tile.tile_id, req.tile.resolution = "t", 0.5
     b = req.tile.bounds
@@ -127,10 +134,10 @@ def test_model_threshold_reads_output_threshold():
 def test_model_threshold_follows_the_tta_it_was_chosen_under(monkeypatch):
     from urbanfabric.footprints.tta import TTA
 
-    import services.segmentation.server as server
+    import urbanfabric.footprints.tile_segmentation as core
 
     config = {"output": {"threshold": 0.35, "threshold_by_tta": {"d4-zoom": 0.25}}}
-    monkeypatch.setattr(server, "model_config", lambda name, version: config)
+    monkeypatch.setattr(core, "model_config", lambda name, version: config)
     assert model_threshold("m", "v1") == 0.35
     assert model_threshold("m", "v1", TTA.D4) == 0.35  # none recorded for d4: the plain one
     assert model_threshold("m", "v1", TTA.D4_ZOOM) == 0.25
@@ -193,5 +200,5 @@ def test_every_tta_choice_travels_in_the_proto():
 
 
 def test_unknown_tta_is_invalid_and_names_the_field():
-    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT.*tta"):
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT.*options.tta"):
         _segment(_Models(), model={"name": "a", "version": "v1"}, tta=99)

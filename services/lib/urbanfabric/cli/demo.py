@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from urbanfabric.runtime.jobs import new_job_id
 
         job_id = new_job_id()
-        params = {"area": SAMPLE_AREA, "imagery": "sample:xiamen-z18", "job_id": job_id}
+        params = {"spec": {"area": SAMPLE_AREA, "imagery": "sample:xiamen-z18", "job_id": job_id}}
         t1 = time.time()
         run_id, state = run_map_area(settings, params)
         if not state.is_completed():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from pydantic import BaseModel, ValidationError
 
 from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.imagery.tiles import Tile
 from urbanfabric.footprints.tta import TTA
+from urbanfabric.job_spec import invalid_input
 from urbanfabric.v1 import common_pb2
 
 class _EnumBridge:
@@ -92,3 +98,85 @@ def tile_to_proto(tile: Tile) -> common_pb2.TileRef:
         bounds=common_pb2.GeoBounds(min_x=left, min_y=bottom, max_x=right, max_y=top, crs=tile.crs),
         resolution=tile.resolution,
     )
+
+
+# ---- option groups: a pydantic spec <-> a proto message with the same field names -------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _enum_prefix(enum_descriptor: Any) -> str:
+    """``TestTimeAugmentation`` → ``TEST_TIME_AUGMENTATION`` (the prefix of its value names)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum_descriptor.name).upper()
+
+
+def _is_model_ref(fd: FieldDescriptor) -> bool:
+    return fd.message_type is not None and fd.message_type.full_name == "urbanfabric.v1.ModelRef"
+
+
+def _model_ref(text: str) -> common_pb2.ModelRef:
+    name, _, version = text.partition(":")
+    return common_pb2.ModelRef(name=name, version=version)
+
+
+def options_to_proto(options: BaseModel, message: type[Message]) -> Message:
+    """The proto ``message`` holding ``options``, field by field under the same names.
+
+    ``name:version`` strings become ``ModelRef``s (lists of them repeated ``ModelRef``s), core
+    ``str`` enums the proto enum value ``<ENUM NAME>_<MEMBER>``, scalars stay as they are. A spec
+    field the message lacks raises ``KeyError`` (tests pin that the two keep the same fields).
+    """
+    msg = message()
+    fields = msg.DESCRIPTOR.fields_by_name
+    for name in type(options).model_fields:
+        value, fd = getattr(options, name), fields[name]
+        if _is_model_ref(fd):
+            if fd.label == FieldDescriptor.LABEL_REPEATED:
+                getattr(msg, name).extend(_model_ref(v) for v in value)
+            elif value:
+                getattr(msg, name).CopyFrom(_model_ref(value))
+        elif fd.enum_type is not None:
+            setattr(msg, name, fd.enum_type.values_by_name[f"{_enum_prefix(fd.enum_type)}_{value.name}"].number
+                    if isinstance(value, Enum) else value)
+        elif fd.label == FieldDescriptor.LABEL_REPEATED:
+            getattr(msg, name).extend(value)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+def options_from_proto(msg: Message, model: type[M], field: str) -> M:
+    """``model`` from a proto message with the same field names (the inverse of :func:`options_to_proto`).
+
+    Unset enums (``…_UNSPECIFIED``) and unset ``ModelRef`` fields take the spec's default.
+
+    Raises:
+        InvalidInput: a value the spec rejects, or an enum number it does not know, on
+            ``<field>.<name>``.
+    """
+    data: dict[str, Any] = {}
+    fields = msg.DESCRIPTOR.fields_by_name
+    for name in model.model_fields:
+        fd = fields[name]
+        value = getattr(msg, name)
+        if _is_model_ref(fd):
+            if fd.label == FieldDescriptor.LABEL_REPEATED:
+                data[name] = [f"{r.name}:{r.version}" for r in value]
+            elif msg.HasField(name):
+                data[name] = f"{value.name}:{value.version}"
+        elif fd.enum_type is not None:
+            if value == 0:
+                continue  # UNSPECIFIED: the spec's default
+            member = fd.enum_type.values_by_number.get(value)
+            if member is None:
+                raise InvalidInput(f"{field}.{name}", f"unknown {fd.enum_type.name} value {value}")
+            core_enum = model.model_fields[name].annotation  # the spec's own str enum
+            data[name] = core_enum[member.name.removeprefix(_enum_prefix(fd.enum_type) + "_")]  # type: ignore[index]
+        elif fd.label == FieldDescriptor.LABEL_REPEATED:
+            data[name] = list(value)
+        else:
+            data[name] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc, field) from None

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import geopandas as gpd
@@ -23,7 +23,8 @@ from shapely.geometry import box
 
 from urbanfabric.runtime import bus
 from urbanfabric.settings import Settings
-from urbanfabric.runtime.convert import tile_to_proto
+from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.runtime.convert import options_to_proto, tile_to_proto
 from urbanfabric.errors import EmptyArea, InvalidInput, Unavailable
 from urbanfabric.imagery.tiles import Tile
 from urbanfabric.io.job_layout import JobLayout
@@ -129,25 +130,18 @@ def collect(
 
 
 def tile_tasks(job: common_pb2.JobRef, tiles: list[Tile], source: common_pb2.ImagerySource,
-               model: common_pb2.ModelRef, halo_px: int, segment: bool,
-               ensemble: Sequence[common_pb2.ModelRef] = (), min_votes: int = 0,
+               segmentation: SegmentationOptions, halo_px: int, segment: bool,
                area_stats: common_pb2.ObjectRef | None = None,
                landcover: common_pb2.LandCoverFilter | None = None,
-               tta: int = 0, combine: int = 0, threshold: float = 0.0,
                ) -> list[tuple[str, tasks_pb2.TileTask]]:
-    """One TileTask per tile; ``ensemble`` members are combined with ``model`` by ``combine``
-    (an ``EnsembleCombine`` value: a vote of ≥ ``min_votes``, or the mean); ``area_stats``
+    """One TileTask per tile, carrying the job's segmentation options whole; ``area_stats``
     (JSON band quartiles of the whole area) switches calibration to per city; ``landcover``
-    post-filters the segmentation; ``tta`` (a ``TestTimeAugmentation`` value) augments every
-    segmentation window; ``threshold`` (0 = the models' own) cuts the probability."""
+    post-filters the segmentation."""
+    options = options_to_proto(segmentation, common_pb2.SegmentationOptions)
     return [
-        (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source,
-                                       segmentation_model=model, halo_px=halo_px, segment=segment,
-                                       segmentation_ensemble=list(ensemble),
-                                       segmentation_min_votes=min_votes, area_stats=area_stats,
-                                       landcover=landcover, segmentation_tta=tta,
-                                       segmentation_ensemble_combine=combine,
-                                       segmentation_threshold=threshold))
+        (t.tile_id, tasks_pb2.TileTask(job=job, tile=tile_to_proto(t), source=source, halo_px=halo_px,
+                                       segment=segment, area_stats=area_stats, landcover=landcover,
+                                       segmentation=options))
         for t in tiles
     ]
 

@@ -1,0 +1,230 @@
+"""One job spec: what a map-area run is asked to do, validated once.
+
+The ``map-area`` flow takes a :class:`JobSpec` as its one parameter (the Prefect form shows its
+fields, typed and documented), ``urbanfabric run`` builds its flags from it
+(:mod:`urbanfabric.cli.spec_flags`), and each stage gets its own nested part: segmentation
+options travel whole to the segmentation service. A bad value fails before any work starts,
+naming the field (``segmentation.threshold``, ``area``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from urbanfabric.errors import InvalidInput
+from urbanfabric.footprints.options import SegmentationOptions, check_model_ref
+
+#: Default area-of-interest example: the demo's sample district (Xiamen).
+AREA_EXAMPLE = "118.08,24.47,118.09,24.48"
+
+
+def local_or_uri(value: str) -> str:
+    """URIs as given; local paths made absolute (the flow runner may run in another folder)."""
+    return value if not value or "://" in value or value.startswith("sample:") else str(Path(value).resolve())
+
+
+class AreaOfInterest(BaseModel):
+    """A lon/lat (EPSG:4326) bounding box; ``"west,south,east,north"`` is accepted too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    west: float = Field(ge=-180, le=180)
+    south: float = Field(ge=-85.06, le=85.06)
+    east: float = Field(ge=-180, le=180)
+    north: float = Field(ge=-85.06, le=85.06)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if len(parts) != 4:
+                raise ValueError(f"expected west,south,east,north (4 numbers), got {value!r}")
+            try:
+                w, s, e, n = (float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"expected 4 numbers west,south,east,north, got {value!r}") from None
+            return {"west": w, "south": s, "east": e, "north": n}
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            return dict(zip(("west", "south", "east", "north"), value))
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AreaOfInterest:
+        if not (self.west < self.east and self.south < self.north):
+            raise ValueError("west < east and south < north are required")
+        return self
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (self.west, self.south, self.east, self.north)
+
+
+class ModelVersions(BaseModel):
+    """Which model versions characterise the buildings (``name:version``; "" skips that attribute)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roof_material: str = Field("roof-material:v2", description="roof-material model ('' = none)",
+                               json_schema_extra={"flags": ["--roof-material-model"]})
+    roof_shape: str = Field("roof-shape:v3", description="roof-shape model ('' = none)",
+                            json_schema_extra={"flags": ["--roof-shape-model"]})
+    facade_material: str = Field(
+        "facade-material:v1", description="façade-material model ('' = none); needs street_views",
+        json_schema_extra={"flags": ["--facade-model"]})
+    height: str = Field("height-xgb:v1", description="height model (required)",
+                        json_schema_extra={"flags": ["--height-model"]})
+
+    @field_validator("roof_material", "roof_shape", "facade_material")
+    @classmethod
+    def _optional_ref(cls, value: str) -> str:
+        return check_model_ref(value) if value.strip() else ""
+
+    @field_validator("height")
+    @classmethod
+    def _required_ref(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a height model is required")
+        return check_model_ref(value)
+
+
+class ImageryOptions(BaseModel):
+    """How scenes are searched, chosen and calibrated (GBM acquisition rules by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bands: dict[str, str] = Field(
+        default_factory=dict,
+        description="model band → asset key or 'asset#N' of this source (red=B04,green=B03,blue=B02); "
+                    "empty = by name/eo:bands")
+    collections: list[str] = Field(default_factory=list, description="STAC API collections to search (empty = all)")
+    year: int | None = Field(None, description="preferred acquisition year (empty = any date, most recent first)")
+    fallback_years: int = Field(1, ge=0, le=20, description="earlier years tried when `year` has no clear scene")
+    max_cloud_cover: float = Field(0.10, ge=0.0, le=1.0, description="largest accepted eo:cloud_cover share (GBM: 10 %)",
+                                   json_schema_extra={"flags": ["--max-cloud"]})
+    basemap: str = Field("", description="catalog / STAC API used when no year has a clear scene ('' = none)")
+    resampling: str = Field("nearest", description="GDAL resampling when the source grid differs from the tiles'")
+    settlement_mask: str = Field("", description="vector or raster; only grid cells with settlement are mapped")
+    calibration: Literal["patch", "city"] = Field(
+        "city", description="IQR statistics per patch, or once over the whole area (city: neighbouring tiles "
+                            "see the same scaling, which halves the probability jumps at tile borders)")
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _bands(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [p for p in value.split(",") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise ValueError(f"expected band=asset pairs (red=B04,green=B03), got {value!r}")
+            return dict(p.strip().split("=", 1) for p in pairs)
+        return value
+
+    @field_validator("collections", mode="before")
+    @classmethod
+    def _collections(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("settlement_mask")
+    @classmethod
+    def _mask_path(cls, value: str) -> str:
+        return local_or_uri(value)
+
+
+class LandCoverOptions(BaseModel):
+    """GBM land-cover post-filter of the segmentation; off while ``raster`` is empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raster: str = Field("", description="land-cover raster (any CRS/resolution): a file or an s3:// URI",
+                        json_schema_extra={"flags": ["--landcover"]})
+    classes: str = Field("esa-worldcover", description="'esa-worldcover', 'from-glc10', or 'code=name,…' pairs "
+                                                       "in the rule vocabulary (cropland, forest, grass, …)")
+    settlement: str = Field("", description="settlement raster (non-zero = settled, e.g. WSF); '' = all settled")
+
+    @field_validator("raster", "settlement")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return local_or_uri(value)
+
+    @model_validator(mode="after")
+    def _settlement_needs_raster(self) -> LandCoverOptions:
+        if self.settlement and not self.raster:
+            raise ValueError("a settlement raster needs landcover.raster")
+        return self
+
+
+class JobSpec(BaseModel):
+    """A map-area run: the area, the imagery or footprints, and every option of every stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    area: AreaOfInterest | None = Field(
+        None, description="lon/lat box to map (west,south,east,north); may be left out with footprints "
+                          "(their extent is used)", json_schema_extra={"flags": ["--bbox"]})
+    imagery: str | None = Field(
+        "sample:xiamen-z18",
+        description="'sample:<name>', an s3:// URI of a STAC catalog.json, a STAC API / catalog http(s) URL, "
+                    "or 'cogs:<url>,<url>'; empty with footprints only (no roof materials then)")
+    footprints: str | None = Field(
+        None, description="a GeoJSON / GeoParquet / OSM (.osm.pbf) file or an s3:// URI; given, segmentation "
+                          "is skipped and these polygons are used")
+    bucket: str = Field("urbanfabric", description="object-store bucket for all outputs")
+    segmentation: SegmentationOptions = Field(default_factory=SegmentationOptions,
+                                              json_schema_extra={"flag_prefix": "segmentation-"})
+    models: ModelVersions = Field(default_factory=ModelVersions, json_schema_extra={"flag_prefix": ""})
+    region: str = Field("ASIA_CHN", description="material-intensity region (RASMI R5_32 code, e.g. ASIA_CHN, OECD_EU15)")
+    batch_size: int = Field(250, ge=1, le=100_000, description="buildings per BuildingBatch")
+    halo_px: int = Field(128, ge=0, le=1024,
+                         description="context pixels around each tile for seamless segmentation (128 = the "
+                                     "blending overlap)")
+    job_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="reuse an id to resume a job (finished tasks are not redone); new by default")
+    districts: str | None = Field(None, description="polygons (GeoJSON / GeoParquet or s3:// URI) to total stock, "
+                                                    "CO2e and solar per district")
+    district_id: str = Field("id", description="the districts' id column")
+    tile_timeout_s: float = Field(1800, gt=0, description="longest wait for the tiles' results (seconds)")
+    batch_timeout_s: float = Field(1200, gt=0, description="longest wait for the building batches' results (seconds)")
+    imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})
+    street_views: str | None = Field(None, description="s3:// URI of a street-level view catalog (GeoJSON/CSV) for "
+                                                       "façade materials")
+    landcover: LandCoverOptions = Field(default_factory=LandCoverOptions,
+                                        json_schema_extra={"flag_prefix": "landcover-"})
+
+    @field_validator("footprints", "districts")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return local_or_uri(value) if value else value
+
+    @model_validator(mode="after")
+    def _area_or_footprints(self) -> JobSpec:
+        if self.area is None and not self.footprints:
+            raise ValueError("give an area, footprints, or both")
+        return self
+
+    @property
+    def segment(self) -> bool:
+        """Whether tiles are segmented (no user footprints)."""
+        return not self.footprints
+
+    @classmethod
+    def parse(cls, value: Any) -> JobSpec:
+        """A spec from a dict (or a spec), or :class:`InvalidInput` naming the first bad field."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise invalid_input(exc) from None
+
+
+def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
+    """The first problem of a pydantic validation error as :class:`InvalidInput` on its field path."""
+    first = exc.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    field = ".".join(p for p in (prefix, path) if p) or "spec"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    return InvalidInput(field, msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
