@@ -104,17 +104,23 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("entrypoints")
 
 
+def loopback_args(c: dict[str, Any]) -> tuple[int, list[str]]:
+    """(gRPC port, arguments): the chart container's flags, with loopback and free ports instead
+    of the pod's 0.0.0.0 and fixed ports."""
+    port, metrics = free_ports(2)
+    args = list(c["args"])
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--metrics-port") + 1] = str(metrics)
+    return port, args
+
+
 @pytest.mark.parametrize("service", ["calibration", "intensity"])
 def test_grpc_service_starts_as_the_chart_runs_it(dev_docs: list, scratch: Path, service: str) -> None:
     if not STUBS.exists():
         pytest.skip("gRPC stubs not generated (make protos)")
     c = chart_container(dev_docs, "Deployment", service)
-    port, metrics = free_ports(2)
-    args = list(c["args"])
-    # Same command and flags; loopback and free ports instead of the pod's 0.0.0.0 and fixed ports.
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    args[args.index("--metrics-port") + 1] = str(metrics)
+    port, args = loopback_args(c)
     log = scratch / f"{service}.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, *c["command"][1:], *args], cwd=scratch,
@@ -140,11 +146,7 @@ def test_image_command_starts_the_service(dev_docs: list, scratch: Path) -> None
     entry = ds.last(df, "ENTRYPOINT").exec_form()
     assert entry == ["python", "-m", "services.entrypoint"]
     c = chart_container(dev_docs, "Deployment", service)
-    port, metrics = free_ports(2)
-    args = list(c["args"])
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    args[args.index("--metrics-port") + 1] = str(metrics)
+    port, args = loopback_args(c)
     # The image's URBANFABRIC_SERVICE (from its SERVICE build argument), the rest as above.
     env = {**base_env(scratch), "URBANFABRIC_SERVICE": ds.env(df, {"SERVICE": service})["URBANFABRIC_SERVICE"]}
     hc = ds.last(df, "HEALTHCHECK").args
