@@ -15,7 +15,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ KUBE_VERSION = "1.31.0"
 #: Python paths of the repository (as pyproject.toml's pytest pythonpath).
 CODE_PATHS = (ROOT, ROOT / "services" / "lib")
 LOCAL_PACKAGES = {"urbanfabric", "services", "flows", "models"}
+#: The one image recipe, and the command every image runs (its per-image table).
+DOCKERFILE = ROOT / "Dockerfile"
+LAUNCHER = ROOT / "services" / "entrypoint.py"
 
 
 # -- chart ----------------------------------------------------------------------------------------
@@ -169,43 +172,80 @@ class Dockerfile:
         found = self.all(keyword)
         return found[-1] if found else None
 
-    def final_stage(self) -> list[Instruction]:
-        """Instructions of the last build stage (what the image runs)."""
-        starts = [n for n, i in enumerate(self.instructions) if i.keyword == "FROM"]
-        return self.instructions[starts[-1]:]
-
-    def pip_requirements(self) -> list[str]:
-        """Requirement specifiers of every ``pip install`` in the final image's venv."""
-        reqs: list[str] = []
-        for ins in self.all("RUN"):
-            for command in re.split(r"&&|;", ins.args):
-                words = shlex.split(command)
-                if len(words) >= 2 and words[0].endswith("pip") and words[1] == "install":
-                    if "protoc" in words[0]:
-                        continue  # the build-stage venv that only generates gRPC stubs
-                    skip = False
-                    for word in words[2:]:
-                        if skip:
-                            skip = False
-                            continue
-                        if word in ("--index-url", "--extra-index-url", "-i", "-c", "-r"):
-                            skip = True
-                            continue
-                        if word.startswith("-"):
-                            continue
-                        reqs.append(word)
-        return reqs
-
-    def arg_defaults(self) -> dict[str, str]:
+    def global_args(self) -> dict[str, str]:
+        """``ARG`` defaults declared before the first ``FROM`` (what ``FROM`` lines may use)."""
         out = {}
-        for ins in self.all("ARG"):
-            name, _, default = ins.args.partition("=")
-            if default:
+        for ins in self.instructions:
+            if ins.keyword == "FROM":
+                break
+            if ins.keyword == "ARG":
+                name, _, default = ins.args.partition("=")
                 out[name.strip()] = default.strip()
         return out
 
+    def stages(self) -> dict[str, list[Instruction]]:
+        """Named stage -> its instructions, its ``FROM`` first; the last (unnamed) stage as ``""``."""
+        out: dict[str, list[Instruction]] = {}
+        current: list[Instruction] = []
+        for ins in self.instructions:
+            if ins.keyword == "FROM":
+                words = ins.args.split()
+                name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+                assert name not in out, f"{self.path}:{ins.line}: stage {name!r} twice"
+                current = out.setdefault(name, [])
+            if out:
+                current.append(ins)
+        return out
 
-def parse_dockerfile(path: Path) -> Dockerfile:
+    def image(self, build_args: dict[str, str]) -> list[Instruction]:
+        """What the image built with ``build_args`` is made of, as Docker resolves it: the last
+        stage and, before it, the stages it is ``FROM`` (outermost first), down to an image
+        from a registry. Its first instruction is that ``FROM``.
+        """
+        args = {**self.global_args(), **build_args}
+        stages = self.stages()
+        chain: list[list[Instruction]] = []
+        stage = stages[""]
+        while True:
+            chain.insert(0, stage)
+            base = substitute(stage[0].args.split()[0], args)
+            if base not in stages:
+                return [i for s in chain for i in s]
+            assert len(chain) < len(stages), "FROM loop"
+            stage = stages[base]
+
+
+def substitute(text: str, args: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` replaced by their values ("" when unset), as Docker does."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), ""), text)
+
+
+def last(instructions: list[Instruction], keyword: str) -> Instruction | None:
+    found = [i for i in instructions if i.keyword == keyword]
+    return found[-1] if found else None
+
+
+def exposed(instructions: list[Instruction]) -> set[str]:
+    """Ports an image exposes (``EXPOSE`` is cumulative over its stages)."""
+    return {p for i in instructions if i.keyword == "EXPOSE" for p in i.args.split()}
+
+
+def env(instructions: list[Instruction], args: dict[str, str]) -> dict[str, str]:
+    """The image's ``ENV`` (``key=value`` forms), later values winning, ``ARG`` values substituted."""
+    out: dict[str, str] = {}
+    values = dict(args)
+    for ins in instructions:
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            values.setdefault(name.strip(), substitute(default.strip(), values))
+        if ins.keyword == "ENV":
+            for word in shlex.split(ins.args):
+                key, _, value = word.partition("=")
+                out[key] = values[key] = substitute(value, values)
+    return out
+
+
+def parse_dockerfile(path: Path = DOCKERFILE) -> Dockerfile:
     """Parse ``path``: comments dropped, backslash continuations joined."""
     result = Dockerfile(path)
     buffer, start = "", 0
@@ -227,11 +267,43 @@ def parse_dockerfile(path: Path) -> Dockerfile:
     return result
 
 
-def dockerfiles() -> dict[str, Path]:
-    """Image name (as in values.images) -> Dockerfile."""
-    found = {p.parent.name: p for p in sorted((ROOT / "services").glob("*/Dockerfile"))}
-    found["flows"] = ROOT / "flows" / "Dockerfile"
-    return found
+def images() -> list[str]:
+    """Every image the Dockerfile builds (the value of its SERVICE build argument): its
+    ``svc-<image>`` stages, which its last stage is ``FROM``."""
+    df = parse_dockerfile()
+    assert df.stages()[""][0].args == "svc-${SERVICE}", "the last stage is the svc-<SERVICE> one"
+    return sorted(name.removeprefix("svc-") for name in df.stages() if name.startswith("svc-"))
+
+
+# -- pyproject.toml extras (what each image installs) --------------------------------------------
+def pyproject_extras() -> dict[str, list[str]]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def extra_requirements(extras: str) -> list[str]:
+    """The requirements ``pip install ".[<extras>]"`` asks for (comma-separated extras), with the
+    project's references to its own extras (``urbanfabric[a,b]``) followed."""
+    from packaging.requirements import Requirement
+
+    declared = pyproject_extras()
+    out: list[str] = []
+    todo, seen = [e.strip() for e in extras.split(",")], set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        assert extra in declared, f"pyproject.toml has no extra {extra!r}"
+        for text in declared[extra]:
+            req = Requirement(text)
+            if req.name == "urbanfabric":
+                assert not req.specifier and req.marker is None, text
+                todo.extend(req.extras)
+            elif text not in out:
+                out.append(text)
+    return out
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
@@ -344,11 +416,16 @@ def import_closure(entries: list[str], skip: tuple[str, ...] = ()) -> tuple[dict
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
-            for name in _import_names(node, package):
+            names = _import_names(node, package)
+            for name in names:
                 top = name.split(".")[0]
                 if top in LOCAL_PACKAGES:
                     if module_file(name):
                         todo.append(name)
+                    else:
+                        # ``from a.b import c``: c may be a name in a.b; a.b itself must exist.
+                        assert name != names[0] and isinstance(node, ast.ImportFrom), (
+                            f"{path}:{node.lineno}: imports {name}, which is no module of the project")
                 elif top and top not in sys.stdlib_module_names:
                     external.setdefault(top, set()).add(module)
     return external, files
@@ -364,19 +441,24 @@ def argparse_flags(path: Path) -> set[str]:
     return flags
 
 
-def entrypoint_flags(module: str) -> set[str]:
+@cache
+def entrypoint_flags(module: str) -> frozenset[str]:
     """Command-line flags ``python -m module`` accepts.
 
-    Services parse through ``urbanfabric.runtime.grpc_service.main_args`` (directly or via
-    ``run_service``); others define their own
-    parser in the file ``python -m`` runs.
+    Services parse through ``main_args`` of the project's gRPC service helper (directly or via
+    ``run_service``): its flags count too, from whichever project module it imports that
+    defines ``main_args`` (found by following the imports, wherever that module lives). Others
+    define their own parser in the file ``python -m`` runs.
     """
     path = runnable_file(module)
     assert path is not None, module
     flags = argparse_flags(path)
     if "main_args(" in path.read_text() or "run_service(" in path.read_text():
-        flags |= argparse_flags(ROOT / "services" / "lib" / "urbanfabric" / "runtime" / "grpc_service.py")
-    return flags
+        _, files = import_closure([module])
+        helpers = [f for f in files if re.search(r"^def main_args\(", f.read_text(), re.MULTILINE)]
+        assert len(helpers) == 1, f"{module}: main_args defined in {helpers}"
+        flags |= argparse_flags(helpers[0])
+    return frozenset(flags)
 
 
 def literal_assign(path: Path, name: str) -> Any:
@@ -413,7 +495,7 @@ def environ_reads() -> set[str]:
 
 def stub_callers() -> dict[str, set[str]]:
     """Service -> modules that build a gRPC stub for it (``stub(settings, "<service>")``)."""
-    services = set(literal_assign(ROOT / "services/lib/urbanfabric/settings.py", "SERVICE_NAMES"))
+    services = set(literal_assign(module_file("urbanfabric.settings"), "SERVICE_NAMES"))
     out: dict[str, set[str]] = {}
     for path in python_sources():
         tree = ast.parse(path.read_text())

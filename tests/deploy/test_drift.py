@@ -1,4 +1,4 @@
-"""No drift between the chart, the Dockerfiles and the code.
+"""No drift between the chart, the image recipe (Dockerfile, services/entrypoint.py) and the code.
 
 Every module the chart starts exists and accepts the flags it is given; every port, gRPC
 service name, environment variable, Kafka topic, caller and model the chart names is the one
@@ -73,24 +73,47 @@ def test_chart_commands_match_the_local_stack() -> None:
 
 
 def test_images_run_what_the_chart_starts(values: dict[str, Any], all_docs: list[dict[str, Any]]) -> None:
+    """Each image's own command (services/entrypoint.py, as the Dockerfile runs it) is the
+    chart's; its ports, what it exposes and what its health check asks are the chart's."""
+    commands = ds.literal_assign(ds.LAUNCHER, "COMMANDS")
+    health = ds.literal_assign(ds.LAUNCHER, "HEALTH")
+    df = ds.parse_dockerfile()
+    assert set(values["images"]) == set(ds.images()) == set(commands)
     for doc, c in ds.containers(all_docs):
         if doc["kind"] != "Deployment" or doc["metadata"]["name"].endswith("model-gateway"):
             continue
         image = next(k for k, repo in values["images"].items() if c["image"].startswith(repo + ":"))
-        df = ds.parse_dockerfile(ds.dockerfiles()[image])
-        argv = df.last("ENTRYPOINT").exec_form() + (df.last("CMD").exec_form() if df.last("CMD") else [])
+        fixed, defaults = commands[image]
+        argv = fixed + defaults
         if image == "workers":
-            assert argv[:2] == ["python", "-m"] and ds.runnable_file(argv[2])
+            # The chart picks the module, the image defaults to one of them.
+            assert fixed == ["python", "-m"] == c["command"][:2] and ds.runnable_file(argv[2])
+            assert ds.runnable_file(c["command"][2]) and c["command"][2].startswith("services.workers.")
             continue
         assert argv[:3] == c["command"], (image, argv, c["command"])
     for name, svc in values["services"].items():
-        df = ds.parse_dockerfile(ds.dockerfiles()[name])
-        cmd = df.last("CMD").exec_form()
+        instructions = df.image({"SERVICE": name})
+        fixed, cmd = commands[name]
         assert cmd[cmd.index("--port") + 1] == str(svc["port"])
         assert cmd[cmd.index("--metrics-port") + 1] == str(values["metricsPort"])
-        assert {str(svc["port"]), str(values["metricsPort"])} <= set(df.last("EXPOSE").args.split())
-        health = df.last("HEALTHCHECK").args
-        assert f"127.0.0.1:{svc['port']}" in health and f"service='{svc['grpcService']}'" in health
+        assert ds.exposed(instructions) == {str(svc["port"]), str(values["metricsPort"])}, name
+        assert health[name] == ("grpc", svc["port"], svc["grpcService"]), name
+    # The flow runner: the runner webserver's port is exposed, health-checked and probed.
+    flows = df.image({"SERVICE": "flows"})
+    port = ds.env(flows, {"SERVICE": "flows"})["PREFECT_RUNNER_SERVER_PORT"]
+    assert ds.exposed(flows) == {port} and health["flows"] == ("http", int(port), "/health")
+    assert str(values["flows"]["healthPort"]) == port
+    runner = next(c for d, c in ds.containers(all_docs)
+                  if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-flows"))
+    assert runner["livenessProbe"]["httpGet"]["path"] == health["flows"][2]
+    # The model server: its HTTP port as the ServingRuntime declares and probes it.
+    runtime = next(c for d, c in ds.containers(all_docs) if d["kind"] == "ServingRuntime")
+    http = str(runtime["ports"][0]["containerPort"])
+    modelserver = commands["modelserver"][1]
+    assert modelserver[modelserver.index("--http-port") + 1] == http
+    assert http in ds.exposed(df.image({"SERVICE": "modelserver"}))
+    assert health["modelserver"] == ("http", int(http), runtime["readinessProbe"]["httpGet"]["path"])
+    assert str(runtime["readinessProbe"]["httpGet"]["port"]) == http
 
 
 def _prefect_settings() -> set[str]:

@@ -26,6 +26,8 @@ import deploy_support as ds
 import numpy as np
 import pytest
 
+from services import entrypoint
+
 pytestmark = pytest.mark.timeout(120)
 STUBS = ds.ROOT / "services/lib/urbanfabric/v1/__init__.py"
 WEIGHTS = ds.ROOT / "models/footprint_unet/v1"
@@ -102,17 +104,23 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("entrypoints")
 
 
+def loopback_args(c: dict[str, Any]) -> tuple[int, list[str]]:
+    """(gRPC port, arguments): the chart container's flags, with loopback and free ports instead
+    of the pod's 0.0.0.0 and fixed ports."""
+    port, metrics = free_ports(2)
+    args = list(c["args"])
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--metrics-port") + 1] = str(metrics)
+    return port, args
+
+
 @pytest.mark.parametrize("service", ["calibration", "intensity"])
 def test_grpc_service_starts_as_the_chart_runs_it(dev_docs: list, scratch: Path, service: str) -> None:
     if not STUBS.exists():
         pytest.skip("gRPC stubs not generated (make protos)")
     c = chart_container(dev_docs, "Deployment", service)
-    port, metrics = free_ports(2)
-    args = list(c["args"])
-    # Same command and flags; loopback and free ports instead of the pod's 0.0.0.0 and fixed ports.
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    args[args.index("--metrics-port") + 1] = str(metrics)
+    port, args = loopback_args(c)
     log = scratch / f"{service}.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, *c["command"][1:], *args], cwd=scratch,
@@ -121,13 +129,39 @@ def test_grpc_service_starts_as_the_chart_runs_it(dev_docs: list, scratch: Path,
         service_name = c["readinessProbe"]["grpc"]["service"]
         wait_until(lambda: grpc_health(port, service_name), proc, log, 60)
         assert grpc_health(port, "")  # the liveness probe's (empty) service name
-        # The image's HEALTHCHECK command, pointed at this port.
-        df = ds.parse_dockerfile(ds.dockerfiles()[service])
-        hc = df.last("HEALTHCHECK").args
-        argv = ds.Instruction("CMD", hc.split("CMD", 1)[1].strip(), 0).exec_form()
-        code = argv[2].replace(f"127.0.0.1:{c['ports'][0]['containerPort']}", f"127.0.0.1:{port}")
-        check = subprocess.run([sys.executable, "-c", code], env=base_env(scratch), timeout=30, check=False)
-        assert check.returncode == 0
+        # The image's HEALTHCHECK (services.entrypoint health), pointed at this port.
+        assert entrypoint.healthy(service, port=port)
+    finally:
+        stop(proc)
+    assert not entrypoint.healthy(service, port=port, timeout_s=1)  # and it fails once the server is gone
+
+
+def test_image_command_starts_the_service(dev_docs: list, scratch: Path) -> None:
+    """The image's ENTRYPOINT (python -m services.entrypoint), told which image it is and given
+    the chart's arguments, starts the service the chart starts, which its HEALTHCHECK finds healthy."""
+    if not STUBS.exists():
+        pytest.skip("gRPC stubs not generated (make protos)")
+    service = "intensity"
+    df = ds.parse_dockerfile().image({"SERVICE": service})
+    entry = ds.last(df, "ENTRYPOINT").exec_form()
+    assert entry == ["python", "-m", "services.entrypoint"]
+    c = chart_container(dev_docs, "Deployment", service)
+    port, args = loopback_args(c)
+    # The image's URBANFABRIC_SERVICE (from its SERVICE build argument), the rest as above.
+    env = {**base_env(scratch), "URBANFABRIC_SERVICE": ds.env(df, {"SERVICE": service})["URBANFABRIC_SERVICE"]}
+    hc = ds.last(df, "HEALTHCHECK").args
+    check = ds.Instruction("CMD", hc.split("CMD", 1)[1].strip(), 0).exec_form()
+    assert check == [*entry, "health"]
+    log = scratch / "entrypoint.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, *entry[1:], *args], cwd=scratch, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: entrypoint.healthy(service, port=port, timeout_s=1), proc, log, 60)
+        assert grpc_health(port, c["readinessProbe"]["grpc"]["service"])
+        # os.execv: the service itself is the process the container started.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"services.intensity.server" in cmdline, cmdline
     finally:
         stop(proc)
 
@@ -179,6 +213,7 @@ def test_serving_runtime_script_serves_a_storage_download(predictor: tuple[int, 
     http, storage = predictor
     prob = infer_through(f"http://127.0.0.1:{http}")
     assert prob.shape == (1, 64, 64) and 0 <= prob.min() <= prob.max() <= 1
+    assert entrypoint.healthy("modelserver", port=http)  # the image's HEALTHCHECK
     link = scratch / "model-repository" / "footprint_unet" / "v1"
     assert link.is_symlink() and link.resolve() == storage.resolve()
 

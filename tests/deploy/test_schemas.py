@@ -98,10 +98,15 @@ def test_skaffold_builds_every_image_and_deploys_the_chart() -> None:
     config = yaml.safe_load((ds.ROOT / "skaffold.yaml").read_text())
     values = yaml.safe_load((ds.CHART / "values.yaml").read_text())
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    # One artifact per image the chart runs, built from an existing Dockerfile.
+    # One artifact per image the chart runs, each built by the one recipe with SERVICE naming it.
     assert set(artifacts) == set(values["images"].values())
-    for image, artifact in artifacts.items():
-        assert (ds.ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file(), image
+    for key, image in values["images"].items():
+        artifact = artifacts[image]
+        assert artifact["context"] == "." and artifact["docker"]["dockerfile"] == "Dockerfile", image
+        assert (ds.ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).resolve() == ds.DOCKERFILE
+        assert artifact["docker"]["buildArgs"]["SERVICE"] == key, image
+    assert sorted(values["images"]) == ds.images()
+    recipe_args = {i.args.partition("=")[0] for i in ds.parse_dockerfile().all("ARG")}
     (release,) = config["deploy"]["helm"]["releases"]
     assert (ds.ROOT / release["chartPath"] / "Chart.yaml").is_file()
     templates = release["setValueTemplates"]
@@ -117,6 +122,9 @@ def test_skaffold_builds_every_image_and_deploys_the_chart() -> None:
             if patch["path"].startswith("/build/artifacts/"):
                 index = int(patch["path"].split("/")[3])
                 assert config["build"]["artifacts"][index]["image"] == "urbanfabric-modelserver"
+                assert patch["value"]["SERVICE"] == "modelserver"  # the patch replaces all build args
+    for artifact in config["build"]["artifacts"]:
+        assert set(artifact["docker"]["buildArgs"]) <= recipe_args, artifact["image"]
     dev_args = next(p["value"] for p in profiles["dev"]["patches"] if p["path"].endswith("buildArgs"))
     assert "cpu" in dev_args["TORCH_INDEX_URL"] and "cuda" not in dev_args["BASE_IMAGE"]
     assert "cuda" in artifacts["urbanfabric-modelserver"]["docker"]["buildArgs"]["BASE_IMAGE"]
