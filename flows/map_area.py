@@ -24,14 +24,13 @@ from collections import defaultdict
 from typing import Any
 
 import geopandas as gpd
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
-from urbanfabric.outputs import grids, report
-from urbanfabric.outputs.summary import Summary, summarize
+from urbanfabric.outputs.job_outputs import write_job_outputs
+from urbanfabric.outputs.summary import Summary
 from urbanfabric.stock.intensity import default_table
 from urbanfabric.runtime.service_clients import call, model_client, stub
 from urbanfabric.runtime.convert import tile_to_proto
@@ -46,12 +45,11 @@ from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_dir
 from urbanfabric.footprints.seams import seam_defects
-from urbanfabric.io.rasters import COG_MEDIA_TYPE, read_raster
+from urbanfabric.io.rasters import COG_MEDIA_TYPE
 from urbanfabric.footprints.seams import merge_seams
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri
-from urbanfabric.io.geoparquet import geoparquet_bytes, parquet_bytes, read_geoparquet
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
@@ -239,35 +237,10 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
               stage_seconds: dict[str, float], parameters: dict[str, Any],
               districts: gpd.GeoDataFrame | None = None, district_id: str = "",
               warnings: list[str] | None = None) -> Summary:
-    layout = JobLayout(job_id)
-    frames = [read_geoparquet(store.get_bytes(parse_s3_uri(r.buildings.uri)[1])) for r in batch_results]
-    buildings = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
-        if frames else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
-    if len(buildings) and buildings["building_id"].duplicated().any():
-        raise RuntimeError("a building appears in two batches; refusing to write the table")
-    if len(buildings):
-        buildings = buildings.iloc[buildings.geometry.hilbert_distance().argsort()].reset_index(drop=True)
-    store.put_bytes(layout.buildings, geoparquet_bytes(buildings))
-    outputs = {"buildings": store.s3_uri(layout.buildings), "map": store.s3_uri(layout.map_png),
-               "report": store.s3_uri(layout.report)}
-    if len(buildings):
-        # Stock, CO2e and solar per 100 m / 250 m cell, as validated COGs.
-        written = grids.write_grids(store, job_id, buildings)
-        outputs["grids"] = f"{store.s3_uri(layout.outputs + '/grids/')} ({len(written)} COGs)"
-        if districts is not None:
-            table = grids.district_table(buildings, districts, district_id).reset_index()
-            key = f"{layout.outputs}/districts.parquet"
-            store.put_bytes(key, parquet_bytes(table))
-            outputs["districts"] = store.s3_uri(key)
-    summary = summarize(job_id, buildings, stage_seconds, outputs)
-    summary.warnings = list(warnings or [])
-    # Every tile under the map, read at a COG overview: ~2,000 px across the whole area.
-    ards = [r.ard.uri for r in tile_results if r.ard.uri]
-    preview_px = max(16, int(2048 / max(1.0, len(ards) ** 0.5)))
-    basemap = [read_raster(store.get_bytes(parse_s3_uri(uri)[1]), max_size=preview_px) for uri in ards]
-    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {job_id}", basemap))
-    store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
-    return summary
+    """The job's outputs (table, grids, districts, map, report) from its batches' parts."""
+    return write_job_outputs(store, job_id, [r.buildings.uri for r in batch_results],
+                             [r.ard.uri for r in tile_results if r.ard.uri], stage_seconds, parameters,
+                             districts, district_id, warnings)
 
 
 def _load_districts(store: ObjectStore, uri: str, id_column: str) -> gpd.GeoDataFrame:

@@ -335,7 +335,7 @@ def test_segmentation_mean_ensemble_runs_through_the_stack(stack, plain_one_tile
     combine choice reaches the service (a vote would leave only 0 or 100 % agreement in the
     probability band), and the mean of two identical members is the member."""
     plain = plain_one_tile_mask
-    mean = _one_tile_mask(stack, {"ensemble": "footprint-unet:v1", "ensemble_combine": "mean"})
+    mean = _one_tile_mask(stack, {"ensemble": ["footprint-unet:v1"], "ensemble_combine": "mean"})
     valid = mean[0] != 255
     assert valid.mean() > 0.3
     assert np.isin(mean[0][valid], (0, 100)).mean() < 0.9  # probabilities, not vote shares

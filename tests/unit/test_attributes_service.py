@@ -16,7 +16,8 @@ from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.v1 import attributes_pb2 as pb
 
 from services.attributes.server import AttributesServicer, height_model
-from services.workers.building_worker import assemble, rasmi_function_of
+from services.workers.building_worker import rasmi_function_of
+from urbanfabric.outputs.buildings_table import assemble
 
 SHIPPED = all((model_dir(*m) / "meta.json").is_file() for m in (
     ("height_xgb", "v1"), ("building_function", "v1"), ("building_age", "v1")))
@@ -139,7 +140,7 @@ def test_worker_table_carries_function_and_age_columns():
                                    height_p95=7.0, floors=2)]
     task = tasks_pb2.BuildingBatch(batch_id="0", region="ASIA_CHN")
     task.job.job_id = "j"
-    t = assemble(fp, [], attrs, [], task).set_index("building_id")
+    t = assemble(fp, [], attrs, [], task, task.job.job_id).set_index("building_id")
     assert t.loc["b0", "building_function"] == "office" and t.loc["b0", "year_built"] == 1990.0
     assert t.loc["b0", "age_class"] == "1986-1990"
     # No function / age model for b1: missing, never a zero year or an empty-string class.

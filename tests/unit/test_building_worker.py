@@ -12,7 +12,8 @@ from urbanfabric.outputs.summary import MASS_PREFIX
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
 from services.intensity.server import IntensityServicer
-from services.workers.building_worker import assemble, function_prior, stock_inputs
+from services.workers.building_worker import function_prior, stock_inputs
+from urbanfabric.outputs.buildings_table import assemble
 
 
 class _Ctx:
@@ -65,7 +66,7 @@ def test_assembled_table_has_point_estimates_ranges_co2e_solar_and_fallbacks():
     req = intensity_pb2.EstimateStockRequest(buildings=stock_inputs(footprints, attrs, roofs),
                                              region="ASIA_CHN", job=task.job)
     stock = IntensityServicer().EstimateStock(req, _Ctx()).buildings
-    table = assemble(footprints, roofs, attrs, stock, task)
+    table = assemble(footprints, roofs, attrs, stock, task, task.job.job_id)
     assert len(table) == 3 and table.crs.to_epsg() == 4326
     t = MaterialIntensityTable.load()
     assert len(t.materials) >= 8
@@ -92,7 +93,7 @@ def test_assembled_table_has_point_estimates_ranges_co2e_solar_and_fallbacks():
 
 def test_assemble_with_no_buildings_keeps_the_footprints():
     footprints, _, _, task = _batch()
-    out = assemble(footprints.iloc[:0], [], [], [], task)
+    out = assemble(footprints.iloc[:0], [], [], [], task, task.job.job_id)
     assert len(out) == 0 and "roof_material" in out.columns
 
 
@@ -112,7 +113,7 @@ def test_unknown_roofs_and_facades_keep_their_reasons_and_reach_intensity_as_unk
     task.facade_model.name, task.facade_model.version = "facade-material", "v1"
     stock = IntensityServicer().EstimateStock(intensity_pb2.EstimateStockRequest(
         buildings=list(inputs.values()), region="ASIA_CHN", job=task.job), _Ctx()).buildings
-    t = assemble(footprints, roofs, attrs, stock, task, facades).set_index("building_id")
+    t = assemble(footprints, roofs, attrs, stock, task, task.job.job_id, facades).set_index("building_id")
     assert t.loc["c", "roof_material"] == "unknown" and np.isnan(t.loc["c", "roof_material_probability"])
     assert t.loc["c", "roof_material_unknown_reason"] == "no imagery covers the footprint"
     assert t.loc["a", "roof_shape"] == "flat" and t.loc["a", "roof_shape_probability"] == pytest.approx(0.7)
