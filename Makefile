@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -59,6 +59,9 @@ test: install protos lint system-deps
 
 test-unit: install protos
 	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install protos
+	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: install protos
 	$(BIN)/python -m pytest -q tests/e2e

@@ -16,7 +16,7 @@ and
   the IPv4 loopback address, nothing else.
 
 Checked with ``ss -ltnp``: ``127.0.0.1:HTTP`` and ``[::ffff:127.0.0.1]:GRPC``, no ``0.0.0.0``
-/ ``*`` listener (tests/unit/test_modelclient.py asserts the same with psutil).
+/ ``*`` listener (tests/integration/test_model_server.py asserts the same with psutil).
 
 One more override, for speed: :class:`RawTensorDataPlane` keeps binary-extension REST
 tensors as bytes (KServe's decoder converts them to Python lists, ≈ 0.6 s per 512² tile).

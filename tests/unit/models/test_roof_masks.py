@@ -56,12 +56,15 @@ def test_apply_chip_mode_masks_or_stacks() -> None:
 
 
 def test_augment_keeps_the_mask_channel_binary() -> None:
-    x = torch.rand(3, 4, 20, 20)
-    x[:, 3] = (torch.rand(3, 20, 20) > 0.5).float()
+    gen = torch.Generator().manual_seed(1)  # its own draws: the result must not hang on test order
+    x = torch.rand(3, 4, 20, 20, generator=gen)
+    x[:, 3] = (torch.rand(3, 20, 20, generator=gen) > 0.5).float()
     out = augment(x, 16, rotate=True, gen=torch.Generator().manual_seed(0))
     assert out.shape == (3, 4, 16, 16)
-    # Resampling blurs edges, but jitter never scales the channel: its maximum stays 1 or 0.
-    assert set(np.unique(out[:, 3].amax(dim=(1, 2)).numpy()).tolist()) <= {0.0, 1.0}
+    # Resampling blurs edges, but jitter never scales the channel: its maximum stays 1 or 0
+    # (up to float rounding of the rotation's interpolation weights).
+    peaks = out[:, 3].amax(dim=(1, 2)).numpy()
+    assert np.all(np.isclose(peaks, 0.0, atol=1e-6) | np.isclose(peaks, 1.0, atol=1e-6)), peaks
 
 
 def test_four_channel_lite0_starts_as_the_rgb_net_and_round_trips(tmp_path: Path) -> None:

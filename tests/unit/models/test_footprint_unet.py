@@ -11,7 +11,7 @@ import torch
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = REPO.parent / "shared" / "data" / "footprints" / "xiamen-z18"
 V1 = REPO / "models" / "footprint_unet" / "v1"
 

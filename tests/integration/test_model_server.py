@@ -2,7 +2,7 @@
 
 A tiny one-layer torch model is defined here (module-level ``load_model`` /
 ``predict_proba``, the contract of ``models/<name>``); the server subprocess serves it as
-``tiny-seg:v1=tests.unit.test_modelclient`` from a temporary model repository.
+``tiny-seg:v1=tests.integration.test_model_server`` from a temporary model repository.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
 REPO = Path(__file__).resolve().parents[2]
-THIS_MODULE = "tests.unit.test_modelclient"
+THIS_MODULE = "tests.integration.test_model_server"
 MODEL, VERSION = "tiny-seg", "v1"
 MISSING_VERSION = "v2"  # requested from the server but has no weights
 

@@ -15,7 +15,7 @@ from models.footprint_unet import datasets as D
 from models.footprint_unet.targets import building_from_classes, signed_distance_classes
 from urbanfabric.footprints.segmentation import landcover_filter
 
-SPACENET = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "footprints" / "spacenet-atlanta"
+SPACENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "footprints" / "spacenet-atlanta"
 
 
 def test_matching_is_one_to_one_and_greedy_by_confidence():

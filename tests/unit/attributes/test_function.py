@@ -24,8 +24,8 @@ from urbanfabric.attributes.function import (
 
 UTM = "EPSG:32633"
 X0, Y0 = 500_000.0, 5_000_000.0
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "building_function" / "v1"
-OSM = Path(__file__).resolve().parents[3] / "shared" / "data" / "heights" / "osm-helsinki"
+SHIPPED = Path(__file__).resolve().parents[3] / "models" / "building_function" / "v1"
+OSM = Path(__file__).resolve().parents[4] / "shared" / "data" / "heights" / "osm-helsinki"
 
 
 def _box(x: float, y: float, w: float = 10.0, h: float = 10.0) -> Polygon:

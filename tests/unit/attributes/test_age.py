@@ -22,7 +22,7 @@ from urbanfabric.errors import InvalidInput, NotFound
 
 UTM = "EPSG:32633"
 X0, Y0 = 500_000.0, 5_000_100.0
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "building_age" / "v1"
+SHIPPED = Path(__file__).resolve().parents[3] / "models" / "building_age" / "v1"
 
 
 def test_age_class_cuts() -> None:

@@ -15,7 +15,7 @@ from models.roof_material.train import class_weights
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 V1 = REPO / "models/roof_material/v1"
 CLASSES = ["concrete_cement", "healthy_metal", "incomplete", "irregular_metal", "other"]
 

@@ -24,7 +24,7 @@ from urbanfabric.errors import InvalidInput
 torch.set_num_threads(1)
 
 SIZE, PATCH = 32, 8
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ROOF_DATA = REPO.parent / "shared/data/roofs/caribbean-material"
 
 

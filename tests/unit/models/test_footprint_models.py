@@ -137,7 +137,7 @@ def test_scale_aug_flag_parses_and_rejects_bad_ranges():
 def test_every_shipped_footprint_version_loads_and_predicts():
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     versions = sorted(p.parent for p in repo.glob("models/footprint_*/v*/config.json"))
     assert any(v.parent.name == "footprint_unet" and v.name == "v1" for v in versions)
     x = np.random.default_rng(0).random((1, 3, 40, 40), dtype=np.float32)

@@ -17,7 +17,7 @@ from urbanfabric.materials.chips import ChipMode, resize_chip, roof_chips
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BBR_CODES = REPO.parent / "shared/data/taxonomy/bbr/bbr_byg033_tagdaekningsmateriale.csv"
 ROOF_DATA = REPO.parent / "shared/data/roofs/caribbean-material"
 

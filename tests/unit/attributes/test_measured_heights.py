@@ -13,7 +13,7 @@ from shapely.geometry import Polygon, box
 from urbanfabric.attributes import measured_heights as H
 from urbanfabric.errors import InvalidInput, NotFound
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 CITYJSON = DATA / "heights" / "cityjson-samples"
 RD = "EPSG:28992"
 X0, Y0 = 85000.0, 447000.0  # Delft, RD New

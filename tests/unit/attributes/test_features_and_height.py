@@ -26,7 +26,7 @@ from urbanfabric.errors import InvalidInput
 
 UTM = "EPSG:32633"  # a real metric CRS; x0 = 500 km is the zone's central meridian
 X0, Y0 = 500_000.0, 5_000_000.0
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "height_xgb" / "v1"
+SHIPPED = Path(__file__).resolve().parents[3] / "models" / "height_xgb" / "v1"
 
 
 def _gdf(geoms: list, index: list | None = None) -> gpd.GeoDataFrame:
