@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from urbanfabric.imagery import streetview
 from urbanfabric.materials import explain, facades, roofs
 from urbanfabric.materials import chips as roof_chips
 from urbanfabric.runtime.service_clients import model_client
@@ -76,32 +77,16 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         default = self.taxonomy if name.replace("_", "-") == "roof-material" else None
         return roofs.Taxonomy.for_model(cfg, default)
 
-    def _classify(self, ref: Any, ids: list[str], rasters: list, footprints: Any) -> list[roofs.MaterialCall]:
-        """One classifier over one building batch: chips, one batched model-server call, decode."""
+    def _classify(self, ref: Any, rasters: list, footprints: Any) -> list[roofs.MaterialCall]:
         cfg = model_config(ref.name, ref.version)
-        classes, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
-        chips, reasons = roof_chips.chips_from_rasters(footprints, rasters, size, mode=roof_chips.ChipMode.of(cfg))
-        ok = np.flatnonzero([not r for r in reasons])
-        probs = np.zeros((len(ids), len(classes)), np.float32)
-        if len(ok):
-            probs[ok] = self.models.infer_batched(ref.name, ref.version, chips[ok], batch_size=BATCH)
-        return roofs.decode_calls(ids, probs, classes, self._taxonomy(ref.name, cfg), reasons)
+        return roofs.classify_roofs(footprints, rasters, cfg, self._batched(ref.name, ref.version),
+                                    self._taxonomy(ref.name, cfg))
 
-    def _catalog_views(self, footprints: Any, catalog_uri: str, max_views: int) -> list[tuple[str, list[str]]]:
-        """Views facing each building from a view catalog in the store (relative URIs resolved)."""
-        from urbanfabric.imagery import streetview
+    def _batched(self, name: str, version: str) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda chips: self.models.infer_batched(name, version, chips, batch_size=BATCH)
 
-        text = self.store.get_bytes(parse_s3_uri(catalog_uri)[1]).decode("utf-8")
-        fmt = "csv" if catalog_uri.lower().endswith(".csv") else "geojson"
-        catalog = streetview.LocalCatalog.from_text(text, fmt, name=catalog_uri)
-        frame = streetview.views_for_buildings(footprints, catalog, max_views=max_views)
-        base = catalog_uri.rsplit("/", 1)[0]
-
-        def resolve(uri: str) -> str:
-            return uri if "://" in uri else f"{base}/{uri.removeprefix('./')}"
-
-        return [(str(bid), [resolve(u) for u in group["image_uri"]])
-                for bid, group in frame.groupby("building_id", sort=False)]
+    def _read(self, uri: str) -> bytes:
+        return self.store.get_bytes(parse_s3_uri(uri)[1])
 
     def _loaded(self, name: str, version: str) -> explain.Explainable:
         key = (name, version)
@@ -115,13 +100,12 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
     def ClassifyRoofs(self, request: pb.ClassifyRoofsRequest, context) -> pb.ClassifyRoofsResponse:
         require(request, "job.job_id", "footprints.uri", "model.name", "model.version")
         footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
-        ids = [str(b) for b in footprints["building_id"]]
         rasters = self._rasters(request.images)
-        calls = self._classify(request.model, ids, rasters, footprints)
+        calls = self._classify(request.model, rasters, footprints)
         shapes = None
         if request.shape_model.name:
             require(request, "shape_model.version")
-            shapes = self._classify(request.shape_model, ids, rasters, footprints)
+            shapes = self._classify(request.shape_model, rasters, footprints)
         out = []
         for i, r in enumerate(calls):
             msg = pb.RoofMaterial(
@@ -143,38 +127,15 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         require(request, "job.job_id", "footprints.uri", "model.name", "model.version")
         name, version = request.model.name, request.model.version
         cfg = model_config(name, version)
-        labels, size = list(cfg["classes"]), int(cfg.get("chip_size", 128))
-        scaling = roof_chips.input_scaling(cfg)
-        footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(request.footprints.uri)[1]))
-        ids = [str(b) for b in footprints["building_id"]]
-        known = set(ids)
+        footprints = read_geoparquet(self._read(request.footprints.uri))
         entries = [(e.building_id, [r.uri for r in e.images]) for e in request.views]
         if not entries and request.street_views.uri:
-            entries = self._catalog_views(footprints, request.street_views.uri, request.max_views or 3)
-        # Read every view; an unreadable one becomes its reason, the others one batch.
-        views: dict[str, list[Any]] = {b: [] for b in ids}
-        chips, slots = [], []
-        for bid, uris in entries:
-            if bid not in known:
-                raise InvalidInput("views.building_id", f"{bid!r} is not in the footprints")
-            for uri in uris:
-                try:
-                    chip = roof_chips.image_chip(self.store.get_bytes(parse_s3_uri(uri)[1]), size, scaling)
-                except (InvalidInput, NotFound) as exc:
-                    views[bid].append(f"{uri}: {exc}")
-                    continue
-                views[bid].append(None)
-                slots.append((bid, len(views[bid]) - 1))
-                chips.append(chip)
-        if chips:
-            probs = self.models.infer_batched(name, version, np.stack(chips), batch_size=BATCH)
-            for (bid, k), p in zip(slots, probs):
-                views[bid][k] = p
+            entries = streetview.views_from_catalog(footprints, self._read(request.street_views.uri).decode("utf-8"),
+                                                    request.street_views.uri, request.max_views or 3)
         no_views = ("no street-level views were given for this run (flow parameter street_views: a view catalog)"
                     if not request.views and not request.street_views.uri else "no street-level view of the building")
-        calls = facades.decode_facades(
-            ids, views, labels, self._taxonomy(name, cfg), thresholds=cfg.get("thresholds"), no_view_reason=no_views,
-        )
+        calls = facades.classify_facades([str(b) for b in footprints["building_id"]], entries, self._read, cfg,
+                                         self._batched(name, version), self._taxonomy(name, cfg), no_views)
         return pb.ClassifyFacadesResponse(facades=[
             pb.FacadeMaterial(
                 building_id=c.building_id, material=c.material, probability=c.probability,

@@ -290,3 +290,18 @@ def views_frame(views: Iterable[StreetView]) -> gpd.GeoDataFrame:
     geom = gpd.points_from_xy(frame["lon"], frame["lat"]) if len(frame) else []
     return gpd.GeoDataFrame(frame, geometry=geom, crs="EPSG:4326")
 
+
+def views_from_catalog(footprints: gpd.GeoDataFrame, text: str, catalog_uri: str,
+                       max_views: int = 3) -> list[tuple[str, list[str]]]:
+    """The views facing each building, from a view catalog's text (GeoJSON, or CSV when the URI
+    ends in ``.csv``); image URIs relative to the catalog are resolved against its folder."""
+    fmt = "csv" if catalog_uri.lower().endswith(".csv") else "geojson"
+    catalog = LocalCatalog.from_text(text, fmt, name=catalog_uri)
+    frame = views_for_buildings(footprints, catalog, max_views=max_views)
+    base = catalog_uri.rsplit("/", 1)[0]
+
+    def resolve(uri: str) -> str:
+        return uri if "://" in uri else f"{base}/{uri.removeprefix('./')}"
+
+    return [(str(bid), [resolve(u) for u in group["image_uri"]])
+            for bid, group in frame.groupby("building_id", sort=False)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.materials.chips import image_chip, input_scaling
 from urbanfabric.materials.views import aggregate_views
 from urbanfabric.materials.roofs import Taxonomy, UNKNOWN
 
@@ -89,3 +92,40 @@ def decode_facades(
             list(answer.materials), dict(answer.probabilities), len(given), answer.views_used, why,
         ))
     return out
+
+
+def classify_facades(building_ids: list[str], entries: Sequence[tuple[str, Sequence[str]]],
+                     read: Callable[[str], bytes], config: dict[str, Any],
+                     classify: Callable[[np.ndarray], np.ndarray], taxonomy: Taxonomy,
+                     no_view_reason: str) -> list[FacadeCall]:
+    """Façade materials of a batch of buildings from their street-level views.
+
+    Every view is read (``read(uri)``) and cut to a chip; an unreadable view becomes its reason,
+    the rest go to the classifier in one batched call, and each building's views are aggregated
+    by :func:`decode_facades`.
+
+    Raises:
+        InvalidInput: a view names a building that is not in the batch (``views.building_id``).
+    """
+    labels, size = list(config["classes"]), int(config.get("chip_size", 128))
+    scaling = input_scaling(config)
+    known = set(building_ids)
+    views: dict[str, list[Any]] = {b: [] for b in building_ids}
+    batch, slots = [], []
+    for bid, uris in entries:
+        if bid not in known:
+            raise InvalidInput("views.building_id", f"{bid!r} is not in the footprints")
+        for uri in uris:
+            try:
+                chip = image_chip(read(uri), size, scaling)
+            except (InvalidInput, NotFound) as exc:
+                views[bid].append(f"{uri}: {exc}")
+                continue
+            views[bid].append(None)
+            slots.append((bid, len(views[bid]) - 1))
+            batch.append(chip)
+    if batch:
+        for (bid, k), p in zip(slots, classify(np.stack(batch))):
+            views[bid][k] = p
+    return decode_facades(building_ids, views, labels, taxonomy, thresholds=config.get("thresholds"),
+                          no_view_reason=no_view_reason)

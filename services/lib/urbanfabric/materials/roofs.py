@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas
 import numpy as np
 
+from urbanfabric.materials.chips import ChipMode, chips_from_rasters
 from urbanfabric.errors import InvalidInput
 
 
@@ -248,3 +251,22 @@ def decode_calls(
         out.append(MaterialCall(bid, material, float(row[k]), "" if why else taxonomy.code_text(top),
                                 top, per_class, why))
     return out
+
+
+#: One batched call of a served classifier: chips ``(N, C, S, S)`` → calibrated probabilities ``(N, K)``.
+Classify = Callable[[np.ndarray], np.ndarray]
+
+
+def classify_roofs(footprints: geopandas.GeoDataFrame, rasters: list[tuple[str, Callable[[], Any]]],
+                   config: dict[str, Any], classify: Classify, taxonomy: Taxonomy) -> list[MaterialCall]:
+    """One roof classifier (material or shape) over one batch of buildings: a chip per building
+    from the first ARD image covering it, one batched call for the buildings with a chip, and a
+    call per building (``unknown`` with its reason where there was no chip or no confident class)."""
+    ids = [str(b) for b in footprints["building_id"]]
+    classes, size = list(config["classes"]), int(config.get("chip_size", 128))
+    batch, reasons = chips_from_rasters(footprints, rasters, size, mode=ChipMode.of(config))
+    ok = np.flatnonzero([not r for r in reasons])
+    probs = np.zeros((len(ids), len(classes)), np.float32)
+    if len(ok):
+        probs[ok] = classify(batch[ok])
+    return decode_calls(ids, probs, classes, taxonomy, reasons)
