@@ -121,6 +121,19 @@ def test_every_ensemble_combine_travels_in_the_proto():
         combine_from_proto(9)
 
 
+def test_min_confidence_drops_the_less_certain_footprints():
+    # a and b agree on square 0 (mean 0.95) and each sees one other square (mean 0.475): cut at
+    # 0.4 the mean keeps three footprints; asking for a confidence of 0.9 leaves square 0 alone.
+    kw = dict(model={"name": "a", "version": "v1"}, ensemble=[{"name": "b", "version": "v1"}],
+              ensemble_combine="ENSEMBLE_COMBINE_MEAN", threshold=0.4, min_area_m2=1)
+    assert _segment(_Models(), **kw)[0].footprint_count == 3
+    resp, store, mask = _segment(_Models(), **kw, min_confidence=0.9)
+    assert resp.footprint_count == 1
+    frame = read_geoparquet(store.put[next(k for k in store.put if k.endswith(".parquet"))])
+    assert frame["footprint_confidence"].min() >= 0.9
+    assert (mask.data[1] == 1).sum() > 0  # the mask still shows every pixel over the cut
+
+
 def test_ensemble_member_not_served_is_not_found():
     with pytest.raises(RuntimeError, match="NOT_FOUND"):
         _segment(_Models(), model={"name": "a", "version": "v1"}, ensemble=[{"name": "zz", "version": "v1"}])

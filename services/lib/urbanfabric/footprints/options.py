@@ -62,6 +62,10 @@ class SegmentationOptions(BaseModel):
     min_area_m2: float = Field(0.0, ge=0.0, description="polygons smaller than this are dropped (0 = 10 m²)")
     simplify_tolerance_m: float = Field(0.0, ge=0.0,
                                         description="Douglas–Peucker tolerance in metres (0 = 0.75 m)")
+    min_confidence: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="footprints whose mean building probability (for a vote, the members' mean agreement) "
+                    "is below this are dropped (0 = keep every footprint)")
 
     @field_validator("model")
     @classmethod

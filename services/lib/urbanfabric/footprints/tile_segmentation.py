@@ -127,4 +127,6 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
         simplify_tolerance_m=options.simplify_tolerance_m or segmentation.DEFAULT_SIMPLIFY_M,
         tile_id=tile_id,
     )
+    if options.min_confidence:
+        footprints = footprints[footprints["footprint_confidence"] >= options.min_confidence].reset_index(drop=True)
     return SegmentedTile(prob, threshold, transform, ard.crs, footprints)
