@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from bench._util import peak_rss_mib, save  # noqa: E402
 from urbanfabric.imagery import acquisition, calibration  # noqa: E402
-from urbanfabric.footprints import segmentation  # noqa: E402
+from urbanfabric.footprints import polygons, windows  # noqa: E402
 from urbanfabric.footprints.tta import TTA, with_tta  # noqa: E402
 from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient  # noqa: E402
 from urbanfabric.io.model_repository import SHARED_DATA  # noqa: E402
@@ -92,9 +92,9 @@ def run_streamed(n: int, infer, threshold: float, window: int, overlap: int) -> 
         data = np.pad(raw.data, ((0, 0), (HALO, HALO), (HALO, HALO)), mode="reflect")
         ard = calibration.iqr_scale(data, nodata=0)
         t2 = time.perf_counter()
-        prob = segmentation.predict_tiled(ard, infer, window=window, overlap=overlap, batch_size=4)
+        prob = windows.predict_tiled(ard, infer, window=window, overlap=overlap, batch_size=4)
         t3 = time.perf_counter()
-        fp = segmentation.polygonize(prob[HALO:-HALO, HALO:-HALO], raw.transform, str(raw.crs), threshold=threshold)
+        fp = polygons.polygonize(prob[HALO:-HALO, HALO:-HALO], raw.transform, str(raw.crs), threshold=threshold)
         t4 = time.perf_counter()
         for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             t[key] += dt
@@ -126,7 +126,7 @@ def run_naive(n: int, infer, threshold: float, window: int) -> dict:
             prob[r : r + window, c : c + window] = infer(np.ascontiguousarray(patch))[0]
     t3 = time.perf_counter()
     # The mosaic is placed on the first block's grid (pixel geometry is what matters here).
-    fp = segmentation.polygonize(prob, rasters[0].transform, str(rasters[0].crs), threshold=threshold)
+    fp = polygons.polygonize(prob, rasters[0].transform, str(rasters[0].crs), threshold=threshold)
     t4 = time.perf_counter()
     for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
         t[key] += dt

@@ -32,7 +32,7 @@ from urbanfabric.runtime import bus, jobs
 from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.summary import Summary
 from urbanfabric.stock.intensity import default_table
-from urbanfabric.runtime.service_clients import call, model_client, stub
+from urbanfabric.runtime.connections import call, model_client, stub
 from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions

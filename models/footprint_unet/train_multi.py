@@ -126,7 +126,7 @@ def scene_probability(model: torch.nn.Module, scene: D.Scene, tta: str = "none")
 
     ``tta`` (:class:`urbanfabric.footprints.tta.TTA`) averages each window over flipped/rotated views.
     """
-    from urbanfabric.footprints.segmentation import predict_tiled
+    from urbanfabric.footprints.windows import predict_tiled
     from urbanfabric.footprints.tta import with_tta
 
     image = iqr_scale(scene.image)

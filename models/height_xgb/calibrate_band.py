@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from urbanfabric.attributes.height import HeightModel
 from urbanfabric.attributes.features import footprint_features
-from urbanfabric.attributes.measured_heights import clean_heights, load_footprint_heights
+from urbanfabric.attributes.measurements import clean_heights, load_footprint_heights
 
 from models.height_xgb.train import DEFAULT_DATA, XIAMEN, spatial_block_split
 

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from urbanfabric.attributes.features import V1_FEATURE_NAMES, footprint_features
 from urbanfabric.attributes.height import HeightModel, floors_from_height
-from urbanfabric.attributes.measured_heights import (
+from urbanfabric.attributes.measurements import (
     clean_heights,
     load_cityjson,
     load_footprint_heights,

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from urbanfabric.attributes.features import FEATURE_NAMES, footprint_features
 from urbanfabric.attributes.height import HeightModel
-from urbanfabric.attributes.measured_heights import (
+from urbanfabric.attributes.measurements import (
     clean_heights,
     load_cityjson,
     load_footprint_heights,

@@ -24,7 +24,7 @@ import numpy as np
 from urbanfabric.imagery import streetview
 from urbanfabric.materials import explain, facades, roofs
 from urbanfabric.materials import chips as roof_chips
-from urbanfabric.runtime.service_clients import model_client
+from urbanfabric.runtime.connections import model_client
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service

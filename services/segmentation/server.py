@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from urbanfabric.errors import NotFound
-from urbanfabric.footprints import segmentation
+from urbanfabric.footprints import polygons
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.footprints.tile_segmentation import segment_tile
 from urbanfabric.imagery import landcover
@@ -23,7 +23,7 @@ from urbanfabric.io.rasters import COG_MEDIA_TYPE, Raster, cog_bytes, read_raste
 from urbanfabric.runtime.convert import options_from_proto, tile_from_proto
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.runtime.model_client import ModelClient
-from urbanfabric.runtime.service_clients import model_client
+from urbanfabric.runtime.connections import model_client
 from urbanfabric.settings import Settings
 from urbanfabric.v1 import common_pb2
 from urbanfabric.v1 import segmentation_pb2 as pb
@@ -71,7 +71,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             cover = landcover.read_onto(spec.raster.uri, grid, "landcover.raster")
             urban = (landcover.read_onto(spec.settlement.uri, grid, "landcover.settlement") > 0
                      if spec.settlement.uri else None)
-        return segmentation.landcover_filter(prob, cover, classes, urban)
+        return polygons.landcover_filter(prob, cover, classes, urban)
 
 
 def _build() -> list[Registration]:

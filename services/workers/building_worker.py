@@ -11,7 +11,7 @@ import time
 
 import geopandas as gpd
 from urbanfabric.runtime import bus, logs
-from urbanfabric.runtime.service_clients import call, stub
+from urbanfabric.runtime.connections import call, stub
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES

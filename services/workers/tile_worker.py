@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from urbanfabric.runtime import bus, logs
-from urbanfabric.runtime.service_clients import call, stub
+from urbanfabric.runtime.connections import call, stub
 from urbanfabric.settings import Settings
 from urbanfabric.errors import EmptyArea, InvalidInput
 from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES

@@ -63,7 +63,7 @@ def test_every_started_command_resolves(all_docs: list[dict[str, Any]]) -> None:
 
 
 def test_chart_commands_match_the_local_stack() -> None:
-    """The chart starts what urbanfabric.stack.components starts (same modules and flags)."""
+    """The chart starts what urbanfabric.stack.definition starts (same modules and flags)."""
     source = (ds.ROOT / "services/lib/urbanfabric/stack/components.py").read_text()
     assert '"-m", module, "--port", "{ports[grpc]}", "--metrics-port", "{ports[metrics]}"' in source
     assert 'module = f"services.{name}.server"' in source

@@ -23,7 +23,7 @@ def stack(tmp_path_factory):
                 "URBANFABRIC_STACK_DIR", "URBANFABRIC_HOME", "URBANFABRIC_SHARED_DATA")):
             os.environ.pop(name)
     from urbanfabric.settings import Settings
-    from urbanfabric.stack.cli import main as stack_main
+    from urbanfabric.stack.commands import main as stack_main
 
     t0 = time.time()
     rc = stack_main(["up"])

@@ -205,7 +205,7 @@ def test_corrupt_imagery_fails_the_run_naming_the_image(stack, xiamen_dir, tmp_p
     published as complete, and the services stay up."""
     import shutil
 
-    from urbanfabric.runtime.service_clients import call, stub
+    from urbanfabric.runtime.connections import call, stub
     from urbanfabric.v1 import acquisition_pb2
 
     src = tmp_path / "tiles" / "18" / "217070"
@@ -233,7 +233,7 @@ def test_bad_tile_is_skipped_with_a_warning_and_the_rest_is_mapped(stack, xiamen
     skipped with a warning naming them in the report, the other tile is still mapped."""
     import shutil
 
-    from urbanfabric.runtime.service_clients import call, stub
+    from urbanfabric.runtime.connections import call, stub
     from urbanfabric.v1 import acquisition_pb2
 
     for x in (217062, 217070):

@@ -12,7 +12,7 @@ import pytest
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.stack import Stack
-from urbanfabric.stack.components import weed_binary
+from urbanfabric.stack.definition import weed_binary
 from urbanfabric.stack.procs import free_ports
 from urbanfabric.io.object_store import (
     ObjectStore,

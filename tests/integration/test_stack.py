@@ -14,8 +14,8 @@ import pytest
 
 from urbanfabric.settings import SERVICE_NAMES, Settings, service_env_var
 from urbanfabric.stack import COMPONENTS, TOPICS, Component, NotReady, Stack, StackError
-from urbanfabric.stack.cli import main
-from urbanfabric.stack.components import tansu_binary, weed_binary
+from urbanfabric.stack.commands import main
+from urbanfabric.stack.definition import tansu_binary, weed_binary
 from urbanfabric.stack.health import alive_for
 from urbanfabric.stack.procs import is_running, session_members
 

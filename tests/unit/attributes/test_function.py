@@ -174,7 +174,7 @@ def test_shipped_model_predicts_probabilities():
 
 def test_height_model_rejects_impossible_labels_and_clean_heights_counts_them():
     from urbanfabric.attributes.height import HeightModel
-    from urbanfabric.attributes.measured_heights import clean_heights
+    from urbanfabric.attributes.measurements import clean_heights
 
     gdf, _ = _synthetic(3)
     X = footprint_features(gdf)

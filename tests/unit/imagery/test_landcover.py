@@ -8,7 +8,7 @@ import rasterio
 from affine import Affine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.imagery.landcover import SCHEMES, Grid, check, parse_classes, read_onto
-from urbanfabric.footprints.segmentation import LANDCOVER_RURAL_EXCLUDE, LANDCOVER_URBAN_EXCLUDE
+from urbanfabric.footprints.polygons import LANDCOVER_RURAL_EXCLUDE, LANDCOVER_URBAN_EXCLUDE
 
 
 def test_schemes_speak_the_rule_vocabulary() -> None:

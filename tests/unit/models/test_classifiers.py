@@ -84,7 +84,7 @@ def test_multi_label_metrics_leave_unannotated_labels_out() -> None:
 
 
 def test_aggregate_views_drops_null_views_and_averages_the_rest() -> None:
-    from urbanfabric.materials.views import aggregate_views
+    from urbanfabric.materials.facades import aggregate_views
 
     classes = ["brick", "null", "stucco"]
     thr = {"brick": 0.5, "null": 0.6, "stucco": 0.4}

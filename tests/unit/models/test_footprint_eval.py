@@ -13,7 +13,7 @@ from shapely.geometry import box
 from models.common.metrics import mask_instances, match_instances
 from models.footprint_unet import datasets as D
 from models.footprint_unet.targets import building_from_classes, signed_distance_classes
-from urbanfabric.footprints.segmentation import landcover_filter
+from urbanfabric.footprints.polygons import landcover_filter
 
 SPACENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "footprints" / "spacenet-atlanta"
 

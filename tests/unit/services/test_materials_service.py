@@ -303,10 +303,10 @@ def test_model_server_serves_calibrated_probabilities(tmp_path, multi_label: boo
 
 def test_cli_explains_a_jobs_buildings_through_the_rpc(monkeypatch, tmp_path) -> None:
     """`urbanfabric explain --job`: batch footprints + ARD tiles of the job → Explain per building."""
-    import urbanfabric.runtime.service_clients
+    import urbanfabric.runtime.connections
     import urbanfabric.settings
     import urbanfabric.io.object_store
-    from urbanfabric.cli.explain import explain_job
+    from urbanfabric.cli.heatmaps import explain_job
     from urbanfabric.io.job_layout import JobLayout
 
     svc, store, _ = _svc()
@@ -322,8 +322,8 @@ def test_cli_explains_a_jobs_buildings_through_the_rpc(monkeypatch, tmp_path) ->
 
     monkeypatch.setattr(urbanfabric.settings.Settings, "load", classmethod(lambda cls: None))
     monkeypatch.setattr(urbanfabric.io.object_store, "ObjectStore", lambda settings: store)
-    monkeypatch.setattr(urbanfabric.runtime.service_clients, "stub", lambda settings, name: Stub())
-    monkeypatch.setattr(urbanfabric.runtime.service_clients, "call", lambda method, req, timeout: method(req, timeout=timeout))
+    monkeypatch.setattr(urbanfabric.runtime.connections, "stub", lambda settings, name: Stub())
+    monkeypatch.setattr(urbanfabric.runtime.connections, "call", lambda method, req, timeout: method(req, timeout=timeout))
     from urbanfabric.materials import explain as E
 
     files = explain_job("job1", ["in", "outside"], 5, "roof-material:v1", [E.Method.GRAD_CAM], "", "b", tmp_path)

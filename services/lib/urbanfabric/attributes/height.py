@@ -105,7 +105,7 @@ class HeightModel:
             raise InvalidInput("y", f"{target.shape[0]} heights for {data.shape[0]} rows")
         if not np.isfinite(target).all() or (target <= 0).any() or (target > 1000).any():
             # A label of -3 m or 2 km is a data error, not a building: clean first
-            # (urbanfabric.attributes.measured_heights.clean_heights drops and counts such rows).
+            # (urbanfabric.attributes.measurements.clean_heights drops and counts such rows).
             bad = int((~np.isfinite(target) | (target <= 0) | (target > 1000)).sum())
             raise InvalidInput("y", f"{bad} heights not finite or outside (0, 1000] m; "
                                "run heights.clean_heights first")

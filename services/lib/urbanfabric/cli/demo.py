@@ -55,7 +55,7 @@ def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from urbanfabric.stack.cli import main as stack_main
+    from urbanfabric.stack.commands import main as stack_main
 
     keep = os.environ.get("KEEP", "") not in ("", "0")
     out = Path(os.environ.get("OUT", "out"))

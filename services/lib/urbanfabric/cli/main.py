@@ -54,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "stack":
-        from urbanfabric.stack.cli import main as stack_main
+        from urbanfabric.stack.commands import main as stack_main
 
         return stack_main(argv[1:])
     parser = argparse.ArgumentParser(prog="urbanfabric", description=__doc__,
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="copy a job's outputs to a local folder")
     exp.add_argument("job_id")
     exp.add_argument("dest", nargs="?")
-    from urbanfabric.cli.explain import add_arguments as explain_arguments
+    from urbanfabric.cli.heatmaps import add_arguments as explain_arguments
 
     explain_arguments(sub.add_parser("explain", help="Grad-CAM / guided backprop heatmaps as PNGs"))
     args = parser.parse_args(argv)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "explain":
-        from urbanfabric.cli.explain import run as explain_run
+        from urbanfabric.cli.heatmaps import run as explain_run
 
         return explain_run(args)
     parser.error(f"unknown command {args.command}")

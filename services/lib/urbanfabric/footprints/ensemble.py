@@ -10,7 +10,7 @@ Two ways, chosen by :class:`EnsembleCombine`:
   hard vote can only be their union (k = 1) or intersection (k = 2); the mean lets the more
   confident member decide where they disagree.
 
-Either way the result goes to :func:`urbanfabric.footprints.segmentation.polygonize` like a single
+Either way the result goes to :func:`urbanfabric.footprints.polygons.polygonize` like a single
 model's probability. Numpy only: the choice travels in protobuf messages converted by
 :mod:`urbanfabric.runtime.convert`, which every service image imports.
 """
@@ -64,7 +64,7 @@ def ensemble_vote(
     Returns:
         ``(share, threshold)``: the share of members voting building per pixel (NaN where any
         member has nodata) and the threshold on that share equivalent to "≥ k votes", to pass
-        to :func:`~urbanfabric.footprints.segmentation.polygonize` (whose per-footprint confidence then is
+        to :func:`~urbanfabric.footprints.polygons.polygonize` (whose per-footprint confidence then is
         the mean agreement).
     """
     shape0 = _check_members(probs, thresholds)

@@ -27,7 +27,7 @@ import pandas as pd
 import shapely
 from shapely import LineString
 
-from urbanfabric.footprints.segmentation import building_id
+from urbanfabric.footprints.polygons import building_id
 from urbanfabric.imagery.tiles import Tile
 
 #: Buffer that joins border pieces (CMAB "Building rooftop": +1.5 m, merge, −1.5 m).

@@ -19,7 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.footprints import segmentation
+from urbanfabric.footprints import polygons, windows
 from urbanfabric.footprints.ensemble import EnsembleCombine, combine
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.footprints.tta import TTA, with_tta
@@ -100,7 +100,7 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
         def patch_model(batch: np.ndarray) -> np.ndarray:
             return infer(name, version, batch)
 
-        return segmentation.predict_tiled(ard.data, with_tta(patch_model, tta), window=window, overlap=overlap)
+        return windows.predict_tiled(ard.data, with_tta(patch_model, tta), window=window, overlap=overlap)
 
     members = options.members
     if len(members) == 1:
@@ -121,10 +121,10 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
     if halo_px:
         prob = prob[halo_px:-halo_px, halo_px:-halo_px]
     transform = ard.transform @ Affine.translation(halo_px, halo_px)
-    footprints = segmentation.polygonize(
+    footprints = polygons.polygonize(
         prob, transform, str(ard.crs), threshold=threshold,
-        min_area_m2=options.min_area_m2 or segmentation.DEFAULT_MIN_AREA_M2,
-        simplify_tolerance_m=options.simplify_tolerance_m or segmentation.DEFAULT_SIMPLIFY_M,
+        min_area_m2=options.min_area_m2 or polygons.DEFAULT_MIN_AREA_M2,
+        simplify_tolerance_m=options.simplify_tolerance_m or polygons.DEFAULT_SIMPLIFY_M,
         tile_id=tile_id,
     )
     if options.min_confidence:

@@ -9,7 +9,7 @@ image when it is flipped (the average over a symmetry group is equivariant to it
 1.25× (bilinear), each answer resized back; on the val splits this lifted the small villas of
 Dubai most (docs/results.md, issue 3, "Update, session 5").
 
-Kept apart from :mod:`urbanfabric.footprints.segmentation` (numpy only) because the TTA choice travels in
+Kept apart from :mod:`urbanfabric.footprints.polygons` (numpy only) because the TTA choice travels in
 protobuf messages converted by :mod:`urbanfabric.runtime.convert`, which every service image imports.
 """
 

@@ -15,7 +15,7 @@ import geopandas as gpd
 import numpy as np
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.footprints.segmentation import building_id
+from urbanfabric.footprints.polygons import building_id
 
 MIN_AREA_M2 = 1.0
 COLUMNS = ["building_id", "footprint_confidence", "footprint_area_m2", "footprint_source",

@@ -3,7 +3,7 @@
 GBM ("Post-Processing") removed building pixels that a 10 m land-cover map puts on classes
 that cannot hold buildings, with rules that depend on whether the pixel lies in a settlement
 (WSF): inside settlements only vegetation vetoes, outside everything but impervious does.
-The rules themselves are :func:`urbanfabric.footprints.segmentation.landcover_filter`; this module gives
+The rules themselves are :func:`urbanfabric.footprints.polygons.landcover_filter`; this module gives
 it its inputs:
 
 * :data:`SCHEMES` maps the codes of common land-cover products to the rule vocabulary

@@ -7,7 +7,7 @@ list is data (:data:`COMPONENTS`); :class:`Stack` runs it; :func:`main` is the C
 """
 
 from urbanfabric.stack.component import Component, NotReady, ProcInfo, StackContext
-from urbanfabric.stack.components import COMPONENTS, TOPICS
+from urbanfabric.stack.definition import COMPONENTS, TOPICS
 from urbanfabric.stack.runner import ComponentStatus, Stack, StackError
 
 __all__ = [

@@ -2,6 +2,6 @@
 
 import sys
 
-from urbanfabric.stack.cli import main
+from urbanfabric.stack.commands import main
 
 sys.exit(main(sys.argv[1:]))

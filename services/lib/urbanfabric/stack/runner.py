@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from urbanfabric import settings as config
 from urbanfabric.stack import procs
 from urbanfabric.stack.component import Component, NotReady, ProcInfo, StackContext
-from urbanfabric.stack.components import COMPONENTS
+from urbanfabric.stack.definition import COMPONENTS
 
 STATE_VERSION = 1
 _LOG_TAIL_LINES = 40

@@ -1,4 +1,4 @@
-"""Height training-data loaders (urbanfabric.attributes.measured_heights)."""
+"""Height training-data loaders (urbanfabric.attributes.measurements)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from urbanfabric.attributes import measured_heights as H
+from urbanfabric.attributes import measurements as H
 from urbanfabric.errors import InvalidInput, NotFound
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data"

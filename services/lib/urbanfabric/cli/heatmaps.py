@@ -115,7 +115,7 @@ def explain_files(paths: list[str], model: str, methods: list[Any], target: str,
 def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, methods: list[Any],
                 target: str, bucket: str, out: Path) -> list[Path]:
     """Explain roof chips of a job's buildings through the stack's ``Explain`` RPC."""
-    from urbanfabric.runtime.service_clients import call, stub
+    from urbanfabric.runtime.connections import call, stub
     from urbanfabric.settings import Settings
     from urbanfabric.errors import NotFound
     from urbanfabric.io.job_layout import JobLayout

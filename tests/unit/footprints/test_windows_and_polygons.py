@@ -7,7 +7,8 @@ from shapely.geometry import box
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.tta import TTA, with_tta
 from urbanfabric.footprints.seams import merge_seams
-from urbanfabric.footprints.segmentation import polygonize, predict_tiled
+from urbanfabric.footprints.polygons import polygonize
+from urbanfabric.footprints.windows import predict_tiled
 
 # 0.6 m pixels in Web Mercator near Xiamen.
 ORIGIN = Affine(0.6, 0, 13146000.0, 0, -0.6, 2813000.0)

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from urbanfabric.stack.components import COMPONENTS
+from urbanfabric.stack.definition import COMPONENTS
 from urbanfabric.stack.runner import Stack, StackError, status_rows_as_dicts
 
 

@@ -1,25 +1,19 @@
-"""Segmentation: calibrated tile → building probability → footprint polygons.
+"""Building probability → footprint polygons, and the land-cover post-filter before them.
 
-* :func:`predict_tiled` runs any patch model over a tile in overlapping windows and blends the
-  windows with a smooth weight, so window borders leave no seams (Global Building Map,
-  "Inference"). The model is a plain callable; the service passes one that calls the model
-  server, tests pass a fake.
-* :func:`polygonize` turns the probability map into simplified footprint polygons
-  (connected components → polygons, Douglas–Peucker simplification, minimum-area filter) with a
-  confidence per footprint (mean probability inside it).
-* :func:`~urbanfabric.footprints.tta.with_tta` wraps a patch model in test-time
-  augmentation before it goes to :func:`predict_tiled`.
-* :func:`~urbanfabric.footprints.ensemble.combine` (or :func:`~urbanfabric.footprints.ensemble.ensemble_vote` and
-  :func:`~urbanfabric.footprints.ensemble.ensemble_mean`) combines N members' probability maps, by a vote (GBM "Model Ensemble":
-  building where at least k of N members say so) or by their mean, into one map that
-  :func:`polygonize` thresholds like a probability; :func:`landcover_filter` is the optional
-  post-filter hook (GBM "Post-Processing": drop building pixels on excluded land-cover classes,
-  a weak rule set inside urban areas and a strict one outside).
-* Pieces of one building split by a tile border are joined afterwards by
-  :func:`urbanfabric.footprints.seams.merge_seams`.
+* :func:`polygonize` turns the probability map into simplified footprint polygons (connected
+  components → polygons, Douglas–Peucker simplification, minimum-area filter) with a
+  confidence per footprint (mean probability inside it) and a stable :func:`building_id`.
+* :func:`landcover_filter` is GBM's "Post-Processing" hook: building pixels on excluded
+  land-cover classes are dropped, with a weak rule set inside urban areas and a strict one
+  outside.
+
+The probability map comes from :func:`urbanfabric.footprints.windows.predict_tiled` (one model)
+or :func:`urbanfabric.footprints.ensemble.combine` (several); pieces of a building split by a
+tile border are joined afterwards by :func:`urbanfabric.footprints.seams.merge_seams`.
 """
 
 from __future__ import annotations
+
 
 import hashlib
 
@@ -31,74 +25,10 @@ from scipy import ndimage
 from shapely.geometry import box, shape
 
 from urbanfabric.errors import InvalidInput
-from urbanfabric.footprints.tta import PatchModel
+
 
 DEFAULT_MIN_AREA_M2 = 10.0
 DEFAULT_SIMPLIFY_M = 0.75
-
-
-def _window_weight(size: int) -> np.ndarray:
-    """2-D blending weight: high in the window centre, small but non-zero at its edges."""
-    ramp = np.hanning(size + 2)[1:-1].astype(np.float32)
-    w = np.outer(ramp, ramp)
-    return np.maximum(w, 1e-3)
-
-
-def _starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    starts.append(length - window)
-    return starts
-
-
-def predict_tiled(
-    image: np.ndarray,
-    model: PatchModel,
-    window: int = 512,
-    overlap: int = 128,
-    batch_size: int = 4,
-) -> np.ndarray:
-    """Building probability of a whole ``(3, H, W)`` image from overlapping windows.
-
-    Args:
-        image: ARD, float32 0–1; NaN (nodata) is fed to the model as 0 and stays NaN.
-        model: patch model; windows are ``window`` pixels square (must suit the model,
-            e.g. a multiple of 32 for a U-Net).
-        window: window side in pixels.
-        overlap: pixels shared by neighbouring windows; blended with a Hann weight.
-        batch_size: windows per model call.
-
-    Returns:
-        ``(H, W)`` float32 probability, NaN where the input was nodata.
-    """
-    if image.ndim != 3:
-        raise InvalidInput("image", f"expected (bands, rows, cols), got {image.shape}")
-    _, rows, cols = image.shape
-    nodata = np.isnan(image).all(axis=0)
-    filled = np.nan_to_num(image, nan=0.0).astype(np.float32)
-    # Pad small images up to one window so every call has the model's shape.
-    pr, pc = max(window - rows, 0), max(window - cols, 0)
-    if pr or pc:
-        filled = np.pad(filled, ((0, 0), (0, pr), (0, pc)), mode="reflect")
-    H, W = filled.shape[1:]
-    stride = window - overlap
-    weight = _window_weight(window)
-    acc = np.zeros((H, W), np.float32)
-    norm = np.zeros((H, W), np.float32)
-    windows = [(r, c) for r in _starts(H, window, stride) for c in _starts(W, window, stride)]
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        batch = np.stack([filled[:, r : r + window, c : c + window] for r, c in chunk])
-        probs = np.asarray(model(batch), dtype=np.float32)
-        if probs.shape != (len(chunk), window, window):
-            raise InvalidInput("model", f"returned shape {probs.shape} for {batch.shape}")
-        for (r, c), p in zip(chunk, probs):
-            acc[r : r + window, c : c + window] += p * weight
-            norm[r : r + window, c : c + window] += weight
-    prob = (acc / norm)[:rows, :cols]
-    prob[nodata] = np.nan
-    return prob
 
 
 #: GBM "Post-Processing" land-cover rules with FROM-GLC10 class names: inside urban areas
