@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 from urbanfabric.stock import derived_intensity, intensity, monte_carlo, solar
+from urbanfabric.stock.buildings import building_stock
 from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.v1 import intensity_pb2 as pb
@@ -82,36 +83,26 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         solar_opt = solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
                                        losses=0.0 if sp.no_losses else (sp.losses or 0.10))
 
-        # Structure: given, else from facade / roof class (KeyMapping); "" = unknown, which
-        # the library replaces by the default structure and records.
-        mapped = self.mapping.structure(roof=[b.roof_material for b in buildings],
-                                        facade=[b.facade_material for b in buildings])
-        structure = [b.structure or m for b, m in zip(buildings, mapped)]
-        area = np.array([b.footprint_area_m2 for b in buildings], dtype=np.float64)
-
         def known(values: list[float]) -> np.ndarray:  # proto3 zero = unknown
             arr = np.array(values, dtype=np.float64)
             return np.where(arr > 0, arr, np.nan)
 
-        stock = table.simulate_stock(
-            area, [b.function for b in buildings], structure, request.region,
-            floors=known([b.floors for b in buildings]),
-            height_m=known([b.height_m for b in buildings]),
-            height_p05=known([b.height_p05 for b in buildings]),
-            height_p95=known([b.height_p95 for b in buildings]),
-            options=options)
         lon = np.array([b.longitude for b in buildings], dtype=np.float64)
         lat = np.array([b.latitude for b in buildings], dtype=np.float64)
         nowhere = (lon == 0) & (lat == 0)  # proto3 default: location not given
         lon[nowhere], lat[nowhere] = np.nan, np.nan
-        source = (solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day
-                  else self._source())
-        sun = solar.rooftop_potential(area, lon, lat, source, solar_opt)
-
+        stock = building_stock(
+            table, self.mapping, request.region,
+            footprint_area_m2=np.array([b.footprint_area_m2 for b in buildings], dtype=np.float64),
+            function=[b.function for b in buildings], structure=[b.structure for b in buildings],
+            roof_material=[b.roof_material for b in buildings],
+            facade_material=[b.facade_material for b in buildings],
+            floors=known([b.floors for b in buildings]), height_m=known([b.height_m for b in buildings]),
+            height_p05=known([b.height_p05 for b in buildings]), height_p95=known([b.height_p95 for b in buildings]),
+            longitude=lon, latitude=lat, options=options, solar_options=solar_opt,
+            pvout=solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day else self._source())
         materials = table.materials
         cols = {c: stock[c].to_numpy() for c in stock.columns}
-        fallbacks = [";".join(t for t in (a, b) if t)
-                     for a, b in zip(cols["fallback"], sun["solar_fallback"].to_numpy())]
         out = []
         for i, b in enumerate(buildings):
             def v(name: str, i: int = i) -> float:
@@ -135,9 +126,9 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
                 embodied_co2e_kg_p05=v("embodied_co2e_kg_p05"),
                 embodied_co2e_kg_p95=v("embodied_co2e_kg_p95"),
                 embodied_co2e_kg_mc_p50=v("embodied_co2e_kg_mc_p50"),
-                solar_kwh_per_year=float(sun["solar_kwh_per_year"].iat[i]),
-                pvout_kwh_per_kwp_day=float(sun["pvout_kwh_per_kwp_day"].iat[i]),
-                fallback=fallbacks[i],
+                solar_kwh_per_year=v("solar_kwh_per_year"),
+                pvout_kwh_per_kwp_day=v("pvout_kwh_per_kwp_day"),
+                fallback=str(cols["fallback"][i]),
                 valid=not math.isnan(v("mass_total_kg")),
             ))
         return pb.EstimateStockResponse(buildings=out)
