@@ -76,3 +76,30 @@ def test_the_spec_rejects_a_threshold_outside_0_1_by_name():
     assert spec.segmentation.threshold == 0.4
     with pytest.raises(InvalidInput, match="segmentation.threshold"):
         JobSpec.parse({"area": "118.08,24.47,118.09,24.48", "segmentation": {"threshold": 1.5}})
+
+
+
+def test_batch_images_come_in_tile_order_whatever_order_the_results_arrived():
+    # A building that two tiles' imagery covers takes its roof chip from the first image:
+    # arrival order made that choice (and roof classes) change from run to run.
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from tests.fakes import MemoryStore
+    from urbanfabric.imagery.tiles import tiles_for_area
+    from urbanfabric.runtime.convert import tile_to_proto
+    from urbanfabric.v1 import common_pb2, tasks_pb2
+
+    tiles = tiles_for_area((118.08, 24.47, 118.09, 24.48))
+    assert len(tiles) >= 2
+    results = [tasks_pb2.TileResult(tile=tile_to_proto(t), ard=common_pb2.ObjectRef(uri=f"s3://b/{t.tile_id}.tif"))
+               for t in tiles]
+    everywhere = gpd.GeoDataFrame({"building_id": ["x"]}, geometry=[box(118.08, 24.47, 118.09, 24.48)],
+                                  crs="EPSG:4326")
+    orders = []
+    for arrived in (results, results[::-1]):
+        (_, task), = jobs.batch_tasks(MemoryStore(), common_pb2.JobRef(job_id="j"), [everywhere], arrived,
+                                      common_pb2.ModelRef(), common_pb2.ModelRef(), "ASIA_CHN")
+        orders.append([i.uri for i in task.images])
+    assert orders[0] == orders[1] == sorted(orders[0])
+    assert len(orders[0]) == len(tiles)

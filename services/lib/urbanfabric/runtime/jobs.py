@@ -206,7 +206,9 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
     ``street_views`` (s3:// URI of a view catalog); without it façades come back "unknown".
     """
     layout = JobLayout(job.job_id)
-    ards = [r for r in tile_results if r.ard.uri]
+    # In tile order, not in the order results arrived: a building several tiles' imagery covers
+    # gets its roof chip from the same tile in every run (it flipped roof classes between runs).
+    ards = sorted((r for r in tile_results if r.ard.uri), key=lambda r: r.tile.tile_id)
     tile_boxes = gpd.GeoSeries.from_xy([], [], crs="EPSG:4326")
     if ards:
         boxes = [box(r.tile.bounds.min_x, r.tile.bounds.min_y, r.tile.bounds.max_x, r.tile.bounds.max_y)
