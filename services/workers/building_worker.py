@@ -18,14 +18,20 @@ from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
-from urbanfabric.attributes.function import rasmi_function
+from urbanfabric.stock.derived_intensity import KeyMapping
 from urbanfabric.outputs.buildings_table import UNKNOWN, assemble
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
+#: The default size rule (no xgboost or scipy in the worker image for it).
+_SIZE_RULE = KeyMapping()
+
+
 def function_prior(floors: int, area_m2: float) -> str:
     """RASMI function class from size alone, for buildings no function model saw: the size rule
-    of :func:`urbanfabric.attributes.function.rasmi_function` (RS small and low, else RM; never NR)."""
-    return str(rasmi_function([""], [floors], [area_m2])[0])
+    :meth:`urbanfabric.stock.derived_intensity.KeyMapping.function` with its defaults (RS small
+    and low, else RM; never NR) — the rule :func:`urbanfabric.attributes.function.rasmi_function`
+    applies to buildings of unknown function."""
+    return str(_SIZE_RULE.function([floors], [area_m2])[0])
 
 
 def rasmi_function_of(a) -> str:

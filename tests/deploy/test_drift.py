@@ -64,7 +64,7 @@ def test_every_started_command_resolves(all_docs: list[dict[str, Any]]) -> None:
 
 def test_chart_commands_match_the_local_stack() -> None:
     """The chart starts what urbanfabric.stack.definition starts (same modules and flags)."""
-    source = (ds.ROOT / "services/lib/urbanfabric/stack/components.py").read_text()
+    source = (ds.ROOT / "services/lib/urbanfabric/stack/definition.py").read_text()
     assert '"-m", module, "--port", "{ports[grpc]}", "--metrics-port", "{ports[metrics]}"' in source
     assert 'module = f"services.{name}.server"' in source
     assert 'module = f"services.workers.{name}"' in source
@@ -168,7 +168,7 @@ def test_topics_match_the_bus(values: dict[str, Any]) -> None:
     bus = ds.ROOT / "services/lib/urbanfabric/runtime/bus.py"
     expected = [ds.literal_assign(bus, n) for n in ("TILES", "TILE_RESULTS", "BUILDINGS", "BUILDING_RESULTS", "DLQ")]
     assert values["kafka"]["topics"]["names"] == expected
-    stack = ds.literal_assign(ds.ROOT / "services/lib/urbanfabric/stack/components.py", "TOPICS")
+    stack = ds.literal_assign(ds.ROOT / "services/lib/urbanfabric/stack/definition.py", "TOPICS")
     assert list(stack) == expected
 
 
@@ -181,14 +181,14 @@ def test_network_policy_callers_match_the_code() -> None:
                     "flows/map_area.py": "flows"}
     # User-side commands that run outside the cluster (against the local stack or a
     # port-forward), so no in-cluster network policy admits them.
-    outside = {"services/lib/urbanfabric/cli/explain.py"}
+    outside = {"services/lib/urbanfabric/cli/heatmaps.py"}
     from_code = {service: {component_of[m] for m in modules if m not in outside}
                  for service, modules in ds.stub_callers().items()}
     assert {k: set(v) for k, v in callers.items() if k in SERVICES} == from_code
     model_users = set()
     for path in ds.python_sources():
         rel = path.relative_to(ds.ROOT).as_posix()
-        if "model_client(" in path.read_text() and not rel.endswith("clients.py"):
+        if "model_client(" in path.read_text() and not rel.endswith("runtime/connections.py"):
             model_users.add(component_of.get(rel) or rel.split("/")[1])
     assert set(callers["modelgateway"]) == model_users
 
