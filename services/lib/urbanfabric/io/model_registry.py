@@ -1,0 +1,136 @@
+"""The model registry: every model version the project ships, its weights' digest, lineage and status.
+
+``models/registry.yaml`` lists, per version: the folder, the SHA-256 of its weight files
+(:func:`weights_digest`), the version it was trained or derived from (``parent``), the
+configuration it changes against a parent whose weights it shares (``config_overrides``,
+``weights_from``), its card and metrics, and whether it is served. It is the one list the model
+server defaults, the chart and the job spec's defaults are checked against
+(``tests/unit/io/test_model_registry.py``), and the list that says where the weights of
+versions no longer in the tree went.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.io.model_repository import MODELS_DIR
+
+#: The registry file in the repository.
+REGISTRY_PATH = MODELS_DIR / "registry.yaml"
+#: Files that hold a version's learned parameters (torch state, XGBoost members, class lists).
+WEIGHT_PATTERNS = ("model.pt", "member_*.json", "classifier.json", "year_*.json", "classes.json")
+
+
+class ModelVersion(BaseModel):
+    """One registered version (``name:version``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    version: str = Field(pattern=r"^v[0-9][A-Za-z0-9._-]*$")
+    path: str = Field(description="folder under models/ holding config and weights")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="digest of the weight files (None: the weights are not in the tree)")
+    parent: str | None = Field(None, description="version this one was trained from or derived from")
+    weights_from: str | None = Field(None, description="version whose weights this one uses unchanged")
+    config_overrides: list[str] = Field(default_factory=list,
+                                        description="config keys this version changes against weights_from")
+    card: str | None = None
+    metrics: str | None = None
+    served: bool = False
+    note: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @model_validator(mode="after")
+    def _weights(self) -> ModelVersion:
+        if self.sha256 is None and not self.note:
+            raise ValueError(f"{self.name}:{self.version}: no sha256, so a note must say where the weights are")
+        return self
+
+
+class Registry(BaseModel):
+    """All registered versions, validated together (unique, parents and weights_from known)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelVersion]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Registry:
+        refs = [m.ref for m in self.models]
+        dupes = sorted({r for r in refs if refs.count(r) > 1})
+        if dupes:
+            raise ValueError(f"registered twice: {dupes}")
+        known = set(refs)
+        for m in self.models:
+            for field in ("parent", "weights_from"):
+                other = getattr(m, field)
+                if other and other not in known:
+                    raise ValueError(f"{m.ref}: {field} {other!r} is not registered")
+                if other == m.ref:
+                    raise ValueError(f"{m.ref}: {field} names the version itself")
+        return self
+
+    def get(self, ref: str) -> ModelVersion:
+        """The entry of ``name:version``.
+
+        Raises:
+            NotFound: not registered (field ``model_version``).
+        """
+        for m in self.models:
+            if m.ref == ref:
+                return m
+        raise NotFound(f"model_version: {ref} is not in the model registry")
+
+    @property
+    def served(self) -> list[ModelVersion]:
+        return [m for m in self.models if m.served]
+
+
+def load_registry(path: Path | str = REGISTRY_PATH) -> Registry:
+    """Read and validate the registry.
+
+    Raises:
+        NotFound: no registry file.
+        InvalidInput: the file is not valid YAML or an entry is wrong (field ``registry``, the
+            message naming the entry and the problem).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"registry: no model registry at {path}")
+    try:
+        return Registry.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise InvalidInput("registry", f"{path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput("registry", f"{path}: {where}: {first['msg']}") from None
+
+
+def weight_files(folder: Path | str) -> list[Path]:
+    """The weight files of a version folder, in name order."""
+    folder = Path(folder)
+    return sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+
+
+def weights_digest(folder: Path | str) -> str | None:
+    """SHA-256 over the version's weight files (names and bytes, in name order); None without any."""
+    files = weight_files(folder)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

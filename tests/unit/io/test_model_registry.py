@@ -1,0 +1,69 @@
+"""The model registry against the tree, the model server's defaults, the chart and the job spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.io.model_registry import load_registry, weights_digest
+from urbanfabric.job_spec import ModelVersions
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def test_every_version_folder_is_registered_with_its_digest(registry):
+    folders = {p.relative_to(REPO).as_posix() for p in (REPO / "models").glob("*/v*") if p.is_dir()}
+    assert folders == {m.path for m in registry.models}
+    for m in registry.models:
+        assert m.sha256 == weights_digest(REPO / m.path), f"{m.ref}: put sha256 {weights_digest(REPO / m.path)}"
+        for doc in (m.card, m.metrics):
+            assert doc is None or (REPO / doc).is_file(), f"{m.ref}: {doc} is missing"
+
+
+def test_byte_copies_say_whose_weights_they_are(registry):
+    by_digest: dict[str, list] = {}
+    for m in registry.models:
+        by_digest.setdefault(m.sha256, []).append(m)
+    for same in by_digest.values():
+        if len(same) > 1:
+            named = {m.ref for m in same if m.weights_from is None}
+            assert len(named) == 1, f"{[m.ref for m in same]}: one owns the weights, the others name it in weights_from"
+            assert all(m.config_overrides for m in same if m.weights_from), "a copy must say what it changes"
+
+
+def test_what_runs_by_default_is_served(registry):
+    served = {m.ref for m in registry.served}
+    from services.modelserver.__main__ import DEFAULT_MODELS
+
+    assert set(DEFAULT_MODELS.split(",")) <= served
+    spec_defaults = {SegmentationOptions().model, *ModelVersions().model_dump().values()}
+    assert spec_defaults <= served
+    values = yaml.safe_load((REPO / "charts/urbanfabric/values.yaml").read_text())
+    enabled = {f"{s['model']}:{s['version']}" for s in values["inferenceServices"].values() if s["enabled"]}
+    assert enabled <= served
+
+
+def test_bad_registries_are_refused_with_the_entry_named(tmp_path):
+    entry = {"name": "m", "version": "v1", "path": "models/m/v1", "sha256": "0" * 64}
+    cases = [
+        ({"models": [entry, entry]}, "registered twice"),
+        ({"models": [{**entry, "parent": "m:v9"}]}, "parent 'm:v9' is not registered"),
+        ({"models": [{**entry, "sha256": None}]}, "a note must say where the weights are"),
+        ({"models": [{**entry, "colour": "red"}]}, "colour"),
+    ]
+    for doc, needle in cases:
+        path = tmp_path / "registry.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(InvalidInput, match=needle):
+            load_registry(path)
+    with pytest.raises(NotFound):
+        load_registry(tmp_path / "missing.yaml")
+    assert load_registry().get("roof-shape:v3").weights_from == "roof-shape:v2"
