@@ -45,9 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-dir", type=Path, default=None,
                    help="model repository root holding <model_dir>/<version>/ "
                         "(default: <repo>/models; /mnt/models under KServe's storage initializer)")
-    p.add_argument("--storage-uri", default=None,
+    p.add_argument("--storage-uri", default=os.environ.get("URBANFABRIC_MODEL_STORE") or None,
                    help="s3://bucket/prefix: fetch <prefix>/<model_dir>/<version>/ files from the "
-                        "project object store into --model-dir (or a temporary directory)")
+                        "project object store into --model-dir (or a temporary directory); default "
+                        "URBANFABRIC_MODEL_STORE (the local stack sets it: the registry's served "
+                        "versions are uploaded there at stack up)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0)")
     p.add_argument("--require-all", action="store_true",
                    help="exit with status 2 when any requested model fails to load "

@@ -62,6 +62,7 @@ _ENV_FIELDS: dict[str, str] = {
     "prefect_api_url": "PREFECT_API_URL",
     "modelserver_rest": "URBANFABRIC_MODELSERVER_REST",
     "modelserver_grpc": "URBANFABRIC_MODELSERVER_GRPC",
+    "model_store": "URBANFABRIC_MODEL_STORE",
 }
 
 
@@ -116,6 +117,9 @@ class Settings:
         prefect_api_url: Prefect API URL (ends in ``/api``).
         modelserver_rest: Model server REST base URL (``http://host:port``).
         modelserver_grpc: Model server gRPC ``host:port``.
+        model_store: ``s3://bucket/prefix`` holding the served model versions
+            (``<model_dir>/<version>/…``, uploaded from the registry at ``stack up``); empty:
+            read configs and weights from the repository tree.
         services: Service name → gRPC ``host:port`` for the six services.
         source: Where the values came from (stack file path or ``"env"``); informational.
     """
@@ -130,6 +134,7 @@ class Settings:
     prefect_api_url: str = "http://127.0.0.1:4200/api"
     modelserver_rest: str = "http://127.0.0.1:8080"
     modelserver_grpc: str = "127.0.0.1:8081"
+    model_store: str = ""
     services: dict[str, str] = field(
         default_factory=lambda: {
             name: f"127.0.0.1:{port}" for name, port in _DEFAULT_SERVICE_PORTS.items()

@@ -67,3 +67,30 @@ def test_bad_registries_are_refused_with_the_entry_named(tmp_path):
     with pytest.raises(NotFound):
         load_registry(tmp_path / "missing.yaml")
     assert load_registry().get("roof-shape:v3").weights_from == "roof-shape:v2"
+
+
+def test_publish_served_uploads_each_served_version_once_with_copies_materialised(tmp_path):
+    from tests.fakes import MemoryStore
+    from urbanfabric.io.model_registry import DIGEST_MARKER, Registry, publish_served
+
+    for version, blob in (("v1", b"weights-1"), ("v2", None)):
+        folder = tmp_path / "models" / "m" / version
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(f'{{"version": "{version}"}}')
+        (folder / "MODEL_CARD.md").write_text("card")
+        if blob:
+            (folder / "model.pt").write_bytes(blob)
+    digest = weights_digest(tmp_path / "models/m/v1")
+    registry = Registry.model_validate({"models": [
+        {"name": "m", "version": "v1", "path": "models/m/v1", "sha256": digest, "served": True},
+        {"name": "m", "version": "v2", "path": "models/m/v2", "sha256": digest, "served": True,
+         "weights_from": "m:v1", "config_overrides": ["version"]},
+        {"name": "m", "version": "v3", "path": "models/m/v3", "sha256": None, "note": "gone"},
+    ]})
+    store = MemoryStore()
+    assert publish_served(store, registry, root=tmp_path) == ["m:v1", "m:v2"]
+    assert store.get_bytes("models/m/v2/model.pt") == b"weights-1"  # v1's weights under v2
+    assert store.get_bytes("models/m/v2/config.json") == b'{"version": "v2"}'
+    assert not store.exists("models/m/v1/MODEL_CARD.md") and not store.exists("models/m/v3/config.json")
+    assert store.get_bytes(f"models/m/v1/{DIGEST_MARKER}").decode() == digest
+    assert publish_served(store, registry, root=tmp_path) == []  # already there: nothing again

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.io.model_repository import MODELS_DIR
+from urbanfabric.io.object_store import ObjectStore
 
 #: The registry file in the repository.
 REGISTRY_PATH = MODELS_DIR / "registry.yaml"
@@ -134,3 +135,38 @@ def weights_digest(folder: Path | str) -> str | None:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+#: Files of a version folder that stay in the repository (documentation, not served).
+_DOC_FILES = ("MODEL_CARD.md", "metrics.json", "validation.json")
+#: Marker written last in a published version folder: the weights' digest it holds.
+DIGEST_MARKER = "weights.sha256"
+
+
+def publish_served(store: ObjectStore, registry: Registry | None = None, prefix: str = "models",
+                   root: Path | str = MODELS_DIR.parent) -> list[str]:
+    """Upload every served version to ``<prefix>/<model_dir>/<version>/`` in the object store.
+
+    The version's own files (config, weights; not its card or metrics) go up; a version with
+    ``weights_from`` gets that version's weight files under its own folder, so a reader never
+    follows references. A folder whose digest marker already matches is skipped, so a second
+    ``stack up`` uploads nothing. Returns the ``name:version`` of each version uploaded.
+    """
+    registry = registry or load_registry()
+    by_ref = {m.ref: m for m in registry.models}
+    uploaded = []
+    for m in registry.served:
+        folder = Path(root) / m.path
+        base = f"{prefix}/{folder.parent.name}/{m.version}"
+        marker = f"{base}/{DIGEST_MARKER}"
+        if store.exists(marker) and store.get_bytes(marker).decode().strip() == (m.sha256 or ""):
+            continue
+        files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name not in _DOC_FILES]
+        if m.weights_from:
+            files = [p for p in files if p not in weight_files(folder)]
+            files += weight_files(Path(root) / by_ref[m.weights_from].path)
+        for p in files:
+            store.put_bytes(f"{base}/{p.name}", p.read_bytes())
+        store.put_bytes(marker, (m.sha256 or "").encode())
+        uploaded.append(m.ref)
+    return uploaded

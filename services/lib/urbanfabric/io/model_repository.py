@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -65,13 +66,48 @@ def model_dir(name: str, version: str) -> Path:
     return MODELS_DIR / name.replace("-", "_") / version
 
 
+def model_store() -> str:
+    """``s3://bucket/prefix`` of the served model versions when this process was given one
+    (``URBANFABRIC_MODEL_STORE``, set by the local stack and the chart), else ``""``."""
+    return os.environ.get("URBANFABRIC_MODEL_STORE", "")
+
+
+def _store_key(name: str, version: str, filename: str) -> tuple[str, str]:
+    bucket, _, prefix = model_store().removeprefix("s3://").partition("/")
+    return bucket, "/".join(p for p in (prefix, name.replace("-", "_"), version, filename) if p)
+
+
+def _read_from_store(name: str, version: str, filename: str) -> bytes | None:
+    """A file of a served version from the model store; None when it is not there."""
+    from urbanfabric.io.object_store import ObjectStore
+    from urbanfabric.settings import Settings
+
+    bucket, key = _store_key(name, version, filename)
+    store = ObjectStore(dataclasses.replace(Settings.load(), bucket=bucket))
+    return store.get_bytes(key) if store.exists(key) else None
+
+
+def model_exists(name: str, version: str) -> bool:
+    """Whether the version can be used: in the model store when there is one, else in the tree."""
+    if model_store():
+        return _read_from_store(name, version, "config.json") is not None or \
+            _read_from_store(name, version, "meta.json") is not None
+    return model_dir(name, version).is_dir()
+
+
 @lru_cache(maxsize=16)
 def model_config(name: str, version: str) -> dict[str, Any]:
-    """The ``config.json`` of a shipped model version (classes, chip size, threshold…).
+    """The ``config.json`` of a model version (classes, chip size, threshold…), from the model
+    store when this process has one (a new version needs no new image), else from the tree.
 
     Raises:
         NotFound: the version has no config (field ``model_version``).
     """
+    if model_store():
+        blob = _read_from_store(name, version, "config.json")
+        if blob is None:
+            raise NotFound(f"model_version: no config for {name}:{version} in {model_store()}")
+        return json.loads(blob)
     path = model_dir(name, version) / "config.json"
     if not path.exists():
         raise NotFound(f"model_version: no config for {name}:{version}")

