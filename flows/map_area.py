@@ -43,7 +43,7 @@ from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.job_layout import JobLayout
-from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_dir, model_exists
+from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
 from urbanfabric.footprints.seams import seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
 from urbanfabric.footprints.seams import merge_seams
@@ -190,10 +190,8 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
     for key, ref in [*refs.items(), *(("segmentation.ensemble", m) for m in members)]:
         if not ref.name:
             continue
-        # Served models come from the model store (the tree without one); height models are
-        # read by the attributes service from its own copy of the tree.
-        found = model_dir(ref.name, ref.version).is_dir() if key == "models.height" else model_exists(ref.name, ref.version)
-        if not found:
+        # Served versions come from the model store (the tree when there is none).
+        if not model_exists(ref.name, ref.version):
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
         if key != "models.height" and not client.ready(ref.name, ref.version):
             raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")

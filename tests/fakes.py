@@ -28,6 +28,9 @@ class MemoryStore:
     def exists(self, key: str) -> bool:
         return key in self.objects
 
+    def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
 
 class RecordingProducer:
     """Collects what a worker publishes."""

@@ -12,7 +12,7 @@ from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.attributes.function import FUNCTION_CLASSES
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
-from urbanfabric.io.model_repository import model_dir
+from urbanfabric.io.model_repository import model_exists, version_folder
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.v1 import attributes_pb2 as pb
@@ -25,7 +25,7 @@ DEFAULT_AGE_MODEL = ("building_age", "v1")
 
 
 def _shipped(field: str, name: str, version: str):
-    path = model_dir(name, version)
+    path = version_folder(name, version)  # the model store's copy when there is one
     if not path.is_dir():
         raise NotFound(f"{field}: {name}:{version} is not shipped")
     return path
@@ -58,7 +58,7 @@ def models_for(request: pb.PredictAttributesRequest) -> AttributeModels:
         if ref.name:
             loaded[key] = loader(ref.name, ref.version)
             names.append(f"{ref.name}:{ref.version}")
-        elif model_dir(*default).is_dir():
+        elif model_exists(*default):
             loaded[key] = loader(*default)
             names.append(":".join(default))
         else:

@@ -29,7 +29,7 @@ from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.runtime.model_client import ModelClient
-from urbanfabric.io.model_repository import model_config, model_dir
+from urbanfabric.io.model_repository import model_config, version_folder
 from urbanfabric.io.rasters import read_raster
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import read_geoparquet
@@ -92,7 +92,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         key = (name, version)
         with self._lock:
             if key not in self._explainable:
-                self._explainable[key] = explain.load_explainable(model_dir(name, version))
+                self._explainable[key] = explain.load_explainable(version_folder(name, version))
             return self._explainable[key]
 
     # ---- RPCs ---------------------------------------------------------------------------

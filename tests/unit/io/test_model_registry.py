@@ -94,3 +94,31 @@ def test_publish_served_uploads_each_served_version_once_with_copies_materialise
     assert not store.exists("models/m/v1/MODEL_CARD.md") and not store.exists("models/m/v3/config.json")
     assert store.get_bytes(f"models/m/v1/{DIGEST_MARKER}").decode() == digest
     assert publish_served(store, registry, root=tmp_path) == []  # already there: nothing again
+
+
+def test_with_a_model_store_configs_and_folders_come_from_it(monkeypatch, tmp_path):
+    import json
+
+    import urbanfabric.io.object_store as object_store
+    from tests.fakes import MemoryStore
+    from urbanfabric.io import model_repository as repo
+    from urbanfabric.io.model_registry import publish_served
+
+    store = MemoryStore(bucket="b")
+    publish_served(store)
+    monkeypatch.setenv("URBANFABRIC_MODEL_STORE", "s3://b/models")
+    monkeypatch.setattr(object_store, "ObjectStore", lambda settings: store)
+    monkeypatch.setattr(repo.tempfile, "gettempdir", lambda: str(tmp_path))
+    for cached in (repo.model_config, repo.version_folder):
+        cached.cache_clear()
+    try:
+        tree = json.loads((REPO / "models/roof_shape/v3/config.json").read_text())
+        assert repo.model_config("roof-shape", "v3") == tree
+        folder = repo.version_folder("height-xgb", "v1")
+        assert folder.is_relative_to(tmp_path) and (folder / "meta.json").is_file()
+        assert repo.model_exists("roof-shape", "v3") and not repo.model_exists("footprint-unet", "v8")
+        with pytest.raises(NotFound, match="footprint-unet:v8"):
+            repo.model_config("footprint-unet", "v8")  # in the tree, but not served
+    finally:
+        for cached in (repo.model_config, repo.version_folder):
+            cached.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import tempfile
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -93,6 +94,26 @@ def model_exists(name: str, version: str) -> bool:
         return _read_from_store(name, version, "config.json") is not None or \
             _read_from_store(name, version, "meta.json") is not None
     return model_dir(name, version).is_dir()
+
+
+@lru_cache(maxsize=32)
+def version_folder(name: str, version: str) -> Path:
+    """A local folder with the version's files: the tree's, or — when this process has a model
+    store — a copy of the store's, fetched once per process (the folder does not exist when the
+    store has no such version)."""
+    if not model_store():
+        return model_dir(name, version)
+    from urbanfabric.io.object_store import ObjectStore
+    from urbanfabric.settings import Settings
+
+    bucket, key = _store_key(name, version, "")
+    store = ObjectStore(dataclasses.replace(Settings.load(), bucket=bucket))
+    target = Path(tempfile.gettempdir()) / f"urbanfabric-models-{os.getpid()}" / name.replace("-", "_") / version
+    for obj in store.list(key.rstrip("/") + "/"):
+        dest = target / obj.rsplit("/", 1)[1]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(store.get_bytes(obj))
+    return target
 
 
 @lru_cache(maxsize=16)
