@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from models.classifiers.nets import IMAGENET_MEAN, IMAGENET_STD, ClassifierNet, build_classifier
+from urbanfabric.io.model_registry import weights_path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
@@ -100,7 +101,8 @@ def load_classifier(model_dir: str | Path) -> tuple[ClassifierNet, dict[str, Any
         cfg["arch"], len(cfg["classes"]), pretrained=False, drop_rate=float(cfg["drop_rate"]),
         mean=tuple(norm["mean"]), std=tuple(norm["std"]), in_channels=len(norm["mean"]),
     )
-    state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    # The folder's own weights, or the ones it reuses (models/registry.yaml: weights_from).
+    state = torch.load(weights_path(model_dir, WEIGHTS_FILE), map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     model.temperature = float(cfg["temperature"])
     return model.float().eval(), cfg

@@ -35,6 +35,7 @@ from scipy import ndimage
 from models.classifiers.data import ImageSet, _load_rgb, _square
 from urbanfabric.imagery.calibration import iqr_scale
 from urbanfabric.materials.chips import ChipMode
+from urbanfabric.io.model_registry import weights_path
 
 
 def _building_box(meta: dict[str, object]) -> tuple[int, int, int, int]:
@@ -109,7 +110,7 @@ def padded_masks(ds: ImageSet, model_dir: Path, scale: float, cache: Path) -> tu
     The cache key covers the footprint weights, the scale and the crop list, so new weights
     or data never reuse old masks.
     """
-    weights = hashlib.sha256((Path(model_dir) / "model.pt").read_bytes()).hexdigest()[:12]
+    weights = hashlib.sha256(weights_path(model_dir, "model.pt").read_bytes()).hexdigest()[:12]
     key = hashlib.sha256(f"{weights}|{scale}|{ds.images.shape[-1]}|{'|'.join(ds.ids)}".encode()).hexdigest()[:16]
     path = cache / f"roof_shape_masks_{key}.npz"
     if path.exists():

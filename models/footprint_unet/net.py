@@ -121,7 +121,9 @@ def load_model(version_dir: Path | str, device: str = "cpu") -> nn.Module:
     """
     version_dir = Path(version_dir)
     model = build_model(read_config(version_dir))
-    state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
+    from urbanfabric.io.model_registry import weights_path  # a version may reuse another's weights
+
+    state = torch.load(weights_path(version_dir, "model.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.float().to(device).eval()
 

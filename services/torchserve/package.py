@@ -150,6 +150,16 @@ def package_model(
     root = Path(weights_root) if weights_root is not None else DEFAULT_WEIGHTS_ROOT
     version_dir = root / model.replace("-", "_") / version
     missing = [f for f in VERSION_FILES if not (version_dir / f).is_file()]
+    weights = version_dir / "model.pt"
+    if missing == ["model.pt"]:
+        # A version that reuses another's weights (models/registry.yaml): package those.
+        from urbanfabric.errors import NotFound
+        from urbanfabric.io.model_registry import weights_path
+
+        try:
+            weights, missing = weights_path(version_dir, "model.pt"), []
+        except NotFound as exc:
+            raise FileNotFoundError(f"{v2_name(model, version)}: {exc}") from exc
     if missing:
         raise FileNotFoundError(f"{v2_name(model, version)}: no {', '.join(missing)} in {version_dir}")
     name = v2_name(model, version)
@@ -175,7 +185,7 @@ def package_model(
             sys.executable, "-m", "model_archiver.model_packaging",
             "--model-name", name,
             "--version", version,
-            "--serialized-file", str(version_dir / "model.pt"),
+            "--serialized-file", str(weights),
             "--handler", str(handler),
             "--extra-files", str(payload),
             "--requirements-file", str(reqs),

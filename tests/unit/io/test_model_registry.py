@@ -23,20 +23,32 @@ def test_every_version_folder_is_registered_with_its_digest(registry):
     folders = {p.relative_to(REPO).as_posix() for p in (REPO / "models").glob("*/v*") if p.is_dir()}
     assert folders == {m.path for m in registry.models}
     for m in registry.models:
-        assert m.sha256 == weights_digest(REPO / m.path), f"{m.ref}: put sha256 {weights_digest(REPO / m.path)}"
+        # A version that reuses another's weights holds none itself: its digest is the source's.
+        source = registry.get(m.weights_from).path if m.weights_from else m.path
+        if m.weights_from:
+            assert weights_digest(REPO / m.path) is None, f"{m.ref}: delete the copy, weights_from says whose they are"
+            assert m.config_overrides, f"{m.ref}: a version reusing weights must say what it changes"
+        assert m.sha256 == weights_digest(REPO / source), f"{m.ref}: put sha256 {weights_digest(REPO / source)}"
         for doc in (m.card, m.metrics):
             assert doc is None or (REPO / doc).is_file(), f"{m.ref}: {doc} is missing"
 
 
-def test_byte_copies_say_whose_weights_they_are(registry):
-    by_digest: dict[str, list] = {}
+def test_no_weights_are_committed_twice(registry):
+    owners: dict[str, str] = {}
     for m in registry.models:
-        by_digest.setdefault(m.sha256, []).append(m)
-    for same in by_digest.values():
-        if len(same) > 1:
-            named = {m.ref for m in same if m.weights_from is None}
-            assert len(named) == 1, f"{[m.ref for m in same]}: one owns the weights, the others name it in weights_from"
-            assert all(m.config_overrides for m in same if m.weights_from), "a copy must say what it changes"
+        if m.weights_from or m.sha256 is None:
+            continue
+        assert m.sha256 not in owners, f"{m.ref} is a byte copy of {owners[m.sha256]}: use weights_from"
+        owners[m.sha256] = m.ref
+
+
+def test_a_reused_version_loads_its_sources_weights(registry):
+    from urbanfabric.io.model_registry import weights_path
+
+    v3 = registry.get("roof-shape:v3")
+    assert weights_path(REPO / v3.path) == REPO / registry.get(v3.weights_from).path / "model.pt"
+    with pytest.raises(NotFound):
+        weights_path(REPO / registry.get("roof-shape:v2").path, "absent.pt")
 
 
 def test_what_runs_by_default_is_served(registry):

@@ -150,9 +150,9 @@ def test_training_step_runs_and_ships_a_loadable_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize("folder", ["models/roof_material/v2", "models/roof_shape/v1", "models/roof_shape/v2", "models/roof_shape/v3", "models/facade_material/v1"])
 def test_shipped_models_load_with_calibration_and_taxonomy(folder: str) -> None:
     d = Path(folder)
-    if not (d / "model.pt").exists():
+    if not (d / "config.json").exists():
         pytest.skip(f"{folder} not shipped")
-    model, cfg = load_classifier(d)
+    model, cfg = load_classifier(d)  # roof_shape/v3 loads v2's weights (models/registry.yaml)
     assert cfg["temperature"] > 0 and set(cfg["taxonomy"]["codes"]) == set(cfg["classes"])
     if cfg["multi_label"]:
         assert set(cfg["thresholds"]) == set(cfg["classes"])

@@ -117,6 +117,34 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> Registry:
         raise InvalidInput("registry", f"{path}: {where}: {first['msg']}") from None
 
 
+def weights_path(version_dir: Path | str, filename: str = "model.pt") -> Path:
+    """Where a version folder's weight file really is, for loaders that only get a folder.
+
+    The folder's own file when it has one (a training output, a folder fetched from the model
+    store, a test's tiny model); otherwise, for a folder of the repository's model tree whose
+    registry entry has ``weights_from``, that version's file.
+
+    Raises:
+        NotFound: neither (field ``model_version``, naming the folder).
+    """
+    folder = Path(version_dir)
+    own = folder / filename
+    if own.is_file():
+        return own
+    try:
+        registry = load_registry()
+        relative = folder.resolve().relative_to(MODELS_DIR.parent.resolve()).as_posix()
+    except (NotFound, ValueError):
+        raise NotFound(f"model_version: no {own}") from None
+    entry = next((m for m in registry.models if m.path == relative), None)
+    if entry is None or not entry.weights_from:
+        raise NotFound(f"model_version: no {own}, and the model registry names no weights it reuses")
+    source = MODELS_DIR.parent / registry.get(entry.weights_from).path / filename
+    if not source.is_file():
+        raise NotFound(f"model_version: {entry.ref} reuses {entry.weights_from}'s weights, but {source} is missing")
+    return source
+
+
 def weight_files(folder: Path | str) -> list[Path]:
     """The weight files of a version folder, in name order."""
     folder = Path(folder)

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.io.model_registry import weights_path
 from urbanfabric.io.model_repository import model_module
 
 #: Every shipped classifier (roof material, roof shape, façade material) loads through the same
@@ -426,9 +427,10 @@ def load_explainable(version_dir: str | Path) -> Explainable:
         NotFound: the folder has no ``config.json`` / ``model.pt``.
     """
     version_dir = Path(version_dir).resolve()
-    if not (version_dir / "config.json").is_file() or not (version_dir / "model.pt").is_file():
-        raise NotFound(f"model_version: no config.json/model.pt in {version_dir}")
-    return _load_cached(str(version_dir), (version_dir / "model.pt").stat().st_mtime_ns)
+    if not (version_dir / "config.json").is_file():
+        raise NotFound(f"model_version: no config.json in {version_dir}")
+    # The folder's own model.pt, or the one it reuses (models/registry.yaml: weights_from).
+    return _load_cached(str(version_dir), weights_path(version_dir, "model.pt").stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)

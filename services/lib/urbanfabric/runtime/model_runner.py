@@ -225,6 +225,17 @@ class TorchV2Model(Model):
         if self.fetch is not None:
             self.fetch(self.spec, self.version_dir)
         missing = [f for f in VERSION_FILES if not (self.version_dir / f).is_file()]
+        if missing == ["model.pt"]:
+            # A repository version that reuses another's weights (models/registry.yaml): the
+            # model code's loader follows the reference (io.model_registry.weights_path).
+            from urbanfabric.errors import NotFound
+            from urbanfabric.io.model_registry import weights_path
+
+            try:
+                weights_path(self.version_dir, "model.pt")
+                missing = []
+            except NotFound:
+                pass
         if missing:
             raise WeightsMissing(f"{self.name}: no {', '.join(missing)} in {self.version_dir}")
         self.config = json.loads((self.version_dir / "config.json").read_text(encoding="utf-8"))
