@@ -44,9 +44,8 @@ from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
-from urbanfabric.footprints.seams import seam_defects
+from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
-from urbanfabric.footprints.seams import merge_seams
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from urbanfabric.errors import NotFound
 
 
@@ -15,20 +17,41 @@ class MemoryStore:
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    def _key(self, key: str) -> str:
+        """A key in this bucket; ``s3://<bucket>/…`` URIs are accepted, as the real store does."""
+        if key.startswith("s3://"):
+            bucket, _, key = key.removeprefix("s3://").partition("/")
+            if bucket != self.bucket:
+                raise NotFound(f"no bucket {bucket}")
+        return key
+
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> str:
-        self.objects[key] = bytes(data)
-        return self.s3_uri(key)
+        self.objects[self._key(key)] = bytes(data)
+        return self.s3_uri(self._key(key))
+
+    def put_file(self, key: str, path, content_type: str = "") -> str:
+        return self.put_bytes(key, Path(path).read_bytes())
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self.objects[key]
+            return self.objects[self._key(key)]
         except KeyError:
             raise NotFound(f"no object {key}") from None
 
+    def get_file(self, key: str, path) -> Path:
+        local = Path(path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(self.get_bytes(key))
+        return local
+
     def exists(self, key: str) -> bool:
-        return key in self.objects
+        try:
+            return self._key(key) in self.objects
+        except NotFound:
+            return False
 
     def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        prefix = self._key(prefix)
         return sorted(k for k in self.objects if k.startswith(prefix))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from urbanfabric.errors import NotFound
 from urbanfabric.footprints import polygons
-from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.footprints.options import SegmentationOptions, split_model_ref
 from urbanfabric.footprints.tile_segmentation import segment_tile
 from urbanfabric.imagery import landcover
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes
@@ -45,7 +45,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         tile = tile_from_proto(request.tile)
         options = options_from_proto(request.options, SegmentationOptions, "options")
         for ref in options.members:
-            if not self.models.ready(*ref.split(":", 1)):
+            if not self.models.ready(*split_model_ref(ref)):
                 raise NotFound(f"model_version: {ref} is not served")
         ard = read_raster(self.store.get_bytes(parse_s3_uri(request.ard.uri)[1]))
         landcover_filter = (lambda prob: self._landcover_filtered(prob, ard, request.landcover)) \

@@ -17,10 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.options import SegmentationOptions, check_model_ref
 
-#: Default area-of-interest example: the demo's sample district (Xiamen).
-AREA_EXAMPLE = "118.08,24.47,118.09,24.48"
-
-
 def local_or_uri(value: str) -> str:
     """URIs as given; local paths made absolute (the flow runner may run in another folder)."""
     return value if not value or "://" in value or value.startswith("sample:") else str(Path(value).resolve())

@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import polygons, windows
 from urbanfabric.footprints.ensemble import EnsembleCombine, combine
-from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.footprints.options import SegmentationOptions, split_model_ref
 from urbanfabric.footprints.tta import TTA, with_tta
 from urbanfabric.io.model_repository import model_config
 from urbanfabric.io.rasters import Raster
@@ -52,11 +52,6 @@ def model_threshold(name: str, version: str, tta: TTA = TTA.NONE) -> float:
     if tta.value in by_tta:
         return float(by_tta[tta.value])
     return float(config.get("threshold", output.get("threshold", 0.5)))
-
-
-def _name_version(ref: str) -> tuple[str, str]:
-    name, _, version = ref.partition(":")
-    return name, version
 
 
 @dataclass(frozen=True)
@@ -95,7 +90,7 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
     tta = options.tta
 
     def member_probability(ref: str) -> np.ndarray:
-        name, version = _name_version(ref)
+        name, version = split_model_ref(ref)
 
         def patch_model(batch: np.ndarray) -> np.ndarray:
             return infer(name, version, batch)
@@ -105,13 +100,13 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
     members = options.members
     if len(members) == 1:
         prob = member_probability(options.model)
-        threshold = options.threshold or model_threshold(*_name_version(options.model), tta)
+        threshold = options.threshold or model_threshold(*split_model_ref(options.model), tta)
     else:
         # The "probability" of a vote is the share of members voting building; of a mean, the
         # mean probability, cut at the options' threshold or the members' mean one.
         prob, threshold = combine(
             [member_probability(m) for m in members],
-            [model_threshold(*_name_version(m), tta) for m in members],
+            [model_threshold(*split_model_ref(m), tta) for m in members],
             options.ensemble_combine, options.min_votes,
             options.threshold if options.ensemble_combine is EnsembleCombine.MEAN and options.threshold else None,
         )

@@ -191,10 +191,10 @@ def publish_served(store: ObjectStore, registry: Registry | None = None, prefix:
             continue
         files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name not in _DOC_FILES]
         if m.weights_from:
-            files = [p for p in files if p not in weight_files(folder)]
-            files += weight_files(Path(root) / by_ref[m.weights_from].path)
+            own = set(weight_files(folder))
+            files = [p for p in files if p not in own] + weight_files(Path(root) / by_ref[m.weights_from].path)
         for p in files:
-            store.put_bytes(f"{base}/{p.name}", p.read_bytes())
+            store.put_file(f"{base}/{p.name}", p)
         store.put_bytes(marker, (m.sha256 or "").encode())
         uploaded.append(m.ref)
     return uploaded

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
-import tempfile
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from urbanfabric.errors import NotFound
+
+if TYPE_CHECKING:
+    from urbanfabric.io.object_store import ObjectStore
 
 
 def _find_root() -> Path:
@@ -69,30 +71,28 @@ def model_dir(name: str, version: str) -> Path:
 
 def model_store() -> str:
     """``s3://bucket/prefix`` of the served model versions when this process was given one
-    (``URBANFABRIC_MODEL_STORE``, set by the local stack and the chart), else ``""``."""
+    (``URBANFABRIC_MODEL_STORE``, set for every component by the local stack), else ``""``."""
     return os.environ.get("URBANFABRIC_MODEL_STORE", "")
 
 
-def _store_key(name: str, version: str, filename: str) -> tuple[str, str]:
-    bucket, _, prefix = model_store().removeprefix("s3://").partition("/")
-    return bucket, "/".join(p for p in (prefix, name.replace("-", "_"), version, filename) if p)
+def _store_uri(name: str, version: str, filename: str = "") -> str:
+    """``<model store>/<model_dir>/<version>/<filename>``."""
+    return f"{model_store().rstrip('/')}/{name.replace('-', '_')}/{version}/{filename}"
 
 
-def _read_from_store(name: str, version: str, filename: str) -> bytes | None:
-    """A file of a served version from the model store; None when it is not there."""
+def _store() -> ObjectStore:
+    # Imported here: reading the repository tree needs no object-store client.
     from urbanfabric.io.object_store import ObjectStore
     from urbanfabric.settings import Settings
 
-    bucket, key = _store_key(name, version, filename)
-    store = ObjectStore(dataclasses.replace(Settings.load(), bucket=bucket))
-    return store.get_bytes(key) if store.exists(key) else None
+    return ObjectStore(Settings.load())
 
 
 def model_exists(name: str, version: str) -> bool:
     """Whether the version can be used: in the model store when there is one, else in the tree."""
     if model_store():
-        return _read_from_store(name, version, "config.json") is not None or \
-            _read_from_store(name, version, "meta.json") is not None
+        store = _store()
+        return any(store.exists(_store_uri(name, version, f)) for f in ("config.json", "meta.json"))
     return model_dir(name, version).is_dir()
 
 
@@ -103,16 +103,12 @@ def version_folder(name: str, version: str) -> Path:
     store has no such version)."""
     if not model_store():
         return model_dir(name, version)
-    from urbanfabric.io.object_store import ObjectStore
-    from urbanfabric.settings import Settings
-
-    bucket, key = _store_key(name, version, "")
-    store = ObjectStore(dataclasses.replace(Settings.load(), bucket=bucket))
+    store = _store()
+    prefix = _store_uri(name, version)
+    bucket = prefix.removeprefix("s3://").partition("/")[0]
     target = Path(tempfile.gettempdir()) / f"urbanfabric-models-{os.getpid()}" / name.replace("-", "_") / version
-    for obj in store.list(key.rstrip("/") + "/"):
-        dest = target / obj.rsplit("/", 1)[1]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(store.get_bytes(obj))
+    for key in store.list(prefix):
+        store.get_file(f"s3://{bucket}/{key}", target / key.rsplit("/", 1)[1])
     return target
 
 
@@ -125,10 +121,11 @@ def model_config(name: str, version: str) -> dict[str, Any]:
         NotFound: the version has no config (field ``model_version``).
     """
     if model_store():
-        blob = _read_from_store(name, version, "config.json")
-        if blob is None:
-            raise NotFound(f"model_version: no config for {name}:{version} in {model_store()}")
-        return json.loads(blob)
+        uri = _store_uri(name, version, "config.json")
+        try:
+            return json.loads(_store().get_bytes(uri))
+        except NotFound:
+            raise NotFound(f"model_version: no config for {name}:{version} in {model_store()}") from None
     path = model_dir(name, version) / "config.json"
     if not path.exists():
         raise NotFound(f"model_version: no config for {name}:{version}")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.imagery.tiles import Tile
+from urbanfabric.footprints.options import split_model_ref
 from urbanfabric.footprints.tta import TTA
 from urbanfabric.job_spec import invalid_input
 from urbanfabric.v1 import common_pb2
@@ -115,7 +116,7 @@ def _is_model_ref(fd: FieldDescriptor) -> bool:
 
 
 def _model_ref(text: str) -> common_pb2.ModelRef:
-    name, _, version = text.partition(":")
+    name, version = split_model_ref(text)
     return common_pb2.ModelRef(name=name, version=version)
 
 
