@@ -36,6 +36,7 @@ def test_profile_renders_every_component(rendered: dict, profile: str) -> None:
         assert ("InferenceService", prefix + isvc) in names
     assert ("ServingRuntime", prefix + "modelserver") in names
     assert ("Job", prefix + "topics") in names
+    assert ("Job", prefix + "models-check") in names
     assert ("ConfigMap", prefix + "config") in names
     # Credentials are referenced, never created: the chart renders no Secret at all.
     assert not ds.of_kind(docs, "Secret")
@@ -161,7 +162,7 @@ def test_network_policies_admit_only_expected_callers(rendered: dict) -> None:
     assert callers("intensity") == {"building-worker"}
     assert callers("model-gateway") == {"segmentation", "materials", "flows"}
     assert callers("footprint-unet-predictor") == {"model-gateway"}
-    for closed in ("tile-worker", "building-worker", "flows", "topics"):
+    for closed in ("tile-worker", "building-worker", "flows", "topics", "models-check"):
         assert policies[f"{ds.RELEASE}-{closed}"]["spec"]["ingress"] == []
     # Every pod the chart runs is selected by some policy.
     selected = [p["spec"]["podSelector"]["matchLabels"] for p in policies.values()]
@@ -191,4 +192,17 @@ def test_topics_as_strimzi_resources(helm: Any) -> None:
         (ds.CHART / "values.yaml").read_text())["kafka"]["topics"]["names"])
     assert all(t["metadata"]["labels"]["strimzi.io/cluster"] == "urbanfabric" for t in topics)
     assert all(t["spec"]["replicas"] == 3 for t in topics)
-    assert not ds.of_kind(docs, "Job")
+    assert not [j for j in ds.of_kind(docs, "Job") if j["metadata"]["name"].endswith("-topics")]
+
+
+def test_services_read_models_from_the_store_the_check_job_checks(helm: Any) -> None:
+    docs = ds.documents(ds.render({"modelServing": {"storagePrefix": "registry/models/"}}, profile="gpu"))
+    (config,) = [d for d in ds.of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config")]
+    assert config["data"]["URBANFABRIC_MODEL_STORE"] == "s3://urbanfabric/registry/models"
+    (check,) = [d for d in ds.of_kind(docs, "Job") if d["metadata"]["name"].endswith("-models-check")]
+    assert check["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    (container,) = check["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "urbanfabric.cli.main", "models", "check"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
+    off = ds.documents(ds.render({"modelServing": {"checkModels": False}}, profile="gpu"))
+    assert not [d for d in ds.of_kind(off, "Job") if d["metadata"]["name"].endswith("-models-check")]

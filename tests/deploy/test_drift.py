@@ -59,7 +59,8 @@ def test_every_started_command_resolves(all_docs: list[dict[str, Any]]) -> None:
         flags = {a for a in c.get("args", []) if a.startswith("--")}
         assert flags <= ds.entrypoint_flags(module), (module, flags - ds.entrypoint_flags(module))
     assert started == {f"services.{s}.server" for s in SERVICES} | {
-        "services.workers.tile_worker", "services.workers.building_worker", "flows.serve"}
+        "services.workers.tile_worker", "services.workers.building_worker", "flows.serve",
+        "urbanfabric.cli.main"}
 
 
 def test_chart_commands_match_the_local_stack() -> None:

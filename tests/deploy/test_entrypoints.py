@@ -327,7 +327,7 @@ def broker(scratch: Path) -> Iterator[str]:
 
 
 def test_topics_job_creates_the_topics_idempotently(dev_docs: list, scratch: Path, broker: str) -> None:
-    (job,) = ds.of_kind(dev_docs, "Job")
+    (job,) = [j for j in ds.of_kind(dev_docs, "Job") if j["metadata"]["name"].endswith("-topics")]
     (c,) = job["spec"]["template"]["spec"]["containers"]
     env = base_env(scratch)
     env["URBANFABRIC_KAFKA"] = broker

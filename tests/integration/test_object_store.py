@@ -179,3 +179,22 @@ def test_arrow_filesystem_parquet_roundtrip(store: ObjectStore, request: pytest.
     pq.write_table(table, path, filesystem=fs)
     assert pq.read_table(path, filesystem=fs).equals(table)
     assert store.exists(_key(request, "t.parquet"))
+
+
+def test_models_check_as_the_chart_hook_runs_it(settings: Settings) -> None:
+    """`stack up` published the served versions; the chart's check passes on them and names
+    every served version for a prefix that holds none (exit 1, no traceback)."""
+    import subprocess
+    import sys
+
+    from urbanfabric.io.model_registry import load_registry
+
+    env = {**os.environ, **settings.to_env()}
+    command = [sys.executable, "-m", "urbanfabric.cli.main", "models", "check"]
+    ok = subprocess.run(command, env={**env, "URBANFABRIC_MODEL_STORE": f"s3://{settings.bucket}/models"},
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    empty = subprocess.run(command, env={**env, "URBANFABRIC_MODEL_STORE": f"s3://{settings.bucket}/nothing"},
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr
+    assert all(m.ref in empty.stderr for m in load_registry().served)

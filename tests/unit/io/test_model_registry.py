@@ -134,3 +134,29 @@ def test_with_a_model_store_configs_and_folders_come_from_it(monkeypatch, tmp_pa
     finally:
         for cached in (repo.model_config, repo.version_folder):
             cached.cache_clear()
+
+
+def test_unpublished_names_missing_and_stale_versions_and_the_cli_exits_1(tmp_path, monkeypatch, capsys):
+    from tests.fakes import MemoryStore
+    from urbanfabric.cli import main as cli
+    from urbanfabric.io import object_store
+    from urbanfabric.io.model_registry import DIGEST_MARKER, load_registry, publish_served, unpublished
+
+    registry = load_registry()
+    served = [m.ref for m in registry.served]
+    store = MemoryStore(bucket="b")
+    assert unpublished(store, registry, prefix="s3://b/models") == served
+    publish_served(store, registry, prefix="s3://b/models")
+    assert unpublished(store, registry, prefix="s3://b/models") == []
+    assert unpublished(store, registry, prefix="s3://b/elsewhere") == served
+    stale = registry.get("roof-shape:v3")
+    store.put_bytes(f"models/roof_shape/v3/{DIGEST_MARKER}", b"0" * 64)  # other weights than the registry's
+    assert unpublished(store, registry, prefix="models") == [stale.ref]
+
+    monkeypatch.setattr(object_store, "ObjectStore", lambda settings: store)
+    monkeypatch.setenv("URBANFABRIC_MODEL_STORE", "s3://b/models")
+    assert cli.main(["models", "check"]) == 1
+    assert "roof-shape:v3" in capsys.readouterr().err
+    assert cli.main(["models", "publish"]) == 0
+    assert "roof-shape:v3" in capsys.readouterr().out
+    assert cli.main(["models", "check"]) == 0

@@ -5,6 +5,7 @@
     urbanfabric run --bbox W,S,E,N [options]  start a map-area run on the running stack
     urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
+    urbanfabric models list|publish|check  the registry's served versions in the object store
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from urbanfabric.cli.heatmaps import add_arguments as explain_arguments
 
     explain_arguments(sub.add_parser("explain", help="Grad-CAM / guided backprop heatmaps as PNGs"))
+    from urbanfabric.cli.models import add_arguments as models_arguments
+
+    models_arguments(sub.add_parser("models", help="list, publish or check the served model versions"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from urbanfabric.cli.demo import main as demo_main
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from urbanfabric.cli.heatmaps import run as explain_run
 
         return explain_run(args)
+    if args.command == "models":
+        from urbanfabric.cli.models import run as models_run
+
+        return models_run(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

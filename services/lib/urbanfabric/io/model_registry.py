@@ -184,17 +184,36 @@ def publish_served(store: ObjectStore, registry: Registry | None = None, prefix:
     by_ref = {m.ref: m for m in registry.models}
     uploaded = []
     for m in registry.served:
-        folder = Path(root) / m.path
-        base = f"{prefix}/{folder.parent.name}/{m.version}"
-        marker = f"{base}/{DIGEST_MARKER}"
-        if store.exists(marker) and store.get_bytes(marker).decode().strip() == (m.sha256 or ""):
+        if _published(store, m, prefix):
             continue
+        folder = Path(root) / m.path
+        base = _store_folder(m, prefix)
         files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name not in _DOC_FILES]
         if m.weights_from:
             own = set(weight_files(folder))
             files = [p for p in files if p not in own] + weight_files(Path(root) / by_ref[m.weights_from].path)
         for p in files:
             store.put_file(f"{base}/{p.name}", p)
-        store.put_bytes(marker, (m.sha256 or "").encode())
+        store.put_bytes(f"{base}/{DIGEST_MARKER}", (m.sha256 or "").encode())
         uploaded.append(m.ref)
     return uploaded
+
+
+def unpublished(store: ObjectStore, registry: Registry | None = None, prefix: str = "models") -> list[str]:
+    """The served versions the object store lacks or holds with other weights than the registry's.
+
+    Reads only each version's digest marker (written last by :func:`publish_served`), so a
+    folder whose upload was cut short counts as missing. Returns ``name:version`` refs.
+    """
+    registry = registry or load_registry()
+    return [m.ref for m in registry.served if not _published(store, m, prefix)]
+
+
+def _store_folder(m: ModelVersion, prefix: str) -> str:
+    """``<prefix>/<model_dir>/<version>``: the layout the model server and the chart read."""
+    return f"{prefix}/{Path(m.path).parent.name}/{m.version}"
+
+
+def _published(store: ObjectStore, m: ModelVersion, prefix: str) -> bool:
+    marker = f"{_store_folder(m, prefix)}/{DIGEST_MARKER}"
+    return store.exists(marker) and store.get_bytes(marker).decode().strip() == (m.sha256 or "")
