@@ -13,7 +13,8 @@ import numpy as np
 
 from urbanfabric.errors import NotFound
 from urbanfabric.footprints import polygons
-from urbanfabric.footprints.options import SegmentationOptions, split_model_ref
+from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tile_segmentation import segment_tile
 from urbanfabric.imagery import landcover
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes

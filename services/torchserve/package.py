@@ -42,6 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from string import Template
 
+from urbanfabric.io.model_repository import v2_model_name
 from urbanfabric.runtime.model_client import kserve_import_guard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,11 +103,6 @@ def known_modules() -> dict[str, str]:
     return dict(MODEL_MODULES)
 
 
-def v2_name(model: str, version: str) -> str:
-    """``footprint-unet``, ``v1`` → ``footprint-unet-v1`` (the name on every protocol)."""
-    return f"{model.replace('_', '-')}-{version}"
-
-
 def _code_files(module: str) -> list[Path]:
     """Repository files of the model code: ``models/__init__.py``, shared and own package."""
     parts = module.split(".")
@@ -159,10 +155,10 @@ def package_model(
         try:
             weights, missing = weights_path(version_dir, "model.pt"), []
         except NotFound as exc:
-            raise FileNotFoundError(f"{v2_name(model, version)}: {exc}") from exc
+            raise FileNotFoundError(f"{v2_model_name(model, version)}: {exc}") from exc
     if missing:
-        raise FileNotFoundError(f"{v2_name(model, version)}: no {', '.join(missing)} in {version_dir}")
-    name = v2_name(model, version)
+        raise FileNotFoundError(f"{v2_model_name(model, version)}: no {', '.join(missing)} in {version_dir}")
+    name = v2_model_name(model, version)
     store = Path(out) / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"mar-{name}-") as tmp:

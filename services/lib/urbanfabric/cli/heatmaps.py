@@ -37,6 +37,14 @@ METHOD_CHOICES = ["gradcam", "guided-backprop", "guided-gradcam", "all"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
+def _explainable(model: str) -> Any:
+    """The in-process explainable classifier of ``name:version`` (loads torch)."""
+    from urbanfabric.io.model_repository import model_dir, split_model_ref
+    from urbanfabric.materials import explain
+
+    return explain.load_explainable(model_dir(*split_model_ref(model)))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``explain`` sub-command's options."""
     src = p.add_mutually_exclusive_group(required=True)
@@ -90,10 +98,8 @@ def explain_files(paths: list[str], model: str, methods: list[Any], target: str,
     from urbanfabric.materials import explain as E
     from urbanfabric.errors import InvalidInput
     from urbanfabric.materials.chips import image_chip, input_scaling
-    from urbanfabric.io.model_repository import model_dir
 
-    name, _, version = model.partition(":")
-    ex = E.load_explainable(model_dir(name, version))
+    ex = _explainable(model)
     if target and target not in ex.classes:
         raise InvalidInput("target", f"{target!r} is not one of {ex.classes}")
     idx = ex.classes.index(target) if target else None
@@ -121,6 +127,7 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
     from urbanfabric.io.job_layout import JobLayout
     from urbanfabric.io.object_store import ObjectStore
     from urbanfabric.io.geoparquet import read_geoparquet
+    from urbanfabric.io.model_repository import split_model_ref
     from urbanfabric.v1 import common_pb2, materials_pb2
 
     settings = Settings.load()
@@ -143,7 +150,7 @@ def explain_job(job_id: str, building_ids: list[str], limit: int, model: str, me
             raise NotFound(f"buildings: {missing} are not in job {job_id}")
     else:
         todo = todo[:limit]
-    name, _, version = model.partition(":")
+    name, version = split_model_ref(model)
     mat = stub(settings, "materials")
     written: list[Path] = []
     for bid, key in todo:
@@ -192,11 +199,7 @@ def explain_folder(root: Path, model: str, per_class: int, out: Path, scale: int
     classes: from ``root/<class>/`` folders, or from a flat ``root`` with a ``labels`` file
     (an image counts for every label it has); ``only`` restricts the candidates to the file
     names it lists (a held-out split). See :func:`explain_samples`."""
-    from urbanfabric.materials import explain as E
-    from urbanfabric.io.model_repository import model_dir
-
-    name, _, version = model.partition(":")
-    classes = E.load_explainable(model_dir(name, version)).classes
+    classes = _explainable(model).classes
     allowed = set(only.read_text().split()) if only else None
     mapping = read_labels(labels) if labels else {}
     samples: list[tuple[Path, str]] = []
@@ -218,10 +221,8 @@ def explain_samples(samples: list[tuple[Path, str]], model: str, out: Path, scal
     and probability per panel)."""
     from urbanfabric.materials import explain as E
     from urbanfabric.materials.chips import image_chip, input_scaling
-    from urbanfabric.io.model_repository import model_dir
 
-    name, _, version = model.partition(":")
-    ex = E.load_explainable(model_dir(name, version))
+    ex = _explainable(model)
     out.mkdir(parents=True, exist_ok=True)
     rows, written = [], []
     for f, true in samples:

@@ -29,12 +29,6 @@ def check_model_ref(value: str) -> str:
     return value
 
 
-def split_model_ref(ref: str) -> tuple[str, str]:
-    """``"footprint-unet:v7"`` → ``("footprint-unet", "v7")`` (checked by :func:`check_model_ref`)."""
-    name, _, version = ref.partition(":")
-    return name, version
-
-
 class SegmentationOptions(BaseModel):
     """Footprint segmentation of every tile (GBM: segmentation, ensemble, test-time augmentation)."""
 

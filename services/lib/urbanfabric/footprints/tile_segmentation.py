@@ -21,7 +21,8 @@ from rasterio.crs import CRS
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import polygons, windows
 from urbanfabric.footprints.ensemble import EnsembleCombine, combine
-from urbanfabric.footprints.options import SegmentationOptions, split_model_ref
+from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tta import TTA, with_tta
 from urbanfabric.io.model_repository import model_config
 from urbanfabric.io.rasters import Raster

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from urbanfabric.errors import NotFound
+from urbanfabric.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from urbanfabric.io.object_store import ObjectStore
@@ -62,6 +62,25 @@ def model_module(model: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise NotFound(f"model_version: code of {model!r} ({name}) cannot be imported: {exc}") from exc
+
+
+def split_model_ref(ref: str) -> tuple[str, str]:
+    """``"footprint-unet:v7"`` → ``("footprint-unet", "v7")`` (the job spec checks the form)."""
+    name, _, version = ref.partition(":")
+    return name, version
+
+
+def v2_model_name(model: str, version: str) -> str:
+    """The served name of a version: ``("footprint-unet", "v1")`` → ``"footprint-unet-v1"``
+    (``_`` accepted for ``-``), as the model server registers it and the clients and the
+    chart's gateway address it.
+
+    Raises:
+        InvalidInput: an empty model or version (field ``model_version``).
+    """
+    if not model or not version:
+        raise InvalidInput("model_version", "model and version must be non-empty")
+    return f"{model.replace('_', '-')}-{version}"
 
 
 def model_dir(name: str, version: str) -> Path:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from urbanfabric.footprints.ensemble import EnsembleCombine
 from urbanfabric.errors import InvalidInput
 from urbanfabric.imagery.tiles import Tile
-from urbanfabric.footprints.options import split_model_ref
+from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tta import TTA
 from urbanfabric.job_spec import invalid_input
 from urbanfabric.v1 import common_pb2

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
+from urbanfabric.io.model_repository import v2_model_name
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
@@ -59,13 +60,6 @@ class InferenceProtocol(enum.Enum):
 #: embedded 18–28 ms. (For 8-tile batches REST was ≈ 10 % faster; stock KServe REST without
 #: the server's RawTensorDataPlane took 0.7–0.9 s per tile.)
 DEFAULT_PROTOCOL = InferenceProtocol.V2_GRPC
-
-
-def v2_model_name(model: str, version: str) -> str:
-    """``("footprint-unet", "v1")`` → ``"footprint-unet-v1"`` (``_`` accepted for ``-``)."""
-    if not model or not version:
-        raise InvalidInput("model_version", "model and version must be non-empty")
-    return f"{model.replace('_', '-')}-{version}"
 
 
 def _check_input(x: Any) -> np.ndarray:

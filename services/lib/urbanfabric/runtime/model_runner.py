@@ -39,7 +39,7 @@ from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter, Gauge, Histogram
 
-from urbanfabric.io.model_repository import MODEL_MODULES, MODELS_DIR
+from urbanfabric.io.model_repository import MODEL_MODULES, MODELS_DIR, v2_model_name
 
 log = logging.getLogger("urbanfabric.modelserver")
 
@@ -90,17 +90,12 @@ class ModelSpec:
     @property
     def name(self) -> str:
         """The V2 model name, ``<model>-<version>``."""
-        return v2_name(self.model, self.version)
+        return v2_model_name(self.model, self.version)
 
     @property
     def model_dir(self) -> str:
         """Directory of the model inside a model repository (``footprint_unet``)."""
         return self.model.replace("-", "_")
-
-
-def v2_name(model: str, version: str) -> str:
-    """``footprint-unet``, ``v1`` → ``footprint-unet-v1`` (``_`` accepted for ``-``)."""
-    return f"{model.replace('_', '-')}-{version}"
 
 
 def parse_specs(text: str) -> list[ModelSpec]:
