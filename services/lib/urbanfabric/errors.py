@@ -2,13 +2,17 @@
 
 Services map them to gRPC status codes in one place (``urbanfabric.runtime.grpc_service``):
 ``InvalidInput`` → INVALID_ARGUMENT, ``NotFound`` → NOT_FOUND, ``Unavailable`` → UNAVAILABLE.
+:func:`from_validation` turns a pydantic error into one ``InvalidInput`` on its field path;
 :func:`parse_choice` turns a user's name for a choice into its enum member or an ``InvalidInput``.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UrbanfabricError(Exception):
@@ -34,6 +38,17 @@ class Unavailable(UrbanfabricError):
 
 class EmptyArea(InvalidInput):
     """The requested area does not intersect any imagery of the source."""
+
+
+def from_validation(exc: ValidationError, prefix: str = "") -> InvalidInput:
+    """The first problem of a pydantic validation error as :class:`InvalidInput` on its field
+    path (under ``prefix``), counting the others."""
+    first = exc.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    field = ".".join(p for p in (prefix, path) if p) or "spec"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    return InvalidInput(field, msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
 
 
 E = TypeVar("E", bound=Enum)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import from_validation
 from urbanfabric.footprints.options import SegmentationOptions, check_model_ref
 
 def local_or_uri(value: str) -> str:
@@ -213,14 +213,5 @@ class JobSpec(BaseModel):
         try:
             return cls.model_validate(value)
         except ValidationError as exc:
-            raise invalid_input(exc) from None
+            raise from_validation(exc) from None
 
-
-def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    """The first problem of a pydantic validation error as :class:`InvalidInput` on its field path."""
-    first = exc.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
-    field = ".".join(p for p in (prefix, path) if p) or "spec"
-    msg = first["msg"].removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    return InvalidInput(field, msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))

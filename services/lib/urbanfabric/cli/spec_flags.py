@@ -18,7 +18,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from urbanfabric.job_spec import JobSpec, invalid_input
+from urbanfabric.errors import from_validation
+from urbanfabric.job_spec import JobSpec
 
 
 def _extra(info: FieldInfo) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def spec_from_args(args: argparse.Namespace, **overrides: Any) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise invalid_input(exc) from None
+        raise from_validation(exc) from None
 
 
 _PATHS = {".".join(path) for path, _, _ in leaf_fields()}

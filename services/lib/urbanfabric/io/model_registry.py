@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.errors import InvalidInput, NotFound, from_validation
 from urbanfabric.io.model_repository import MODELS_DIR
 from urbanfabric.io.object_store import ObjectStore
 
@@ -112,9 +112,7 @@ def load_registry(path: Path | str = REGISTRY_PATH) -> Registry:
     except yaml.YAMLError as exc:
         raise InvalidInput("registry", f"{path} is not valid YAML: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput("registry", f"{path}: {where}: {first['msg']}") from None
+        raise from_validation(exc, prefix=f"registry ({path})") from None
 
 
 def weights_path(version_dir: Path | str, filename: str = "model.pt") -> Path:

@@ -15,7 +15,7 @@ from urbanfabric.errors import InvalidInput
 from urbanfabric.imagery.tiles import Tile
 from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tta import TTA
-from urbanfabric.job_spec import invalid_input
+from urbanfabric.errors import from_validation
 from urbanfabric.v1 import common_pb2
 
 class _EnumBridge:
@@ -180,4 +180,4 @@ def options_from_proto(msg: Message, model: type[M], field: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise invalid_input(exc, field) from None
+        raise from_validation(exc, field) from None
