@@ -26,7 +26,7 @@ from urbanfabric.materials import explain, facades, roofs
 from urbanfabric.materials import chips as roof_chips
 from urbanfabric.runtime.connections import model_client
 from urbanfabric.settings import Settings
-from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.runtime.model_client import ModelClient
 from urbanfabric.io.model_repository import model_config, version_folder
@@ -148,47 +148,31 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
     @rpc(SERVICE)
     def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
         require(request, "model.name", "model.version")
-        name, version = request.model.name, request.model.version
-        model = self._loaded(name, version)
-        building_id = ""
-        if request.WhichOneof("source") == "building":
-            b = request.building
-            require(request, "building.footprints.uri", "building.building_id")
-            footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(b.footprints.uri)[1]))
-            one = footprints[footprints["building_id"].astype(str) == b.building_id]
-            if one.empty:
-                raise NotFound(f"building.building_id: {b.building_id!r} is not in {b.footprints.uri}")
-            chips, reasons = roof_chips.chips_from_rasters(one, self._rasters(b.images), model.chip_size,
-                                                          mode=roof_chips.ChipMode.of(model.config))
-            if reasons[0]:
-                raise InvalidInput("building.images", f"building {b.building_id}: {reasons[0]}")
-            chip, building_id = chips[0], b.building_id
-        elif request.WhichOneof("source") == "image":
-            chip = roof_chips.image_chip(request.image, model.chip_size, roof_chips.input_scaling(model.config))
-        else:
-            raise InvalidInput("source", "give building or image")
-        target = None
-        if request.target_class:
-            if request.target_class not in model.classes:
-                raise InvalidInput("target_class", f"{request.target_class!r} is not one of {model.classes}")
-            target = model.classes.index(request.target_class)
+        model = self._loaded(request.model.name, request.model.version)
         method = _METHODS.get(request.method)
         if method is None:
             raise InvalidInput("method", f"unknown method {request.method}")
-        exp = explain.explain(model.model, chip, method, target, classes=model.classes,
-                              multi_label=model.multi_label, temperature=model.temperature)
+        source = request.WhichOneof("source")
+        if source == "building":
+            require(request, "building.footprints.uri", "building.building_id")
+            b = request.building
+            footprints = read_geoparquet(self.store.get_bytes(parse_s3_uri(b.footprints.uri)[1]))
+            chip = roof_chips.building_chip(footprints, b.building_id, self._rasters(b.images), model.chip_size,
+                                            mode=roof_chips.ChipMode.of(model.config))
+        elif source == "image":
+            chip = roof_chips.image_chip(request.image, model.chip_size, roof_chips.input_scaling(model.config))
+        else:
+            raise InvalidInput("source", "give building or image")
+        exp = explain.explain(model.model, chip, method, model.target_index(request.target_class),
+                              classes=model.classes, multi_label=model.multi_label, temperature=model.temperature)
         return pb.ExplainResponse(
-            building_id=building_id,
-            method=request.method or pb.EXPLAIN_METHOD_GRAD_CAM,
-            target_class=exp.target_name,
-            overlay_png=explain.overlay_png(chip, exp.heatmap),
-            chip_png=explain.png_bytes(explain.chip_rgb(chip)),
+            building_id=request.building.building_id if source == "building" else "",
+            method=request.method or pb.EXPLAIN_METHOD_GRAD_CAM, target_class=exp.target_name,
+            overlay_png=explain.overlay_png(chip, exp.heatmap), chip_png=explain.png_bytes(explain.chip_rgb(chip)),
             heatmap=pb.FloatArray(shape=list(exp.heatmap.shape), data=exp.heatmap.ravel().tolist()),
             scores=[pb.MaterialProbability(name=c, probability=float(p))
                     for c, p in zip(model.classes or map(str, range(len(exp.scores))), exp.scores)],
-            layer=exp.layer,
-        )
-
+            layer=exp.layer)
 
 def _build() -> list[Registration]:
     settings = Settings.load()

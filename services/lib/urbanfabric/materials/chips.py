@@ -19,7 +19,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-from urbanfabric.errors import InvalidInput, parse_choice
+from urbanfabric.errors import InvalidInput, NotFound, parse_choice
 
 
 class ChipMode(str, Enum):
@@ -304,3 +304,23 @@ def image_chip(blob: bytes, size: int, scaling: str = "iqr") -> np.ndarray:
     bands = np.moveaxis(rgb, -1, 0)
     scaled = iqr_scale(bands) if scaling == "iqr" else bands / 255.0
     return np.clip(np.nan_to_num(resize_chip(scaled, size), nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+def building_chip(footprints: geopandas.GeoDataFrame, building_id: str,
+                  rasters: list[tuple[str, Callable[[], Any]]], size: int,
+                  mode: ChipMode | str = ChipMode.CONTEXT) -> np.ndarray:
+    """The chip of one building of a footprints table, cut as :func:`chips_from_rasters` cuts
+    it for classification (what an explanation of that building must look at).
+
+    Raises:
+        NotFound: ``building_id`` is not in the table (field ``building.building_id``).
+        InvalidInput: no chip can be cut from the images (field ``building.images``).
+    """
+    one = footprints[footprints["building_id"].astype(str) == building_id]
+    if one.empty:
+        raise NotFound(f"building.building_id: {building_id!r} is not in the footprints")
+    chips, reasons = chips_from_rasters(one, rasters, size, mode=mode)
+    if reasons[0]:
+        raise InvalidInput("building.images", f"building {building_id}: {reasons[0]}")
+    return chips[0]
+

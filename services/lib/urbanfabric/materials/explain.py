@@ -414,6 +414,18 @@ class Explainable:
         """Temperature-scaling factor fitted on validation data (1 when not calibrated)."""
         return float(self.config.get("temperature", 1.0) or 1.0)
 
+    def target_index(self, name: str) -> int | None:
+        """Logit index of class ``name``; None for ``""`` (the predicted class).
+
+        Raises:
+            InvalidInput: not one of the model's classes (field ``target_class``).
+        """
+        if not name:
+            return None
+        if name not in self.classes:
+            raise InvalidInput("target_class", f"{name!r} is not one of {self.classes}")
+        return self.classes.index(name)
+
 
 def load_explainable(version_dir: str | Path) -> Explainable:
     """Load a shipped model folder (``config.json`` + ``model.pt``) as a float32 eval model.
