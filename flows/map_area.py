@@ -38,7 +38,8 @@ from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints, read_path
+from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints
+from urbanfabric.io.job_inputs import local_copy, read_districts, read_input, stage_input
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
@@ -48,7 +49,7 @@ from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
-from urbanfabric.io.object_store import ObjectStore, gdal_env, parse_s3_uri
+from urbanfabric.io.object_store import ObjectStore, gdal_env
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
 #: Sample imagery sources: name → (folder under ../shared/data, zoom).
@@ -58,7 +59,8 @@ SAMPLE_SOURCES = {"xiamen-z18": ("footprints/xiamen-z18/tiles", 18)}
 def landcover_filter_spec(store: ObjectStore, job_id: str, options: LandCoverOptions) -> common_pb2.LandCoverFilter | None:
     """The segmentation's land-cover filter, checked before any tile is published.
 
-    Local files are uploaded under the job's ``inputs/`` so every service can read them.
+    Local files are uploaded under the job's ``inputs/`` so every service can read them
+    (:func:`urbanfabric.io.job_inputs.stage_input`).
 
     Raises:
         InvalidInput: unknown class scheme, missing or unreadable raster (field named).
@@ -70,20 +72,11 @@ def landcover_filter_spec(store: ObjectStore, job_id: str, options: LandCoverOpt
     parse_classes(options.classes)
     refs = {}
     for field, path in (("raster", options.raster), ("settlement", options.settlement)):
-        if not path:
-            continue
-        if path.startswith("s3://"):
-            if not store.exists(parse_s3_uri(path)[1]):
-                raise InvalidInput(f"landcover.{field}", f"no object at {path}")
-            uri = path
-        else:
-            blob, _ = read_path(path, f"landcover.{field}")
-            key = JobLayout(job_id).input(f"landcover-{field}.tif")
-            store.put_bytes(key, blob)
-            uri = store.s3_uri(key)
-        with gdal_env(store.settings):
-            check_raster(uri, f"landcover.{field}")
-        refs[field] = common_pb2.ObjectRef(uri=uri, media_type=COG_MEDIA_TYPE)
+        if path:
+            uri = stage_input(store, job_id, path, f"landcover.{field}", f"landcover-{field}.tif")
+            with gdal_env(store.settings):
+                check_raster(uri, f"landcover.{field}")
+            refs[field] = common_pb2.ObjectRef(uri=uri, media_type=COG_MEDIA_TYPE)
     return common_pb2.LandCoverFilter(raster=refs["raster"], classes=options.classes,
                                       settlement=refs.get("settlement"))
 
@@ -106,22 +99,6 @@ def _model_gsd(ref: common_pb2.ModelRef) -> float:
         return float(model_config(ref.name, ref.version).get("input", {}).get("gsd_m_approx") or 0.0)
     except NotFound:
         return 0.0
-
-
-def _settled(store: ObjectStore, tiles: list, path: str) -> tuple[list, int]:
-    """Tiles intersecting the settlement mask (s3:// masks are fetched to a temp file)."""
-    import tempfile
-    from pathlib import Path
-
-    if not path.startswith("s3://"):
-        return filter_settled(tiles, SettlementMask.from_path(path))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(parse_s3_uri(path)[1]).name
-        try:
-            local.write_bytes(store.get_bytes(parse_s3_uri(path)[1]))
-        except NotFound as exc:
-            raise InvalidInput("settlement_mask", f"no object at {path}") from exc
-        return filter_settled(tiles, SettlementMask.from_path(str(local)))
 
 
 @task(name="area-statistics", cache_policy=NO_CACHE)
@@ -243,25 +220,6 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
                              districts, district_id, warnings)
 
 
-def _load_districts(store: ObjectStore, uri: str, id_column: str) -> gpd.GeoDataFrame:
-    """District polygons for per-district totals; checked before any work starts."""
-    import io
-
-    try:
-        blob = store.get_bytes(parse_s3_uri(uri)[1]) if uri.startswith("s3://") else read_path(uri)[0]
-        frame = gpd.read_parquet(io.BytesIO(blob)) if uri.endswith((".parquet", ".geoparquet")) \
-            else gpd.read_file(io.BytesIO(blob))
-    except InvalidInput as exc:
-        raise InvalidInput("districts", exc.message) from exc
-    except Exception as exc:  # noqa: BLE001 - GDAL/pyarrow raise many types
-        raise InvalidInput("districts", f"cannot read {uri!r}: {exc}") from exc
-    if id_column not in frame.columns:
-        raise InvalidInput("district_id", f"{id_column!r} is not a column of {uri!r}")
-    if frame.crs is None:
-        raise InvalidInput("districts", f"{uri!r} has no coordinate reference system")
-    return frame
-
-
 @flow(name="map-area", log_prints=True)
 def map_area(spec: JobSpec) -> dict[str, Any]:
     """Map the buildings of an area: footprints, roof material, height, material stock.
@@ -293,17 +251,13 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             # The intensity stage would fall back to the global mix; a typo should fail here.
             raise InvalidInput("region", f"unknown material-intensity region {region!r}; "
                                f"one of {', '.join(default_table().regions)}")
-        district_frame = _load_districts(store, spec.districts, spec.district_id) if spec.districts else None
+        district_frame = read_districts(store, spec.districts, spec.district_id) if spec.districts else None
         segment = spec.segment
         refs = check_models(settings, spec)
         landcover_spec = landcover_filter_spec(store, job_id, spec.landcover) if segment else None
         user = None
         if footprints:
-            if footprints.startswith("s3://"):
-                blob, name = store.get_bytes(parse_s3_uri(footprints)[1]), footprints
-            else:
-                blob, name = read_path(footprints)
-            user = load_footprints(blob, name)
+            user = load_footprints(*read_input(store, footprints, "footprints"))
             if area is not None:
                 user = clip_to_area(user, area.bbox())
             if user.empty:
@@ -322,7 +276,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             if not tiles and user is None:
                 jobs.check_area(bbox, (0, 0, 0, 0), imagery)
             if opts.settlement_mask:
-                tiles, unsettled = _settled(store, tiles, opts.settlement_mask)
+                with local_copy(store, opts.settlement_mask, "settlement_mask") as mask:
+                    tiles, unsettled = filter_settled(tiles, SettlementMask.from_path(mask))
                 log.info("settlement mask: %d grid cells kept, %d skipped", len(tiles), unsettled)
                 if unsettled:
                     warnings.append(f"{unsettled} grid cell(s) skipped: no settlement in {opts.settlement_mask}")

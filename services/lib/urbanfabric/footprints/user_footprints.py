@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import tempfile
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -91,12 +90,4 @@ def clip_to_area(footprints: gpd.GeoDataFrame, bbox: tuple[float, float, float, 
     return footprints[np.asarray(inside)].reset_index(drop=True)
 
 
-def read_path(path: str, field: str = "footprints") -> tuple[bytes, str]:
-    """Bytes and name of a local input file (``field`` names the parameter in errors)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(field, f"{path} is not a readable file")
-    return p.read_bytes(), p.name
-
-
-__all__ = ["COLUMNS", "clip_to_area", "load_footprints", "read_path"]
+__all__ = ["COLUMNS", "clip_to_area", "load_footprints"]
