@@ -157,3 +157,27 @@ def test_decode() -> None:
         decode(probs[:, :4], classes, tax)
     with pytest.raises(InvalidInput):
         decode(np.full((1, 5), np.nan), classes, tax)
+
+
+def test_a_footprint_of_a_few_pixels_gets_a_reason_not_an_upsampled_chip() -> None:
+    import geopandas as gpd
+    from affine import Affine
+    from rasterio.crs import CRS
+    from shapely.geometry import box
+
+    from urbanfabric.io.rasters import Raster
+    from urbanfabric.materials.chips import MIN_FOOTPRINT_PIXELS, chips_from_rasters
+
+    # 0.5 m pixels in UTM 50N: a 10 m house (400 px) and a 1.5 m × 1.5 m box (9 px).
+    image = Raster(np.full((3, 100, 100), 0.5, np.float32), Affine(0.5, 0, 500000, 0, -0.5, 2700050), CRS.from_epsg(32650))
+    fps = gpd.GeoDataFrame({"building_id": ["house", "shed"]},
+                           geometry=[box(500010, 2700010, 500020, 2700020), box(500030, 2700030, 500031.5, 2700031.5)],
+                           crs=32650)
+    chips, reasons = chips_from_rasters(fps, [("a.tif", lambda: image)], size=32)
+    assert reasons[0] == "" and chips[0].any()
+    assert reasons[1].startswith("footprint too small for a chip: 9.0 pixels")
+    assert str(MIN_FOOTPRINT_PIXELS) in reasons[1] and not chips[1].any()
+    # Seen in a finer image as well, the shed is classified from that one.
+    fine = Raster(np.full((3, 400, 400), 0.5, np.float32), Affine(0.125, 0, 500000, 0, -0.125, 2700050), CRS.from_epsg(32650))
+    _, reasons = chips_from_rasters(fps, [("a.tif", lambda: image), ("fine.tif", lambda: fine)], size=32)
+    assert reasons == ["", ""]

@@ -204,6 +204,11 @@ def roof_chips(
     return chips, has_imagery
 
 
+#: Fewest image pixels a footprint must cover to be classified from its chip (a 4 × 4 roof;
+#: ≈ 2 × 2 m at the 0.5 m imagery the roof models were trained on).
+MIN_FOOTPRINT_PIXELS = 16
+
+
 def chips_from_rasters(
     footprints: geopandas.GeoDataFrame,
     rasters: list[tuple[str, Callable[[], Any]]],
@@ -214,7 +219,8 @@ def chips_from_rasters(
     """Roof chips of every footprint from several ARD images; the first image covering one wins.
 
     An image that cannot be read (corrupt, missing) is skipped and remembered, so the batch
-    goes on; buildings no readable image covers get a reason instead of a chip.
+    goes on; buildings no readable image covers, and footprints smaller than
+    :data:`MIN_FOOTPRINT_PIXELS` in every image, get a reason instead of a chip.
 
     Args:
         footprints: ``building_id`` + geometry (any CRS; reprojected per image).
@@ -238,6 +244,7 @@ def chips_from_rasters(
     unreadable: list[str] = []
     geoms = np.asarray(footprints.geometry.values, dtype=object)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms) if n else np.zeros(0, bool)
+    small_px = np.full(n, np.nan)  # footprint area in pixels of the finest image too coarse for it
     for name, load in rasters:
         todo = ~found & ~empty
         if not todo.any():
@@ -250,6 +257,14 @@ def chips_from_rasters(
         fps = footprints.geometry[todo]
         if fps.crs is not None and image.crs is not None:
             fps = fps.to_crs(image.crs)
+        # A roof of a few pixels upsampled to the model's chip is noise, not evidence.
+        px = fps.area.to_numpy() / abs(image.transform.a * image.transform.e)
+        tiny = px < MIN_FOOTPRINT_PIXELS
+        if tiny.any():
+            at = np.flatnonzero(todo)[tiny]
+            small_px[at] = np.fmax(small_px[at], px[tiny])
+            todo[at] = False
+            fps = fps[~tiny]
         c, has = roof_chips(image.data, image.transform, fps, size=size, margin=margin, mode=mode)
         idx = np.flatnonzero(todo)[has]
         chips[idx] = c[has]
@@ -260,6 +275,9 @@ def chips_from_rasters(
             reasons.append("")
         elif empty[i]:
             reasons.append("empty footprint geometry")
+        elif np.isfinite(small_px[i]):
+            reasons.append(f"footprint too small for a chip: {small_px[i]:.1f} pixels in the imagery "
+                           f"(needs at least {MIN_FOOTPRINT_PIXELS})")
         elif unreadable:
             reasons.append(f"no readable imagery covers the footprint; unreadable: {'; '.join(unreadable)}")
         elif not rasters:
