@@ -206,3 +206,18 @@ def test_services_read_models_from_the_store_the_check_job_checks(helm: Any) -> 
     assert container["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
     off = ds.documents(ds.render({"modelServing": {"checkModels": False}}, profile="gpu"))
     assert not [d for d in ds.of_kind(off, "Job") if d["metadata"]["name"].endswith("-models-check")]
+
+
+def test_workers_scale_on_kafka_lag_with_keda(helm: Any) -> None:
+    lag = {"enabled": True, "metric": "kafkaLag", "minReplicas": 1, "maxReplicas": 6}
+    docs = ds.documents(ds.render({"workers": {"tile-worker": {"autoscaling": lag}}}, profile="gpu"))
+    (scaled,) = ds.of_kind(docs, "ScaledObject")
+    assert scaled["metadata"]["name"] == f"{ds.RELEASE}-tile-worker"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["topic"] == "urbanfabric.tiles.v1"
+    assert trigger["metadata"]["consumerGroup"] == "urbanfabric-tiles"
+    (deploy,) = [d for d in ds.of_kind(docs, "Deployment") if d["metadata"]["name"] == f"{ds.RELEASE}-tile-worker"]
+    assert "replicas" not in deploy["spec"]  # KEDA owns the count
+    assert not [h for h in ds.of_kind(docs, "HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("tile-worker")]
+    plain = ds.documents(ds.render({}, profile="gpu"))
+    assert not ds.of_kind(plain, "ScaledObject")

@@ -220,3 +220,14 @@ def test_model_storage_layout_matches_the_model_server(values: dict[str, Any]) -
     assert 'return self.model.replace("-", "_")' in source  # ModelSpec.model_dir
     assert 'VERSION_FILES = ("config.json", "model.pt")' in source
     assert values["modelServing"]["storagePrefix"] == "models"
+
+
+def test_worker_topics_and_groups_match_the_workers(values: dict[str, Any]) -> None:
+    """What KEDA watches is what the workers consume: topic and group from each TaskSpec."""
+    import importlib
+
+    from urbanfabric.settings import Settings
+
+    for name, w in values["workers"].items():
+        spec = importlib.import_module(w["module"]).spec(Settings())
+        assert (w["topic"], w["consumerGroup"]) == (spec.topic, f"urbanfabric-{spec.name}"), name

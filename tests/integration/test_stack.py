@@ -124,6 +124,27 @@ def test_cli_rejects_unknown_component(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["bogus"]) == 2
 
 
+def test_worker_replicas_start_are_recorded_and_stop_together(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    sleep = ["{python}", "-c", "import time; time.sleep(120)"]
+    worker = Component("tile_worker", argv=sleep, health=alive_for(0.2), timeout_s=10)
+    flows = Component("flows", argv=sleep, health=alive_for(0.2), depends_on=("tile_worker",), timeout_s=10)
+    stack = Stack(root=REPO, stack_dir=tmp_path, components=(worker, flows), out=io.StringIO(), workers=3)
+    assert [c.name for c in stack.components] == ["tile_worker", "tile_worker-2", "tile_worker-3", "flows"]
+    stack.up()
+    try:
+        # A later command (status, down) learns the replica count from the stack file.
+        again = Stack(root=REPO, stack_dir=tmp_path, components=(worker, flows), out=io.StringIO())
+        rows = {r.name: r for r in again.status()}
+        assert {"tile_worker", "tile_worker-2", "tile_worker-3"} <= set(rows)
+        assert all(rows[n].alive for n in rows) and len({rows[n].pid for n in rows}) == 4
+    finally:
+        again.down()
+    assert not any(r.alive for r in stack.status())
+    assert main(["up", "--stack-dir", str(tmp_path / "x"), "--workers", "9"]) == 1
+    assert "workers: between 1 and 4" in capsys.readouterr().err
+
+
 # -- the real thing --------------------------------------------------------------------------
 @pytest.mark.skipif(weed_binary() is None or tansu_binary() is None, reason="weed or tansu binary not installed")
 def test_up_status_kafka_roundtrip_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--only", default=None, help="comma-separated components; dependencies are added")
     up.add_argument("--timeout", type=float, default=None, help="health timeout per component in seconds")
     up.add_argument("--parallel", type=int, default=3, help="most components starting at once (default 3)")
+    up.add_argument("--workers", type=int, default=None,
+                    help="processes of each Kafka worker, sharing its topics' partitions (default 1)")
     status = sub.add_parser("status", parents=[common], help="show each component; exit 1 if a started one is down")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("down", parents=[common], help="stop everything and check that no process is left")
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on errors; return instead
         return int(exc.code or 0)
-    stack = Stack(stack_dir=args.stack_dir)
     try:
+        stack = Stack(stack_dir=args.stack_dir, workers=getattr(args, "workers", None))
         if args.command == "up":
             only = args.only.split(",") if args.only else None
             stack.up(only=only, timeout_s=args.timeout, parallel=args.parallel)

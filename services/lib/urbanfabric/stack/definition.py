@@ -9,6 +9,7 @@ the Prefect flow runner. Everything binds 127.0.0.1 on allocated free ports.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -346,3 +347,25 @@ COMPONENTS: tuple[Component, ...] = (
         timeout_s=120,
     ),
 )
+
+#: The Kafka workers, the components ``stack up --workers N`` runs N of.
+WORKERS = ("tile_worker", "building_worker")
+
+
+def with_worker_replicas(components: Sequence[Component], replicas: int) -> tuple[Component, ...]:
+    """``components`` with ``replicas`` processes of each Kafka worker: ``tile_worker``,
+    ``tile_worker-2``, … in one consumer group, so Kafka shares the topics' partitions
+    between them. More replicas than :data:`TOPIC_PARTITIONS` would idle, so they are refused.
+
+    Raises:
+        ValueError: ``replicas`` outside 1 … TOPIC_PARTITIONS.
+    """
+    if not 1 <= replicas <= TOPIC_PARTITIONS:
+        raise ValueError(f"workers: between 1 and {TOPIC_PARTITIONS} (the topics' partitions), got {replicas}")
+    out: list[Component] = []
+    for comp in components:
+        out.append(comp)
+        if comp.name in WORKERS:
+            out += [dataclasses.replace(comp, name=f"{comp.name}-{i}") for i in range(2, replicas + 1)]
+    return tuple(out)
+

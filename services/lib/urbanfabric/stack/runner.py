@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from urbanfabric import settings as config
 from urbanfabric.stack import procs
 from urbanfabric.stack.component import Component, NotReady, ProcInfo, StackContext
-from urbanfabric.stack.definition import COMPONENTS
+from urbanfabric.stack.definition import COMPONENTS, with_worker_replicas
 
 STATE_VERSION = 1
 _LOG_TAIL_LINES = 40
@@ -125,6 +125,8 @@ class Stack:
             ``<root>/.stack``.
         components: The component list; default :data:`COMPONENTS`.
         out: Where progress lines go; default stdout.
+        workers: Processes of each Kafka worker (:func:`with_worker_replicas`); default the
+            number the recorded stack was started with, else 1.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class Stack:
         stack_dir: Path | None = None,
         components: Sequence[Component] = COMPONENTS,
         out: TextIO | None = None,
+        workers: int | None = None,
     ) -> None:
         self.root = (root or config.repo_root()).resolve()
         if stack_dir is not None:
@@ -141,7 +144,13 @@ class Stack:
             self.stack_dir = config.stack_dir()
         else:
             self.stack_dir = self.root / ".stack"
-        self.components = _topological(components)
+        if workers is None:
+            workers = int(self.load_state().get("workers", 1))
+        try:
+            self.workers = workers
+            self.components = _topological(with_worker_replicas(components, workers))
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         self.by_name = {c.name: c for c in self.components}
         self.out = out or sys.stdout
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -327,6 +336,7 @@ class Stack:
             if problems:
                 raise StackError("cannot start:\n  " + "\n  ".join(problems))
             self._free_ports_for(ctx, state, to_start)
+            state["workers"] = max(self.workers, int(state.get("workers", 1)))
             self._save_state(state, ctx)
             started: list[str] = []
             t_all = time.monotonic()
