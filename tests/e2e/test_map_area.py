@@ -181,21 +181,35 @@ def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needl
 def test_malformed_task_is_set_aside_and_workers_keep_going(stack, sample_job):
     prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     prod.send(bus.TILES, key=b"poison", value=b"\x08\xff\xff\xff garbage").get(timeout=30)
+    escape = tasks_pb2.TileTask()
+    escape.job.job_id, escape.tile.tile_id = "../../x", "t1"  # would write outside the job's folder
+    escape.source.catalog_uri = "s3://urbanfabric/sources/none/catalog.json"
+    prod.send(bus.TILES, key=b"traversal", value=escape.SerializeToString()).get(timeout=30)
     prod.close()
     cons = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None, consumer_timeout_ms=1000)
     cons.assign([TopicPartition(bus.DLQ, p) for p in cons.partitions_for_topic(bus.DLQ)])
     cons.seek_to_beginning()
     import time
 
-    found = None
+    found: dict[bytes, tasks_pb2.DeadLetter] = {}
     deadline = time.time() + 60
-    while found is None and time.time() < deadline:
+    while len(found) < 2 and time.time() < deadline:
         for recs in cons.poll(timeout_ms=1000).values():
             for r in recs:
-                if r.key == b"poison":
-                    found = tasks_pb2.DeadLetter.FromString(r.value)
+                if r.key in (b"poison", b"traversal"):
+                    found[r.key] = tasks_pb2.DeadLetter.FromString(r.value)
     cons.close()
-    assert found is not None and found.topic == bus.TILES and found.error.message
+    assert found[b"poison"].topic == bus.TILES and found[b"poison"].error.message
+    assert found[b"traversal"].error.field == "job.job_id"
+    # `urbanfabric dlq list` shows them with their reasons; replaying sets the bad one aside again.
+    from urbanfabric.runtime.dead_letters import read_letters, replay
+
+    letters = [x for x in read_letters(stack, idle_s=2.0) if x.letter.key == b"traversal"]
+    assert letters and letters[0].reason.startswith("invalid_argument: job.job_id:")
+    assert replay(stack, letters[:1]) == 1
+    deadline = time.time() + 60
+    while len([x for x in read_letters(stack, idle_s=2.0) if x.letter.key == b"traversal"]) <= len(letters):
+        assert time.time() < deadline, "the replayed letter was not set aside again"
     # The tile worker is still alive and serving: a real run completes afterwards.
     test_every_service_answers_health_serving(stack)
 

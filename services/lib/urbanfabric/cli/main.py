@@ -6,6 +6,7 @@
     urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
     urbanfabric models list|publish|check  the registry's served versions in the object store
+    urbanfabric dlq list|replay [--job J]  tasks the workers set aside, why, and sending them again
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from urbanfabric.cli.models import add_arguments as models_arguments
 
     models_arguments(sub.add_parser("models", help="list, publish or check the served model versions"))
+    from urbanfabric.cli.dlq import add_arguments as dlq_arguments
+
+    dlq_arguments(sub.add_parser("dlq", help="list or replay dead-lettered tasks"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from urbanfabric.cli.demo import main as demo_main
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from urbanfabric.cli.heatmaps import run as explain_run
 
         return explain_run(args)
+    if args.command == "dlq":
+        from urbanfabric.cli.dlq import run as dlq_run
+
+        return dlq_run(args)
     if args.command == "models":
         from urbanfabric.cli.models import run as models_run
 

@@ -3,9 +3,10 @@
 Delivery is at-least-once. A worker processes a task, writes its outputs under deterministic
 keys, then writes a commit marker holding the serialized result, publishes the result, and only
 then commits the Kafka offset. A re-delivered task whose marker exists is answered from the
-marker without redoing work. A message that cannot be parsed, or that keeps failing after
-``max_attempts`` retryable errors, goes to the dead-letter topic with the reason — it never
-blocks its partition.
+marker without redoing work. A message that cannot be parsed or validated, or whose
+dependencies stay down longer than the retry budget (``URBANFABRIC_RETRY_BUDGET_S``, 180 s),
+goes to the dead-letter topic with the reason — it never blocks its partition, and no
+per-message error stops the worker (``urbanfabric dlq`` lists and replays dead letters).
 
 Completion is tracked with result messages and object-store markers, never with offsets or
 lag (the local Tansu broker reports wrong high watermarks; see RECIPES).
@@ -23,6 +24,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from urbanfabric.settings import Settings
@@ -110,77 +112,121 @@ class TaskSpec:
 
 
 class TaskWorker:
-    """Consume tasks of one kind as a member of a consumer group."""
+    """Consume tasks of one kind as a member of a consumer group.
+
+    Per-message errors never stop the worker. A message that does not parse or validate
+    (including a key its ids would build) is dead-lettered at once. A dependency that is down
+    (:class:`Unavailable`; the object store or the broker refusing a call) is retried with
+    exponential backoff (capped at ``max_backoff_s``) for ``retry_budget_s`` — long enough to
+    ride out a service restart — and only then reported FAILED and dead-lettered. Should even
+    reporting fail past the budget, the offset is not committed and the message is read again.
+    """
 
     def __init__(self, settings: Settings, spec: TaskSpec, group: str | None = None,
-                 max_attempts: int = 3, backoff_s: float = 1.0) -> None:
+                 retry_budget_s: float | None = None, backoff_s: float = 1.0, max_backoff_s: float = 15.0) -> None:
         self.settings = settings
         self.spec = spec
         self.group = group or f"urbanfabric-{spec.name}"
         self.store = ObjectStore(settings)
-        self.max_attempts = max_attempts
+        self.retry_budget_s = float(os.environ.get("URBANFABRIC_RETRY_BUDGET_S", 180)) \
+            if retry_budget_s is None else retry_budget_s
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self._stop = False
 
     def stop(self, *_: Any) -> None:
         """Finish the current task, then leave the group (SIGTERM handler)."""
         self._stop = True
 
+    def _pause(self, attempt: int) -> None:
+        time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+
+    def _retrying(self, call: Callable[[], Any], what: str) -> Any:
+        """``call()``, retried on transient infrastructure errors within the retry budget."""
+        start, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                return call()
+            except (Unavailable, KafkaError, OSError) as exc:
+                if time.monotonic() - start >= self.retry_budget_s or self._stop:
+                    raise Unavailable(f"{what}: {exc}") from exc
+                log.warning("%s failed, retrying: %s", what, exc, extra={"attempt": attempt})
+                self._pause(attempt)
+
+    def _send(self, prod: KafkaProducer, topic: str, key: bytes | None, value: bytes) -> None:
+        self._retrying(lambda: prod.send(topic, key=key, value=value).get(timeout=30), f"send to {topic}")
+
     def _dead_letter(self, prod: KafkaProducer, record: Any, err: common_pb2.Error, attempts: int) -> None:
         letter = tasks_pb2.DeadLetter(
             topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key or b"", payload=record.value or b"", error=err, attempts=attempts,
         )
-        prod.send(DLQ, key=record.key, value=letter.SerializeToString()).get(timeout=30)
+        self._send(prod, DLQ, record.key, letter.SerializeToString())
         log.error("dead-lettered", extra={"topic": record.topic, "offset": record.offset,
                                           "error": err.message, "field": err.field})
 
-    def process(self, record: Any, prod: KafkaProducer) -> str:
-        """Handle one record; returns the outcome label. Never raises for task errors."""
+    def _parse(self, record: Any) -> tuple[Any, str]:
+        """The task and its marker key; InvalidInput for anything malformed."""
         spec = self.spec
         task = spec.task_type()
         try:
             task.ParseFromString(record.value or b"")
-            spec.validate(task)
-        except (DecodeError, InvalidInput) as exc:
-            err = error_message(exc if isinstance(exc, InvalidInput) else InvalidInput("payload", f"not a {spec.task_type.__name__}: {exc}"))
-            self._dead_letter(prod, record, err, attempts=1)
+        except DecodeError as exc:
+            raise InvalidInput("payload", f"not a {spec.task_type.__name__}: {exc}") from None
+        spec.validate(task)
+        return task, spec.marker_key(task)
+
+    def process(self, record: Any, prod: KafkaProducer) -> str:
+        """Handle one record; returns the outcome label.
+
+        Raises:
+            Unavailable: the result could not be stored or published within the retry budget
+                (the caller must not commit the offset).
+        """
+        spec = self.spec
+        try:
+            task, marker = self._parse(record)
+        except (InvalidInput, ValueError) as exc:
+            err = exc if isinstance(exc, InvalidInput) else InvalidInput("payload", str(exc))
+            self._dead_letter(prod, record, error_message(err), attempts=1)
             return "malformed"
-        marker = spec.marker_key(task)
-        if self.store.exists(marker):
+        done = self._retrying(lambda: self.store.get_bytes(marker) if self.store.exists(marker) else None,
+                              "marker check")
+        if done is not None:
             # Already done (re-delivery): report the stored result again, do nothing else.
-            prod.send(spec.result_topic, key=spec.result_key(task).encode(),
-                      value=self.store.get_bytes(marker)).get(timeout=30)
+            self._send(prod, spec.result_topic, spec.result_key(task).encode(), done)
             return "duplicate"
-        attempt = 0
+        result = self._handle(record, task, prod)
+        payload = result.SerializeToString()
+        if getattr(result, "status", None) in (tasks_pb2.TASK_STATUS_SUCCEEDED, tasks_pb2.TASK_STATUS_EMPTY):
+            # Marker last: outputs are complete once it exists.
+            self._retrying(lambda: self.store.put_bytes(marker, payload), "marker write")
+        self._send(prod, spec.result_topic, spec.result_key(task).encode(), payload)
+        return "failed" if getattr(result, "status", None) == tasks_pb2.TASK_STATUS_FAILED else "ok"
+
+    def _handle(self, record: Any, task: Any, prod: KafkaProducer) -> Message:
+        """The task's result: its handler's, or a FAILED one (dead-lettered unless the input
+        itself is wrong)."""
+        spec = self.spec
+        start, attempt = time.monotonic(), 0
         while True:
             attempt += 1
             try:
-                result = spec.handle(task)
-                break
+                return spec.handle(task)
             except Unavailable as exc:
-                if attempt >= self.max_attempts or self._stop:
-                    result = spec.failed(task, error_message(exc))
+                if time.monotonic() - start >= self.retry_budget_s or self._stop:
                     self._dead_letter(prod, record, error_message(exc), attempt)
-                    break
+                    return spec.failed(task, error_message(exc))
                 log.warning("retrying after %s", exc, extra={"attempt": attempt})
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                self._pause(attempt)
             except (UrbanfabricError, RuntimeError) as exc:
                 # Permanent for this input: report it, do not retry.
-                result = spec.failed(task, error_message(exc))
-                break
+                return spec.failed(task, error_message(exc))
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the worker
                 log.exception("task crashed")
-                result = spec.failed(task, error_message(exc))
                 self._dead_letter(prod, record, error_message(exc), attempt)
-                break
-        payload = result.SerializeToString()
-        if getattr(result, "status", None) == tasks_pb2.TASK_STATUS_SUCCEEDED or \
-                getattr(result, "status", None) == tasks_pb2.TASK_STATUS_EMPTY:
-            # Marker last: outputs are complete once it exists.
-            self.store.put_bytes(marker, payload)
-        prod.send(spec.result_topic, key=spec.result_key(task).encode(), value=payload).get(timeout=30)
-        return "failed" if getattr(result, "status", None) == tasks_pb2.TASK_STATUS_FAILED else "ok"
+                return spec.failed(task, error_message(exc))
 
     def run(self) -> None:
         """Poll, process, commit — until SIGTERM."""
@@ -192,13 +238,27 @@ class TaskWorker:
         try:
             while not self._stop:
                 batches = cons.poll(timeout_ms=500, max_records=1)
-                for _tp, records in batches.items():
+                for tp, records in batches.items():
                     for record in records:
                         start = time.perf_counter()
-                        outcome = self.process(record, prod)
+                        try:
+                            outcome = self.process(record, prod)
+                        except Exception:  # noqa: BLE001 - never exit on one message
+                            # Not reported: read it again rather than lose it.
+                            log.exception("task not reported; will be read again",
+                                          extra={"offset": record.offset, "partition": record.partition})
+                            TASKS.labels(self.spec.name, "requeued").inc()
+                            cons.seek(tp, record.offset)
+                            self._pause(4)
+                            continue
                         TASKS.labels(self.spec.name, outcome).inc()
                         TASK_SECONDS.labels(self.spec.name).observe(time.perf_counter() - start)
-                        cons.commit()
+                        try:
+                            cons.commit()
+                        except KafkaError as exc:
+                            # A rebalance or a broker restart: the record may come again, and
+                            # its marker then answers it without redoing the work.
+                            log.warning("commit failed: %s", exc, extra={"offset": record.offset})
                         log.info("task %s", outcome, extra={"offset": record.offset,
                                                             "partition": record.partition})
         finally:
