@@ -88,8 +88,8 @@ FROM runtime AS svc-intensity
 EXPOSE 50056 9090
 
 FROM runtime AS svc-workers
-# Workers serve no port: a process that is up is healthy (a crash restarts the container).
-HEALTHCHECK NONE
+# /livez, /readyz and /metrics of the Kafka worker (runtime/worker_health.py).
+EXPOSE 9090
 
 FROM runtime AS svc-flows
 # `python -m flows.serve` serves the map-area deployment to the Prefect server (PREFECT_API_URL);

@@ -31,13 +31,12 @@ COMMANDS: dict[str, tuple[list[str], list[str]]] = {
     "attributes": (["python", "-m", "services.attributes.server"], ["--host", "0.0.0.0", "--port", "50055", "--metrics-port", "9090"]),
     "intensity": (["python", "-m", "services.intensity.server"], ["--host", "0.0.0.0", "--port", "50056", "--metrics-port", "9090"]),
     # The chart picks the module (tile_worker or building_worker).
-    "workers": (["python", "-m"], ["services.workers.tile_worker"]),
+    "workers": (["python", "-m"], ["services.workers.tile_worker", "--host", "0.0.0.0", "--health-port", "9090"]),
     "flows": (["python", "-m", "flows.serve"], []),
     "modelserver": (["python", "-m", "services.modelserver"], ["--host", "0.0.0.0", "--http-port", "8080", "--grpc-port", "8081", "--model-dir", "/mnt/models"]),
 }
 
 #: URBANFABRIC_SERVICE -> (protocol, port, gRPC service name or HTTP path) of its health check.
-#: The workers serve no port: their image declares HEALTHCHECK NONE.
 HEALTH: dict[str, tuple[str, int, str]] = {
     "acquisition": ("grpc", 50051, "urbanfabric.v1.AcquisitionService"),
     "calibration": ("grpc", 50052, "urbanfabric.v1.CalibrationService"),
@@ -45,6 +44,8 @@ HEALTH: dict[str, tuple[str, int, str]] = {
     "materials": ("grpc", 50054, "urbanfabric.v1.MaterialsService"),
     "attributes": ("grpc", 50055, "urbanfabric.v1.AttributesService"),
     "intensity": ("grpc", 50056, "urbanfabric.v1.IntensityService"),
+    # A worker is ready once it polls the broker (runtime/worker_health.py).
+    "workers": ("http", 9090, "/readyz"),
     # The Prefect runner's webserver answers /health (unhealthy once it stops polling).
     "flows": ("http", 8080, "/health"),
     "modelserver": ("http", 8080, "/v2/health/ready"),

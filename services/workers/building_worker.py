@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import geopandas as gpd
-from urbanfabric.runtime import bus, logs
+from urbanfabric.runtime import bus
 from urbanfabric.runtime.connections import call, stub
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput
@@ -143,9 +143,7 @@ def spec(settings: Settings) -> bus.TaskSpec:
 
 
 def main() -> None:
-    logs.configure("building-worker")
-    settings = Settings.load()
-    bus.TaskWorker(settings, spec(settings)).run()
+    bus.worker_main("building-worker", spec)
 
 
 if __name__ == "__main__":

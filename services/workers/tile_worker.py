@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from urbanfabric.runtime import bus, logs
+from urbanfabric.runtime import bus
 from urbanfabric.runtime.connections import call, stub
 from urbanfabric.settings import Settings
 from urbanfabric.errors import EmptyArea, InvalidInput
@@ -85,9 +85,7 @@ def spec(settings: Settings) -> bus.TaskSpec:
 
 
 def main() -> None:
-    logs.configure("tile-worker")
-    settings = Settings.load()
-    bus.TaskWorker(settings, spec(settings)).run()
+    bus.worker_main("tile-worker", spec)
 
 
 if __name__ == "__main__":

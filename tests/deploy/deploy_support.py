@@ -453,6 +453,9 @@ def entrypoint_flags(module: str) -> frozenset[str]:
     path = runnable_file(module)
     assert path is not None, module
     flags = argparse_flags(path)
+    if "worker_main(" in path.read_text():
+        # Kafka workers parse through urbanfabric.runtime.bus.worker_main.
+        flags |= argparse_flags(ROOT / "services/lib/urbanfabric/runtime/bus.py")
     if "main_args(" in path.read_text() or "run_service(" in path.read_text():
         _, files = import_closure([module])
         helpers = [f for f in files if re.search(r"^def main_args\(", f.read_text(), re.MULTILINE)]

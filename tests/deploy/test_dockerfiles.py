@@ -82,8 +82,8 @@ def test_every_image_has_a_stage_an_extra_and_a_command() -> None:
     assert ds.images() == sorted(IMAGE_ENTRIES)
     assert set(COMMANDS) == set(IMAGE_ENTRIES)
     assert set(ds.images()) <= set(ds.pyproject_extras())
-    # Every image has a health check but the workers (HEALTHCHECK NONE in their stage).
-    assert set(HEALTH) == set(IMAGE_ENTRIES) - {"workers"}
+    # Every image has a health check (the workers' answers on their health port).
+    assert set(HEALTH) == set(IMAGE_ENTRIES)
 
 
 def test_the_image_is_picked_by_service() -> None:
@@ -320,9 +320,6 @@ def test_pins_match_the_project_requirements(name: str) -> None:
 @pytest.mark.parametrize("name", ds.images())
 def test_healthcheck_is_the_launchers(name: str) -> None:
     hc = ds.last(image(name), "HEALTHCHECK")
-    if hc.args.strip() == "NONE":
-        assert name == "workers" and name not in HEALTH  # no port to check: the chart restarts a crashed worker
-        return
     argv = ds.Instruction("CMD", hc.args.split("CMD", 1)[1].strip(), hc.line).exec_form()
     assert argv == [*LAUNCH, "health"], argv
     protocol, port, target = HEALTH[name]

@@ -9,10 +9,7 @@ Services map them to gRPC status codes in one place (``urbanfabric.runtime.grpc_
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, TypeVar
-
-if TYPE_CHECKING:
-    from pydantic import ValidationError
+from typing import Any, TypeVar
 
 
 class UrbanfabricError(Exception):
@@ -40,9 +37,10 @@ class EmptyArea(InvalidInput):
     """The requested area does not intersect any imagery of the source."""
 
 
-def from_validation(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    """The first problem of a pydantic validation error as :class:`InvalidInput` on its field
-    path (under ``prefix``), counting the others."""
+def from_validation(exc: Any, prefix: str = "") -> InvalidInput:
+    """The first problem of a pydantic ``ValidationError`` as :class:`InvalidInput` on its field
+    path (under ``prefix``), counting the others. (Typed ``Any``: the services that never
+    validate a spec do not install pydantic.)"""
     first = exc.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
     field = ".".join(p for p in (prefix, path) if p) or "spec"

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable, UrbanfabricError
 from urbanfabric.io.object_store import ObjectStore
+from urbanfabric.runtime.worker_health import WorkerHealth
 from urbanfabric.v1 import common_pb2, tasks_pb2
 
 log = logging.getLogger(__name__)
@@ -228,19 +229,31 @@ class TaskWorker:
                 self._dead_letter(prod, record, error_message(exc), attempt)
                 return spec.failed(task, error_message(exc))
 
-    def run(self) -> None:
-        """Poll, process, commit — until SIGTERM."""
+    def run(self, health_port: int | None = None, host: str = "127.0.0.1") -> None:
+        """Poll, process, commit — until SIGTERM. With ``health_port``, answer ``/livez``,
+        ``/readyz`` and ``/metrics`` there (:class:`WorkerHealth`)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        health = WorkerHealth(task_timeout_s=_int_env("URBANFABRIC_KAFKA_MAX_POLL_MS", 900000) / 1000)
+        if health_port is not None:
+            health.serve(health_port, host)
         prod = producer(self.settings)
         cons = consumer(self.settings, self.group, self.spec.topic)
-        log.info("ready", extra={"group": self.group, "topic": self.spec.topic})
+        log.info("ready", extra={"group": self.group, "topic": self.spec.topic, "health_port": health_port})
         try:
             while not self._stop:
-                batches = cons.poll(timeout_ms=500, max_records=1)
+                try:
+                    batches = cons.poll(timeout_ms=500, max_records=1)
+                    health.polled()
+                except KafkaError as exc:  # the broker is restarting: wait, do not exit
+                    health.poll_failed()
+                    log.warning("poll failed: %s", exc)
+                    self._pause(3)
+                    continue
                 for tp, records in batches.items():
                     for record in records:
                         start = time.perf_counter()
+                        health.task_started()
                         try:
                             outcome = self.process(record, prod)
                         except Exception:  # noqa: BLE001 - never exit on one message
@@ -249,8 +262,10 @@ class TaskWorker:
                                           extra={"offset": record.offset, "partition": record.partition})
                             TASKS.labels(self.spec.name, "requeued").inc()
                             cons.seek(tp, record.offset)
+                            health.task_done()
                             self._pause(4)
                             continue
+                        health.task_done()
                         TASKS.labels(self.spec.name, outcome).inc()
                         TASK_SECONDS.labels(self.spec.name).observe(time.perf_counter() - start)
                         try:
@@ -266,3 +281,19 @@ class TaskWorker:
             prod.flush()
             prod.close()
             log.info("stopped")
+
+
+def worker_main(name: str, spec: Callable[[Settings], TaskSpec], argv: list[str] | None = None) -> None:
+    """The command line of a Kafka worker: ``[--health-port N] [--host H]``, then run."""
+    import argparse
+
+    from urbanfabric.runtime import logs
+
+    parser = argparse.ArgumentParser(prog=f"python -m services.workers.{name.replace('-', '_')}")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="serve /livez, /readyz and /metrics on this port (default: none)")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the health port (0.0.0.0 in a pod)")
+    args = parser.parse_args(argv)
+    logs.configure(name)
+    settings = Settings.load()
+    TaskWorker(settings, spec(settings)).run(health_port=args.health_port, host=args.host)

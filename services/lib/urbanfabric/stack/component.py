@@ -32,6 +32,8 @@ class ProcInfo:
     log: str
     argv: list[str]
     ready_s: float | None = None
+    #: The component this process runs (replicas share a definition, not a name).
+    name: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (stored in the stack file)."""

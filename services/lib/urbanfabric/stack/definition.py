@@ -21,7 +21,6 @@ from pathlib import Path
 from urbanfabric.settings import SERVICE_NAMES
 from urbanfabric.stack.component import LOCALHOST, Component, StackContext
 from urbanfabric.stack.health import (
-    alive_for,
     grpc_serving_for,
     http_ok,
     kafka_admin,
@@ -269,15 +268,26 @@ def _service(name: str) -> Component:
     )
 
 
-def _worker(name: str, calls: tuple[str, ...]) -> Component:
+#: The Kafka workers (``stack up --workers N`` runs N of each) and the services they call.
+WORKERS: dict[str, tuple[str, ...]] = {
+    "tile_worker": ("acquisition", "calibration", "segmentation"),
+    "building_worker": ("materials", "attributes", "intensity"),
+}
+
+
+def _worker(name: str) -> Component:
+    """Worker ``name``: healthy once it answers ``/readyz`` (it polled the broker), as the
+    chart's readiness probe asks."""
     module = f"services.workers.{name}"
     return Component(
         name=name,
-        argv=["{python}", "-m", module],
-        depends_on=("objectstore", "kafka", *calls),
-        health=alive_for(2.0),
+        argv=["{python}", "-m", module, "--health-port", "{ports[health]}"],
+        ports=("health",),
+        depends_on=("objectstore", "kafka", *WORKERS[name]),
+        health=http_ok(None, "health", "/readyz"),
         precheck=python_module_check(module),
-        timeout_s=30,
+        timeout_s=60,
+        endpoint="http://" + LOCALHOST + ":{ports[health]}",
     )
 
 
@@ -331,8 +341,7 @@ COMPONENTS: tuple[Component, ...] = (
         endpoint="http://" + LOCALHOST + ":{ports[http]}",
     ),
     *(_service(name) for name in SERVICE_NAMES),
-    _worker("tile_worker", calls=("acquisition", "calibration", "segmentation")),
-    _worker("building_worker", calls=("materials", "attributes", "intensity")),
+    *(_worker(name) for name in WORKERS),
     Component(
         name="flows",
         # The flow registers sources with acquisition, checks models on the model server and
@@ -347,10 +356,6 @@ COMPONENTS: tuple[Component, ...] = (
         timeout_s=120,
     ),
 )
-
-#: The Kafka workers, the components ``stack up --workers N`` runs N of.
-WORKERS = ("tile_worker", "building_worker")
-
 
 def with_worker_replicas(components: Sequence[Component], replicas: int) -> tuple[Component, ...]:
     """``components`` with ``replicas`` processes of each Kafka worker: ``tile_worker``,

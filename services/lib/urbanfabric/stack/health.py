@@ -27,12 +27,12 @@ def http_get(url: str, timeout_s: float = 1.5) -> tuple[int, bytes]:
         raise NotReady(f"GET {url}: {exc}") from exc
 
 
-def http_ok(component: str, port: str, path: str) -> HealthCheck:
-    """Healthy when GET ``http://127.0.0.1:<component's port>/<path>`` answers 200."""
+def http_ok(component: str | None, port: str, path: str) -> HealthCheck:
+    """Healthy when GET ``http://127.0.0.1:<component's port>/<path>`` answers 200
+    (``component`` None: the process's own component, for definitions shared by replicas)."""
 
     def check(ctx: StackContext, proc: ProcInfo) -> None:
-        del proc
-        url = f"http://{ctx.addr(component, port)}/{path.lstrip('/')}"
+        url = f"http://{ctx.addr(component or proc.name, port)}/{path.lstrip('/')}"
         status, body = http_get(url)
         if status != 200:
             raise NotReady(f"GET {url} -> {status} {body[:200]!r}")

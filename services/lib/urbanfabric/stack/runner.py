@@ -442,6 +442,7 @@ class Stack:
             started_at=time.time(),
             log=str(log),
             argv=argv,
+            name=comp.name,
         )
         state["components"][comp.name] = info.to_dict()
         started.append(comp.name)
