@@ -214,6 +214,28 @@ def test_malformed_task_is_set_aside_and_workers_keep_going(stack, sample_job):
     test_every_service_answers_health_serving(stack)
 
 
+def test_a_killed_worker_is_restarted_by_the_supervisor(stack):
+    """kill -9 the tile worker: the stack's supervisor restarts it, it turns ready again, and
+    the later tests' runs go through it."""
+    import os
+    import signal
+    import time
+
+    from urbanfabric.stack import Stack
+
+    local = Stack()
+    before = {r.name: r for r in local.status()}["tile_worker"]
+    os.killpg(before.pid, signal.SIGKILL)
+    deadline = time.time() + 90
+    while True:
+        row = {r.name: r for r in local.status()}["tile_worker"]
+        if row.healthy and row.pid != before.pid:
+            break
+        assert time.time() < deadline, f"tile_worker not back: {row}"
+        time.sleep(1)
+    assert row.restarts == before.restarts + 1
+
+
 def test_corrupt_imagery_fails_the_run_naming_the_image(stack, xiamen_dir, tmp_path):
     """A COG damaged in the object store: the tile fails with a clear message, nothing is
     published as complete, and the services stay up."""

@@ -145,6 +145,45 @@ def test_worker_replicas_start_are_recorded_and_stop_together(tmp_path: Path,
     assert "workers: between 1 and 4" in capsys.readouterr().err
 
 
+def test_revive_restarts_a_killed_component_with_backoff_and_counts_it(tmp_path: Path) -> None:
+    import signal
+
+    sleeper = Component("sleeper", argv=["{python}", "-c", "import time; time.sleep(120)"],
+                        health=alive_for(0.2), timeout_s=10)
+    stack = _quiet_stack(tmp_path, (sleeper,))
+    stack.up()
+    try:
+        assert stack.revive() == []  # alive: nothing to do
+        first = stack.status()[0].pid
+        os.killpg(first, signal.SIGKILL)
+        deadline = time.time() + 5
+        while is_running(first, json.loads((tmp_path / "stack.json").read_text())["components"]["sleeper"]["start_ticks"]):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert stack.revive() == ["sleeper"]
+        row = stack.status()[0]
+        assert row.alive and row.pid != first and row.restarts == 1
+        os.killpg(row.pid, signal.SIGKILL)
+        time.sleep(0.3)
+        assert stack.revive() == []  # within its 1 s backoff: not yet
+        time.sleep(1.0)
+        assert stack.revive() == ["sleeper"] and stack.status()[0].restarts == 2
+    finally:
+        stack.down()
+
+
+def test_the_supervisor_process_is_started_by_up_and_stopped_first_by_down(tmp_path: Path) -> None:
+    sleeper = Component("sleeper", argv=["{python}", "-c", "import time; time.sleep(120)"],
+                        health=alive_for(0.2), timeout_s=10)
+    stack = Stack(root=REPO, stack_dir=tmp_path, components=(sleeper,), out=io.StringIO(), supervise=True)
+    stack.up()
+    record = json.loads((tmp_path / "stack.json").read_text())["supervisor"]
+    assert is_running(record["pid"], record["start_ticks"])
+    stack.down()
+    assert not is_running(record["pid"], record["start_ticks"])
+    assert "supervisor" not in json.loads((tmp_path / "stack.json").read_text())
+
+
 # -- the real thing --------------------------------------------------------------------------
 @pytest.mark.skipif(weed_binary() is None or tansu_binary() is None, reason="weed or tansu binary not installed")
 def test_up_status_kafka_roundtrip_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

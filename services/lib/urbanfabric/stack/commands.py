@@ -34,9 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--parallel", type=int, default=3, help="most components starting at once (default 3)")
     up.add_argument("--workers", type=int, default=None,
                     help="processes of each Kafka worker, sharing its topics' partitions (default 1)")
+    up.add_argument("--no-supervise", action="store_true",
+                    help="do not restart crashed components (default: a supervisor process does, with backoff)")
     status = sub.add_parser("status", parents=[common], help="show each component; exit 1 if a started one is down")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("down", parents=[common], help="stop everything and check that no process is left")
+    sup = sub.add_parser("supervise", parents=[common], help=argparse.SUPPRESS)
+    sup.add_argument("--workers", type=int, default=1)
+    sup.add_argument("--interval", type=float, default=2.0)
     return parser
 
 
@@ -49,12 +54,12 @@ def _status(stack: Stack, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"stack_file": str(stack.state_file), "components": status_rows_as_dicts(rows)}, indent=2))
     else:
-        print(f"{'COMPONENT':<16} {'STATE':<12} {'PID':>7} {'RSS':>9} {'UPTIME':>8}  ENDPOINT / DETAIL")
+        print(f"{'COMPONENT':<16} {'STATE':<12} {'PID':>7} {'RSS':>9} {'UPTIME':>8} {'RESTARTS':>8}  ENDPOINT / DETAIL")
         for r in rows:
             pid = str(r.pid) if r.pid else "-"
             uptime = f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-"
             extra = r.endpoint if r.healthy else (r.detail or r.endpoint)
-            print(f"{r.name:<16} {r.state:<12} {pid:>7} {_fmt_bytes(r.rss_bytes):>9} {uptime:>8}  {extra}")
+            print(f"{r.name:<16} {r.state:<12} {pid:>7} {_fmt_bytes(r.rss_bytes):>9} {uptime:>8} {r.restarts:>8}  {extra}")
     started = [r for r in rows if r.state != "not started"]
     if not started:
         if not as_json:
@@ -77,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help and on errors; return instead
         return int(exc.code or 0)
     try:
-        stack = Stack(stack_dir=args.stack_dir, workers=getattr(args, "workers", None))
+        if args.command == "supervise":
+            from urbanfabric.stack.supervisor import supervise
+
+            return supervise(args.stack_dir or Stack().stack_dir, args.workers, args.interval)
+        stack = Stack(stack_dir=args.stack_dir, workers=getattr(args, "workers", None),
+                      supervise=not getattr(args, "no_supervise", True))
         if args.command == "up":
             only = args.only.split(",") if args.only else None
             stack.up(only=only, timeout_s=args.timeout, parallel=args.parallel)

@@ -34,6 +34,9 @@ class ProcInfo:
     ready_s: float | None = None
     #: The component this process runs (replicas share a definition, not a name).
     name: str = ""
+    #: Times the supervisor restarted it, and when it may restart it next (backoff).
+    restarts: int = 0
+    next_restart_at: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (stored in the stack file)."""

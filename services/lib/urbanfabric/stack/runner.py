@@ -51,6 +51,7 @@ class ComponentStatus:
     ready_s: float | None
     endpoint: str
     log: str
+    restarts: int = 0
 
     @property
     def down(self) -> bool:
@@ -127,6 +128,8 @@ class Stack:
         out: Where progress lines go; default stdout.
         workers: Processes of each Kafka worker (:func:`with_worker_replicas`); default the
             number the recorded stack was started with, else 1.
+        supervise: after ``up``, start a supervisor process that restarts crashed components
+            with backoff (:mod:`urbanfabric.stack.supervisor`); ``down`` stops it first.
     """
 
     def __init__(
@@ -136,7 +139,9 @@ class Stack:
         components: Sequence[Component] = COMPONENTS,
         out: TextIO | None = None,
         workers: int | None = None,
+        supervise: bool = False,
     ) -> None:
+        self.supervise = supervise
         self.root = (root or config.repo_root()).resolve()
         if stack_dir is not None:
             self.stack_dir = Path(stack_dir).resolve()
@@ -165,14 +170,20 @@ class Stack:
         print(message, file=self.out, flush=True)
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise up/down on one stack directory across processes."""
+    def _locked(self, wait_s: float = 10.0) -> Iterator[None]:
+        """Serialise up/down/revive on one stack directory across processes (the supervisor
+        holds the lock for a moment every round, so wait a little for it)."""
         self.stack_dir.mkdir(parents=True, exist_ok=True)
         with open(self.stack_dir / ".lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StackError(f"another 'stack up/down' is running on {self.stack_dir}") from None
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StackError(f"another 'stack up/down' is running on {self.stack_dir}") from None
+                    time.sleep(0.2)
             try:
                 yield
             finally:
@@ -352,6 +363,8 @@ class Stack:
                 if isinstance(exc, (StackError, KeyboardInterrupt)):
                     raise
                 raise StackError(f"{exc.__class__.__name__}: {exc}") from exc
+            if self.supervise:
+                self._start_supervisor(state, ctx)
             self._say(f"stack up in {time.monotonic() - t_all:.1f} s; settings in {self.state_file}")
 
     def _free_ports_for(self, ctx: StackContext, state: dict[str, Any], comps: Sequence[Component]) -> None:
@@ -527,6 +540,7 @@ class Stack:
                     ready_s=info.ready_s,
                     endpoint=endpoint,
                     log=info.log,
+                    restarts=info.restarts,
                 )
             )
         return rows
@@ -544,6 +558,7 @@ class Stack:
                 self._say("no stack recorded; nothing to stop")
                 return
             ctx = self._context(state, allocate=False)
+            self._stop_supervisor(state, ctx)
             records = state.get("components", {})
             order = [c.name for c in reversed(self.components) if c.name in records]
             order += [n for n in records if n not in order]  # recorded by an older component list
@@ -600,6 +615,61 @@ class Stack:
             except subprocess.TimeoutExpired:
                 pass
         return left, time.monotonic() - t0
+
+    # -- supervision -----------------------------------------------------------------------
+    def revive(self, max_backoff_s: float = 60.0) -> list[str]:
+        """Restart every recorded component whose process died, each no sooner than its
+        backoff allows (1, 2, 4 … ``max_backoff_s`` seconds after the previous restart).
+        Returns the names restarted. Health is not awaited: ``status`` shows it, and the
+        other components retry their calls meanwhile."""
+        try:
+            lock = self._locked(wait_s=0.0)
+            lock.__enter__()
+        except StackError:
+            return []  # an up/down is running: it owns the stack this round
+        try:
+            state = self.load_state()
+            records: dict[str, Any] = state.get("components", {})
+            if not records:
+                return []
+            ctx = self._context(state, allocate=False)
+            restarted: list[str] = []
+            now = time.time()
+            for comp in self.components:
+                record = records.get(comp.name)
+                if record is None:
+                    continue
+                info = ProcInfo(**record)
+                if procs.is_running(info.pid, info.start_ticks) or now < info.next_restart_at:
+                    continue
+                self._spawn(comp, ctx, state, [], comp.timeout_s)
+                fresh = state["components"][comp.name]
+                fresh["restarts"] = info.restarts + 1
+                fresh["next_restart_at"] = now + min(max_backoff_s, 2.0 ** info.restarts)
+                self._save_state(state, ctx)
+                restarted.append(comp.name)
+            return restarted
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _start_supervisor(self, state: dict[str, Any], ctx: StackContext) -> None:
+        record = state.get("supervisor")
+        if record and procs.is_running(record["pid"], record["start_ticks"]):
+            return
+        argv = [ctx.python, "-m", "urbanfabric.stack", "--stack-dir", str(self.stack_dir), "supervise",
+                "--workers", str(self.workers)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.root), str(self.root / "services" / "lib")])}
+        proc = procs.spawn(argv, env, self.stack_dir / "logs" / "supervisor.log", self.root)
+        stat = procs.read_stat(proc.pid)
+        state["supervisor"] = {"pid": proc.pid, "start_ticks": stat.start_ticks if stat else 0}
+        self._save_state(state, ctx)
+        self._say(f"{'supervisor':<16} restarts crashed components  pid {proc.pid}")
+
+    def _stop_supervisor(self, state: dict[str, Any], ctx: StackContext) -> None:
+        record = state.pop("supervisor", None)
+        if record:
+            procs.stop_session(record["pid"], record["start_ticks"], 5.0)
+            self._save_state(state, ctx)
 
 
 def status_rows_as_dicts(rows: Sequence[ComponentStatus]) -> list[dict[str, Any]]:
