@@ -183,7 +183,7 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
     sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, segmentation, halo_px, segment,
                                                              area_stats, landcover_spec))
     log.info("published %d tile tasks", sent)
-    results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job.job_id,
+    results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job,
                            {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
                            progress=lambda d, n: log.info("tiles %d/%d done", d, n))
     # Tiles failing on bad input are skipped with a warning; any other failure stops the job.
@@ -198,7 +198,7 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
     log = get_run_logger()
     jobs.publish(settings, bus.BUILDINGS, batch_msgs)
     log.info("published %d building batches", len(batch_msgs))
-    results = jobs.collect(settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job.job_id,
+    results = jobs.collect(settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job,
                            {k for k, _ in batch_msgs}, lambda r: r.batch_id, timeout_s,
                            progress=lambda d, n: log.info("batches %d/%d done", d, n))
     failed = [r for r in results.values() if r.status != tasks_pb2.TASK_STATUS_SUCCEEDED]
@@ -237,7 +237,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
     store = ObjectStore(settings)
     store.ensure_bucket()
     job_id = spec.job_id or jobs.new_job_id()
-    job = common_pb2.JobRef(job_id=job_id, bucket=bucket)
+    job = common_pb2.JobRef(job_id=job_id, bucket=bucket, run_id=jobs.new_run_id())
     parameters = spec.model_dump(mode="json", exclude={"job_id"})
     parameters["area"] = area.bbox() if area else None
     started = time.time()

@@ -377,3 +377,24 @@ def test_segmentation_mean_ensemble_runs_through_the_stack(stack, plain_one_tile
     assert np.isin(mean[0][valid], (0, 100)).mean() < 0.9  # probabilities, not vote shares
     assert np.abs(plain[0][valid].astype(int) - mean[0][valid].astype(int)).max() <= 1
     assert (plain[1] == mean[1]).mean() > 0.999
+
+
+def test_a_resumed_job_ignores_an_earlier_runs_failures(stack):
+    """A FAILED result of an earlier run of the same job sits on the result topic (what a run
+    that lost its segmentation service leaves): resuming with the job id maps the tile again
+    and completes; before run ids, the reader took the stale failure and failed in seconds."""
+    from urbanfabric.v1 import common_pb2
+
+    job_id = new_job_id()
+    tile = tiles_for_area(tuple(ONE_TILE[k] for k in ("west", "south", "east", "north")))[0]
+    stale = tasks_pb2.TileResult(
+        job=common_pb2.JobRef(job_id=job_id, bucket=stack.bucket, run_id="earlier-run"),
+        status=tasks_pb2.TASK_STATUS_FAILED,
+        error=common_pb2.Error(code=common_pb2.ERROR_CODE_UNAVAILABLE, message="segmentation was down"))
+    stale.tile.tile_id = tile.tile_id
+    prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    prod.send(bus.TILE_RESULTS, key=job_id.encode(), value=stale.SerializeToString()).get(timeout=30)
+    prod.close()
+    state, _ = _run(stack, job_id=job_id, area=ONE_TILE, imagery="sample:xiamen-z18", models=NO_MATERIALS)
+    assert state.is_completed(), state.message
+    assert _job_doc(ObjectStore(stack), job_id)["status"] == "succeeded"

@@ -156,3 +156,17 @@ def test_a_send_that_times_out_is_retried():
     w.retry_budget_s = 5.0
     assert w.process(_record(_task()), prod) == "ok"
     assert [t for t, _, _ in prod.sent] == [bus.TILE_RESULTS]
+
+
+def test_a_resumed_run_gets_the_stored_result_as_an_answer_to_its_own_run():
+    store, prod = MemoryStore(), RecordingProducer()
+    w = _worker(_ok, store)
+    first = _task()
+    first.job.run_id = "run-a"
+    assert w.process(_record(first), prod) == "ok"
+    again = _task()
+    again.job.run_id = "run-b"  # the same job resumed: a new run
+    assert w.process(_record(again), prod) == "duplicate"
+    answers = [tasks_pb2.TileResult.FromString(v) for _, _, v in prod.sent]
+    assert [a.job.run_id for a in answers] == ["run-a", "run-b"]
+    assert answers[1].status == tasks_pb2.TASK_STATUS_SUCCEEDED

@@ -195,8 +195,11 @@ class TaskWorker:
         done = self._retrying(lambda: self.store.get_bytes(marker) if self.store.exists(marker) else None,
                               "marker check")
         if done is not None:
-            # Already done (re-delivery): report the stored result again, do nothing else.
-            self._send(prod, spec.result_topic, spec.result_key(task).encode(), done)
+            # Already done (a re-delivery, or a resumed job): report the stored result again,
+            # as an answer to this task's run, and do nothing else.
+            stored = spec.result_type.FromString(done)
+            stored.job.CopyFrom(task.job)
+            self._send(prod, spec.result_topic, spec.result_key(task).encode(), stored.SerializeToString())
             return "duplicate"
         result = self._handle(record, task, prod)
         payload = result.SerializeToString()

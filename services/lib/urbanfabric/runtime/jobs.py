@@ -37,6 +37,11 @@ R = TypeVar("R", bound=Message)
 
 
 
+def new_run_id() -> str:
+    """A fresh id for one run of a job (:attr:`JobRef.run_id`)."""
+    return uuid.uuid4().hex[:16]
+
+
 def new_job_id() -> str:
     """Sortable, unique job id: ``<UTC timestamp>-<8 hex>``."""
     return f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -85,7 +90,7 @@ def collect(
     settings: Settings,
     topic: str,
     result_type: type[R],
-    job_id: str,
+    job: common_pb2.JobRef,
     expected: set[str],
     key_of: Callable[[R], str],
     timeout_s: float,
@@ -94,8 +99,9 @@ def collect(
     """Wait for one result per expected task of a job, read from the result topic.
 
     The consumer assigns all partitions itself (no group join: fast on every broker) and
-    reads from the beginning, keeping only this job's results; the last result per task wins
-    (a re-delivered task may report twice).
+    reads from the beginning, keeping only this run's results (``job.job_id`` and
+    ``job.run_id``: a resumed job never counts an earlier run's failures); the last result
+    per task wins (a re-delivered task may report twice).
 
     Raises:
         Unavailable: not every result arrived within ``timeout_s`` (the message lists which).
@@ -116,7 +122,7 @@ def collect(
                         msg.ParseFromString(rec.value or b"")
                     except Exception:  # noqa: BLE001 - someone else's garbage on the topic
                         continue
-                    if msg.job.job_id == job_id and key_of(msg) in expected:
+                    if (msg.job.job_id, msg.job.run_id) == (job.job_id, job.run_id) and key_of(msg) in expected:
                         results[key_of(msg)] = msg
                         if progress:
                             progress(len(results), len(expected))
