@@ -15,6 +15,7 @@ from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.rasters import COG_MEDIA_TYPE, cog_bytes
+from urbanfabric.io.source_policy import SourcePolicy
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.v1 import acquisition_pb2 as pb
@@ -25,8 +26,9 @@ SERVICE = "acquisition"
 
 
 class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, policy: SourcePolicy | None = None) -> None:
         self.store = store
+        self.policy = policy or SourcePolicy.from_env()
         self._items: dict[str, list] = {}
         self._lock = threading.Lock()
 
@@ -38,9 +40,16 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
             return self._items[uri]
 
     def _items_near(self, uri: str, cogs: list[str], collections: list[str],
+                    bbox: tuple[float, float, float, float], field: str = "source.catalog_uri") -> list:
+        """Scenes of a source near a lon/lat box (STAC API searched per request, static
+        catalogs and COG lists read once per process), each href allowed by the policy."""
+        self.policy.check(uri, field)
+        for i, cog in enumerate(cogs):
+            self.policy.check(cog, f"source.cog_uris[{i}]")
+        return self.policy.check_items(self._read_items(uri, cogs, collections, bbox), field)
+
+    def _read_items(self, uri: str, cogs: list[str], collections: list[str],
                     bbox: tuple[float, float, float, float]) -> list:
-        """Scenes of a source near a lon/lat box: STAC API searched per request, static
-        catalogs and COG lists read once per process."""
         if cogs:
             key = "cogs:" + ",".join(cogs)
             with self._lock:
@@ -61,7 +70,7 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
             "resampling": source.resampling or "nearest",
         }
         if source.basemap_uri:
-            options["basemap"] = self._items_near(source.basemap_uri, [], [], bbox)
+            options["basemap"] = self._items_near(source.basemap_uri, [], [], bbox, "source.basemap_uri")
         return options
 
     @staticmethod
@@ -71,6 +80,7 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
     def _source_items(self, source: common_pb2.ImagerySource, tile, halo_px: int) -> list:
         if not (source.catalog_uri or source.cog_uris):
             raise InvalidInput("source.catalog_uri", "give a catalog / STAC API URI or cog_uris")
+        self.policy.check(source.basemap_uri, "source.basemap_uri")  # before anything is read
         bbox = acquisition.area_wgs84(tile, halo_px)
         return self._items_near(source.catalog_uri, list(source.cog_uris), list(source.collections), bbox)
 
@@ -79,7 +89,7 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
         require(request, "source_id", "path")
         if request.format != pb.SOURCE_FORMAT_XYZ_TILES:
             raise InvalidInput("format", "only SOURCE_FORMAT_XYZ_TILES is supported so far")
-        path = Path(request.path)
+        path = self.policy.check_local(request.path, "path")
         if not path.is_dir():
             raise InvalidInput("path", f"{path} is not a folder the service can read")
         when = dt.datetime.fromisoformat(request.datetime) if request.datetime else None

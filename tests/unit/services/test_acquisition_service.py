@@ -1,6 +1,8 @@
 """Acquisition and calibration adapters over real gRPC servers (in-memory object store), and
 how a job turns tiles that failed on bad input into report warnings."""
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from rasterio.enums import ColorInterp
 from services.acquisition.server import AcquisitionServicer
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
+from urbanfabric.io.source_policy import SourcePolicy
 from urbanfabric.runtime import jobs
 from urbanfabric.outputs import report, summary
 from urbanfabric.runtime.convert import tile_to_proto
@@ -32,11 +35,16 @@ def _rgb_cog(path, values, size=200, res=10.0):
     return str(path)
 
 
+#: The local stack's policy (loopback and local files allowed): these tests read temporary files.
+LOCAL = SourcePolicy(allow_private=True, local_roots=(Path("/"),))
+
+
 @pytest.fixture()
-def services():
+def services(request):
     store = MemoryStore()
+    policy = getattr(request, "param", LOCAL)
     srv = serve("acquisition", [
-        Registration(AcquisitionServicer(store), acquisition_pb2_grpc.add_AcquisitionServiceServicer_to_server,
+        Registration(AcquisitionServicer(store, policy), acquisition_pb2_grpc.add_AcquisitionServiceServicer_to_server,
                      "urbanfabric.v1.AcquisitionService"),
         Registration(CalibrationServicer(store), calibration_pb2_grpc.add_CalibrationServiceServicer_to_server,
                      "urbanfabric.v1.CalibrationService")], port=0, block=False)
@@ -106,3 +114,23 @@ def test_tiles_failing_on_bad_input_become_report_warnings_and_the_rest_is_mappe
     assert "tile B skipped" in job_summary.text()
     md = report.report_md(job_summary, {})
     assert "## Warnings" in md and "- tile B skipped: crs: problem" in md
+
+
+@pytest.mark.parametrize("services", [SourcePolicy()], indirect=True)
+@pytest.mark.parametrize("field,source", [
+    ("source.catalog_uri", common_pb2.ImagerySource(catalog_uri="http://169.254.169.254/latest/meta-data/catalog.json")),
+    ("source.cog_uris[0]", common_pb2.ImagerySource(cog_uris=["/etc/passwd"])),
+    ("source.cog_uris[0]", common_pb2.ImagerySource(cog_uris=["/vsicurl/http://10.0.0.1/a.tif"])),
+    ("source.basemap_uri", common_pb2.ImagerySource(cog_uris=["s3://test/a.tif"], basemap_uri="http://127.0.0.1:9000/x.json")),
+])
+def test_the_strict_policy_refuses_forged_requests_and_the_service_stays_up(services, field, source, tmp_path):
+    store, acq, _ = services
+    tile = tiles_for_area(AREA, tile_px=64)[0]
+    with pytest.raises(grpc.RpcError) as err:
+        acq.FetchTile(acquisition_pb2.FetchTileRequest(job=common_pb2.JobRef(job_id="j"), tile=tile_to_proto(tile),
+                                                       source=source), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        acq.RegisterSource(acquisition_pb2.RegisterSourceRequest(source_id="s", path="/etc", zoom=18, format=acquisition_pb2.SOURCE_FORMAT_XYZ_TILES), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "local paths" in err.value.details()
+    assert not store.list()  # nothing was fetched or written

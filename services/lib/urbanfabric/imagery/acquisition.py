@@ -34,6 +34,7 @@ from rasterio.enums import Resampling
 from shapely.geometry import box, mapping
 
 from urbanfabric.imagery import scenes
+from urbanfabric.io.source_policy import SourcePolicy
 from urbanfabric.io import stac
 from urbanfabric.imagery.calibration import AreaStats, BandStats
 from urbanfabric.errors import EmptyArea, InvalidInput, NotFound
@@ -383,8 +384,10 @@ def source_items(
     store: ObjectStore | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     collections: list[str] | None = None,
+    policy: SourcePolicy | None = None,
 ) -> tuple[str, list[str], list[pystac.Item]]:
-    """Resolve a job's ``imagery`` string to ``(catalog_uri, cog_uris, items)``.
+    """Resolve a job's ``imagery`` string to ``(catalog_uri, cog_uris, items)``, every URI and
+    asset href allowed by ``policy`` (default :meth:`SourcePolicy.from_env`).
 
     Accepted: ``s3://…/catalog.json`` or any static catalog URL/path; a STAC API root
     ``http(s)://…`` (searched over ``bbox``); ``cogs:<url>,<url>,…`` (a plain COG list).
@@ -393,9 +396,14 @@ def source_items(
         InvalidInput: an empty COG list (field ``imagery``).
         NotFound: the catalog or API cannot be read.
     """
+    policy = policy or SourcePolicy.from_env()
     if imagery.startswith("cogs:"):
         cogs = [u.strip() for u in imagery[len("cogs:"):].split(",") if u.strip()]
         if not cogs:
             raise InvalidInput("imagery", "'cogs:' needs at least one COG URL")
-        return "", cogs, stac.items_from_cogs(cogs)
-    return imagery, [], stac.search_items(imagery, store, bbox=bbox, collections=collections)
+        for cog in cogs:
+            policy.check(cog, "imagery")
+        return "", cogs, policy.check_items(stac.items_from_cogs(cogs), "imagery")
+    policy.check(imagery, "imagery")
+    items = stac.search_items(imagery, store, bbox=bbox, collections=collections)
+    return imagery, [], policy.check_items(items, "imagery")

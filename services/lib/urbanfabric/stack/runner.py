@@ -313,6 +313,10 @@ class Stack:
             NO_PROXY=",".join(sorted(no_proxy)),
             no_proxy=",".join(sorted(no_proxy)),
         )
+        # Everything listens on 127.0.0.1 and the sample data is a local folder: the local stack
+        # lets imagery come from loopback and local paths (io/source_policy; strict in the chart).
+        env.setdefault("URBANFABRIC_SOURCE_ALLOW_PRIVATE", "1")
+        env.setdefault("URBANFABRIC_SOURCE_LOCAL_ROOTS", "/")
         env.update(comp.build_env(ctx))
         return env
 
