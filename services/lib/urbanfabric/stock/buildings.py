@@ -17,6 +17,7 @@ import pandas as pd
 from urbanfabric.stock.derived_intensity import KeyMapping
 from urbanfabric.stock.intensity import MaterialIntensityTable
 from urbanfabric.stock.monte_carlo import StockOptions
+from urbanfabric.stock.pv_sky import ClearSkyClimate
 from urbanfabric.stock.solar import PvoutSource, SolarOptions, rooftop_potential
 
 
@@ -41,6 +42,7 @@ def building_stock(
     pvout: PvoutSource | None,
     roof_shape: Sequence[str] | None = None,
     main_axis_deg: np.ndarray | None = None,
+    default_sky: ClearSkyClimate | None = None,
 ) -> pd.DataFrame:
     """One row per building: the columns of ``simulate_stock`` plus ``solar_kwh_per_year``,
     ``pvout_kwh_per_kwp_day``, ``solar_kwp`` and ``solar_source``, with ``fallback`` joining the
@@ -55,7 +57,7 @@ def building_stock(
                                  height_m=height_m, height_p05=height_p05, height_p95=height_p95,
                                  options=options)
     sun = rooftop_potential(footprint_area_m2, longitude, latitude, pvout, solar_options,
-                            roof_shape=roof_shape, main_axis_deg=main_axis_deg)
+                            roof_shape=roof_shape, main_axis_deg=main_axis_deg, default=default_sky)
     out = stock.reset_index(drop=True)
     out["solar_kwh_per_year"] = sun["solar_kwh_per_year"].to_numpy()
     out["pvout_kwh_per_kwp_day"] = sun["pvout_kwh_per_kwp_day"].to_numpy()
