@@ -176,3 +176,30 @@ def sanity_checks(table: pd.DataFrame, population: float | None = None) -> list[
                 table.loc[unknown, "building_id"].astype(str).head(EXAMPLES).tolist()
                 if "building_id" in table else []))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m urbanfabric.outputs.sanity BUILDINGS.parquet [--population N]``: the sanity
+    warnings and the abstention table of a buildings table, as the report shows them."""
+    import argparse
+
+    import geopandas as gpd
+
+    from urbanfabric.outputs.abstention import abstention_md, abstentions
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("table", help="a buildings GeoParquet")
+    ap.add_argument("--population", type=float, default=None)
+    args = ap.parse_args(argv)
+    table = gpd.read_parquet(args.table)
+    warnings = sanity_checks(table, args.population)
+    print(f"{len(table)} buildings, {len(warnings)} sanity warnings")
+    for w in warnings:
+        print(" ", w.text())
+    print()
+    print(abstention_md(abstentions(table)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

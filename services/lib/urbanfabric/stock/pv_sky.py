@@ -112,6 +112,13 @@ class Sky:
         """Yield of a plane relative to PVOUT (1 = as good as the optimum fixed tilt)."""
         return self.daily_yield(tilt, azimuth) / self.pvout if self.pvout > 0 else 0.0
 
+    def yield_ratios(self, tilt: float, azimuth: np.ndarray, step_deg: float = 5.0) -> np.ndarray:
+        """:meth:`yield_ratio` for many azimuths at one tilt: computed every ``step_deg`` and
+        interpolated (periodic) in between — the yield is smooth in azimuth."""
+        grid = np.arange(0.0, 360.0 + step_deg, step_deg)
+        curve = np.array([self.yield_ratio(tilt, a % 360.0) for a in grid])
+        return np.interp(np.asarray(azimuth, dtype=np.float64) % 360.0, grid, curve)
+
     @classmethod
     def from_tmy3(cls, path: str | Path, gamma_pdc: float = -0.004) -> tuple[Sky, dict]:
         """The sky of a TMY3 file and its metadata (values are hour-ending: sun at mid-hour).
@@ -171,7 +178,7 @@ class ClearSkyClimate:
 
     name = "clear_sky_climate"
 
-    def __init__(self, clear_sky_index: float = CLEAR_SKY_INDEX, grid_deg: float = 0.1,
+    def __init__(self, clear_sky_index: float = CLEAR_SKY_INDEX, grid_deg: float = 0.25,
                  gamma_pdc: float = -0.004) -> None:
         if not 0 < clear_sky_index <= 1:
             from urbanfabric.errors import InvalidInput

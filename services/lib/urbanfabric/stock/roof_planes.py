@@ -33,7 +33,6 @@ ROOF_FALLBACKS: dict[str, str] = {
     "roof_shape_unknown_flat": "roof shape unknown or not flat/gable/hip: flat-roof layout assumed",
     "roof_axis_unknown_flat": "pitched roof without a footprint main axis: flat-roof layout assumed",
 }
-PITCHED = {"gable": 2, "hip": 4}
 
 
 @dataclass(frozen=True)
@@ -63,32 +62,26 @@ def roof_planes(footprint_area_m2: np.ndarray | Sequence[float],
     the footprint's long axis (° from north, 0–180); NaN = unknown."""
     area = np.asarray(footprint_area_m2, dtype=np.float64).ravel()
     n = len(area)
-    shapes = [str(s or "").lower() for s in (roof_shape if roof_shape is not None else [""] * n)]
+    shapes = np.asarray([str(s or "").lower() for s in (roof_shape if roof_shape is not None else [""] * n)],
+                        dtype=object)
     axis = np.asarray(main_axis_deg if main_axis_deg is not None else np.full(n, np.nan),
                       dtype=np.float64).ravel()
-    b, tilt, az, pa = [], [], [], []
+    gable, hip = shapes == "gable", shapes == "hip"
+    oriented = np.isfinite(axis)
+    k = np.where(gable & oriented, 2, np.where(hip & oriented, 4, 1))  # planes per building
+    building = np.repeat(np.arange(n), k)
+    face = np.arange(len(building)) - np.repeat(np.cumsum(k) - k, k)  # 0..k-1 within a building
+    kb = k[building]
+    # Faces: ±90° of the ridge (main axis) first, then (hip) the two ends along the axis.
+    turn = np.choose(np.minimum(face, 3), [90.0, -90.0, 0.0, 180.0])
+    pitched = kb > 1
+    tilt = np.where(pitched, pitch_deg, np.nan)
+    azimuth = np.where(pitched, (axis[building] + turn) % 360.0, np.nan)
+    plane_area = np.where(pitched, area[building] / kb / np.cos(np.radians(pitch_deg)), area[building])
     token = np.full(n, "", dtype=object)
-    cos = np.cos(np.radians(pitch_deg))
-    for i in range(n):
-        shape = shapes[i]
-        if shape in PITCHED and np.isfinite(axis[i]):
-            k = PITCHED[shape]
-            faces = [axis[i] + 90.0, axis[i] - 90.0] if k == 2 else \
-                [axis[i] + 90.0, axis[i] - 90.0, axis[i], axis[i] + 180.0]
-            for f in faces:
-                b.append(i)
-                tilt.append(pitch_deg)
-                az.append(f % 360.0)
-                pa.append(area[i] / k / cos)
-            continue
-        if shape != "flat":
-            token[i] = "roof_axis_unknown_flat" if shape in PITCHED else "roof_shape_unknown_flat"
-        b.append(i)
-        tilt.append(np.nan)
-        az.append(np.nan)
-        pa.append(area[i])
-    return Planes(np.asarray(b, dtype=np.int64), np.asarray(tilt, dtype=np.float64),
-                  np.asarray(az, dtype=np.float64), np.asarray(pa, dtype=np.float64), token)
+    token[(gable | hip) & ~oriented] = "roof_axis_unknown_flat"
+    token[~gable & ~hip & (shapes != "flat")] = "roof_shape_unknown_flat"
+    return Planes(building.astype(np.int64), tilt, azimuth, plane_area, token)
 
 
 def main_axis_deg(geometries, crs=None) -> np.ndarray:

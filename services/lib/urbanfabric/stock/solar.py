@@ -327,6 +327,27 @@ def _join(*tokens: str) -> str:
     return ";".join(t for t in tokens if t)
 
 
+def _plane_ratios(x: np.ndarray, y: np.ndarray, tilt: np.ndarray, azimuth: np.ndarray,
+                  source: PvoutSource | None, default: ClearSkyClimate) -> np.ndarray:
+    """Yield / PVOUT of each plane, from the TMY's sky where it applies, else the
+    clear-sky-climate sky of the grid cell (:meth:`Sky.yield_ratios`: pvlib every 5° of
+    azimuth per sky and tilt, interpolated)."""
+    near = source._near(x, y) if isinstance(source, TmyPvout) else np.zeros(len(x), dtype=bool)
+    # Sky key: the TMY (-1, -1) or the default's grid cell; then the tilt.
+    cx = np.where(near, -1, np.floor(x / default.grid_deg)).astype(np.int64)
+    cy = np.where(near, -1, np.floor(y / default.grid_deg)).astype(np.int64)
+    keys = np.stack([cx, cy, np.round(tilt * 10).astype(np.int64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    out = np.empty(len(x))
+    for j, key in enumerate(uniq):
+        members = np.flatnonzero(inverse == j)
+        i = members[0]
+        sky = source.sky if near[i] and isinstance(source, TmyPvout) else default.sky(float(x[i]), float(y[i]))
+        out[members] = sky.yield_ratios(key[2] / 10.0, azimuth[members])
+    return out
+
+
 def rooftop_potential(
     footprint_area_m2: np.ndarray | Sequence[float],
     lon: np.ndarray | Sequence[float],
@@ -367,24 +388,20 @@ def rooftop_potential(
     # No location, no sun to rate a plane's orientation: the flat-roof layout, named.
     planes = roof_planes(area, shapes, np.where(located, axis, np.nan), opt.pitch_deg)
     bad = ~np.isfinite(area) | (area <= 0)
-    kwp = np.zeros(n)
-    kwh = np.zeros(n)
-    sky_for = getattr(source, "sky_for", None)
-    for b, tilt, az, pa in zip(planes.building, planes.tilt, planes.azimuth, planes.area_m2):
-        if bad[b]:
-            continue
-        if not np.isfinite(tilt):  # flat layout: rows at the optimum tilt, GBM Eq. 1
-            p_kwp = pa * opt.usable_roof_fraction / opt.area_per_kwp_m2
-            ratio = 1.0
-        else:
-            sky = (sky_for(float(x[b]), float(y[b])) if sky_for is not None else None) \
-                or default.sky(float(x[b]), float(y[b]))
-            ratio = sky.yield_ratio(float(tilt), float(az))
-            if ratio < opt.min_plane_yield_ratio:
-                continue
-            p_kwp = pa * opt.usable_roof_fraction * opt.pitched_fill / opt.module_area_per_kwp_m2
-        kwp[b] += p_kwp
-        kwh[b] += pvout[b] * ratio * 365.0 * p_kwp * (1.0 - opt.losses)
+    pb, ptilt, paz, parea = planes.building, planes.tilt, planes.azimuth, planes.area_m2
+    flat = ~np.isfinite(ptilt)
+    # Flat layout: rows at the optimum tilt, GBM Eq. 1 (ratio 1, GBM's area per kWp).
+    p_kwp = np.where(flat, parea * opt.usable_roof_fraction / opt.area_per_kwp_m2,
+                     parea * opt.usable_roof_fraction * opt.pitched_fill / opt.module_area_per_kwp_m2)
+    ratio = np.ones(len(pb))
+    pitched = np.flatnonzero(~flat & ~bad[pb])
+    if len(pitched):
+        ratio[pitched] = _plane_ratios(x[pb[pitched]], y[pb[pitched]], ptilt[pitched],
+                                       paz[pitched], source, default)
+    p_kwp = np.where(ratio < opt.min_plane_yield_ratio, 0.0, p_kwp)  # unsuitable planes
+    p_kwh = pvout[pb] * ratio * 365.0 * p_kwp * (1.0 - opt.losses)
+    kwp = np.bincount(pb, weights=np.nan_to_num(p_kwp), minlength=n)
+    kwh = np.bincount(pb, weights=np.nan_to_num(p_kwh), minlength=n)
     kwp[bad], kwh[bad] = np.nan, np.nan
     tokens = [_join(t, r, "roof_area_invalid" if z else "")
               for t, r, z in zip(token, planes.fallback, bad)]
