@@ -120,13 +120,13 @@ def demo(before_path: Path) -> dict:
     for shape, idx in b.groupby(b["roof_shape"].fillna("unknown")).groups.items():
         i = b.index.get_indexer(idx)
         by_shape[str(shape)] = {
-            "buildings": int(len(i)),
+            "buildings": len(i),
             "before_mwh": round(float(before_kwh[i].sum()) / 1000, 1),
             "after_mwh": round(float(after_kwh[i].sum()) / 1000, 1),
             "after_kwp": round(float(after["solar_kwp"].to_numpy()[i].sum()), 1),
             "after_kwh_per_m2_footprint_median": round(float(np.median(after_kwh[i] / area[i])), 1)}
     return {
-        "buildings": int(len(b)),
+        "buildings": len(b),
         "before": {"pvout": sorted(set(np.round(b["pvout_kwh_per_kwp_day"], 3))),
                    "total_gwh": round(float(before_kwh.sum()) / 1e6, 2),
                    "kwh_per_building": dist(before_kwh),

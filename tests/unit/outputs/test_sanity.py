@@ -110,7 +110,7 @@ def test_report_and_summary_carry_sanity_and_abstention() -> None:
     assert "## Abstentions" in md and "| roof material | 30 | 0 |" in md
     assert "[timber_too_tall] 1 ×" in s.text()
     # A summary from job.json (a dict) renders the same; an old one without the fields too.
-    again = Summary(**{**s.__dict__})
+    again = Summary(**s.__dict__)
     assert report.report_md(again, {}) == md
     old = Summary("j", 0, None, {}, {}, 0.0)
     assert "No implausible combination" in report.report_md(old, {})

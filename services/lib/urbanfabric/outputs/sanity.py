@@ -145,15 +145,15 @@ def sanity_checks(table: pd.DataFrame, population: float | None = None) -> list[
         known = res.notna()
         w = gfa.where(np.isfinite(gfa) & (gfa > 0), 0.0)
         total = float(w[known].sum())
-        share = float(w[known & (res == True)].sum() / total) if total > 0 else np.nan  # noqa: E712
+        share = float(w[known & res.eq(True)].sum() / total) if total > 0 else np.nan
         if known.sum() >= MIN_BUILDINGS_FOR_HOUSING and share < MIN_HOUSING_SHARE:
             out.append(SanityWarning(
                 "no_housing",
-                f"buildings with a known function and only {share:.1%} of their GFA residential "
+                f"buildings with a known function and only {share:.2%} of their GFA residential "
                 f"(under {MIN_HOUSING_SHARE:.0%}; urban floor area is mostly housing): check the "
                 "function model's domain before trusting the RS/RM/NR split",
                 int(known.sum()),
-                table.loc[known & (res == False), "building_id"].astype(str).head(EXAMPLES).tolist()  # noqa: E712
+                table.loc[known & res.eq(False), "building_id"].astype(str).head(EXAMPLES).tolist()
                 if "building_id" in table else []))
     if population is not None and population > 0 and ok.any():
         per_cap = float(mass[ok].sum()) / 1000.0 / population

@@ -55,7 +55,7 @@ SOLAR_FALLBACKS: dict[str, str] = {
     "pvout_outside_band": "outside 60°N–50°S: GBM's constant 3.5 kWh/kWp/day",
     "pvout_default": "building location unknown: GBM's constant 3.5 kWh/kWp/day",
     "pvout_clear_sky_climate": "no PVOUT raster or TMY covers the building: pvlib clear sky "
-                               "(Ineichen, Linke turbidity climatology) × clear-sky index 0.75",
+                               "(Ineichen, Linke turbidity climatology) × a clear-sky index (0.75 unless set)",
     "roof_area_invalid": "footprint area missing or <= 0: no solar potential (NaN)",
     **ROOF_FALLBACKS,
 }
