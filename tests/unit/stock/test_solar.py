@@ -184,3 +184,17 @@ def test_main_axis_of_footprints() -> None:
     got = main_axis_deg([ew, ns, Polygon()], crs=None)
     assert got[0] == pytest.approx(90.0, abs=1e-6) and got[1] % 180 == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(got[2])
+
+
+def test_southern_hemisphere_keeps_the_north_face_and_skies_are_bounded() -> None:
+    from urbanfabric.stock.pv_sky import ClearSkyClimate
+
+    sky = ClearSkyClimate(max_cells=1)
+    out = rooftop_potential([100.0], [151.2], [-33.9], roof_shape=["gable"], main_axis_deg=[90.0],
+                            default=sky)
+    one_face = 100.0 / 2 / np.cos(np.radians(30.0)) * 0.7 / 5.0
+    assert out.solar_kwp.iloc[0] == pytest.approx(one_face)  # the equator (north) face only
+    north = sky.sky(151.2, -33.9).yield_ratio(30.0, 0.0)
+    assert north > 0.9 and sky.sky(151.2, -33.9).yield_ratio(30.0, 180.0) < 0.8
+    sky.sky(10.0, 45.0)
+    assert len(sky._skies) == 1  # the least recently used cell was dropped

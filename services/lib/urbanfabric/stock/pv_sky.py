@@ -24,6 +24,8 @@ losses only (the Global Solar Atlas PVOUT convention; the other system losses ar
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -169,17 +171,20 @@ def clear_sky_climate(latitude: float, longitude: float, clear_sky_index: float 
 
 
 class ClearSkyClimate:
-    """Clear-sky-and-climate skies on a grid (``grid_deg``), built once per cell.
+    """Clear-sky-and-climate skies on a grid (``grid_deg``), built once per cell and kept for
+    the ``max_cells`` most recently used cells (a sky is ≈ 0.6 MB); thread-safe.
 
     Args:
         clear_sky_index: all-sky / clear-sky ratio (default: the global mean, 0.75).
-        grid_deg: cell size (°); every building in a cell shares its centre's sky.
+        grid_deg: cell size (°); every building in a cell shares its centre's sky (the clear
+            sky and the turbidity climatology change little over 25 km).
+        max_cells: skies kept in memory.
     """
 
     name = "clear_sky_climate"
 
     def __init__(self, clear_sky_index: float = CLEAR_SKY_INDEX, grid_deg: float = 0.25,
-                 gamma_pdc: float = -0.004) -> None:
+                 gamma_pdc: float = -0.004, max_cells: int = 256) -> None:
         if not 0 < clear_sky_index <= 1:
             from urbanfabric.errors import InvalidInput
 
@@ -187,15 +192,23 @@ class ClearSkyClimate:
         self.clear_sky_index = clear_sky_index
         self.grid_deg = grid_deg
         self.gamma_pdc = gamma_pdc
-        self._skies: dict[tuple[int, int], Sky] = {}
+        self.max_cells = max_cells
+        self._skies: OrderedDict[tuple[int, int], Sky] = OrderedDict()
+        self._lock = threading.Lock()
 
     def sky(self, lon: float, lat: float) -> Sky:
         """The sky of the grid cell around (lon, lat)."""
         key = (int(np.floor(lon / self.grid_deg)), int(np.floor(lat / self.grid_deg)))
-        if key not in self._skies:
+        with self._lock:
+            if key in self._skies:
+                self._skies.move_to_end(key)
+                return self._skies[key]
             clon, clat = (key[0] + 0.5) * self.grid_deg, (key[1] + 0.5) * self.grid_deg
-            self._skies[key] = clear_sky_climate(clat, clon, self.clear_sky_index, self.gamma_pdc)
-        return self._skies[key]
+            sky = clear_sky_climate(clat, clon, self.clear_sky_index, self.gamma_pdc)
+            self._skies[key] = sky
+            while len(self._skies) > self.max_cells:
+                self._skies.popitem(last=False)
+            return sky
 
     def pvout(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """PVOUT (kWh/kWp/day) per point; NaN where the location is unknown."""

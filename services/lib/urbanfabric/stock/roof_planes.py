@@ -6,7 +6,8 @@ analysis should add. This module adds it, with stated assumptions:
 
 * **flat** roof: modules in rows, equator-facing at the location's optimum tilt (so the
   specific yield is PVOUT itself), with row spacing. GBM's 10 m² of roof per kWp is read as
-  modules of 5 m²/kWp (≈ 20 % efficiency) at a ground-coverage ratio of 0.5.
+  modules of 5 m²/kWp (≈ 20 % efficiency) at a ground-coverage ratio of 0.5; the spacing is
+  taken to keep inter-row shading small, which is not modelled.
 * **gable** roof: two planes at a typical pitch (30°, :data:`TYPICAL_PITCH_DEG`), the ridge
   along the footprint's main (long) axis, each covering half the footprint; sloped area =
   horizontal area / cos(pitch). Modules lie flush (no row spacing) on ``pitched_fill`` (0.7) of
