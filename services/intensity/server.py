@@ -44,14 +44,14 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         path = os.environ.get("URBANFABRIC_MI_MAPPING", "")
         self.mapping = mapping or (derived_intensity.KeyMapping.load(path) if path else derived_intensity.KeyMapping())
         self._lock = threading.Lock()
-        # Clear-sky-and-climate skies per grid cell and clear-sky index, kept across requests.
-        self._skies: dict[float, pv_sky.ClearSkyClimate] = {}
+        # Clear-sky-and-climate skies per grid cell at the default index, kept across requests
+        # (bounded); a request with its own index builds its own.
+        self._sky = pv_sky.ClearSkyClimate()
 
     def _default_sky(self, clear_sky_index: float) -> pv_sky.ClearSkyClimate:
-        with self._lock:
-            if clear_sky_index not in self._skies:
-                self._skies[clear_sky_index] = pv_sky.ClearSkyClimate(clear_sky_index)
-            return self._skies[clear_sky_index]
+        if clear_sky_index == self._sky.clear_sky_index:
+            return self._sky
+        return pv_sky.ClearSkyClimate(clear_sky_index)
 
     def _table(self, name: str) -> intensity.MaterialIntensityTable:
         name = name or "rasmi"
