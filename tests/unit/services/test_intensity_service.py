@@ -100,6 +100,11 @@ def test_roof_shape_and_main_axis_reach_the_solar_potential():
     assert out["ew"].solar_kwp == pytest.approx(2 * out["ns"].solar_kwp)  # the north face dropped
     assert out["noaxis"].fallback == "roof_axis_unknown_flat" and out["noaxis"].solar_kwp == 10
     assert out["flat"].fallback == "" and out["flat"].solar_source == "constant"
+    plain = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    cloudy = IntensityServicer().EstimateStock(
+        _req(buildings=[_one()], solar=pb.SolarParameters(clear_sky_index=0.6)), _Ctx()).buildings[0]
+    assert cloudy.pvout_kwh_per_kwp_day < 0.85 * plain.pvout_kwh_per_kwp_day
+    assert cloudy.solar_source == plain.solar_source == "clear_sky_climate"
     with pytest.raises(Exception, match="clear_sky_index"):
         svc.EstimateStock(_req(buildings=[_one()], solar=pb.SolarParameters(clear_sky_index=1.5)),
                           _Ctx())
