@@ -7,6 +7,8 @@ the rooftop solar potential, and the fallbacks used. Configuration (environment)
 * ``URBANFABRIC_PVOUT``: a PVOUT GeoTIFF (kWh/kWp/day) or a TMY3 CSV used for the solar
   potential when a request gives no PVOUT; without it PVOUT comes from the place (pvlib clear
   sky × a clear-sky index, :mod:`urbanfabric.stock.pv_sky`), recorded per building.
+* ``URBANFABRIC_CLEAR_SKY_INDEX``: that clear-sky index (all-sky / clear-sky, in (0, 1];
+  default 0.75, the global mean) where a request does not set one.
 * ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.stock.derived_intensity.KeyMapping` (roof /
   facade class → structure); the shipped defaults otherwise.
 """
@@ -46,7 +48,11 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         self._lock = threading.Lock()
         # Clear-sky-and-climate skies per grid cell at the default index, kept across requests
         # (bounded); a request with its own index builds its own.
-        self._sky = pv_sky.ClearSkyClimate()
+        index = os.environ.get("URBANFABRIC_CLEAR_SKY_INDEX", "")
+        try:
+            self._sky = pv_sky.ClearSkyClimate(float(index) if index else pv_sky.CLEAR_SKY_INDEX)
+        except ValueError as exc:
+            raise InvalidInput("URBANFABRIC_CLEAR_SKY_INDEX", f"not a number: {index!r}") from exc
 
     def _default_sky(self, clear_sky_index: float) -> pv_sky.ClearSkyClimate:
         if clear_sky_index == self._sky.clear_sky_index:
@@ -92,7 +98,7 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
             raise InvalidInput("solar.clear_sky_index", "must be in (0, 1] (0 = default 0.75)")
         solar_opt = solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
                                        losses=0.0 if sp.no_losses else (sp.losses or 0.10),
-                                       clear_sky_index=sp.clear_sky_index or pv_sky.CLEAR_SKY_INDEX)
+                                       clear_sky_index=sp.clear_sky_index or self._sky.clear_sky_index)
 
         def known(values: list[float]) -> np.ndarray:  # proto3 zero = unknown
             arr = np.array(values, dtype=np.float64)

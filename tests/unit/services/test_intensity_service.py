@@ -131,3 +131,14 @@ def test_heeren_fishman_source():
     mi = MaterialIntensityTable.load(source="heeren-fishman").intensity("RM", "C", "ASIA_CHN")["p50"]
     conc = next(m for m in b.masses if m.material == "concrete")
     assert conc.kg == pytest.approx(mi["concrete"] * 300)
+
+
+def test_clear_sky_index_from_the_environment(monkeypatch):
+    monkeypatch.setenv("URBANFABRIC_CLEAR_SKY_INDEX", "0.6")
+    cloudy = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    monkeypatch.delenv("URBANFABRIC_CLEAR_SKY_INDEX")
+    plain = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    assert cloudy.pvout_kwh_per_kwp_day < 0.85 * plain.pvout_kwh_per_kwp_day
+    monkeypatch.setenv("URBANFABRIC_CLEAR_SKY_INDEX", "cloudy")
+    with pytest.raises(Exception, match="URBANFABRIC_CLEAR_SKY_INDEX"):
+        IntensityServicer()
