@@ -5,8 +5,10 @@ Per building: point estimate and Monte-Carlo ranges of material stock and embodi
 the rooftop solar potential, and the fallbacks used. Configuration (environment):
 
 * ``URBANFABRIC_PVOUT``: a PVOUT GeoTIFF (kWh/kWp/day) or a TMY3 CSV used for the solar
-  potential when a request gives no PVOUT; without it the GBM default (3.5) is used and
-  recorded per building.
+  potential when a request gives no PVOUT; without it PVOUT comes from the place (pvlib clear
+  sky × a clear-sky index, :mod:`urbanfabric.stock.pv_sky`), recorded per building.
+* ``URBANFABRIC_CLEAR_SKY_INDEX``: that clear-sky index (all-sky / clear-sky, in (0, 1];
+  default 0.75, the global mean) where a request does not set one.
 * ``URBANFABRIC_MI_MAPPING``: a JSON :class:`urbanfabric.stock.derived_intensity.KeyMapping` (roof /
   facade class → structure); the shipped defaults otherwise.
 """
@@ -18,7 +20,7 @@ import os
 import threading
 
 import numpy as np
-from urbanfabric.stock import derived_intensity, intensity, monte_carlo, solar
+from urbanfabric.stock import derived_intensity, intensity, monte_carlo, pv_sky, solar
 from urbanfabric.stock.buildings import building_stock
 from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
@@ -44,6 +46,18 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         path = os.environ.get("URBANFABRIC_MI_MAPPING", "")
         self.mapping = mapping or (derived_intensity.KeyMapping.load(path) if path else derived_intensity.KeyMapping())
         self._lock = threading.Lock()
+        # Clear-sky-and-climate skies per grid cell at the default index, kept across requests
+        # (bounded); a request with its own index builds its own.
+        index = os.environ.get("URBANFABRIC_CLEAR_SKY_INDEX", "")
+        try:
+            self._sky = pv_sky.ClearSkyClimate(float(index) if index else pv_sky.CLEAR_SKY_INDEX)
+        except ValueError as exc:
+            raise InvalidInput("URBANFABRIC_CLEAR_SKY_INDEX", f"not a number: {index!r}") from exc
+
+    def _default_sky(self, clear_sky_index: float) -> pv_sky.ClearSkyClimate:
+        if clear_sky_index == self._sky.clear_sky_index:
+            return self._sky
+        return pv_sky.ClearSkyClimate(clear_sky_index)
 
     def _table(self, name: str) -> intensity.MaterialIntensityTable:
         name = name or "rasmi"
@@ -80,8 +94,11 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         sp = request.solar
         if sp.area_per_kwp_m2 < 0 or sp.losses < 0 or sp.pvout_kwh_per_kwp_day < 0:
             raise InvalidInput("solar", "parameters must be >= 0 (0 = default)")
+        if not 0 <= sp.clear_sky_index <= 1:
+            raise InvalidInput("solar.clear_sky_index", "must be in (0, 1] (0 = default 0.75)")
         solar_opt = solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
-                                       losses=0.0 if sp.no_losses else (sp.losses or 0.10))
+                                       losses=0.0 if sp.no_losses else (sp.losses or 0.10),
+                                       clear_sky_index=sp.clear_sky_index or self._sky.clear_sky_index)
 
         def known(values: list[float]) -> np.ndarray:  # proto3 zero = unknown
             arr = np.array(values, dtype=np.float64)
@@ -100,7 +117,11 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
             floors=known([b.floors for b in buildings]), height_m=known([b.height_m for b in buildings]),
             height_p05=known([b.height_p05 for b in buildings]), height_p95=known([b.height_p95 for b in buildings]),
             longitude=lon, latitude=lat, options=options, solar_options=solar_opt,
-            pvout=solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day else self._source())
+            pvout=solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day else self._source(),
+            roof_shape=[b.roof_shape for b in buildings],
+            main_axis_deg=np.array([b.main_axis_deg if b.HasField("main_axis_deg") else np.nan
+                                    for b in buildings], dtype=np.float64),
+            default_sky=self._default_sky(solar_opt.clear_sky_index))
         materials = table.materials
         cols = {c: stock[c].to_numpy() for c in stock.columns}
         out = []
@@ -129,6 +150,8 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
                 solar_kwh_per_year=v("solar_kwh_per_year"),
                 pvout_kwh_per_kwp_day=v("pvout_kwh_per_kwp_day"),
                 fallback=str(cols["fallback"][i]),
+                solar_source=str(cols["solar_source"][i]),
+                solar_kwp=v("solar_kwp"),
                 valid=not math.isnan(v("mass_total_kg")),
             ))
         return pb.EstimateStockResponse(buildings=out)

@@ -19,6 +19,7 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
 from urbanfabric.stock.derived_intensity import KeyMapping
+from urbanfabric.stock.roof_planes import main_axis_deg
 from urbanfabric.outputs.buildings_table import UNKNOWN, assemble
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
@@ -45,17 +46,21 @@ def rasmi_function_of(a) -> str:
 def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list[intensity_pb2.StockInput]:
     """What the intensity stage gets per building: area, floors, height band, roof, location.
 
-    The location (a point inside the footprint, WGS84) drives the solar potential. An
-    "unknown" roof or façade material goes as "" (unknown to the intensity stage too).
+    The location (a point inside the footprint, WGS84), the roof shape and the footprint's
+    main axis drive the solar potential. An "unknown" roof or façade material or roof shape
+    goes as "" (unknown to the intensity stage too).
     """
     roof_by_id = {r.building_id: "" if r.material == UNKNOWN else r.material for r in roofs}
+    shape_by_id = {r.building_id: "" if r.shape == UNKNOWN else r.shape for r in roofs}
     facade_by_id = {f.building_id: "" if f.material == UNKNOWN else f.material for f in facades}
     where: dict[str, tuple[float, float]] = {}
+    axis: dict[str, float] = {}
     if len(footprints) and "building_id" in footprints.columns:
         geo = footprints if footprints.crs is None or footprints.crs.to_epsg() == 4326 \
             else footprints.to_crs(4326)
         pts = geo.geometry.representative_point()
         where = dict(zip(geo["building_id"], zip(pts.x, pts.y)))
+        axis = dict(zip(geo["building_id"], main_axis_deg(geo.geometry, geo.crs)))
     inputs = []
     for a in attrs:
         lon, lat = where.get(a.building_id, (0.0, 0.0))  # 0, 0 = unknown to the service
@@ -66,7 +71,11 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list
             facade_material=facade_by_id.get(a.building_id, ""),
             height_m=a.height_m, height_p05=a.height_p05, height_p95=a.height_p95,
             longitude=float(lon), latitude=float(lat),
+            roof_shape=shape_by_id.get(a.building_id, ""),
         ))
+        bearing = axis.get(a.building_id, float("nan"))
+        if bearing == bearing:  # not NaN: set the optional field
+            inputs[-1].main_axis_deg = float(bearing)
     return inputs
 
 

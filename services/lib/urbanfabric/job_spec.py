@@ -188,6 +188,9 @@ class JobSpec(BaseModel):
                                                        "façade materials")
     landcover: LandCoverOptions = Field(default_factory=LandCoverOptions,
                                         json_schema_extra={"flag_prefix": "landcover-"})
+    population: float | None = Field(
+        None, gt=0, description="inhabitants of the area, when known: enables the per-capita stock "
+                                "sanity check of the report (urbanfabric.outputs.sanity)")
 
     @field_validator("footprints", "districts")
     @classmethod

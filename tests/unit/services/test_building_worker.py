@@ -59,6 +59,11 @@ def test_stock_inputs_carry_heights_location_and_the_function_prior():
     # Footprints in a metric CRS are brought back to WGS84 for the location.
     metric = stock_inputs(footprints.to_crs(32650), attrs, roofs)
     assert metric[0].longitude == pytest.approx(a.longitude, abs=1e-6)
+    # Roof shape and the footprint's main axis go along for the solar potential.
+    assert a.HasField("main_axis_deg") and 0 <= a.main_axis_deg < 180
+    turn = abs(metric[0].main_axis_deg - a.main_axis_deg) % 180.0  # an axis: 0° ≡ 180°
+    assert min(turn, 180.0 - turn) < 1.0
+    assert a.roof_shape == ""  # the roof answers carry no shape here: unknown
 
 
 def test_assembled_table_has_point_estimates_ranges_co2e_solar_and_fallbacks():
@@ -88,7 +93,9 @@ def test_assembled_table_has_point_estimates_ranges_co2e_solar_and_fallbacks():
     fb = dict(zip(table.building_id, table.fallback))
     assert "structure_default" in fb["b"] and "structure_default" in fb["c"]  # "other", no roof
     assert "structure_default" not in fb["a"]
-    assert all("pvout_default" in f for f in fb.values())  # no PVOUT source configured
+    # No PVOUT source configured: PVOUT from the place, named; no roof shape: flat assumed.
+    assert all("pvout_clear_sky_climate" in f and "roof_shape_unknown_flat" in f for f in fb.values())
+    assert (table.solar_source == "clear_sky_climate").all() and (table.solar_kwp > 0).all()
 
 
 def test_assemble_with_no_buildings_keeps_the_footprints():

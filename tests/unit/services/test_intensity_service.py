@@ -35,7 +35,9 @@ def test_masses_are_intensity_times_gfa_with_monte_carlo_ranges():
     svc = IntensityServicer()
     b = svc.EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
     assert b.gfa_m2 == 300 and b.structure == "C" and b.function == "RM" and b.floors_used == 3
-    assert b.valid and b.fallback == "pvout_default"  # no PVOUT source configured
+    # No PVOUT source configured: PVOUT from the place; no roof shape: flat roof assumed.
+    assert b.valid and b.fallback == "pvout_clear_sky_climate;roof_shape_unknown_flat"
+    assert b.solar_source == "clear_sky_climate" and b.solar_kwp == pytest.approx(10.0)
     mi = default_table().intensity("RM", "C", "ASIA_CHN")["p50"]
     assert len(b.masses) == 8
     for m in b.masses:
@@ -44,9 +46,8 @@ def test_masses_are_intensity_times_gfa_with_monte_carlo_ranges():
     assert b.mass_total_kg == pytest.approx(sum(m.kg for m in b.masses))
     assert b.mass_total_kg_p05 < b.mass_total_kg_mc_p50 < b.mass_total_kg_p95
     assert 0 < b.embodied_co2e_kg_p05 < b.embodied_co2e_kg_mc_p50 < b.embodied_co2e_kg_p95
-    # No PVOUT source configured: GBM default, recorded.
-    assert b.pvout_kwh_per_kwp_day == 3.5
-    assert b.solar_kwh_per_year == pytest.approx(3.5 * 365 * 100 / 10 * 0.9)
+    assert 3.0 < b.pvout_kwh_per_kwp_day < 5.5
+    assert b.solar_kwh_per_year == pytest.approx(b.pvout_kwh_per_kwp_day * 365 * 100 / 10 * 0.9)
 
 
 def test_height_band_draws_and_seed_reach_the_library():
@@ -86,7 +87,27 @@ def test_solar_parameters_from_the_request():
                                                           area_per_kwp_m2=20, no_losses=True))
     b = svc.EstimateStock(req, _Ctx()).buildings[0]
     assert b.solar_kwh_per_year == pytest.approx(5.0 * 365 * 100 / 20)
-    assert b.fallback == ""
+    assert b.fallback == "roof_shape_unknown_flat" and b.solar_source == "constant"
+
+
+def test_roof_shape_and_main_axis_reach_the_solar_potential():
+    svc = IntensityServicer(pvout_source=ConstantPvout(4.0))
+    req = _req(buildings=[_one(building_id="ns", roof_shape="gable", main_axis_deg=90.0),
+                          _one(building_id="ew", roof_shape="gable", main_axis_deg=0.0),
+                          _one(building_id="noaxis", roof_shape="gable"),
+                          _one(building_id="flat", roof_shape="flat")])
+    out = {b.building_id: b for b in svc.EstimateStock(req, _Ctx()).buildings}
+    assert out["ew"].solar_kwp == pytest.approx(2 * out["ns"].solar_kwp)  # the north face dropped
+    assert out["noaxis"].fallback == "roof_axis_unknown_flat" and out["noaxis"].solar_kwp == 10
+    assert out["flat"].fallback == "" and out["flat"].solar_source == "constant"
+    plain = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    cloudy = IntensityServicer().EstimateStock(
+        _req(buildings=[_one()], solar=pb.SolarParameters(clear_sky_index=0.6)), _Ctx()).buildings[0]
+    assert cloudy.pvout_kwh_per_kwp_day < 0.85 * plain.pvout_kwh_per_kwp_day
+    assert cloudy.solar_source == plain.solar_source == "clear_sky_climate"
+    with pytest.raises(Exception, match="clear_sky_index"):
+        svc.EstimateStock(_req(buildings=[_one()], solar=pb.SolarParameters(clear_sky_index=1.5)),
+                          _Ctx())
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -110,3 +131,14 @@ def test_heeren_fishman_source():
     mi = MaterialIntensityTable.load(source="heeren-fishman").intensity("RM", "C", "ASIA_CHN")["p50"]
     conc = next(m for m in b.masses if m.material == "concrete")
     assert conc.kg == pytest.approx(mi["concrete"] * 300)
+
+
+def test_clear_sky_index_from_the_environment(monkeypatch):
+    monkeypatch.setenv("URBANFABRIC_CLEAR_SKY_INDEX", "0.6")
+    cloudy = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    monkeypatch.delenv("URBANFABRIC_CLEAR_SKY_INDEX")
+    plain = IntensityServicer().EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    assert cloudy.pvout_kwh_per_kwp_day < 0.85 * plain.pvout_kwh_per_kwp_day
+    monkeypatch.setenv("URBANFABRIC_CLEAR_SKY_INDEX", "cloudy")
+    with pytest.raises(Exception, match="URBANFABRIC_CLEAR_SKY_INDEX"):
+        IntensityServicer()

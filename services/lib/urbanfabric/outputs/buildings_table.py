@@ -83,6 +83,8 @@ class BuildingStock(Protocol):
     solar_kwh_per_year: float
     pvout_kwh_per_kwp_day: float
     fallback: str
+    solar_source: str
+    solar_kwp: float
 
 
 class BatchModels(Protocol):
@@ -158,6 +160,8 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
         row["solar_kwh_per_year"] = b.solar_kwh_per_year
         row["pvout_kwh_per_kwp_day"] = b.pvout_kwh_per_kwp_day
         row["fallback"] = b.fallback
+        row["solar_source"] = b.solar_source or None
+        row["solar_kwp"] = b.solar_kwp
         rows.append(row)
     sto = pd.DataFrame(rows)
     # Roof and façade columns are always present (empty when no model ran): a stable schema.

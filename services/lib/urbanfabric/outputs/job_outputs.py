@@ -43,7 +43,9 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
             key = f"{layout.outputs}/districts.parquet"
             store.put_bytes(key, parquet_bytes(table))
             outputs["districts"] = store.s3_uri(key)
-    summary = summarize(job_id, buildings, stage_seconds, outputs)
+    population = parameters.get("population")
+    summary = summarize(job_id, buildings, stage_seconds, outputs,
+                        float(population) if population else None)
     summary.warnings = list(warnings or [])
     preview_px = max(16, int(MAP_PX / max(1.0, len(ard_uris) ** 0.5)))
     basemap = [read_raster(store.get_bytes(parse_s3_uri(uri)[1]), max_size=preview_px) for uri in ard_uris]

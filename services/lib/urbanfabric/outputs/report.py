@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from urbanfabric.outputs.abstention import Abstention, abstention_md  # noqa: E402
 from urbanfabric.outputs.summary import Summary  # noqa: E402
 from urbanfabric.io.rasters import Raster  # noqa: E402
 
@@ -71,6 +72,29 @@ def _warnings_md(summary: Summary) -> str:
     return "## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n\n"
 
 
+def _sanity_md(summary: Summary) -> str:
+    """A "Sanity checks" section: implausible combinations (urbanfabric.outputs.sanity)."""
+    checks = getattr(summary, "sanity", None) or []
+    if not checks:
+        return "## Sanity checks\n\nNo implausible combination found by the checks of " \
+               "`urbanfabric.outputs.sanity`.\n\n"
+    rows = "\n".join(f"| `{w['code']}` | {w['count']} | {w['message']} | "
+                     f"{', '.join(f'`{e}`' for e in w.get('examples', [])) or '–'} |" for w in checks)
+    return ("## Sanity checks\n\nImplausible combinations in the table (warnings: nothing was "
+            "changed; rules and sources in `urbanfabric.outputs.sanity`).\n\n"
+            "| check | buildings | what | e.g. |\n|---|---:|---|---|\n" + rows + "\n\n")
+
+
+def _abstention_md(summary: Summary) -> str:
+    """An "Abstentions" section: kept vs unknown per class attribute, and why."""
+    rows = [Abstention(**a) for a in (getattr(summary, "abstention", None) or [])]
+    if not rows:
+        return ""
+    return ("## Abstentions\n\nPer class attribute: buildings with a value, buildings left "
+            "`unknown` grouped by `*_unknown_reason`, and where the value came from.\n\n"
+            + abstention_md(rows) + "\n")
+
+
 def report_md(summary: Summary, parameters: dict) -> str:
     """The job report: parameters, the summary, and how to read the outputs."""
     params = "\n".join(f"| {k} | `{v}` |" for k, v in parameters.items())
@@ -84,7 +108,7 @@ def report_md(summary: Summary, parameters: dict) -> str:
 {summary.text()}
 ```
 
-{_warnings_md(summary)}## Parameters
+{_warnings_md(summary)}{_sanity_md(summary)}{_abstention_md(summary)}## Parameters
 
 | parameter | value |
 |---|---|

@@ -1,5 +1,7 @@
 """What a finished job tells its user: counts, mean height, roof mix, material stock, carbon,
-solar, time per stage and warnings (printed by the CLI, written into ``job.json``)."""
+solar, time per stage, warnings, sanity warnings (:mod:`urbanfabric.outputs.sanity`) and the
+kept / unknown count per class attribute (:mod:`urbanfabric.outputs.abstention`) — printed by
+the CLI, written into ``job.json``."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import pandas as pd
+
+from urbanfabric.outputs.abstention import abstentions
+from urbanfabric.outputs.sanity import sanity_checks
 
 MASS_PREFIX = "mass_"
 
@@ -26,6 +31,12 @@ class Summary:
     outputs: dict[str, str] = field(default_factory=dict)
     #: Bad input that did not stop the job (skipped tiles, scene fallbacks), naming tiles.
     warnings: list[str] = field(default_factory=list)
+    #: Implausible combinations in the table (code, message, count, examples).
+    sanity: list[dict] = field(default_factory=list)
+    #: Per class attribute: kept, unknown, unknowns by reason, sources.
+    abstention: list[dict] = field(default_factory=list)
+    #: Buildings per PVOUT source (tmy, raster, constant, clear_sky_climate, gbm_constant).
+    solar_sources: dict[str, int] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"job {self.job_id}: {self.buildings} buildings"]
@@ -38,6 +49,15 @@ class Summary:
             lines.append(f"    {mat:<20} {kg / 1000:12,.0f}")
         lines.append(f"  embodied CO2e          {self.embodied_co2e_kg / 1000:12,.0f} t")
         lines.append(f"  rooftop solar          {self.solar_kwh_per_year / 1e6:12,.1f} GWh/year")
+        if self.solar_sources:
+            lines.append("    PVOUT from " + ", ".join(f"{k} {v}" for k, v in self.solar_sources.items()))
+        if self.abstention:
+            lines.append("  kept / unknown per attribute")
+            for a in self.abstention:
+                lines.append(f"    {a['attribute']:<20} {a['kept']:6d} / {a['unknown']:<6d}")
+        if self.sanity:
+            lines.append(f"  sanity warnings ({len(self.sanity)})")
+            lines.extend(f"    [{w['code']}] {w['count']} × {w['message']}" for w in self.sanity)
         lines.append("  time per stage (s, summed over tasks)")
         for stage, s in self.stage_seconds.items():
             lines.append(f"    {stage:<20} {s:8.1f}")
@@ -52,7 +72,9 @@ class Summary:
 
 
 def summarize(job_id: str, buildings: gpd.GeoDataFrame, stage_seconds: dict[str, float],
-              outputs: dict[str, str]) -> Summary:
+              outputs: dict[str, str], population: float | None = None) -> Summary:
+    """The summary of a job's buildings table; ``population`` (inhabitants of the area, when
+    the job gives one) enables the per-capita stock check."""
     mass_cols = [c for c in buildings.columns
                  if c.startswith(MASS_PREFIX) and c.endswith("_kg") and c != "mass_total_kg"]
     mix = buildings["roof_material"].fillna("no imagery").value_counts().to_dict() \
@@ -67,4 +89,8 @@ def summarize(job_id: str, buildings: gpd.GeoDataFrame, stage_seconds: dict[str,
         solar_kwh_per_year=float(buildings.get("solar_kwh_per_year", pd.Series(dtype=float)).sum()),
         stage_seconds=stage_seconds,
         outputs=outputs,
+        sanity=[w.as_dict() for w in sanity_checks(buildings, population)],
+        abstention=[a.as_dict() for a in abstentions(buildings)],
+        solar_sources={str(k): int(v) for k, v in buildings["solar_source"].value_counts().items()}
+        if "solar_source" in buildings else {},
     )

@@ -19,6 +19,16 @@ GBM Eq. 1 (``global-building-map.txt``): the yearly potential of a roof is::
 PVOUT from a TMY file is the DC yield of a fixed, equator-facing array at its optimum tilt
 (the Global Solar Atlas convention) with cell-temperature losses only: the other losses are
 the ``losses`` term above and must not be counted twice.
+
+Solar from the place (issue 18): without a raster or TMY, PVOUT comes from pvlib's clear sky
+at the building's latitude/longitude with the Linke turbidity climatology, scaled by a
+clear-sky index for clouds (:mod:`urbanfabric.stock.pv_sky`; fallback token
+``pvout_clear_sky_climate``). The roof is split into planes by its shape and the footprint's
+main axis (:mod:`urbanfabric.stock.roof_planes`): a flat roof is GBM Eq. 1 as is; each
+pitched plane gets kWp = flush module area / (module area per kWp) and its own yield relative to
+PVOUT (from the TMY where one applies, else the clear-sky-climate sky of the place). Per
+building: ``solar_source`` (``tmy``, ``raster``, ``constant``, ``clear_sky_climate``,
+``gbm_constant``), ``solar_kwp`` and the fallbacks.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ import pandas as pd
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.io.rasters import Raster
+from urbanfabric.stock.pv_sky import CLEAR_SKY_INDEX, ClearSkyClimate, Sky
+from urbanfabric.stock.roof_planes import ROOF_FALLBACKS, TYPICAL_PITCH_DEG, roof_planes
 
 #: GBM's PVOUT outside the Solargis coverage (kWh/kWp/day).
 DEFAULT_PVOUT = 3.5
@@ -41,8 +53,11 @@ DEFAULT_PVOUT = 3.5
 LAT_NORTH, LAT_SOUTH = 60.0, -50.0
 SOLAR_FALLBACKS: dict[str, str] = {
     "pvout_outside_band": "outside 60°N–50°S: GBM's constant 3.5 kWh/kWp/day",
-    "pvout_default": "no PVOUT source covers the building: GBM's constant 3.5 kWh/kWp/day",
+    "pvout_default": "building location unknown: GBM's constant 3.5 kWh/kWp/day",
+    "pvout_clear_sky_climate": "no PVOUT raster or TMY covers the building: pvlib clear sky "
+                               "(Ineichen, Linke turbidity climatology) × a clear-sky index (0.75 unless set)",
     "roof_area_invalid": "footprint area missing or <= 0: no solar potential (NaN)",
+    **ROOF_FALLBACKS,
 }
 
 
@@ -54,13 +69,25 @@ class SolarOptions:
         area_per_kwp_m2: roof area one kWp occupies (GBM: 10–30 m²).
         losses: fraction lost to soiling, mismatch, cabling, transformer, downtime.
         usable_roof_fraction: share of the footprint area panels may cover.
-        default_pvout: PVOUT where no source applies (kWh/kWp/day).
+        default_pvout: PVOUT where the location is unknown or outside 60°N–50°S (kWh/kWp/day).
+        clear_sky_index: all-sky / clear-sky ratio of the clear-sky-climate default.
+        pitch_deg: tilt of gable and hip roof planes (typical pitch; an assumption).
+        flat_roof_gcr: module area / roof area of tilted rows on a flat roof; with
+            ``area_per_kwp_m2`` it gives the module area per kWp (10 m² × 0.5 = 5 m²/kWp).
+        pitched_fill: share of a pitched plane that flush modules cover (set-backs aside).
+        min_plane_yield_ratio: planes yielding less than this share of PVOUT get no modules
+            (Gagnon et al. 2016, NREL/TP-6A20-65298: 80 %).
     """
 
     area_per_kwp_m2: float = 10.0
     losses: float = 0.10
     usable_roof_fraction: float = 1.0
     default_pvout: float = DEFAULT_PVOUT
+    clear_sky_index: float = CLEAR_SKY_INDEX
+    pitch_deg: float = TYPICAL_PITCH_DEG
+    flat_roof_gcr: float = 0.5
+    pitched_fill: float = 0.7
+    min_plane_yield_ratio: float = 0.8
 
     def __post_init__(self) -> None:
         if not self.area_per_kwp_m2 > 0:
@@ -71,6 +98,20 @@ class SolarOptions:
             raise InvalidInput("usable_roof_fraction", "must be in (0, 1]")
         if not self.default_pvout > 0:
             raise InvalidInput("default_pvout", "must be > 0")
+        if not 0 < self.clear_sky_index <= 1:
+            raise InvalidInput("clear_sky_index", "must be in (0, 1]")
+        if not 0 < self.pitch_deg < 90:
+            raise InvalidInput("pitch_deg", "must be in (0, 90)")
+        for name in ("flat_roof_gcr", "pitched_fill"):
+            if not 0 < getattr(self, name) <= 1:
+                raise InvalidInput(name, "must be in (0, 1]")
+        if not 0 <= self.min_plane_yield_ratio <= 1:
+            raise InvalidInput("min_plane_yield_ratio", "must be in [0, 1]")
+
+    @property
+    def module_area_per_kwp_m2(self) -> float:
+        """Module area of 1 kWp: GBM's roof area per kWp times the flat-roof coverage ratio."""
+        return self.area_per_kwp_m2 * self.flat_roof_gcr
 
 
 def yearly_potential_kwh(
@@ -99,6 +140,7 @@ class ConstantPvout:
 
     value: float
     name: str = "constant"
+    kind = "constant"
 
     def pvout(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         return np.full(np.shape(lon), float(self.value))
@@ -114,6 +156,7 @@ class RasterPvout:
     """
 
     name = "raster"
+    kind = "raster"
 
     def __init__(self, raster: Raster, units: str = "daily") -> None:
         if units not in ("daily", "yearly"):
@@ -147,14 +190,14 @@ class RasterPvout:
 
 
 class TmyPvout:
-    """PVOUT of a 1 kWp array from a TMY3 file, with pvlib.
+    """PVOUT of a 1 kWp array from a TMY3 file, with pvlib (:class:`urbanfabric.stock.pv_sky.Sky`).
 
     The array faces the equator at its optimum fixed tilt (the tilt with the most yearly
     plane-of-array irradiance, searched in 1° steps) unless ``tilt`` is given; transposition
     Hay–Davies, cell temperature SAPM (open rack, glass/glass), DC power PVWatts with
     ``gamma_pdc`` per °C. Solar position at the middle of each hour (TMY3 values are
     hour-ending sums). The value applies within ``max_distance_km`` of the station; farther
-    buildings get NaN (→ the default, recorded).
+    buildings get NaN (→ the clear-sky-climate default, recorded).
 
     Args:
         path: TMY3 CSV (e.g. ``../shared/data/solar/723170TYA.CSV``).
@@ -162,6 +205,8 @@ class TmyPvout:
         gamma_pdc: DC power temperature coefficient (1/°C).
         max_distance_km: radius around the station where the TMY is taken as valid.
     """
+
+    kind = "tmy"
 
     def __init__(self, path: str | Path, tilt: float | None = None, gamma_pdc: float = -0.004,
                  max_distance_km: float = 100.0) -> None:
@@ -171,13 +216,13 @@ class TmyPvout:
         if not self.path.is_file():
             raise InvalidInput("path", f"no TMY file at {self.path}")
         try:
-            data, meta = pvlib.iotools.read_tmy3(str(self.path), map_variables=True)
+            self.sky, meta = Sky.from_tmy3(self.path, gamma_pdc)
+            self.weather, _ = pvlib.iotools.read_tmy3(str(self.path), map_variables=True)
         except Exception as exc:
             raise InvalidInput("path", f"not a TMY3 file ({exc})") from exc
-        self.weather = data
-        self.latitude, self.longitude = float(meta["latitude"]), float(meta["longitude"])
+        self.latitude, self.longitude = self.sky.latitude, self.sky.longitude
         self.altitude = float(meta.get("altitude", 0.0))
-        self.name = f"tmy:{meta.get('USAF', self.path.stem)}"
+        self.name = self.sky.name
         self.gamma_pdc = gamma_pdc
         self.max_distance_km = max_distance_km
         self._tilt = tilt
@@ -185,66 +230,38 @@ class TmyPvout:
     @property
     def azimuth(self) -> float:
         """Equator-facing: south (180°) in the northern hemisphere, north (0°) in the south."""
-        return 180.0 if self.latitude >= 0 else 0.0
-
-    @cached_property
-    def _sun(self) -> pd.DataFrame:
-        import pvlib
-
-        loc = pvlib.location.Location(self.latitude, self.longitude, altitude=self.altitude)
-        mid = self.weather.index - pd.Timedelta(minutes=30)
-        sun = loc.get_solarposition(mid)
-        sun.index = self.weather.index
-        return sun
+        return self.sky.equator_azimuth
 
     def poa(self, tilt: float) -> pd.DataFrame:
-        """Plane-of-array irradiance (W/m²) per hour for a tilt."""
-        import pvlib
-
-        w, sun = self.weather, self._sun
-        dni_extra = pvlib.irradiance.get_extra_radiation(w.index)
-        return pvlib.irradiance.get_total_irradiance(
-            tilt, self.azimuth, sun["apparent_zenith"], sun["azimuth"], w["dni"], w["ghi"],
-            w["dhi"], dni_extra=dni_extra, albedo=self.albedo, model="haydavies")
+        """Plane-of-array irradiance (W/m²) per hour for a tilt, equator-facing."""
+        return self.sky.poa(tilt, self.azimuth)
 
     @property
     def albedo(self) -> pd.Series | float:
         """The file's albedo where recorded (> 0); TMY3 writes 0 for missing, → 0.25."""
-        if "albedo" not in self.weather:
-            return 0.25
-        a = pd.to_numeric(self.weather["albedo"], errors="coerce")
-        return a.where(a > 0, 0.25)
+        return self.sky.albedo
 
     @cached_property
     def tilt(self) -> float:
         """The given tilt, or the one with the most yearly POA irradiance (0–70°)."""
-        if self._tilt is not None:
-            return float(self._tilt)
-
-        def total(t: int) -> float:
-            return float(self.poa(t)["poa_global"].fillna(0).sum())
-
-        # Yearly POA is smooth and single-peaked in tilt: 5° steps, then 1° around the best.
-        coarse = max(range(0, 71, 5), key=total)
-        return float(max(range(max(coarse - 4, 0), min(coarse + 5, 71)), key=total))
+        return float(self._tilt) if self._tilt is not None else self.sky.best_tilt
 
     @cached_property
     def daily_kwh_per_kwp(self) -> float:
         """Mean daily DC yield of 1 kWp (kWh/kWp/day) over the TMY year."""
-        import pvlib
-
-        poa = self.poa(self.tilt)["poa_global"].fillna(0.0).clip(lower=0.0)
-        params = pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"]["open_rack_glass_glass"]
-        temp = pvlib.temperature.sapm_cell(poa, self.weather["temp_air"],
-                                           self.weather["wind_speed"], **params)
-        dc_w = pvlib.pvsystem.pvwatts_dc(poa, temp, pdc0=1000.0, gamma_pdc=self.gamma_pdc)
-        hours = len(dc_w)
-        return float(dc_w.clip(lower=0).sum()) / 1000.0 / (hours / 24.0)
+        return self.sky.daily_yield(self.tilt, self.azimuth)
 
     def pvout(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        return np.where(self._near(lon, lat), self.daily_kwh_per_kwp, np.nan)
+
+    def _near(self, lon: np.ndarray | float, lat: np.ndarray | float) -> np.ndarray:
         d = haversine_km(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64),
                          self.longitude, self.latitude)
-        return np.where(d <= self.max_distance_km, self.daily_kwh_per_kwp, np.nan)
+        return np.asarray(d <= self.max_distance_km)
+
+    def sky_for(self, lon: float, lat: float) -> Sky | None:
+        """The TMY's sky for a building within range (for the yield of its roof planes)."""
+        return self.sky if bool(self._near(lon, lat)) else None
 
 
 def haversine_km(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
@@ -268,27 +285,67 @@ def open_source(path: str | Path, units: str = "daily") -> PvoutSource:
 
 def pvout_at(lon: np.ndarray | Sequence[float], lat: np.ndarray | Sequence[float],
              source: PvoutSource | None = None,
-             options: SolarOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+             options: SolarOptions | None = None,
+             default: ClearSkyClimate | None = None) -> tuple[np.ndarray, np.ndarray]:
     """PVOUT per point and the fallback token per point (``""`` when the source applied).
 
     Outside 60°N–50°S the GBM constant is used whatever the source (GBM's rule; the
-    rasters end there); inside, the source's value, or the constant where it has none or the
-    location is unknown (NaN).
+    rasters end there), and where the location is unknown (NaN); inside, the source's value,
+    or the clear-sky-climate default where there is no source or it has no value.
     """
-    opt = options or SolarOptions()
+    pv, token, _ = _locate(lon, lat, source, options or SolarOptions(), default)
+    return pv, token
+
+
+def _locate(lon: np.ndarray | Sequence[float], lat: np.ndarray | Sequence[float],
+            source: PvoutSource | None, opt: SolarOptions,
+            default: ClearSkyClimate | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pvout_at` plus the ``solar_source`` of each point."""
     x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     out = np.full(x.shape, np.nan)
     located = np.isfinite(x) & np.isfinite(y)
     inside = located & (y <= LAT_NORTH) & (y >= LAT_SOUTH)
-    outside = located & ~inside
+    outside = ~inside  # unknown location or beyond the band: GBM's constant
+    kind = np.full(x.shape, "gbm_constant", dtype=object)
     if source is not None and inside.any():
         out[inside] = source.pvout(x[inside], y[inside])
+        kind[inside & np.isfinite(out)] = getattr(source, "kind", getattr(source, "name", "source"))
     token = np.full(x.shape, "", dtype=object)
-    token[outside] = "pvout_outside_band"
-    missing = ~outside & ~np.isfinite(out)  # no location, or no value from the source
-    token[missing] = "pvout_default"
-    out[outside | missing] = opt.default_pvout
-    return out, token
+    token[located & outside] = "pvout_outside_band"
+    token[~located] = "pvout_default"
+    out[outside] = opt.default_pvout
+    modelled = inside & ~np.isfinite(out)
+    if modelled.any():
+        sky = default or ClearSkyClimate(opt.clear_sky_index)
+        out[modelled] = sky.pvout(x[modelled], y[modelled])
+        token[modelled] = "pvout_clear_sky_climate"
+        kind[modelled] = sky.name
+    return out, token, kind
+
+
+def _join(*tokens: str) -> str:
+    return ";".join(t for t in tokens if t)
+
+
+def _plane_ratios(x: np.ndarray, y: np.ndarray, tilt: np.ndarray, azimuth: np.ndarray,
+                  source: PvoutSource | None, default: ClearSkyClimate) -> np.ndarray:
+    """Yield / PVOUT of each plane, from the TMY's sky where it applies, else the
+    clear-sky-climate sky of the grid cell (:meth:`Sky.yield_ratios`: pvlib every 5° of
+    azimuth per sky and tilt, interpolated)."""
+    near = source._near(x, y) if isinstance(source, TmyPvout) else np.zeros(len(x), dtype=bool)
+    # Sky key: the TMY (-1, -1) or the default's grid cell; then the tilt.
+    cx = np.where(near, -1, np.floor(x / default.grid_deg)).astype(np.int64)
+    cy = np.where(near, -1, np.floor(y / default.grid_deg)).astype(np.int64)
+    keys = np.stack([cx, cy, np.round(tilt * 10).astype(np.int64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    out = np.empty(len(x))
+    for j, key in enumerate(uniq):
+        members = np.flatnonzero(inverse == j)
+        i = members[0]
+        sky = source.sky if near[i] and isinstance(source, TmyPvout) else default.sky(float(x[i]), float(y[i]))
+        out[members] = sky.yield_ratios(key[2] / 10.0, azimuth[members])
+    return out
 
 
 def rooftop_potential(
@@ -297,23 +354,59 @@ def rooftop_potential(
     lat: np.ndarray | Sequence[float],
     source: PvoutSource | None = None,
     options: SolarOptions | None = None,
+    roof_shape: Sequence[str | None] | None = None,
+    main_axis_deg: np.ndarray | Sequence[float] | None = None,
+    default: ClearSkyClimate | None = None,
 ) -> pd.DataFrame:
-    """Per building: ``pvout_kwh_per_kwp_day``, ``solar_kwh_per_year``, ``solar_fallback``.
+    """Per building: ``pvout_kwh_per_kwp_day``, ``solar_kwh_per_year``, ``solar_kwp``,
+    ``solar_source``, ``solar_fallback``.
+
+    GBM Eq. 1 summed over the roof's planes (module docstring): a flat roof (or the flat-roof
+    assumption for an unknown shape, named) is GBM Eq. 1 as is; a pitched plane adds
+    PVOUT × (its yield / PVOUT) × 365 × kWp × (1 − losses), or nothing below
+    ``min_plane_yield_ratio``.
 
     Raises:
-        InvalidInput: the three arrays differ in length.
+        InvalidInput: the arrays differ in length.
     """
+    opt = options or SolarOptions()
     area = np.asarray(footprint_area_m2, dtype=np.float64).ravel()
     x, y = np.asarray(lon, dtype=np.float64).ravel(), np.asarray(lat, dtype=np.float64).ravel()
-    if not len(area) == len(x) == len(y):
-        raise InvalidInput("lon", f"{len(x)} / {len(y)} coordinates for {len(area)} buildings")
-    pvout, token = pvout_at(x, y, source, options)
+    n = len(area)
+    if not n == len(x) == len(y):
+        raise InvalidInput("lon", f"{len(x)} / {len(y)} coordinates for {n} buildings")
+    shapes = list(roof_shape) if roof_shape is not None else [""] * n
+    axis = np.asarray(main_axis_deg, dtype=np.float64).ravel() if main_axis_deg is not None \
+        else np.full(n, np.nan)
+    if len(shapes) != n:
+        raise InvalidInput("roof_shape", f"{len(shapes)} roof shapes for {n} buildings")
+    if len(axis) != n:
+        raise InvalidInput("main_axis_deg", f"{len(axis)} axes for {n} buildings")
+    default = default or ClearSkyClimate(opt.clear_sky_index)
+    pvout, token, kind = _locate(x, y, source, opt, default)
+    located = np.isfinite(x) & np.isfinite(y)
+    # No location, no sun to rate a plane's orientation: the flat-roof layout, named.
+    planes = roof_planes(area, shapes, np.where(located, axis, np.nan), opt.pitch_deg)
     bad = ~np.isfinite(area) | (area <= 0)
-    kwh = yearly_potential_kwh(np.where(bad, np.nan, area), pvout, options)
-    token = np.where(bad, np.where(token == "", "roof_area_invalid",
-                                   token + ";roof_area_invalid"), token)
+    pb, ptilt, paz, parea = planes.building, planes.tilt, planes.azimuth, planes.area_m2
+    flat = ~np.isfinite(ptilt)
+    # Flat layout: rows at the optimum tilt, GBM Eq. 1 (ratio 1, GBM's area per kWp).
+    p_kwp = np.where(flat, parea * opt.usable_roof_fraction / opt.area_per_kwp_m2,
+                     parea * opt.usable_roof_fraction * opt.pitched_fill / opt.module_area_per_kwp_m2)
+    ratio = np.ones(len(pb))
+    pitched = np.flatnonzero(~flat & ~bad[pb])
+    if len(pitched):
+        ratio[pitched] = _plane_ratios(x[pb[pitched]], y[pb[pitched]], ptilt[pitched],
+                                       paz[pitched], source, default)
+    p_kwp = np.where(ratio < opt.min_plane_yield_ratio, 0.0, p_kwp)  # unsuitable planes
+    p_kwh = pvout[pb] * ratio * 365.0 * p_kwp * (1.0 - opt.losses)
+    kwp = np.bincount(pb, weights=np.nan_to_num(p_kwp), minlength=n)
+    kwh = np.bincount(pb, weights=np.nan_to_num(p_kwh), minlength=n)
+    kwp[bad], kwh[bad] = np.nan, np.nan
+    tokens = [_join(t, r, "roof_area_invalid" if z else "")
+              for t, r, z in zip(token, planes.fallback, bad)]
     return pd.DataFrame({"pvout_kwh_per_kwp_day": pvout, "solar_kwh_per_year": kwh,
-                         "solar_fallback": token})
+                         "solar_kwp": kwp, "solar_source": kind, "solar_fallback": tokens})
 
 
 def main(argv: list[str] | None = None) -> int:
