@@ -43,6 +43,7 @@ Codes (RASMI):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -52,7 +53,9 @@ import pandas as pd
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.stock.vocabulary import FUNCTIONS, GLOBAL_REGION, LEVELS, QUANTILES, RESIDENTIAL_UNKNOWN
-from urbanfabric.stock.monte_carlo import StockOptions, inverse_cdf, mixture_quantiles, three_point_quantiles, unique_rows
+from urbanfabric.stock.monte_carlo import (StockOptions, inverse_cdf, mixture_quantiles, sample_classes,
+                                           three_point_quantiles, unique_rows)
+from urbanfabric.stock.structure import STRUCTURE_CLASSES
 
 
 #: Table sources shipped in ``urbanfabric/data``.
@@ -301,6 +304,8 @@ class MaterialIntensityTable:
         height_p05: np.ndarray | Sequence[float] | None = None,
         height_p95: np.ndarray | Sequence[float] | None = None,
         options: StockOptions | None = None,
+        structure_p: np.ndarray | None = None,
+        residential_p: np.ndarray | Sequence[float] | None = None,
     ) -> pd.DataFrame:
         """Per-building stock: point estimate, Monte-Carlo ranges and the fallback used.
 
@@ -323,6 +328,14 @@ class MaterialIntensityTable:
             height_m, height_p05, height_p95: height and its 5–95 % band (m); missing,
                 non-finite or <= 0 means unknown.
             options: sampling design and fallback rules.
+            structure_p: (n, 4) probabilities of :data:`STRUCTURE_CLASSES` (C, M, S, T) per
+                building; rows with NaN (or a given ``structure``) keep their one structure.
+                Each Monte-Carlo draw then takes the structure at that draw's shared level
+                (:meth:`StockOptions.category_levels`), so the ranges carry the structure's
+                uncertainty; the point estimate uses ``structure`` (the caller's argmax).
+            residential_p: probability per building that it is residential (NaN: use
+                ``function`` only). Each draw is residential (RS/RM as for ``function``'s
+                floors) or non-residential (NR) by it.
 
         Returns:
             DataFrame, one row per building: ``function``, ``structure`` (codes used),
@@ -405,7 +418,8 @@ class MaterialIntensityTable:
         pattern = pattern.astype(np.int32)
 
         t = f * len(self.structures) + s
-        rel, inv = self._simulate_patterns(t, pattern, self.draws(r, opt), opt)  # (3, K, u)
+        t_draw = self._types_per_draw(t, f, s, structure_p, residential_p, point_floors, opt)
+        rel, inv = self._simulate_patterns(t_draw, pattern, self.draws(r, opt), opt)  # (3, K, u)
 
         # Output: one float block (columns × buildings), then the code columns in front.
         # Rows are gathered per type / pattern (take along the building axis): no
@@ -431,10 +445,36 @@ class MaterialIntensityTable:
         out["fallback"] = fallback_labels(flags)
         return out
 
+    def _types_per_draw(self, t: np.ndarray, f: np.ndarray, s: np.ndarray, structure_p: np.ndarray | None,
+                        residential_p: Any, floors: np.ndarray, opt: StockOptions) -> np.ndarray:
+        """The (function × structure) type of each building's draws: ``t`` (n,) when every
+        building has one type, else (n, draws) sampled from the given probabilities."""
+        n = len(t)
+        sp = None if structure_p is None else np.asarray(structure_p, dtype=np.float64)
+        rp = None if residential_p is None else _optional(residential_p, n, "residential_p")
+        if sp is not None and sp.shape != (n, len(STRUCTURE_CLASSES)):
+            raise InvalidInput("structure_p", f"expected ({n}, {len(STRUCTURE_CLASSES)}), got {sp.shape}")
+        s_rows = np.zeros(n, bool) if sp is None else np.isfinite(sp).all(axis=1) & (sp.sum(axis=1) > 0)
+        f_rows = np.zeros(n, bool) if rp is None else np.isfinite(rp) & (rp >= 0) & (rp <= 1)
+        if not (s_rows.any() or f_rows.any()):
+            return t
+        s_draw = np.repeat(s[:, None], opt.draws, axis=1)
+        if s_rows.any() and sp is not None:
+            order = [STRUCTURE_CLASSES.index(c) for c in self.structures]  # table order
+            s_draw[s_rows] = sample_classes(sp[s_rows][:, order], opt.category_levels(1))
+        f_draw = np.repeat(f[:, None], opt.draws, axis=1)
+        if f_rows.any() and rp is not None:
+            rs, rm, nr = (self.functions.index(c) for c in ("RS", "RM", "NR"))
+            res = np.where(floors <= opt.single_family_max_floors, rs, rm)[f_rows]
+            is_res = opt.category_levels(2)[None, :] < rp[f_rows][:, None]
+            f_draw[f_rows] = np.where(is_res, res[:, None], nr)
+        return f_draw * len(self.structures) + s_draw
+
     @staticmethod
     def _simulate_patterns(t: np.ndarray, pattern: np.ndarray, draws: np.ndarray,
                            opt: StockOptions) -> tuple[np.ndarray, np.ndarray]:
-        """p05 / median / p95 of floors[stratum(d)] × draws[t, :, d] per distinct building.
+        """p05 / median / p95 of floors[stratum(d)] × draws[t, :, d] per distinct building
+        (``t`` (n,) one type per building, or (n, draws) a type per draw).
 
         Returns:
             (quantile, series, distinct (type, pattern)) values and, per building, the index
@@ -445,6 +485,7 @@ class MaterialIntensityTable:
             return np.zeros((3, draws.shape[1], 0)), np.zeros(0, dtype=np.int64)
         keys = np.column_stack([t, pattern])
         rep, inv = unique_rows(keys)
+        per_draw = t.ndim == 2
         stratum = opt.stratum_of_draw()
         pos = np.array([0.05, 0.5, 0.95]) * (opt.draws - 1)
         below = np.floor(pos).astype(int)
@@ -456,7 +497,11 @@ class MaterialIntensityTable:
         out = np.empty((len(rep), draws.shape[1], 3))
         for start in range(0, len(rep), opt.chunk):  # small chunks stay in cache
             sel = rep[start:start + opt.chunk]
-            sample = draws32[t[sel]]  # (u, K, D), a copy
+            if per_draw:  # draw d of building i from type t[i, d]
+                sample = np.ascontiguousarray(
+                    draws32[t[sel], :, np.arange(opt.draws)].transpose(0, 2, 1))  # (u, K, D)
+            else:
+                sample = draws32[t[sel]]  # (u, K, D), a copy
             sample *= pattern[sel][:, stratum].astype(np.float32)[:, None, :]  # × floors
             sample.sort(axis=-1)
             lo = sample[..., below].astype(np.float64)

@@ -87,6 +87,14 @@ class StockOptions:
             u = ndtr(np.sqrt(rho) * common + np.sqrt(1.0 - rho) * ndtri(u))
         return u
 
+    def category_levels(self, stream: int) -> np.ndarray:
+        """Stratified probability levels (draws,) for sampling a class per draw — the
+        structure (stream 1) or the function (stream 2) — from its probabilities; shared by
+        all buildings (common random numbers) and independent of the MI draws."""
+        rng = np.random.default_rng([self.seed, 0xC1A55, stream])
+        d = self.draws
+        return (rng.permutation(d) + rng.random(d)) / d
+
     def height_levels(self) -> np.ndarray:
         """The stratified height probability levels, ascending."""
         return (np.arange(self.height_strata) + 0.5) / self.height_strata
@@ -94,6 +102,14 @@ class StockOptions:
     def stratum_of_draw(self) -> np.ndarray:
         """Height stratum of each draw (balanced: draws // strata draws per stratum)."""
         return np.arange(self.draws) * self.height_strata // self.draws
+
+
+def sample_classes(p: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Class index per (building, draw): the inverse CDF of each row's probabilities ``p``
+    (n, classes) at the shared ``levels`` (draws,) → (n, draws) int."""
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    cdf[:, -1] = 1.0
+    return (levels[None, None, :] > cdf[:, :, None]).sum(axis=1).astype(np.int64)
 
 
 def inverse_cdf(q: np.ndarray, levels: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -197,19 +197,21 @@ class StructureModel:
 
 
 def apply_height_caps(p: np.ndarray, floors: np.ndarray) -> np.ndarray:
-    """Cap masonry and timber above the :data:`HEIGHT_CAPS` floor counts; the removed
-    probability goes to the other classes in proportion."""
+    """Cap masonry and timber above the :data:`HEIGHT_CAPS` floor counts; what the capped
+    classes lose goes to the uncapped ones in proportion (rows sum to 1)."""
     p = p.copy()
+    cap = np.ones_like(p)
     for above, code, most in HEIGHT_CAPS:
+        rows = np.isfinite(floors) & (floors > above)
         j = STRUCTURE_CLASSES.index(code)
-        rows = np.isfinite(floors) & (floors > above) & (p[:, j] > most)
-        if not rows.any():
-            continue
-        excess = p[rows, j] - most
-        others = p[rows].copy()
-        others[:, j] = 0.0
-        share = others / others.sum(axis=1, keepdims=True)
-        p[rows] = others + share * excess[:, None]
-        p[rows, j] = most
+        cap[rows, j] = np.minimum(cap[rows, j], most)
+    over = p > cap
+    rows = over.any(axis=1)
+    if rows.any():
+        q, c, o = p[rows], cap[rows], over[rows]
+        excess = np.where(o, q - c, 0.0).sum(axis=1)
+        free = np.where(o | (c < 1), 0.0, q)  # classes without a cap here take the excess
+        q = np.where(o, c, q) + free / free.sum(axis=1, keepdims=True) * excess[:, None]
+        p[rows] = q
     return p
 
