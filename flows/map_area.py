@@ -157,7 +157,8 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
     models = spec.models
     wanted = {"segmentation.model": spec.segmentation.model if spec.segment else "",
               "models.roof_material": models.roof_material, "models.height": models.height,
-              "models.roof_shape": models.roof_shape, "models.facade_material": models.facade_material}
+              "models.roof_shape": models.roof_shape, "models.facade_material": models.facade_material,
+              "models.structure": models.structure}
     # An empty name skips that stage's model (e.g. no roof materials).
     refs = {k: jobs.parse_model(v, k) if v else common_pb2.ModelRef() for k, v in wanted.items()}
     members = [jobs.parse_model(v, "segmentation.ensemble") for v in spec.segmentation.ensemble] \
@@ -169,7 +170,8 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
         # Served versions come from the model store (the tree when there is none).
         if not model_exists(ref.name, ref.version):
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
-        if key != "models.height" and not client.ready(ref.name, ref.version):
+        # The height and structure models run inside their services, not on the model server.
+        if key not in ("models.height", "models.structure") and not client.ready(ref.name, ref.version):
             raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")
     return {k.split(".", 1)[1] if k.startswith("models.") else "segmentation": v for k, v in refs.items()}
 
@@ -310,7 +312,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         batches = jobs.make_batches(buildings_in, spec.batch_size)
         msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
                                     roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
-                                    street_views=spec.street_views or "")
+                                    street_views=spec.street_views or "", structure_model=refs["structure"])
         t1 = time.time()
         batch_results = process_buildings(settings, job, msgs, spec.batch_timeout_s) if msgs else []
         stage["buildings (wall)"] = time.time() - t1

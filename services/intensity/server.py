@@ -23,7 +23,10 @@ import numpy as np
 from urbanfabric.stock import derived_intensity, intensity, monte_carlo, pv_sky, solar
 from urbanfabric.stock.buildings import building_stock
 from urbanfabric.errors import InvalidInput
+from urbanfabric.io.model_repository import version_folder
+from urbanfabric.stock.structure import STRUCTURE_CLASSES, StructureModel
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
+from urbanfabric.v1 import common_pb2
 from urbanfabric.v1 import intensity_pb2 as pb
 from urbanfabric.v1 import intensity_pb2_grpc as pb_grpc
 
@@ -46,6 +49,7 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
         path = os.environ.get("URBANFABRIC_MI_MAPPING", "")
         self.mapping = mapping or (derived_intensity.KeyMapping.load(path) if path else derived_intensity.KeyMapping())
         self._lock = threading.Lock()
+        self._structure_models: dict[str, StructureModel] = {}
         # Clear-sky-and-climate skies per grid cell at the default index, kept across requests
         # (bounded); a request with its own index builds its own.
         index = os.environ.get("URBANFABRIC_CLEAR_SKY_INDEX", "")
@@ -67,6 +71,16 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
             if name not in self.tables:
                 self.tables[name] = intensity.default_table(name)
             return self.tables[name]
+
+    def _structure_model(self, ref: common_pb2.ModelRef) -> StructureModel | None:
+        """The request's structure-type model (read once per version from the model store)."""
+        if not ref.name:
+            return None
+        key = f"{ref.name}:{ref.version}"
+        with self._lock:
+            if key not in self._structure_models:
+                self._structure_models[key] = StructureModel.load(version_folder(ref.name, ref.version))
+            return self._structure_models[key]
 
     def _source(self) -> solar.PvoutSource | None:
         with self._lock:  # the TMY / raster is read once, on first use
@@ -121,7 +135,11 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
             roof_shape=[b.roof_shape for b in buildings],
             main_axis_deg=np.array([b.main_axis_deg if b.HasField("main_axis_deg") else np.nan
                                     for b in buildings], dtype=np.float64),
-            default_sky=self._default_sky(solar_opt.clear_sky_index))
+            default_sky=self._default_sky(solar_opt.clear_sky_index),
+            structure_model=self._structure_model(request.structure_model),
+            year_built=known([b.year_built for b in buildings]),
+            residential_p=np.array([b.p_residential if b.HasField("p_residential") else np.nan
+                                    for b in buildings], dtype=np.float64))
         materials = table.materials
         cols = {c: stock[c].to_numpy() for c in stock.columns}
         out = []
@@ -152,6 +170,10 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
                 fallback=str(cols["fallback"][i]),
                 solar_source=str(cols["solar_source"][i]),
                 solar_kwp=v("solar_kwp"),
+                structure_source=str(cols["structure_source"][i]),
+                structure_probability=v("structure_probability"),
+                p_structure=[] if math.isnan(v("p_structure_C")) else
+                [v(f"p_structure_{c}") for c in STRUCTURE_CLASSES],
                 valid=not math.isnan(v("mass_total_kg")),
             ))
         return pb.EstimateStockResponse(buildings=out)

@@ -73,6 +73,11 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list
             longitude=float(lon), latitude=float(lat),
             roof_shape=shape_by_id.get(a.building_id, ""),
         ))
+        if a.year_built == a.year_built and a.year_built > 0:  # not NaN
+            inputs[-1].year_built = float(a.year_built)
+        residential = [c.probability for c in a.function_probabilities if c.name == "residential"]
+        if residential and residential[0] == residential[0]:
+            inputs[-1].p_residential = float(residential[0])
         bearing = axis.get(a.building_id, float("nan"))
         if bearing == bearing:  # not NaN: set the optional field
             inputs[-1].main_axis_deg = float(bearing)
@@ -116,7 +121,8 @@ def make_handler(settings: Settings):
         t2 = time.perf_counter()
         inputs = stock_inputs(footprints, attrs, roofs, facades)
         stock = call(ity.EstimateStock, intensity_pb2.EstimateStockRequest(
-            job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region),
+            job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region,
+            structure_model=task.structure_model),
             DEFAULT_DEADLINES["fast"]).buildings
         result.stage_seconds["intensity"] = time.perf_counter() - t2
         table = assemble(footprints, roofs, attrs, stock, task, task.job.job_id, facades)

@@ -72,8 +72,13 @@ class ModelVersions(BaseModel):
         json_schema_extra={"flags": ["--facade-model"]})
     height: str = Field("height-xgb:v1", description="height model (required)",
                         json_schema_extra={"flags": ["--height-model"]})
+    structure: str = Field(
+        "structure-type:v1",
+        description="structure-type model: P(concrete, masonry, steel, timber) per building, sampled by the "
+                    "stock's Monte-Carlo draws ('' = the roof/façade class lookup)",
+        json_schema_extra={"flags": ["--structure-model"]})
 
-    @field_validator("roof_material", "roof_shape", "facade_material")
+    @field_validator("roof_material", "roof_shape", "facade_material", "structure")
     @classmethod
     def _optional_ref(cls, value: str) -> str:
         return check_model_ref(value) if value.strip() else ""

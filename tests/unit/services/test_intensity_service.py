@@ -142,3 +142,25 @@ def test_clear_sky_index_from_the_environment(monkeypatch):
     monkeypatch.setenv("URBANFABRIC_CLEAR_SKY_INDEX", "cloudy")
     with pytest.raises(Exception, match="URBANFABRIC_CLEAR_SKY_INDEX"):
         IntensityServicer()
+
+
+def test_a_structure_model_gives_probabilities_and_a_given_structure_is_kept():
+    """structure-type:v1 (from the repository tree here): a 20-storey block is concrete with its
+    probability; the same building with the structure given is costed with one class."""
+    from urbanfabric.v1 import common_pb2
+
+    svc = IntensityServicer()
+    tall = dict(floors=20, height_m=60, height_p05=55, height_p95=65, function="NR", roof_material="")
+    model = common_pb2.ModelRef(name="structure-type", version="v1")
+    modelled, given = svc.EstimateStock(_req(buildings=[_one(**tall), _one(building_id="b", structure="C", **tall)],
+                                             structure_model=model), _Ctx()).buildings
+    assert modelled.structure == "C" and modelled.structure_source == "model"
+    assert len(modelled.p_structure) == 4 and sum(modelled.p_structure) == pytest.approx(1.0)
+    assert modelled.p_structure[1] <= 0.005 + 1e-9 and modelled.structure_probability > 0.8  # no masonry at 20 floors
+    assert given.structure_source == "given" and not given.p_structure and given.structure_probability == 1.0
+    low = svc.EstimateStock(_req(buildings=[_one(floors=2, height_m=6, height_p05=5, height_p95=7, roof_material="",
+                                                 function="RS", p_residential=0.5)],
+                                 structure_model=model), _Ctx()).buildings[0]
+    assert max(low.p_structure) < 0.9  # a low house: an honest spread, not a certainty
+    without = svc.EstimateStock(_req(buildings=[_one(**tall)]), _Ctx()).buildings[0]
+    assert without.structure_source == "default" and not without.p_structure

@@ -22,6 +22,7 @@ import geopandas as gpd
 import pandas as pd
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.stock.structure import STRUCTURE_CLASSES as STRUCTURE_CODES
 
 
 class ModelRef(Protocol):
@@ -85,6 +86,9 @@ class BuildingStock(Protocol):
     fallback: str
     solar_source: str
     solar_kwp: float
+    structure_source: str
+    structure_probability: float
+    p_structure: Sequence[float]
 
 
 class BatchModels(Protocol):
@@ -94,6 +98,7 @@ class BatchModels(Protocol):
     roof_shape_model: ModelRef
     facade_model: ModelRef
     height_model: ModelRef
+    structure_model: ModelRef
     region: str
 
 
@@ -162,6 +167,12 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
         row["fallback"] = b.fallback
         row["solar_source"] = b.solar_source or None
         row["solar_kwp"] = b.solar_kwp
+        # The structure's own uncertainty (the draws sample it): NaN where no model ran.
+        row["structure_source"] = b.structure_source or None
+        row["structure_probability"] = b.structure_probability if b.structure_source else None
+        probs: list[float | None] = list(b.p_structure) or [None] * len(STRUCTURE_CODES)
+        for code, value in zip(STRUCTURE_CODES, probs):
+            row[f"p_structure_{code}"] = value
         rows.append(row)
     sto = pd.DataFrame(rows)
     # Roof and façade columns are always present (empty when no model ran): a stable schema.
@@ -174,6 +185,8 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
         if models.roof_shape_model.name else None,
         "facade": f"{models.facade_model.name}:{models.facade_model.version}" if models.facade_model.name else None,
         "height": f"{models.height_model.name}:{models.height_model.version}",
+        "structure": f"{models.structure_model.name}:{models.structure_model.version}"
+        if models.structure_model.name else None,
         "intensity": f"rasmi-20230905:{models.region}:mc100",
     })
     out["job_id"] = job_id

@@ -205,11 +205,13 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
                 height_model: common_pb2.ModelRef, region: str,
                 roof_shape_model: common_pb2.ModelRef | None = None,
                 facade_model: common_pb2.ModelRef | None = None,
-                street_views: str = "") -> list[tuple[str, tasks_pb2.BuildingBatch]]:
+                street_views: str = "",
+                structure_model: common_pb2.ModelRef | None = None) -> list[tuple[str, tasks_pb2.BuildingBatch]]:
     """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs.
 
     ``roof_shape_model`` / ``facade_model`` (optional) ride along to the building worker, with
-    ``street_views`` (s3:// URI of a view catalog); without it façades come back "unknown".
+    ``street_views`` (s3:// URI of a view catalog); without it façades come back "unknown";
+    ``structure_model`` reaches the intensity stage (none: the roof/façade lookup).
     """
     layout = JobLayout(job.job_id)
     # In tile order, not in the order results arrived: a building several tiles' imagery covers
@@ -235,5 +237,6 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
             footprints=common_pb2.ObjectRef(uri=store.s3_uri(key), media_type=PARQUET_MEDIA_TYPE),
             images=images, roof_model=roof_model, height_model=height_model, region=region,
             roof_shape_model=roof_shape_model, facade_model=facade_model,
-            street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None)))
+            street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None,
+            structure_model=structure_model)))
     return out
