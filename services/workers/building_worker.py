@@ -75,7 +75,7 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list
         ))
         if a.year_built == a.year_built and a.year_built > 0:  # not NaN
             inputs[-1].year_built = float(a.year_built)
-        residential = [c.probability for c in a.function_probabilities if c.name == "residential"]
+        residential = [c.probability for c in a.function_probabilities if c.label == "residential"]
         if residential and residential[0] == residential[0]:
             inputs[-1].p_residential = float(residential[0])
         bearing = axis.get(a.building_id, float("nan"))

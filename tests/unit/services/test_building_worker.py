@@ -128,3 +128,14 @@ def test_unknown_roofs_and_facades_keep_their_reasons_and_reach_intensity_as_unk
     assert t.loc["b", "facade_material_unknown_reason"] == "no street-level view of the building"
     assert t.loc["c", "facade_material"] is None or pd.isna(t.loc["c", "facade_material"])  # not in the answer
     assert '"facade": "facade-material:v1"' in t["model_versions"].iloc[0]
+
+
+def test_stock_inputs_carry_the_year_and_the_probability_of_housing_for_the_structure_and_the_draws():
+    footprints, attrs, roofs, _ = _batch()
+    attrs[0].year_built = 1994.0
+    attrs[0].function_probabilities.add(label="residential", probability=0.7)
+    attrs[0].function_probabilities.add(label="commercial", probability=0.3)
+    attrs[1].year_built = float("nan")  # no age model: unknown, not year 0
+    inputs = {i.building_id: i for i in stock_inputs(footprints, attrs, roofs)}
+    assert inputs["a"].year_built == 1994.0 and inputs["a"].p_residential == pytest.approx(0.7)
+    assert inputs["b"].year_built == 0.0 and not inputs["b"].HasField("p_residential")
