@@ -110,3 +110,41 @@ def test_no_image_rows_use_their_own_band() -> None:
     assert list(model.rows_without_image(X)) == [False, True]
     assert hi[1] / mean[1] == pytest.approx(np.e, rel=1e-6)
     assert hi[0] / mean[0] < 1.2
+
+
+def test_measured_heights_override_the_model_with_a_tight_band() -> None:
+    from urbanfabric.attributes.batch import HEIGHT_MEASURED
+
+    fps = _footprints()
+    # In another CRS (WGS84) and in feet: reprojected and converted.
+    measured = gpd.GeoDataFrame({"height_m": [100.0]},
+                                geometry=[footprint(121.0, 121.0, 20.0)],
+                                crs="EPSG:32650").to_crs(4326)
+    model = _image_model()
+    table, report = predict_attributes(fps, AttributeModels(model), measured=measured,
+                                       measured_unit="ft")
+    assert table["height_source"].iloc[0] == HEIGHT_MEASURED
+    assert table["height_m"].iloc[0] == pytest.approx(30.48)
+    assert table["height_p95"].iloc[0] == pytest.approx(30.48 * 1.05)
+    assert table["height_source"].iloc[1] == HEIGHT_FROM_FOOTPRINT
+    assert report["measured_heights"]["n_matched"] == 1
+
+
+def test_bad_measured_height_sources_are_rejected_or_dropped() -> None:
+    from urbanfabric.attributes.measured import join_measured_heights
+
+    fps = _footprints()
+    src = gpd.GeoDataFrame({"height_m": [30.0, -3.0, 9000.0]},
+                           geometry=[footprint(), footprint(), footprint()])
+    with pytest.raises(InvalidInput, match="height_source.crs"):
+        join_measured_heights(fps, src)
+    src = src.set_crs("EPSG:32650")
+    with pytest.raises(InvalidInput, match="height_source.unit"):
+        join_measured_heights(fps, src, unit="storeys")
+    h, rep = join_measured_heights(fps, src)
+    assert rep["dropped_out_of_range"] == 2 and h[0] == 30.0 and np.isnan(h[1])
+    # A polygon barely touching the footprint lends it nothing.
+    edge = gpd.GeoDataFrame({"height_m": [30.0]}, geometry=[footprint(135.0, 120.0, 20.0)],
+                            crs="EPSG:32650")
+    h, _ = join_measured_heights(fps, edge)
+    assert np.isnan(h).all()

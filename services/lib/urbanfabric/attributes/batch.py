@@ -23,6 +23,7 @@ import pandas as pd
 
 from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel
 from urbanfabric.attributes.height import HeightModel
+from urbanfabric.attributes.measured import MEASURED_REL_ERROR, join_measured_heights
 from urbanfabric.attributes.image_evidence import (
     CHIP_MARGIN_M,
     IMAGE_FEATURE_NAMES,
@@ -76,6 +77,8 @@ def predict_attributes(
     default_crs: Any = None,
     images: ChipReader | None = None,
     sun: SunGeometry | None = None,
+    measured: gpd.GeoDataFrame | None = None,
+    measured_unit: str = "m",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predict every attribute of every usable footprint.
 
@@ -92,6 +95,9 @@ def predict_attributes(
             the model's morphology-only path and band, ``height_source = model_footprint``
             and the reason in ``height_source_reason``.
         sun: the imagery's sun geometry when known (else the shadow direction is estimated).
+        measured: the user's measured heights (polygons with ``height_m`` in
+            ``measured_unit``); a footprint covered ≥ 50 % by one takes its height
+            (``height_source = measured``, band ± :data:`measured.MEASURED_REL_ERROR`).
 
     Returns:
         ``(table, report)``: one row per kept footprint (its input index), columns COLUMNS;
@@ -112,7 +118,15 @@ def predict_attributes(
     Xh, reasons, img_info = _with_image_evidence(X, kept, models.height, images, sun)
     report["image_evidence"] = img_info
     h, lo, hi = models.height.predict(Xh)
-    out["height_source"] = np.where(reasons == "", HEIGHT_FROM_IMAGE, HEIGHT_FROM_FOOTPRINT)
+    source = np.where(reasons == "", HEIGHT_FROM_IMAGE, HEIGHT_FROM_FOOTPRINT).astype(object)
+    if measured is not None:
+        mh, report["measured_heights"] = join_measured_heights(kept, measured, unit=measured_unit)
+        got = np.isfinite(mh)
+        h, lo, hi = (np.where(got, mh, h), np.where(got, mh * (1 - MEASURED_REL_ERROR), lo),
+                     np.where(got, mh * (1 + MEASURED_REL_ERROR), hi))
+        source[got] = HEIGHT_MEASURED
+        reasons = np.where(got, "", reasons)
+    out["height_source"] = source
     out["height_source_reason"] = reasons
     out["footprint_area_m2"] = X["area_m2"].to_numpy()
     out["height_m"], out["height_p05"], out["height_p95"] = h, lo, hi

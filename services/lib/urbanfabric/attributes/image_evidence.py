@@ -56,6 +56,9 @@ RING_M = 20.0
 MIN_FOOTPRINT_PIXELS = 16
 #: Share of the footprint's pixels that must hold valid imagery.
 MIN_VALID_SHARE = 0.5
+#: Largest footprint → roof offset searched (ground metres): relief displacement of tall
+#: buildings in off-nadir imagery moves the roof away from the footprint, by h · tan(view angle).
+MAX_OFFSET_M = 20.0
 #: A shadow run may start this far beyond the footprint edge (ground metres).
 ONSET_M = 8.0
 #: Down-sun distance bins (ground metres) of the dark-share profile features.
@@ -88,6 +91,9 @@ IMAGE_FEATURE_NAMES: tuple[str, ...] = (
     "img_roof_edge_density",
     "img_roof_local_var",
     "img_coverage",
+    "img_roof_offset_m",
+    "img_roof_offset_along_m",
+    "img_roof_offset_score",
 )
 
 #: Reason strings (``image_reason`` column); "" = features computed.
@@ -174,7 +180,7 @@ def _prepare(chip: ImageChip | None) -> tuple[_Prepared | None, str]:
     if not chip.metres_per_unit > 0:
         raise InvalidInput("metres_per_unit", f"must be > 0, got {chip.metres_per_unit}")
     rows, cols = data.shape[1:]
-    valid = np.isfinite(data).all(axis=0)
+    valid: np.ndarray = np.asarray(np.isfinite(data).all(axis=0))
     inside = rio_features.rasterize([(geom, 1)], out_shape=(rows, cols), transform=t,
                                     fill=0, dtype="uint8", all_touched=False).astype(bool)
     if inside.sum() < MIN_FOOTPRINT_PIXELS:
@@ -369,6 +375,46 @@ def shadow_asymmetry(data: np.ndarray, px_m: float, *, step_deg: float = 5.0,
     return out
 
 
+def _roof_offset(p: _Prepared, shadow_azimuth_deg: float) -> dict[str, float]:
+    """Shift of the footprint outline that best matches the image's edges.
+
+    Off-nadir imagery shows a roof displaced from its footprint by ``h · tan(view angle)``
+    (relief displacement), and footprints drawn on roofs sit off the ground outline; either
+    way the offset grows with height. The outline's pixels are shifted over a grid of up to
+    :data:`MAX_OFFSET_M` and scored by mean gradient magnitude under them; the best shift is
+    returned as length, component along the shadow direction, and score gain over no shift.
+    """
+    lum = np.nan_to_num(p.lum, nan=0.5)
+    grad = np.hypot(ndimage.sobel(lum, axis=1), ndimage.sobel(lum, axis=0))
+    edge = p.inside & ~ndimage.binary_erosion(p.inside)
+    rr, cc = np.nonzero(edge)
+    step = max(1, int(round(1.0 / p.px_m)))
+    k = int(MAX_OFFSET_M / p.px_m)
+    shifts = np.arange(-k, k + 1, step)
+    dy, dx = np.meshgrid(shifts, shifts, indexing="ij")
+    dy, dx = dy.ravel(), dx.ravel()
+    keep = dy**2 + dx**2 <= k * k
+    dy, dx = dy[keep], dx[keep]
+    r = rr[None, :] + dy[:, None]
+    c = cc[None, :] + dx[:, None]
+    ok = (r >= 0) & (r < lum.shape[0]) & (c >= 0) & (c < lum.shape[1])
+    g = np.where(ok, grad[np.clip(r, 0, lum.shape[0] - 1), np.clip(c, 0, lum.shape[1] - 1)],
+                 np.nan)
+    with np.errstate(invalid="ignore"):
+        score = np.where(ok.mean(axis=1) > 0.8, np.nanmean(g, axis=1), -np.inf)
+    best = int(np.argmax(score))
+    zero = int(np.flatnonzero((dy == 0) & (dx == 0))[0])
+    phi = math.radians(shadow_azimuth_deg)
+    # Map offsets: x east = col, y north = −row.
+    east, north = dx[best] * p.px_m, -dy[best] * p.px_m
+    base = score[zero] if np.isfinite(score[zero]) and score[zero] > 0 else math.nan
+    return {
+        "img_roof_offset_m": float(math.hypot(east, north)),
+        "img_roof_offset_along_m": float(east * math.sin(phi) + north * math.cos(phi)),
+        "img_roof_offset_score": float(score[best] / base) if math.isfinite(base) else math.nan,
+    }
+
+
 def estimate_shadow_azimuth(chips: Sequence[ImageChip | None], *, step_deg: float = 5.0,
                             max_chips: int = 50) -> tuple[float, dict[str, Any]]:
     """Dominant shadow direction of a scene from its chips (no sun metadata).
@@ -445,7 +491,8 @@ def image_evidence_features(
         if not math.isfinite(az):
             reasons[i] = "no shadow direction (no usable imagery in the batch)"
             continue
-        f = {**_shadow_stats(p, az, dark_threshold, max_shadow_m), **_texture_stats(p)}
+        f = {**_shadow_stats(p, az, dark_threshold, max_shadow_m), **_texture_stats(p),
+             **_roof_offset(p, az)}
         f["img_shadow_height_m"] = f["img_shadow_len_m"] * tan_el
         values[i] = [f[c] for c in cols]
     table.loc[:, :] = values
