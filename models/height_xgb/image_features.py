@@ -57,7 +57,7 @@ def xiamen_image_features(gdf: gpd.GeoDataFrame, data_root: Path, label_sha: str
                           cache: Path | None, batch: int = 200) -> tuple[pd.DataFrame, np.ndarray,
                                                                          dict[str, Any]]:
     """Image features (``image_evidence_features``) of every row of ``gdf``, cached."""
-    key = hashlib.sha256(f"{label_sha}:{len(gdf)}:v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{label_sha}:{len(gdf)}:v2".encode()).hexdigest()[:16]
     if cache is not None:
         f = cache / f"xiamen_image_features_{key}.parquet"
         if f.is_file():

@@ -39,10 +39,20 @@ from models.height_xgb.image_features import xiamen_image_features
 from models.height_xgb.train import (
     CITYJSON, DEFAULT_DATA, HELSINKI, XIAMEN, load_helsinki, regression_metrics, spatial_block_split)
 
-CANDIDATES = {
-    "v1_morphology": (list(V1_FEATURE_NAMES), False),
-    "v1_morphology+image": (list(V1_FEATURE_NAMES), True),
-    "all_morphology+image": (None, True),
+#: Image inputs without the roof-offset search (the first version compared, "v4a").
+SHADOW_TEXTURE = [c for c in IMAGE_FEATURE_NAMES if not c.startswith("img_roof_offset")]
+#: Candidates compared on the calibration (validation) blocks: (morphology columns or None
+#: for all 69, image columns).
+CANDIDATES: dict[str, tuple[list[str] | None, list[str]]] = {
+    "v1_morphology": (list(V1_FEATURE_NAMES), []),
+    "v1_morphology+shadow_texture": (list(V1_FEATURE_NAMES), SHADOW_TEXTURE),
+    "v1_morphology+image": (list(V1_FEATURE_NAMES), list(IMAGE_FEATURE_NAMES)),
+    "all_morphology+image": (None, list(IMAGE_FEATURE_NAMES)),
+    "v1_morphology+image, depth 5": (list(V1_FEATURE_NAMES), list(IMAGE_FEATURE_NAMES)),
+}
+#: XGBoost parameters per candidate (over ``height.DEFAULT_PARAMS``).
+CANDIDATE_PARAMS: dict[str, dict[str, Any]] = {
+    "v1_morphology+image, depth 5": {"max_depth": 5, "eta": 0.05},
 }
 
 
@@ -93,23 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     train = ~test & ~calib
 
     def columns(name: str) -> list[str]:
-        base, with_img = CANDIDATES[name]
-        cols = list(morph.columns) if base is None else base
-        return cols + (list(IMAGE_FEATURE_NAMES) if with_img else [])
+        base, img_cols = CANDIDATES[name]
+        return (list(morph.columns) if base is None else base) + img_cols
 
-    def fit(cols: list[str], n_models: int) -> HeightModel:
+    def fit(name: str, n_models: int) -> HeightModel:
+        cols = columns(name)
         Xt, yt = _with_dropout(full.loc[train, cols], y[train], args.dropout_copies)
-        return HeightModel().fit(Xt, yt, n_models=n_models, seed=0, nthread=args.nthread)
+        return HeightModel(params=CANDIDATE_PARAMS.get(name)).fit(
+            Xt, yt, n_models=n_models, seed=0, nthread=args.nthread)
 
     selection = {}
     for name in CANDIDATES:
-        m = fit(columns(name), args.select_models)
+        m = fit(name, args.select_models)
         mean, lo, hi = m.predict(full.loc[calib, columns(name)])
         selection[name] = _short(regression_metrics(y[calib], mean, lo, hi))
         print(name, selection[name], flush=True)
     best = min(selection, key=lambda k: selection[k]["rmse_m"])
     cols = columns(best)
-    model = fit(cols, args.n_models)
+    model = fit(best, args.n_models)
     Xc = full.loc[calib, cols]
     band = model.calibrate_band(Xc, y[calib], method="log")
     no_img = model.calibrate_band(Xc.assign(**{c: np.nan for c in cols if c.startswith("img_")}),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
+
+import geopandas as gpd
 from functools import lru_cache
 
 from urbanfabric.attributes import age, function, height
@@ -89,6 +92,16 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
+    def _measured(self, request: pb.PredictAttributesRequest) -> gpd.GeoDataFrame | None:
+        """The request's measured heights (GeoParquet or GeoJSON), or None."""
+        if not request.measured_heights.uri:
+            return None
+        blob = self.store.get_bytes(parse_s3_uri(request.measured_heights.uri)[1])
+        try:
+            return read_geoparquet(blob) if blob[:4] == b"PAR1" else gpd.read_file(io.BytesIO(blob))
+        except Exception as exc:  # any unreadable file: name the field
+            raise InvalidInput("measured_heights", f"not readable as GeoParquet/GeoJSON ({exc})") from exc
+
     def _images(self, request: pb.PredictAttributesRequest,
                 models: AttributeModels) -> tuple[MultiRasterChipReader | None, list[str]]:
         """A chip reader over the request's ARD images, only for height models using imagery;
@@ -119,7 +132,9 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         images, unreadable = self._images(request, models)
         table, rep = predict_attributes(footprints, models,
                                         storey_height_m=request.storey_height_m or None,
-                                        images=images, sun=_sun(request))
+                                        images=images, sun=_sun(request),
+                                        measured=self._measured(request),
+                                        measured_unit=request.measured_heights_unit or "m")
         if unreadable:
             # Every image unreadable: say so per building instead of "no imagery given".
             table.loc[table["height_source_reason"] == "no imagery given",

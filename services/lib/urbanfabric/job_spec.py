@@ -186,8 +186,20 @@ class JobSpec(BaseModel):
     imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})
     street_views: str | None = Field(None, description="s3:// URI of a street-level view catalog (GeoJSON/CSV) for "
                                                        "façade materials")
+    measured_heights: str | None = Field(
+        None, description="s3:// URI of the user's measured building heights (GeoJSON / GeoParquet "
+                          "polygons with a height_m column, any CRS); they replace model heights "
+                          "where they cover a footprint")
+    measured_heights_unit: str = Field("m", description="unit of measured_heights' height_m: m or ft")
     landcover: LandCoverOptions = Field(default_factory=LandCoverOptions,
                                         json_schema_extra={"flag_prefix": "landcover-"})
+
+    @field_validator("measured_heights_unit")
+    @classmethod
+    def _height_unit(cls, value: str) -> str:
+        if value.lower() not in ("m", "ft"):
+            raise ValueError(f"unit must be 'm' or 'ft', got {value!r}")
+        return value.lower()
 
     @field_validator("footprints", "districts")
     @classmethod

@@ -146,3 +146,32 @@ def test_worker_table_carries_function_and_age_columns():
     # No function / age model for b1: missing, never a zero year or an empty-string class.
     assert t.loc["b1", "building_function"] is None or np.isnan(t.loc["b1", "year_built"])
     assert np.isnan(t.loc["b1", "year_built"]) and t.loc["b1", "age_class"] is None
+
+
+class _KeyStore:
+    """Object store fake answering per key."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.blobs[key]
+
+
+@needs_models
+def test_measured_heights_in_the_request_replace_model_heights():
+    fps = _footprints(4)
+    measured = gpd.GeoDataFrame({"height_m": [42.0]}, geometry=[fps.geometry.iloc[1]],
+                                crs="EPSG:4326").to_crs(3067)
+    store = _KeyStore({"f.parquet": geoparquet_bytes(fps),
+                       "m.geojson": measured.to_json().encode()})
+    req = _request()
+    req.measured_heights.uri = "s3://bucket/m.geojson"
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    srcs = [b.height_source for b in out.buildings]
+    assert srcs == ["model_footprint", "measured", "model_footprint", "model_footprint"]
+    assert out.buildings[1].height_m == pytest.approx(42.0)
+    assert out.buildings[0].height_source_reason == "height model uses no imagery"
+    req.measured_heights_unit = "storeys"
+    with pytest.raises(Exception, match="height_source.unit"):
+        AttributesServicer(store).PredictAttributes(req, _Ctx())

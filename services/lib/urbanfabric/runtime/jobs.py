@@ -199,7 +199,8 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
                 height_model: common_pb2.ModelRef, region: str,
                 roof_shape_model: common_pb2.ModelRef | None = None,
                 facade_model: common_pb2.ModelRef | None = None,
-                street_views: str = "") -> list[tuple[str, tasks_pb2.BuildingBatch]]:
+                street_views: str = "", measured_heights: str = "",
+                measured_heights_unit: str = "m") -> list[tuple[str, tasks_pb2.BuildingBatch]]:
     """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs.
 
     ``roof_shape_model`` / ``facade_model`` (optional) ride along to the building worker, with
@@ -229,5 +230,7 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
             footprints=common_pb2.ObjectRef(uri=store.s3_uri(key), media_type=PARQUET_MEDIA_TYPE),
             images=images, roof_model=roof_model, height_model=height_model, region=region,
             roof_shape_model=roof_shape_model, facade_model=facade_model,
-            street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None)))
+            street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None,
+            measured_heights=common_pb2.ObjectRef(uri=measured_heights) if measured_heights else None,
+            measured_heights_unit=measured_heights_unit)))
     return out
