@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dropout-copies", type=int, default=1)
     ap.add_argument("--nthread", type=int, default=1)
     ap.add_argument("--compare", type=Path, default=Path("models/height_xgb/v1"))
+    ap.add_argument("--test-seed", type=int, default=0,
+                    help="block draw of the test set (0 = v1's; others: robustness, not shipped)")
     args = ap.parse_args(argv)
     path = args.data_root / XIAMEN
     if not path.is_file():
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     img, reason, img_info = xiamen_image_features(gdf, args.data_root, sha, args.cache)
     img = img[list(IMAGE_FEATURE_NAMES)]
     full = pd.concat([morph.reset_index(drop=True), img.reset_index(drop=True)], axis=1)
-    test, split = spatial_block_split(gdf, 500.0, 0.2, 0)
+    test, split = spatial_block_split(gdf, 500.0, 0.2, args.test_seed)
     rest = np.flatnonzero(~test)
     cal_sub, cal_split = spatial_block_split(gdf.iloc[rest], 500.0, 0.2, 100)
     calib = np.zeros(len(gdf), bool)

@@ -70,7 +70,8 @@ class ModelVersions(BaseModel):
     facade_material: str = Field(
         "facade-material:v1", description="façade-material model ('' = none); needs street_views",
         json_schema_extra={"flags": ["--facade-model"]})
-    height: str = Field("height-xgb:v1", description="height model (required)",
+    height: str = Field("height-xgb:v4", description="height model (required); v4 uses the imagery "
+                        "when the job has it, its morphology-only path otherwise",
                         json_schema_extra={"flags": ["--height-model"]})
 
     @field_validator("roof_material", "roof_shape", "facade_material")
