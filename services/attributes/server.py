@@ -115,6 +115,11 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
             except (InvalidInput, NotFound, OSError) as exc:
                 unreadable.append(f"{ref.uri} ({exc})")
                 continue
+            if r.crs is None or r.crs.is_geographic or r.data.shape[0] != 3:
+                # Image evidence needs square metric pixels and RGB: name the image, no guess.
+                unreadable.append(f"{ref.uri} (CRS {r.crs}, {r.data.shape[0]} bands: needs a "
+                                  "projected RGB raster)")
+                continue
             readers.append(RasterChipReader(r.data, r.transform, r.crs, r.nodata))
         return (MultiRasterChipReader(readers) if readers else None), unreadable
 
@@ -136,9 +141,9 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
                                         measured=self._measured(request),
                                         measured_unit=request.measured_heights_unit or "m")
         if unreadable:
-            # Every image unreadable: say so per building instead of "no imagery given".
+            # Images skipped: say so per building instead of "no imagery given".
             table.loc[table["height_source_reason"] == "no imagery given",
-                      "height_source_reason"] = "imagery unreadable: " + "; ".join(unreadable)
+                      "height_source_reason"] = "imagery unusable: " + "; ".join(unreadable)
         ids = footprints["building_id"]
         buildings = []
         for idx, r in table.iterrows():
