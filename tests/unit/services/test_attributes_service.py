@@ -175,3 +175,19 @@ def test_measured_heights_in_the_request_replace_model_heights():
     req.measured_heights_unit = "storeys"
     with pytest.raises(Exception, match="height_source.unit"):
         AttributesServicer(store).PredictAttributes(req, _Ctx())
+
+
+def test_worker_table_carries_the_height_source():
+    from urbanfabric.v1 import tasks_pb2
+
+    fp = _footprints(2)
+    attrs = [pb.BuildingAttributes(building_id="b0", height_m=9.0, height_p05=8.0, height_p95=10.0,
+                                   floors=3, height_source="model_image"),
+             pb.BuildingAttributes(building_id="b1", height_m=6.0, height_p05=2.0, height_p95=19.0,
+                                   floors=2, height_source="model_footprint",
+                                   height_source_reason="nodata under the footprint")]
+    task = tasks_pb2.BuildingBatch(batch_id="0", region="ASIA_CHN")
+    task.job.job_id = "j"
+    t = assemble(fp, [], attrs, [], task, task.job.job_id).set_index("building_id")
+    assert t.loc["b0", "height_source"] == "model_image" and t.loc["b0", "height_source_reason"] is None
+    assert t.loc["b1", "height_source_reason"] == "nodata under the footprint"
