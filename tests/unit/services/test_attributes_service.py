@@ -191,3 +191,42 @@ def test_worker_table_carries_the_height_source():
     t = assemble(fp, [], attrs, [], task, task.job.job_id).set_index("building_id")
     assert t.loc["b0", "height_source"] == "model_image" and t.loc["b0", "height_source_reason"] is None
     assert t.loc["b1", "height_source_reason"] == "nodata under the footprint"
+
+
+V4 = (model_dir("height_xgb", "v4") / "meta.json").is_file()
+
+
+def _geotiff(data: np.ndarray, transform, crs: str) -> bytes:
+    from rasterio.io import MemoryFile
+
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                      dtype="float32", crs=crs, transform=transform, nodata=float("nan")) as dst:
+            dst.write(data.astype("float32"))
+        return mem.read()
+
+
+@pytest.mark.skipif(not V4, reason="height_xgb v4 not shipped")
+def test_image_height_model_reads_the_batch_imagery_and_falls_back_with_reasons():
+    from tests.unit.attributes.test_image_evidence import X0, Y0, footprint, scene
+
+    img, t = scene(30.0)
+    fps = gpd.GeoDataFrame({"building_id": ["in", "out"]},
+                           geometry=[footprint(), box(X0 + 2000, Y0, X0 + 2020, Y0 + 20)],
+                           crs="EPSG:32650").to_crs(4326)
+    store = _KeyStore({"f.parquet": geoparquet_bytes(fps),
+                       "a.tif": _geotiff(img, t, "EPSG:32650")})
+    req = _request()
+    req.height_model.version = "v4"
+    req.images.add(uri="s3://bucket/a.tif")
+    req.sun_azimuth_deg = 150.0
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    b = {x.building_id: x for x in out.buildings}
+    assert b["in"].height_source == "model_image" and b["in"].height_source_reason == ""
+    assert b["out"].height_source == "model_footprint"
+    assert b["out"].height_source_reason == "no imagery covers the footprint"
+    # A geographic raster is not measured in pixels of unknown size: named, fallback.
+    store.blobs["a.tif"] = _geotiff(img, t, "EPSG:4326")
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    assert {x.height_source for x in out.buildings} == {"model_footprint"}
+    assert all("imagery unusable" in x.height_source_reason for x in out.buildings)
