@@ -391,8 +391,8 @@ def _roof_offset(p: _Prepared, shadow_azimuth_deg: float) -> dict[str, float]:
     step = max(1, int(round(1.0 / p.px_m)))
     k = int(MAX_OFFSET_M / p.px_m)
     shifts = np.arange(-k, k + 1, step)
-    dy, dx = np.meshgrid(shifts, shifts, indexing="ij")
-    dy, dx = dy.ravel(), dx.ravel()
+    gy, gx = np.meshgrid(shifts, shifts, indexing="ij")
+    dy, dx = gy.ravel(), gx.ravel()
     keep = dy**2 + dx**2 <= k * k
     dy, dx = dy[keep], dx[keep]
     r = rr[None, :] + dy[:, None]
