@@ -46,7 +46,8 @@ from scipy import ndimage
 
 from urbanfabric.errors import InvalidInput
 
-#: Stretched luminance below this is shadow (chosen on Xiamen training blocks; see results.md).
+#: Stretched luminance below this is shadow. Set by eye on the Xiamen tiles; 0.15 / 0.22 / 0.30
+#: gave similar correlations with height on a random 400-building sample (see results.md).
 DARK_THRESHOLD = 0.22
 #: How far beyond the footprint shadows are followed (ground metres).
 MAX_SHADOW_M = 150.0
