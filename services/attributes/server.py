@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import geopandas as gpd
@@ -21,6 +20,7 @@ from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.rasters import read_raster
 from urbanfabric.attributes.chip_reader import MultiRasterChipReader, RasterChipReader
 from urbanfabric.attributes.image_evidence import SunGeometry
+from urbanfabric.attributes.measured import read_height_source
 from urbanfabric.v1 import attributes_pb2 as pb
 from urbanfabric.v1 import attributes_pb2_grpc as pb_grpc
 
@@ -97,10 +97,9 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         if not request.measured_heights.uri:
             return None
         blob = self.store.get_bytes(parse_s3_uri(request.measured_heights.uri)[1])
-        try:
-            return read_geoparquet(blob) if blob[:4] == b"PAR1" else gpd.read_file(io.BytesIO(blob))
-        except Exception as exc:  # any unreadable file: name the field
-            raise InvalidInput("measured_heights", f"not readable as GeoParquet/GeoJSON ({exc})") from exc
+        if blob[:4] == b"PAR1":
+            return read_geoparquet(blob)
+        return read_height_source(blob, "measured_heights")
 
     def _images(self, request: pb.PredictAttributesRequest,
                 models: AttributeModels) -> tuple[MultiRasterChipReader | None, list[str]]:

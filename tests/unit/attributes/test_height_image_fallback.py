@@ -148,3 +148,28 @@ def test_bad_measured_height_sources_are_rejected_or_dropped() -> None:
                             crs="EPSG:32650")
     h, _ = join_measured_heights(fps, edge)
     assert np.isnan(h).all()
+
+
+def test_height_sources_read_from_cityjson_osm_tags_and_plain_geojson() -> None:
+    from pathlib import Path
+
+    from urbanfabric.attributes.measured import read_height_source
+
+    fps = _footprints().to_crs(4326)
+    plain = gpd.GeoDataFrame({"height_m": [12.0]}, geometry=[fps.geometry.iloc[0]], crs=4326)
+    assert read_height_source(plain.to_json().encode())["height_m"].tolist() == [12.0]
+    osm = gpd.GeoDataFrame({"building:levels": ["4"]}, geometry=[fps.geometry.iloc[0]], crs=4326)
+    assert read_height_source(osm.to_json().encode())["height_m"].tolist() == [12.0]
+    none = gpd.GeoDataFrame({"name": ["x"]}, geometry=[fps.geometry.iloc[0]], crs=4326)
+    with pytest.raises(InvalidInput, match="measured_heights"):
+        read_height_source(none.to_json().encode())
+    with pytest.raises(InvalidInput, match="measured_heights"):
+        read_height_source(b"\x00garbage")
+    samples = Path(__file__).resolve().parents[3].parent / "shared/data/heights/cityjson-samples"
+    if (samples / "delft.json").is_file():
+        g = read_height_source((samples / "delft.json").read_bytes())
+        assert len(g) and (g["height_m"] > 0).any() and g.crs is not None
+    if (samples / "multi_lod.json").is_file():
+        # A CityJSON naming no reference system cannot be placed: rejected, not guessed.
+        with pytest.raises(InvalidInput, match="crs"):
+            read_height_source((samples / "multi_lod.json").read_bytes())

@@ -97,3 +97,45 @@ def join_measured_heights(
         out[f_ok[first]] = src_h[s_ok[first]]
     report["n_matched"] = int(np.isfinite(out).sum())
     return out, report
+
+
+def read_height_source(blob: bytes, name: str = "measured_heights") -> gpd.GeoDataFrame:
+    """Polygons with ``height_m`` from the bytes of a user's height source.
+
+    * CityJSON (``"type": "CityJSON"``) → :func:`measurements.load_cityjson` (roof max −
+      ground, metres);
+    * GeoJSON / any OGR vector with ``height_m`` → as is;
+    * OSM-tagged vectors (``height`` / ``building:levels`` columns) →
+      :func:`measurements.load_osm_buildings` (``height``, else levels × 3 m).
+
+    Raises:
+        InvalidInput: ``field=name`` when the bytes are none of these.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from urbanfabric.attributes.measurements import load_cityjson, load_osm_buildings
+
+    head = blob[:4096].lstrip()
+    with tempfile.TemporaryDirectory() as tmp:
+        if head.startswith(b"{") and b'"CityJSON"' in blob:
+            try:
+                doc_type = json.loads(blob).get("type")
+            except ValueError as exc:
+                raise InvalidInput(name, f"not valid JSON ({exc})") from exc
+            if doc_type == "CityJSON":
+                path = Path(tmp) / "source.city.json"
+                path.write_bytes(blob)
+                return load_cityjson(path)
+        path = Path(tmp) / "source.geojson"
+        path.write_bytes(blob)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable vector: name the field
+            raise InvalidInput(name, f"not a readable vector file ({exc})") from exc
+        if "height_m" in gdf.columns:
+            return gdf
+        if {"height", "building:levels"} & set(gdf.columns):
+            return load_osm_buildings(path)
+    raise InvalidInput(name, "has no height_m, height or building:levels column")
