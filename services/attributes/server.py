@@ -134,9 +134,13 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         if "building_id" not in footprints.columns:
             raise InvalidInput("footprints", "has no building_id column")
         images, unreadable = self._images(request, models)
+        sun = _sun(request)
+        # Without sun metadata, the shadow direction of the whole tiles (more pixels, more
+        # shadows than one batch's chips).
+        azimuth = images.scene_shadow_azimuth() if images is not None and sun is None else None
         table, rep = predict_attributes(footprints, models,
                                         storey_height_m=request.storey_height_m or None,
-                                        images=images, sun=_sun(request),
+                                        images=images, sun=sun, shadow_azimuth_deg=azimuth,
                                         measured=self._measured(request),
                                         measured_unit=request.measured_heights_unit or "m")
         if unreadable:

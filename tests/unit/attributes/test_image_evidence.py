@@ -121,3 +121,19 @@ def test_rotated_transform_is_rejected() -> None:
     with pytest.raises(InvalidInput, match="north-up"):
         image_evidence_features([ImageChip(img, bad, footprint())], SunGeometry(180.0))
     assert math.isfinite(PX)
+
+
+def test_multi_raster_reader_fills_a_chip_across_tile_edges_and_finds_the_scene_direction() -> None:
+    from urbanfabric.attributes.chip_reader import MultiRasterChipReader
+
+    blds = ((35.0, 40.0, 14.0), (95.0, 75.0, 12.0), (170.0, 35.0, 16.0), (60.0, 150.0, 10.0),
+            (140.0, 130.0, 14.0), (205.0, 95.0, 12.0), (110.0, 205.0, 16.0), (200.0, 190.0, 10.0))
+    img, t = scene(18.0, "east", size_m=260.0, buildings=blds)
+    half = img.shape[2] // 2
+    west = RasterChipReader(img[:, :, :half], t, "EPSG:32650")
+    east = RasterChipReader(img[:, :, half:], t @ affine.Affine.translation(half, 0), "EPSG:32650")
+    both = MultiRasterChipReader([west, east])
+    fps = gpd.GeoSeries([footprint(120.0, 120.0, 10.0)], crs="EPSG:32650")
+    chip = both.chips(fps, 40.0)[0]
+    assert chip is not None and np.isfinite(chip.data).all()  # both halves composited
+    assert both.scene_shadow_azimuth() == pytest.approx(90.0, abs=15.0)

@@ -79,6 +79,7 @@ def predict_attributes(
     sun: SunGeometry | None = None,
     measured: gpd.GeoDataFrame | None = None,
     measured_unit: str = "m",
+    shadow_azimuth_deg: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predict every attribute of every usable footprint.
 
@@ -95,6 +96,8 @@ def predict_attributes(
             the model's morphology-only path and band, ``height_source = model_footprint``
             and the reason in ``height_source_reason``.
         sun: the imagery's sun geometry when known (else the shadow direction is estimated).
+        shadow_azimuth_deg: the scene's shadow direction when estimated beforehand (e.g. over
+            whole ARD tiles); else estimated from the batch's chips.
         measured: the user's measured heights (polygons with ``height_m`` in
             ``measured_unit``); a footprint covered ≥ 50 % by one takes its height
             (``height_source = measured``, band ± :data:`measured.MEASURED_REL_ERROR`).
@@ -115,7 +118,8 @@ def predict_attributes(
     if n == 0:
         return out, report
     X = footprint_features(kept)
-    Xh, reasons, img_info = _with_image_evidence(X, kept, models.height, images, sun)
+    Xh, reasons, img_info = _with_image_evidence(X, kept, models.height, images, sun,
+                                                 shadow_azimuth_deg)
     report["image_evidence"] = img_info
     h, lo, hi = models.height.predict(Xh)
     source = np.where(reasons == "", HEIGHT_FROM_IMAGE, HEIGHT_FROM_FOOTPRINT).astype(object)
@@ -170,7 +174,7 @@ def predict_attributes(
 
 def _with_image_evidence(
     X: pd.DataFrame, kept: gpd.GeoDataFrame, model: HeightModel, images: ChipReader | None,
-    sun: SunGeometry | None,
+    sun: SunGeometry | None, shadow_azimuth_deg: float | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """Footprint features plus the height model's image inputs, and the reason per row.
 
@@ -183,6 +187,8 @@ def _with_image_evidence(
         img = pd.DataFrame(np.nan, index=X.index, columns=list(IMAGE_FEATURE_NAMES))
         return pd.concat([X, img], axis=1), np.full(n, NO_IMAGE_SOURCE, dtype=object), {}
     chips = images.chips(kept.geometry, CHIP_MARGIN_M)
-    table, reasons, info = image_evidence_features(chips, sun)
+    az = shadow_azimuth_deg if shadow_azimuth_deg is not None and np.isfinite(
+        shadow_azimuth_deg) else None
+    table, reasons, info = image_evidence_features(chips, sun, shadow_azimuth_deg=az)
     table.index = X.index
     return pd.concat([X, table[list(IMAGE_FEATURE_NAMES)]], axis=1), reasons, info

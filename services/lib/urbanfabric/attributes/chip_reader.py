@@ -15,7 +15,7 @@ import geopandas as gpd
 import numpy as np
 from pyproj import CRS, Transformer
 
-from urbanfabric.attributes.image_evidence import ImageChip
+from urbanfabric.attributes.image_evidence import ImageChip, shadow_asymmetry
 from urbanfabric.errors import InvalidInput
 
 WEB_MERCATOR = CRS.from_epsg(3857)
@@ -95,19 +95,47 @@ class RasterChipReader:
 
 
 class MultiRasterChipReader:
-    """The first of several rasters whose window holds the footprint with valid pixels wins."""
+    """Chips from several rasters (a job's ARD tiles).
+
+    The first raster with valid imagery under a footprint's window gives the chip; where the
+    window runs off that raster, pixels of the other rasters on the same pixel grid (same CRS
+    and resolution, e.g. neighbouring Web-Mercator tiles) fill it, so shadows crossing a tile
+    edge are kept.
+    """
 
     def __init__(self, readers: Sequence[RasterChipReader]) -> None:
         self.readers = list(readers)
 
     def chips(self, footprints: gpd.GeoSeries, margin_m: float) -> list[ImageChip | None]:
-        """Chips per footprint from the first raster with valid imagery under it."""
+        """Chips per footprint, composited over the rasters sharing the first one's grid."""
         out: list[ImageChip | None] = [None] * len(footprints)
         for reader in self.readers:
-            todo = [i for i, c in enumerate(out) if c is None]
-            if not todo:
-                break
-            for i, c in zip(todo, reader.chips(footprints.iloc[todo], margin_m)):
-                if c is not None and np.isfinite(c.data).all(axis=0).any():
+            for i, c in enumerate(reader.chips(footprints, margin_m)):
+                if c is None or not np.isfinite(c.data).all(axis=0).any():
+                    continue
+                first = out[i]
+                if first is None:
                     out[i] = c
+                elif (first.data.shape == c.data.shape
+                      and first.transform.almost_equals(c.transform)):
+                    hole = ~np.isfinite(first.data)
+                    first.data[hole] = c.data[hole]
         return out
+
+    def scene_shadow_azimuth(self, step_deg: float = 5.0) -> float:
+        """Shadow direction of all rasters together (:func:`shadow_asymmetry`), NaN if none."""
+        total = np.zeros(int(round(360.0 / step_deg)))
+        n = 0
+        for r in self.readers:
+            to_ll = Transformer.from_crs(r.crs, 4326, always_xy=True)
+            rows, cols = r.data.shape[1:]
+            _, lat = to_ll.transform(*(r.transform * (cols / 2, rows / 2)))
+            data = r.data.astype(np.float32)
+            if r.nodata is not None:
+                data[data == r.nodata] = np.nan
+            curve = shadow_asymmetry(data, r.transform.a * metres_per_unit(r.crs, lat),
+                                     step_deg=step_deg)
+            if np.isfinite(curve).all():
+                total += curve
+                n += 1
+        return float(np.argmax(total) * step_deg) if n else math.nan
