@@ -312,7 +312,9 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         batches = jobs.make_batches(buildings_in, spec.batch_size)
         msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
                                     roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
-                                    street_views=spec.street_views or "", structure_model=refs["structure"])
+                                    street_views=spec.street_views or "", structure_model=refs["structure"],
+                                    measured_heights=spec.measured_heights or "",
+                                    measured_heights_unit=spec.measured_heights_unit)
         t1 = time.time()
         batch_results = process_buildings(settings, job, msgs, spec.batch_timeout_s) if msgs else []
         stage["buildings (wall)"] = time.time() - t1

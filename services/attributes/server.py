@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+
+import geopandas as gpd
 from functools import lru_cache
 
 from urbanfabric.attributes import age, function, height
@@ -15,6 +17,10 @@ from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_ser
 from urbanfabric.io.model_repository import model_exists, version_folder
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import read_geoparquet
+from urbanfabric.io.rasters import read_raster
+from urbanfabric.attributes.chip_reader import MultiRasterChipReader, RasterChipReader
+from urbanfabric.attributes.image_evidence import SunGeometry
+from urbanfabric.attributes.measured import read_height_source
 from urbanfabric.v1 import attributes_pb2 as pb
 from urbanfabric.v1 import attributes_pb2_grpc as pb_grpc
 
@@ -72,9 +78,49 @@ def _f(v) -> float:
         else math.nan
 
 
+def _sun(request: pb.PredictAttributesRequest) -> SunGeometry | None:
+    """The imagery's sun geometry when the request gives its azimuth."""
+    if not request.HasField("sun_azimuth_deg"):
+        return None
+    el = request.sun_elevation_deg if request.HasField("sun_elevation_deg") else None
+    if el is not None and not 0 < el <= 90:
+        raise InvalidInput("sun_elevation_deg", f"must be in (0, 90], got {el}")
+    return SunGeometry(request.sun_azimuth_deg % 360.0, el)
+
+
 class AttributesServicer(pb_grpc.AttributesServiceServicer):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+
+    def _measured(self, request: pb.PredictAttributesRequest) -> gpd.GeoDataFrame | None:
+        """The request's measured heights (GeoParquet or GeoJSON), or None."""
+        if not request.measured_heights.uri:
+            return None
+        blob = self.store.get_bytes(parse_s3_uri(request.measured_heights.uri)[1])
+        if blob[:4] == b"PAR1":
+            return read_geoparquet(blob)
+        return read_height_source(blob, "measured_heights")
+
+    def _images(self, request: pb.PredictAttributesRequest,
+                models: AttributeModels) -> tuple[MultiRasterChipReader | None, list[str]]:
+        """A chip reader over the request's ARD images, only for height models using imagery;
+        unreadable images are skipped and named."""
+        if not request.images or not models.height.image_feature_names:
+            return None, []
+        readers, unreadable = [], []
+        for ref in request.images:
+            try:
+                r = read_raster(self.store.get_bytes(parse_s3_uri(ref.uri)[1]))
+            except (InvalidInput, NotFound, OSError) as exc:
+                unreadable.append(f"{ref.uri} ({exc})")
+                continue
+            if r.crs is None or r.crs.is_geographic or r.data.shape[0] != 3:
+                # Image evidence needs square metric pixels and RGB: name the image, no guess.
+                unreadable.append(f"{ref.uri} (CRS {r.crs}, {r.data.shape[0]} bands: needs a "
+                                  "projected RGB raster)")
+                continue
+            readers.append(RasterChipReader(r.data, r.transform, r.crs, r.nodata))
+        return (MultiRasterChipReader(readers) if readers else None), unreadable
 
     @rpc(SERVICE)
     def PredictAttributes(self, request: pb.PredictAttributesRequest, context) -> pb.PredictAttributesResponse:
@@ -87,8 +133,20 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
             return pb.PredictAttributesResponse(report=pb.AttributesReport(models=models.names))
         if "building_id" not in footprints.columns:
             raise InvalidInput("footprints", "has no building_id column")
+        images, unreadable = self._images(request, models)
+        sun = _sun(request)
+        # Without sun metadata, the shadow direction of the whole tiles (more pixels, more
+        # shadows than one batch's chips).
+        azimuth = images.scene_shadow_azimuth() if images is not None and sun is None else None
         table, rep = predict_attributes(footprints, models,
-                                        storey_height_m=request.storey_height_m or None)
+                                        storey_height_m=request.storey_height_m or None,
+                                        images=images, sun=sun, shadow_azimuth_deg=azimuth,
+                                        measured=self._measured(request),
+                                        measured_unit=request.measured_heights_unit or "m")
+        if unreadable:
+            # Images skipped: say so per building instead of "no imagery given".
+            table.loc[table["height_source_reason"] == "no imagery given",
+                      "height_source_reason"] = "imagery unusable: " + "; ".join(unreadable)
         ids = footprints["building_id"]
         buildings = []
         for idx, r in table.iterrows():
@@ -107,6 +165,7 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
                 age_class_probabilities=[
                     pb.ClassProbability(label=lab, probability=float(r[f"p_age_{k}"]))
                     for k, lab in enumerate(AGE_CLASS_LABELS)] if r.age_class else [],
+                height_source=r.height_source, height_source_reason=r.height_source_reason,
             ))
         dropped = set(rep["dropped_index"])
         report = pb.AttributesReport(

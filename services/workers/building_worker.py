@@ -116,7 +116,9 @@ def make_handler(settings: Settings):
         t1 = time.perf_counter()
         attrs = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
             job=task.job, batch_id=task.batch_id, footprints=task.footprints,
-            height_model=task.height_model), deadline).buildings
+            height_model=task.height_model, images=task.images,
+            measured_heights=task.measured_heights,
+            measured_heights_unit=task.measured_heights_unit), deadline).buildings
         result.stage_seconds["attributes"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         inputs = stock_inputs(footprints, attrs, roofs, facades)

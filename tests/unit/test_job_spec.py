@@ -35,6 +35,7 @@ def _flags(line: str) -> JobSpec:
     ({"area": AREA, "batch_size": 0}, "batch_size"),
     ({"area": AREA, "job_id": "../../x"}, "job_id"),
     ({"area": AREA, "colour": "red"}, "colour"),
+    ({"area": AREA, "measured_heights_unit": "storeys"}, "measured_heights_unit"),
 ])
 def test_bad_specs_name_the_field(data, field):
     with pytest.raises(InvalidInput) as err:
@@ -98,3 +99,10 @@ def test_proto_values_the_spec_rejects_name_the_field():
         options_from_proto(common_pb2.SegmentationOptions(tta=99), SegmentationOptions, "options")
     # Unset enums take the spec's defaults.
     assert options_from_proto(common_pb2.SegmentationOptions(), SegmentationOptions, "o").tta is TTA.NONE
+
+
+def test_measured_heights_and_the_image_height_model_by_default():
+    spec = JobSpec.parse({"area": AREA, "measured_heights": "s3://b/heights.geojson",
+                          "measured_heights_unit": "FT"})
+    assert spec.measured_heights == "s3://b/heights.geojson" and spec.measured_heights_unit == "ft"
+    assert JobSpec.parse({"area": AREA}).models.height == "height-xgb:v4"

@@ -70,7 +70,8 @@ class ModelVersions(BaseModel):
     facade_material: str = Field(
         "facade-material:v1", description="façade-material model ('' = none); needs street_views",
         json_schema_extra={"flags": ["--facade-model"]})
-    height: str = Field("height-xgb:v1", description="height model (required)",
+    height: str = Field("height-xgb:v4", description="height model (required); v4 uses the imagery "
+                        "when the job has it, its morphology-only path otherwise",
                         json_schema_extra={"flags": ["--height-model"]})
     structure: str = Field(
         "structure-type:v1",
@@ -191,11 +192,23 @@ class JobSpec(BaseModel):
     imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})
     street_views: str | None = Field(None, description="s3:// URI of a street-level view catalog (GeoJSON/CSV) for "
                                                        "façade materials")
+    measured_heights: str | None = Field(
+        None, description="s3:// URI of the user's measured building heights (GeoJSON / GeoParquet "
+                          "polygons with a height_m column, any CRS); they replace model heights "
+                          "where they cover a footprint")
+    measured_heights_unit: str = Field("m", description="unit of measured_heights' height_m: m or ft")
     landcover: LandCoverOptions = Field(default_factory=LandCoverOptions,
                                         json_schema_extra={"flag_prefix": "landcover-"})
     population: float | None = Field(
         None, gt=0, description="inhabitants of the area, when known: enables the per-capita stock "
                                 "sanity check of the report (urbanfabric.outputs.sanity)")
+
+    @field_validator("measured_heights_unit")
+    @classmethod
+    def _height_unit(cls, value: str) -> str:
+        if value.lower() not in ("m", "ft"):
+            raise ValueError(f"unit must be 'm' or 'ft', got {value!r}")
+        return value.lower()
 
     @field_validator("footprints", "districts")
     @classmethod

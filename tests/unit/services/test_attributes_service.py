@@ -146,3 +146,87 @@ def test_worker_table_carries_function_and_age_columns():
     # No function / age model for b1: missing, never a zero year or an empty-string class.
     assert t.loc["b1", "building_function"] is None or np.isnan(t.loc["b1", "year_built"])
     assert np.isnan(t.loc["b1", "year_built"]) and t.loc["b1", "age_class"] is None
+
+
+class _KeyStore:
+    """Object store fake answering per key."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.blobs[key]
+
+
+@needs_models
+def test_measured_heights_in_the_request_replace_model_heights():
+    fps = _footprints(4)
+    measured = gpd.GeoDataFrame({"height_m": [42.0]}, geometry=[fps.geometry.iloc[1]],
+                                crs="EPSG:4326").to_crs(3067)
+    store = _KeyStore({"f.parquet": geoparquet_bytes(fps),
+                       "m.geojson": measured.to_json().encode()})
+    req = _request()
+    req.measured_heights.uri = "s3://bucket/m.geojson"
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    srcs = [b.height_source for b in out.buildings]
+    assert srcs == ["model_footprint", "measured", "model_footprint", "model_footprint"]
+    assert out.buildings[1].height_m == pytest.approx(42.0)
+    assert out.buildings[0].height_source_reason == "height model uses no imagery"
+    req.measured_heights_unit = "storeys"
+    with pytest.raises(Exception, match="height_source.unit"):
+        AttributesServicer(store).PredictAttributes(req, _Ctx())
+
+
+def test_worker_table_carries_the_height_source():
+    from urbanfabric.v1 import tasks_pb2
+
+    fp = _footprints(2)
+    attrs = [pb.BuildingAttributes(building_id="b0", height_m=9.0, height_p05=8.0, height_p95=10.0,
+                                   floors=3, height_source="model_image"),
+             pb.BuildingAttributes(building_id="b1", height_m=6.0, height_p05=2.0, height_p95=19.0,
+                                   floors=2, height_source="model_footprint",
+                                   height_source_reason="nodata under the footprint")]
+    task = tasks_pb2.BuildingBatch(batch_id="0", region="ASIA_CHN")
+    task.job.job_id = "j"
+    t = assemble(fp, [], attrs, [], task, task.job.job_id).set_index("building_id")
+    assert t.loc["b0", "height_source"] == "model_image" and t.loc["b0", "height_source_reason"] is None
+    assert t.loc["b1", "height_source_reason"] == "nodata under the footprint"
+
+
+V4 = (model_dir("height_xgb", "v4") / "meta.json").is_file()
+
+
+def _geotiff(data: np.ndarray, transform, crs: str) -> bytes:
+    from rasterio.io import MemoryFile
+
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                      dtype="float32", crs=crs, transform=transform, nodata=float("nan")) as dst:
+            dst.write(data.astype("float32"))
+        return mem.read()
+
+
+@pytest.mark.skipif(not V4, reason="height_xgb v4 not shipped")
+def test_image_height_model_reads_the_batch_imagery_and_falls_back_with_reasons():
+    from tests.unit.attributes.test_image_evidence import X0, Y0, footprint, scene
+
+    img, t = scene(30.0)
+    fps = gpd.GeoDataFrame({"building_id": ["in", "out"]},
+                           geometry=[footprint(), box(X0 + 2000, Y0, X0 + 2020, Y0 + 20)],
+                           crs="EPSG:32650").to_crs(4326)
+    store = _KeyStore({"f.parquet": geoparquet_bytes(fps),
+                       "a.tif": _geotiff(img, t, "EPSG:32650")})
+    req = _request()
+    req.height_model.version = "v4"
+    req.images.add(uri="s3://bucket/a.tif")
+    req.sun_azimuth_deg = 150.0
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    b = {x.building_id: x for x in out.buildings}
+    assert b["in"].height_source == "model_image" and b["in"].height_source_reason == ""
+    assert b["out"].height_source == "model_footprint"
+    assert b["out"].height_source_reason == "no imagery covers the footprint"
+    # A geographic raster is not measured in pixels of unknown size: named, fallback.
+    store.blobs["a.tif"] = _geotiff(img, t, "EPSG:4326")
+    out = AttributesServicer(store).PredictAttributes(req, _Ctx())
+    assert {x.height_source for x in out.buildings} == {"model_footprint"}
+    assert all("imagery unusable" in x.height_source_reason for x in out.buildings)

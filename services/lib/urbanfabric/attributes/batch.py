@@ -23,6 +23,14 @@ import pandas as pd
 
 from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel
 from urbanfabric.attributes.height import HeightModel
+from urbanfabric.attributes.measured import MEASURED_REL_ERROR, join_measured_heights
+from urbanfabric.attributes.image_evidence import (
+    CHIP_MARGIN_M,
+    IMAGE_FEATURE_NAMES,
+    ChipReader,
+    SunGeometry,
+    image_evidence_features,
+)
 from urbanfabric.attributes.features import footprint_features, prepare_footprints
 from urbanfabric.errors import InvalidInput
 from urbanfabric.attributes.function import (
@@ -40,7 +48,14 @@ COLUMNS: tuple[str, ...] = (
     "function_probability", *(f"p_function_{c}" for c in FUNCTION_CLASSES), "storey_height_m",
     "floors", "rasmi_function", "year_built", "year_built_p05", "year_built_p95", "age_class",
     "age_class_probability", *(f"p_age_{k}" for k in range(len(AGE_CLASS_LABELS))),
+    "height_source", "height_source_reason",
 )
+
+#: ``height_source`` values.
+HEIGHT_FROM_IMAGE = "model_image"
+HEIGHT_FROM_FOOTPRINT = "model_footprint"
+HEIGHT_MEASURED = "measured"
+NO_IMAGE_SOURCE = "no imagery given"
 
 
 @dataclass
@@ -60,6 +75,11 @@ def predict_attributes(
     storey_height_m: float | None = None,
     storey_table: Mapping[str, float] | None = None,
     default_crs: Any = None,
+    images: ChipReader | None = None,
+    sun: SunGeometry | None = None,
+    measured: gpd.GeoDataFrame | None = None,
+    measured_unit: str = "m",
+    shadow_azimuth_deg: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predict every attribute of every usable footprint.
 
@@ -71,6 +91,16 @@ def predict_attributes(
         storey_table: per-function storey heights over
             :data:`urbanfabric.attributes.function.DEFAULT_STOREY_HEIGHT_M`.
         default_crs: CRS assumed for input without one (else InvalidInput).
+        images: chip reader over the batch's imagery; used only when the height model has
+            image inputs (``img_*``). Buildings without a usable chip get NaN image features,
+            the model's morphology-only path and band, ``height_source = model_footprint``
+            and the reason in ``height_source_reason``.
+        sun: the imagery's sun geometry when known (else the shadow direction is estimated).
+        shadow_azimuth_deg: the scene's shadow direction when estimated beforehand (e.g. over
+            whole ARD tiles); else estimated from the batch's chips.
+        measured: the user's measured heights (polygons with ``height_m`` in
+            ``measured_unit``); a footprint covered ≥ 50 % by one takes its height
+            (``height_source = measured``, band ± :data:`measured.MEASURED_REL_ERROR`).
 
     Returns:
         ``(table, report)``: one row per kept footprint (its input index), columns COLUMNS;
@@ -88,7 +118,20 @@ def predict_attributes(
     if n == 0:
         return out, report
     X = footprint_features(kept)
-    h, lo, hi = models.height.predict(X)
+    Xh, reasons, img_info = _with_image_evidence(X, kept, models.height, images, sun,
+                                                 shadow_azimuth_deg)
+    report["image_evidence"] = img_info
+    h, lo, hi = models.height.predict(Xh)
+    source = np.where(reasons == "", HEIGHT_FROM_IMAGE, HEIGHT_FROM_FOOTPRINT).astype(object)
+    if measured is not None:
+        mh, report["measured_heights"] = join_measured_heights(kept, measured, unit=measured_unit)
+        got = np.isfinite(mh)
+        h, lo, hi = (np.where(got, mh, h), np.where(got, mh * (1 - MEASURED_REL_ERROR), lo),
+                     np.where(got, mh * (1 + MEASURED_REL_ERROR), hi))
+        source[got] = HEIGHT_MEASURED
+        reasons = np.where(got, "", reasons)
+    out["height_source"] = source
+    out["height_source_reason"] = reasons
     out["footprint_area_m2"] = X["area_m2"].to_numpy()
     out["height_m"], out["height_p05"], out["height_p95"] = h, lo, hi
     func = np.full(n, UNKNOWN, dtype=object)
@@ -127,3 +170,25 @@ def predict_attributes(
     for j in range(len(AGE_CLASS_LABELS)):
         out[f"p_age_{j}"] = aproba[:, j]
     return out, report
+
+
+def _with_image_evidence(
+    X: pd.DataFrame, kept: gpd.GeoDataFrame, model: HeightModel, images: ChipReader | None,
+    sun: SunGeometry | None, shadow_azimuth_deg: float | None = None,
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Footprint features plus the height model's image inputs, and the reason per row.
+
+    A footprint-only model gets the reason ``"height model uses no imagery"`` for every row.
+    """
+    n = len(X)
+    if not model.image_feature_names:
+        return X, np.full(n, "height model uses no imagery", dtype=object), {}
+    if images is None:
+        img = pd.DataFrame(np.nan, index=X.index, columns=list(IMAGE_FEATURE_NAMES))
+        return pd.concat([X, img], axis=1), np.full(n, NO_IMAGE_SOURCE, dtype=object), {}
+    chips = images.chips(kept.geometry, CHIP_MARGIN_M)
+    az = shadow_azimuth_deg if shadow_azimuth_deg is not None and np.isfinite(
+        shadow_azimuth_deg) else None
+    table, reasons, info = image_evidence_features(chips, sun, shadow_azimuth_deg=az)
+    table.index = X.index
+    return pd.concat([X, table[list(IMAGE_FEATURE_NAMES)]], axis=1), reasons, info

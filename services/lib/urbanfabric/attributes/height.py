@@ -173,44 +173,74 @@ class HeightModel:
         lo, hi = np.percentile(p, [5.0, 95.0], axis=0)
         mean = p.mean(axis=0)
         if self.band:
-            lo = np.minimum(lo, np.maximum(mean * (1.0 + self.band["q_lo"]), MIN_HEIGHT_M))
-            hi = np.maximum(hi, mean * (1.0 + self.band["q_hi"]))
+            no_image = self.rows_without_image(X)
+            for rows, band in ((~no_image, self.band),
+                               (no_image, self.band.get("no_image") or self.band)):
+                if not rows.any():
+                    continue
+                blo, bhi = _band_limits(mean[rows], band)
+                lo[rows] = np.minimum(lo[rows], np.maximum(blo, MIN_HEIGHT_M))
+                hi[rows] = np.maximum(hi[rows], bhi)
         return mean, np.minimum(lo, mean), np.maximum(hi, mean)
 
-    def calibrate_band(self, X: pd.DataFrame | np.ndarray, y: np.ndarray | pd.Series,
-                       coverage: float = 0.90) -> dict[str, Any]:
-        """Fit the band on held-out buildings (split conformal on relative residuals).
+    @property
+    def image_feature_names(self) -> tuple[str, ...]:
+        """The model's image-evidence inputs (``img_*`` columns); empty for footprint-only."""
+        return tuple(c for c in self.feature_names if c.startswith("img_"))
 
-        Relative residuals ``(y − mean) / mean`` of buildings the members never saw give the
-        quantiles ``q_lo`` / ``q_hi`` (e.g. 5th / 95th for 90 %) with the finite-sample
-        correction of split conformal prediction; scatter grows with height, hence relative.
+    def rows_without_image(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Rows whose image-evidence inputs are all missing (the morphology-only path)."""
+        cols = self.image_feature_names
+        n = len(X)
+        if not cols:
+            return np.ones(n, dtype=bool)
+        data = feature_matrix(X, self.feature_names)
+        idx = [self.feature_names.index(c) for c in cols]
+        return np.asarray(~np.isfinite(data[:, idx]).any(axis=1), dtype=bool)
+
+    def calibrate_band(self, X: pd.DataFrame | np.ndarray, y: np.ndarray | pd.Series,
+                       coverage: float = 0.90, method: str = "relative") -> dict[str, Any]:
+        """Fit the band on held-out buildings (split conformal).
+
+        Residuals of buildings the members never saw give the quantiles ``q_lo`` / ``q_hi``
+        (e.g. 5th / 95th for 90 %) with the finite-sample correction of split conformal
+        prediction (Vovk et al. 2005; Lei et al. 2018); scatter grows with height, hence
+        relative (``(y − mean) / mean``, band ``mean·(1+q)``) or log (``log(y / mean)``,
+        band ``mean·exp(q)``) residuals. Calibrate on blocks apart from the training *and*
+        the test blocks, so the test coverage is an honest estimate for unseen places.
 
         Args:
             X: features of calibration buildings (not used in training, and not the test set).
             y: their true heights (m).
             coverage: target share of true heights inside the band.
+            method: ``"relative"`` or ``"log"``.
 
         Returns:
-            The stored ``band`` dict.
+            The band dict (the caller stores it in ``band`` or ``band["no_image"]``).
         """
+        if method not in ("relative", "log"):
+            raise InvalidInput("method", f"must be 'relative' or 'log', got {method!r}")
         target = np.asarray(y, dtype=np.float64).ravel()
         mean = self.member_predictions(X).mean(axis=0)
         if target.shape != mean.shape or len(target) < 20:
             raise InvalidInput("y", f"need ≥ 20 calibration heights matching X, got {len(target)}")
-        rel = (target - mean) / mean
-        n = len(rel)
+        if not (np.isfinite(target).all() and (target > 0).all()):
+            raise InvalidInput("y", "calibration heights must be finite and > 0")
+        res = np.log(target / mean) if method == "log" else (target - mean) / mean
+        n = len(res)
         alpha = (1.0 - coverage) / 2.0
         # Split-conformal finite-sample levels: ceil((n+1)(1−α))/n, clipped to [0, 1].
         q_hi_level = min(1.0, np.ceil((n + 1) * (1.0 - alpha)) / n)
         q_lo_level = max(0.0, np.floor((n + 1) * alpha) / n)
-        self.band = {
-            "method": "split-conformal relative residuals",
+        band = {
+            "method": f"split-conformal {method} residuals",
             "coverage_target": coverage,
-            "q_lo": float(min(np.quantile(rel, q_lo_level), 0.0)),
-            "q_hi": float(max(np.quantile(rel, q_hi_level), 0.0)),
+            "q_lo": float(min(np.quantile(res, q_lo_level), 0.0)),
+            "q_hi": float(max(np.quantile(res, q_hi_level), 0.0)),
             "n_calibration": int(n),
         }
-        return self.band
+        self.band = band
+        return band
 
     def save(self, directory: str | Path) -> Path:
         """Write ``member_XX.json`` (XGBoost JSON) per member and ``meta.json``.
@@ -265,6 +295,13 @@ class HeightModel:
             b.load_model(str(d / name))
             model.members.append(b)
         return model
+
+
+def _band_limits(mean: np.ndarray, band: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Lower / upper limits of a calibrated band around ``mean``."""
+    if "log" in str(band.get("method", "")):
+        return mean * np.exp(band["q_lo"]), mean * np.exp(band["q_hi"])
+    return mean * (1.0 + band["q_lo"]), mean * (1.0 + band["q_hi"])
 
 
 def floors_from_height(h: np.ndarray | Sequence[float], storey_height: float = 3.0) -> np.ndarray:

@@ -145,7 +145,10 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
          "storey_height_m": a.storey_height_m or None, "year_built": a.year_built or None,
          "year_built_p05": a.year_built_p05 or None, "year_built_p95": a.year_built_p95 or None,
          "age_class": a.age_class or None,
-         "age_class_probability": a.age_class_probability if a.age_class else None}
+         "age_class_probability": a.age_class_probability if a.age_class else None,
+         # Issue 18: where the height comes from, and why image evidence was not used.
+         "height_source": getattr(a, "height_source", "") or None,
+         "height_source_reason": getattr(a, "height_source_reason", "") or None}
         for a in attrs
     ])
     rows = []

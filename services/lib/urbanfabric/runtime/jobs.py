@@ -205,7 +205,7 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
                 height_model: common_pb2.ModelRef, region: str,
                 roof_shape_model: common_pb2.ModelRef | None = None,
                 facade_model: common_pb2.ModelRef | None = None,
-                street_views: str = "",
+                street_views: str = "", measured_heights: str = "", measured_heights_unit: str = "m",
                 structure_model: common_pb2.ModelRef | None = None) -> list[tuple[str, tasks_pb2.BuildingBatch]]:
     """Write each batch's footprints and build its BuildingBatch with the ARD tiles it needs.
 
@@ -238,5 +238,6 @@ def batch_tasks(store: ObjectStore, job: common_pb2.JobRef, batches: list[gpd.Ge
             images=images, roof_model=roof_model, height_model=height_model, region=region,
             roof_shape_model=roof_shape_model, facade_model=facade_model,
             street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None,
-            structure_model=structure_model)))
+            measured_heights=common_pb2.ObjectRef(uri=measured_heights) if measured_heights else None,
+            measured_heights_unit=measured_heights_unit, structure_model=structure_model)))
     return out
