@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 
 import geopandas as gpd
 from functools import lru_cache
 
 from urbanfabric.attributes import age, function, height
-from urbanfabric.attributes.age import AGE_CLASS_LABELS
 from urbanfabric.attributes.batch import AttributeModels, predict_attributes
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.attributes.function import FUNCTION_CLASSES
+from urbanfabric.runtime.attribute_messages import attribute_messages, attributes_report
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.io.model_repository import model_exists, version_folder
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
@@ -71,11 +69,6 @@ def models_for(request: pb.PredictAttributesRequest) -> AttributeModels:
             loaded[key] = None
     return AttributeModels(height_model(request.height_model.name, request.height_model.version),
                            loaded["function"], loaded["age"], tuple(names))
-
-
-def _f(v) -> float:
-    return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) \
-        else math.nan
 
 
 def _sun(request: pb.PredictAttributesRequest) -> SunGeometry | None:
@@ -147,35 +140,8 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
             # Images skipped: say so per building instead of "no imagery given".
             table.loc[table["height_source_reason"] == "no imagery given",
                       "height_source_reason"] = "imagery unusable: " + "; ".join(unreadable)
-        ids = footprints["building_id"]
-        buildings = []
-        for idx, r in table.iterrows():
-            buildings.append(pb.BuildingAttributes(
-                building_id=str(ids.loc[idx]), footprint_area_m2=float(r.footprint_area_m2),
-                height_m=float(r.height_m), height_p05=float(r.height_p05),
-                height_p95=float(r.height_p95), floors=int(r.floors),
-                function=r.function, function_probability=_f(r.function_probability),
-                function_probabilities=[
-                    pb.ClassProbability(label=c, probability=float(r[f"p_function_{c}"]))
-                    for c in FUNCTION_CLASSES] if r.function else [],
-                storey_height_m=float(r.storey_height_m), rasmi_function=r.rasmi_function,
-                year_built=_f(r.year_built), year_built_p05=_f(r.year_built_p05),
-                year_built_p95=_f(r.year_built_p95), age_class=r.age_class,
-                age_class_probability=_f(r.age_class_probability),
-                age_class_probabilities=[
-                    pb.ClassProbability(label=lab, probability=float(r[f"p_age_{k}"]))
-                    for k, lab in enumerate(AGE_CLASS_LABELS)] if r.age_class else [],
-                height_source=r.height_source, height_source_reason=r.height_source_reason,
-            ))
-        dropped = set(rep["dropped_index"])
-        report = pb.AttributesReport(
-            n_in=rep["n_in"], n_out=rep["n_out"], repaired=rep["repaired"],
-            dropped_empty=rep["dropped_empty"], dropped_not_polygonal=rep["dropped_not_polygonal"],
-            dropped_no_area=rep["dropped_no_area"],
-            dropped_building_ids=[str(ids.loc[i]) for i in footprints.index
-                                  if str(i) in dropped],
-            models=models.names)
-        return pb.PredictAttributesResponse(buildings=buildings, report=report)
+        return pb.PredictAttributesResponse(buildings=attribute_messages(table, footprints),
+                                            report=attributes_report(rep, footprints, list(models.names)))
 
 
 def main() -> None:

@@ -15,16 +15,15 @@ the rooftop solar potential, and the fallbacks used. Configuration (environment)
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 
-import numpy as np
 from urbanfabric.stock import derived_intensity, intensity, monte_carlo, pv_sky, solar
 from urbanfabric.stock.buildings import building_stock
 from urbanfabric.errors import InvalidInput
 from urbanfabric.io.model_repository import version_folder
-from urbanfabric.stock.structure import STRUCTURE_CLASSES, StructureModel
+from urbanfabric.runtime.stock_messages import stock_arrays, stock_messages
+from urbanfabric.stock.structure import StructureModel
 from urbanfabric.runtime.grpc_service import Registration, require, rpc, run_service
 from urbanfabric.v1 import common_pb2
 from urbanfabric.v1 import intensity_pb2 as pb
@@ -88,95 +87,36 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
                 self._pvout = solar.open_source(self._pvout_path)
             return self._pvout
 
+    def _options(self, request: pb.EstimateStockRequest) -> tuple[monte_carlo.StockOptions, solar.SolarOptions]:
+        """The request's Monte-Carlo and solar options (zeros: the defaults), checked."""
+        mc, sp = request.monte_carlo, request.solar
+        if not 0 <= mc.draws <= MAX_DRAWS:
+            raise InvalidInput("monte_carlo.draws", f"must be in 0..{MAX_DRAWS} (0 = default)")
+        if sp.area_per_kwp_m2 < 0 or sp.losses < 0 or sp.pvout_kwh_per_kwp_day < 0:
+            raise InvalidInput("solar", "parameters must be >= 0 (0 = default)")
+        if not 0 <= sp.clear_sky_index <= 1:
+            raise InvalidInput("solar.clear_sky_index", "must be in (0, 1] (0 = default 0.75)")
+        return (monte_carlo.StockOptions(draws=mc.draws or 100, seed=mc.seed, height_strata=min(10, mc.draws or 100)),
+                solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
+                                   losses=0.0 if sp.no_losses else (sp.losses or 0.10),
+                                   clear_sky_index=sp.clear_sky_index or self._sky.clear_sky_index))
+
     @rpc(SERVICE)
     def EstimateStock(self, request: pb.EstimateStockRequest, context) -> pb.EstimateStockResponse:
         require(request, "job.job_id")
         buildings = list(request.buildings)
         if not buildings:
             return pb.EstimateStockResponse()
-        for i, b in enumerate(buildings):
-            if not b.building_id:
-                raise InvalidInput(f"buildings[{i}].building_id", "is required")
-            if not b.function:
-                raise InvalidInput(f"buildings[{i}].function", "is required")
+        arrays = stock_arrays(buildings)
         table = self._table(request.intensity_source)
-        mc = request.monte_carlo
-        if not 0 <= mc.draws <= MAX_DRAWS:
-            raise InvalidInput("monte_carlo.draws", f"must be in 0..{MAX_DRAWS} (0 = default)")
-        options = monte_carlo.StockOptions(draws=mc.draws or 100, seed=mc.seed,
-                                         height_strata=min(10, mc.draws or 100))
-        sp = request.solar
-        if sp.area_per_kwp_m2 < 0 or sp.losses < 0 or sp.pvout_kwh_per_kwp_day < 0:
-            raise InvalidInput("solar", "parameters must be >= 0 (0 = default)")
-        if not 0 <= sp.clear_sky_index <= 1:
-            raise InvalidInput("solar.clear_sky_index", "must be in (0, 1] (0 = default 0.75)")
-        solar_opt = solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
-                                       losses=0.0 if sp.no_losses else (sp.losses or 0.10),
-                                       clear_sky_index=sp.clear_sky_index or self._sky.clear_sky_index)
-
-        def known(values: list[float]) -> np.ndarray:  # proto3 zero = unknown
-            arr = np.array(values, dtype=np.float64)
-            return np.where(arr > 0, arr, np.nan)
-
-        lon = np.array([b.longitude for b in buildings], dtype=np.float64)
-        lat = np.array([b.latitude for b in buildings], dtype=np.float64)
-        nowhere = (lon == 0) & (lat == 0)  # proto3 default: location not given
-        lon[nowhere], lat[nowhere] = np.nan, np.nan
+        options, solar_opt = self._options(request)
+        pvout = request.solar.pvout_kwh_per_kwp_day
         stock = building_stock(
-            table, self.mapping, request.region,
-            footprint_area_m2=np.array([b.footprint_area_m2 for b in buildings], dtype=np.float64),
-            function=[b.function for b in buildings], structure=[b.structure for b in buildings],
-            roof_material=[b.roof_material for b in buildings],
-            facade_material=[b.facade_material for b in buildings],
-            floors=known([b.floors for b in buildings]), height_m=known([b.height_m for b in buildings]),
-            height_p05=known([b.height_p05 for b in buildings]), height_p95=known([b.height_p95 for b in buildings]),
-            longitude=lon, latitude=lat, options=options, solar_options=solar_opt,
-            pvout=solar.ConstantPvout(sp.pvout_kwh_per_kwp_day) if sp.pvout_kwh_per_kwp_day else self._source(),
-            roof_shape=[b.roof_shape for b in buildings],
-            main_axis_deg=np.array([b.main_axis_deg if b.HasField("main_axis_deg") else np.nan
-                                    for b in buildings], dtype=np.float64),
+            table, self.mapping, request.region, **arrays, options=options, solar_options=solar_opt,
+            pvout=solar.ConstantPvout(pvout) if pvout else self._source(),
             default_sky=self._default_sky(solar_opt.clear_sky_index),
-            structure_model=self._structure_model(request.structure_model),
-            year_built=known([b.year_built for b in buildings]),
-            residential_p=np.array([b.p_residential if b.HasField("p_residential") else np.nan
-                                    for b in buildings], dtype=np.float64))
-        materials = table.materials
-        cols = {c: stock[c].to_numpy() for c in stock.columns}
-        out = []
-        for i, b in enumerate(buildings):
-            def v(name: str, i: int = i) -> float:
-                return float(cols[name][i])
-
-            out.append(pb.BuildingStock(
-                building_id=b.building_id,
-                gfa_m2=v("gfa_m2"),
-                structure=str(cols["structure"][i]),
-                function=str(cols["function"][i]),
-                floors_used=int(cols["floors_used"][i]),
-                masses=[pb.MaterialMass(material=m, kg=v(f"mass_{m}_kg"),
-                                        kg_p05=v(f"mass_{m}_kg_p05"),
-                                        kg_p95=v(f"mass_{m}_kg_p95"),
-                                        kg_mc_p50=v(f"mass_{m}_kg_mc_p50")) for m in materials],
-                mass_total_kg=v("mass_total_kg"),
-                mass_total_kg_p05=v("mass_total_kg_p05"),
-                mass_total_kg_p95=v("mass_total_kg_p95"),
-                mass_total_kg_mc_p50=v("mass_total_kg_mc_p50"),
-                embodied_co2e_kg=v("embodied_co2e_kg"),
-                embodied_co2e_kg_p05=v("embodied_co2e_kg_p05"),
-                embodied_co2e_kg_p95=v("embodied_co2e_kg_p95"),
-                embodied_co2e_kg_mc_p50=v("embodied_co2e_kg_mc_p50"),
-                solar_kwh_per_year=v("solar_kwh_per_year"),
-                pvout_kwh_per_kwp_day=v("pvout_kwh_per_kwp_day"),
-                fallback=str(cols["fallback"][i]),
-                solar_source=str(cols["solar_source"][i]),
-                solar_kwp=v("solar_kwp"),
-                structure_source=str(cols["structure_source"][i]),
-                structure_probability=v("structure_probability"),
-                p_structure=[] if math.isnan(v("p_structure_C")) else
-                [v(f"p_structure_{c}") for c in STRUCTURE_CLASSES],
-                valid=not math.isnan(v("mass_total_kg")),
-            ))
-        return pb.EstimateStockResponse(buildings=out)
+            structure_model=self._structure_model(request.structure_model))
+        return pb.EstimateStockResponse(buildings=stock_messages(stock, buildings, table.materials))
 
 
 def main() -> None:
