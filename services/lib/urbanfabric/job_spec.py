@@ -63,7 +63,7 @@ class ModelVersions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    roof_material: str = Field("roof-material:v2", description="roof-material model ('' = none)",
+    roof_material: str = Field("roof-material:v3", description="roof-material model ('' = none)",
                                json_schema_extra={"flags": ["--roof-material-model"]})
     roof_shape: str = Field("roof-shape:v3", description="roof-shape model ('' = none)",
                             json_schema_extra={"flags": ["--roof-shape-model"]})

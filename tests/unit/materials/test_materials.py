@@ -181,3 +181,28 @@ def test_a_footprint_of_a_few_pixels_gets_a_reason_not_an_upsampled_chip() -> No
     fine = Raster(np.full((3, 400, 400), 0.5, np.float32), Affine(0.125, 0, 500000, 0, -0.125, 2700050), CRS.from_epsg(32650))
     _, reasons = chips_from_rasters(fps, [("a.tif", lambda: image), ("fine.tif", lambda: fine)], size=32)
     assert reasons == ["", ""]
+
+
+def test_imagery_outside_the_models_domain_gives_an_out_of_domain_reason_not_a_class() -> None:
+    import geopandas as gpd
+    from affine import Affine
+    from rasterio.crs import CRS
+    from shapely.geometry import box
+
+    from urbanfabric.io.rasters import Raster
+    from urbanfabric.materials.chips import chips_from_rasters, imagery_domain_check
+
+    config = {"imagery_domain": {"gsd_m": [0.02, 0.15], "tolerance": 2.0, "source": "drone"}}
+    accept = imagery_domain_check(config)
+    fps = gpd.GeoDataFrame({"building_id": ["house"]}, geometry=[box(500010, 2700010, 500030, 2700030)], crs=32650)
+    satellite = Raster(np.full((3, 100, 100), 0.5, np.float32), Affine(0.5, 0, 500000, 0, -0.5, 2700050),
+                       CRS.from_epsg(32650))
+    drone = Raster(np.full((3, 500, 500), 0.5, np.float32), Affine(0.1, 0, 500000, 0, -0.1, 2700050),
+                   CRS.from_epsg(32650))
+    chips, reasons = chips_from_rasters(fps, [("sat.tif", lambda: satellite)], size=32, accept=accept)
+    assert reasons[0].startswith("out_of_domain: imagery of 0.50 m per pixel; the model was trained on 0.02–0.15 m")
+    assert not chips[0].any()
+    _, reasons = chips_from_rasters(fps, [("sat.tif", lambda: satellite), ("drone.tif", lambda: drone)],
+                                    size=32, accept=accept)
+    assert reasons == [""]  # a covering image inside the domain is used
+    assert imagery_domain_check({}) is None  # no stated domain: no check

@@ -17,24 +17,7 @@ from pyproj import CRS, Transformer
 
 from urbanfabric.attributes.image_evidence import ImageChip, shadow_asymmetry
 from urbanfabric.errors import InvalidInput
-
-WEB_MERCATOR = CRS.from_epsg(3857)
-
-
-def metres_per_unit(crs: CRS, lat_deg: float) -> float:
-    """Ground metres per CRS unit at latitude ``lat_deg``.
-
-    Web Mercator stretches distances by 1/cos(latitude); a projected CRS in metres (or feet)
-    uses its unit factor. A geographic CRS has no square metric pixels: InvalidInput.
-    """
-    if crs.is_geographic:
-        raise InvalidInput("image.crs", f"{crs.to_string()} is geographic; image features "
-                           "need a projected raster (square pixels in metres)")
-    factor = float(crs.axis_info[0].unit_conversion_factor) if crs.axis_info else 1.0
-    if crs == WEB_MERCATOR or "Pseudo-Mercator" in (crs.name or ""):
-        return factor * math.cos(math.radians(lat_deg))
-    return factor
-
+from urbanfabric.io.rasters import metres_per_unit
 
 class RasterChipReader:
     """Chips from one in-memory RGB raster.

@@ -7,9 +7,11 @@ COGs are written with GDAL's COG driver: 512 px internal tiles, overviews, DEFLA
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -20,6 +22,25 @@ from rasterio.io import MemoryFile
 from urbanfabric.errors import InvalidInput
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def metres_per_unit(crs: Any, lat_deg: float) -> float:
+    """Ground metres per CRS unit at latitude ``lat_deg`` (``crs``: rasterio or pyproj).
+
+    Web Mercator stretches distances by 1/cos(latitude); a projected CRS in metres (or feet)
+    uses its unit factor. A geographic CRS has no square metric pixels: InvalidInput.
+    """
+    crs = CRS.from_user_input(crs)
+    if crs.is_geographic:
+        raise InvalidInput("image.crs", f"{crs.to_string()} is geographic; this needs a projected "
+                           "raster (square pixels in metres)")
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - a CRS without a linear unit: assume metres
+        factor = 1.0
+    if crs.to_epsg() == 3857 or "Pseudo-Mercator" in crs.to_wkt():
+        return factor * math.cos(math.radians(lat_deg))
+    return factor
 
 
 @dataclass
@@ -34,6 +55,14 @@ class Raster:
     @property
     def resolution(self) -> float:
         return abs(self.transform.a)
+
+    def ground_resolution_m(self) -> float:
+        """Pixel size on the ground (m) at the raster's centre (Web Mercator scaled back)."""
+        from rasterio.warp import transform
+
+        left, bottom, right, top = self.bounds
+        _, (lat,) = transform(self.crs, "EPSG:4326", [(left + right) / 2], [(bottom + top) / 2])
+        return self.resolution * metres_per_unit(self.crs, lat)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:

@@ -215,6 +215,7 @@ def chips_from_rasters(
     size: int,
     margin: float = 0.15,
     mode: ChipMode | str = ChipMode.CONTEXT,
+    accept: Callable[[Any], str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Roof chips of every footprint from several ARD images; the first image covering one wins.
 
@@ -230,6 +231,9 @@ def chips_from_rasters(
         size: chip side.
         margin: see :func:`roof_chips`.
         mode: see :func:`roof_chips` (a model's ``chip_mode``).
+        accept: returns why an image is outside the model's domain ("" = usable), e.g.
+            :func:`imagery_domain_check`; buildings only such images cover get
+            ``out_of_domain: <why>``.
 
     Returns:
         ``chips`` ``(N, C, size, size)`` float32 and per building ``reason`` (``""`` when it
@@ -245,6 +249,7 @@ def chips_from_rasters(
     geoms = np.asarray(footprints.geometry.values, dtype=object)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms) if n else np.zeros(0, bool)
     small_px = np.full(n, np.nan)  # footprint area in pixels of the finest image too coarse for it
+    out_of_domain: dict[int, str] = {}
     for name, load in rasters:
         todo = ~found & ~empty
         if not todo.any():
@@ -257,6 +262,13 @@ def chips_from_rasters(
         fps = footprints.geometry[todo]
         if fps.crs is not None and image.crs is not None:
             fps = fps.to_crs(image.crs)
+        why = accept(image) if accept is not None else ""
+        if why:  # the model never saw imagery like this: no chip, a reason
+            left, bottom, right, top = image.bounds
+            covered = np.flatnonzero(todo)[fps.intersects(shapely.box(left, bottom, right, top)).to_numpy()]
+            for i in covered:
+                out_of_domain.setdefault(int(i), why)
+            continue
         # A roof of a few pixels upsampled to the model's chip is noise, not evidence.
         px = fps.area.to_numpy() / abs(image.transform.a * image.transform.e)
         tiny = px < MIN_FOOTPRINT_PIXELS
@@ -275,6 +287,8 @@ def chips_from_rasters(
             reasons.append("")
         elif empty[i]:
             reasons.append("empty footprint geometry")
+        elif i in out_of_domain:
+            reasons.append(f"out_of_domain: {out_of_domain[i]}")
         elif np.isfinite(small_px[i]):
             reasons.append(f"footprint too small for a chip: {small_px[i]:.1f} pixels in the imagery "
                            f"(needs at least {MIN_FOOTPRINT_PIXELS})")
@@ -341,4 +355,28 @@ def building_chip(footprints: geopandas.GeoDataFrame, building_id: str,
     if reasons[0]:
         raise InvalidInput("building.images", f"building {building_id}: {reasons[0]}")
     return chips[0]
+
+
+def imagery_domain_check(config: dict[str, Any]) -> Callable[[Any], str] | None:
+    """The ``accept`` test of a model whose config states the imagery it was trained on
+    (``imagery_domain: {gsd_m: [lo, hi], tolerance: f, source: …}``): an image whose ground
+    pixel size lies outside [lo / f, hi × f] is refused with the sizes named. None when the
+    config states no domain."""
+    domain = config.get("imagery_domain")
+    if not domain or "gsd_m" not in domain:
+        return None
+    lo, hi = (float(v) for v in domain["gsd_m"])
+    f = float(domain.get("tolerance", 1.0))
+
+    def check(image: Any) -> str:
+        try:
+            gsd = float(image.ground_resolution_m())
+        except InvalidInput:
+            return ""  # a geographic raster: no metric pixel size to compare
+        if lo / f <= gsd <= hi * f:
+            return ""
+        return (f"imagery of {gsd:.2f} m per pixel; the model was trained on {lo:g}–{hi:g} m "
+                f"({domain.get('source', 'its card')})")
+
+    return check
 

@@ -20,7 +20,7 @@ from typing import Any
 import geopandas
 import numpy as np
 
-from urbanfabric.materials.chips import ChipMode, chips_from_rasters
+from urbanfabric.materials.chips import ChipMode, chips_from_rasters, imagery_domain_check
 from urbanfabric.errors import InvalidInput
 
 
@@ -264,7 +264,8 @@ def classify_roofs(footprints: geopandas.GeoDataFrame, rasters: list[tuple[str, 
     call per building (``unknown`` with its reason where there was no chip or no confident class)."""
     ids = [str(b) for b in footprints["building_id"]]
     classes, size = list(config["classes"]), int(config.get("chip_size", 128))
-    batch, reasons = chips_from_rasters(footprints, rasters, size, mode=ChipMode.of(config))
+    batch, reasons = chips_from_rasters(footprints, rasters, size, mode=ChipMode.of(config),
+                                        accept=imagery_domain_check(config))
     ok = np.flatnonzero([not r for r in reasons])
     probs = np.zeros((len(ids), len(classes)), np.float32)
     if len(ok):
