@@ -74,7 +74,7 @@ class ModelVersions(BaseModel):
                         "when the job has it, its morphology-only path otherwise",
                         json_schema_extra={"flags": ["--height-model"]})
     structure: str = Field(
-        "structure-type:v1",
+        "structure-type:v2",
         description="structure-type model: P(concrete, masonry, steel, timber) per building, sampled by the "
                     "stock's Monte-Carlo draws ('' = the roof/façade class lookup)",
         json_schema_extra={"flags": ["--structure-model"]})

@@ -89,3 +89,26 @@ def test_a_buildings_draws_depend_only_on_its_own_inputs():
 def test_a_wrong_probability_shape_names_the_field():
     with pytest.raises(InvalidInput, match="structure_p"):
         default_table().simulate_stock([100.0], ["NR"], ["C"], "ASIA_CHN", floors=[2], structure_p=np.ones((1, 3)))
+
+
+V2 = MODEL.parent / "v2"
+
+
+def test_v2_is_v1_with_a_temperature_that_softens_without_changing_the_ranking(model):
+    """structure-type:v2 reuses v1's coefficients (weights_from) with T > 1 from its config."""
+    v2 = StructureModel.load(V2)
+    assert v2.temperature > 1 and model.temperature == 1.0
+    assert np.array_equal(v2.coef, model.coef)
+    floors = np.array([1, 2, 4, 6, np.nan])
+    args = (floors, ["RS", "RM", "NR", "RM", ""], [1930, 1975, 1995, 2010, np.nan], ["OECD_EU15"] * 5)
+    p1, p2 = model.predict_proba(*args), StructureModel.load(V2).predict_proba(*args)
+    assert np.allclose(p2.sum(axis=1), 1)
+    assert (p2.max(axis=1) < p1.max(axis=1)).all()  # less sure
+    assert (p2.argmax(axis=1) == p1.argmax(axis=1)).all()  # same most likely class
+
+
+def test_a_bad_temperature_is_refused_naming_the_field(tmp_path):
+    (tmp_path / "classifier.json").write_text((MODEL / "classifier.json").read_text())
+    (tmp_path / "config.json").write_text('{"temperature": 0}')
+    with pytest.raises(InvalidInput, match="temperature"):
+        StructureModel.load(tmp_path)

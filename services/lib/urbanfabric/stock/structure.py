@@ -143,24 +143,34 @@ class StructureModel:
     coef: np.ndarray  # (classes, features)
     intercept: np.ndarray  # (classes,)
     features: list[str]
+    #: Logits are divided by it before the softmax (temperature scaling, Guo et al. 2017):
+    #: > 1 softens over-confident probabilities. Chosen on place-held-out predictions
+    #: (``models/structure_type/calibrate.py``); 1 = the fitted model as is.
+    temperature: float = 1.0
 
     @classmethod
     def load(cls, folder: str | Path) -> StructureModel:
-        """From a version folder's ``classifier.json``.
+        """From a version folder: ``classifier.json`` (its own, or in the repository tree the
+        file of the version its registry entry names in ``weights_from``) and, when present,
+        the ``temperature`` of its ``config.json``.
 
         Raises:
             NotFound: no ``classifier.json``.
-            InvalidInput: its classes or features are not this code's.
+            InvalidInput: its classes or features are not this code's, or the temperature is
+                not a finite number > 0.
         """
-        from urbanfabric.errors import NotFound
+        from urbanfabric.io.model_registry import weights_path
 
-        path = Path(folder) / "classifier.json"
-        if not path.is_file():
-            raise NotFound(f"model_version: no {path}")
+        path = weights_path(folder, "classifier.json")
         doc = json.loads(path.read_text())
         if tuple(doc.get("classes", ())) != STRUCTURE_CLASSES:
             raise InvalidInput("structure_model", f"{path}: classes {doc.get('classes')} are not {STRUCTURE_CLASSES}")
-        model = cls(np.asarray(doc["coef"], float), np.asarray(doc["intercept"], float), list(doc["features"]))
+        config = Path(folder) / "config.json"
+        temperature = json.loads(config.read_text()).get("temperature", 1.0) if config.is_file() else 1.0
+        if not isinstance(temperature, int | float) or not np.isfinite(temperature) or temperature <= 0:
+            raise InvalidInput("structure_model.temperature", f"{config}: {temperature!r} is not a number > 0")
+        model = cls(np.asarray(doc["coef"], float), np.asarray(doc["intercept"], float), list(doc["features"]),
+                    float(temperature))
         if model.features != design_matrix([1.0], [""], [np.nan], [""])[1]:
             raise InvalidInput("structure_model", f"{path}: features differ from this code's design matrix")
         return model
@@ -171,13 +181,14 @@ class StructureModel:
 
     def predict_proba(self, floors: Any, function: Any, year: Any, region: Any,
                       roof: Sequence[str] | None = None, facade: Sequence[str] | None = None) -> np.ndarray:
-        """P(C, M, S, T) per building: the model, the literature caps, then material evidence.
+        """P(C, M, S, T) per building: the model (its logits over :attr:`temperature`), the
+        literature caps, then material evidence.
 
         Unknown inputs (NaN floors or year, "" function or region, "" / "unknown" materials)
         leave the model's prior for what is known; nothing is ever set to certainty.
         """
         X, _ = design_matrix(floors, function, year, region)
-        z = X @ self.coef.T + self.intercept
+        z = (X @ self.coef.T + self.intercept) / self.temperature
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         p = apply_height_caps(p, np.asarray(floors, dtype=float))
