@@ -164,3 +164,17 @@ def test_a_structure_model_gives_probabilities_and_a_given_structure_is_kept():
     assert max(low.p_structure) < 0.9  # a low house: an honest spread, not a certainty
     without = svc.EstimateStock(_req(buildings=[_one(**tall)]), _Ctx()).buildings[0]
     assert without.structure_source == "default" and not without.p_structure
+
+
+def test_the_default_structure_model_v2_loads_through_weights_from():
+    """structure-type:v2 has no classifier.json of its own (weights_from v1): the service still
+    loads it and a tall block is concrete, less sure than v1."""
+    from urbanfabric.v1 import common_pb2
+
+    svc = IntensityServicer()
+    tall = dict(floors=20, height_m=60, height_p05=55, height_p95=65, function="NR", roof_material="")
+    p = {v: svc.EstimateStock(_req(buildings=[_one(**tall)],
+                                   structure_model=common_pb2.ModelRef(name="structure-type", version=v)),
+                              _Ctx()).buildings[0] for v in ("v1", "v2")}
+    assert p["v2"].structure == "C" and p["v2"].p_structure[1] <= 0.005 + 1e-9
+    assert 0.5 < p["v2"].structure_probability < p["v1"].structure_probability
