@@ -120,3 +120,25 @@ def test_bad_shapes_are_errors():
         d.score(np.ones((2, 5)))
     with pytest.raises(ValueError):
         keep_threshold(np.array([np.nan]))
+
+
+def test_neighbour_distance_flags_features_away_from_every_training_image(tmp_path):
+    from urbanfabric.uncertainty import NeighbourDistance, load_domain
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 64)) * 3  # training images in four clusters (not one Gaussian)
+    def draw(n, c):
+        return np.abs(c[rng.integers(0, len(c), n)] + rng.normal(size=(n, 64)))
+    train, val, test = draw(400, centres), draw(100, centres), draw(200, centres)
+    shifted = draw(200, rng.normal(size=(3, 64)) * 3)
+    nn = NeighbourDistance.fit(train, k=5)
+    thr = nn.choose_threshold(val, 0.95)
+    assert (nn.score(val) <= thr).mean() >= 0.95
+    assert auroc(nn.score(test), nn.score(shifted)) > 0.95
+    assert nn.score(train[:3]).max() < nn.score(shifted).min()
+    back = load_domain(nn.save(tmp_path / "domain.npz"))
+    assert isinstance(back, NeighbourDistance) and back.threshold == thr and back.k == 5
+    np.testing.assert_allclose(back.score(test), nn.score(test))
+    np.testing.assert_array_equal(back.score(test), back.score(test.copy()))  # deterministic
+    dens = FeatureDensity.fit(train)
+    assert isinstance(load_domain(dens.save(tmp_path / "d2.npz")), FeatureDensity)

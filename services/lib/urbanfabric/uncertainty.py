@@ -18,6 +18,9 @@ age models (attributes wing) and the training scripts in ``models/`` all use the
   below which a share ``keep`` of validation inputs lies); a score above it is "out of domain".
   Feature ranges of the training data ride along, so a tabular model's reason can name the
   features outside them (trees extrapolate flat beyond the last split).
+* :class:`NeighbourDistance`: the image classifiers' score, the cosine distance of an input's
+  features to its k-th nearest training image (Sun et al., ICML 2022); :func:`load_domain`
+  reads either from a version folder's ``domain.npz``.
 * :func:`auroc`: how well a score separates in-domain from shifted inputs (Mann–Whitney U).
 
 Everything is deterministic: same input, same output.
@@ -185,6 +188,15 @@ def probability_logits(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0))
 
 
+def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of class probabilities: ``softmax(log p / T)`` row-wise (what a model
+    answering probabilities, e.g. XGBoost ``multi:softprob``, becomes under temperature ``T``)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature == 1.0 or not p.size:
+        return p
+    return softmax(probability_logits(p), temperature)
+
+
 # --------------------------------------------------------------------------------------------
 # Out-of-domain scores
 # --------------------------------------------------------------------------------------------
@@ -292,7 +304,7 @@ class FeatureDensity:
         _, s, vt = np.linalg.svd(z, full_matrices=False)
         var = s**2 / max(len(z) - 1, 1)
         share = np.cumsum(var) / max(var.sum(), 1e-12)
-        k = int(min(np.searchsorted(share, variance) + 1, max_components, max(len(z) // 4, 1), len(var)))
+        k = min(int(np.searchsorted(share, variance)) + 1, max_components, max(len(z) // 4, 1), len(var))
         model.components = vt[:k]
         model.variances = np.maximum(var[:k], 1e-9)
         r = z - (z @ model.components.T) @ model.components
@@ -348,7 +360,7 @@ class FeatureDensity:
         """The statistics as an ``.npz`` (float32 where precision does not matter)."""
         buf = io.BytesIO()
         np.savez_compressed(
-            buf, center=self.center, scale=self.scale, components=self.components.astype(np.float32),
+            buf, kind=np.array("feature_density"), center=self.center, scale=self.scale, components=self.components.astype(np.float32),
             variances=self.variances, residual=np.float64(self.residual), compress=np.bool_(self.compress),
             low=self.low, high=self.high, names=np.array(self.names, dtype=str),
             threshold=np.float64(self.threshold), keep=np.float64(self.keep), offset=self.offset)
@@ -369,3 +381,94 @@ class FeatureDensity:
                     float(d["residual"]), bool(d["compress"]), d["low"], d["high"],
                     tuple(str(n) for n in d["names"]), float(d["threshold"]), float(d["keep"]), d["offset"])
         return model
+
+
+@dataclass
+class NeighbourDistance:
+    """Distance to the training set in a classifier's feature space: one minus the cosine
+    similarity of the ``k``-th nearest training feature vector (deep nearest neighbours, Sun et
+    al., "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022: L2-normalised
+    penultimate features, no distribution assumed).
+
+    With a few hundred training images the features of a fine-tuned network are not one
+    Gaussian (:class:`FeatureDensity` separates other sensors' roofs far worse on the roof-material
+    model: docs/results.md), while the nearest-neighbour distance needs no such assumption.
+
+    Attributes:
+        reference: ``(N, D)`` L2-normalised training features (stored as float16).
+        k: which neighbour's distance is the score.
+        threshold: out-of-domain cut on the score (``inf`` until chosen).
+        keep: the in-domain validation share the threshold keeps.
+    """
+
+    reference: np.ndarray
+    k: int = 5
+    threshold: float = float("inf")
+    keep: float = float("nan")
+
+    @staticmethod
+    def _normalise(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), 0.0)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, k: int = 5) -> NeighbourDistance:
+        """Keep the normalised training features (at least ``k`` rows)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or len(x) < max(k, 1):
+            raise ValueError(f"need (N >= {k}, D) training features, got {x.shape}")
+        ref = cls._normalise(x).astype(np.float16)
+        return cls(ref, int(k))
+
+    def score(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """``1 − cos`` to the ``k``-th nearest training feature, per row (0 = a training image)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.reference.shape[1]:
+            raise ValueError(f"expected (N, {self.reference.shape[1]}) features, got {x.shape}")
+        ref = self.reference.astype(np.float64)
+        out = np.empty(len(x))
+        for i in range(0, len(x), batch):
+            sim = self._normalise(x[i : i + batch]) @ ref.T
+            out[i : i + batch] = 1.0 - np.sort(sim, axis=1)[:, -self.k]
+        return out
+
+    def out_of_domain(self, scores: np.ndarray) -> np.ndarray:
+        """True where a score lies above the chosen threshold."""
+        return np.asarray(scores, dtype=np.float64) > self.threshold
+
+    def choose_threshold(self, validation_features: np.ndarray, keep: float = 0.95) -> float:
+        """Set ``threshold`` so that a share ``keep`` of in-domain validation rows is kept."""
+        self.threshold = keep_threshold(self.score(validation_features), keep)
+        self.keep = float(keep)
+        return self.threshold
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, kind=np.array("neighbour_distance"), reference=self.reference,
+                            k=np.int64(self.k), threshold=np.float64(self.threshold), keep=np.float64(self.keep))
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.to_bytes())
+        return path
+
+
+#: Either out-of-domain model; both have ``score``, ``threshold``, ``out_of_domain``.
+DomainModel = FeatureDensity | NeighbourDistance
+
+
+def load_domain(path: str | Path) -> DomainModel:
+    """Read a ``domain.npz`` written by :meth:`FeatureDensity.save` or :meth:`NeighbourDistance.save`.
+
+    Raises:
+        ValueError: the file is not such statistics.
+    """
+    with np.load(Path(path), allow_pickle=False) as f:
+        kind = str(f["kind"]) if "kind" in f.files else "feature_density"
+        if kind == "neighbour_distance":
+            return NeighbourDistance(f["reference"], int(f["k"]), float(f["threshold"]), float(f["keep"]))
+    if kind != "feature_density":
+        raise ValueError(f"{path}: unknown out-of-domain statistics {kind!r}")
+    return FeatureDensity.load(path)
