@@ -142,3 +142,23 @@ def test_neighbour_distance_flags_features_away_from_every_training_image(tmp_pa
     np.testing.assert_array_equal(back.score(test), back.score(test.copy()))  # deterministic
     dens = FeatureDensity.fit(train)
     assert isinstance(load_domain(dens.save(tmp_path / "d2.npz")), FeatureDensity)
+
+
+def test_tabular_neighbour_distance_standardises_and_names_the_features_out_of_range(tmp_path):
+    from urbanfabric.uncertainty import NeighbourDistance, load_domain
+
+    rng = np.random.default_rng(7)
+    def town(n, scale):  # area (heavy-tailed), a count, a fraction
+        return np.column_stack([rng.lognormal(np.log(scale), 0.6, n), rng.poisson(8, n), rng.beta(2, 5, n)])
+    train, val, test, other = town(800, 150), town(200, 150), town(200, 150), town(200, 3000)
+    nn = NeighbourDistance.fit(train, k=5, tabular=True, names=("area_m2", "n_within_50m", "coverage"))
+    nn.choose_threshold(val)
+    assert auroc(nn.score(test), nn.score(other)) > 0.95
+    assert np.mean(nn.out_of_domain(nn.score(other))) > 0.8
+    assert "area_m2" in nn.out_of_range(np.array([[1e6, 8, 0.3]]))[0]
+    with_nan = nn.score(np.array([[150.0, np.nan, 0.3]]))
+    assert np.isfinite(with_nan).all()  # a missing feature counts as the training centre
+    back = load_domain(nn.save(tmp_path / "domain.npz"))
+    assert isinstance(back, NeighbourDistance) and back.standardiser is not None
+    np.testing.assert_allclose(back.score(test), nn.score(test), rtol=1e-6)
+    assert back.out_of_range(np.array([[1e6, 8, 0.3]])) == nn.out_of_range(np.array([[1e6, 8, 0.3]]))

@@ -385,26 +385,35 @@ class FeatureDensity:
 
 @dataclass
 class NeighbourDistance:
-    """Distance to the training set in a classifier's feature space: one minus the cosine
-    similarity of the ``k``-th nearest training feature vector (deep nearest neighbours, Sun et
-    al., "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022: L2-normalised
-    penultimate features, no distribution assumed).
+    """Distance to the training set: the ``k``-th nearest training row (deep nearest neighbours,
+    Sun et al., "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022).
 
-    With a few hundred training images the features of a fine-tuned network are not one
-    Gaussian (:class:`FeatureDensity` separates other sensors' roofs far worse on the roof-material
-    model: docs/results.md), while the nearest-neighbour distance needs no such assumption.
+    Two metrics:
+
+    * image features (no ``standardiser``): one minus the cosine similarity of L2-normalised
+      penultimate features, as Sun et al.;
+    * tabular features (with a ``standardiser``, a :class:`FeatureDensity` whose robust
+      standardisation and ``sign·log1p`` compression are applied first): the Euclidean
+      distance, so each footprint feature counts in units of its training spread; the
+      standardiser's training ranges name the features outside them.
+
+    With a few hundred training images, or footprints of a few cities, the features are not one
+    Gaussian, and :class:`FeatureDensity`'s score separates other sensors and cities far worse
+    (docs/results.md), while the neighbour distance assumes no distribution.
 
     Attributes:
-        reference: ``(N, D)`` L2-normalised training features (stored as float16).
+        reference: ``(N, D)`` training rows in the scored space (stored as float16).
         k: which neighbour's distance is the score.
         threshold: out-of-domain cut on the score (``inf`` until chosen).
         keep: the in-domain validation share the threshold keeps.
+        standardiser: tabular only: the transform into the scored space.
     """
 
     reference: np.ndarray
     k: int = 5
     threshold: float = float("inf")
     keep: float = float("nan")
+    standardiser: FeatureDensity | None = None
 
     @staticmethod
     def _normalise(x: np.ndarray) -> np.ndarray:
@@ -412,26 +421,54 @@ class NeighbourDistance:
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), 0.0)
 
-    @classmethod
-    def fit(cls, features: np.ndarray, k: int = 5) -> NeighbourDistance:
-        """Keep the normalised training features (at least ``k`` rows)."""
-        x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or len(x) < max(k, 1):
-            raise ValueError(f"need (N >= {k}, D) training features, got {x.shape}")
-        ref = cls._normalise(x).astype(np.float16)
-        return cls(ref, int(k))
+    def _space(self, x: np.ndarray) -> np.ndarray:
+        if self.standardiser is None:
+            return self._normalise(x)
+        return self.standardiser._standardise(x) - self.standardiser.offset
 
-    def score(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
-        """``1 − cos`` to the ``k``-th nearest training feature, per row (0 = a training image)."""
+    @classmethod
+    def fit(cls, features: np.ndarray, k: int = 5, *, tabular: bool = False,
+            names: tuple[str, ...] = ()) -> NeighbourDistance:
+        """Keep the training rows in the scored space (at least ``k`` rows).
+
+        Args:
+            features: ``(N, D)`` training features.
+            k: the neighbour whose distance is the score.
+            tabular: standardise robustly and compress heavy tails, then use Euclidean distance
+                (footprint features); else cosine on L2-normalised features (image features).
+            names: feature names (tabular), for :meth:`out_of_range`.
+        """
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or len(x) < max(k, 8 if tabular else 1):
+            raise ValueError(f"need (N >= {k}, D) training features, got {x.shape}")
+        model = cls(np.zeros((0, x.shape[1])), int(k))
+        if tabular:
+            model.standardiser = FeatureDensity.fit(x, robust=True, compress=True, names=names, max_components=1)
+        model.reference = model._space(x).astype(np.float16)
+        return model
+
+    def score(self, features: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Distance to the ``k``-th nearest training row, per row (0 = a training row)."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.reference.shape[1]:
             raise ValueError(f"expected (N, {self.reference.shape[1]}) features, got {x.shape}")
         ref = self.reference.astype(np.float64)
+        ref_sq = np.sum(ref**2, axis=1)
         out = np.empty(len(x))
         for i in range(0, len(x), batch):
-            sim = self._normalise(x[i : i + batch]) @ ref.T
-            out[i : i + batch] = 1.0 - np.sort(sim, axis=1)[:, -self.k]
+            z = self._space(x[i : i + batch])
+            if self.standardiser is None:
+                out[i : i + batch] = 1.0 - np.sort(z @ ref.T, axis=1)[:, -self.k]
+            else:
+                d2 = np.sum(z**2, axis=1)[:, None] + ref_sq[None, :] - 2.0 * (z @ ref.T)
+                out[i : i + batch] = np.sqrt(np.maximum(np.sort(d2, axis=1)[:, self.k - 1], 0.0))
         return out
+
+    def out_of_range(self, features: np.ndarray, margin: float = 0.1) -> list[list[str]]:
+        """Per row, the features outside the training range (tabular; empty lists otherwise)."""
+        if self.standardiser is None:
+            return [[] for _ in range(len(np.asarray(features)))]
+        return self.standardiser.out_of_range(features, margin)
 
     def out_of_domain(self, scores: np.ndarray) -> np.ndarray:
         """True where a score lies above the chosen threshold."""
@@ -444,12 +481,20 @@ class NeighbourDistance:
         return self.threshold
 
     def to_bytes(self) -> bytes:
+        """The reference rows, ``k``, threshold and (tabular) the standardiser as an ``.npz``."""
+        extra: dict[str, Any] = {}
+        if self.standardiser is not None:
+            st = self.standardiser
+            extra = {"std_center": st.center, "std_scale": st.scale, "std_offset": st.offset,
+                     "std_low": st.low, "std_high": st.high, "std_names": np.array(st.names, dtype=str)}
         buf = io.BytesIO()
         np.savez_compressed(buf, kind=np.array("neighbour_distance"), reference=self.reference,
-                            k=np.int64(self.k), threshold=np.float64(self.threshold), keep=np.float64(self.keep))
+                            k=np.int64(self.k), threshold=np.float64(self.threshold), keep=np.float64(self.keep),
+                            **extra)
         return buf.getvalue()
 
     def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_bytes` to ``path``."""
         path = Path(path)
         path.write_bytes(self.to_bytes())
         return path
@@ -468,7 +513,13 @@ def load_domain(path: str | Path) -> DomainModel:
     with np.load(Path(path), allow_pickle=False) as f:
         kind = str(f["kind"]) if "kind" in f.files else "feature_density"
         if kind == "neighbour_distance":
-            return NeighbourDistance(f["reference"], int(f["k"]), float(f["threshold"]), float(f["keep"]))
+            std = None
+            if "std_center" in f.files:
+                n = len(f["std_center"])
+                std = FeatureDensity(f["std_center"], f["std_scale"], np.zeros((0, n)), np.zeros(0), 1.0, True,
+                                     f["std_low"], f["std_high"], tuple(str(v) for v in f["std_names"]),
+                                     offset=f["std_offset"])
+            return NeighbourDistance(f["reference"], int(f["k"]), float(f["threshold"]), float(f["keep"]), std)
     if kind != "feature_density":
         raise ValueError(f"{path}: unknown out-of-domain statistics {kind!r}")
     return FeatureDensity.load(path)
