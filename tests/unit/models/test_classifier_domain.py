@@ -52,10 +52,10 @@ def test_noise_and_blank_chips_are_out_of_domain_but_training_crops_are_not(clie
         pytest.skip(f"no roof-shape crops at {SHAPE_CROPS}")
     from urbanfabric.materials.chips import image_chip
 
-    crops = sorted(SHAPE_CROPS.glob("*"))[:40]
+    crops = sorted(SHAPE_CROPS.glob("*"))[::12]  # ~100 crops of every split
     chips = np.stack([image_chip(p.read_bytes(), 128, "iqr") for p in crops])
     inside = client.infer_outputs("roof-shape", "v4", chips)["ood_score"]
-    assert np.mean(inside <= threshold) >= 0.8  # mostly training crops: kept
+    assert np.mean(inside <= threshold) >= 0.8  # the data set the model learnt from: mostly kept
 
 
 def test_the_statistics_file_travels_with_the_version(tmp_path):
