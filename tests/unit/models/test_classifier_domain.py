@@ -73,3 +73,23 @@ def test_the_statistics_file_travels_with_the_version(tmp_path):
     publish_served(store)
     for folder in ("roof_material/v4", "roof_shape/v4", "facade_material/v2"):
         assert store.exists(f"models/{folder}/domain.npz") and store.exists(f"models/{folder}/model.pt")
+
+
+def test_a_rest_response_with_two_binary_outputs_decodes_both():
+    import json
+
+    from urbanfabric.runtime.model_client import _decode_rest
+
+    prob = np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)
+    score = np.array([0.1, 0.7], np.float32)
+    header = json.dumps({"outputs": [
+        {"name": "probability", "datatype": "FP32", "shape": [2, 2], "parameters": {"binary_data_size": prob.nbytes}},
+        {"name": "ood_score", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": score.nbytes}},
+    ]}).encode()
+    out = _decode_rest(header + prob.tobytes() + score.tobytes(), str(len(header)))
+    np.testing.assert_array_equal(out["probability"], prob)
+    np.testing.assert_array_equal(out["ood_score"], score)
+    plain = json.dumps({"outputs": [{"name": "ood_score", "datatype": "FP32", "shape": [2], "data": [0.1, 0.7]},
+                                    {"name": "probability", "datatype": "FP32", "shape": [2, 2],
+                                     "data": prob.ravel().tolist()}]}).encode()
+    assert set(_decode_rest(plain, None)) == {"probability", "ood_score"}
