@@ -168,6 +168,54 @@ def predict_logits(
     return torch.stack([torch.cat(out) for out in views]).mean(0).numpy().astype(np.float32)
 
 
+def has_features(model: nn.Module) -> bool:
+    """Whether the classifier exposes pre-logit features (timm backbones: EfficientNet-Lite0, texture)."""
+    backbone = getattr(model, "backbone", None)
+    return hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head")
+
+
+@torch.inference_mode()
+def predict_logits_features(
+    model: nn.Module, chips: np.ndarray | torch.Tensor, batch_size: int = 64, tta: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, C)`` and pre-logit features ``(N, D)`` of 0–1 chips, both averaged over the
+    ``tta`` views (:data:`CHIP_TTA`).
+
+    The head is linear, so the mean of the views' logits is the head applied to the mean of
+    their features: the logits equal :func:`predict_logits`' (up to float rounding) at no extra
+    forward pass, and the features are what the out-of-domain score
+    (:class:`urbanfabric.uncertainty.FeatureDensity`) compares with the training chips'.
+
+    Raises:
+        ValueError: the model has no feature hook (:func:`has_features`), or bad chips.
+    """
+    if not has_features(model):
+        raise ValueError(f"{type(model).__name__} exposes no pre-logit features")
+    x = torch.as_tensor(chips, dtype=torch.float32)
+    channels = int(model.mean.shape[1])
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"chips must be (N, {channels}, S, S), got {tuple(x.shape)}")
+    backbone = model.backbone
+    was_training = model.training
+    model.eval()
+    try:
+        total: torch.Tensor | None = None
+        views = chip_views(x, tta)
+        for v in views:
+            parts = []
+            for i in range(0, len(v), batch_size):
+                z = (v[i : i + batch_size] - model.mean) / model.std
+                parts.append(backbone.forward_head(backbone.forward_features(z), pre_logits=True).float())
+            feats = torch.cat(parts) if parts else torch.zeros((0, 0))
+            total = feats if total is None else total + feats
+        assert total is not None
+        mean = total / len(views)
+        logits = backbone.get_classifier()(mean)
+    finally:
+        model.train(was_training)
+    return logits.numpy().astype(np.float32), mean.numpy().astype(np.float32)
+
+
 def predict_proba(
     model: nn.Module, chips: np.ndarray | torch.Tensor, config: dict[str, Any] | None = None, batch_size: int = 64
 ) -> np.ndarray:

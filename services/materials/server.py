@@ -82,8 +82,13 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
         return roofs.classify_roofs(footprints, rasters, cfg, self._batched(ref.name, ref.version),
                                     self._taxonomy(ref.name, cfg))
 
-    def _batched(self, name: str, version: str) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda chips: self.models.infer_batched(name, version, chips, batch_size=BATCH)
+    def _batched(self, name: str, version: str) -> Callable[[np.ndarray], Any]:
+        """Probabilities, or (probabilities, out-of-domain scores) when the model sends them."""
+        def classify(chips: np.ndarray) -> Any:
+            out = self.models.infer_batched_outputs(name, version, chips, batch_size=BATCH)
+            probs = out["probability"]
+            return (probs, out["ood_score"]) if "ood_score" in out else probs
+        return classify
 
     def _read(self, uri: str) -> bytes:
         return self.store.get_bytes(parse_s3_uri(uri)[1])
@@ -112,11 +117,12 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
                 building_id=r.building_id, material=r.material, probability=r.probability,
                 taxonomy_code=r.taxonomy_code, has_imagery=bool(r.model_class),
                 unknown_reason=r.unknown_reason, model_class=r.model_class,
-                probabilities=_probabilities(r.probabilities),
+                probabilities=_probabilities(r.probabilities), ood_score=r.ood_score, shape_ood_score=float("nan"),
             )
             if shapes is not None:
                 s = shapes[i]
                 msg.shape, msg.shape_probability, msg.shape_unknown_reason = s.material, s.probability, s.unknown_reason
+                msg.shape_ood_score = s.ood_score
             else:
                 msg.shape, msg.shape_unknown_reason = roofs.UNKNOWN, "no roof-shape model requested"
             out.append(msg)
@@ -141,7 +147,7 @@ class MaterialsServicer(pb_grpc.MaterialsServiceServicer):
                 building_id=c.building_id, material=c.material, probability=c.probability,
                 taxonomy_code=c.taxonomy_code, materials=c.materials,
                 probabilities=_probabilities(c.probabilities), views_total=c.views_total,
-                views_used=c.views_used, unknown_reason=c.unknown_reason,
+                views_used=c.views_used, unknown_reason=c.unknown_reason, ood_score=c.ood_score,
             ) for c in calls
         ])
 

@@ -28,7 +28,8 @@ from pathlib import Path
 #: on the other shared sets, alone or as a mean ensemble (docs/footprints.md). ``URBANFABRIC_MODELS``
 #: replaces the list (e.g. for ``make up``).
 DEFAULT_MODELS = ("footprint-unet:v1,footprint-unet:v5,footprint-unet:v6,footprint-unet:v7,roof-material:v1,"
-                  "roof-material:v2,roof-material:v3,roof-shape:v2,roof-shape:v3,facade-material:v1")
+                  "roof-material:v2,roof-material:v3,roof-material:v4,roof-shape:v2,roof-shape:v3,roof-shape:v4,"
+                  "facade-material:v1,facade-material:v2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

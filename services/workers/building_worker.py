@@ -73,10 +73,12 @@ def stock_inputs(footprints: gpd.GeoDataFrame, attrs, roofs, facades=()) -> list
             longitude=float(lon), latitude=float(lat),
             roof_shape=shape_by_id.get(a.building_id, ""),
         ))
-        if a.year_built == a.year_built and a.year_built > 0:  # not NaN
+        # A function or age model that abstained (out of its domain, issue 18) gives the stock
+        # no evidence: the structure model and the draws use their priors for it.
+        if a.year_built == a.year_built and a.year_built > 0 and not a.age_class_unknown_reason:  # not NaN
             inputs[-1].year_built = float(a.year_built)
         residential = [c.probability for c in a.function_probabilities if c.label == "residential"]
-        if residential and residential[0] == residential[0]:
+        if residential and residential[0] == residential[0] and not a.function_unknown_reason:
             inputs[-1].p_residential = float(residential[0])
         bearing = axis.get(a.building_id, float("nan"))
         if bearing == bearing:  # not NaN: set the optional field

@@ -50,7 +50,7 @@ def test_defaults_and_text_forms():
     assert spec.imagery_options.bands == {"red": "B04", "green": "B03"}
     assert spec.segmentation.members == ["footprint-unet:v1", "footprint-unet:v6", "footprint-unet:v7"]
     assert spec.segmentation.tta is TTA.D4 and spec.segmentation.ensemble_combine is EnsembleCombine.VOTE
-    assert spec.segment and spec.models.roof_material == "roof-material:v3"
+    assert spec.segment and spec.models.roof_material == "roof-material:v4"
 
 
 def test_flags_cover_every_field_and_keep_the_old_spellings():

@@ -63,12 +63,12 @@ class ModelVersions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    roof_material: str = Field("roof-material:v3", description="roof-material model ('' = none)",
+    roof_material: str = Field("roof-material:v4", description="roof-material model ('' = none)",
                                json_schema_extra={"flags": ["--roof-material-model"]})
-    roof_shape: str = Field("roof-shape:v3", description="roof-shape model ('' = none)",
+    roof_shape: str = Field("roof-shape:v4", description="roof-shape model ('' = none)",
                             json_schema_extra={"flags": ["--roof-shape-model"]})
     facade_material: str = Field(
-        "facade-material:v1", description="façade-material model ('' = none); needs street_views",
+        "facade-material:v2", description="façade-material model ('' = none); needs street_views",
         json_schema_extra={"flags": ["--facade-model"]})
     height: str = Field("height-xgb:v4", description="height model (required); v4 uses the imagery "
                         "when the job has it, its morphology-only path otherwise",

@@ -71,8 +71,14 @@ def test_service_returns_every_attribute_with_uncertainty_and_reports_bad_rows()
     assert (rep.n_in, rep.n_out, rep.repaired, rep.dropped_not_polygonal, rep.dropped_empty) == \
         (15, 13, 1, 1, 1)
     assert sorted(rep.dropped_building_ids) == ["line", "none"]
-    assert list(rep.models) == ["height_xgb:v1", "building_function:v1", "building_age:v1"]
+    assert list(rep.models) == ["height_xgb:v1", "building_function:v2", "building_age:v2"]
     for b in resp.buildings:
+        # v2 scores every footprint; out of its domain the class is empty, with the reason.
+        assert b.function_ood_score == b.function_ood_score and b.age_class_ood_score == b.age_class_ood_score
+        if b.function_unknown_reason:
+            assert b.function_unknown_reason.startswith("out_of_domain") and b.function == ""
+            assert b.rasmi_function == "" and len(b.function_probabilities) == 6
+            continue
         assert 0 < b.height_p05 <= b.height_m <= b.height_p95 or b.height_p05 <= b.height_p95
         assert b.height_m >= 2.5 and b.floors >= 1
         assert b.function in ("residential", "commercial", "office", "industrial", "public",
@@ -82,7 +88,8 @@ def test_service_returns_every_attribute_with_uncertainty_and_reports_bad_rows()
         assert b.storey_height_m > 0
         assert b.floors == max(1, math.floor(b.height_m / b.storey_height_m + 0.5))
         assert 1900 < b.year_built < 2030 and b.year_built_p05 <= b.year_built_p95
-        assert b.age_class and len(b.age_class_probabilities) == 5
+        assert (b.age_class or b.age_class_unknown_reason.startswith("out_of_domain")) \
+            and len(b.age_class_probabilities) == 5
         assert b.rasmi_function == ("NR" if b.function != "residential" else
                                     "RS" if b.floors <= 2 and b.footprint_area_m2 < 250 else "RM")
 

@@ -60,9 +60,16 @@ class Store:
 class FakeModels:
     """Class probabilities from chip brightness; one call per batch recorded."""
 
-    def __init__(self, n_classes: int = 5, top: int = 1) -> None:
+    def __init__(self, n_classes: int = 5, top: int = 1, ood=None) -> None:
         self.calls: list[tuple[str, str, tuple[int, ...]]] = []
         self.n, self.top = n_classes, top
+        self.ood = ood  # chips -> out-of-domain scores, as a model with statistics answers
+
+    def infer_batched_outputs(self, name, version, x, batch_size=64):
+        out = {"probability": self.infer_batched(name, version, x, batch_size)}
+        if self.ood is not None:
+            out["ood_score"] = self.ood(x)
+        return out
 
     def infer_batched(self, name, version, x, batch_size=64):
         self.calls.append((name, version, x.shape))
@@ -116,6 +123,23 @@ def test_roofs_unknowns_have_reasons_and_the_batch_goes_on() -> None:
     assert "bad.tif" in by["outside"].unknown_reason and "missing.tif" in by["outside"].unknown_reason
     assert models.calls == [("roof-material", "v1", (1, 3, 128, 128))]  # one batched call
     assert by["in"].shape == UNKNOWN and "no roof-shape model" in by["in"].shape_unknown_reason
+
+
+def test_roofs_out_of_the_models_domain_are_unknown_with_the_score_and_probability_kept(monkeypatch) -> None:
+    cfg = {"classes": ["concrete_cement", "healthy_metal"], "chip_size": 32,
+           "ood": {"file": "domain.npz", "threshold": 0.5}}
+    monkeypatch.setattr(server, "model_config", lambda name, version: cfg)
+    scores = iter([np.array([0.9], np.float32), np.array([0.1], np.float32)])
+    svc, store, _ = _svc(FakeModels(2, top=1, ood=lambda x: next(scores)))
+    good = store.put("ard.tif", _image())
+    first = {r.building_id: r for r in svc.ClassifyRoofs(_roofs_request(store, [good]), Ctx()).roofs}
+    far = first["in"]
+    assert np.isnan(first["outside"].ood_score)  # no chip, no score
+    assert far.material == UNKNOWN and far.unknown_reason.startswith("out_of_domain")
+    assert far.probability == pytest.approx(0.9) and far.model_class == "healthy_metal"
+    assert far.ood_score == pytest.approx(0.9) and np.isnan(far.shape_ood_score)
+    near = {r.building_id: r for r in svc.ClassifyRoofs(_roofs_request(store, [good]), Ctx()).roofs}["in"]
+    assert near.material == "healthy_metal" and near.ood_score == pytest.approx(0.1) and not near.unknown_reason
 
 
 def test_roofs_without_images_are_unknown_not_failed() -> None:

@@ -33,6 +33,8 @@ import xgboost as xgb
 
 from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
 from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.io.model_registry import weights_path
+from urbanfabric.uncertainty import DomainModel, tempered
 
 #: Inclusive upper years of CMAB's age classes (the last one is open-ended).
 AGE_CLASS_BREAKS: tuple[int, ...] = (1985, 1990, 2000, 2010, 2018)
@@ -247,6 +249,10 @@ class AgeModel:
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self.members: list[xgb.Booster] = []
         self.classifier: xgb.Booster | None = None
+        #: Calibration temperature of the age-class probabilities (meta.json ``temperature``).
+        self.temperature = 1.0
+        #: Out-of-domain statistics (meta.json ``ood``), None without.
+        self.domain: DomainModel | None = None
         self.class_weight_power = class_weight_power
         self.info: dict[str, Any] = {}
 
@@ -315,12 +321,18 @@ class AgeModel:
         data = feature_matrix(X, self.feature_names)
         dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
         p = np.stack([m.predict(dm) for m in self.members]).astype(np.float64)
-        proba = self.classifier.predict(dm).reshape(len(data), len(AGE_CLASS_LABELS))
+        proba = tempered(self.classifier.predict(dm).reshape(len(data), len(AGE_CLASS_LABELS)), self.temperature)
         if p.shape[1] == 0:
             e = np.zeros(0)
             return e, e.copy(), e.copy(), proba.astype(np.float64)
         lo, hi = np.percentile(p, [5.0, 95.0], axis=0)
         return p.mean(axis=0), lo, hi, proba.astype(np.float64)
+
+    def ood_scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray | None:
+        """Out-of-domain score per row, or None when the version has no statistics."""
+        if self.domain is None:
+            return None
+        return self.domain.score(feature_matrix(X, self.feature_names))
 
     def save(self, directory: str | Path) -> Path:
         """Write ``year_XX.json`` members, ``classes.json`` and ``meta.json``."""
@@ -363,11 +375,15 @@ class AgeModel:
         m = cls(class_weight_power=float(meta.get("class_weight_power", 0.25)))
         m.feature_names = tuple(meta["feature_names"])
         m.info = meta.get("info", {})
+        # The folder's own trees, or those of the version it reuses (registry: weights_from).
         for name in meta["members"]:
             b = xgb.Booster()
-            b.load_model(str(d / name))
+            b.load_model(str(weights_path(d, name)))
             m.members.append(b)
         c = xgb.Booster()
-        c.load_model(str(d / meta["classifier"]))
+        c.load_model(str(weights_path(d, meta["classifier"])))
         m.classifier = c
+        from urbanfabric.attributes.function import calibration_of
+
+        m.temperature, m.domain = calibration_of(d, meta)
         return m

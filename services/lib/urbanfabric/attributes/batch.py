@@ -8,7 +8,10 @@ predicted function (:func:`function.floors_for_function`) → construction year 
 and the CMAB age class with probabilities (:class:`age.AgeModel`).
 
 The function and age models are optional: without one the columns are empty strings / NaN and
-floors use 3 m storeys — never zeros standing in for "unknown".
+floors use 3 m storeys — never zeros standing in for "unknown". A model version with
+out-of-domain statistics (issue 18) scores every footprint (``*_ood_score``); above its
+threshold the class is empty ("unknown") with ``*_unknown_reason`` = ``out_of_domain: …`` and its
+probabilities kept.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from urbanfabric.attributes.image_evidence import (
 )
 from urbanfabric.attributes.features import footprint_features, prepare_footprints
 from urbanfabric.errors import InvalidInput
+from urbanfabric.uncertainty import OUT_OF_DOMAIN
 from urbanfabric.attributes.function import (
     FUNCTION_CLASSES,
     UNKNOWN,
@@ -49,7 +53,22 @@ COLUMNS: tuple[str, ...] = (
     "floors", "rasmi_function", "year_built", "year_built_p05", "year_built_p95", "age_class",
     "age_class_probability", *(f"p_age_{k}" for k in range(len(AGE_CLASS_LABELS))),
     "height_source", "height_source_reason",
+    "function_unknown_reason", "function_ood_score", "age_class_unknown_reason", "age_class_ood_score",
 )
+
+#: The reason of a footprint whose features lie outside a tabular model's training data (one
+#: text for all, so the report can count them; the score is in ``*_ood_score``).
+TABULAR_OUT_OF_DOMAIN = (f"{OUT_OF_DOMAIN}: the footprint's features lie further from the model's "
+                         "training buildings than the threshold chosen on validation")
+
+
+def _abstain(scores: np.ndarray | None, threshold: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, out of domain?, reasons)`` of one tabular model over a batch (NaN / False / ""
+    without statistics)."""
+    if scores is None:
+        return np.full(n, np.nan), np.zeros(n, bool), np.full(n, "", dtype=object)
+    ood = np.asarray(scores, dtype=np.float64) > threshold
+    return np.asarray(scores, dtype=np.float64), ood, np.where(ood, TABULAR_OUT_OF_DOMAIN, "").astype(object)
 
 #: ``height_source`` values.
 HEIGHT_FROM_IMAGE = "model_image"
@@ -137,13 +156,20 @@ def predict_attributes(
     func = np.full(n, UNKNOWN, dtype=object)
     fprob = np.full(n, np.nan)
     proba = np.full((n, len(FUNCTION_CLASSES)), np.nan)
+    fscore, fout, freason = _abstain(None, np.inf, n)
     if models.function is not None:
         proba = models.function.predict_proba(X)
         k = proba.argmax(axis=1)
         func = np.asarray(FUNCTION_CLASSES, dtype=object)[k]
         fprob = proba[np.arange(n), k]
+        # Out of the model's domain: no class (floors and the RASMI key fall back as for an
+        # unknown function), the probabilities kept beside the score and the reason.
+        fscore, fout, freason = _abstain(models.function.ood_scores(X), _threshold(models.function), n)
+        func[fout] = UNKNOWN
     out["function"] = func
     out["function_probability"] = fprob
+    out["function_unknown_reason"] = freason
+    out["function_ood_score"] = fscore
     for j, c in enumerate(FUNCTION_CLASSES):
         out[f"p_function_{c}"] = proba[:, j]
     if storey_height_m:
@@ -158,18 +184,29 @@ def predict_attributes(
     cls = np.full(n, "", dtype=object)
     cprob = np.full(n, np.nan)
     aproba = np.full((n, len(AGE_CLASS_LABELS)), np.nan)
+    ascore, aout, areason = _abstain(None, np.inf, n)
     if models.age is not None:
         mean, ylo, yhi, aproba = models.age.predict(X)
         yr = np.stack([mean, ylo, yhi])
         k = aproba.argmax(axis=1)
         cls = np.asarray(AGE_CLASS_LABELS, dtype=object)[k]
         cprob = aproba[np.arange(n), k]
+        ascore, aout, areason = _abstain(models.age.ood_scores(X), _threshold(models.age), n)
+        cls[aout] = ""
     out["year_built"], out["year_built_p05"], out["year_built_p95"] = yr
+    out["age_class_unknown_reason"] = areason
+    out["age_class_ood_score"] = ascore
     out["age_class"] = cls
     out["age_class_probability"] = cprob
     for j in range(len(AGE_CLASS_LABELS)):
         out[f"p_age_{j}"] = aproba[:, j]
     return out, report
+
+
+def _threshold(model: Any) -> float:
+    """A tabular model's out-of-domain threshold (``inf`` without statistics)."""
+    domain = getattr(model, "domain", None)
+    return float(domain.threshold) if domain is not None else float("inf")
 
 
 def _with_image_evidence(

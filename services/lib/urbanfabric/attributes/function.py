@@ -45,6 +45,8 @@ import xgboost as xgb
 from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
 from urbanfabric.attributes.height import floors_from_height
 from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.io.model_registry import weights_path
+from urbanfabric.uncertainty import DomainModel, load_domain, tempered
 
 FUNCTION_CLASSES: tuple[str, ...] = (
     "residential", "commercial", "office", "industrial", "public", "other")
@@ -370,6 +372,10 @@ class FunctionModel:
         self.class_weight_power = class_weight_power
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self.booster: xgb.Booster | None = None
+        #: Calibration temperature of the class probabilities (meta.json ``temperature``).
+        self.temperature = 1.0
+        #: Out-of-domain statistics (meta.json ``ood``), None without.
+        self.domain: DomainModel | None = None
         self.info: dict[str, Any] = {}
 
     def fit(self, X: pd.DataFrame, labels: Sequence[str] | np.ndarray, seed: int = 0,
@@ -429,7 +435,14 @@ class FunctionModel:
         if len(data) == 0:
             return np.zeros((0, len(FUNCTION_CLASSES)))
         dm = xgb.DMatrix(data, feature_names=list(self.feature_names))
-        return self.booster.predict(dm).reshape(len(data), -1).astype(np.float64)
+        return tempered(self.booster.predict(dm).reshape(len(data), -1).astype(np.float64), self.temperature)
+
+    def ood_scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray | None:
+        """Out-of-domain score per row (distance of its features to the training data's), or
+        None when the version has no statistics (``meta.json`` ``ood``)."""
+        if self.domain is None:
+            return None
+        return self.domain.score(feature_matrix(X, self.feature_names))
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(class names, probability of that class)`` per row."""
@@ -470,8 +483,27 @@ class FunctionModel:
         m.feature_names = tuple(meta["feature_names"])
         m.info = meta.get("info", {})
         m.booster = xgb.Booster()
-        m.booster.load_model(str(d / "classifier.json"))
+        # The folder's own trees, or those of the version it reuses (registry: weights_from).
+        m.booster.load_model(str(weights_path(d, "classifier.json")))
+        m.temperature, m.domain = calibration_of(d, meta)
         return m
+
+
+def calibration_of(directory: Path, meta: dict[str, Any]) -> tuple[float, DomainModel | None]:
+    """A tabular model version's temperature and out-of-domain statistics from its ``meta.json``
+    (``temperature``; ``ood: {file, threshold, …}``, written by ``models/common/tabular_domain.py``).
+
+    Raises:
+        NotFound: the meta names a statistics file the folder lacks.
+    """
+    temperature = float(meta.get("temperature", 1.0))
+    block = meta.get("ood") or {}
+    if not block.get("file"):
+        return temperature, None
+    path = Path(directory) / str(block["file"])
+    if not path.is_file():
+        raise NotFound(f"model_version: {directory} names out-of-domain statistics {path.name}, which are missing")
+    return temperature, load_domain(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ def _pixel_windows(
     return np.minimum(*cols), np.minimum(*rows), np.maximum(*cols), np.maximum(*rows)
 
 
+#: Least share of valid (non-nodata) pixels under a footprint's box for its chip to count.
+MIN_VALID_SHARE = 0.5
+
+
 def roof_chips(
     image: np.ndarray,
     transform: affine.Affine,
@@ -121,8 +125,8 @@ def roof_chips(
         ``chips`` float32 ``(N, C, size, size)`` in 0–1, C = ``mode.channels`` (nodata and
         off-image pixels are 0),
         and ``has_imagery`` bool ``(N,)``: False where the footprint is empty, does not
-        overlap the image, or has only nodata pixels under its bounding box (those chips
-        are all zeros and must not be classified).
+        overlap the image, or has less than :data:`MIN_VALID_SHARE` valid pixels under its
+        bounding box (those chips are mostly zeros and must not be classified).
 
     Raises:
         InvalidInput: malformed image, transform, size, margin or CRS mismatch.
@@ -177,7 +181,8 @@ def roof_chips(
         # Footprint box clipped to the image: any finite pixel there means imagery exists.
         r0, r1 = max(ir0[i], 0), min(ir1[i], rows)
         c0, c1 = max(ic0[i], 0), min(ic1[i], cols)
-        if not np.isfinite(image[:, r0:r1, c0:c1]).any():
+        # A roof under mostly nodata (a scene edge, a cloud mask) is a chip of zeros, not a roof.
+        if np.isfinite(image[:, r0:r1, c0:c1]).all(axis=0).mean() < MIN_VALID_SHARE:
             continue
         has_imagery[i] = True
 
@@ -263,6 +268,12 @@ def chips_from_rasters(
         if fps.crs is not None and image.crs is not None:
             fps = fps.to_crs(image.crs)
         why = accept(image) if accept is not None else ""
+        why = f"out_of_domain: {why}" if why else ""
+        shape = np.shape(image.data)
+        if not why and (len(shape) != 3 or shape[0] != 3):
+            # A panchromatic, 4-band or otherwise different image: not what the classifiers read.
+            bands = shape[0] if len(shape) == 3 else 1
+            why = f"bad imagery: {name} has {bands} band{'s' * (bands != 1)}; the roof models read 3 (RGB)"
         if why:  # the model never saw imagery like this: no chip, a reason
             left, bottom, right, top = image.bounds
             covered = np.flatnonzero(todo)[fps.intersects(shapely.box(left, bottom, right, top)).to_numpy()]
@@ -288,7 +299,7 @@ def chips_from_rasters(
         elif empty[i]:
             reasons.append("empty footprint geometry")
         elif i in out_of_domain:
-            reasons.append(f"out_of_domain: {out_of_domain[i]}")
+            reasons.append(out_of_domain[i])
         elif np.isfinite(small_px[i]):
             reasons.append(f"footprint too small for a chip: {small_px[i]:.1f} pixels in the imagery "
                            f"(needs at least {MIN_FOOTPRINT_PIXELS})")
@@ -297,7 +308,7 @@ def chips_from_rasters(
         elif not rasters:
             reasons.append("no imagery: no images were given for the batch")
         else:
-            reasons.append("no imagery covers the footprint (outside the images or only nodata)")
+            reasons.append("no imagery covers the footprint (outside the images, or mostly nodata under it)")
     return chips, reasons
 
 

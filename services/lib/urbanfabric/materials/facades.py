@@ -17,7 +17,7 @@ import numpy as np
 
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.materials.chips import image_chip, input_scaling
-from urbanfabric.materials.roofs import Taxonomy, UNKNOWN
+from urbanfabric.materials.roofs import FEATURES_OUT_OF_DOMAIN, Taxonomy, UNKNOWN, out_of_domain_threshold, split_outputs
 
 
 NULL_LABEL = "null"
@@ -108,6 +108,10 @@ class FacadeCall:
         views_total: views given for the building.
         views_used: views that were readable and passed the non-building filter.
         unknown_reason: why ``material`` is unknown; empty otherwise.
+        ood_score: the lowest out-of-domain score of the building's readable views (NaN when
+            the model scores none). Views above the model's threshold are left out; when every
+            view is, the building is ``unknown`` (``out_of_domain``) with the probabilities of
+            all its views kept.
     """
 
     building_id: str
@@ -119,6 +123,7 @@ class FacadeCall:
     views_total: int
     views_used: int
     unknown_reason: str = ""
+    ood_score: float = float("nan")
 
 
 def decode_facades(
@@ -128,6 +133,8 @@ def decode_facades(
     taxonomy: Taxonomy,
     thresholds: list[float] | None = None,
     no_view_reason: str = "no street-level view of the building",
+    scores: dict[str, list[float]] | None = None,
+    ood_threshold: float = float("inf"),
 ) -> list[FacadeCall]:
     """Aggregate each building's views into its façade materials; unknowns with reasons.
 
@@ -144,6 +151,8 @@ def decode_facades(
         taxonomy: label → outer-wall code; a top label outside it makes the building unknown.
         thresholds: per-label decision thresholds (default 0.5 each).
         no_view_reason: the reason given to buildings without any view.
+        scores: per building, the out-of-domain score of each readable view, in view order.
+        ood_threshold: views scoring above it are out of the model's domain.
     """
     thr = list(thresholds) if thresholds is not None else [0.5] * len(labels)
     if len(thr) != len(labels):
@@ -156,33 +165,44 @@ def decode_facades(
         if not given:
             out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, 0, 0, no_view_reason))
             continue
-        answer = aggregate_views(probs, labels, thr)
+        view_scores = np.asarray((scores or {}).get(bid, [np.nan] * len(probs)), dtype=np.float64)
+        best = float(np.nanmin(view_scores)) if np.isfinite(view_scores).any() else float("nan")
+        inside = ~(view_scores > ood_threshold)
+        if len(probs) and not inside.any():
+            # Every view unlike the training photos: say so, keep what the model would have said.
+            answer = aggregate_views(probs, labels, thr)
+            top = max(answer.probabilities, key=lambda label: answer.probabilities[label]) if answer.probabilities else ""
+            out.append(FacadeCall(bid, UNKNOWN, answer.probabilities.get(top, 0.0), "", [], dict(answer.probabilities),
+                                  len(given), 0, FEATURES_OUT_OF_DOMAIN, best))
+            continue
+        answer = aggregate_views(probs[inside], labels, thr)
         if answer.unknown_reason or not answer.probabilities:
             parts = [answer.unknown_reason] if len(probs) else []
             if bad:
                 parts.append(f"{len(bad)} of {len(given)} views unreadable: {'; '.join(bad)}")
             why = "; ".join(p for p in parts if p)
             why = why if why.startswith("no usable") else f"no usable view: {why}"
-            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why))
+            out.append(FacadeCall(bid, UNKNOWN, 0.0, "", [], {}, len(given), 0, why, best))
             continue
         top = max(answer.probabilities, key=lambda label: answer.probabilities[label])
         why = taxonomy.outside(top)
         out.append(FacadeCall(
             bid, UNKNOWN if why else top, answer.probabilities[top], "" if why else taxonomy.code_text(top),
-            list(answer.materials), dict(answer.probabilities), len(given), answer.views_used, why,
+            list(answer.materials), dict(answer.probabilities), len(given), answer.views_used, why, best,
         ))
     return out
 
 
 def classify_facades(building_ids: list[str], entries: Sequence[tuple[str, Sequence[str]]],
                      read: Callable[[str], bytes], config: dict[str, Any],
-                     classify: Callable[[np.ndarray], np.ndarray], taxonomy: Taxonomy,
+                     classify: Callable[[np.ndarray], Any], taxonomy: Taxonomy,
                      no_view_reason: str) -> list[FacadeCall]:
     """Façade materials of a batch of buildings from their street-level views.
 
     Every view is read (``read(uri)``) and cut to a chip; an unreadable view becomes its reason,
     the rest go to the classifier in one batched call, and each building's views are aggregated
-    by :func:`decode_facades`.
+    by :func:`decode_facades` (views whose out-of-domain score passes the model's threshold are
+    left out; ``classify`` may answer probabilities or ``(probabilities, scores)``).
 
     Raises:
         InvalidInput: a view names a building that is not in the batch (``views.building_id``).
@@ -204,8 +224,12 @@ def classify_facades(building_ids: list[str], entries: Sequence[tuple[str, Seque
             views[bid].append(None)
             slots.append((bid, len(views[bid]) - 1))
             batch.append(chip)
+    scores: dict[str, list[float]] = {b: [] for b in building_ids}
     if batch:
-        for (bid, k), p in zip(slots, classify(np.stack(batch))):
+        probs, view_scores = split_outputs(classify(np.stack(batch)), len(batch))
+        for (bid, k), p, sc in zip(slots, probs, view_scores):
             views[bid][k] = p
+            scores[bid].append(float(sc))
     return decode_facades(building_ids, views, labels, taxonomy, thresholds=config.get("thresholds"),
-                          no_view_reason=no_view_reason)
+                          no_view_reason=no_view_reason, scores=scores,
+                          ood_threshold=out_of_domain_threshold(config))

@@ -22,6 +22,7 @@ import numpy as np
 
 from urbanfabric.materials.chips import ChipMode, chips_from_rasters, imagery_domain_check
 from urbanfabric.errors import InvalidInput
+from urbanfabric.uncertainty import OUT_OF_DOMAIN
 
 
 #: Default class → BBR mapping shipped with the package.
@@ -193,6 +194,9 @@ class MaterialCall:
         model_class: the model's top class even when it is outside the taxonomy.
         probabilities: calibrated probability per class (empty when nothing was classified).
         unknown_reason: why ``material`` is unknown; empty otherwise.
+        ood_score: how far the chip lies from the training images (NaN when the model has no
+            out-of-domain statistics or there was no chip). Above the model's threshold the
+            call is ``unknown`` with an ``out_of_domain`` reason, its probabilities kept.
     """
 
     building_id: str
@@ -202,6 +206,7 @@ class MaterialCall:
     model_class: str
     probabilities: dict[str, float]
     unknown_reason: str = ""
+    ood_score: float = float("nan")
 
 
 def unknown(building_id: str, reason: str) -> MaterialCall:
@@ -211,12 +216,27 @@ def unknown(building_id: str, reason: str) -> MaterialCall:
     return MaterialCall(building_id, UNKNOWN, 0.0, "", "", {}, reason)
 
 
+#: The reason of a chip whose out-of-domain score passes the model's threshold (one text for
+#: every such building, so the report can count them; the score itself is in the table).
+FEATURES_OUT_OF_DOMAIN = (f"{OUT_OF_DOMAIN}: the chip's features lie further from the training images "
+                          "than the threshold chosen on validation")
+
+
+def out_of_domain_threshold(config: dict[str, Any]) -> float:
+    """The model's out-of-domain threshold (``config["ood"]["threshold"]``); ``inf`` without one."""
+    block = config.get("ood") or {}
+    value = block.get("threshold")
+    return float(value) if value is not None else float("inf")
+
+
 def decode_calls(
     building_ids: list[str],
     probs: np.ndarray,
     classes: list[str],
     taxonomy: Taxonomy,
     reasons: list[str] | None = None,
+    ood_scores: np.ndarray | None = None,
+    ood_threshold: float = float("inf"),
 ) -> list[MaterialCall]:
     """Top class per building, every unknown with its reason.
 
@@ -226,6 +246,9 @@ def decode_calls(
         classes: class names in column order.
         taxonomy: class → code mapping; a top class outside it makes the building unknown.
         reasons: per building, why it could not be classified (``""`` = it could).
+        ood_scores: per building, the out-of-domain score (NaN = none).
+        ood_threshold: a score above it makes the building ``unknown`` with
+            :data:`FEATURES_OUT_OF_DOMAIN`, its probabilities and top model class kept.
 
     Raises:
         InvalidInput: shape mismatch or non-finite probabilities of a classified building.
@@ -233,8 +256,10 @@ def decode_calls(
     probs = np.asarray(probs, dtype=np.float64)
     n = len(building_ids)
     reasons = list(reasons) if reasons is not None else [""] * n
-    if probs.ndim != 2 or probs.shape != (n, len(classes)) or len(reasons) != n:
-        raise InvalidInput("probs", f"expected ({n}, {len(classes)}) and {n} reasons, got {probs.shape}, {len(reasons)}")
+    scores = np.full(n, np.nan) if ood_scores is None else np.asarray(ood_scores, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (n, len(classes)) or len(reasons) != n or scores.shape != (n,):
+        raise InvalidInput("probs", f"expected ({n}, {len(classes)}), {n} reasons and {n} scores, "
+                                    f"got {probs.shape}, {len(reasons)}, {scores.shape}")
     out: list[MaterialCall] = []
     for i, bid in enumerate(building_ids):
         if reasons[i]:
@@ -246,28 +271,40 @@ def decode_calls(
         k = int(row.argmax())
         top = classes[k]
         per_class = {c: float(p) for c, p in zip(classes, row)}
-        why = taxonomy.outside(top)
+        score = float(scores[i])
+        why = FEATURES_OUT_OF_DOMAIN if score > ood_threshold else taxonomy.outside(top)
         material = UNKNOWN if why else top
         out.append(MaterialCall(bid, material, float(row[k]), "" if why else taxonomy.code_text(top),
-                                top, per_class, why))
+                                top, per_class, why, score))
     return out
 
 
-#: One batched call of a served classifier: chips ``(N, C, S, S)`` → calibrated probabilities ``(N, K)``.
-Classify = Callable[[np.ndarray], np.ndarray]
+#: One batched call of a served classifier: chips ``(N, C, S, S)`` → calibrated probabilities
+#: ``(N, K)``, or ``(probabilities, out-of-domain scores (N,))`` for a model that scores them.
+Classify = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+
+
+def split_outputs(answer: np.ndarray | tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, scores)`` of a :data:`Classify` answer (scores NaN when it gave none)."""
+    if isinstance(answer, tuple):
+        probs, scores = answer
+        return np.asarray(probs), np.asarray(scores, dtype=np.float64).reshape(n)
+    return np.asarray(answer), np.full(n, np.nan)
 
 
 def classify_roofs(footprints: geopandas.GeoDataFrame, rasters: list[tuple[str, Callable[[], Any]]],
                    config: dict[str, Any], classify: Classify, taxonomy: Taxonomy) -> list[MaterialCall]:
     """One roof classifier (material or shape) over one batch of buildings: a chip per building
     from the first ARD image covering it, one batched call for the buildings with a chip, and a
-    call per building (``unknown`` with its reason where there was no chip or no confident class)."""
+    call per building (``unknown`` with its reason where there was no chip, the chip lies out of
+    the model's domain, or no confident class)."""
     ids = [str(b) for b in footprints["building_id"]]
     classes, size = list(config["classes"]), int(config.get("chip_size", 128))
     batch, reasons = chips_from_rasters(footprints, rasters, size, mode=ChipMode.of(config),
                                         accept=imagery_domain_check(config))
     ok = np.flatnonzero([not r for r in reasons])
     probs = np.zeros((len(ids), len(classes)), np.float32)
+    scores = np.full(len(ids), np.nan)
     if len(ok):
-        probs[ok] = classify(batch[ok])
-    return decode_calls(ids, probs, classes, taxonomy, reasons)
+        probs[ok], scores[ok] = split_outputs(classify(batch[ok]), len(ok))
+    return decode_calls(ids, probs, classes, taxonomy, reasons, scores, out_of_domain_threshold(config))

@@ -106,9 +106,26 @@ class BatchModels(Protocol):
 UNKNOWN = "unknown"
 ROOF_COLUMNS = ["roof_material", "roof_material_probability", "roof_material_code",
                 "roof_material_unknown_reason", "roof_shape", "roof_shape_probability",
-                "roof_shape_unknown_reason"]
+                "roof_shape_unknown_reason", "roof_material_ood_score", "roof_shape_ood_score"]
 FACADE_COLUMNS = ["facade_material", "facade_material_probability", "facade_material_code",
-                  "facade_materials", "facade_views_used", "facade_material_unknown_reason"]
+                  "facade_materials", "facade_views_used", "facade_material_unknown_reason",
+                  "facade_material_ood_score"]
+#: Issue 18: the reason prefix of an out-of-domain abstention; such a value is unknown, but the
+#: model's probability stays in the table beside its out-of-domain score.
+OUT_OF_DOMAIN = "out_of_domain"
+
+
+def _kept_probability(value: str, reason: str, probability: float) -> float | None:
+    """The probability column: for a value, and for an out-of-domain abstention (kept)."""
+    if value not in ("", UNKNOWN) or (reason or "").startswith(OUT_OF_DOMAIN):
+        return probability
+    return None
+
+
+def _score(call: object, name: str) -> float | None:
+    """An out-of-domain score of an answer; None when absent or NaN (no statistics)."""
+    value = getattr(call, name, None)
+    return None if value is None or value != value else float(value)
 
 
 def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Iterable[BuildingAttributes],
@@ -118,21 +135,24 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
     out = footprints.copy()
     roof = pd.DataFrame([
         {"building_id": r.building_id, "roof_material": r.material or None,
-         "roof_material_probability": r.probability if r.material not in ("", UNKNOWN) else None,
+         "roof_material_probability": _kept_probability(r.material, r.unknown_reason, r.probability),
          "roof_material_code": r.taxonomy_code or None,
          "roof_material_unknown_reason": r.unknown_reason or None,
          "roof_shape": r.shape or None,
-         "roof_shape_probability": r.shape_probability if r.shape not in ("", UNKNOWN) else None,
-         "roof_shape_unknown_reason": r.shape_unknown_reason or None}
+         "roof_shape_probability": _kept_probability(r.shape, r.shape_unknown_reason, r.shape_probability),
+         "roof_shape_unknown_reason": r.shape_unknown_reason or None,
+         "roof_material_ood_score": _score(r, "ood_score"),
+         "roof_shape_ood_score": _score(r, "shape_ood_score")}
         for r in roofs
     ], columns=["building_id", *ROOF_COLUMNS])
     facade = pd.DataFrame([
         {"building_id": f.building_id, "facade_material": f.material or None,
-         "facade_material_probability": f.probability if f.material not in ("", UNKNOWN) else None,
+         "facade_material_probability": _kept_probability(f.material, f.unknown_reason, f.probability),
          "facade_material_code": f.taxonomy_code or None,
          "facade_materials": ",".join(f.materials) or None,
          "facade_views_used": f.views_used,
-         "facade_material_unknown_reason": f.unknown_reason or None}
+         "facade_material_unknown_reason": f.unknown_reason or None,
+         "facade_material_ood_score": _score(f, "ood_score")}
         for f in facades
     ], columns=["building_id", *FACADE_COLUMNS])
     att = pd.DataFrame([
@@ -140,15 +160,22 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
          "height_p95": a.height_p95, "floors": a.floors,
          # Issue 5 columns: "" / NaN when the attributes service ran no such model.
          "building_function": a.function or None,
-         "building_function_probability": a.function_probability if a.function else None,
+         "building_function_probability": a.function_probability if a.function or getattr(
+             a, "function_unknown_reason", "") else None,
          # proto3 reads an unset double as 0: year 0 is "no age model", not a year.
          "storey_height_m": a.storey_height_m or None, "year_built": a.year_built or None,
          "year_built_p05": a.year_built_p05 or None, "year_built_p95": a.year_built_p95 or None,
          "age_class": a.age_class or None,
-         "age_class_probability": a.age_class_probability if a.age_class else None,
+         "age_class_probability": a.age_class_probability if a.age_class or getattr(
+             a, "age_class_unknown_reason", "") else None,
          # Issue 18: where the height comes from, and why image evidence was not used.
          "height_source": getattr(a, "height_source", "") or None,
-         "height_source_reason": getattr(a, "height_source_reason", "") or None}
+         "height_source_reason": getattr(a, "height_source_reason", "") or None,
+         # Issue 18: out-of-domain abstention of function and age (probabilities kept above).
+         "building_function_unknown_reason": getattr(a, "function_unknown_reason", "") or None,
+         "building_function_ood_score": _score(a, "function_ood_score"),
+         "age_class_unknown_reason": getattr(a, "age_class_unknown_reason", "") or None,
+         "age_class_ood_score": _score(a, "age_class_ood_score")}
         for a in attrs
     ])
     rows = []

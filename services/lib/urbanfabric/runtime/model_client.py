@@ -41,6 +41,9 @@ from urbanfabric.io.model_repository import v2_model_name
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
+#: Second output of classifiers with out-of-domain statistics: ``(N,)`` FP32, higher = further
+#: from the training images (``urbanfabric.uncertainty``).
+OOD_OUTPUT_NAME = "ood_score"
 _HEADER_LEN = "inference-header-content-length"
 _GRPC_MAX_BYTES = 256 * 1024 * 1024  # matches the server's default --grpc-max-message-mb
 _NP_DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16,
@@ -167,6 +170,17 @@ class ModelClient:
             InvalidInput: ``x`` has the wrong type or shape (for this model).
             Unavailable: server unreachable, timed out or failed.
         """
+        outputs = self.infer_outputs(model, version, x)
+        if OUTPUT_NAME not in outputs:
+            raise Unavailable(f"{v2_model_name(model, version)}: response has no {OUTPUT_NAME!r} output")
+        return outputs[OUTPUT_NAME]
+
+    def infer_outputs(self, model: str, version: str, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output tensor of one batch, by name: ``probability`` and, for classifiers with
+        out-of-domain statistics, ``ood_score`` (``(N,)``; :data:`OOD_OUTPUT_NAME`).
+
+        Arguments and errors as :meth:`infer`.
+        """
         name = v2_model_name(model, version)
         x = _check_input(x)
         if self.protocol is InferenceProtocol.V2_GRPC:
@@ -188,6 +202,20 @@ class ModelClient:
         parts = [self.infer(model, version, x[i : i + batch_size])
                  for i in range(0, len(x), batch_size)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def infer_batched_outputs(
+        self, model: str, version: str, x: np.ndarray, batch_size: int
+    ) -> dict[str, np.ndarray]:
+        """:meth:`infer_outputs` in chunks of at most ``batch_size`` items, each output concatenated."""
+        if batch_size < 1:
+            raise InvalidInput("batch_size", "must be >= 1")
+        x = _check_input(x)
+        parts = [self.infer_outputs(model, version, x[i : i + batch_size])
+                 for i in range(0, len(x), batch_size)]
+        if len(parts) == 1:
+            return parts[0]
+        names = [k for k in parts[0] if all(k in p for p in parts)]
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in names}
 
     def ready(self, model: str, version: str) -> bool:
         """True when the model version is loaded and can answer.
@@ -240,7 +268,7 @@ class ModelClient:
                 self._http = httpx.Client(timeout=self.timeout_s)
             return self._http
 
-    def _infer_rest(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _infer_rest(self, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
         import httpx
 
         header = json.dumps({
@@ -283,7 +311,7 @@ class ModelClient:
                 self._pb = pb
             return self._stub, self._pb
 
-    def _infer_grpc(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _infer_grpc(self, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
         import grpc
 
         stub, pb = self._grpc()
@@ -297,15 +325,17 @@ class ModelClient:
             resp = stub.ModelInfer(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _grpc_error(exc, name, self.grpc_addr or "") from exc
+        outputs = {}
         for i, out in enumerate(resp.outputs):
-            if out.name == OUTPUT_NAME:
-                dtype = _dtype(out.datatype)
-                if i < len(resp.raw_output_contents):
-                    arr = np.frombuffer(resp.raw_output_contents[i], dtype=dtype)
-                else:  # typed contents (a server that does not answer raw)
-                    arr = np.asarray(_typed_contents(out), dtype=dtype)
-                return arr.reshape(tuple(out.shape)).copy()
-        raise Unavailable(f"{name}: response has no {OUTPUT_NAME!r} output")
+            dtype = _dtype(out.datatype)
+            if i < len(resp.raw_output_contents):
+                arr = np.frombuffer(resp.raw_output_contents[i], dtype=dtype)
+            else:  # typed contents (a server that does not answer raw)
+                arr = np.asarray(_typed_contents(out), dtype=dtype)
+            outputs[out.name] = arr.reshape(tuple(out.shape)).copy()
+        if OUTPUT_NAME not in outputs:
+            raise Unavailable(f"{name}: response has no {OUTPUT_NAME!r} output")
+        return outputs
 
     # ---- EMBEDDED ----------------------------------------------------------------------------
     def _embedded_model(self, name: str, model: str, version: str) -> Any:
@@ -330,7 +360,7 @@ class ModelClient:
             self._embedded[name] = m
             return m
 
-    def _infer_embedded(self, name: str, model: str, version: str, x: np.ndarray) -> np.ndarray:
+    def _infer_embedded(self, name: str, model: str, version: str, x: np.ndarray) -> dict[str, np.ndarray]:
         m = self._embedded_model(name, model, version)
         with kserve_import_guard():
             from kserve.errors import InvalidInput as KServeInvalidInput
@@ -343,11 +373,10 @@ class ModelClient:
             response = infer_inline(m, InferRequest(model_name=name, infer_inputs=[tensor]))
         except KServeInvalidInput as exc:
             raise InvalidInput("x", f"{name}: {exc.reason}") from exc
-        out = response.get_output_by_name(OUTPUT_NAME)
-        if out is None:
+        if response.get_output_by_name(OUTPUT_NAME) is None:
             raise Unavailable(f"{name}: response has no {OUTPUT_NAME!r} output")
-        data = out.data
-        return data if isinstance(data, np.ndarray) else out.as_numpy()
+        return {out.name: out.data if isinstance(out.data, np.ndarray) else out.as_numpy()
+                for out in response.outputs}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -368,21 +397,24 @@ def _typed_contents(out: Any) -> list[Any]:
     return []
 
 
-def _decode_rest(body: bytes, header_len: str | None) -> np.ndarray:
-    """The ``probability`` tensor of a V2 REST response (binary extension or plain JSON)."""
+def _decode_rest(body: bytes, header_len: str | None) -> dict[str, np.ndarray]:
+    """The output tensors of a V2 REST response (binary extension or plain JSON), by name;
+    ``probability`` must be among them."""
     json_len = int(header_len) if header_len else len(body)
     doc = json.loads(body[:json_len])
     offset = json_len
+    outputs = {}
     for out in doc.get("outputs", []):
         size = (out.get("parameters") or {}).get("binary_data_size")
         dtype = _dtype(out["datatype"])
         if size is not None:
             raw, offset = body[offset : offset + size], offset + size
-            if out["name"] == OUTPUT_NAME:
-                return np.frombuffer(raw, dtype=dtype).reshape(out["shape"]).copy()
-        elif out["name"] == OUTPUT_NAME:
-            return np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
-    raise Unavailable(f"response has no {OUTPUT_NAME!r} output")
+            outputs[out["name"]] = np.frombuffer(raw, dtype=dtype).reshape(out["shape"]).copy()
+        else:
+            outputs[out["name"]] = np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
+    if OUTPUT_NAME not in outputs:
+        raise Unavailable(f"response has no {OUTPUT_NAME!r} output")
+    return outputs
 
 
 def _raise_rest_error(resp: Any, name: str, where: str) -> None:

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -48,6 +48,9 @@ DEFAULT_MODEL_DIR = MODELS_DIR
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
+#: Classifiers with out-of-domain statistics (config ``ood``) add ``[N]`` FP32 scores: how far
+#: each chip's features lie from the training images' (``urbanfabric.uncertainty``).
+OOD_OUTPUT_NAME = "ood_score"
 #: Files of a shipped version directory (see models/<name>/v1/).
 VERSION_FILES = ("config.json", "model.pt")
 
@@ -161,6 +164,7 @@ class _Batch:
     request_id: str | None
     binary_output: bool
     requested_outputs: Any
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __contains__(self, key: object) -> bool:
         # kserve.Model.validate() probes ``"inputs" in payload`` under some predictor configs.
@@ -268,7 +272,9 @@ class TorchV2Model(Model):
         if self._executor is None:
             raise RuntimeError(f"model {self.name} is not loaded")
         loop = asyncio.get_running_loop()
-        payload.array = await loop.run_in_executor(self._executor, self.forward, payload.array)
+        outputs = await loop.run_in_executor(self._executor, self.forward_outputs, payload.array)
+        payload.array = outputs.pop(OUTPUT_NAME)
+        payload.extra = outputs
         return payload
 
     def postprocess(
@@ -285,6 +291,19 @@ class TorchV2Model(Model):
         ITEMS.labels(model_name=self.name).inc(len(x))
         BATCH.labels(model_name=self.name).observe(len(x))
         return prob
+
+    def forward_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output tensor for a checked batch: ``probability``, plus ``ood_score`` where
+        the model code scores inputs (``predict_proba_ood``) and the version has statistics."""
+        assert self._module is not None
+        scorer = getattr(self._module, "predict_proba_ood", None)
+        if scorer is None or getattr(self.net, "domain", None) is None:
+            return {OUTPUT_NAME: self.forward(x)}
+        prob, score = scorer(self.net, x)
+        ITEMS.labels(model_name=self.name).inc(len(x))
+        BATCH.labels(model_name=self.name).observe(len(x))
+        return {OUTPUT_NAME: np.ascontiguousarray(prob, dtype=np.float32),
+                OOD_OUTPUT_NAME: np.ascontiguousarray(score, dtype=np.float32)}
 
     def check_config(self) -> None:
         """Hook: validate ``self.config`` after loading (raise ``ValueError``)."""
@@ -351,9 +370,12 @@ class RoofMaterialModel(TorchV2Model):
         return 4 if self.config.get("chip_mode") == "context+mask" else 3
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """V2 model metadata of the output tensor."""
+        """V2 model metadata of the output tensors (``ood_score`` when the version has statistics)."""
         n = len(self.config.get("classes", [])) or -1
-        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, n]}]
+        out = [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, n]}]
+        if (self.config.get("ood") or {}).get("file"):
+            out.append({"name": OOD_OUTPUT_NAME, "datatype": "FP32", "shape": [-1]})
+        return out
 
 
 #: KServe model class per known model kind; anything else is served generically.
@@ -368,11 +390,13 @@ MODEL_CLASSES: dict[str, type[TorchV2Model]] = {
 
 def _response(name: str, batch: _Batch) -> InferResponse:
     prob = batch.array
-    output = InferOutput(name=OUTPUT_NAME, shape=list(prob.shape), datatype="FP32", data=prob)
+    outputs = [InferOutput(name=OUTPUT_NAME, shape=list(prob.shape), datatype="FP32", data=prob)]
+    for key, value in batch.extra.items():
+        outputs.append(InferOutput(name=key, shape=list(value.shape), datatype="FP32", data=value))
     return InferResponse(
         response_id=batch.request_id or "",
         model_name=name,
-        infer_outputs=[output],
+        infer_outputs=outputs,
         use_binary_outputs=batch.binary_output,
         requested_outputs=batch.requested_outputs,
     )
@@ -453,8 +477,26 @@ def object_store_fetcher(uri: str, cache_dir: Path | str) -> Callable[[ModelSpec
                 store.get_file(f"s3://{bucket}/{key}", target / name)  # full URIs are accepted
             except NotFound as exc:
                 raise WeightsMissing(f"{spec.name}: no s3://{bucket}/{key}") from exc
+        # Files the config names besides the weights (out-of-domain statistics).
+        for name in config_files(target / "config.json"):
+            key = "/".join(p for p in (prefix, spec.model_dir, spec.version, name) if p)
+            try:
+                store.get_file(f"s3://{bucket}/{key}", target / name)
+            except NotFound as exc:
+                raise WeightsMissing(f"{spec.name}: its config names {name}, but there is no s3://{bucket}/{key}") from exc
 
     return fetch
+
+
+def config_files(config_path: Path) -> list[str]:
+    """Files a version's ``config.json`` names besides ``config.json`` and ``model.pt``: the
+    out-of-domain statistics (``ood.file``). Plain names only (no folders)."""
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    name = str((config.get("ood") or {}).get("file") or "")
+    return [name] if name and "/" not in name and "\\" not in name and name not in VERSION_FILES else []
 
 
 def infer_inline(model: TorchV2Model, request: InferRequest) -> InferResponse:
@@ -468,7 +510,9 @@ def infer_inline(model: TorchV2Model, request: InferRequest) -> InferResponse:
     with PRE_HIST_TIME.labels(**labels).time():
         batch = model.preprocess(request)
     with PREDICT_HIST_TIME.labels(**labels).time():
-        batch.array = model.forward(batch.array)
+        outputs = model.forward_outputs(batch.array)
+        batch.array = outputs.pop(OUTPUT_NAME)
+        batch.extra = outputs
     with POST_HIST_TIME.labels(**labels).time():
         return model.postprocess(batch)
 
