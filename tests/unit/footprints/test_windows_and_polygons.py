@@ -80,6 +80,24 @@ def test_merge_seams_joins_border_pieces_only():
     assert joined == pytest.approx(200, rel=0.05)
 
 
+def test_merge_seams_does_not_depend_on_tile_arrival_order():
+    # Three pieces of one building across three tiles, with confidences whose weighted mean
+    # rounds differently when summed in another order.
+    x0, y0 = 600000, 2710000
+    pieces = [box(x0, y0, x0 + 10, y0 + 10), box(x0 + 10.4, y0, x0 + 17, y0 + 10),
+              box(x0 + 17.4, y0, x0 + 30, y0 + 10)]
+    g = gpd.GeoSeries(pieces, crs="EPSG:32650").to_crs("EPSG:4326")
+    frame = gpd.GeoDataFrame({
+        "building_id": ["p0", "p1", "p2"], "footprint_confidence": [0.3, 0.42, 0.03],
+        "footprint_area_m2": [p.area for p in pieces], "footprint_source": "segmented",
+        "tile_id": ["t0", "t1", "t2"], "on_border": True}, geometry=g)
+    results = [merge_seams(frame.iloc[list(order)]) for order in ((0, 1, 2), (2, 1, 0), (1, 2, 0))]
+    for other in results[1:]:
+        assert other["footprint_confidence"].tolist() == results[0]["footprint_confidence"].tolist()
+        assert other["building_id"].tolist() == results[0]["building_id"].tolist()
+        assert other.geometry.geom_equals_exact(results[0].geometry, 0).all()
+
+
 def _skewed_model(batch: np.ndarray) -> np.ndarray:
     """A model with a favourite direction: red plus a ramp along the columns (not symmetric)."""
     ramp = np.linspace(0.0, 1.0, batch.shape[-1], dtype=np.float32)

@@ -43,6 +43,11 @@ def merge_seams(footprints: gpd.GeoDataFrame, buffer_m: float = SEAM_BUFFER_M) -
     """
     if footprints.empty or not footprints["on_border"].any():
         return footprints.reset_index(drop=True)
+    # Tile results arrive in any order; a fixed order makes the merged confidence (a weighted
+    # mean, whose float sum depends on order) and the kept row identical run to run.
+    keys = [c for c in ("tile_id", "building_id") if c in footprints.columns]
+    if keys:
+        footprints = footprints.sort_values(keys, kind="stable")
     metric_crs = footprints.estimate_utm_crs()
     border = footprints[footprints["on_border"]].to_crs(metric_crs)
     inner = footprints[~footprints["on_border"]]
