@@ -43,8 +43,13 @@ def from_validation(exc: Any, prefix: str = "") -> InvalidInput:
     validate a spec do not install pydantic.)"""
     first = exc.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
+    # A model-level validator has no location of its own; when it raised InvalidInput, that
+    # error names the field.
+    raised = (first.get("ctx") or {}).get("error")
+    if isinstance(raised, InvalidInput):
+        path = ".".join(p for p in (path, raised.field) if p)
     field = ".".join(p for p in (prefix, path) if p) or "spec"
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = raised.message if isinstance(raised, InvalidInput) else first["msg"].removeprefix("Value error, ")
     more = len(exc.errors()) - 1
     return InvalidInput(field, msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
 

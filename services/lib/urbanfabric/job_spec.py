@@ -9,12 +9,13 @@ naming the field (``segmentation.threshold``, ``area``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from urbanfabric.errors import from_validation
+from urbanfabric.errors import InvalidInput, from_validation
 from urbanfabric.footprints.options import SegmentationOptions, check_model_ref
 
 def local_or_uri(value: str) -> str:
@@ -27,10 +28,10 @@ class AreaOfInterest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    west: float = Field(ge=-180, le=180)
-    south: float = Field(ge=-85.06, le=85.06)
-    east: float = Field(ge=-180, le=180)
-    north: float = Field(ge=-85.06, le=85.06)
+    west: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    south: float = Field(ge=-85.06, le=85.06, allow_inf_nan=False)
+    east: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    north: float = Field(ge=-85.06, le=85.06, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -50,12 +51,22 @@ class AreaOfInterest(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> AreaOfInterest:
+        if self.west > self.east:
+            # Web-Mercator tiles and one UTM zone per tile cannot wrap; two jobs can.
+            raise ValueError(f"west {self.west} > east {self.east}: a box across the antimeridian (180°) "
+                             f"is not mapped as one job; split it at 180° into two areas")
         if not (self.west < self.east and self.south < self.north):
-            raise ValueError("west < east and south < north are required")
+            raise ValueError("the box is empty: west < east and south < north are required")
         return self
 
     def bbox(self) -> tuple[float, float, float, float]:
         return (self.west, self.south, self.east, self.north)
+
+    def area_km2(self) -> float:
+        """Surface of the box on a sphere of the Earth's mean radius (6,371 km)."""
+        r = 6371.0
+        return (r * r * math.radians(self.east - self.west)
+                * abs(math.sin(math.radians(self.north)) - math.sin(math.radians(self.south))))
 
 
 class ModelVersions(BaseModel):
@@ -199,6 +210,10 @@ class JobSpec(BaseModel):
     measured_heights_unit: str = Field("m", description="unit of measured_heights' height_m: m or ft")
     landcover: LandCoverOptions = Field(default_factory=LandCoverOptions,
                                         json_schema_extra={"flag_prefix": "landcover-"})
+    max_area_km2: float = Field(
+        1_000_000, gt=0, allow_inf_nan=False,
+        description="largest area one job may map (km²), a guard against a mistyped box; "
+                    "Denmark is ≈ 43,000 km², France ≈ 550,000 km²")
     population: float | None = Field(
         None, gt=0, description="inhabitants of the area, when known: enables the per-capita stock "
                                 "sanity check of the report (urbanfabric.outputs.sanity)")
@@ -219,6 +234,10 @@ class JobSpec(BaseModel):
     def _area_or_footprints(self) -> JobSpec:
         if self.area is None and not self.footprints:
             raise ValueError("give an area, footprints, or both")
+        if self.area is not None and self.area.area_km2() > self.max_area_km2:
+            raise InvalidInput("area", f"the box covers {self.area.area_km2():,.0f} km², over the limit of "
+                                       f"{self.max_area_km2:,.0f} km² (max_area_km2); raise the limit for a "
+                                       f"national run, or map the area in parts")
         return self
 
     @property

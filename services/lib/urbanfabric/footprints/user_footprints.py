@@ -39,6 +39,20 @@ def _read(blob: bytes, name: str) -> tuple[gpd.GeoDataFrame, str]:
                        "(use .geojson, .parquet/.geoparquet, .gpkg or .osm.pbf)")
 
 
+def check_lonlat_bounds(frame: gpd.GeoDataFrame, name: str) -> None:
+    """Refuse coordinates that cannot be longitudes/latitudes after reprojection to EPSG:4326 —
+    typically projected metres in a file that declares (or defaults to) lon/lat.
+
+    Raises:
+        InvalidInput: on ``footprints.crs``, with the bounds found.
+    """
+    w, s, e, n = (float(v) for v in frame.total_bounds)
+    if not all(np.isfinite((w, s, e, n))) or w < -180 or e > 180 or s < -90 or n > 90:
+        raise InvalidInput("footprints.crs", f"{name!r}: coordinates ({w:.6g}, {s:.6g}) … ({e:.6g}, {n:.6g}) are "
+                           f"not longitudes/latitudes in its declared CRS {frame.crs}; "
+                           "state the file's real CRS (projected metres need their EPSG code)")
+
+
 def load_footprints(blob: bytes, name: str) -> gpd.GeoDataFrame:
     """Read a user footprint file into the pipeline's footprint columns (EPSG:4326).
 
@@ -57,6 +71,7 @@ def load_footprints(blob: bytes, name: str) -> gpd.GeoDataFrame:
     if frame.empty:
         raise InvalidInput("footprints", f"{name!r} holds no polygon")
     frame = frame.to_crs("EPSG:4326")
+    check_lonlat_bounds(frame, name)
     frame = frame.assign(geometry=frame.geometry.make_valid())
     metric = frame.geometry.to_crs(frame.estimate_utm_crs())
     # Degenerate polygons (collapsed rings in OSM extracts) are not buildings.
@@ -90,4 +105,4 @@ def clip_to_area(footprints: gpd.GeoDataFrame, bbox: tuple[float, float, float, 
     return footprints[np.asarray(inside)].reset_index(drop=True)
 
 
-__all__ = ["COLUMNS", "clip_to_area", "load_footprints"]
+__all__ = ["COLUMNS", "check_lonlat_bounds", "clip_to_area", "load_footprints"]
