@@ -158,12 +158,18 @@ class AreaStats:
         self._hist: list[np.ndarray] | None = None
         self._samples: list[list[np.ndarray]] | None = None
         self.tiles = 0
+        self._dtype: np.dtype | None = None
 
     def add(self, image: np.ndarray) -> None:
         """Count one ``(bands, rows, cols)`` tile (nodata and NaN ignored)."""
         if image.ndim != 3:
             raise InvalidInput("image", f"expected (bands, rows, cols), got shape {image.shape}")
         exact = image.dtype in (np.uint8, np.uint16)
+        if self._dtype is None:
+            self._dtype = image.dtype
+        elif image.dtype != self._dtype:
+            # A uint16 tile counted into uint8 histograms would silently lose every value > 255.
+            raise InvalidInput("image", f"tiles of one area must share a data type: {image.dtype} after {self._dtype}")
         if self._hist is None and self._samples is None:
             if exact:
                 self._hist = [np.zeros(np.iinfo(image.dtype).max + 1, np.int64) for _ in image]

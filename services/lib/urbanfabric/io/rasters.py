@@ -111,6 +111,8 @@ def read_raster(blob: bytes, max_size: int | None = None) -> Raster:
     Raises:
         InvalidInput: the bytes are not a readable GeoTIFF (field ``image``).
     """
+    if not blob:
+        raise InvalidInput("image", "no bytes: an empty object is not a GeoTIFF")
     try:
         with MemoryFile(blob) as mem, mem.open() as src:
             if max_size is None or max(src.width, src.height) <= max_size:
@@ -120,5 +122,5 @@ def read_raster(blob: bytes, max_size: int | None = None) -> Raster:
             data = src.read(out_shape=shape, resampling=rasterio.enums.Resampling.average)
             transform = src.transform * rasterio.Affine.scale(src.width / shape[2], src.height / shape[1])
             return Raster(data, transform, src.crs, src.nodata)
-    except rasterio.errors.RasterioIOError as exc:
+    except (rasterio.errors.RasterioError, ValueError) as exc:
         raise InvalidInput("image", f"not a readable GeoTIFF ({exc})") from exc
