@@ -25,6 +25,28 @@ from urbanfabric.stock.pv_sky import ClearSkyClimate
 from urbanfabric.stock.solar import PvoutSource, SolarOptions, rooftop_potential
 from urbanfabric.stock.structure import STRUCTURE_CLASSES, StructureModel
 
+#: More storeys than any building has (the tallest has 163): a larger count is a bad input.
+MAX_FLOORS = 200
+
+
+def _screen_inputs(floors: np.ndarray, longitude: np.ndarray,
+                   latitude: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Impossible floors and places become unknown (NaN), each named per row as a fallback
+    (``floors_invalid``, ``location_invalid``), so one bad row neither stops its batch nor
+    gets a confident number."""
+    fl = np.asarray(floors, dtype=np.float64).copy()
+    lon = np.asarray(longitude, dtype=np.float64).copy()
+    lat = np.asarray(latitude, dtype=np.float64).copy()
+    bad_floors = np.isfinite(fl) & (fl > MAX_FLOORS)
+    given = ~(np.isnan(lon) & np.isnan(lat))
+    with np.errstate(invalid="ignore"):
+        bad_place = given & ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
+    fl[bad_floors] = np.nan
+    lon[bad_place], lat[bad_place] = np.nan, np.nan
+    reasons = [";".join(r for r, bad in (("floors_invalid", f), ("location_invalid", p)) if bad)
+               for f, p in zip(bad_floors, bad_place)]
+    return fl, lon, lat, reasons
+
 
 def building_stock(
     table: MaterialIntensityTable,
@@ -60,6 +82,7 @@ def building_stock(
     columns: ``structure_source`` (given / model / roof_facade_lookup / default),
     ``structure_probability`` and ``p_structure_<C|M|S|T>`` (NaN without a model)."""
     n = len(footprint_area_m2)
+    floors, longitude, latitude, screened = _screen_inputs(floors, longitude, latitude)
     given = np.array([bool(x) for x in structure], dtype=bool)
     probs = np.full((n, len(STRUCTURE_CLASSES)), np.nan)
     if structure_model is not None:
@@ -98,6 +121,6 @@ def building_stock(
     out["pvout_kwh_per_kwp_day"] = sun["pvout_kwh_per_kwp_day"].to_numpy()
     out["solar_kwp"] = sun["solar_kwp"].to_numpy()
     out["solar_source"] = sun["solar_source"].to_numpy()
-    out["fallback"] = [";".join(t for t in (a, b) if t)
-                       for a, b in zip(stock["fallback"].to_numpy(), sun["solar_fallback"].to_numpy())]
+    out["fallback"] = [";".join(t for t in (c, a, b) if t)
+                       for c, a, b in zip(screened, stock["fallback"].to_numpy(), sun["solar_fallback"].to_numpy())]
     return out
