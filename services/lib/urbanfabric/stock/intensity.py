@@ -289,7 +289,9 @@ class MaterialIntensityTable:
         """MI draws per type: array (function × structure, materials + 2, draws).
 
         Series: the materials (kg/m²), then their sum and the CO2e (kgCO2e/m²) of the same
-        draw. ``region_index`` indexes :attr:`regions`; ``len(regions)`` is GLOBAL. Cached.
+        draw. ``region_index`` indexes :attr:`regions`; ``len(regions)`` is GLOBAL. With
+        ``options.calibrated`` and a :attr:`calibration`, each material's draws are stretched
+        around the type's median (:func:`urbanfabric.stock.calibration.stretch`). Cached.
         """
         calibrated = options.calibrated and self.calibration is not None
         key = (region_index, options.draws, options.seed, options.material_correlation, calibrated)
