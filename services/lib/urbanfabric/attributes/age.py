@@ -346,9 +346,10 @@ class AgeModel:
         ``q_hi`` with split conformal's finite-sample ranks
         (:func:`urbanfabric.uncertainty.split_conformal_limits`; Lei et al. 2018). Calibrate
         on blocks apart from the training *and* the test blocks, so a test coverage is an
-        honest estimate for unseen places of the same city. Additive years, not relative:
-        the error of a year does not grow with the year, and scaling by the ensemble spread
-        covered less on held-out blocks (docs/results.md, "Age").
+        honest estimate for unseen places of the same city. Additive years: the error of a
+        year does not grow with the year, and residuals scaled by the ensemble spread gave a
+        band a third wider for similar coverage, leaving one val block out at a time
+        (``models/building_age/conformal.py``; docs/results.md, "Age").
 
         Raises:
             InvalidInput: fewer than 20 calibration years, non-finite years, length mismatch.
