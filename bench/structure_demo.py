@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     PYTHONPATH=.:services/lib .venv/bin/python bench/structure_demo.py /work/before18/buildings.parquet \
-        [--region ASIA_CHN] [--json bench/results/structure_demo.json]
+        [--region ASIA_CHN] [--json bench/results/structure_demo.json] [--raw-intensity-ranges]
 
 Runs :func:`urbanfabric.stock.buildings.building_stock` (the intensity service's core, no
 stack) over one buildings table's rows with everything but the structure held fixed — the
@@ -14,6 +14,9 @@ demo used before issue 18), structure-type:v1 and v2. Prints per variant the str
 (most likely class), the mean probabilities, the intensities used by the point estimate,
 and the stock with its range (sum of per-building p05 / p95) per m² of GFA; then one
 building's range with the structure fixed, sampled from v1 / v2, or uniform (``one_building``).
+``--raw-intensity-ranges`` uses RASMI's raw ranges (``StockOptions(calibrated=False)``, what
+``bench/results/structure_demo.json`` was made with, before the stock calibration of issue 18
+item 4); without it the shipped calibration widens them.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def summary(stock: pd.DataFrame) -> dict:
     return out
 
 
-def one_building(table, models: dict[str, StructureModel], region: str) -> list[dict]:
+def one_building(table, models: dict[str, StructureModel], region: str,
+                 options: StockOptions | None = None) -> list[dict]:
     """One NR building (1,000 m² footprint, built 1978) at 4 and 9 floors: total and CO2e
     kg/m² of GFA (p05 / p95) with the structure fixed to C, sampled from v1 / v2, or uniform."""
     rows = []
@@ -81,7 +85,8 @@ def one_building(table, models: dict[str, StructureModel], region: str) -> list[
         variants = {"fixed C": None, "uniform": np.full((1, 4), 0.25)}
         variants.update({k: m.predict_proba(fl, ["NR"], [1978.0], [region]) for k, m in models.items()})
         for name, prob in variants.items():
-            r = table.simulate_stock(np.array([1000.0]), ["NR"], ["C"], region, floors=fl, structure_p=prob).iloc[0]
+            r = table.simulate_stock(np.array([1000.0]), ["NR"], ["C"], region, floors=fl, structure_p=prob,
+                                     options=options).iloc[0]
             rows.append({"floors": floors, "structure": name,
                          "p": None if prob is None else [round(float(x), 3) for x in prob[0]],
                          "total_kg_m2": [round(float(r[f"mass_total_kg{s}"] / r["gfa_m2"])) for s in ("_p05", "", "_p95")],
@@ -96,17 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("table", type=Path)
     p.add_argument("--region", default="ASIA_CHN")
     p.add_argument("--json", type=Path)
+    p.add_argument("--raw-intensity-ranges", action="store_true", help="StockOptions(calibrated=False)")
     args = p.parse_args(argv)
+    options = StockOptions(calibrated=not args.raw_intensity_ranges)
     frame = pd.read_parquet(args.table)
     table, kw = default_table(), inputs(frame)
     results: dict = {}
     models = {v: StructureModel.load(MODELS_DIR / f"structure_type/{v}") for v in ("v1", "v2")}
     for name, model in (("roof_lookup", None), ("structure-type:v1", models["v1"]),
                         ("structure-type:v2", models["v2"])):
-        stock = building_stock(table, KeyMapping(), args.region, options=StockOptions(), solar_options=SolarOptions(),
+        stock = building_stock(table, KeyMapping(), args.region, options=options, solar_options=SolarOptions(),
                                pvout=None, structure_model=model, **kw)
         results[name] = summary(stock)
-    results["one_building"] = one_building(table, models, args.region)
+    results["one_building"] = one_building(table, models, args.region, options)
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:

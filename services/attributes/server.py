@@ -25,7 +25,7 @@ from urbanfabric.v1 import attributes_pb2_grpc as pb_grpc
 SERVICE = "attributes"
 #: Used when a request names no function / age model (skipped if not shipped).
 DEFAULT_FUNCTION_MODEL = ("building_function", "v2")
-DEFAULT_AGE_MODEL = ("building_age", "v2")
+DEFAULT_AGE_MODEL = ("building_age", "v3")
 
 
 def _shipped(field: str, name: str, version: str):

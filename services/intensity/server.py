@@ -96,7 +96,8 @@ class IntensityServicer(pb_grpc.IntensityServiceServicer):
             raise InvalidInput("solar", "parameters must be >= 0 (0 = default)")
         if not 0 <= sp.clear_sky_index <= 1:
             raise InvalidInput("solar.clear_sky_index", "must be in (0, 1] (0 = default 0.75)")
-        return (monte_carlo.StockOptions(draws=mc.draws or 100, seed=mc.seed, height_strata=min(10, mc.draws or 100)),
+        return (monte_carlo.StockOptions(draws=mc.draws or 100, seed=mc.seed, height_strata=min(10, mc.draws or 100),
+                                         calibrated=not mc.raw_intensity_ranges),
                 solar.SolarOptions(area_per_kwp_m2=sp.area_per_kwp_m2 or 10.0,
                                    losses=0.0 if sp.no_losses else (sp.losses or 0.10),
                                    clear_sky_index=sp.clear_sky_index or self._sky.clear_sky_index))

@@ -162,3 +162,21 @@ def test_tabular_neighbour_distance_standardises_and_names_the_features_out_of_r
     assert isinstance(back, NeighbourDistance) and back.standardiser is not None
     np.testing.assert_allclose(back.score(test), nn.score(test), rtol=1e-6)
     assert back.out_of_range(np.array([[1e6, 8, 0.3]])) == nn.out_of_range(np.array([[1e6, 8, 0.3]]))
+
+
+def test_split_conformal_limits_ranks_and_coverage() -> None:
+    from urbanfabric.uncertainty import split_conformal_limits
+
+    r = np.arange(1, 20, dtype=float)  # n = 19: ranks ⌊20·0.05⌋ = 1 and ⌈20·0.95⌉ = 19
+    assert split_conformal_limits(r, 0.9) == (1.0, 19.0)
+    r = np.arange(1, 100, dtype=float)  # n = 99: ranks 5 and 95
+    assert split_conformal_limits(r, 0.9) == (5.0, 95.0)
+    rng = np.random.default_rng(0)
+    cal, new = rng.standard_t(3, 2000), rng.standard_t(3, 20000)
+    lo, hi = split_conformal_limits(cal, 0.8)
+    assert 0.77 <= np.mean((new >= lo) & (new <= hi)) <= 0.83
+    assert split_conformal_limits(np.array([np.nan, 2.0]), 0.9) == (2.0, 2.0)
+    with pytest.raises(ValueError):
+        split_conformal_limits(np.array([np.nan]), 0.9)
+    with pytest.raises(ValueError):
+        split_conformal_limits(np.array([1.0, 2.0]), 1.0)

@@ -22,6 +22,9 @@ age models (attributes wing) and the training scripts in ``models/`` all use the
   features to its k-th nearest training image (Sun et al., ICML 2022); :func:`load_domain`
   reads either from a version folder's ``domain.npz``.
 * :func:`auroc`: how well a score separates in-domain from shifted inputs (Mann–Whitney U).
+* :func:`split_conformal_limits`: the residual quantiles of a split-conformal interval (Vovk et
+  al. 2005; Lei et al., "Distribution-Free Predictive Inference for Regression", JASA 2018),
+  fitted on calibration rows the model never trained on (issue 18, item 4: year built, stock).
 
 Everything is deterministic: same input, same output.
 """
@@ -222,6 +225,33 @@ def auroc(in_domain: np.ndarray, shifted: np.ndarray) -> float:
             start = end
     u = ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2.0
     return float(u / (len(a) * len(b)))
+
+
+def split_conformal_limits(residuals: np.ndarray, coverage: float = 0.90) -> tuple[float, float]:
+    """Lower / upper residual quantiles of a split-conformal interval of nominal ``coverage``.
+
+    With ``n`` calibration residuals ``r = y − ŷ`` (in whatever scale the caller chose: years,
+    log ratio, …) of rows the model never saw, the interval ``[ŷ + q_lo, ŷ + q_hi]`` covers a
+    new exchangeable row with probability ≥ ``coverage`` when ``q_hi`` is the
+    ``⌈(n+1)(1−α)⌉``-th smallest residual and ``q_lo`` the ``⌊(n+1)α⌋``-th, ``α = (1−coverage)/2``
+    (equal tails; Lei et al. 2018, §2.2). Too few rows for a finite quantile → the extreme
+    residual (the interval cannot be honest then; callers require enough rows).
+
+    Raises:
+        ValueError: no finite residual, or ``coverage`` outside (0, 1).
+    """
+    r = np.sort(np.asarray(residuals, dtype=np.float64).ravel())
+    r = r[np.isfinite(r)]
+    if not len(r):
+        raise ValueError("no finite calibration residuals")
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must lie in (0, 1), got {coverage}")
+    n = len(r)
+    alpha = (1.0 - coverage) / 2.0
+    # 1-based ranks; the 1e-9 keeps 0.1 / 2 · 100 = 4.999… from dropping a rank.
+    k_hi = int(np.ceil((n + 1) * (1.0 - alpha) - 1e-9))
+    k_lo = int(np.floor((n + 1) * alpha + 1e-9))
+    return float(r[max(k_lo, 1) - 1]), float(r[min(k_hi, n) - 1])
 
 
 def keep_threshold(validation_scores: np.ndarray, keep: float = 0.95) -> float:

@@ -113,6 +113,44 @@ def test_age_model_fit_predict_roundtrip(tmp_path: Path) -> None:
         AgeModel().predict(X)
 
 
+def test_conformal_year_band_covers_held_out_rows_and_survives_save(tmp_path: Path) -> None:
+    X, y = _synthetic(1200, seed=3)
+    m = AgeModel().fit(X[:400], y[:400], n_models=3, seed=1, num_boost_round=60)
+    _, lo0, hi0, _ = m.predict(X[800:])
+    spread_cov = np.mean((y[800:] >= lo0) & (y[800:] <= hi0))
+    band = m.calibrate_band(X[400:800], y[400:800], coverage=0.9)
+    assert band["n_calibration"] == 400 and band["q_lo"] <= 0 <= band["q_hi"]
+    mean, lo, hi, _ = m.predict(X[800:])
+    cov = np.mean((y[800:] >= lo) & (y[800:] <= hi))
+    assert 0.85 <= cov <= 0.95 and cov > spread_cov  # noise σ = 2 y: the spread alone is too narrow
+    assert np.all(lo <= lo0 + 1e-9) and np.all(hi >= hi0 - 1e-9)  # never narrower than the spread
+    m.save(tmp_path)
+    back = AgeModel.load(tmp_path)
+    assert back.year_band == band
+    np.testing.assert_allclose(back.predict(X[800:])[1], lo, rtol=1e-9)
+    with pytest.raises(InvalidInput):
+        m.calibrate_band(X[:10], y[:10])
+    with pytest.raises(InvalidInput):
+        m.calibrate_band(X[400:800], np.r_[y[400:799], np.nan])
+
+
+def test_shipped_v3_widens_v2_year_band_and_keeps_everything_else() -> None:
+    root = SHIPPED.parent
+    if not all((root / v / "meta.json").is_file() for v in ("v1", "v2", "v3")):
+        pytest.skip("building_age v1/v2/v3 not all present")
+    from urbanfabric.attributes.features import footprint_features
+
+    v2, v3 = AgeModel.load(root / "v2"), AgeModel.load(root / "v3")
+    assert not v2.year_band and v3.year_band["coverage_target"] == 0.9
+    g = gpd.GeoDataFrame(geometry=[box(X0 + 20 * i, Y0, X0 + 20 * i + 12, Y0 + 9) for i in range(5)], crs=UTM)
+    f = footprint_features(g)
+    a, b = v2.predict(f), v3.predict(f)
+    np.testing.assert_allclose(a[0], b[0])  # same year
+    np.testing.assert_allclose(a[3], b[3])  # same class probabilities
+    assert np.all(b[2] - b[1] >= 30) and np.all(b[2] - b[1] > a[2] - a[1])
+    np.testing.assert_allclose(v2.ood_scores(f), v3.ood_scores(f))
+
+
 def test_balanced_weights() -> None:
     w = balanced_weights(np.array([0, 0, 0, 1]), power=1.0)
     assert w[0] * 3 == pytest.approx(w[3] * 1) and w.mean() == pytest.approx(1.0)

@@ -102,7 +102,7 @@ def _attributes_table(function_threshold: float, age_threshold: float):
     from urbanfabric.io.model_repository import model_dir
 
     fm = FunctionModel.load(model_dir("building_function", "v2"))
-    am = AgeModel.load(model_dir("building_age", "v2"))
+    am = AgeModel.load(model_dir("building_age", "v3"))
     fm.domain.threshold, am.domain.threshold = function_threshold, age_threshold
     hm = HeightModel.load(model_dir("height_xgb", "v1"))
     lon, lat, d = 24.94, 60.17, 0.0002

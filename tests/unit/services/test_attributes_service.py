@@ -71,7 +71,7 @@ def test_service_returns_every_attribute_with_uncertainty_and_reports_bad_rows()
     assert (rep.n_in, rep.n_out, rep.repaired, rep.dropped_not_polygonal, rep.dropped_empty) == \
         (15, 13, 1, 1, 1)
     assert sorted(rep.dropped_building_ids) == ["line", "none"]
-    assert list(rep.models) == ["height_xgb:v1", "building_function:v2", "building_age:v2"]
+    assert list(rep.models) == ["height_xgb:v1", "building_function:v2", "building_age:v3"]
     for b in resp.buildings:
         # v2 scores every footprint; out of its domain the class is empty, with the reason.
         assert b.function_ood_score == b.function_ood_score and b.age_class_ood_score == b.age_class_ood_score

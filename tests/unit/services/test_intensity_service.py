@@ -62,6 +62,15 @@ def test_height_band_draws_and_seed_reach_the_library():
     assert seeded.mass_total_kg_p95 != default.mass_total_kg_p95
 
 
+def test_calibrated_ranges_by_default_raw_on_request():
+    svc = IntensityServicer()
+    default = svc.EstimateStock(_req(buildings=[_one()]), _Ctx()).buildings[0]
+    raw = svc.EstimateStock(_req(buildings=[_one()], monte_carlo=pb.MonteCarloOptions(raw_intensity_ranges=True)),
+                            _Ctx()).buildings[0]
+    assert default.mass_total_kg == raw.mass_total_kg  # the point estimate does not move
+    assert default.mass_total_kg_p05 < raw.mass_total_kg_p05 and default.mass_total_kg_p95 > raw.mass_total_kg_p95
+
+
 def test_fallbacks_are_reported_per_building():
     svc = IntensityServicer(pvout_source=ConstantPvout(4.0))
     req = _req(region="MARS", buildings=[

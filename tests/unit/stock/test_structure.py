@@ -9,6 +9,7 @@ import pytest
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.stock.intensity import default_table
+from urbanfabric.stock.monte_carlo import StockOptions
 from urbanfabric.stock.structure import HEIGHT_CAPS, STRUCTURE_CLASSES, StructureModel, apply_height_caps
 
 MODEL = Path(__file__).resolve().parents[3] / "models/structure_type/v1"
@@ -65,9 +66,10 @@ def test_uncertain_structure_widens_the_stock_range_and_certainty_changes_nothin
     area, floors = np.full(n, 400.0), np.full(n, 5.0)
     certain = np.array([[1.0, 0, 0, 0]] * n)
     unsure = np.array([[0.25, 0.25, 0.25, 0.25]] * n)
-    base = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors)
-    same = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors, structure_p=certain)
-    wide = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors, structure_p=unsure)
+    raw = StockOptions(calibrated=False)  # the structure's own effect, on the table's raw ranges
+    base = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors, options=raw)
+    same = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors, structure_p=certain, options=raw)
+    wide = table.simulate_stock(area, ["NR"] * n, ["C"] * n, "ASIA_CHN", floors=floors, structure_p=unsure, options=raw)
     cols = ["mass_total_kg", "mass_total_kg_p05", "mass_total_kg_p95", "embodied_co2e_kg_p95"]
     assert np.allclose(base[cols], same[cols])
     width = lambda t: (t["mass_total_kg_p95"] - t["mass_total_kg_p05"]).to_numpy()  # noqa: E731
@@ -120,8 +122,9 @@ def test_calibrated_structure_lowers_the_low_tail_of_a_mid_rise_building():
     table, v2 = default_table(), StructureModel.load(V2)
     area, floors = np.array([1000.0]), np.array([4.0])
     p = v2.predict_proba(floors, ["NR"], [1978.0], ["ASIA_CHN"])
-    fixed = table.simulate_stock(area, ["NR"], ["C"], "ASIA_CHN", floors=floors).iloc[0]
-    unsure = table.simulate_stock(area, ["NR"], ["C"], "ASIA_CHN", floors=floors, structure_p=p).iloc[0]
+    raw = StockOptions(calibrated=False)  # the structure's own effect, on the table's raw ranges
+    fixed = table.simulate_stock(area, ["NR"], ["C"], "ASIA_CHN", floors=floors, options=raw).iloc[0]
+    unsure = table.simulate_stock(area, ["NR"], ["C"], "ASIA_CHN", floors=floors, structure_p=p, options=raw).iloc[0]
     assert p[0].argmax() == STRUCTURE_CLASSES.index("C") and p[0].max() < 0.7
     assert unsure["mass_total_kg"] == pytest.approx(fixed["mass_total_kg"])
     assert unsure["mass_total_kg_p05"] < 0.9 * fixed["mass_total_kg_p05"]

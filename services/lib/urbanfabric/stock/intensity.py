@@ -56,6 +56,7 @@ from urbanfabric.stock.vocabulary import FUNCTIONS, GLOBAL_REGION, LEVELS, QUANT
 from urbanfabric.stock.monte_carlo import (StockOptions, inverse_cdf, mixture_quantiles, sample_classes,
                                            three_point_quantiles, unique_rows)
 from urbanfabric.stock.structure import STRUCTURE_CLASSES
+from urbanfabric.stock.calibration import StockCalibration, shipped_calibration, stretch
 
 
 #: Table sources shipped in ``urbanfabric/data``.
@@ -99,6 +100,9 @@ class MaterialIntensityTable:
         carbon: rows of material, kgco2e_per_kg (every material of ``table`` present).
         default_floors: rows of R5, function, p05, p50, p95 (floors of buildings without a
             height; ``R5 = "*"`` is the all-region row). Defaults to the shipped table.
+        calibration: per-material widening of the MI ranges for the Monte-Carlo
+            (:class:`urbanfabric.stock.calibration.StockCalibration`); :meth:`load` attaches
+            the shipped one of its source. None = raw percentiles.
 
     Raises:
         InvalidInput: ``field="table"`` / ``"carbon"`` / ``"default_floors"`` when a required
@@ -106,7 +110,8 @@ class MaterialIntensityTable:
     """
 
     def __init__(self, table: pd.DataFrame, carbon: pd.DataFrame,
-                 default_floors: pd.DataFrame | None = None) -> None:
+                 default_floors: pd.DataFrame | None = None,
+                 calibration: StockCalibration | None = None) -> None:
         need = {"function", "structure", "region", "material", *QUANTILES}
         if not need <= set(table.columns):
             raise InvalidInput("table", f"missing columns {sorted(need - set(table.columns))}")
@@ -148,6 +153,16 @@ class MaterialIntensityTable:
         self._floors = _DefaultFloors(default_floors if default_floors is not None
                                       else pd.read_csv(_data_path("default_floors.csv")))
         self._draw_cache: dict[tuple, np.ndarray] = {}
+        self.calibration: StockCalibration | None = calibration
+
+    def with_calibration(self, calibration: StockCalibration | None) -> MaterialIntensityTable:
+        """A copy of this table (sharing its arrays) with another calibration (None: raw)."""
+        import copy
+
+        other = copy.copy(self)
+        other.calibration = calibration
+        other._draw_cache = {}
+        return other
 
     @staticmethod
     def _quantile_cube(cube: np.ndarray, levels: list[float]) -> np.ndarray:
@@ -179,7 +194,8 @@ class MaterialIntensityTable:
             raise InvalidInput("source", f"unknown source {source!r}; one of {list(SOURCES)}")
         table = pd.read_csv(path or _data_path(SOURCES[source]))
         carbon = pd.read_csv(carbon_path or _data_path("carbon_factors.csv"))
-        return cls(table, carbon)
+        # A user's own table file is not the one the shipped factors were fitted for.
+        return cls(table, carbon, calibration=None if path is not None else shipped_calibration(source))
 
     def intensity(self, function: str, structure: str, region: str) -> pd.DataFrame:
         """p05/p50/p95 intensity (kg/m² GFA) per material for one building type.
@@ -273,9 +289,12 @@ class MaterialIntensityTable:
         """MI draws per type: array (function × structure, materials + 2, draws).
 
         Series: the materials (kg/m²), then their sum and the CO2e (kgCO2e/m²) of the same
-        draw. ``region_index`` indexes :attr:`regions`; ``len(regions)`` is GLOBAL. Cached.
+        draw. ``region_index`` indexes :attr:`regions`; ``len(regions)`` is GLOBAL. With
+        ``options.calibrated`` and a :attr:`calibration`, each material's draws are stretched
+        around the type's median (:func:`urbanfabric.stock.calibration.stretch`). Cached.
         """
-        key = (region_index, options.draws, options.seed, options.material_correlation)
+        calibrated = options.calibrated and self.calibration is not None
+        key = (region_index, options.draws, options.seed, options.material_correlation, calibrated)
         cached = self._draw_cache.get(key)
         if cached is not None:
             return cached
@@ -283,6 +302,9 @@ class MaterialIntensityTable:
         q = q.reshape(-1, *q.shape[2:])  # (T, M, 7)
         u = options.mi_levels(len(self.materials))  # (M, D)
         mi = inverse_cdf(q, np.array(list(LEVELS.values())), u)  # (T, M, D)
+        if calibrated and self.calibration is not None:  # widen around each type's median
+            p50 = q[:, :, list(LEVELS).index("p50")][:, :, None]
+            mi = stretch(mi, p50, self.calibration.factor_of(self.materials)[None, :, None])
         total = mi.sum(axis=1, keepdims=True)
         co2 = np.einsum("tmd,m->td", mi, self.carbon_factors)[:, None, :]
         out = np.concatenate([mi, total, co2], axis=1)

@@ -45,6 +45,10 @@ class StockOptions:
         max_height_m: heights above this are treated as missing (tallest building 828 m).
         single_family_max_floors: RES with at most this many floors counts as RS.
         chunk: distinct (type, floors pattern) combinations sorted at once (memory bound).
+        calibrated: widen (or narrow) each material's MI range by the table's calibration
+            factors (:mod:`urbanfabric.stock.calibration`, fitted leave-one-country-out on
+            measured buildings so the p05–p95 of a new place covers ≈ 90 %); False = the
+            table's raw percentiles. No effect on a table without a calibration.
     """
 
     draws: int = 100
@@ -58,6 +62,7 @@ class StockOptions:
     max_height_m: float = 1000.0
     single_family_max_floors: int = 2
     chunk: int = 256
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         if self.draws < 2:
