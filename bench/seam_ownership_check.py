@@ -1,0 +1,150 @@
+"""Tile-owned seams against today's global merge, on a finished job's per-tile footprints.
+
+Reads every tile's footprints of a job from the object store (``footprints/tile=<id>/``; the
+segmentation service writes them before any merge), or from a local folder of per-tile
+GeoParquet files, and compares
+
+* **global**: :func:`urbanfabric.footprints.seams.merge_seams` over all tiles at once, and
+* **per tile**: :func:`urbanfabric.footprints.ownership.resolve_tile_seams` for each tile with
+  only its own footprints and its ≤ 8 neighbours' border pieces (wider rings fetched on demand),
+
+by building count, the set of ``building_id``, and the geometry of every building (symmetric
+difference area and Hausdorff distance in metres). It also reports how many buildings were
+claimed by no tile or by two (there must be none) and how many views had to grow past the
+3 × 3 block (``views_widened``: tile → extra rings fetched).
+
+    URBANFABRIC_STACK_DIR=/work/main/.stack PYTHONPATH=.:services/lib \\
+        .venv/bin/python -m bench.seam_ownership_check <job id> [<job id> …]
+    PYTHONPATH=.:services/lib .venv/bin/python -m bench.seam_ownership_check --dir <folder of <tile_id>.parquet>
+
+Exit status 0 when every job agrees exactly (same count and ids; geometry within 1e-6 m² and
+1e-6 m), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from urbanfabric.footprints.ownership import border_pieces, neighbour_tile_ids, resolve_tile_seams
+from urbanfabric.footprints.seams import merge_seams
+
+AREA_TOL_M2 = 1e-6
+DIST_TOL_M = 1e-6
+
+
+def compare(tiles: dict[str, gpd.GeoDataFrame]) -> dict:
+    """Global merge vs per-tile ownership over ``tile_id -> footprints`` (EPSG:4326)."""
+    frames = [f for f in tiles.values() if not f.empty]
+    everything = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
+        if frames else gpd.GeoDataFrame(columns=["building_id", "on_border"], geometry=[], crs="EPSG:4326")
+    t0 = time.perf_counter()
+    merged = merge_seams(everything) if len(everything) else everything
+    t_global = time.perf_counter() - t0
+    borders = {t: border_pieces(f) for t, f in tiles.items()}
+    fetched: Counter[str] = Counter()
+    widened: Counter[str] = Counter()
+    current = [""]
+
+    def fetch(ids: Sequence[str]) -> gpd.GeoDataFrame:
+        fetched.update(ids)
+        widened[current[0]] += 1
+        got = [borders[i] for i in ids if i in borders and not borders[i].empty]
+        return gpd.GeoDataFrame(pd.concat(got, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
+            if got else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+
+    t0 = time.perf_counter()
+    owned = []
+    for tile_id, own in sorted(tiles.items()):
+        current[0] = ""
+        neighbours = fetch(neighbour_tile_ids(tile_id))
+        current[0] = tile_id
+        owned.append(resolve_tile_seams(tile_id, own, neighbours, fetch_border=fetch))
+    t_tiles = time.perf_counter() - t0
+    per_tile = [f for f in owned if not f.empty]
+    local = gpd.GeoDataFrame(pd.concat(per_tile, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
+        if per_tile else merged.iloc[0:0]
+    counts = Counter(map(str, local["building_id"]))
+    doubled = sorted(b for b, c in counts.items() if c > 1)
+    g_ids, l_ids = set(map(str, merged["building_id"])), set(counts)
+    both = sorted(g_ids & l_ids)
+    metric = merged.estimate_utm_crs() if len(merged) else None
+    worst_area = worst_dist = 0.0
+    if both:
+        a = merged.drop_duplicates("building_id").set_index("building_id").loc[both].to_crs(metric).geometry
+        b = local.drop_duplicates("building_id").set_index("building_id").loc[both].to_crs(metric).geometry
+        worst_area = float(a.symmetric_difference(b).area.max())
+        worst_dist = float(a.hausdorff_distance(b).max())
+    return {
+        "tiles": len(tiles),
+        "footprints": int(len(everything)),
+        "border_pieces": int(sum(len(b) for b in borders.values())),
+        "global_buildings": int(len(merged)),
+        "per_tile_buildings": int(len(local)),
+        "only_global": sorted(g_ids - l_ids),
+        "only_per_tile": sorted(l_ids - g_ids),
+        "doubled": doubled,
+        "max_symdiff_m2": worst_area,
+        "max_hausdorff_m": worst_dist,
+        "tile_fetches": int(sum(fetched.values())),
+        "views_widened": {t: c for t, c in sorted(widened.items()) if t},
+        "seconds_global": round(t_global, 3),
+        "seconds_per_tile_total": round(t_tiles, 3),
+        "same": (len(merged) == len(local) and g_ids == l_ids and not doubled
+                 and worst_area <= AREA_TOL_M2 and worst_dist <= DIST_TOL_M),
+    }
+
+
+def job_tiles(job_id: str) -> dict[str, gpd.GeoDataFrame]:
+    """Per-tile footprints of a job on the running stack (object store)."""
+    from urbanfabric.io.geoparquet import read_geoparquet
+    from urbanfabric.io.job_layout import JobLayout
+    from urbanfabric.io.object_store import ObjectStore
+    from urbanfabric.settings import Settings
+
+    store = ObjectStore(Settings.load())
+    root = JobLayout(job_id).root
+    out: dict[str, gpd.GeoDataFrame] = {}
+    for key in store.list(f"{root}/footprints/"):
+        if key.endswith(".parquet") and "/tile=" in key:
+            tile_id = key.split("/tile=")[1].split("/")[0]
+            out[tile_id] = read_geoparquet(store.get_bytes(key))
+    return out
+
+
+def folder_tiles(folder: Path) -> dict[str, gpd.GeoDataFrame]:
+    """Per-tile footprints stored as ``<tile_id>.parquet`` in a folder."""
+    return {p.stem: gpd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.seam_ownership_check", description=__doc__.split("\n")[0])
+    parser.add_argument("jobs", nargs="*", help="job ids on the running stack")
+    parser.add_argument("--dir", type=Path, action="append", default=[], help="folder of <tile_id>.parquet files")
+    args = parser.parse_args(argv)
+    ok = True
+    sources = [(j, lambda j=j: job_tiles(j)) for j in args.jobs] + [(str(d), lambda d=d: folder_tiles(d)) for d in args.dir]
+    if not sources:
+        parser.error("give job ids or --dir")
+    for name, load in sources:
+        tiles = load()
+        if not tiles:
+            print(json.dumps({"source": name, "error": "no per-tile footprints found"}))
+            ok = False
+            continue
+        result = compare(tiles)
+        ok &= bool(result["same"])
+        print(json.dumps({"source": name, **result}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
