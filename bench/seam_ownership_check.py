@@ -33,8 +33,11 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-
-from urbanfabric.footprints.ownership import border_pieces, neighbour_tile_ids, resolve_tile_seams
+from urbanfabric.footprints.ownership import (
+    border_pieces,
+    neighbour_tile_ids,
+    resolve_tile_seams,
+)
 from urbanfabric.footprints.seams import merge_seams
 
 AREA_TOL_M2 = 1e-6
@@ -85,10 +88,10 @@ def compare(tiles: dict[str, gpd.GeoDataFrame]) -> dict:
         worst_dist = float(a.hausdorff_distance(b).max())
     return {
         "tiles": len(tiles),
-        "footprints": int(len(everything)),
+        "footprints": len(everything),
         "border_pieces": int(sum(len(b) for b in borders.values())),
-        "global_buildings": int(len(merged)),
-        "per_tile_buildings": int(len(local)),
+        "global_buildings": len(merged),
+        "per_tile_buildings": len(local),
         "only_global": sorted(g_ids - l_ids),
         "only_per_tile": sorted(l_ids - g_ids),
         "doubled": doubled,

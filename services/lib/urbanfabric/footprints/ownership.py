@@ -36,6 +36,7 @@ from functools import lru_cache
 
 import geopandas as gpd
 import morecantile
+import morecantile.errors
 import numpy as np
 import pandas as pd
 import shapely
@@ -78,7 +79,7 @@ class TileKey:
             raise InvalidInput("tile_id", f"expected '<tms>-<z>-<x>-<y>', got {tile_id!r}") from None
         try:
             _tms(key.tms)
-        except Exception:
+        except morecantile.errors.InvalidIdentifier:
             raise InvalidInput("tile_id", f"unknown TileMatrixSet {key.tms!r} in {tile_id!r}") from None
         if not (0 <= key.x < key.width and 0 <= key.y < key.height):
             raise InvalidInput("tile_id", f"{tile_id!r} is outside the zoom-{key.z} grid")
@@ -164,7 +165,7 @@ def utm_crs(bounds: tuple[float, float, float, float]) -> CRS:
 
 @lru_cache(maxsize=4096)
 def _utm_for_point(lon: float, lat: float) -> CRS:
-    zone = int(math.floor((lon + 180) / 6)) % 60 + 1
+    zone = math.floor((lon + 180) / 6) % 60 + 1
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
