@@ -17,6 +17,14 @@ claimed by no tile or by two (there must be none) and how many views had to grow
         .venv/bin/python -m bench.seam_ownership_check <job id> [<job id> …]
     PYTHONPATH=.:services/lib .venv/bin/python -m bench.seam_ownership_check --dir <folder of <tile_id>.parquet>
 
+Without a stack, ``--segment-area W,S,E,N --out DIR`` first makes the per-tile footprints of an
+area in this process, the way the stack's tile pipeline does (zoom-16 cells of the Xiamen z18
+imagery read with a ``--halo`` px halo from the neighbouring blocks, IQR calibration per city,
+footprint-unet blended 512 px windows with 128 px overlap on the embedded model, halo cropped,
+polygonized per tile) and writes ``DIR/<tile_id>.parquet``; then ``--dir DIR`` compares. The
+city statistics are taken at full resolution (the stack samples 8× coarser), so the footprints
+are close to, not identical with, a stack run of the same area.
+
 Exit status 0 when every job agrees exactly (same count and ids; geometry within 1e-6 m² and
 1e-6 m), 1 otherwise.
 """
@@ -128,11 +136,75 @@ def folder_tiles(folder: Path) -> dict[str, gpd.GeoDataFrame]:
     return {p.stem: gpd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
 
+def segment_area(bbox: tuple[float, float, float, float], out: Path, halo_px: int = 128,
+                 model: str = "footprint-unet:v1") -> list[str]:
+    """Per-tile footprints of an area from the Xiamen z18 imagery, in this process (see module doc)."""
+    import numpy as np
+    from affine import Affine
+
+    from urbanfabric.footprints.options import SegmentationOptions
+    from urbanfabric.footprints.tile_segmentation import segment_tile
+    from urbanfabric.imagery import acquisition, calibration
+    from urbanfabric.imagery.tiles import tiles_for_area
+    from urbanfabric.io.model_repository import SHARED_DATA
+    from urbanfabric.io.rasters import Raster
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
+
+    tiles = tiles_for_area(bbox)
+    wanted = {(t.x + dx, t.y + dy) for t in tiles for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+    blocks: dict[tuple[int, int], Raster] = {}
+    for block_id, raster in acquisition.mosaic_xyz_blocks(SHARED_DATA / "footprints/xiamen-z18/tiles", 18):
+        _, bx, by = map(int, block_id.split("-"))
+        if (bx, by) in wanted:
+            blocks[bx, by] = raster
+    stats = calibration.area_stats((blocks[t.x, t.y].data for t in tiles if (t.x, t.y) in blocks),
+                                   nodata=acquisition.RAW_NODATA)
+    client = ModelClient(InferenceProtocol.EMBEDDED)
+    options = SegmentationOptions(model=model)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for t in tiles:
+        if (t.x, t.y) not in blocks:
+            continue
+        size = blocks[t.x, t.y].data.shape[1]
+        canvas = np.zeros((3, size + 2 * halo_px, size + 2 * halo_px), np.uint8)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                b = blocks.get((t.x + dx, t.y + dy))
+                if b is None:
+                    continue
+                r0, c0 = halo_px + dy * size, halo_px + dx * size
+                rs, cs = max(r0, 0), max(c0, 0)
+                re, ce = min(r0 + size, canvas.shape[1]), min(c0 + size, canvas.shape[2])
+                if rs < re and cs < ce:
+                    canvas[:, rs:re, cs:ce] = b.data[:, rs - r0:re - r0, cs - c0:ce - c0]
+        core = canvas[:, halo_px:-halo_px, halo_px:-halo_px]
+        if (core != acquisition.RAW_NODATA).any(axis=0).mean() < 0.01:  # the stack's EMPTY tile
+            continue
+        transform = blocks[t.x, t.y].transform * Affine.translation(-halo_px, -halo_px)
+        ard, _ = calibration.calibrate_tile(canvas, t.tile_id, stats, nodata=acquisition.RAW_NODATA)
+        seg = segment_tile(Raster(ard, transform, blocks[t.x, t.y].crs, float("nan")), t.tile_id, options,
+                           client.infer, halo_px=halo_px, window=512, overlap=128)
+        seg.footprints.to_parquet(out / f"{t.tile_id}.parquet")
+        written.append(t.tile_id)
+        print(f"{t.tile_id}: {len(seg.footprints)} footprints", file=sys.stderr, flush=True)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.seam_ownership_check", description=__doc__.split("\n")[0])
     parser.add_argument("jobs", nargs="*", help="job ids on the running stack")
     parser.add_argument("--dir", type=Path, action="append", default=[], help="folder of <tile_id>.parquet files")
+    parser.add_argument("--segment-area", default="", help="W,S,E,N: make per-tile footprints first (needs --out)")
+    parser.add_argument("--out", type=Path, help="folder for --segment-area")
+    parser.add_argument("--halo", type=int, default=128, help="halo px for --segment-area (the stack's default)")
     args = parser.parse_args(argv)
+    if args.segment_area:
+        if args.out is None:
+            parser.error("--segment-area needs --out")
+        w, s, e, n = (float(v) for v in args.segment_area.split(","))
+        segment_area((w, s, e, n), args.out, args.halo)
+        args.dir.append(args.out)
     ok = True
     sources = [(j, lambda j=j: job_tiles(j)) for j in args.jobs] + [(str(d), lambda d=d: folder_tiles(d)) for d in args.dir]
     if not sources:

@@ -249,7 +249,19 @@ def _cell_box(key: TileKey) -> tuple[float, float, float, float]:
 def _near_cell(piece: BaseGeometry, key: TileKey, reach_m: float) -> bool:
     """Whether a lon/lat piece comes within ``reach_m`` of the core of cell ``key``."""
     xy, stretch = _in_grid(piece, key)
-    return bool(xy.distance(box(*_cell_box(key))) < reach_m * stretch)
+    left, bottom, right, top = _cell_box(key)
+    world = _world_width(key.tms)
+    # The cell seen from both sides of the antimeridian (a piece at −180° touches a cell at +180°).
+    return any(xy.distance(box(left + k * world, bottom, right + k * world, top)) < reach_m * stretch
+               for k in (-1, 0, 1))
+
+
+@lru_cache(maxsize=8)
+def _world_width(name: str) -> float:
+    """Width of the whole grid in its CRS units (one turn of the Earth for WebMercatorQuad)."""
+    tms = _tms(name)
+    b = tms.xy_bbox
+    return float(b.right - b.left)
 
 
 def _near_outer_edge(piece: BaseGeometry, key: TileKey, sides: tuple[bool, bool, bool, bool], reach_m: float) -> bool:
