@@ -154,19 +154,23 @@ def utm_crs(bounds: tuple[float, float, float, float]) -> CRS:
 
     For bounds in one zone this is the zone :meth:`geopandas.GeoSeries.estimate_utm_crs` returns.
     """
+    return _crs(_utm_epsg(bounds))
+
+
+def _utm_epsg(bounds: tuple[float, float, float, float]) -> int:
     west, south, east, north = bounds
     if east - west > 180:  # pieces on both sides of ±180°: measure them from the antimeridian
         west, east = east, west + 360
     lon = (west + east) / 2
     lon = (lon + 180) % 360 - 180
     lat = (south + north) / 2
-    return _utm_for_point(lon, lat)
-
-
-@lru_cache(maxsize=4096)
-def _utm_for_point(lon: float, lat: float) -> CRS:
     zone = math.floor((lon + 180) / 6) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+@lru_cache(maxsize=256)
+def _crs(epsg: int) -> CRS:
+    return CRS.from_epsg(epsg)
 
 
 def _lonlat_bounds(geoms: Sequence[BaseGeometry]) -> tuple[float, float, float, float]:
@@ -336,14 +340,14 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
     dlon = reach / (_M_PER_DEG_LAT * max(math.cos(math.radians(min(lat_max, 89.0))), 1e-6))
     dlat = reach / _M_PER_DEG_LAT
     tree = shapely.STRtree(flat)
-    grown_cache: dict[tuple[int, int], BaseGeometry] = {}
+    # Every piece in a zone at once (elementwise, so the numbers are those of a per-piece call).
+    in_zone: dict[int, tuple[gpd.GeoSeries, gpd.GeoSeries]] = {}
 
-    def grown(i: int, crs: CRS) -> BaseGeometry:
-        k = (i, crs.to_epsg() or 0)
-        if k not in grown_cache:
-            metric = gpd.GeoSeries([geoms[i]], crs="EPSG:4326").to_crs(crs)
-            grown_cache[k] = metric.buffer(buffer_m).iloc[0]
-        return grown_cache[k]
+    def zone(epsg: int) -> tuple[gpd.GeoSeries, gpd.GeoSeries]:
+        if epsg not in in_zone:
+            metric = pieces.geometry.to_crs(_crs(epsg))
+            in_zone[epsg] = (metric, metric.buffer(buffer_m))
+        return in_zone[epsg]
 
     pairs: list[tuple[int, int]] = []
     for i, g in enumerate(flat):
@@ -352,8 +356,8 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
             j = int(j)
             if j <= i:
                 continue
-            crs = utm_crs(_lonlat_bounds([geoms[i], geoms[j]]))
-            if grown(i, crs).intersects(grown(j, crs)):
+            grown_pair = zone(_utm_epsg(_lonlat_bounds([geoms[i], geoms[j]])))[1]
+            if grown_pair.iloc[i].intersects(grown_pair.iloc[j]):
                 pairs.append((i, j))
     groups = _components(pairs, n)
 
@@ -379,12 +383,15 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
         if outer:
             open_groups += 1
             continue
-        crs = utm_crs(_lonlat_bounds([geoms[m] for m in members]))
-        g = pieces.iloc[members].to_crs(crs)
+        epsg = _utm_epsg(_lonlat_bounds([geoms[m] for m in members]))
+        crs = _crs(epsg)
+        metric, grown = zone(epsg)
+        g = gpd.GeoDataFrame(pieces.iloc[members].drop(columns=pieces.geometry.name),
+                             geometry=metric.iloc[members], crs=crs)
         if len(g) == 1:
             row = g.iloc[0].copy()
         else:
-            union = gpd.GeoSeries([grown(int(m), crs) for m in members], crs=crs).union_all().buffer(-buffer_m)
+            union = gpd.GeoSeries(grown.iloc[members].values, crs=crs).union_all().buffer(-buffer_m)
             area = g.geometry.area.to_numpy()
             row = g.iloc[int(area.argmax())].copy()
             row["geometry"] = union
