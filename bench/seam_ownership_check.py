@@ -141,7 +141,6 @@ def segment_area(bbox: tuple[float, float, float, float], out: Path, halo_px: in
     """Per-tile footprints of an area from the Xiamen z18 imagery, in this process (see module doc)."""
     import numpy as np
     from affine import Affine
-
     from urbanfabric.footprints.options import SegmentationOptions
     from urbanfabric.footprints.tile_segmentation import segment_tile
     from urbanfabric.imagery import acquisition, calibration
@@ -181,7 +180,7 @@ def segment_area(bbox: tuple[float, float, float, float], out: Path, halo_px: in
         core = canvas[:, halo_px:-halo_px, halo_px:-halo_px]
         if (core != acquisition.RAW_NODATA).any(axis=0).mean() < 0.01:  # the stack's EMPTY tile
             continue
-        transform = blocks[t.x, t.y].transform * Affine.translation(-halo_px, -halo_px)
+        transform = blocks[t.x, t.y].transform @ Affine.translation(-halo_px, -halo_px)
         ard, _ = calibration.calibrate_tile(canvas, t.tile_id, stats, nodata=acquisition.RAW_NODATA)
         seg = segment_tile(Raster(ard, transform, blocks[t.x, t.y].crs, float("nan")), t.tile_id, options,
                            client.infer, halo_px=halo_px, window=512, overlap=128)

@@ -289,3 +289,60 @@ def test_resolve_keeps_interior_footprints_unchanged_and_refuses_foreign_rows():
     assert got.geometry.iloc[0].equals(own.geometry.iloc[0])
     with pytest.raises(InvalidInput, match="footprints.tile_id"):
         resolve_tile_seams(f"WebMercatorQuad-16-{XIAMEN.x + 1}-{XIAMEN.y}", own, own.iloc[0:0])
+
+
+@pytest.mark.data
+def test_real_imagery_per_tile_footprints_equal_the_global_merge():
+    """3 × 3 zoom-16 cells of the real Xiamen z18 imagery, each segmented on its own with a
+    128 px halo from its neighbours (``segment_tile``, city calibration), by a near-free
+    stand-in model whose blobs (bright, smooth pixels) cross tile borders far more often than
+    buildings do; per-tile ownership must equal the global merge exactly."""
+    import numpy as np
+    from affine import Affine
+    from scipy import ndimage
+    from urbanfabric.footprints.options import SegmentationOptions
+    from urbanfabric.footprints.tile_segmentation import segment_tile
+    from urbanfabric.imagery import acquisition, calibration
+    from urbanfabric.io.model_repository import SHARED_DATA
+    from urbanfabric.io.rasters import Raster
+
+    tile_dir = SHARED_DATA / "footprints/xiamen-z18/tiles"
+    if not tile_dir.is_dir():
+        pytest.skip(f"needs the Xiamen sample imagery under {tile_dir}")
+    centre = _key(118.1100, 24.4800)
+    keys = _block(centre)
+    wanted = {(k.x + dx, k.y + dy) for k in keys for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+    blocks = {}
+    for block_id, raster in acquisition.mosaic_xyz_blocks(tile_dir, 18):
+        _, bx, by = map(int, block_id.split("-"))
+        if (bx, by) in wanted:
+            blocks[bx, by] = raster
+    assert all((k.x, k.y) in blocks for k in keys)
+    stats = calibration.area_stats((blocks[k.x, k.y].data for k in keys), nodata=0)
+
+    def stand_in(name: str, version: str, batch: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(batch.mean(axis=1), size=(1, 9, 9)).astype(np.float32)
+
+    halo, size = 128, blocks[centre.x, centre.y].data.shape[1]
+    options = SegmentationOptions(model="stand-in:v1", threshold=0.55)
+    tiles = {}
+    for k in keys:
+        canvas = np.zeros((3, size + 2 * halo, size + 2 * halo), np.uint8)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                b = blocks.get((k.x + dx, k.y + dy))
+                if b is None:
+                    continue
+                r0, c0 = halo + dy * size, halo + dx * size
+                rs, cs = max(r0, 0), max(c0, 0)
+                re, ce = min(r0 + size, canvas.shape[1]), min(c0 + size, canvas.shape[2])
+                if rs < re and cs < ce:
+                    canvas[:, rs:re, cs:ce] = b.data[:, rs - r0:re - r0, cs - c0:ce - c0]
+        ard, _ = calibration.calibrate_tile(canvas, k.tile_id, stats, nodata=0)
+        transform = blocks[k.x, k.y].transform @ Affine.translation(-halo, -halo)
+        seg = segment_tile(Raster(ard, transform, blocks[k.x, k.y].crs, float("nan")), k.tile_id, options,
+                           stand_in, halo_px=halo)
+        tiles[k.tile_id] = seg.footprints
+    assert sum(int(f["on_border"].sum()) for f in tiles.values()) >= 50
+    local = assert_same_as_global(tiles)
+    assert len(local) >= 100
