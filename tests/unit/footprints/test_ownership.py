@@ -346,3 +346,17 @@ def test_real_imagery_per_tile_footprints_equal_the_global_merge():
     assert sum(int(f["on_border"].sum()) for f in tiles.values()) >= 50
     local = assert_same_as_global(tiles)
     assert len(local) >= 100
+
+
+def test_neighbours_interior_footprints_never_join_even_when_passed():
+    w, s, e, n = _lonlat_box(XIAMEN)
+    lat = (s + n) / 2
+    # A building across the east edge (mostly west), and 2 m east of it an interior footprint.
+    tiles = cut([_rect_m(e, lat, -16, 4, 0, 10), _rect_m(e, lat, 6, 10, 0, 10)], _block(XIAMEN))
+    east = f"WebMercatorQuad-16-{XIAMEN.x + 1}-{XIAMEN.y}"
+    assert tiles[east]["on_border"].tolist().count(False) == 1
+    whole = _concat(tiles[t] for t in neighbour_tile_ids(XIAMEN.tile_id))      # interior rows too
+    a = resolve_tile_seams(XIAMEN.tile_id, tiles[XIAMEN.tile_id], whole)
+    b = resolve_tile_seams(XIAMEN.tile_id, tiles[XIAMEN.tile_id], border_pieces(whole))
+    assert a["building_id"].tolist() == b["building_id"].tolist()
+    assert len(assert_same_as_global(tiles)) == 2

@@ -292,8 +292,8 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
     Args:
         tile_id: the tile resolving its seams (``tms-z-x-y``).
         pieces: border pieces (``on_border`` rows, EPSG:4326, with ``tile_id`` and
-            ``building_id``) of this tile and of every cell within ``ring`` of it; pieces of
-            cells farther away are refused.
+            ``building_id``; other rows are dropped) of this tile and of every cell within
+            ``ring`` of it; pieces of cells farther away are refused.
         ring: how far the view reaches (1: the ≤ 8 neighbours).
         buffer_m: join distance (CMAB +1.5 m / −1.5 m).
 
@@ -306,6 +306,8 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
             (field ``pieces.tile_id``), or the frame is not lon/lat (field ``pieces.crs``).
     """
     key = TileKey.parse(tile_id)
+    if not pieces.empty and "on_border" in pieces.columns:
+        pieces = border_pieces(pieces)
     if pieces.empty:
         return BorderJoin(pieces.iloc[0:0], 0, 0)
     if pieces.crs is None or not CRS(pieces.crs).equals(CRS("EPSG:4326")):
@@ -427,7 +429,8 @@ def resolve_tile_seams(tile_id: str, footprints: gpd.GeoDataFrame, neighbour_bor
             :func:`urbanfabric.footprints.polygons.polygonize`, ``on_border`` marks pieces that
             may continue in a neighbour). Empty for a tile with no buildings.
         neighbour_border: :func:`border_pieces` of the ≤ 8 neighbours (:func:`neighbour_tile_ids`),
-            concatenated; rows of other tiles are refused.
+            concatenated (their interior rows, if passed, are ignored); rows of tiles farther
+            away are refused.
         fetch_border: border pieces of more tiles, asked for only when a building reaches the
             edge of the 3 × 3 block (larger than the halo) — one ring at a time, up to
             ``max_ring``. ``None``: such a building raises.
@@ -453,7 +456,9 @@ def resolve_tile_seams(tile_id: str, footprints: gpd.GeoDataFrame, neighbour_bor
         if other:
             raise InvalidInput("footprints.tile_id", f"tile {tile_id} got rows of {sorted(other)[:3]}")
     inner = own[~own["on_border"].astype(bool)] if not own.empty else own
-    frames = [f for f in (border_pieces(own), neighbour_border) if f is not None and not f.empty]
+    # Interior footprints of neighbours never join (as in merge_seams): border pieces only.
+    frames = [border_pieces(f) for f in (own, neighbour_border) if f is not None and not f.empty]
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return inner.reset_index(drop=True)
     view = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
