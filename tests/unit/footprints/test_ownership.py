@@ -349,7 +349,7 @@ def test_real_imagery_per_tile_footprints_equal_the_global_merge():
 
 
 def test_neighbours_interior_footprints_never_join_even_when_passed():
-    w, s, e, n = _lonlat_box(XIAMEN)
+    _w, s, e, n = _lonlat_box(XIAMEN)
     lat = (s + n) / 2
     # A building across the east edge (mostly west), and 2 m east of it an interior footprint.
     tiles = cut([_rect_m(e, lat, -16, 4, 0, 10), _rect_m(e, lat, 6, 10, 0, 10)], _block(XIAMEN))
