@@ -5,13 +5,14 @@ segmentation service writes them before any merge), or from a local folder of pe
 GeoParquet files, and compares
 
 * **global**: :func:`urbanfabric.footprints.seams.merge_seams` over all tiles at once, and
-* **per tile**: :func:`urbanfabric.footprints.ownership.resolve_tile_seams` for each tile with
-  only its own footprints and its ≤ 8 neighbours' border pieces (wider rings fetched on demand),
+* **per tile**: :func:`urbanfabric.footprints.ownership.tile_buildings` (``resolve_tile_seams``) for
+  each tile with only its own footprints and its ≤ 8 neighbours' border pieces (wider rings read
+  on demand),
 
 by building count, the set of ``building_id``, and the geometry of every building (symmetric
 difference area and Hausdorff distance in metres). It also reports how many buildings were
 claimed by no tile or by two (there must be none) and how many views had to grow past the
-3 × 3 block (``views_widened``: tile → extra rings fetched).
+3 × 3 block (``views_widened``: tiles that read ring 2 or beyond).
 
     URBANFABRIC_STACK_DIR=/work/main/.stack PYTHONPATH=.:services/lib \\
         .venv/bin/python -m bench.seam_ownership_check <job id> [<job id> …]
@@ -36,16 +37,11 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-from urbanfabric.footprints.ownership import (
-    border_pieces,
-    neighbour_tile_ids,
-    resolve_tile_seams,
-)
+from urbanfabric.footprints.ownership import neighbour_tile_ids, tile_buildings
 from urbanfabric.footprints.seams import merge_seams
 
 AREA_TOL_M2 = 1e-6
@@ -60,25 +56,16 @@ def compare(tiles: dict[str, gpd.GeoDataFrame]) -> dict:
     t0 = time.perf_counter()
     merged = merge_seams(everything) if len(everything) else everything
     t_global = time.perf_counter() - t0
-    borders = {t: border_pieces(f) for t, f in tiles.items()}
-    fetched: Counter[str] = Counter()
-    widened: Counter[str] = Counter()
-    current = [""]
-
-    def fetch(ids: Sequence[str]) -> gpd.GeoDataFrame:
-        fetched.update(ids)
-        widened[current[0]] += 1
-        got = [borders[i] for i in ids if i in borders and not borders[i].empty]
-        return gpd.GeoDataFrame(pd.concat(got, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
-            if got else gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+    reads: Counter[str] = Counter()     # tile -> footprint files it read (itself + ring 1 = ≤ 9)
 
     t0 = time.perf_counter()
     owned = []
-    for tile_id, own in sorted(tiles.items()):
-        current[0] = ""
-        neighbours = fetch(neighbour_tile_ids(tile_id))
-        current[0] = tile_id
-        owned.append(resolve_tile_seams(tile_id, own, neighbours, fetch_border=fetch))
+    for tile_id in sorted(tiles):
+        def read(other: str, me: str = tile_id) -> gpd.GeoDataFrame | None:
+            reads[me] += 1
+            return tiles.get(other)
+
+        owned.append(tile_buildings(tile_id, read))
     t_tiles = time.perf_counter() - t0
     per_tile = [f for f in owned if not f.empty]
     local = gpd.GeoDataFrame(pd.concat(per_tile, ignore_index=True), geometry="geometry", crs="EPSG:4326") \
@@ -97,7 +84,7 @@ def compare(tiles: dict[str, gpd.GeoDataFrame]) -> dict:
     return {
         "tiles": len(tiles),
         "footprints": len(everything),
-        "border_pieces": int(sum(len(b) for b in borders.values())),
+        "border_pieces": int(sum(int(f["on_border"].sum()) for f in tiles.values() if not f.empty)),
         "global_buildings": len(merged),
         "per_tile_buildings": len(local),
         "only_global": sorted(g_ids - l_ids),
@@ -105,8 +92,8 @@ def compare(tiles: dict[str, gpd.GeoDataFrame]) -> dict:
         "doubled": doubled,
         "max_symdiff_m2": worst_area,
         "max_hausdorff_m": worst_dist,
-        "tile_fetches": int(sum(fetched.values())),
-        "views_widened": {t: c for t, c in sorted(widened.items()) if t},
+        "tile_reads": int(sum(reads.values())),
+        "views_widened": sorted(t for t in tiles if reads[t] > 1 + len(neighbour_tile_ids(t))),
         "seconds_global": round(t_global, 3),
         "seconds_per_tile_total": round(t_tiles, 3),
         "same": (len(merged) == len(local) and g_ids == l_ids and not doubled

@@ -25,6 +25,7 @@ from urbanfabric.footprints.ownership import (
     neighbour_tile_ids,
     owner_tile_id,
     resolve_tile_seams,
+    tile_buildings,
     utm_crs,
 )
 from urbanfabric.footprints.polygons import building_id
@@ -91,8 +92,9 @@ def resolve_all(tiles: dict[str, gpd.GeoDataFrame], with_fetch: bool = True) -> 
     def fetch(ids: Sequence[str]) -> gpd.GeoDataFrame:
         return _concat(borders.get(i, gpd.GeoDataFrame()) for i in ids)
 
-    return _concat(resolve_tile_seams(t, f, fetch(neighbour_tile_ids(t)), fetch_border=fetch if with_fetch else None)
-                   for t, f in tiles.items())
+    if with_fetch:  # as a tile worker would: footprints read on demand, tile by tile
+        return _concat(tile_buildings(t, tiles.get) for t in tiles)
+    return _concat(resolve_tile_seams(t, f, fetch(neighbour_tile_ids(t))) for t, f in tiles.items())
 
 
 def _by_id(frame: gpd.GeoDataFrame) -> dict[str, shapely.Geometry]:

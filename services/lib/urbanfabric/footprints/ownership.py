@@ -483,5 +483,45 @@ def resolve_tile_seams(tile_id: str, footprints: gpd.GeoDataFrame, neighbour_bor
     return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326").reset_index(drop=True)
 
 
-__all__ = ["MAX_RING", "BorderJoin", "BorderSource", "TileKey", "border_pieces", "join_border_pieces",
-           "neighbour_tile_ids", "owner_tile_id", "resolve_tile_seams", "utm_crs"]
+#: ``tile id -> that tile's footprints`` (EPSG:4326, as segmentation wrote them), ``None`` for a
+#: cell that is not part of the job or has no footprints (empty tile, skipped on bad input).
+TileReader = Callable[[str], gpd.GeoDataFrame | None]
+
+
+def tile_buildings(tile_id: str, read_footprints: TileReader, buffer_m: float = SEAM_BUFFER_M,
+                   max_ring: int = MAX_RING) -> gpd.GeoDataFrame:
+    """:func:`resolve_tile_seams` with the tile's and its neighbours' footprints read on demand.
+
+    What a tile worker or router calls once the tile and its (in-job) neighbours are done::
+
+        layout = JobLayout(job_id)
+        def read(tid):   # None: not in the job / nothing there; raise Unavailable to retry later
+            key = layout.tile_footprints(tid)
+            return read_geoparquet(store.get_bytes(key)) if store.exists(key) else None
+        buildings = clip_to_area(tile_buildings(tile_id, read), bbox)
+
+    Only this tile's footprints and its neighbours' border pieces are read (ring 2 and beyond
+    only for a building larger than the 3 × 3 block), so memory does not depend on the job.
+    """
+    own = read_footprints(tile_id)
+    if own is None:
+        own = gpd.GeoDataFrame(columns=["building_id", "on_border", "tile_id"], geometry=[], crs="EPSG:4326")
+
+    def fetch(ids: Sequence[str]) -> gpd.GeoDataFrame:
+        frames = []
+        for other in ids:
+            got = read_footprints(other)
+            if got is not None and not got.empty:
+                frames.append(border_pieces(got))
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
+        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+
+    return resolve_tile_seams(tile_id, own, fetch(neighbour_tile_ids(tile_id)), fetch_border=fetch,
+                              buffer_m=buffer_m, max_ring=max_ring)
+
+
+__all__ = ["MAX_RING", "BorderJoin", "BorderSource", "TileKey", "TileReader", "border_pieces",
+           "join_border_pieces", "neighbour_tile_ids", "owner_tile_id", "resolve_tile_seams", "tile_buildings",
+           "utm_crs"]
