@@ -148,7 +148,7 @@ def test_tiles_owning_their_seams_give_the_job_s_buildings(stack, sample_job):
     """Issue 22, item 2: each tile resolving its own seams from its neighbours' border pieces
     (``footprints.ownership``) gives the buildings of the global ``merge_seams``: same count,
     ids and geometry, each building claimed by one tile."""
-    from urbanfabric.footprints.ownership import border_pieces, neighbour_tile_ids, resolve_tile_seams
+    from urbanfabric.footprints.ownership import tile_buildings
     from urbanfabric.footprints.seams import merge_seams
     from urbanfabric.footprints.user_footprints import clip_to_area
     from urbanfabric.io.geoparquet import read_geoparquet
@@ -157,15 +157,8 @@ def test_tiles_owning_their_seams_give_the_job_s_buildings(stack, sample_job):
     layout = JobLayout(sample_job)
     tiles = tiles_for_area(tuple(TWO_TILES[k] for k in ("west", "south", "east", "north")))
     own = {t.tile_id: read_geoparquet(store.get_bytes(layout.tile_footprints(t.tile_id))) for t in tiles}
-    borders = {t: border_pieces(f) for t, f in own.items()}
-
-    def fetch(ids):
-        got = [borders[i] for i in ids if i in borders and not borders[i].empty]
-        return gpd.GeoDataFrame(pd.concat(got, ignore_index=True), crs="EPSG:4326") if got else \
-            gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")
-
-    per_tile = pd.concat([resolve_tile_seams(t, f, fetch(neighbour_tile_ids(t)), fetch_border=fetch)
-                          for t, f in own.items()], ignore_index=True)
+    # As a tile worker would: each tile reads itself and its neighbours' footprints on demand.
+    per_tile = pd.concat([tile_buildings(t, own.get) for t in own], ignore_index=True)
     merged = merge_seams(gpd.GeoDataFrame(pd.concat(own.values(), ignore_index=True), crs="EPSG:4326"))
     assert per_tile["building_id"].is_unique
     assert sorted(per_tile["building_id"]) == sorted(merged["building_id"])
