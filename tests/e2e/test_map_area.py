@@ -144,6 +144,35 @@ def test_no_building_is_cut_at_a_tile_border(stack, sample_job):
     assert _job_doc(store, sample_job)["qa"]["seams"]["cut_pairs"] == 0
 
 
+def test_tiles_owning_their_seams_give_the_job_s_buildings(stack, sample_job):
+    """Issue 22, item 2: each tile resolving its own seams from its neighbours' border pieces
+    (``footprints.ownership``) gives the buildings of the global ``merge_seams``: same count,
+    ids and geometry, each building claimed by one tile."""
+    from urbanfabric.footprints.ownership import tile_buildings
+    from urbanfabric.footprints.seams import merge_seams
+    from urbanfabric.footprints.user_footprints import clip_to_area
+    from urbanfabric.io.geoparquet import read_geoparquet
+
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    tiles = tiles_for_area(tuple(TWO_TILES[k] for k in ("west", "south", "east", "north")))
+    own = {t.tile_id: read_geoparquet(store.get_bytes(layout.tile_footprints(t.tile_id))) for t in tiles}
+    # As a tile worker would: each tile reads itself and its neighbours' footprints on demand.
+    per_tile = pd.concat([tile_buildings(t, own.get) for t in own], ignore_index=True)
+    merged = merge_seams(gpd.GeoDataFrame(pd.concat(own.values(), ignore_index=True), crs="EPSG:4326"))
+    assert per_tile["building_id"].is_unique
+    assert sorted(per_tile["building_id"]) == sorted(merged["building_id"])
+    assert sum(f["on_border"].sum() for f in own.values()) >= 3
+    a = merged.set_index("building_id").geometry
+    b = gpd.GeoSeries(per_tile.set_index("building_id").geometry, crs="EPSG:4326").loc[a.index]
+    assert all(x.equals_exact(y, tolerance=1e-9) for x, y in zip(a, b))
+    # And, clipped to the area, they are the buildings of the job's table.
+    table = gpd.read_parquet(Path(store.get_file(layout.buildings, Path(tempfile.mkdtemp()) / "b.parquet")))
+    bbox = tuple(TWO_TILES[k] for k in ("west", "south", "east", "north"))
+    clipped = clip_to_area(gpd.GeoDataFrame(per_tile, geometry="geometry", crs="EPSG:4326"), bbox)
+    assert sorted(clipped["building_id"]) == sorted(table["building_id"])
+
+
 def test_user_footprints_skip_segmentation(stack, tmp_path):
     raw = json.loads((SHARED_DATA / "footprints/xiamen-z18/buildings.json").read_text())
     frame = gpd.GeoDataFrame.from_features(raw["features"] if "features" in raw else raw, crs="EPSG:4326")
