@@ -68,7 +68,12 @@ from urbanfabric.attributes.image_evidence import IMAGE_FEATURE_NAMES
 from urbanfabric.attributes.measurements import clean_heights, load_footprint_heights
 
 from models.height_xgb.image_features import xiamen_image_features, xiamen_mosaic
-from models.height_xgb.train import DEFAULT_DATA, XIAMEN, regression_metrics, spatial_block_split
+from models.height_xgb.train import (
+    DEFAULT_DATA,
+    XIAMEN,
+    regression_metrics,
+    spatial_block_split,
+)
 from models.height_xgb.train_v4 import _short, _with_dropout
 
 #: Chip scales: name → (window side in z18 pixels, encoder input side in pixels).
@@ -130,7 +135,7 @@ def geoembed_weights() -> Path:
     spec = importlib.util.find_spec("geoembed")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("geoembed is not on PYTHONPATH (see the module docstring)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v3.npz"
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v3.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing")
     return path
@@ -176,14 +181,15 @@ def centred_chips(reader: RasterChipReader, centres: np.ndarray, window: int,
     Returns (B, 3, out_px, out_px) float32 in [−1, 1] and each chip's valid share.
     """
     inv = ~reader.transform
-    data, valid = reader.data, reader.valid
+    data = reader.data
+    valid = reader.valid if reader.valid is not None else np.ones(data.shape[1:], bool)
     h, w = valid.shape
     half = window // 2
     out = np.zeros((len(centres), 3, window, window), np.float32)
     share = np.zeros(len(centres))
     for i, (x, y) in enumerate(centres):
         c, r = inv * (x, y)
-        r0, c0 = int(math.floor(r)) - half, int(math.floor(c)) - half
+        r0, c0 = math.floor(r) - half, math.floor(c) - half
         rs, cs = slice(max(r0, 0), min(r0 + window, h)), slice(max(c0, 0), min(c0 + window, w))
         if rs.stop <= rs.start or cs.stop <= cs.start:
             continue
