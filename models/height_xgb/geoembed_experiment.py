@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="v4's cached image-evidence features")
     ap.add_argument("--n-models", type=int, default=8, help="members per candidate")
     ap.add_argument("--pcs", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap/member seed (noise check)")
     ap.add_argument("--scales", nargs="*", default=["z20", "z19ctx"])
     ap.add_argument("--only", nargs="*", default=None, help="run only these candidates")
     ap.add_argument("--score-test", default=None,
@@ -395,16 +396,19 @@ def main(argv: list[str] | None = None) -> int:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Xt, yt = _with_dropout(X[train], y[train], 1)
         if kind == "aft":
-            return _aft_predict(_aft_bag(Xt, yt, args.n_models, 0, params, LABEL_FLOOR_M),
+            return _aft_predict(_aft_bag(Xt, yt, args.n_models, args.seed, params,
+                                         LABEL_FLOOR_M),
                                 X[rows])
         m = HeightModel(params=params, log_target=kind == "log").fit(
-            Xt, yt, n_models=args.n_models, seed=0)
+            Xt, yt, n_models=args.n_models, seed=args.seed)
         return m.predict(X[rows])
 
     for name, (X, params, kind) in cands.items():
         if args.only is not None and not any(o in name for o in args.only):
             continue
         t0 = time.perf_counter()
+        if args.seed:
+            name = f"{name}, seed {args.seed}"
         res["validation"][name] = {**_metrics(y[val], fit_predict(X, params, kind, val)),
                                    "fit_s": round(time.perf_counter() - t0, 1)}
         print(name, res["validation"][name], flush=True)
