@@ -188,7 +188,7 @@ def centred_chips(reader: RasterChipReader, centres: np.ndarray, window: int,
     out = np.zeros((len(centres), 3, window, window), np.float32)
     share = np.zeros(len(centres))
     for i, (x, y) in enumerate(centres):
-        c, r = inv * (x, y)
+        c, r = inv @ (x, y)
         r0, c0 = math.floor(r) - half, math.floor(c) - half
         rs, cs = slice(max(r0, 0), min(r0 + window, h)), slice(max(c0, 0), min(c0 + window, w))
         if rs.stop <= rs.start or cs.stop <= cs.start:
