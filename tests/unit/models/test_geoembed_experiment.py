@@ -54,7 +54,7 @@ def _as_geoembed_npz(net: GeoEmbedV3, path: Path) -> None:
             out[f"bb.layer{int(li) + 1}.{rest}"] = v
     out["fc.weight"] = sd["fc.weight"].T
     out["fc.bias"] = sd["fc.bias"]
-    np.savez(path, **out)
+    np.savez(path, **out)  # type: ignore[arg-type]
 
 
 def test_v3_loader_reproduces_the_network_from_the_npz_layout(tmp_path):
@@ -62,6 +62,7 @@ def test_v3_loader_reproduces_the_network_from_the_npz_layout(tmp_path):
     net = GeoEmbedV3(base=8).eval()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     _as_geoembed_npz(net, tmp_path / "v3.npz")
