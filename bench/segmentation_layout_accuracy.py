@@ -19,6 +19,15 @@ those pixels on which the two tiles' building masks agree and the mean |Δp|.
 
     PYTHONPATH=.:services/lib nice -n 10 .venv/bin/python bench/segmentation_layout_accuracy.py \\
         --model footprint-unet:v7 --layouts fixed,fit --halo 128 --threads 2
+
+``--dataset xiamen-blocks`` is the pipeline's own geometry on its own imagery: the Xiamen z18
+sample (707 of the 29 × 31 tiles of 256 px) mosaicked onto the zoom-16 grid (72 blocks of
+1024 px, missing tiles are nodata), IQR-scaled once over the mosaic, and every zoom-16 block that
+holds a tile of ``--split`` segmented with its real neighbours as halo. Scored on that split's
+256 px tiles only (pixel counts summed, instances per tile, as ``footprint_eval`` scores
+xiamen); seams between every pair of neighbouring blocks. For the U-Net v5–v8 (trained on
+crowdai, dubai and spacenet) every Xiamen tile is held out, so ``val`` can choose and
+``test`` (the set's ``csv_evaluation`` tiles) reports.
 """
 
 from __future__ import annotations
@@ -73,36 +82,83 @@ def scene_tiles(ard: np.ndarray, halo: int, predict) -> tuple[np.ndarray, dict]:
     return out, tiles
 
 
-def seam_pairs(tiles: dict, halo: int, threshold: float) -> tuple[int, int, float]:
-    """(agreeing pixels, border pixels, sum |Δp|) over every neighbouring pair's shared border."""
+def seam_pairs(tiles: dict, halo: int, threshold: float, complete_grid: bool = True) -> tuple[int, int, float]:
+    """(agreeing pixels, border pixels, sum |Δp|) over every neighbouring pair's shared border.
+
+    Pixels that are nodata (NaN) in either tile are left out.
+    """
     agree = total = 0
     dsum = 0.0
     keys = sorted(tiles)
     rows = sorted({k[0] for k in keys})
     cols = sorted({k[1] for k in keys})
+
+    def add(pa: np.ndarray, pb: np.ndarray) -> None:
+        nonlocal agree, total, dsum
+        ok = np.isfinite(pa) & np.isfinite(pb)
+        pa, pb = pa[ok], pb[ok]
+        agree += int(np.count_nonzero((pa >= threshold) == (pb >= threshold)))
+        total += pa.size
+        dsum += float(np.abs(pa - pb).sum())
+
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
+            if (r, c) not in tiles:
+                continue
             a = tiles[(r, c)]
             side = a.shape[0] - 2 * halo
-            if j + 1 < len(cols):  # vertical border at the right neighbour's core start
+            if j + 1 < len(cols) and (r, cols[j + 1]) in tiles and (complete_grid or cols[j + 1] - c == side):
                 c2 = cols[j + 1]
                 b = tiles[(r, c2)]
                 xa = halo + (c2 - c)  # border column in a's frame
-                pa = a[halo : halo + side, xa - BAND : xa + BAND]
-                pb = b[halo : halo + side, halo - BAND : halo + BAND]
-                agree += int(np.count_nonzero((pa >= threshold) == (pb >= threshold)))
-                total += pa.size
-                dsum += float(np.abs(pa - pb).sum())
-            if i + 1 < len(rows):  # horizontal border at the lower neighbour's core start
+                add(a[halo : halo + side, xa - BAND : xa + BAND], b[halo : halo + side, halo - BAND : halo + BAND])
+            if i + 1 < len(rows) and (rows[i + 1], c) in tiles and (complete_grid or rows[i + 1] - r == side):
                 r2 = rows[i + 1]
                 b = tiles[(r2, c)]
                 ya = halo + (r2 - r)
-                pa = a[ya - BAND : ya + BAND, halo : halo + side]
-                pb = b[halo - BAND : halo + BAND, halo : halo + side]
-                agree += int(np.count_nonzero((pa >= threshold) == (pb >= threshold)))
-                total += pa.size
-                dsum += float(np.abs(pa - pb).sum())
+                add(a[ya - BAND : ya + BAND, halo : halo + side], b[halo - BAND : halo + BAND, halo : halo + side])
     return agree, total, dsum
+
+
+def xiamen_blocks(split: str, halo: int, predict, cache: Path) -> tuple[list, dict]:
+    """(list of (name, prob 256², mask 256²) for the split's tiles, the blocks' probabilities)."""
+    from models.footprint_unet import data as xiamen_data
+    from models.footprint_unet.datasets import _XIAMEN_SPLIT
+
+    data_dir = D.DEFAULT_ROOT / "xiamen-z18"
+    tiles = {(t.x, t.y): t for s in ("training", "validation", "evaluation")
+             for t in xiamen_data.read_split(data_dir, s)}
+    wanted = {(t.x, t.y) for t in xiamen_data.read_split(data_dir, _XIAMEN_SPLIT[split])}
+    x0 = min(x for x, _ in tiles) // 4 * 4
+    y0 = min(y for _, y in tiles) // 4 * 4
+    nx = (max(x for x, _ in tiles) // 4 * 4 + 4 - x0) // 4
+    ny = (max(y for _, y in tiles) // 4 * 4 + 4 - y0) // 4
+    image = np.zeros((3, ny * 1024 + 2 * halo, nx * 1024 + 2 * halo), np.uint8)
+    for (x, y), t in tiles.items():
+        r, c = halo + (y - y0) * 256, halo + (x - x0) * 256
+        image[:, r : r + 256, c : c + 256] = xiamen_data.load_image(data_dir, t)
+    ard = iqr_scale(image, nodata=0)  # NaN where no tile: fed as 0, comes back NaN
+    blocks = {}
+    for by in range(ny):
+        for bx in range(nx):
+            if not any((x0 + 4 * bx + i, y0 + 4 * by + j) in wanted for i in range(4) for j in range(4)):
+                continue
+            path = cache / f"block_{by}_{bx}.npy"
+            if path.exists():
+                blocks[(by * 1024, bx * 1024)] = np.load(path).astype(np.float32)
+                continue
+            r, c = by * 1024, bx * 1024
+            prob = predict(ard[:, r : r + 1024 + 2 * halo, c : c + 1024 + 2 * halo])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, prob.astype(np.float16))
+            blocks[(r, c)] = prob
+    scored = []
+    for (x, y) in sorted(wanted):
+        by, bx = (y - y0) // 4, (x - x0) // 4
+        prob = blocks[(by * 1024, bx * 1024)]
+        r, c = halo + (y - y0) % 4 * 256, halo + (x - x0) % 4 * 256
+        scored.append((f"18/{x}/{y}", prob[r : r + 256, c : c + 256], xiamen_data.load_mask(data_dir, tiles[(x, y)])))
+    return scored, blocks
 
 
 def main() -> None:
@@ -125,7 +181,7 @@ def main() -> None:
     name, version = args.model.split(":")
     client = ModelClient(InferenceProtocol.EMBEDDED)
     threshold = model_threshold(name, version)
-    scenes = D.load(args.dataset, args.split)
+    scenes = [] if args.dataset == "xiamen-blocks" else D.load(args.dataset, args.split)
     if args.scenes:
         scenes = scenes[: args.scenes]
     weights = ROOT / "models" / name.replace("-", "_") / version / "model.pt"
@@ -139,7 +195,7 @@ def main() -> None:
         model_px = 0
         t0 = time.perf_counter()
 
-        def predict(block: np.ndarray) -> np.ndarray:
+        def predict(block: np.ndarray, layout: str = layout) -> np.ndarray:
             nonlocal model_px
             plan = windows.plan_windows(block.shape[1], block.shape[2], 512, 128, layout, args.max_window)
             model_px += plan.model_pixels
@@ -147,7 +203,24 @@ def main() -> None:
                                          overlap=128, batch_size=4, layout=layout, max_window=args.max_window)
 
         out_px = 0
-        for scene in scenes:
+        per_scene: list[list[int]] = []
+        if args.dataset == "xiamen-blocks":
+            cache = args.cache_dir / f"{digest}-{layout}-{args.max_window}-h{args.halo}" / "xiamen-blocks"
+            scored, blocks = xiamen_blocks(args.split, args.halo, predict, cache)
+            for _, prob, mask in scored:
+                out_px += prob.size
+                pred = np.nan_to_num(prob, nan=0.0) >= threshold
+                c, i = score_mask(pred, mask, args.min_area_px, mask_instances(mask))
+                per_scene.append([int(c.tp[0]), int(c.fp[0]), int(c.fn[0])])
+                for a in ("tp", "fp", "fn", "tn"):
+                    getattr(conf, a)[:] += getattr(c, a)
+                inst = inst + i
+            agree, total, dsum = seam_pairs(blocks, args.halo, threshold, complete_grid=False)
+            side = CORE + 2 * args.halo
+            model_px = len(blocks) * windows.plan_windows(side, side, 512, 128, layout, args.max_window).model_pixels
+            out_px = len(blocks) * CORE * CORE  # model pixels per block-core pixel
+            scenes = scored
+        for scene in ([] if args.dataset == "xiamen-blocks" else scenes):
             key = args.cache_dir / f"{digest}-{layout}-{args.max_window}-h{args.halo}" / args.dataset / args.split
             path = key / (scene.name.replace("/", "_") + ".npz")
             if path.exists():
@@ -165,6 +238,7 @@ def main() -> None:
             out_px += prob.size
             pred = np.nan_to_num(prob, nan=0.0) >= threshold
             c, i = score_mask(pred, scene.mask, args.min_area_px, mask_instances(scene.mask))
+            per_scene.append([int(c.tp[0]), int(c.fp[0]), int(c.fn[0])])
             for a in ("tp", "fp", "fn", "tn"):
                 getattr(conf, a)[:] += getattr(c, a)
             inst = inst + i
@@ -178,10 +252,33 @@ def main() -> None:
                "instance_iou50": inst.as_dict(),
                "seam": {"border_pixels": total, "mask_agreement": agree / max(total, 1),
                         "mean_abs_dp": dsum / max(total, 1)},
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "per_scene_tp_fp_fn": per_scene}
         runs.append(run)
-        print(json.dumps(run), flush=True)
-    save(args.out_name, {"command": "python " + " ".join(sys.argv), "runs": runs})
+        print(json.dumps({k: v for k, v in run.items() if k != "per_scene_tp_fp_fn"}), flush=True)
+    result = {"command": "python " + " ".join(sys.argv), "runs": runs}
+    if len(runs) > 1:
+        result["paired_bootstrap"] = [paired_bootstrap(runs[0], r) for r in runs[1:]]
+        for b in result["paired_bootstrap"]:
+            print(json.dumps(b), flush=True)
+    save(args.out_name, result)
+
+
+def paired_bootstrap(base: dict, other: dict, draws: int = 2000, seed: int = 0) -> dict:
+    """ΔIoU (other − base, micro over scenes) with a 95 % interval from resampling scenes
+    (the same scenes for both layouts in every draw)."""
+    a = np.asarray(base["per_scene_tp_fp_fn"], dtype=np.float64)
+    b = np.asarray(other["per_scene_tp_fp_fn"], dtype=np.float64)
+
+    def iou(x: np.ndarray) -> np.ndarray:
+        tp, fp, fn = x[..., 0], x[..., 1], x[..., 2]
+        return tp / np.maximum(tp + fp + fn, 1)
+
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(draws, len(a)))
+    delta = iou(b[idx].sum(axis=1)) - iou(a[idx].sum(axis=1))
+    return {"base": base["layout"], "other": other["layout"], "scenes": len(a),
+            "delta_iou": float(iou(b.sum(axis=0)) - iou(a.sum(axis=0))),
+            "delta_iou_95": [float(np.percentile(delta, 2.5)), float(np.percentile(delta, 97.5))]}
 
 
 if __name__ == "__main__":
