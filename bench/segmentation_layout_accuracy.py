@@ -120,7 +120,7 @@ def seam_pairs(tiles: dict, halo: int, threshold: float, complete_grid: bool = T
     return agree, total, dsum
 
 
-def xiamen_blocks(split: str, halo: int, predict, cache: Path) -> tuple[list, dict]:
+def xiamen_blocks(split: str, halo: int, predict, cache: Path, max_blocks: int = 0) -> tuple[list, dict]:
     """(list of (name, prob 256², mask 256²) for the split's tiles, the blocks' probabilities)."""
     from models.footprint_unet import data as xiamen_data
     from models.footprint_unet.datasets import _XIAMEN_SPLIT
@@ -143,6 +143,8 @@ def xiamen_blocks(split: str, halo: int, predict, cache: Path) -> tuple[list, di
         for bx in range(nx):
             if not any((x0 + 4 * bx + i, y0 + 4 * by + j) in wanted for i in range(4) for j in range(4)):
                 continue
+            if max_blocks and len(blocks) == max_blocks:
+                break
             path = cache / f"block_{by}_{bx}.npy"
             if path.exists():
                 blocks[(by * 1024, bx * 1024)] = np.load(path).astype(np.float32)
@@ -155,6 +157,8 @@ def xiamen_blocks(split: str, halo: int, predict, cache: Path) -> tuple[list, di
     scored = []
     for (x, y) in sorted(wanted):
         by, bx = (y - y0) // 4, (x - x0) // 4
+        if (by * 1024, bx * 1024) not in blocks:  # beyond --max-blocks
+            continue
         prob = blocks[(by * 1024, bx * 1024)]
         r, c = halo + (y - y0) % 4 * 256, halo + (x - x0) % 4 * 256
         scored.append((f"18/{x}/{y}", prob[r : r + 256, c : c + 256], xiamen_data.load_mask(data_dir, tiles[(x, y)])))
@@ -170,6 +174,8 @@ def main() -> None:
     p.add_argument("--dataset", default="dubai")
     p.add_argument("--split", default="test")
     p.add_argument("--scenes", type=int, default=0, help="first N scenes (0 = all)")
+    p.add_argument("--max-blocks", type=int, default=0,
+                   help="xiamen-blocks: the first N blocks (row by row) holding tiles of the split (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--min-area-px", type=float, default=20.0)
     p.add_argument("--cache-dir", type=Path, default=Path("/work/cache-segeff/layout"))
@@ -206,7 +212,7 @@ def main() -> None:
         per_scene: list[list[int]] = []
         if args.dataset == "xiamen-blocks":
             cache = args.cache_dir / f"{digest}-{layout}-{args.max_window}-h{args.halo}" / "xiamen-blocks"
-            scored, blocks = xiamen_blocks(args.split, args.halo, predict, cache)
+            scored, blocks = xiamen_blocks(args.split, args.halo, predict, cache, args.max_blocks)
             for _, prob, mask in scored:
                 out_px += prob.size
                 pred = np.nan_to_num(prob, nan=0.0) >= threshold

@@ -31,8 +31,8 @@ import numpy as np
 from urbanfabric.errors import InvalidInput, parse_choice
 from urbanfabric.footprints.tta import PatchModel
 
-#: Largest window side the ``fit`` layout cuts: one 1280 px tile (1024 + 2 × 128 halo) fits, and
-#: a ``d4-zoom`` view of it (1600 px) still runs in ≈ the memory of 4 × 512² windows × 2.5.
+#: Largest window side the ``fit`` layout cuts: one 1280 px tile (1024 + 2 × 128 halo) fits in
+#: one window (peak memory measured in docs/results.md, "Segmentation window layout").
 DEFAULT_MAX_WINDOW = 1536
 #: Window sides are multiples of this (U-Net with 5 down-samplings; the models' ``multiple_of``).
 MULTIPLE_OF = 32
