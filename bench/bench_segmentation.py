@@ -21,6 +21,16 @@ its peak RSS is its own::
 
 ``--tta`` wraps the model in test-time augmentation (:func:`urbanfabric.footprints.tta.with_tta`, streamed
 mode): the model stage should grow with the number of views and nothing else.
+
+``--layout-sweep fixed,fit`` (issue 22, item 6) compares window layouts
+(:func:`urbanfabric.footprints.windows.plan_windows`) in the streamed mode on the same blocks:
+each layout ``--repeats`` times in fresh processes, interleaved (fixed, fit, fixed, fit, …) so
+load changes hit both, each after one untimed warm-up call of its window shape; the minimum per
+layout is reported with its ratio to the first layout's minimum, and the model pixels per output
+pixel counted from the plan::
+
+    python bench/bench_segmentation.py --layout-sweep fixed,fit --halo 128 --blocks 2 --repeats 3 \
+        --model footprint-unet:v7 --threads 2 --out-name segmentation_layout_h128
 """
 
 from __future__ import annotations
@@ -78,9 +88,10 @@ def _ground_km2(raster, pixels: int) -> float:
     return pixels * gsd * gsd / 1e6
 
 
-def run_streamed(n: int, infer, threshold: float, window: int, overlap: int) -> dict:
+def run_streamed(n: int, infer, threshold: float, window: int, overlap: int, halo: int = HALO,
+                 layout: str = "fixed", max_window: int = windows.DEFAULT_MAX_WINDOW) -> dict:
     t = {"read_decode": 0.0, "calibration": 0.0, "model": 0.0, "polygonization": 0.0}
-    pixels, km2, footprints = 0, 0.0, 0
+    pixels, km2, footprints, model_pixels = 0, 0.0, 0, 0
     it = _blocks(n)
     while True:
         t0 = time.perf_counter()
@@ -89,12 +100,15 @@ def run_streamed(n: int, infer, threshold: float, window: int, overlap: int) -> 
         except StopIteration:
             break
         t1 = time.perf_counter()
-        data = np.pad(raw.data, ((0, 0), (HALO, HALO), (HALO, HALO)), mode="reflect")
+        data = np.pad(raw.data, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
         ard = calibration.iqr_scale(data, nodata=0)
         t2 = time.perf_counter()
-        prob = windows.predict_tiled(ard, infer, window=window, overlap=overlap, batch_size=4)
+        prob = windows.predict_tiled(ard, infer, window=window, overlap=overlap, batch_size=4,
+                                     layout=layout, max_window=max_window)
         t3 = time.perf_counter()
-        fp = polygons.polygonize(prob[HALO:-HALO, HALO:-HALO], raw.transform, str(raw.crs), threshold=threshold)
+        model_pixels += windows.plan_windows(*ard.shape[1:], window, overlap, layout, max_window).model_pixels
+        core = prob[halo:-halo, halo:-halo] if halo else prob
+        fp = polygons.polygonize(core, raw.transform, str(raw.crs), threshold=threshold)
         t4 = time.perf_counter()
         for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             t[key] += dt
@@ -102,7 +116,8 @@ def run_streamed(n: int, infer, threshold: float, window: int, overlap: int) -> 
         km2 += _ground_km2(raw, raw.data.shape[1] * raw.data.shape[2])
         footprints += len(fp)
         del raw, data, ard, prob  # only polygons (counted) outlive a block
-    return {"stage_seconds": t, "pixels": pixels, "km2": km2, "footprints": footprints}
+    return {"stage_seconds": t, "pixels": pixels, "km2": km2, "footprints": footprints,
+            "model_pixels": model_pixels, "model_pixels_per_output_pixel": model_pixels / max(pixels, 1)}
 
 
 def run_naive(n: int, infer, threshold: float, window: int) -> dict:
@@ -154,26 +169,36 @@ def one_run(args: argparse.Namespace) -> dict:
         def infer(batch: np.ndarray) -> np.ndarray:
             return client.infer(name, version, batch)
 
+    if args.warmup:
+        # One untimed call of the shape this layout sends (the first call of a shape is slower).
+        plan = windows.plan_windows(1024 + 2 * args.halo, 1024 + 2 * args.halo, args.window, args.overlap,
+                                    args.layout, args.max_window)
+        infer(np.zeros((min(plan.count, 4), 3, plan.window, plan.window), np.float32))
     rss_before = peak_rss_mib()
     t0 = time.perf_counter()
     if args.mode == "streamed":
         res = run_streamed(args.blocks, with_tta(infer, args.tta), args.threshold, args.window,
-                           args.overlap)
+                           args.overlap, args.halo, args.layout, args.max_window)
     else:
         res = run_naive(args.blocks, infer, args.threshold, args.window)
     wall = time.perf_counter() - t0
     mpx = res["pixels"] / 1e6
     return {"mode": args.mode, "blocks": args.blocks, "model": args.model, "protocol": args.protocol, "tta": args.tta,
-            "wall_seconds": wall, **res, "megapixels": mpx, "megapixels_per_s": mpx / wall,
+            "layout": args.layout, "halo": args.halo, "max_window": args.max_window, "threads": args.threads,
+            "wall_seconds": wall, "seconds_per_km2": wall / res["km2"],
+            "model_seconds_per_km2": res["stage_seconds"]["model"] / res["km2"], **res, "megapixels": mpx, "megapixels_per_s": mpx / wall,
             "km2_per_hour": res["km2"] / wall * 3600,
             "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_model_load": rss_before}
 
 
-def _child_run(args: argparse.Namespace, mode: str, blocks: int, tta: str = "none") -> dict:
-    """One (mode, blocks, tta) run in a fresh process, so its peak RSS is its own."""
+def _child_run(args: argparse.Namespace, mode: str, blocks: int, tta: str = "none", layout: str = "fixed") -> dict:
+    """One (mode, blocks, tta, layout) run in a fresh process, so its peak RSS is its own."""
     cmd = [sys.executable, __file__, "--mode", mode, "--blocks", str(blocks), "--model", args.model,
            "--protocol", args.protocol, "--threshold", str(args.threshold), "--window", str(args.window),
-           "--overlap", str(args.overlap), "--threads", str(args.threads), "--tta", tta]
+           "--overlap", str(args.overlap), "--threads", str(args.threads), "--tta", tta,
+           "--halo", str(args.halo), "--layout", layout, "--max-window", str(args.max_window)]
+    if args.warmup:
+        cmd.append("--warmup")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -207,7 +232,47 @@ def main() -> None:
     p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
                    help="test-time augmentation (streamed)")
     p.add_argument("--tta-sweep", default="", help="comma list of TTAs: one streamed run each (--blocks)")
+    p.add_argument("--halo", type=int, default=HALO, help="context px on each side of a block (streamed)")
+    p.add_argument("--layout", default="fixed", choices=[v.value for v in windows.WindowLayout],
+                   help="window layout (streamed)")
+    p.add_argument("--max-window", type=int, default=windows.DEFAULT_MAX_WINDOW, help="fit: largest window side")
+    p.add_argument("--layout-sweep", default="", help="comma list of layouts: streamed runs, interleaved")
+    p.add_argument("--repeats", type=int, default=1, help="--layout-sweep: runs per layout (min reported)")
+    p.add_argument("--warmup", action="store_true", help="one untimed model call of the layout's shape first")
     args = p.parse_args()
+    if args.layout_sweep:
+        args.warmup = True
+        layouts = [v for v in args.layout_sweep.split(",") if v]
+        runs = []
+        for rep in range(args.repeats):
+            for layout in layouts:
+                runs.append(_child_run(args, "streamed", args.blocks, args.tta, layout))
+                print(f"rep {rep} layout={layout:5s} halo={args.halo} {_summary(runs[-1])}", flush=True)
+        best = {}
+        for layout in layouts:
+            mine = [r for r in runs if r["layout"] == layout]
+            best[layout] = {
+                "runs": len(mine),
+                "model_pixels_per_output_pixel": mine[0]["model_pixels_per_output_pixel"],
+                "min_wall_seconds": min(r["wall_seconds"] for r in mine),
+                "min_model_seconds": min(r["stage_seconds"]["model"] for r in mine),
+                "min_seconds_per_km2": min(r["seconds_per_km2"] for r in mine),
+                "min_model_seconds_per_km2": min(r["model_seconds_per_km2"] for r in mine),
+                "max_peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+                "footprints": mine[0]["footprints"],
+            }
+        base = best[layouts[0]]
+        for layout, b in best.items():
+            b["wall_ratio_to_" + layouts[0]] = b["min_wall_seconds"] / base["min_wall_seconds"]
+            b["model_ratio_to_" + layouts[0]] = b["min_model_seconds"] / base["min_model_seconds"]
+            b["model_pixel_ratio_to_" + layouts[0]] = (b["model_pixels_per_output_pixel"]
+                                                     / base["model_pixels_per_output_pixel"])
+            print(f"{layout:5s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in b.items()), flush=True)
+        save(args.out_name if args.out_name != "segmentation_scaling" else "segmentation_layout",
+             {"command": "python " + " ".join(sys.argv), "load_average": _load_average(), "best": best,
+              "runs": runs})
+        return
     if args.tta_sweep:
         runs = []
         for tta in [v for v in args.tta_sweep.split(",") if v]:

@@ -16,6 +16,7 @@ from urbanfabric.footprints import polygons
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tile_segmentation import segment_tile
+from urbanfabric.footprints.windows import DEFAULT_MAX_WINDOW, WindowLayout
 from urbanfabric.imagery import landcover
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes
 from urbanfabric.io.job_layout import JobLayout
@@ -33,6 +34,10 @@ from urbanfabric.v1 import segmentation_pb2_grpc as pb_grpc
 SERVICE = "segmentation"
 WINDOW = int(os.environ.get("URBANFABRIC_SEG_WINDOW", "512"))
 OVERLAP = int(os.environ.get("URBANFABRIC_SEG_OVERLAP", "128"))
+#: Window layout (issue 22, item 6): ``fixed`` (WINDOW px windows) or ``fit`` (one window per
+#: tile up to MAX_WINDOW px; docs/results.md, "Segmentation window layout").
+LAYOUT = WindowLayout.parse(os.environ.get("URBANFABRIC_SEG_LAYOUT", "fixed"))
+MAX_WINDOW = int(os.environ.get("URBANFABRIC_SEG_MAX_WINDOW", str(DEFAULT_MAX_WINDOW)))
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
@@ -52,7 +57,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         landcover_filter = (lambda prob: self._landcover_filtered(prob, ard, request.landcover)) \
             if request.landcover.raster.uri else None
         seg = segment_tile(ard, tile.tile_id, options, self.models.infer, halo_px=request.halo_px,
-                           landcover=landcover_filter, window=WINDOW, overlap=OVERLAP)
+                           landcover=landcover_filter, window=WINDOW, overlap=OVERLAP,
+                           layout=LAYOUT, max_window=MAX_WINDOW)
         layout = JobLayout(request.job.job_id)
         self.store.put_bytes(layout.mask(tile.tile_id), cog_bytes(seg.mask(), resampling="nearest"))
         self.store.put_bytes(layout.tile_footprints(tile.tile_id), geoparquet_bytes(seg.footprints))
