@@ -1,0 +1,127 @@
+"""The interactive map (issue 23, item 1): urbanfabric.outputs.webmap."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from urbanfabric.errors import InvalidInput
+from urbanfabric.outputs import webmap
+from urbanfabric.outputs.grids import rasterize_sums
+
+REASON = "out_of_domain: imagery of 0.54 m per pixel; the model was trained on 0.02–0.15 m"
+
+
+def _table() -> gpd.GeoDataFrame:
+    """Three buildings in UTM 50N (Xiamen), one with an unknown height and roof material."""
+    x0, y0 = 790_000.0, 2_710_000.0
+    geoms = [box(x0, y0, x0 + 20, y0 + 10), box(x0 + 40, y0, x0 + 55, y0 + 30),
+             box(x0 + 100, y0 + 80, x0 + 112.3, y0 + 91.7)]
+    return gpd.GeoDataFrame({
+        "building_id": ["b1", "b2", "b3"],
+        "footprint_area_m2": [200.0, 450.0, 143.9],
+        "height_m": [7.5, 42.0, np.nan],
+        "height_p05": [5.0, 30.0, np.nan],
+        "height_p95": [11.0, 61.0, np.nan],
+        "height_source_reason": [None, None, "no_estimate: no imagery over the footprint"],
+        "roof_material": ["concrete_cement", "metal", "unknown"],
+        "roof_material_probability": [0.81, 0.66, 0.0],
+        "roof_material_unknown_reason": [None, None, REASON],
+        "mass_total_kg": [300_000.0, 9_000_000.0, np.nan],
+        "mass_total_kg_p05": [100_000.0, 5_000_000.0, np.nan],
+        "mass_total_kg_mc_p50": [280_000.0, 8_500_000.0, np.nan],
+        "mass_total_kg_p95": [900_000.0, 20_000_000.0, np.nan],
+        "tile_id": ["WebMercatorQuad-16-54267-28169"] * 3,
+    }, geometry=geoms, crs="EPSG:32650")
+
+
+def _data(html: bytes) -> dict:
+    m = re.search(rb'<script id="uf-data" type="application/json">(.*?)</script>', html, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+def test_vendored_leaflet_matches_its_digests() -> None:
+    for name, digest in webmap.LEAFLET_SHA256.items():
+        assert hashlib.sha256((webmap.ASSETS / name).read_bytes()).hexdigest() == digest
+
+
+def test_html_is_self_contained_with_legend_popups_and_basemap_note() -> None:
+    table = _table()
+    grids = rasterize_sums(table, 100, ["mass_total_kg"])
+    layers = [webmap.GridLayer("mass_total_kg (100 m cells)", grids["mass_total_kg"], "kg")]
+    opts = webmap.WebmapOptions(attribute="roof_material", attribution="imagery: sample:xiamen-z18",
+                                imagery_footprint=webmap.tiles_footprint(table.tile_id))
+    html = webmap.webmap_html(table, layers, opts)
+    text = html.decode()
+    # Offline: no external script or stylesheet; Leaflet is inline.
+    assert not re.search(r"<script[^>]+src=", text)
+    assert not re.search(r"<link[^>]+stylesheet", text)
+    assert "sourceMappingURL" not in text
+    assert "L.map(" in text and ".leaflet-container" in text
+    # The visible note for a missing basemap, wired to tile errors.
+    assert 'id="uf-basemap-note"' in text and "tileerror" in text and "Basemap unavailable" in text
+    data = _data(html)
+    # Legend: the chosen colouring with its classes, plus the others to switch to.
+    assert data["attribute"] == "roof_material"
+    assert set(data["colourings"]) == {"height", "stock_per_m2", "roof_material", "uncertainty"}
+    roof = data["colourings"]["roof_material"]
+    assert roof["classes"] == ["concrete_cement", "metal"] or roof["classes"] == ["metal", "concrete_cement"]
+    assert roof["index"][2] == -1  # "unknown" is not a class, it is the grey unknown entry
+    height = data["colourings"]["height"]
+    assert height["index"] == [1, 5, -1]  # 7.5 m in 6–10, 42 m in 40–60, NaN unknown
+    # Popups: ranges and unknown reasons.
+    labels = [f["label"] for f in data["fields"]]
+    h = labels.index("height")
+    assert data["fields"][h]["range"] and data["fields"][h]["reason"]
+    assert data["rows"][1][h][:3] == [42, 30, 61]
+    r = labels.index("roof material")
+    reason = data["rows"][2][r][-1]
+    assert data["strings"][reason[0]] == REASON
+    stock = labels.index("material stock")
+    assert data["rows"][1][stock][:3] == [9000, 5000, 20000]  # tonnes, with the 5–95 % range
+    # Grid overlay and imagery footprint.
+    assert len(data["grids"]) == 1 and data["grids"][0]["png"].startswith("data:image/png;base64,")
+    assert data["footprint"] and data["attribution"] == "imagery: sample:xiamen-z18"
+
+
+def test_geometry_round_trips_to_wgs84() -> None:
+    table = _table()
+    data = webmap.map_data(table, options=webmap.WebmapOptions(simplify_m=0))
+    ring = data["geometry"][1][0][0]
+    x, y = data["origin"]
+    pts = []
+    for i in range(0, len(ring), 2):
+        x += ring[i]
+        y += ring[i + 1]
+        pts.append((x / data["scale"], y / data["scale"]))
+    expect = np.asarray(table.to_crs(4326).geometry.iloc[1].exterior.coords)[:-1]
+    assert np.allclose(pts, expect, atol=2e-6)
+
+
+def test_unknown_attribute_and_missing_crs_are_named() -> None:
+    with pytest.raises(InvalidInput, match="attribute"):
+        webmap.map_data(_table(), options=webmap.WebmapOptions(attribute="colour"))
+    with pytest.raises(InvalidInput, match="CRS"):
+        webmap.map_data(_table().set_crs(None, allow_override=True))
+
+
+def test_no_basemap_shows_the_note_from_the_start(tmp_path) -> None:
+    path = webmap.write_webmap(_table(), [], tmp_path, webmap.WebmapOptions(basemap_url=""))
+    assert path.name == "map.html"
+    data = _data(path.read_bytes())
+    assert data["basemap"]["url"] == ""
+
+
+def test_tiles_footprint_covers_the_tile() -> None:
+    fp = webmap.tiles_footprint(["WebMercatorQuad-16-54267-28169", "not-a-tile"])
+    assert fp is not None
+    west, south, east, north = fp.bounds
+    # morecantile: WebMercatorQuad tile (54267, 28169, 16) has these bounds.
+    assert (west, south, east, north) == pytest.approx((118.09753418, 24.47715001, 118.10302734, 24.48214939))
