@@ -47,6 +47,20 @@ def _data(html: bytes) -> dict:
     return json.loads(m.group(1))
 
 
+def _popup(data: dict, label: str, i: int) -> dict:
+    """The popup line ``label`` of building ``i``: its slots resolved (strings looked up)."""
+    field = next(f for f in data["fields"] if f["label"] == label)
+    out = {}
+    for slot in ("value", "low", "high", "probability", "reason"):
+        k = field[slot]
+        if k is None:
+            continue
+        col = data["columns"][k]
+        v = col["v"][i]
+        out[slot] = (data["strings"][v - 1] if v else None) if col["s"] else v
+    return out
+
+
 def test_vendored_leaflet_matches_its_digests() -> None:
     for name, digest in webmap.LEAFLET_SHA256.items():
         assert hashlib.sha256((webmap.ASSETS / name).read_bytes()).hexdigest() == digest
@@ -77,15 +91,12 @@ def test_html_is_self_contained_with_legend_popups_and_basemap_note() -> None:
     height = data["colourings"]["height"]
     assert height["index"] == [1, 5, -1]  # 7.5 m in 6–10, 42 m in 40–60, NaN unknown
     # Popups: ranges and unknown reasons.
-    labels = [f["label"] for f in data["fields"]]
-    h = labels.index("height")
-    assert data["fields"][h]["range"] and data["fields"][h]["reason"]
-    assert data["rows"][1][h][:3] == [42, 30, 61]
-    r = labels.index("roof material")
-    reason = data["rows"][2][r][-1]
-    assert data["strings"][reason[0]] == REASON
-    stock = labels.index("material stock")
-    assert data["rows"][1][stock][:3] == [9000, 5000, 20000]  # tonnes, with the 5–95 % range
+    assert _popup(data, "height", 1) == {"value": 42, "low": 30, "high": 61, "reason": None}
+    assert _popup(data, "height", 2)["reason"] == "no_estimate: no imagery over the footprint"
+    assert _popup(data, "roof material", 2) == {"value": "unknown", "probability": 0, "reason": REASON}
+    assert _popup(data, "roof material", 0)["probability"] == 0.81
+    # Tonnes, with the 5–95 % range.
+    assert _popup(data, "material stock", 1) == {"value": 9000, "low": 5000, "high": 20000}
     # Grid overlay and imagery footprint.
     assert len(data["grids"]) == 1 and data["grids"][0]["png"].startswith("data:image/png;base64,")
     assert data["footprint"] and data["attribution"] == "imagery: sample:xiamen-z18"

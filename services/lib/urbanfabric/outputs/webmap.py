@@ -385,30 +385,36 @@ def map_data(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer] = (),
     else:
         minx = miny = maxx = maxy = 0.0
         origin = (0, 0)
-    records = table.drop(columns="geometry").to_dict("records")
-    geometry, rows = [], []
-    for geom, rec in zip(geoms, records):
-        geometry.append(_polygons(geom, origin))
-        row = []
-        for f in fields:
-            cell = [_cell(rec.get(f.column), f.scale, strings, f.integer)]
-            if f.low or f.high:
-                cell += [_cell(rec.get(f.low), f.scale, strings, f.integer),
-                         _cell(rec.get(f.high), f.scale, strings, f.integer)]
-            if f.probability:
-                cell.append(_cell(rec.get(f.probability), 1.0, strings))
-            if f.reason:
-                cell.append(_cell(rec.get(f.reason), 1.0, strings))
-            row.append(cell)
-        rows.append(row)
+    geometry = [_polygons(geom, origin) for geom in geoms]
+    columns: list[dict[str, Any]] = []
+
+    def slot(column: str, scale: float = 1.0, integer: bool = False, probability: bool = False) -> int | None:
+        if not column or column not in table.columns:
+            return None
+        values = table[column].tolist()
+        as_text = any(isinstance(v, str) for v in values)
+        if as_text and table[column].nunique() > len(values) // 2:  # ids: interning would not pay
+            columns.append({"s": False, "v": [None if v is None or v != v else str(v) for v in values]})
+            return len(columns) - 1
+        cells = [_cell(str(v) if as_text and isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) else v, scale, strings, integer) for v in values]
+        if as_text:  # string indexes + 1; 0 = none (shorter than null)
+            columns.append({"s": True, "v": [c[0] + 1 if isinstance(c, list) else 0 for c in cells]})
+        else:
+            columns.append({"s": False, "v": [round(c, 2) if probability and c is not None else c for c in cells]})
+        return len(columns) - 1
+
+    field_slots = [{"label": f.label, "unit": f.unit, "integer": f.integer,
+                    "value": slot(f.column, f.scale, f.integer), "low": slot(f.low, f.scale, f.integer),
+                    "high": slot(f.high, f.scale, f.integer), "probability": slot(f.probability, probability=True),
+                    "reason": slot(f.reason)} for f in fields]
     overlays = [o for o in (_grid_overlay(g, opts.grid_max_px) for g in grids) if o is not None]
     return {
         "title": opts.title,
         "origin": list(origin), "scale": COORD_SCALE,
         "bounds": [[miny, minx], [maxy, maxx]],
-        "fields": [{"label": f.label, "unit": f.unit, "range": bool(f.low or f.high), "integer": f.integer,
-                    "probability": bool(f.probability), "reason": bool(f.reason)} for f in fields],
-        "strings": strings.table, "geometry": geometry, "rows": rows,
+        "fields": field_slots, "columns": columns,
+        "strings": strings.table, "geometry": geometry,
         "colourings": {k: {"title": c.title, "classes": c.classes, "colours": c.colours,
                            "unknown": c.unknown_label, "index": [int(i) for i in c.index]}
                        for k, c in cols.items()},
@@ -459,5 +465,6 @@ def write_webmap(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer], dest: 
     if path.is_dir() or not path.suffix:
         path.mkdir(parents=True, exist_ok=True)
         path = path / "map.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(webmap_html(buildings, grids, options))
     return path
