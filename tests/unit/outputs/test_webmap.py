@@ -136,3 +136,34 @@ def test_tiles_footprint_covers_the_tile() -> None:
     west, south, east, north = fp.bounds
     # morecantile: WebMercatorQuad tile (54267, 28169, 16) has these bounds.
     assert (west, south, east, north) == pytest.approx((118.09753418, 24.47715001, 118.10302734, 24.48214939))
+
+
+def test_job_map_has_grids_area_footprint_and_attribution() -> None:
+    table = _table()
+    table["model_versions"] = '{"roof": "roof-material:v4", "height": "height-xgb:v4"}'
+    params = {"area": [118.0975, 24.4771, 118.1085, 24.4871], "imagery": "sample:xiamen-z18"}
+    data = _data(webmap.job_map_html(table, "job-1", params))
+    assert data["title"] == "urbanfabric job job-1"
+    assert "imagery: sample:xiamen-z18" in data["attribution"] and "height-xgb:v4" in data["attribution"]
+    names = [g["name"] for g in data["grids"]]
+    assert "mass_total_kg (100 m cells)" in names and "buildings (250 m cells)" in names
+    count = next(g for g in data["grids"] if g["name"] == "buildings (100 m cells)")
+    assert count["classes"][0].endswith("buildings")
+    assert len(data["area"]) == 1 and len(data["footprint"]) == 1
+
+
+def test_empty_table_still_makes_a_page() -> None:
+    data = _data(webmap.job_map_html(_table().iloc[:0], "job-0", {}))
+    assert data["geometry"] == [] and data["grids"] == []
+
+
+def test_cli_open_builds_map_in_an_exported_folder(tmp_path, capsys) -> None:
+    from urbanfabric.cli.main import main
+
+    _table().to_parquet(tmp_path / "buildings.parquet")
+    (tmp_path / "job.json").write_text(json.dumps({"job_id": "job-2", "parameters": {"imagery": "x"}}))
+    assert main(["open", str(tmp_path), "--no-browser"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str(tmp_path / "map.html")
+    assert _data((tmp_path / "map.html").read_bytes())["title"] == "urbanfabric job job-2"
+    assert main(["open", str(tmp_path / "missing"), "--no-browser"]) == 2

@@ -312,10 +312,15 @@ def _grid_overlay(layer: GridLayer, max_px: int) -> dict[str, Any] | None:
     x0, y1 = dst_t @ (0, 0)
     x1, y0 = dst_t @ (w, h)
     west, south, east, north = transform_bounds("EPSG:3857", "EPSG:4326", x0, y0, x1, y1)
-    labels = [f"≥ {_fmt(_round3(float(e)))} {layer.unit}".strip() for e in edges]
+    factor, unit = _DISPLAY_UNITS.get(layer.unit, (1.0, layer.unit))
+    labels = [f"≥ {_round3(float(e) * factor):,} {unit}".strip() for e in edges]
     return {"name": layer.name, "png": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
             "bounds": [[south, west], [north, east]], "classes": labels,
             "colours": [PALETTE[s] for s in steps]}
+
+
+#: Grid units shown in larger units in the legend.
+_DISPLAY_UNITS = {"kg": (1e-3, "t"), "kgCO2e": (1e-3, "t CO2e"), "kWh/year": (1e-3, "MWh/year")}
 
 
 def _outline(geom: BaseGeometry | None) -> list[list[list[float]]]:
@@ -468,3 +473,75 @@ def write_webmap(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer], dest: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(webmap_html(buildings, grids, options))
     return path
+
+
+#: Grids the job map overlays by default: the additive totals (same sums as the job's COGs).
+MAP_GRID_LAYERS: dict[str, str] = {"mass_total_kg": "kg", "embodied_co2e_kg": "kgCO2e",
+                                   "solar_kwh_per_year": "kWh/year"}
+MAP_CELL_SIZES: tuple[int, ...] = (100, 250)
+
+
+def table_grids(buildings: gpd.GeoDataFrame, cell_sizes: Sequence[float] = MAP_CELL_SIZES,
+                layers: dict[str, str] | None = None) -> list[GridLayer]:
+    """Grid overlays computed from the table with :func:`urbanfabric.outputs.grids.rasterize_sums`.
+
+    The same per-cell sums (and building count) as the job's COG grids, so a map built from an
+    exported table (which does not carry the COGs) shows the same grids.
+    """
+    from urbanfabric.outputs.grids import COUNT_LAYER, rasterize_sums
+
+    if buildings.empty or buildings.crs is None:
+        return []
+    units = {k: v for k, v in (layers or MAP_GRID_LAYERS).items() if k in buildings.columns}
+    out = []
+    for size in cell_sizes:
+        for name, raster in rasterize_sums(buildings, size, list(units)).items():
+            unit = "buildings" if name == COUNT_LAYER else units.get(name, "")
+            out.append(GridLayer(f"{name} ({size:g} m cells)", raster, unit))
+    return out
+
+
+def _area_geometry(area: Any) -> BaseGeometry | None:
+    """The job spec's area (``[w, s, e, n]``, a bbox dict or GeoJSON) as a geometry, if it reads."""
+    try:
+        if isinstance(area, (list, tuple)) and len(area) == 4:
+            return box(*(float(v) for v in area))
+        if isinstance(area, dict) and {"west", "south", "east", "north"} <= set(area):
+            return box(float(area["west"]), float(area["south"]), float(area["east"]), float(area["north"]))
+        if isinstance(area, dict) and "type" in area:
+            return shapely.geometry.shape(area.get("geometry", area))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def options_for_job(job_id: str, parameters: dict[str, Any] | None, buildings: gpd.GeoDataFrame,
+                    attribute: str = "height", simplify_m: float = 0.5) -> WebmapOptions:
+    """Map options for a job: title, requested area, imagery footprint (the tiles holding
+    buildings) and an attribution naming the imagery, the footprints and the model versions."""
+    params = parameters or {}
+    bits = []
+    if params.get("imagery"):
+        bits.append(f"imagery: {params['imagery']}")
+    if params.get("footprints"):
+        bits.append(f"footprints: {params['footprints']}")
+    if "model_versions" in buildings.columns and len(buildings):
+        try:
+            versions = json.loads(str(buildings["model_versions"].dropna().iloc[0]))
+            bits.append("models: " + ", ".join(str(v) for v in versions.values()))
+        except (ValueError, IndexError, AttributeError):
+            pass
+    attribution = "urbanfabric job " + job_id + ("; " + "; ".join(bits) if bits else "")
+    attribution = attribution.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    footprint = tiles_footprint(buildings["tile_id"].dropna()) if "tile_id" in buildings.columns else None
+    return WebmapOptions(attribute=attribute, title=f"urbanfabric job {job_id}", simplify_m=simplify_m,
+                         imagery_footprint=footprint, area=_area_geometry(params.get("area")),
+                         attribution=attribution)
+
+
+def job_map_html(buildings: gpd.GeoDataFrame, job_id: str, parameters: dict[str, Any] | None = None,
+                 attribute: str = "height") -> bytes:
+    """``map.html`` of a finished job: the buildings, the grids (from the table) and the job's
+    options. The one call for the ``aggregate`` step (store the bytes as ``outputs/map.html``)."""
+    opts = options_for_job(job_id, parameters, buildings, attribute)
+    return webmap_html(buildings, table_grids(buildings), opts)
