@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("table")
     ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--out", default="/tmp/webmap-bench")
+    ap.add_argument("--simplify-m", type=float, nargs="+", default=[0.5])
     args = ap.parse_args()
     table = gpd.read_parquet(args.table)
     for n in args.n:
@@ -63,13 +64,16 @@ def main() -> None:
                                           if c in big.columns])
         layers = [GridLayer(f"{k} (100 m cells)", r) for k, r in grids.items()]
         t1 = time.perf_counter()
-        path = write_webmap(big, layers, Path(args.out) / f"map_{n}.html",
-                            WebmapOptions(imagery_footprint=tiles_footprint(big["tile_id"])))
-        t2 = time.perf_counter()
-        raw = path.read_bytes()
-        gz = len(gzip.compress(raw, 6))
-        print(f"n={n:>7}  grids {t1 - t0:5.1f} s  map {t2 - t1:5.1f} s  html {len(raw) / 1e6:6.1f} MB "
-              f"(gzip {gz / 1e6:5.1f} MB)  {len(raw) / n:5.0f} B/building  -> {path}", flush=True)
+        for tol in args.simplify_m:
+            t1 = time.perf_counter()
+            path = write_webmap(big, layers, Path(args.out) / f"map_{n}_{tol:g}m.html",
+                                WebmapOptions(imagery_footprint=tiles_footprint(big["tile_id"]), simplify_m=tol))
+            t2 = time.perf_counter()
+            raw = path.read_bytes()
+            gz = len(gzip.compress(raw, 6))
+            print(f"n={n:>7}  simplify {tol:g} m  grids {t1 - t0:5.1f} s  map {t2 - t1:5.1f} s  "
+                  f"html {len(raw) / 1e6:6.1f} MB (gzip {gz / 1e6:5.1f} MB)  {len(raw) / n:5.0f} B/building"
+                  f"  -> {path}", flush=True)
 
 
 if __name__ == "__main__":

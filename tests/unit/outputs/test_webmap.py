@@ -167,3 +167,15 @@ def test_cli_open_builds_map_in_an_exported_folder(tmp_path, capsys) -> None:
     assert out == str(tmp_path / "map.html")
     assert _data((tmp_path / "map.html").read_bytes())["title"] == "urbanfabric job job-2"
     assert main(["open", str(tmp_path / "missing"), "--no-browser"]) == 2
+
+
+def test_mixed_polygons_and_multipolygons_encode_one_entry_per_building() -> None:
+    from shapely.geometry import MultiPolygon
+
+    geoms = np.array([box(1, 2, 1.001, 2.002),
+                      MultiPolygon([box(1, 2, 1.001, 2.001), box(1.01, 2.01, 1.011, 2.011)]),
+                      box(1, 2, 1.002, 2.002)], dtype=object)
+    enc = webmap._encode_geometries(geoms, (1_000_000, 2_000_000))
+    assert [len(g) for g in enc] == [1, 2, 1]  # polygons per building, not all rows merged
+    assert enc[2] == [[[2000, 0, 0, 2000, -2000, 0, 0, -2000]]]
+    assert enc[1][1][0][:2] == [11000, 10000]  # each ring starts from the origin

@@ -10,7 +10,7 @@ footprint and the requested area are outlines, and the attribution names the bas
 imagery and the model versions. The basemap (OpenStreetMap tiles) needs a network; when its
 tiles fail to load the page says so and everything else keeps working.
 
-Size at 100 k buildings: geometry is simplified (default 0.3 m) and written as integer
+Size at 100 k buildings: geometry is simplified (default 0.5 m) and written as integer
 micro-degree deltas, popup values are rounded to three significant digits and repeated strings
 (unknown reasons, classes) are interned, so a building costs ≈ 150–250 bytes (docs/results.md,
 "Interactive map (issue 23)").
@@ -140,7 +140,7 @@ class WebmapOptions:
 
     attribute: str = "height"
     title: str = "urbanfabric buildings"
-    simplify_m: float = 0.3
+    simplify_m: float = 0.5
     imagery_footprint: BaseGeometry | None = None
     area: BaseGeometry | None = None
     attribution: str = ""
@@ -256,24 +256,39 @@ def _cell(value: Any, scale: float, strings: _Strings, integer: bool = False) ->
     return [strings(text)]
 
 
-def _ring(coords: np.ndarray, origin: tuple[int, int]) -> list[int]:
-    """A ring as ``[x0, y0, dx1, dy1, ...]`` integer micro-degrees, the first relative to ``origin``."""
-    q = np.round(coords[:, :2] * COORD_SCALE).astype(np.int64)
-    if len(q) > 1 and (q[0] == q[-1]).all():
-        q = q[:-1]  # Leaflet closes rings itself
-    d = np.diff(q, axis=0, prepend=np.array([[origin[0], origin[1]]]))
-    return [int(v) for v in d.ravel()]
-
-
-def _polygons(geom: BaseGeometry, origin: tuple[int, int]) -> list[list[list[int]]]:
-    parts = list(geom.geoms) if hasattr(geom, "geoms") else [geom]
-    out = []
-    for p in parts:
-        if p.is_empty or p.geom_type != "Polygon":
-            continue
-        rings = [np.asarray(p.exterior.coords)] + [np.asarray(r.coords) for r in p.interiors]
-        out.append([_ring(r, origin) for r in rings])
+def _numbers(values: np.ndarray, integer: bool, decimals: int | None) -> list[float | int | None]:
+    """Numbers for JSON: NaN → None; whole numbers, ``decimals`` places, or three significant digits."""
+    out: list[float | int | None] = []
+    for x in values.tolist():
+        if x != x or x in (math.inf, -math.inf):
+            out.append(None)
+        elif integer:
+            out.append(int(round(x)))
+        else:
+            y = round(x, decimals) if decimals is not None else float(f"{x:.3g}")
+            out.append(int(y) if y.is_integer() else y)
     return out
+
+
+def _encode_geometries(geoms: np.ndarray, origin: tuple[int, int]) -> list[list[list[list[int]]]]:
+    """Per building, its polygons' rings as ``[x0, y0, dx1, dy1, ...]`` integer micro-degrees
+    (each ring's first vertex relative to ``origin``, the closing vertex dropped); vectorised."""
+    if not len(geoms):
+        return []
+    polys = np.asarray(geoms, dtype=object).copy()
+    single = shapely.get_type_id(polys) == 3  # Polygon -> a one-part MultiPolygon, one per row
+    if single.any():
+        polys[single] = shapely.multipolygons(polys[single][:, np.newaxis])
+    kind, coords, (ring_off, part_off, geom_off) = shapely.to_ragged_array(polys)
+    q = np.round(coords * COORD_SCALE).astype(np.int64) - np.asarray(origin, dtype=np.int64)
+    d = q.copy()
+    d[1:] -= q[:-1]
+    starts = ring_off[:-1]
+    d[starts] = q[starts]
+    flat = d.tolist()
+    rings = [[v for pair in flat[a:b - 1] for v in pair] for a, b in zip(ring_off[:-1].tolist(), ring_off[1:].tolist())]
+    parts = [rings[a:b] for a, b in zip(part_off[:-1].tolist(), part_off[1:].tolist())]
+    return [parts[a:b] for a, b in zip(geom_off[:-1].tolist(), geom_off[1:].tolist())]
 
 
 def _grid_overlay(layer: GridLayer, max_px: int) -> dict[str, Any] | None:
@@ -390,7 +405,7 @@ def map_data(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer] = (),
     else:
         minx = miny = maxx = maxy = 0.0
         origin = (0, 0)
-    geometry = [_polygons(geom, origin) for geom in geoms]
+    geometry = _encode_geometries(geoms.values, origin)
     columns: list[dict[str, Any]] = []
 
     def slot(column: str, scale: float = 1.0, integer: bool = False, probability: bool = False) -> int | None:
@@ -401,12 +416,14 @@ def map_data(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer] = (),
         if as_text and table[column].nunique() > len(values) // 2:  # ids: interning would not pay
             columns.append({"s": False, "v": [None if v is None or v != v else str(v) for v in values]})
             return len(columns) - 1
+        if not as_text:
+            nums = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64) * scale
+            columns.append({"s": False, "v": _numbers(nums, integer, 2 if probability else None)})
+            return len(columns) - 1
         cells = [_cell(str(v) if as_text and isinstance(v, (int, float)) and not isinstance(v, bool)
                        and math.isfinite(v) else v, scale, strings, integer) for v in values]
-        if as_text:  # string indexes + 1; 0 = none (shorter than null)
-            columns.append({"s": True, "v": [c[0] + 1 if isinstance(c, list) else 0 for c in cells]})
-        else:
-            columns.append({"s": False, "v": [round(c, 2) if probability and c is not None else c for c in cells]})
+        # String indexes + 1; 0 = none (shorter than null).
+        columns.append({"s": True, "v": [c[0] + 1 if isinstance(c, list) else 0 for c in cells]})
         return len(columns) - 1
 
     field_slots = [{"label": f.label, "unit": f.unit, "integer": f.integer,
