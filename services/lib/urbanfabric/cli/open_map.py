@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attribute", default="height",
                         choices=["height", "stock_per_m2", "roof_material", "uncertainty"],
                         help="colouring shown first (the page can switch)")
+    parser.add_argument("--simplify-m", type=float, default=0.5,
+                        help="outline simplification tolerance in metres (0 keeps every vertex; "
+                             "1 m makes a 100 k-building map about 18 %% smaller)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild map.html even when it exists")
     parser.add_argument("--no-browser", action="store_true", help="write map.html, print its path, do not open it")
 
@@ -32,7 +35,7 @@ def _buildings_path(folder: Path) -> Path:
     raise FileNotFoundError(f"{folder}: no buildings.parquet (export the job first: urbanfabric export JOB)")
 
 
-def build_map(folder: Path, attribute: str = "height", rebuild: bool = False) -> Path:
+def build_map(folder: Path, attribute: str = "height", rebuild: bool = False, simplify_m: float = 0.5) -> Path:
     """``folder/map.html`` from the exported table and ``job.json`` (kept when present unless ``rebuild``)."""
     import geopandas as gpd
 
@@ -44,7 +47,7 @@ def build_map(folder: Path, attribute: str = "height", rebuild: bool = False) ->
     buildings = gpd.read_parquet(_buildings_path(folder))
     doc = json.loads((folder / "job.json").read_text()) if (folder / "job.json").exists() else {}
     job_id = str(doc.get("job_id") or folder.name)
-    out.write_bytes(job_map_html(buildings, job_id, doc.get("parameters"), attribute))
+    out.write_bytes(job_map_html(buildings, job_id, doc.get("parameters"), attribute, simplify_m))
     return out
 
 
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                   f"store ({type(exc).__name__}: {exc}); is the stack up (urbanfabric stack status)?",
                   file=sys.stderr)
             return 1
-    path = build_map(folder, args.attribute, args.rebuild or args.attribute != "height")
+    path = build_map(folder, args.attribute, args.rebuild or args.attribute != "height" or args.simplify_m != 0.5,
+                     args.simplify_m)
     print(path)
     if not args.no_browser:
         webbrowser.open(path.resolve().as_uri())

@@ -557,8 +557,8 @@ def options_for_job(job_id: str, parameters: dict[str, Any] | None, buildings: g
 
 
 def job_map_html(buildings: gpd.GeoDataFrame, job_id: str, parameters: dict[str, Any] | None = None,
-                 attribute: str = "height") -> bytes:
+                 attribute: str = "height", simplify_m: float = 0.5) -> bytes:
     """``map.html`` of a finished job: the buildings, the grids (from the table) and the job's
     options. The one call for the ``aggregate`` step (store the bytes as ``outputs/map.html``)."""
-    opts = options_for_job(job_id, parameters, buildings, attribute)
+    opts = options_for_job(job_id, parameters, buildings, attribute, simplify_m)
     return webmap_html(buildings, table_grids(buildings), opts)
