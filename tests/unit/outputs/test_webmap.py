@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import html as html_lib
 import json
 import re
+import shutil
+import subprocess
 
 import geopandas as gpd
 import numpy as np
@@ -206,3 +209,24 @@ def test_export_builds_map_html_or_copies_the_jobs(tmp_path) -> None:
     objects[f"{layout.outputs}/map.html"] = b"<html>the job's own</html>"
     export(_MemoryStore(objects), "job-3", tmp_path / "b")  # type: ignore[arg-type]
     assert (tmp_path / "b" / "map.html").read_bytes() == b"<html>the job's own</html>"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium (Debian's chromium) not installed")
+def test_headless_chromium_finds_buildings_popup_and_basemap_note(tmp_path) -> None:
+    """Loads map.html in headless Chromium; the page's #uf-selftest hook opens a popup and reports.
+
+    The basemap URL points at an unroutable address, so its tiles fail as they would offline.
+    """
+    opts = webmap.WebmapOptions(basemap_url="http://127.0.0.1:9/{z}/{x}/{y}.png")
+    path = webmap.write_webmap(_table(), [], tmp_path, opts)
+    out = subprocess.run(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", path.resolve().as_uri() + "#uf-selftest"],
+        capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="uf-selftest">(\{.*?\})</pre>', out.stdout, re.S)
+    assert m, f"no self-test output; stderr: {out.stderr[-2000:]}"
+    result = json.loads(html_lib.unescape(m.group(1)))
+    assert result["buildings"] == 3
+    assert result["popup"].startswith("buildingb1") and "7.5 m (5–11)" in result["popup"]
+    assert result["basemap_note"] is True
+    assert "unknown / not estimated" in result["legend"]
