@@ -153,6 +153,11 @@ def test_job_map_has_grids_area_footprint_and_attribution() -> None:
     count = next(g for g in data["grids"] if g["name"] == "buildings (100 m cells)")
     assert count["classes"][0].endswith("buildings")
     assert len(data["area"]) == 1 and len(data["footprint"]) == 1
+    # The aggregate step passes every tile read, including one without buildings.
+    both = _data(webmap.job_map_html(table, "job-1", params, tile_ids=["WebMercatorQuad-16-54267-28169",
+                                                                       "WebMercatorQuad-16-54268-28169"]))
+    lons = [p[1] for ring in both["footprint"] for p in ring]
+    assert max(lons) == pytest.approx(118.108521, abs=1e-6)
 
 
 def test_empty_table_still_makes_a_page() -> None:

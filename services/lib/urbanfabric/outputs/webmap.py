@@ -533,9 +533,14 @@ def _area_geometry(area: Any) -> BaseGeometry | None:
 
 
 def options_for_job(job_id: str, parameters: dict[str, Any] | None, buildings: gpd.GeoDataFrame,
-                    attribute: str = "height", simplify_m: float = 0.5) -> WebmapOptions:
-    """Map options for a job: title, requested area, imagery footprint (the tiles holding
-    buildings) and an attribution naming the imagery, the footprints and the model versions."""
+                    attribute: str = "height", simplify_m: float = 0.5,
+                    imagery_footprint: BaseGeometry | None = None) -> WebmapOptions:
+    """Map options for a job: title, requested area, imagery footprint and an attribution naming
+    the imagery, the footprints and the model versions.
+
+    ``imagery_footprint`` (EPSG:4326) is the imagery actually read (the aggregate step knows
+    every tile); without it, the union of the tiles that hold buildings (their ``tile_id``).
+    """
     params = parameters or {}
     bits = []
     if params.get("imagery"):
@@ -550,15 +555,21 @@ def options_for_job(job_id: str, parameters: dict[str, Any] | None, buildings: g
             pass
     attribution = "urbanfabric job " + job_id + ("; " + "; ".join(bits) if bits else "")
     attribution = attribution.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    footprint = tiles_footprint(buildings["tile_id"].dropna()) if "tile_id" in buildings.columns else None
+    footprint = imagery_footprint
+    if footprint is None and "tile_id" in buildings.columns:
+        footprint = tiles_footprint(buildings["tile_id"].dropna())
     return WebmapOptions(attribute=attribute, title=f"urbanfabric job {job_id}", simplify_m=simplify_m,
                          imagery_footprint=footprint, area=_area_geometry(params.get("area")),
                          attribution=attribution)
 
 
 def job_map_html(buildings: gpd.GeoDataFrame, job_id: str, parameters: dict[str, Any] | None = None,
-                 attribute: str = "height", simplify_m: float = 0.5) -> bytes:
+                 attribute: str = "height", simplify_m: float = 0.5,
+                 tile_ids: Iterable[str] | None = None) -> bytes:
     """``map.html`` of a finished job: the buildings, the grids (from the table) and the job's
-    options. The one call for the ``aggregate`` step (store the bytes as ``outputs/map.html``)."""
-    opts = options_for_job(job_id, parameters, buildings, attribute, simplify_m)
+    options. The one call for the ``aggregate`` step (store the bytes as ``outputs/map.html``);
+    ``tile_ids`` (``WebMercatorQuad-z-x-y``, every tile the job read) draw the imagery footprint
+    exactly, including tiles without buildings."""
+    footprint = tiles_footprint(tile_ids) if tile_ids is not None else None
+    opts = options_for_job(job_id, parameters, buildings, attribute, simplify_m, footprint)
     return webmap_html(buildings, table_grids(buildings), opts)
