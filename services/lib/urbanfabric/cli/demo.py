@@ -37,7 +37,11 @@ def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: floa
 
 
 def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
-    """Copy a job's outputs (and a GeoJSON for quick viewing) to a local folder."""
+    """Copy a job's outputs (and a GeoJSON for quick viewing) to a local folder.
+
+    The interactive ``map.html`` is copied when the job wrote one (``outputs/map.html``) and
+    otherwise built here from the exported table (urbanfabric.outputs.webmap; issue 23).
+    """
     import geopandas as gpd
 
     layout = JobLayout(job_id)
@@ -51,6 +55,17 @@ def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
     gdf = gpd.read_parquet(dest / "buildings.parquet")
     gdf.to_file(dest / "buildings.geojson", driver="GeoJSON")
     written.append(dest / "buildings.geojson")
+    map_key = f"{layout.outputs}/map.html"
+    if store.exists(map_key):
+        (dest / "map.html").write_bytes(store.get_bytes(map_key))
+        written.append(dest / "map.html")
+    else:
+        from urbanfabric.cli.open_map import build_map
+
+        try:
+            written.append(build_map(dest, rebuild=True))
+        except Exception as exc:  # noqa: BLE001 - the table and report are exported either way
+            print(f"map.html not built: {type(exc).__name__}: {exc}", file=sys.stderr)
     return written
 
 
@@ -91,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
         latest.symlink_to(job_id)
         print(f"\n== exported to {dest}/: " + ", ".join(p.name for p in files))
+        if (dest / "map.html").exists():
+            print(f"== interactive map: {dest / 'map.html'}   (open it with: urbanfabric open {job_id})")
         rc = 0
     finally:
         if keep:

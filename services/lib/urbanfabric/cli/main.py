@@ -4,6 +4,7 @@
     urbanfabric demo                     stack up → map the sample area → export → stack down
     urbanfabric run --bbox W,S,E,N [options]  start a map-area run on the running stack
     urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
+    urbanfabric open JOB_ID|FOLDER       build and open the job's interactive map (map.html)
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
     urbanfabric models list|publish|check  the registry's served versions in the object store
     urbanfabric dlq list|replay [--job J]  tasks the workers set aside, why, and sending them again
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="copy a job's outputs to a local folder")
     exp.add_argument("job_id")
     exp.add_argument("dest", nargs="?")
+    from urbanfabric.cli.open_map import add_arguments as open_arguments
+
+    open_arguments(sub.add_parser("open", help="build and open a job's interactive map (map.html)"))
     from urbanfabric.cli.heatmaps import add_arguments as explain_arguments
 
     explain_arguments(sub.add_parser("explain", help="Grad-CAM / guided backprop heatmaps as PNGs"))
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "open":
+        from urbanfabric.cli.open_map import run as open_run
+
+        return open_run(args)
     if args.command == "explain":
         from urbanfabric.cli.heatmaps import run as explain_run
 
