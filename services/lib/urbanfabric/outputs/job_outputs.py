@@ -139,9 +139,9 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                 del table
                 chunk_parts.append(summary_parts(frame))
                 layers = layers if layers is not None else grids.grid_layers(frame)
-                for size in grids.CELL_SIZES:
-                    for name, raster in grids.rasterize_sums(frame, size, list(layers), crs).items():
-                        rasters.setdefault((name, size), []).append(raster)
+                for size_m in grids.CELL_SIZES:
+                    for name, raster in grids.rasterize_sums(frame, size_m, list(layers), crs).items():
+                        rasters.setdefault((name, float(size_m)), []).append(raster)
                 if districts is not None:
                     district_parts.append(grids.district_parts(frame, districts, district_id, list(layers)))
                 if canvas is not None:
@@ -153,16 +153,17 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
             summary_key = f"{folder}/_summary.json"
             assets["summary"] = (store.put_bytes(summary_key, json.dumps(part_summary).encode(), "application/json"),
                                  "application/json", ["metadata"], f"counts and sums of {pkey}")
-            for (name, size), pieces in rasters.items():
-                tags = grids.grid_tags(job_id, name, layers or {}, size)
-                local = tmp / "grids" / pkey / f"{name}_{size:g}m.tif"
+            for (name, cell), pieces in rasters.items():
+                tags = grids.grid_tags(job_id, name, layers or {}, cell)
+                local = tmp / "grids" / pkey / f"{name}_{cell:g}m.tif"
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(grids.cog_with_tags(grids.add_rasters(pieces), tags))
-                grid_files.setdefault((name, size), []).append(local)
-                assets[f"{name}_{size:g}m"] = (
-                    store.put_file(grids.partition_grid_key(job_id, pkey, name, size), local, COG_MEDIA_TYPE),
-                    COG_MEDIA_TYPE, ["data"], f"{name} per {size:g} m cell, {pkey}")
-            items.append(OutputItem(f"buildings-{pkey.replace('=', '-')}", tuple(bounds), assets,
+                grid_files.setdefault((name, cell), []).append(local)
+                assets[f"{name}_{cell:g}m"] = (
+                    store.put_file(grids.partition_grid_key(job_id, pkey, name, cell), local, COG_MEDIA_TYPE),
+                    COG_MEDIA_TYPE, ["data"], f"{name} per {cell:g} m cell, {pkey}")
+            box4 = (bounds[0], bounds[1], bounds[2], bounds[3])
+            items.append(OutputItem(f"buildings-{pkey.replace('=', '-')}", box4, assets,
                                     {"urbanfabric:partition": key, "urbanfabric:buildings": part_summary["buildings"]}))
         warnings.extend(empty_partition_warnings(area, set(spill.keys()), options.zoom))
         if not spill.rows:
@@ -176,15 +177,15 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                                        "geometry": pa.array([], pa.binary())}), None, bounds=False)
             outputs["buildings_file"] = store.put_bytes(layout.buildings, parquet_file_bytes(empty, 1),
                                                         PARQUET_MEDIA_TYPE)
-        job_bbox = tuple(spill.bounds) if spill.bounds else (area or (0.0, 0.0, 0.0, 0.0))
+        job_bbox: tuple[float, float, float, float] = spill.bounds or area or (0.0, 0.0, 0.0, 0.0)
         grid_items = []
-        for (name, size), paths in grid_files.items():
-            tags = grids.grid_tags(job_id, name, layers or {}, size)
-            out = grids.mosaic_sum_cog(paths, tmp / "grids" / f"{name}_{size:g}m.tif", tags)
-            uri = store.put_file(grids.grid_key(job_id, name, size), out, COG_MEDIA_TYPE)
-            grid_items.append(OutputItem(f"grid-{name}-{size:g}m", job_bbox,
-                                         {"data": (uri, COG_MEDIA_TYPE, ["data"], f"{name} per {size:g} m cell")},
-                                         {"urbanfabric:layer": name, "urbanfabric:cell_size_m": size}))
+        for (name, cell), paths in grid_files.items():
+            tags = grids.grid_tags(job_id, name, layers or {}, cell)
+            out = grids.mosaic_sum_cog(paths, tmp / "grids" / f"{name}_{cell:g}m.tif", tags)
+            uri = store.put_file(grids.grid_key(job_id, name, cell), out, COG_MEDIA_TYPE)
+            grid_items.append(OutputItem(f"grid-{name}-{cell:g}m", job_bbox,
+                                         {"data": (uri, COG_MEDIA_TYPE, ["data"], f"{name} per {cell:g} m cell")},
+                                         {"urbanfabric:layer": name, "urbanfabric:cell_size_m": cell}))
         if grid_items:
             outputs["grids"] = f"{store.s3_uri(layout.outputs + '/grids/')} ({len(grid_items)} COGs)"
         if districts is not None and spill.rows:

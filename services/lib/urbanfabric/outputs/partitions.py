@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -250,7 +251,7 @@ class PartitionSpill:
 def _geo_metadata(template: dict | None, table: pa.Table, bounds: bool = True) -> bytes:
     """GeoParquet 1.1 ``geo`` metadata for a file: the batches' (covering, CRS) with this file's
     bbox and geometry types."""
-    geo = json.loads(json.dumps(template)) if template else {
+    geo: dict[str, Any] = json.loads(json.dumps(template)) if template else {
         "version": "1.1.0", "primary_column": "geometry",
         "columns": {"geometry": {"encoding": "WKB", "geometry_types": [],
                                  "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}}}}

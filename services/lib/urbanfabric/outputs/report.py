@@ -139,7 +139,7 @@ class MapCanvas:
         fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
         finite = self.rgb[np.isfinite(self.rgb)]
         white = max(float(np.percentile(finite, 99)), 1e-6) if finite.size else 1.0
-        alpha = np.isfinite(self.rgb).all(axis=0).astype(np.float32)[..., None]
+        alpha = np.asarray(np.isfinite(self.rgb).all(axis=0), dtype=np.float32)[..., None]
         rgba = np.concatenate([np.clip(np.nan_to_num(self.rgb).transpose(1, 2, 0) / white, 0, 1), alpha], axis=2)
         for ax in axes:
             ax.imshow(rgba, extent=self.extent, interpolation="bilinear")
