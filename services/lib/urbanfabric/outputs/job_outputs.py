@@ -36,6 +36,7 @@ from urbanfabric.io.rasters import COG_MEDIA_TYPE, read_raster
 from urbanfabric.io.stac import OutputItem, output_collection, save_collection
 from urbanfabric.outputs import grids, report
 from urbanfabric.outputs.partitions import (
+    FRAME_ROWS,
     PartitionOptions,
     PartitionSpill,
     SingleFileWriter,
@@ -50,8 +51,8 @@ from urbanfabric.outputs.partitions import (
 )
 from urbanfabric.outputs.summary import Summary, merge_summary_parts, summary_from_parts, summary_parts
 
-#: Pixels across the whole area of the map.
-MAP_PX = 2048
+#: Pixels across the whole area of the map canvas (each panel of the PNG is ≈ 700 px wide).
+MAP_PX = 1024
 #: Most tiles whose imagery is drawn under the map; above this the map has no basemap (a
 #: country-sized job would otherwise read every tile again).
 MAP_MAX_BASEMAP_TILES = 256
@@ -135,18 +136,19 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                     single.write(table)
                 b = json.loads(table.schema.metadata[b"geo"])["columns"]["geometry"]["bbox"]
                 bounds = [min(bounds[0], b[0]), min(bounds[1], b[1]), max(bounds[2], b[2]), max(bounds[3], b[3])]
-                frame = to_frame(table)
+                for start in range(0, len(table), FRAME_ROWS):  # pandas a slice at a time
+                    frame = to_frame(table.slice(start, FRAME_ROWS))
+                    chunk_parts.append(summary_parts(frame))
+                    layers = layers if layers is not None else grids.grid_layers(frame)
+                    for size_m in grids.CELL_SIZES:
+                        for name, raster in grids.rasterize_sums(frame, size_m, list(layers), crs).items():
+                            rasters.setdefault((name, float(size_m)), []).append(raster)
+                    if districts is not None:
+                        district_parts.append(grids.district_parts(frame, districts, district_id, list(layers)))
+                    if canvas is not None:
+                        canvas.add_buildings(frame)
+                    del frame
                 del table
-                chunk_parts.append(summary_parts(frame))
-                layers = layers if layers is not None else grids.grid_layers(frame)
-                for size_m in grids.CELL_SIZES:
-                    for name, raster in grids.rasterize_sums(frame, size_m, list(layers), crs).items():
-                        rasters.setdefault((name, float(size_m)), []).append(raster)
-                if districts is not None:
-                    district_parts.append(grids.district_parts(frame, districts, district_id, list(layers)))
-                if canvas is not None:
-                    canvas.add_buildings(frame)
-                del frame
             spill.drop(key)
             part_summary = merge_summary_parts(chunk_parts)
             parts.append(part_summary)

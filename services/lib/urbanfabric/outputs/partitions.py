@@ -45,7 +45,10 @@ PARTITION_ZOOM = 10
 #: Rows per Parquet row group: ≈ 5–20 MB uncompressed, so a bbox-filtered range read fetches little.
 ROW_GROUP_ROWS = 10_000
 #: Rows per part file (bounds the writer's memory in very dense partitions).
-MAX_ROWS_PER_FILE = 250_000
+MAX_ROWS_PER_FILE = 100_000
+#: Rows converted to pandas at a time for summaries, grids and the map (the Arrow table of a
+#: part file is compact; its pandas copy is several times larger).
+FRAME_ROWS = 20_000
 #: Web-Mercator latitude limit.
 MAX_LAT = 85.05112878
 #: The Hive partition column.

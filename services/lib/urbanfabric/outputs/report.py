@@ -136,24 +136,39 @@ class MapCanvas:
         from matplotlib.colors import ListedColormap
         from matplotlib.patches import Patch
 
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        # Every layer is turned into 8-bit RGBA here: matplotlib then draws three small images
+        # instead of resampling float canvases (hundreds of MiB at 2048 px).
         fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
         finite = self.rgb[np.isfinite(self.rgb)]
         white = max(float(np.percentile(finite, 99)), 1e-6) if finite.size else 1.0
-        alpha = np.asarray(np.isfinite(self.rgb).all(axis=0), dtype=np.float32)[..., None]
-        rgba = np.concatenate([np.clip(np.nan_to_num(self.rgb).transpose(1, 2, 0) / white, 0, 1), alpha], axis=2)
+        del finite
+        base = np.zeros((self.height_px, self.width, 4), dtype=np.uint8)
+        for i in range(3):
+            base[..., i] = (np.clip(np.nan_to_num(self.rgb[i]) / white, 0, 1) * 255).astype(np.uint8)
+        base[..., 3] = np.where(np.isfinite(self.rgb).all(axis=0), 255, 0).astype(np.uint8)
         for ax in axes:
-            ax.imshow(rgba, extent=self.extent, interpolation="bilinear")
-        if np.isfinite(self.heights).any():
-            im = axes[0].imshow(np.ma.masked_invalid(self.heights), extent=self.extent, cmap="viridis",
-                                alpha=0.85, interpolation="nearest")
-            fig.colorbar(im, ax=axes[0], label="height (m)", shrink=0.6)
+            ax.imshow(base, extent=self.extent, interpolation="nearest")
+        del base
+        ok = np.isfinite(self.heights)
+        if ok.any():
+            norm = Normalize(float(np.nanmin(self.heights)), float(np.nanmax(self.heights)))
+            layer = plt.get_cmap("viridis")(norm(np.nan_to_num(self.heights)), bytes=True)
+            layer[..., 3] = np.where(ok, 217, 0)
+            axes[0].imshow(layer, extent=self.extent, interpolation="nearest")
+            fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0], label="height (m)", shrink=0.6)
+            del layer
         if self.classes:
             cmap = plt.get_cmap("tab10")
             colors = [cmap(i % 10) for i in range(len(self.classes))]
-            axes[1].imshow(np.ma.masked_less(self.roofs, 0), extent=self.extent, interpolation="nearest",
-                           cmap=ListedColormap(colors), vmin=-0.5, vmax=len(colors) - 0.5, alpha=0.85)
+            layer = ListedColormap(colors)(np.clip(self.roofs, 0, None).astype(np.int64), bytes=True)
+            layer[..., 3] = np.where(self.roofs >= 0, 217, 0)
+            axes[1].imshow(layer, extent=self.extent, interpolation="nearest")
             axes[1].legend(handles=[Patch(color=colors[i], label=name) for name, i in self.classes.items()],
                            loc="lower left", fontsize=8)
+            del layer
         axes[0].set_title("Building height (bootstrap XGBoost mean)")
         axes[1].set_title("Roof material")
         for ax in axes:
