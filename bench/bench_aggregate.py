@@ -4,7 +4,7 @@ The demo's real buildings table (181 buildings with every column the stack write
 replicated across space — copies on a grid 0.02° apart, so 100 k buildings span several zoom-10
 partitions — and cut into batch result files of 250 buildings (the spec's default batch size),
 stored in a folder-backed object store (so the store itself costs no memory). Each run is a
-fresh subprocess; its peak RSS is read from ``getrusage`` and reported with the RSS after imports
+fresh subprocess; its peak RSS is its ``VmHWM`` and is reported with the peak after imports
 (the step's own growth is the difference).
 
 * **old** — the pre-issue-22 ``write_job_outputs``: every batch concatenated into one table
@@ -138,8 +138,6 @@ def new_aggregate(store: DirStore, uris: list[str], single_file: bool) -> int:
 
 def child(mode: str, folder: Path, _out: Path) -> None:
     """One measured run in this (fresh) process; prints a JSON line."""
-    import resource
-
     import geopandas  # noqa: F401 - imports counted in the baseline, as in the flow runner
     import matplotlib.pyplot  # noqa: F401
     import rasterio  # noqa: F401
@@ -147,7 +145,12 @@ def child(mode: str, folder: Path, _out: Path) -> None:
     import urbanfabric.outputs.job_outputs  # noqa: F401
 
     def rss() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: this process's own high-water mark (getrusage's ru_maxrss survives exec and
+        # would start at the parent's peak, which built the 100 k table).
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc/self/status")
 
     uris = json.loads((folder / "batches.json").read_text())
     store = DirStore(folder)  # batches read from here; outputs/ replaced by each run

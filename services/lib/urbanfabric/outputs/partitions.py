@@ -44,11 +44,11 @@ from urbanfabric.errors import InvalidInput
 PARTITION_ZOOM = 10
 #: Rows per Parquet row group: ≈ 5–20 MB uncompressed, so a bbox-filtered range read fetches little.
 ROW_GROUP_ROWS = 10_000
-#: Rows per part file (bounds the writer's memory in very dense partitions).
-MAX_ROWS_PER_FILE = 100_000
+#: Rows per part file (bounds the writer's memory in dense partitions: ≈ 1.8 KB a row in Arrow).
+MAX_ROWS_PER_FILE = 50_000
 #: Rows converted to pandas at a time for summaries, grids and the map (the Arrow table of a
 #: part file is compact; its pandas copy is several times larger).
-FRAME_ROWS = 20_000
+FRAME_ROWS = 10_000
 #: Web-Mercator latitude limit.
 MAX_LAT = 85.05112878
 #: The Hive partition column.
@@ -318,7 +318,11 @@ def partition_chunks(spill: PartitionSpill, key: str, schema: pa.Schema,
                 raise InvalidInput("batches", f"a building appears in two batches (partition quadkey={key}); "
                                               "refusing to write the table")
             seen.update(ids)
-            yield hilbert_sorted(table)
+            del ids
+            ordered = hilbert_sorted(table)
+            del table  # only the sorted copy lives while the caller writes it
+            yield ordered
+            del ordered
             group, count = [], 0
 
 
