@@ -15,7 +15,8 @@ fresh subprocess; its peak RSS is its ``VmHWM`` and is reported with the peak af
   (with and without the single-file copy).
 
 Run: ``PYTHONPATH=.:services/lib OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_aggregate.py
---sizes 10000 100000 --table /work/before18/buildings.parquet``
+--sizes 10000 100000 --table /work/before18/buildings.parquet`` (``--modes new
+--max-rows-per-file 10000 --name aggregate_memory_cap10k``: the new path with a smaller file cap)
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ def old_aggregate(store: DirStore, uris: list[str]) -> int:
 
 def new_aggregate(store: DirStore, uris: list[str], single_file: bool) -> int:
     from urbanfabric.outputs.job_outputs import write_job_outputs
-    from urbanfabric.outputs.partitions import PartitionOptions
+    from urbanfabric.outputs.partitions import MAX_ROWS_PER_FILE, PartitionOptions
 
+    max_rows = int(os.environ.get("BENCH_MAX_ROWS_PER_FILE", MAX_ROWS_PER_FILE))
     return write_job_outputs(store, JOB, uris, [], {}, {},
-                             options=PartitionOptions(single_file=single_file)).buildings
+                             options=PartitionOptions(single_file=single_file, max_rows_per_file=max_rows)).buildings
 
 
 def child(mode: str, folder: Path, _out: Path) -> None:
@@ -169,12 +171,17 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/work/cache-parts/bench-aggregate"))
     ap.add_argument("--modes", nargs="+", default=["old", "new", "new-no-single-file"])
     ap.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "OUT"))
+    ap.add_argument("--max-rows-per-file", type=int, default=None,
+                    help="part-file cap of the new path (default outputs.partitions.MAX_ROWS_PER_FILE)")
+    ap.add_argument("--name", default="aggregate_memory", help="results file under bench/results/")
     args = ap.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return
     import shutil
 
+    if args.max_rows_per_file:
+        os.environ["BENCH_MAX_ROWS_PER_FILE"] = str(args.max_rows_per_file)
     rows = []
     for n in args.sizes:
         folder = args.cache / f"n{n}"
@@ -200,7 +207,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench._util import save
 
-    print(save("aggregate_memory", {"rows": rows, "table": str(args.table), "batch": BATCH}))
+    print(save(args.name, {"rows": rows, "table": str(args.table), "batch": BATCH,
+                           "max_rows_per_file": args.max_rows_per_file}))
 
 
 if __name__ == "__main__":
