@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -18,16 +17,21 @@ import pystac
 import pytest
 import rasterio
 from shapely.geometry import box
-
-from tests.fakes import MemoryStore
 from urbanfabric.errors import InvalidInput
 from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.outputs import grids
 from urbanfabric.outputs.job_outputs import write_job_outputs
-from urbanfabric.outputs.partitions import (PartitionOptions, area_quadkeys, quadkey_bounds, quadkey_codes,
-                                            quadkey_text)
+from urbanfabric.outputs.partitions import (
+    PartitionOptions,
+    area_quadkeys,
+    quadkey_bounds,
+    quadkey_codes,
+    quadkey_text,
+)
 from urbanfabric.outputs.summary import summarize
+
+from tests.fakes import MemoryStore
 
 JOB = "20261205T000000Z-parts001"
 #: Xiamen, across the zoom-10 tile border at lon 118.125 (two partitions).
@@ -148,12 +152,12 @@ def test_merged_summary_equals_the_summary_of_the_whole_table(job):
     assert summary.solar_sources == plain.solar_sources
     assert [(w["code"], w["count"]) for w in summary.sanity] == [(w["code"], w["count"]) for w in plain.sanity]
     assert summary.sanity, "the synthetic table should trip some check"
-    key = lambda rows: {r["attribute"]: (r["kept"], r["unknown"], r["reasons"]) for r in rows}  # noqa: E731
+    key = lambda rows: {r["attribute"]: (r["kept"], r["unknown"], r["reasons"]) for r in rows}
     assert key(summary.abstention) == key(plain.abstention)
 
 
 def test_grids_per_partition_sum_to_the_grids_of_the_whole_table(job):
-    store, _, root, whole = job
+    _, _, root, whole = job
     old = MemoryStore("urbanfabric")
     grids.write_grids(old, "old", whole)
     for size in grids.CELL_SIZES:

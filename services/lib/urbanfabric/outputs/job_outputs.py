@@ -49,7 +49,12 @@ from urbanfabric.outputs.partitions import (
     to_frame,
     with_geo,
 )
-from urbanfabric.outputs.summary import Summary, merge_summary_parts, summary_from_parts, summary_parts
+from urbanfabric.outputs.summary import (
+    Summary,
+    merge_summary_parts,
+    summary_from_parts,
+    summary_parts,
+)
 
 #: Pixels across the whole area of the map canvas (each panel of the PNG is ≈ 700 px wide).
 MAP_PX = 1024
@@ -119,7 +124,7 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
         grid_files: dict[tuple[str, float], list[Path]] = {}
         district_parts: list = []
         parts: list[dict] = []
-        for key in spill.keys():
+        for key in spill.partition_keys():
             folder = partition_path(dataset, key)
             pkey = folder.rsplit("/", 1)[1]
             chunk_parts: list[dict] = []
@@ -167,7 +172,7 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
             box4 = (bounds[0], bounds[1], bounds[2], bounds[3])
             items.append(OutputItem(f"buildings-{pkey.replace('=', '-')}", box4, assets,
                                     {"urbanfabric:partition": key, "urbanfabric:buildings": part_summary["buildings"]}))
-        warnings.extend(empty_partition_warnings(area, set(spill.keys()), options.zoom))
+        warnings.extend(empty_partition_warnings(area, set(spill.partition_keys()), options.zoom))
         if not spill.rows:
             warnings.append("the job produced no buildings: outputs/buildings/ is empty")
         if single is not None:

@@ -34,9 +34,9 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pyarrow as pa
-import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import shapely
+from pyarrow import feather
 
 from urbanfabric.errors import InvalidInput
 
@@ -153,7 +153,7 @@ def read_batch_table(blob: bytes, source: str) -> pa.Table:
     """
     try:
         table = pq.read_table(io.BytesIO(blob))
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for bad files
+    except Exception as exc:
         raise InvalidInput("batches", f"{source}: not a readable GeoParquet file ({exc})") from exc
     if "geometry" not in table.column_names:
         raise InvalidInput("batches", f"{source}: no geometry column")
@@ -240,7 +240,7 @@ class PartitionSpill:
             return pa.schema([])
         return pa.unify_schemas(self.schemas, promote_options="permissive")
 
-    def keys(self) -> list[str]:
+    def partition_keys(self) -> list[str]:
         return sorted(self.pieces)
 
     def drop(self, key: str) -> None:
