@@ -9,8 +9,10 @@ Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.ru
 3. gather the footprints, join pieces split by tile borders, cut them into batches of
    neighbours and publish ``BuildingBatch`` messages; building workers classify roofs,
    predict heights and estimate material stock; wait for every result;
-4. aggregate the batches into ``jobs/<job>/outputs/buildings.parquet`` (GeoParquet, Hilbert
-   sorted), a map and a report, then write the ``_SUCCESS`` marker.
+4. aggregate the batches into ``jobs/<job>/outputs/buildings/`` (a Hive-partitioned GeoParquet
+   1.1 dataset, ``quadkey=<key>/part-*.parquet``, plus the single-file convenience copy
+   ``buildings.parquet`` unless ``outputs.single_file`` is off), grids, a map, a report and a
+   STAC collection, partition by partition, then write the ``_SUCCESS`` marker last.
 
 With ``footprints`` given, step 2 only acquires and calibrates imagery for roof chips (or is
 skipped when there is no imagery) and the user's polygons replace segmentation.
@@ -30,12 +32,13 @@ from prefect.cache_policies import NO_CACHE
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
 from urbanfabric.outputs.job_outputs import write_job_outputs
+from urbanfabric.outputs.partitions import PartitionOptions
 from urbanfabric.outputs.summary import Summary
 from urbanfabric.stock.intensity import default_table
 from urbanfabric.runtime.connections import call, model_client, stub
 from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.footprints.options import SegmentationOptions
-from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions
+from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, OutputOptions
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints
@@ -215,11 +218,16 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: li
 def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results: list,
               stage_seconds: dict[str, float], parameters: dict[str, Any],
               districts: gpd.GeoDataFrame | None = None, district_id: str = "",
-              warnings: list[str] | None = None) -> Summary:
-    """The job's outputs (table, grids, districts, map, report) from its batches' parts."""
+              warnings: list[str] | None = None, options: OutputOptions | None = None,
+              area: tuple[float, float, float, float] | None = None) -> Summary:
+    """The job's outputs (partitioned table, grids, districts, map, report, STAC) from its
+    batches' parts, partition by partition."""
+    opts = options or OutputOptions()
     return write_job_outputs(store, job_id, [r.buildings.uri for r in batch_results],
                              [r.ard.uri for r in tile_results if r.ard.uri], stage_seconds, parameters,
-                             districts, district_id, warnings)
+                             districts, district_id, warnings,
+                             PartitionOptions(zoom=opts.partition_zoom, row_group_rows=opts.row_group_rows,
+                                              single_file=opts.single_file), area)
 
 
 @flow(name="map-area", log_prints=True)
@@ -322,7 +330,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             for k, v in r.stage_seconds.items():
                 stage[k] += v
         summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
-                            district_frame, spec.district_id, warnings)
+                            district_frame, spec.district_id, warnings, spec.outputs, bbox)
         store.put_bytes(JobLayout(job_id).success, b"")
         jobs.write_job(store, job_id, {"job_id": job_id, "status": "succeeded", "parameters": parameters,
                                        "started": started, "finished": time.time(),

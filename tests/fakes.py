@@ -54,6 +54,12 @@ class MemoryStore:
         prefix = self._key(prefix)
         return sorted(k for k in self.objects if k.startswith(prefix))
 
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for k in keys:
+            del self.objects[k]
+        return len(keys)
+
 
 class RecordingProducer:
     """Collects what a worker publishes."""

@@ -168,6 +168,21 @@ class LandCoverOptions(BaseModel):
         return self
 
 
+class OutputOptions(BaseModel):
+    """How the buildings table is written (issue 22, item 4; docs/architecture.md, "Outputs")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    single_file: bool = Field(
+        True, description="also write outputs/buildings.parquet, every building in one file: a convenience "
+                          "copy for small jobs (the partitioned outputs/buildings/ is always written); "
+                          "switch it off for big jobs")
+    partition_zoom: int = Field(10, ge=4, le=16, description="quadkey zoom of the buildings partitions "
+                                                             "(10: ≈ 39 km tiles at the equator)")
+    row_group_rows: int = Field(10_000, ge=100, le=1_000_000,
+                                description="rows per Parquet row group (smaller: finer bbox range reads)")
+
+
 class JobSpec(BaseModel):
     """A map-area run: the area, the imagery or footprints, and every option of every stage."""
 
@@ -214,6 +229,9 @@ class JobSpec(BaseModel):
         1_000_000, gt=0, allow_inf_nan=False,
         description="largest area one job may map (km²), a guard against a mistyped box; "
                     "Denmark is ≈ 43,000 km², France ≈ 550,000 km²")
+    outputs: OutputOptions = Field(default_factory=OutputOptions,
+                                   description="how the buildings table is written",
+                                   json_schema_extra={"flag_prefix": "outputs-"})
     population: float | None = Field(
         None, gt=0, description="inhabitants of the area, when known: enables the per-capita stock "
                                 "sanity check of the report (urbanfabric.outputs.sanity)")

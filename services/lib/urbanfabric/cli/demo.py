@@ -39,22 +39,33 @@ def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: floa
 def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
     """Copy a job's outputs (and a GeoJSON for quick viewing) to a local folder.
 
-    The interactive ``map.html`` is copied when the job wrote one (``outputs/map.html``) and
-    otherwise built here from the exported table (urbanfabric.outputs.webmap; issue 23).
+    The single-file ``buildings.parquet`` is copied when the job wrote it (the default, a
+    convenience copy); otherwise the partitioned ``buildings/`` dataset is copied as it is and no
+    GeoJSON is made (a job that skipped the copy is too big for one GeoJSON). The interactive
+    ``map.html`` is copied when the job wrote one (``outputs/map.html``) and otherwise built here
+    from the exported table (urbanfabric.outputs.webmap; issue 23).
     """
     import geopandas as gpd
 
     layout = JobLayout(job_id)
     dest.mkdir(parents=True, exist_ok=True)
     written = []
-    for key, name in ((layout.buildings, "buildings.parquet"), (layout.map_png, "map.png"),
-                      (layout.report, "report.md"), (layout.job_json, "job.json")):
+    single = store.exists(layout.buildings)
+    files = [(layout.map_png, "map.png"), (layout.report, "report.md"), (layout.job_json, "job.json")]
+    if single:
+        files.insert(0, (layout.buildings, "buildings.parquet"))
+    else:
+        dataset = f"{layout.outputs}/buildings/"
+        files += [(k, "buildings/" + k[len(dataset):]) for k in store.list(dataset)]
+    for key, name in files:
         path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(store.get_bytes(key))
         written.append(path)
-    gdf = gpd.read_parquet(dest / "buildings.parquet")
-    gdf.to_file(dest / "buildings.geojson", driver="GeoJSON")
-    written.append(dest / "buildings.geojson")
+    if single:
+        gdf = gpd.read_parquet(dest / "buildings.parquet")
+        gdf.to_file(dest / "buildings.geojson", driver="GeoJSON")
+        written.append(dest / "buildings.geojson")
     map_key = f"{layout.outputs}/map.html"
     if store.exists(map_key):
         (dest / "map.html").write_bytes(store.get_bytes(map_key))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
@@ -214,3 +215,60 @@ def items_from_cogs(hrefs: Sequence[str]) -> list[pystac.Item]:
                                                           "raster:bands": [{"data_type": dtype}] * count}))
         items.append(item)
     return items
+
+
+# --- A job's outputs as a STAC collection (issue 22, item 4) ---------------------------------
+
+
+@dataclass
+class OutputItem:
+    """One STAC item of a job's outputs: a buildings partition, a grid, the report."""
+
+    id: str
+    bbox: tuple[float, float, float, float]
+    #: asset name → (href, media type, roles, title)
+    assets: dict[str, tuple[str, str, list[str], str]]
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def output_collection(job_id: str, items: Sequence[OutputItem], bbox: tuple[float, float, float, float],
+                      created: dt.datetime, description: str = "") -> pystac.Collection:
+    """A collection itemising every output of a job (one item per partition and per grid or
+    report asset), asset hrefs absolute ``s3://`` URIs."""
+    collection = pystac.Collection(
+        id=f"urbanfabric-{job_id}",
+        description=description or f"Outputs of urbanfabric job {job_id}: buildings partitions "
+                                   "(GeoParquet 1.1), stock / CO2e / solar grids (COG), map and report.",
+        extent=pystac.Extent(pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([[created, created]])),
+        license="other", title=f"urbanfabric job {job_id}")
+    for spec in items:
+        item = pystac.Item(id=spec.id, geometry=mapping(box(*spec.bbox)), bbox=list(spec.bbox),
+                           datetime=created, properties=dict(spec.properties))
+        for name, (href, media_type, roles, title) in spec.assets.items():
+            item.add_asset(name, pystac.Asset(href=href, media_type=media_type, roles=roles, title=title))
+        collection.add_item(item)
+    return collection
+
+
+def save_collection(collection: pystac.Collection, root_uri: str, store: ObjectStore | Any) -> str:
+    """Validate (:func:`check_collection`), then write ``collection.json`` and its items under
+    ``root_uri`` (self-contained: relative links); returns the collection's URI."""
+    collection.normalize_hrefs(root_uri.rstrip("/"))
+    check_collection(collection)
+    collection.save(pystac.CatalogType.SELF_CONTAINED, stac_io=ObjectStoreStacIO(store))
+    return f"{root_uri.rstrip('/')}/collection.json"
+
+
+def check_collection(collection: pystac.Collection) -> int:
+    """Validate a collection and its items against the STAC 1.1 JSON schemas vendored with
+    pystac (no network needed: no extension schemas are used); returns the items checked.
+
+    Raises:
+        pystac.errors.STACValidationError: an object does not validate.
+    """
+    collection.validate()
+    n = 0
+    for item in collection.get_items(recursive=True):
+        item.validate()
+        n += 1
+    return n

@@ -194,3 +194,119 @@ def district_table(buildings: gpd.GeoDataFrame, districts: gpd.GeoDataFrame,
     out.insert(0, COUNT_LAYER, joined.groupby(id_column).size())
     return out.reindex(districts[id_column]).fillna({COUNT_LAYER: 0}).astype(
         {COUNT_LAYER: np.int64})
+
+
+# --- Partitioned jobs (issue 22, item 4) ----------------------------------------------------
+#
+# Each partition's buildings are rasterized on the job's grid (one CRS, cells aligned to
+# multiples of the cell size), so partition grids line up; the job's grid is their cell-wise sum,
+# built window by window on disk (a cell on a partition border holds buildings of both).
+
+
+def grid_crs(bounds: tuple[float, float, float, float]) -> CRS:
+    """The job grid's CRS: the UTM zone of the centre of the buildings' lon/lat bounds (as
+    ``GeoSeries.estimate_utm_crs`` picks it for the whole table)."""
+    from shapely.geometry import box
+
+    return CRS.from_user_input(gpd.GeoSeries([box(*bounds)], crs="EPSG:4326").estimate_utm_crs())
+
+
+def add_rasters(rasters: Sequence[Raster]) -> Raster:
+    """Cell-wise sum of aligned grids (same CRS and cell size), NaN where no grid has a value."""
+    first = rasters[0]
+    size = first.transform.a
+    lefts = [r.transform.c for r in rasters]
+    tops = [r.transform.f for r in rasters]
+    rights = [r.transform.c + r.data.shape[2] * size for r in rasters]
+    bottoms = [r.transform.f - r.data.shape[1] * size for r in rasters]
+    left, top = min(lefts), max(tops)
+    cols = int(round((max(rights) - left) / size))
+    rows = int(round((top - min(bottoms)) / size))
+    out = np.full((1, rows, cols), np.nan, dtype=np.float64)
+    for r in rasters:
+        c0 = int(round((r.transform.c - left) / size))
+        r0 = int(round((top - r.transform.f) / size))
+        window = out[:, r0:r0 + r.data.shape[1], c0:c0 + r.data.shape[2]]
+        both = np.isfinite(window) & np.isfinite(r.data)
+        window[:] = np.where(both, window + r.data, np.where(np.isfinite(window), window, r.data))
+    return Raster(out.astype(np.float32), Affine(size, 0.0, left, 0.0, -size, top), first.crs, np.nan)
+
+
+def partition_grid_key(job_id: str, partition: str, layer: str, cell_size: float) -> str:
+    """``jobs/<job_id>/outputs/grids/<partition>/<layer>_<size>m.tif`` (``partition``: ``quadkey=…``)."""
+    return f"{JobLayout(job_id).outputs}/grids/{partition}/{layer}_{cell_size:g}m.tif"
+
+
+def grid_tags(job_id: str, name: str, units: dict[str, str], size: float) -> dict[str, str]:
+    """The dataset tags of a grid COG."""
+    return {"layer": name, "units": "buildings" if name == COUNT_LAYER else units.get(name, ""),
+            "cell_size_m": f"{size:g}",
+            "aggregation": "sum of buildings whose representative point is in the cell", "job_id": job_id}
+
+
+def mosaic_sum_cog(paths: Sequence[Path], out: Path, tags: dict[str, str], blocksize: int = 512) -> Path:
+    """The cell-wise sum of aligned grid files as one validated COG, in bounded memory.
+
+    The output extent is the union of the inputs'; a tiled, sparse GeoTIFF on disk receives each
+    input in turn (read window, add, write back: memory is one input grid), then GDAL's COG driver
+    copies it block by block with overviews.
+
+    Raises:
+        RuntimeError: the result is not a valid COG.
+    """
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window
+
+    metas = []
+    for p in paths:
+        with rasterio.open(p) as src:
+            metas.append((src.transform, src.width, src.height, src.crs))
+    size = metas[0][0].a
+    left = min(t.c for t, *_ in metas)
+    top = max(t.f for t, *_ in metas)
+    right = max(t.c + w * size for t, w, _, _ in metas)
+    bottom = min(t.f - h * size for t, _, h, _ in metas)
+    cols, rows = int(round((right - left) / size)), int(round((top - bottom) / size))
+    work = out.with_suffix(".work.tif")
+    profile = {"driver": "GTiff", "width": cols, "height": rows, "count": 1, "dtype": "float32",
+               "crs": metas[0][3], "transform": Affine(size, 0.0, left, 0.0, -size, top), "nodata": np.nan,
+               "tiled": True, "blockxsize": 256, "blockysize": 256, "sparse_ok": True,
+               "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(work, "w+", **profile) as dst:
+        for p, (t, w, h, _) in zip(paths, metas):
+            window = Window(int(round((t.c - left) / size)), int(round((top - t.f) / size)), w, h)
+            with rasterio.open(p) as src:
+                add = src.read(1)
+            have = dst.read(1, window=window)
+            both = np.isfinite(have) & np.isfinite(add)
+            dst.write(np.where(both, have + add, np.where(np.isfinite(have), have, add)).astype(np.float32),
+                      1, window=window)
+        dst.update_tags(**tags)
+        dst.set_band_description(1, tags.get("layer", ""))
+    rio_copy(work, out, driver="COG", compress="DEFLATE", predictor=3, blocksize=blocksize,
+             overview_resampling="average", BIGTIFF="IF_SAFER")
+    work.unlink()
+    valid, errors, _ = cog_validate(str(out), quiet=True)
+    if not valid:
+        raise RuntimeError(f"grid {tags.get('layer')}: not a valid COG: {errors}")
+    return out
+
+
+def district_parts(buildings: gpd.GeoDataFrame, districts: gpd.GeoDataFrame, id_column: str,
+                   layers: Sequence[str]) -> pd.DataFrame:
+    """One partition's per-district sums (only districts with buildings; NaN-free count)."""
+    table = district_table(buildings, districts, id_column, layers)
+    return table[table[COUNT_LAYER] > 0]
+
+
+def merge_district_parts(parts: Sequence[pd.DataFrame], districts: gpd.GeoDataFrame,
+                         id_column: str) -> pd.DataFrame:
+    """The job's district table from its partitions' (:func:`district_parts`)."""
+    if not parts:
+        return pd.DataFrame({COUNT_LAYER: 0}, index=pd.Index(districts[id_column], name=id_column))
+    joined = pd.concat(parts)
+    names = [c for c in joined.columns if c != COUNT_LAYER]
+    out = joined.groupby(level=0)[names].sum(min_count=1)
+    out.insert(0, COUNT_LAYER, joined.groupby(level=0)[COUNT_LAYER].sum())
+    out.index.name = id_column
+    return out.reindex(districts[id_column]).fillna({COUNT_LAYER: 0}).astype({COUNT_LAYER: np.int64})

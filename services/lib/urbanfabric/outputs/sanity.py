@@ -78,104 +78,152 @@ def _num(table: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(table[col], errors="coerce")
 
 
-def _flag(table: pd.DataFrame, mask: pd.Series, code: str, message: str) -> list[SanityWarning]:
-    mask = mask.fillna(False).astype(bool)
-    n = int(mask.sum())
-    if not n:
-        return []
-    ids = table.loc[mask, "building_id"].astype(str).head(EXAMPLES).tolist() \
-        if "building_id" in table else []
-    return [SanityWarning(code, message, n, ids)]
-
-
 def _is_unknown(values: pd.Series) -> pd.Series:
     return values.isna() | values.astype(str).str.lower().isin(["unknown", "", "none", "nan"])
 
 
-def _residential(table: pd.DataFrame) -> pd.Series | None:
-    """Residential or not per building with a known function; None when no column says."""
-    if "building_function" in table and (~_is_unknown(table["building_function"])).any():
-        f = table["building_function"]
-        return (f.astype(str).str.lower() == "residential").where(~_is_unknown(f))
-    if "function" in table:
-        f = table["function"]
-        return f.astype(str).str.upper().isin(RESIDENTIAL_FUNCTIONS).where(~_is_unknown(f))
-    return None
+def _flag_part(table: pd.DataFrame, mask: pd.Series, message: str) -> dict:
+    """A per-building check's count and first examples in one part of the table."""
+    mask = mask.fillna(False).astype(bool)
+    ids = table.loc[mask, "building_id"].astype(str).head(EXAMPLES).tolist() \
+        if "building_id" in table else []
+    return {"message": message, "count": int(mask.sum()), "examples": ids}
 
 
-def sanity_checks(table: pd.DataFrame, population: float | None = None) -> list[SanityWarning]:
-    """Every check of the module docstring that fires on ``table``, in a fixed order."""
-    out: list[SanityWarning] = []
-    if not len(table):
-        return out
+def _residential_part(table: pd.DataFrame, res: pd.Series | None, gfa: pd.Series) -> dict | None:
+    if res is None:
+        return None
+    known = res.notna()
+    w = gfa.where(np.isfinite(gfa) & (gfa > 0), 0.0)
+    return {"known": int(known.sum()), "gfa_known": float(w[known].sum()),
+            "gfa_residential": float(w[known & res.eq(True)].sum()),
+            "examples": table.loc[known & res.eq(False), "building_id"].astype(str).head(EXAMPLES).tolist()
+            if "building_id" in table else []}
+
+
+def sanity_parts(table: pd.DataFrame) -> dict:
+    """What :func:`sanity_from_parts` needs from one part of the table (a partition): counts,
+    sums and examples, JSON-serialisable, so a job's checks merge without rereading it."""
+    n = len(table)
+    if not n:
+        return {"rows": 0}
     height, floors, area = _num(table, "height_m"), _num(table, "floors"), _num(table, "footprint_area_m2")
     structure = table["structure"].astype(str).str.upper() if "structure" in table \
         else pd.Series("", index=table.index)
-    out += _flag(table, (structure == "T") & ((floors > TIMBER_MAX_FLOORS) | (height > TIMBER_MAX_HEIGHT_M)),
-                 "timber_too_tall",
-                 f"timber structure above {TIMBER_MAX_FLOORS} floors or {TIMBER_MAX_HEIGHT_M:.0f} m "
-                 "(light-frame timber: 4–6 storeys; taller is rare mass timber)")
-    out += _flag(table, (structure == "M") & ((floors > MASONRY_MAX_FLOORS) | (height > MASONRY_MAX_HEIGHT_M)),
-                 "masonry_too_tall",
-                 f"masonry structure above {MASONRY_MAX_FLOORS} floors or {MASONRY_MAX_HEIGHT_M:.0f} m "
-                 "(GB 50011-2010 limits masonry to 7 storeys / 21 m)")
+    flags = {}
+    flags["timber_too_tall"] = _flag_part(
+        table, (structure == "T") & ((floors > TIMBER_MAX_FLOORS) | (height > TIMBER_MAX_HEIGHT_M)),
+        f"timber structure above {TIMBER_MAX_FLOORS} floors or {TIMBER_MAX_HEIGHT_M:.0f} m "
+        "(light-frame timber: 4–6 storeys; taller is rare mass timber)")
+    flags["masonry_too_tall"] = _flag_part(
+        table, (structure == "M") & ((floors > MASONRY_MAX_FLOORS) | (height > MASONRY_MAX_HEIGHT_M)),
+        f"masonry structure above {MASONRY_MAX_FLOORS} floors or {MASONRY_MAX_HEIGHT_M:.0f} m "
+        "(GB 50011-2010 limits masonry to 7 storeys / 21 m)")
     storey = height / floors.where(floors > 0)
     lo, hi = STOREY_HEIGHT_RANGE_M
-    out += _flag(table, (storey < lo) | (storey > hi), "storey_height_implausible",
-                 f"height / floors outside {lo}–{hi} m")
+    flags["storey_height_implausible"] = _flag_part(table, (storey < lo) | (storey > hi),
+                                                    f"height / floors outside {lo}–{hi} m")
     slender = height > MAX_SLENDERNESS * np.sqrt(area.where(area > 0))
-    out += _flag(table, slender | (height > MAX_HEIGHT_M), "too_slender",
-                 f"height above {MAX_SLENDERNESS:.0f} × √(footprint area) or {MAX_HEIGHT_M:.0f} m")
+    flags["too_slender"] = _flag_part(
+        table, slender | (height > MAX_HEIGHT_M),
+        f"height above {MAX_SLENDERNESS:.0f} × √(footprint area) or {MAX_HEIGHT_M:.0f} m")
     mass, gfa = _num(table, "mass_total_kg"), _num(table, "gfa_m2")
     per_gfa = mass / gfa.where(gfa > 0)
     lo, hi = MASS_PER_GFA_RANGE
-    out += _flag(table, (per_gfa < lo) | (per_gfa > hi), "mass_per_gfa_outside_range",
-                 f"total mass per m² GFA outside {lo:,.0f}–{hi:,.0f} kg/m² (RASMI p05–p95 totals)")
+    flags["mass_per_gfa_outside_range"] = _flag_part(
+        table, (per_gfa < lo) | (per_gfa > hi),
+        f"total mass per m² GFA outside {lo:,.0f}–{hi:,.0f} kg/m² (RASMI p05–p95 totals)")
     ok = np.isfinite(mass) & np.isfinite(gfa) & (gfa > 0)
-    if ok.any():
-        mean = float(mass[ok].sum() / gfa[ok].sum())
+    bf = None
+    if "building_function" in table:
+        f = table["building_function"]
+        bf = (f.astype(str).str.lower() == "residential").where(~_is_unknown(f))
+    fn = None
+    if "function" in table:
+        f = table["function"]
+        fn = f.astype(str).str.upper().isin(RESIDENTIAL_FUNCTIONS).where(~_is_unknown(f))
+    unknown = {}
+    for col in CLASS_ATTRIBUTES:
+        if col in table:
+            mask = _is_unknown(table[col])
+            unknown[col] = {"count": int(mask.sum()), "examples": table.loc[mask, "building_id"].astype(str)
+                            .head(EXAMPLES).tolist() if "building_id" in table else []}
+    return {"rows": n, "flags": flags, "ok": int(ok.sum()), "mass_ok": float(mass[ok].sum()),
+            "gfa_ok": float(gfa[ok].sum()),
+            "building_function_known_any": bool(bf is not None and bf.notna().any()),
+            "residential_building_function": _residential_part(table, bf, gfa),
+            "residential_function": _residential_part(table, fn, gfa),
+            "unknown": unknown}
+
+
+def _merge_residential(parts: list[dict], name: str) -> dict | None:
+    rows = [p[name] for p in parts if p.get(name) is not None]
+    if not rows:
+        return None
+    return {"known": sum(r["known"] for r in rows), "gfa_known": sum(r["gfa_known"] for r in rows),
+            "gfa_residential": sum(r["gfa_residential"] for r in rows),
+            "examples": [e for r in rows for e in r["examples"]][:EXAMPLES]}
+
+
+def sanity_from_parts(parts: list[dict], population: float | None = None) -> list[SanityWarning]:
+    """Every check of the module docstring over the parts of a table (:func:`sanity_parts`),
+    in a fixed order: the same warnings as :func:`sanity_checks` on the whole table."""
+    parts = [p for p in parts if p.get("rows")]
+    n = sum(p["rows"] for p in parts)
+    out: list[SanityWarning] = []
+    if not n:
+        return out
+    for code in parts[0]["flags"]:
+        count = sum(p["flags"][code]["count"] for p in parts)
+        if count:
+            out.append(SanityWarning(code, parts[0]["flags"][code]["message"], count,
+                                     [e for p in parts for e in p["flags"][code]["examples"]][:EXAMPLES]))
+    ok = sum(p["ok"] for p in parts)
+    mass_ok, gfa_ok = sum(p["mass_ok"] for p in parts), sum(p["gfa_ok"] for p in parts)
+    if ok:
+        mean = mass_ok / gfa_ok
         lo, hi = DISTRICT_MASS_PER_GFA_RANGE
         if not lo <= mean <= hi:
             out.append(SanityWarning("district_mass_per_gfa",
                                      f"the area's mean stock is {mean:,.0f} kg/m² GFA, outside "
-                                     f"{lo:,.0f}–{hi:,.0f} kg/m² (RASMI p50 totals: 225–2,050)",
-                                     int(ok.sum())))
-    res = _residential(table)
+                                     f"{lo:,.0f}–{hi:,.0f} kg/m² (RASMI p50 totals: 225–2,050)", ok))
+    # As _residential: the predicted function where any is known, else the RASMI key.
+    use_bf = any(p.get("building_function_known_any") for p in parts)
+    res = _merge_residential(parts, "residential_building_function" if use_bf else "residential_function")
     if res is not None:
-        known = res.notna()
-        w = gfa.where(np.isfinite(gfa) & (gfa > 0), 0.0)
-        total = float(w[known].sum())
-        share = float(w[known & res.eq(True)].sum() / total) if total > 0 else np.nan
-        if known.sum() >= MIN_BUILDINGS_FOR_HOUSING and share < MIN_HOUSING_SHARE:
+        total = res["gfa_known"]
+        share = res["gfa_residential"] / total if total > 0 else np.nan
+        if res["known"] >= MIN_BUILDINGS_FOR_HOUSING and share < MIN_HOUSING_SHARE:
             out.append(SanityWarning(
                 "no_housing",
                 f"buildings with a known function and only {share:.2%} of their GFA residential "
                 f"(under {MIN_HOUSING_SHARE:.0%}; urban floor area is mostly housing): check the "
                 "function model's domain before trusting the RS/RM/NR split",
-                int(known.sum()),
-                table.loc[known & res.eq(False), "building_id"].astype(str).head(EXAMPLES).tolist()
-                if "building_id" in table else []))
-    if population is not None and population > 0 and ok.any():
-        per_cap = float(mass[ok].sum()) / 1000.0 / population
+                res["known"], res["examples"]))
+    if population is not None and population > 0 and ok:
+        per_cap = mass_ok / 1000.0 / population
         lo, hi = STOCK_PER_CAPITA_RANGE_T
         if not lo <= per_cap <= hi:
             out.append(SanityWarning(
                 "stock_per_capita_outside_range",
                 f"building stock of {per_cap:,.0f} t per inhabitant (population {population:,.0f}), "
-                f"outside {lo:,.0f}–{hi:,.0f} t/cap (published building stocks, e.g. Haberl et al. 2021)",
-                int(ok.sum())))
+                f"outside {lo:,.0f}–{hi:,.0f} t/cap (published building stocks, e.g. Haberl et al. 2021)", ok))
     for col, name in CLASS_ATTRIBUTES.items():
-        if col not in table:
+        if col not in parts[0]["unknown"]:
             continue
-        unknown = _is_unknown(table[col])
-        if unknown.mean() > MAX_UNKNOWN_SHARE:
+        rows = [p["unknown"][col] for p in parts if col in p["unknown"]]
+        unknown = sum(r["count"] for r in rows)
+        if unknown / n > MAX_UNKNOWN_SHARE:
             out.append(SanityWarning(
-                "many_unknown", f"buildings with {name} unknown ({unknown.mean():.0%} of "
-                f"{len(table)}, over {MAX_UNKNOWN_SHARE:.0%}): see the abstention table",
-                int(unknown.sum()),
-                table.loc[unknown, "building_id"].astype(str).head(EXAMPLES).tolist()
-                if "building_id" in table else []))
+                "many_unknown", f"buildings with {name} unknown ({unknown / n:.0%} of "
+                f"{n}, over {MAX_UNKNOWN_SHARE:.0%}): see the abstention table", unknown,
+                [e for r in rows for e in r["examples"]][:EXAMPLES]))
     return out
+
+
+def sanity_checks(table: pd.DataFrame, population: float | None = None) -> list[SanityWarning]:
+    """Every check of the module docstring that fires on ``table``, in a fixed order."""
+    return sanity_from_parts([sanity_parts(table)], population)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import geopandas as gpd
 import pandas as pd
 
 from urbanfabric.outputs.abstention import abstentions
-from urbanfabric.outputs.sanity import sanity_checks
+from urbanfabric.outputs.sanity import sanity_from_parts, sanity_parts
 
 MASS_PREFIX = "mass_"
 
@@ -71,26 +71,88 @@ class Summary:
         return "\n".join(lines)
 
 
+def summary_parts(buildings: pd.DataFrame) -> dict:
+    """The counts and sums a job summary needs from one part of the buildings table (a
+    partition), JSON-serialisable: written beside the partition as ``_summary.json`` and merged
+    by :func:`summary_from_parts` without rereading any building."""
+    mass_cols = [c for c in buildings.columns
+                 if c.startswith(MASS_PREFIX) and c.endswith("_kg") and c != "mass_total_kg"]
+    height = pd.to_numeric(buildings["height_m"], errors="coerce") if "height_m" in buildings \
+        else pd.Series(dtype=float)
+    mix = buildings["roof_material"].fillna("no imagery").value_counts().to_dict() \
+        if "roof_material" in buildings else {}
+    return {
+        "buildings": len(buildings),
+        "height_sum_m": float(height.sum()), "height_count": int(height.notna().sum()),
+        "roof_material_mix": {str(k): int(v) for k, v in mix.items()},
+        "mass_kg": {c[len(MASS_PREFIX):-3]: float(buildings[c].sum()) for c in mass_cols},
+        "embodied_co2e_kg": float(buildings.get("embodied_co2e_kg", pd.Series(dtype=float)).sum()),
+        "solar_kwh_per_year": float(buildings.get("solar_kwh_per_year", pd.Series(dtype=float)).sum()),
+        "solar_sources": {str(k): int(v) for k, v in buildings["solar_source"].value_counts().items()}
+        if "solar_source" in buildings else {},
+        "sanity": sanity_parts(buildings),
+        "abstention": [a.as_dict() for a in abstentions(buildings)],
+    }
+
+
+def _add_counts(total: dict[str, float], more: dict[str, float]) -> None:
+    for k, v in more.items():
+        total[k] = total.get(k, 0) + v
+
+
+def merge_summary_parts(parts: list[dict]) -> dict:
+    """One :func:`summary_parts` dict from many (a partition's files, or a job's partitions)."""
+    out: dict = {"buildings": 0, "height_sum_m": 0.0, "height_count": 0, "roof_material_mix": {},
+                 "mass_kg": {}, "embodied_co2e_kg": 0.0, "solar_kwh_per_year": 0.0, "solar_sources": {},
+                 "sanity": [], "abstention": []}
+    for p in parts:
+        for k in ("buildings", "height_sum_m", "height_count", "embodied_co2e_kg", "solar_kwh_per_year"):
+            out[k] += p[k]
+        for k in ("roof_material_mix", "mass_kg", "solar_sources"):
+            _add_counts(out[k], p[k])
+        sanity = p["sanity"]
+        out["sanity"].extend(sanity if isinstance(sanity, list) else [sanity])
+        out["abstention"] = merge_abstentions([out["abstention"], p["abstention"]])
+    return out
+
+
+def merge_abstentions(parts: list[list[dict]]) -> list[dict]:
+    """Kept / unknown / reasons / sources summed per attribute, in first-seen order."""
+    merged: dict[str, dict] = {}
+    for rows in parts:
+        for r in rows:
+            m = merged.setdefault(r["attribute"], {"attribute": r["attribute"], "kept": 0, "unknown": 0,
+                                                   "reasons": {}, "sources": {}})
+            m["kept"] += r["kept"]
+            m["unknown"] += r["unknown"]
+            _add_counts(m["reasons"], r.get("reasons", {}))
+            _add_counts(m["sources"], r.get("sources", {}))
+    for m in merged.values():
+        for k in ("reasons", "sources"):
+            m[k] = dict(sorted(m[k].items(), key=lambda kv: -kv[1]))
+    return list(merged.values())
+
+
+def summary_from_parts(job_id: str, parts: list[dict], stage_seconds: dict[str, float],
+                       outputs: dict[str, str], population: float | None = None) -> Summary:
+    """The job summary from per-partition :func:`summary_parts` (the same numbers as
+    :func:`summarize` over the whole table)."""
+    p = merge_summary_parts(parts)
+    n = p["buildings"]
+    mean = (p["height_sum_m"] / p["height_count"] if p["height_count"] else float("nan")) if n else None
+    mix = dict(sorted(p["roof_material_mix"].items(), key=lambda kv: -kv[1]))
+    return Summary(
+        job_id=job_id, buildings=n, mean_height_m=mean, roof_material_mix=mix, mass_kg=p["mass_kg"],
+        embodied_co2e_kg=p["embodied_co2e_kg"], solar_kwh_per_year=p["solar_kwh_per_year"],
+        stage_seconds=stage_seconds, outputs=outputs,
+        sanity=[w.as_dict() for w in sanity_from_parts(p["sanity"], population)],
+        abstention=p["abstention"],
+        solar_sources=dict(sorted(p["solar_sources"].items(), key=lambda kv: -kv[1])),
+    )
+
+
 def summarize(job_id: str, buildings: gpd.GeoDataFrame, stage_seconds: dict[str, float],
               outputs: dict[str, str], population: float | None = None) -> Summary:
     """The summary of a job's buildings table; ``population`` (inhabitants of the area, when
     the job gives one) enables the per-capita stock check."""
-    mass_cols = [c for c in buildings.columns
-                 if c.startswith(MASS_PREFIX) and c.endswith("_kg") and c != "mass_total_kg"]
-    mix = buildings["roof_material"].fillna("no imagery").value_counts().to_dict() \
-        if "roof_material" in buildings else {}
-    return Summary(
-        job_id=job_id,
-        buildings=len(buildings),
-        mean_height_m=float(buildings["height_m"].mean()) if len(buildings) else None,
-        roof_material_mix={str(k): int(v) for k, v in mix.items()},
-        mass_kg={c[len(MASS_PREFIX):-3]: float(buildings[c].sum()) for c in mass_cols},
-        embodied_co2e_kg=float(buildings.get("embodied_co2e_kg", pd.Series(dtype=float)).sum()),
-        solar_kwh_per_year=float(buildings.get("solar_kwh_per_year", pd.Series(dtype=float)).sum()),
-        stage_seconds=stage_seconds,
-        outputs=outputs,
-        sanity=[w.as_dict() for w in sanity_checks(buildings, population)],
-        abstention=[a.as_dict() for a in abstentions(buildings)],
-        solar_sources={str(k): int(v) for k, v in buildings["solar_source"].value_counts().items()}
-        if "solar_source" in buildings else {},
-    )
+    return summary_from_parts(job_id, [summary_parts(buildings)], stage_seconds, outputs, population)
