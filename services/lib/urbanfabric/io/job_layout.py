@@ -69,6 +69,20 @@ class JobLayout:
         checked_id(tile_id, "tile.tile_id")
         return f"{self.root}/tiles/{tile_id}/_SUCCESS"
 
+    def input_partition(self, cell: str, chunk: int) -> str:
+        """One chunk's share of a user footprint file in one spatial cell (streamed staging)."""
+        checked_id(cell, "cell")
+        return f"{self.root}/inputs/footprints/cell={cell}/chunk-{chunk:06d}.parquet"
+
+    def input_partitions_prefix(self, cell: str) -> str:
+        checked_id(cell, "cell")
+        return f"{self.root}/inputs/footprints/cell={cell}/"
+
+    @property
+    def input_partitions_done(self) -> str:
+        """Written last by the staging of a user footprint file: its cells and counts (JSON)."""
+        return f"{self.root}/inputs/footprints/_SUCCESS"
+
     def batch_footprints(self, batch_id: str) -> str:
         checked_id(batch_id, "batch_id")
         return f"{self.root}/batches/batch={batch_id}/footprints.parquet"
