@@ -39,10 +39,10 @@ def _read(blob: bytes, name: str) -> tuple[gpd.GeoDataFrame, str]:
         if "building" in frame.columns:
             frame = frame[frame["building"].notna()]
         return frame, "osm"
-    if lower.endswith((".geojson", ".json", ".gpkg")):
+    if lower.endswith((".geojson", ".json", ".gpkg", ".fgb")):
         return gpd.read_file(io.BytesIO(blob)), "user"
     raise InvalidInput("footprints", f"unsupported footprint file {name!r} "
-                       "(use .geojson, .parquet/.geoparquet, .gpkg or .osm.pbf)")
+                       "(use .geojson, .parquet/.geoparquet, .fgb, .gpkg or .osm.pbf)")
 
 
 def load_footprints(blob: bytes, name: str) -> gpd.GeoDataFrame:

@@ -125,7 +125,7 @@ def stage_footprints(store: ObjectStore, job_id: str, path: str, bbox: tuple[flo
     if store.exists(layout.input_partitions_done):
         doc = json.loads(store.get_bytes(layout.input_partitions_done))
         return StagedFootprints({str(k): int(v) for k, v in doc["cells"].items()}, int(doc["rows_read"]),
-                                int(doc["chunks"]), tuple(doc["bounds"]))  # type: ignore[arg-type]
+                                int(doc["chunks"]), tuple(doc["bounds"]))
     cells: dict[str, int] = {}
     rows = chunks = 0
     w = s = float("inf")
