@@ -193,8 +193,8 @@ def test_iter_batches_gives_the_batches_of_make_batches() -> None:
     assert [list(b["building_id"]) for b in old] == [list(b["building_id"]) for b in new]
 
 
-def test_cell_batches_read_one_cell_at_a_time_with_stable_ids() -> None:
-    cells = {"14-2-1": _frame(7, 0.0), "14-1-1": _frame(3, 1.0)}
+def test_cell_batches_read_one_cell_at_a_time_top_up_partial_batches_and_keep_stable_ids() -> None:
+    cells = {"14-2-1": _frame(7, 0.0), "14-1-1": _frame(3, 1.0), "14-9-9": _frame(0, 2.0)}
     reads: list[str] = []
 
     def read(cell: str) -> gpd.GeoDataFrame:
@@ -203,7 +203,11 @@ def test_cell_batches_read_one_cell_at_a_time_with_stable_ids() -> None:
 
     it = jobs.cell_batches(cells, read, 4)
     first = next(it)
-    assert first[0] == "14-1-1-0000" and reads == ["14-1-1"]
+    # 14-1-1's 3 buildings wait for one of 14-2-1's: the first batch is full.
+    assert first[0] == "14-2-1-0000" and reads == ["14-1-1", "14-2-1"] and len(first[1]) == 4
     rest = list(it)
-    assert [k for k, _ in rest] == ["14-2-1-0000", "14-2-1-0001"] and reads == ["14-1-1", "14-2-1"]
-    assert sum(len(f) for _, f in [first, *rest]) == 10
+    assert [(k, len(f)) for k, f in rest] == [("14-2-1-0001", 4), ("14-2-1-0002", 2)]
+    ids = [i for _, f in [first, *rest] for i in f["building_id"]]
+    assert sorted(ids) == sorted([*cells["14-2-1"]["building_id"], *cells["14-1-1"]["building_id"]])
+    assert [k for k, _ in jobs.cell_batches(cells, read, 4)] == ["14-2-1-0000", "14-2-1-0001", "14-2-1-0002"]
+    assert jobs.cell_order("14-1-1") < jobs.cell_order("14-2-1") < jobs.cell_order("14-9-9")

@@ -551,10 +551,43 @@ class BatchTally:
         return sorted(self.parts, key=lambda r: r.batch_id)
 
 
+def cell_order(cell: str) -> tuple[int, int]:
+    """Sort key of a ``"z-x-y"`` cell: zoom, then its Morton (Z-order) index, so consecutive
+    cells are mostly neighbours."""
+    z, x, y = (int(v) for v in cell.split("-"))
+    code = 0
+    for bit in range(z):
+        code |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
+    return z, code
+
+
 def cell_batches(cells: Iterable[str], read: Callable[[str], gpd.GeoDataFrame],
                  batch_size: int) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-    """Batches of neighbours, one spatial cell at a time (Hilbert order inside each cell); batch
-    ids ``<cell>-<nnnn>`` are stable, so a resumed job finds its finished batches."""
-    for cell in sorted(cells):
-        for i, frame in enumerate(iter_batches(read(cell), batch_size)):
-            yield f"{cell}-{i:04d}", frame
+    """Batches of neighbours, one spatial cell at a time (cells in Z-order, Hilbert order inside
+    each); a cell's last, partial batch is topped up from the next cell, so batches are full
+    whatever the cells' sizes. Batch ids ``<cell>-<nnnn>`` (the cell that completes the batch)
+    are stable, so a resumed job finds its finished batches.
+
+    Raises:
+        InvalidInput: ``batch_size`` below one.
+    """
+    if batch_size <= 0:
+        raise InvalidInput("batch_size", "must be positive")
+    carry: gpd.GeoDataFrame | None = None
+    last, i = "", 0
+    for cell in sorted(cells, key=cell_order):
+        frame = read(cell)
+        if frame.empty:
+            continue
+        last, i = cell, 0
+        frame = frame.iloc[np.argsort(frame.geometry.hilbert_distance(), kind="stable")]
+        if carry is not None and len(carry):
+            frame = gpd.GeoDataFrame(pd.concat([carry, frame], ignore_index=True), geometry="geometry",
+                                     crs=frame.crs)
+        full = len(frame) // batch_size * batch_size
+        for start in range(0, full, batch_size):
+            yield f"{cell}-{i:04d}", frame.iloc[start : start + batch_size].reset_index(drop=True)
+            i += 1
+        carry = frame.iloc[full:]
+    if carry is not None and len(carry):
+        yield f"{last}-{i:04d}", carry.reset_index(drop=True)
