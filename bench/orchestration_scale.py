@@ -61,7 +61,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.components, self.every = components, every
         self.peak: dict[str, float] = {k: 0.0 for k in components}
-        self.timeline: list[tuple[float, dict[str, float]]] = []
+        self.timeline: list[tuple[float, dict[str, float]]] = []  # (unix time, MiB per component)
         self._stop_flag = threading.Event()
 
     def sample(self) -> dict[str, float]:
@@ -75,10 +75,9 @@ class Sampler(threading.Thread):
         return {name: by_sid.get(pid, 0.0) for name, pid in self.components.items()}
 
     def run(self) -> None:
-        t0 = time.monotonic()
         while not self._stop_flag.is_set():
             now = self.sample()
-            self.timeline.append((time.monotonic() - t0, now))
+            self.timeline.append((time.time(), now))
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
             self._stop_flag.wait(self.every)
@@ -92,6 +91,27 @@ def _stack(repo: Path, stack_dir: Path, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": f"{repo}:{repo}/services/lib", "OMP_NUM_THREADS": "1"}
     subprocess.run(["nice", "-n", "10", str(repo / ".venv/bin/python"), "-m", "urbanfabric.stack",
                     "--stack-dir", str(stack_dir), *args], cwd=repo, env=env, check=True)
+
+
+def batches_finished_at(log: Path, since: float) -> float | None:
+    """Unix time of the flow runner's last log line about building batches (old: "batches N/N
+    done", new: "building batches: …") after ``since``: the end of the buildings stage, before
+    ``aggregate`` (whose memory belongs to issue 22 item 4, not to the orchestration)."""
+    import datetime as dt
+
+    day = dt.datetime.fromtimestamp(since).date()
+    last = None
+    for line in log.read_text(errors="replace").splitlines():
+        if "batches" not in line or "|" not in line:
+            continue
+        try:
+            clock = dt.datetime.strptime(line.split("|", 1)[0].strip(), "%H:%M:%S.%f").time()
+        except ValueError:
+            continue
+        t = dt.datetime.combine(day, clock).timestamp()
+        if t >= since - 1:
+            last = t
+    return last
 
 
 def run_job(stack_file: Path, footprints: Path, batch_size: int) -> dict:
@@ -109,6 +129,7 @@ def run_job(stack_file: Path, footprints: Path, batch_size: int) -> dict:
     baseline = sampler.sample()
     sampler.start()
     job_id = new_job_id()
+    started = time.time()
     t0 = time.perf_counter()
     run_id, state = run_map_area(settings, {"spec": {
         "footprints": str(footprints), "imagery": None, "region": "OECD_USA", "job_id": job_id,
@@ -117,9 +138,14 @@ def run_job(stack_file: Path, footprints: Path, batch_size: int) -> dict:
     sampler.stop()
     job = json.loads(ObjectStore(settings).get_bytes(JobLayout(job_id).job_json))
     summary = job.get("summary", {})
+    cut = batches_finished_at(stack_file.parent / "logs/flows.log", started)
+    before = [s for t, s in sampler.timeline if cut is None or t <= cut]
+    pre_aggregate = {k: max((s[k] for s in before), default=0.0) for k in MAIN}
     return {"job_id": job_id, "state": state.type.value, "message": state.message, "wall_s": wall,
             "baseline_rss_mib": baseline, "peak_rss_mib": sampler.peak,
-            "timeline": [(round(t, 1), {k: round(v) for k, v in s.items() if k in MAIN})
+            "peak_rss_before_aggregate_mib": pre_aggregate,
+            "aggregate_s": (started + wall - cut) if cut else None,
+            "timeline": [(round(t - started, 1), {k: round(v) for k, v in s.items() if k in MAIN})
                          for t, s in sampler.timeline[:: max(1, len(sampler.timeline) // 400)]],
             "stage_seconds": summary.get("stage_seconds"), "buildings": summary.get("buildings"),
             "summary_keys": sorted(summary)}
@@ -146,7 +172,8 @@ def main() -> None:
                 r = run_job(stack_dir / "stack.json", files[n], args.batch_size)
                 r["buildings_per_s"] = n / r["wall_s"]
                 results["runs"][f"{label}/{n}"] = r
-                print(json.dumps({k: r[k] for k in ("state", "wall_s", "buildings_per_s", "peak_rss_mib")},
+                print(json.dumps({k: r[k] for k in ("state", "wall_s", "buildings_per_s", "aggregate_s",
+                                                    "peak_rss_before_aggregate_mib", "peak_rss_mib")},
                                  default=str), flush=True)
                 save("orchestration_scale", results)
         finally:
