@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
+from urbanfabric.runtime.tile_router import TileRouter
 from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.summary import Summary
 from urbanfabric.stock.intensity import default_table
@@ -43,6 +44,7 @@ from urbanfabric.io.job_inputs import local_copy, read_cell, read_districts, sta
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
+from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
 from urbanfabric.footprints.seams import merge_seams, seam_defects
@@ -181,20 +183,25 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
                   segmentation: SegmentationOptions, halo_px: int, segment: bool, timeout_s: float,
                   area_stats: common_pb2.ObjectRef | None = None,
                   landcover_spec: common_pb2.LandCoverFilter | None = None,
-                  window: int = jobs.IN_FLIGHT_PER_WORKER) -> tuple[list, list[str], dict[str, float]]:
+                  window: int = jobs.IN_FLIGHT_PER_WORKER, per_tile_seams: bool = False,
+                  bbox: tuple[float, float, float, float] | None = None,
+                  ) -> tuple[list, list[str], dict[str, float], dict[str, int] | None]:
     """Tile tasks through a bounded window (:func:`urbanfabric.runtime.jobs.run_windowed`):
-    tiles already done (a resumed job: their commit marker exists) are not published again."""
+    tiles already done (a resumed job: their commit marker exists) are not published again.
+    With ``per_tile_seams`` a :class:`TileRouter` resolves each tile's owned buildings as its
+    neighbourhood completes (returned: tile id → buildings owned)."""
     log = get_run_logger()
     store = ObjectStore(settings)
     layout = JobLayout(job.job_id)
-    tally = jobs.TileTally()
+    tally = jobs.TileTally({t.tile_id: i for i, t in enumerate(tiles)})
+    router = TileRouter(store, job.job_id, tiles, tally, bbox) if per_tile_seams else None
     send, receive = jobs.Publisher(settings, bus.TILES), jobs.ResultStream(
         settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job)
     every = max(1, len(tiles) // 20)
     try:
         counts = jobs.run_windowed(
             jobs.iter_tile_tasks(job, tiles, source, segmentation, halo_px, segment, area_stats, landcover_spec),
-            send, receive, lambda r: r.tile.tile_id, tally, window, timeout_s,
+            send, receive, lambda r: r.tile.tile_id, router or tally, window, timeout_s,
             resumed=jobs.stored_result(store, layout.tile_done, tasks_pb2.TileResult),
             progress=lambda c: log.info("tiles %d/%d done", c.done, len(tiles)) if c.done % every == 0 else None)
     finally:
@@ -205,7 +212,10 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
     kept, warnings = tally.finish()
     for w in warnings:
         log.warning(w)
-    return kept, warnings, tally.stage_seconds
+    if router is not None:
+        log.info("per-tile seams: %d tiles resolved, %d buildings owned, at most %d tiles' footprints held",
+                 len(router.owned), sum(router.owned.values()), router.peak_frontier)
+    return kept, warnings, tally.stage_seconds, router.owned if router is not None else None
 
 
 @task(name="process-buildings", cache_policy=NO_CACHE)
@@ -295,6 +305,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         bbox = area.bbox() if area else user.bounds
         tile_results: list = []
         tiles: list = []
+        per_tile = spec.seams == "tile" and segment
+        owned: dict[str, int] | None = None
         qa: dict = {}
         warnings: list[str] = []
         if imagery:
@@ -318,14 +330,22 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             t0 = time.time()
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None
-            tile_results, tile_warnings, tile_seconds = process_tiles(
+            tile_results, tile_warnings, tile_seconds, owned = process_tiles(
                 settings, job, tiles, source, spec.segmentation, spec.halo_px, segment, spec.tile_timeout_s,
-                area_stats, landcover_spec, window) if tiles else ([], [], {})
+                area_stats, landcover_spec, window, per_tile and user is None, bbox) if tiles else ([], [], {}, None)
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for k, v in tile_seconds.items():
                 stage[k] += v
-        if user is None:
+        if user is None and owned is not None:
+            # Seams already resolved tile by tile; batches come from each tile's owned buildings.
+            layout = JobLayout(job_id)
+            log.info("%d buildings owned by %d tiles (per-tile seams; no global seam check)",
+                     sum(owned.values()), sum(1 for v in owned.values() if v))
+            batches = jobs.cell_batches(
+                [t for t, n in owned.items() if n],
+                lambda t: read_geoparquet(store.get_bytes(layout.tile_owned(t))), spec.batch_size)
+        elif user is None:
             found = jobs.gather_footprints(store, tile_results)
             buildings_in = merge_seams(found) if len(found) else found
             buildings_in = clip_to_area(buildings_in, bbox) if len(buildings_in) else buildings_in

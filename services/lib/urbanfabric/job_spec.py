@@ -194,6 +194,11 @@ class JobSpec(BaseModel):
     worker_replicas: int = Field(1, ge=1, le=10_000, description="replicas of each worker (tile, building); the "
                                                                  "flow keeps in_flight_per_worker × this many "
                                                                  "tasks of a stage in flight")
+    seams: Literal["global", "tile"] = Field(
+        "global", description="how pieces split by tile borders are joined: 'global' (one pass over the "
+                              "whole area's footprints, as before) or 'tile' (each tile joins its border "
+                              "pieces with its neighbours' and keeps the buildings whose point lies in its "
+                              "core; the flow never gathers the area's footprints)")
     in_flight_per_worker: int = Field(4, ge=1, le=1_000, description="tasks per worker replica published and not "
                                                                      "yet answered (bounds the flow's memory)")
     imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})

@@ -160,6 +160,10 @@ def test_tile_tally_keeps_lean_results_and_applies_the_split_rules() -> None:
     kept, warnings = tally.finish()
     ref_kept, ref_warnings = jobs.split_tile_results(results)
     assert [r.tile.tile_id for r in kept] == ["16-1", "16-2"]
+    ordered = jobs.TileTally({"16-2": 0, "16-1": 1})
+    for r in results:
+        ordered(r)
+    assert [r.tile.tile_id for r in ordered.finish()[0]] == ["16-2", "16-1"]
     assert sorted(warnings) == sorted(ref_warnings)
     assert tally.stage_seconds == {"segmentation": 6.0}
     assert all(not r.stage_seconds and not r.warnings for r in kept)  # folded, not kept

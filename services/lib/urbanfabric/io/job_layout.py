@@ -65,6 +65,11 @@ class JobLayout:
         checked_id(tile_id, "tile.tile_id")
         return f"{self.root}/footprints/tile={tile_id}/part-0.parquet"
 
+    def tile_owned(self, tile_id: str) -> str:
+        """The buildings a tile owns once its seams are resolved (per-tile seams)."""
+        checked_id(tile_id, "tile.tile_id")
+        return f"{self.root}/footprints/owned/tile={tile_id}/part-0.parquet"
+
     def tile_done(self, tile_id: str) -> str:
         checked_id(tile_id, "tile.tile_id")
         return f"{self.root}/tiles/{tile_id}/_SUCCESS"

@@ -485,7 +485,9 @@ class TileTally:
     (:func:`lean_tile_result`) of each result kept; :meth:`finish` applies the rules of
     :func:`split_tile_results`."""
 
-    def __init__(self) -> None:
+    def __init__(self, order: dict[str, int] | None = None) -> None:
+        #: tile id → position in the job's tile order (kept results come back in that order).
+        self.order = order or {}
         self.kept: list[tasks_pb2.TileResult] = []
         self.failed: list[tasks_pb2.TileResult] = []
         self.warnings: list[str] = []
@@ -515,7 +517,9 @@ class TileTally:
             first = (faults or self.failed)[0]
             raise RuntimeError(f"{len(self.failed)} tile(s) failed; {first.tile.tile_id}: {error_text(first.error)}")
         skipped = [f"tile {r.tile.tile_id} skipped: {error_text(r.error)}" for r in self.failed]
-        return sorted(self.kept, key=lambda r: r.tile.tile_id), skipped + self.warnings
+        end = len(self.order)
+        return (sorted(self.kept, key=lambda r: (self.order.get(r.tile.tile_id, end), r.tile.tile_id)),
+                skipped + self.warnings)
 
 
 class BatchTally:
@@ -552,9 +556,9 @@ class BatchTally:
 
 
 def cell_order(cell: str) -> tuple[int, int]:
-    """Sort key of a ``"z-x-y"`` cell: zoom, then its Morton (Z-order) index, so consecutive
-    cells are mostly neighbours."""
-    z, x, y = (int(v) for v in cell.split("-"))
+    """Sort key of a ``"z-x-y"`` cell (or a ``<tms>-z-x-y`` tile id): zoom, then its Morton
+    (Z-order) index, so consecutive cells are mostly neighbours."""
+    z, x, y = (int(v) for v in cell.rsplit("-", 3)[-3:])
     code = 0
     for bit in range(z):
         code |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
