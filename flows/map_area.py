@@ -4,16 +4,22 @@ Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.ru
 
 1. resolve the imagery source (register the sample imagery as a STAC catalog when asked for
    ``sample:<name>``) and check that the area overlaps it;
-2. split the area into grid tiles and publish one ``TileTask`` per tile to Kafka; tile workers
-   acquire, calibrate and segment; wait for every ``TileResult``;
-3. gather the footprints, join pieces split by tile borders, cut them into batches of
-   neighbours and publish ``BuildingBatch`` messages; building workers classify roofs,
-   predict heights and estimate material stock; wait for every result;
+2. split the area into grid tiles and publish ``TileTask`` messages through a bounded window
+   (``worker_replicas`` × ``in_flight_per_worker`` unanswered at most; tiles whose commit
+   marker exists — a resumed job — are not published again); tile workers acquire, calibrate
+   and segment; each ``TileResult`` is folded into counts as it arrives;
+3. join pieces split by tile borders — globally (``seams="global"``, the default: gather,
+   ``merge_seams``) or tile by tile as each tile's neighbourhood completes (``seams="tile"``:
+   :class:`urbanfabric.runtime.tile_router.TileRouter`) — cut them into batches of neighbours
+   and publish ``BuildingBatch`` messages through the same kind of window; building workers
+   classify roofs, predict heights and estimate material stock;
 4. aggregate the batches into ``jobs/<job>/outputs/buildings.parquet`` (GeoParquet, Hilbert
    sorted), a map and a report, then write the ``_SUCCESS`` marker.
 
 With ``footprints`` given, step 2 only acquires and calibrates imagery for roof chips (or is
-skipped when there is no imagery) and the user's polygons replace segmentation.
+skipped when there is no imagery) and the user's polygons replace segmentation: the file is
+streamed into spatial cells under ``inputs/footprints/`` (never loaded whole) and batches are
+cut one cell at a time.
 """
 
 
@@ -185,11 +191,11 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
                   landcover_spec: common_pb2.LandCoverFilter | None = None,
                   window: int = jobs.IN_FLIGHT_PER_WORKER, per_tile_seams: bool = False,
                   bbox: tuple[float, float, float, float] | None = None,
-                  ) -> tuple[list, list[str], dict[str, float], dict[str, int] | None]:
+                  ) -> tuple[list, list[str], dict[str, float], dict[str, int] | None, dict[str, int]]:
     """Tile tasks through a bounded window (:func:`urbanfabric.runtime.jobs.run_windowed`):
     tiles already done (a resumed job: their commit marker exists) are not published again.
     With ``per_tile_seams`` a :class:`TileRouter` resolves each tile's owned buildings as its
-    neighbourhood completes (returned: tile id → buildings owned)."""
+    neighbourhood completes (returned: tile id → buildings owned); last, the window's counts."""
     log = get_run_logger()
     store = ObjectStore(settings)
     layout = JobLayout(job.job_id)
@@ -215,16 +221,17 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
     if router is not None:
         log.info("per-tile seams: %d tiles resolved, %d buildings owned, at most %d tiles' footprints held",
                  len(router.owned), sum(router.owned.values()), router.peak_frontier)
-    return kept, warnings, tally.stage_seconds, router.owned if router is not None else None
+    return kept, warnings, tally.stage_seconds, router.owned if router is not None else None, counts.as_dict()
 
 
 @task(name="process-buildings", cache_policy=NO_CACHE)
 def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, template: tasks_pb2.BuildingBatch,
                       tile_results: list, timeout_s: float, window: int = jobs.IN_FLIGHT_PER_WORKER,
-                      ) -> tuple[list, dict[str, float]]:
+                      ) -> tuple[list, dict[str, float], dict[str, int]]:
     """Building batches through a bounded window: ``batches`` yields ``(batch_id, footprints)``
     lazily; a batch's footprints are only written when it is published, and batches already
-    done (their commit marker exists) are neither written nor published."""
+    done (their commit marker exists) are neither written nor published. Returns the lean
+    results, the summed stage seconds and the window's counts."""
     log = get_run_logger()
     store = ObjectStore(settings)
     layout = JobLayout(job.job_id)
@@ -246,7 +253,7 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, 
         send.close()
         receive.close()
     log.info("building batches: %s (window %d), %d buildings", counts.as_dict(), window, tally.buildings)
-    return tally.finish(), tally.stage_seconds
+    return tally.finish(), tally.stage_seconds, counts.as_dict()
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -330,9 +337,10 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             t0 = time.time()
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None
-            tile_results, tile_warnings, tile_seconds, owned = process_tiles(
+            tile_results, tile_warnings, tile_seconds, owned, qa["tiles"] = process_tiles(
                 settings, job, tiles, source, spec.segmentation, spec.halo_px, segment, spec.tile_timeout_s,
-                area_stats, landcover_spec, window, per_tile and user is None, bbox) if tiles else ([], [], {}, None)
+                area_stats, landcover_spec, window, per_tile and user is None, bbox) \
+                if tiles else ([], [], {}, None, {})
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
             for k, v in tile_seconds.items():
@@ -365,8 +373,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
                                        measured_heights=spec.measured_heights or "",
                                        measured_heights_unit=spec.measured_heights_unit)
         t1 = time.time()
-        batch_results, batch_seconds = process_buildings(settings, job, batches, template, tile_results,
-                                                         spec.batch_timeout_s, window)
+        batch_results, batch_seconds, qa["batches"] = process_buildings(
+            settings, job, batches, template, tile_results, spec.batch_timeout_s, window)
         stage["buildings (wall)"] = time.time() - t1
         for k, v in batch_seconds.items():
             stage[k] += v

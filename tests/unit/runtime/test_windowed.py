@@ -158,7 +158,7 @@ def test_tile_tally_keeps_lean_results_and_applies_the_split_rules() -> None:
     for r in results:
         tally(r)
     kept, warnings = tally.finish()
-    ref_kept, ref_warnings = jobs.split_tile_results(results)
+    _, ref_warnings = jobs.split_tile_results(results)
     assert [r.tile.tile_id for r in kept] == ["16-1", "16-2"]
     ordered = jobs.TileTally({"16-2": 0, "16-1": 1})
     for r in results:
