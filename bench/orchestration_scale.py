@@ -151,13 +151,44 @@ def run_job(stack_file: Path, footprints: Path, batch_size: int) -> dict:
             "summary_keys": sorted(summary)}
 
 
+def table(results: dict) -> str:
+    """Markdown table of the runs, new/old ratios where both ran."""
+    runs = results["runs"]
+    lines = ["| checkout | buildings | wall s | buildings/s | aggregate s | flow runner peak MiB "
+             "(before aggregate) | flow runner peak MiB (whole run) | tile worker MiB | building worker MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in runs.items():
+        label, n = key.split("/")
+        pre, peak = r["peak_rss_before_aggregate_mib"], r["peak_rss_mib"]
+        lines.append(f"| {label} | {int(n):,} | {r['wall_s']:.0f} | {r['buildings_per_s']:.0f} | "
+                     f"{(r['aggregate_s'] or 0):.0f} | {pre['flows']:.0f} | {peak['flows']:.0f} | "
+                     f"{peak['tile_worker']:.0f} | {peak['building_worker']:.0f} |")
+    for n in results["sizes"]:
+        old, new = runs.get(f"old/{n}"), runs.get(f"new/{n}")
+        if old and new:
+            lines.append(f"| new/old | {n:,} | {new['wall_s'] / old['wall_s']:.2f} | "
+                         f"{new['buildings_per_s'] / old['buildings_per_s']:.2f} | "
+                         f"{(new['aggregate_s'] or 0) / (old['aggregate_s'] or 1):.2f} | "
+                         f"{new['peak_rss_before_aggregate_mib']['flows'] / old['peak_rss_before_aggregate_mib']['flows']:.2f} | "
+                         f"{new['peak_rss_mib']['flows'] / old['peak_rss_mib']['flows']:.2f} | "
+                         f"{new['peak_rss_mib']['tile_worker'] / old['peak_rss_mib']['tile_worker']:.2f} | "
+                         f"{new['peak_rss_mib']['building_worker'] / old['peak_rss_mib']['building_worker']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    p.add_argument("--repo", action="append", required=True, help="label=path of a checkout to run the stack from")
+    p.add_argument("--repo", action="append", default=[], help="label=path of a checkout to run the stack from")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="print the table of the last results and stop")
     args = p.parse_args()
+    if args.table:
+        from bench._util import RESULTS
+
+        print(table(json.loads((RESULTS / "orchestration_scale.json").read_text())))
+        return
     results: dict = {"sizes": args.sizes, "batch_size": args.batch_size, "runs": {}}
     files = {n: footprints_file(n) for n in args.sizes}
     for spec in args.repo:

@@ -215,3 +215,10 @@ def test_cell_batches_read_one_cell_at_a_time_top_up_partial_batches_and_keep_st
     assert sorted(ids) == sorted([*cells["14-2-1"]["building_id"], *cells["14-1-1"]["building_id"]])
     assert [k for k, _ in jobs.cell_batches(cells, read, 4)] == ["14-2-1-0000", "14-2-1-0001", "14-2-1-0002"]
     assert jobs.cell_order("14-1-1") < jobs.cell_order("14-2-1") < jobs.cell_order("14-9-9")
+
+
+def test_a_partial_batch_is_not_topped_up_from_a_distant_cell() -> None:
+    cells = {"14-1-1": _frame(3, 0.0), "14-2-2": _frame(3, 1.0), "14-9-9": _frame(3, 2.0)}
+    out = [(k, len(f)) for k, f in jobs.cell_batches(cells, cells.__getitem__, 4)]
+    # 14-1-1 and 14-2-2 touch (corner): one full batch; 14-9-9 is far: its own batch.
+    assert out == [("14-2-2-0000", 4), ("14-2-2-0001", 2), ("14-9-9-0000", 3)]

@@ -565,12 +565,20 @@ def cell_order(cell: str) -> tuple[int, int]:
     return z, code
 
 
+def _adjacent(a: str, b: str) -> bool:
+    """Whether two cells (``z-x-y`` or ``<tms>-z-x-y``) of one zoom touch (edge or corner)."""
+    za, xa, ya = (int(v) for v in a.rsplit("-", 3)[-3:])
+    zb, xb, yb = (int(v) for v in b.rsplit("-", 3)[-3:])
+    return za == zb and abs(xa - xb) <= 1 and abs(ya - yb) <= 1
+
+
 def cell_batches(cells: Iterable[str], read: Callable[[str], gpd.GeoDataFrame],
                  batch_size: int) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
     """Batches of neighbours, one spatial cell at a time (cells in Z-order, Hilbert order inside
-    each); a cell's last, partial batch is topped up from the next cell, so batches are full
-    whatever the cells' sizes. Batch ids ``<cell>-<nnnn>`` (the cell that completes the batch)
-    are stable, so a resumed job finds its finished batches.
+    each); a cell's last, partial batch is topped up from the next cell when that cell touches
+    it (a batch never spans distant places, so it needs few image tiles). Batch ids
+    ``<cell>-<nnnn>`` (the cell that completes the batch) are stable, so a resumed job finds
+    its finished batches.
 
     Raises:
         InvalidInput: ``batch_size`` below one.
@@ -583,6 +591,9 @@ def cell_batches(cells: Iterable[str], read: Callable[[str], gpd.GeoDataFrame],
         frame = read(cell)
         if frame.empty:
             continue
+        if carry is not None and len(carry) and not _adjacent(last, cell):
+            yield f"{last}-{i:04d}", carry.reset_index(drop=True)
+            carry = None
         last, i = cell, 0
         frame = frame.iloc[np.argsort(frame.geometry.hilbert_distance(), kind="stable")]
         if carry is not None and len(carry):
