@@ -154,14 +154,14 @@ def run_job(stack_file: Path, footprints: Path, batch_size: int) -> dict:
 def table(results: dict) -> str:
     """Markdown table of the runs, new/old ratios where both ran."""
     runs = results["runs"]
-    lines = ["| checkout | buildings | wall s | buildings/s | aggregate s | flow runner peak MiB "
-             "(before aggregate) | flow runner peak MiB (whole run) | tile worker MiB | building worker MiB |",
+    lines = ["| checkout | buildings | wall s | buildings/s | aggregate s | flow runner MiB: idle → peak "
+             "before aggregate | flow runner peak MiB (whole run) | tile worker MiB | building worker MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, r in runs.items():
         label, n = key.split("/")
-        pre, peak = r["peak_rss_before_aggregate_mib"], r["peak_rss_mib"]
+        pre, peak, base = r["peak_rss_before_aggregate_mib"], r["peak_rss_mib"], r["baseline_rss_mib"]
         lines.append(f"| {label} | {int(n):,} | {r['wall_s']:.0f} | {r['buildings_per_s']:.0f} | "
-                     f"{(r['aggregate_s'] or 0):.0f} | {pre['flows']:.0f} | {peak['flows']:.0f} | "
+                     f"{(r['aggregate_s'] or 0):.0f} | {base['flows']:.0f} → {pre['flows']:.0f} | {peak['flows']:.0f} | "
                      f"{peak['tile_worker']:.0f} | {peak['building_worker']:.0f} |")
     for n in results["sizes"]:
         old, new = runs.get(f"old/{n}"), runs.get(f"new/{n}")
@@ -181,24 +181,27 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--repo", action="append", default=[], help="label=path of a checkout to run the stack from")
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--out", default="orchestration_scale", help="name of the results file under bench/results")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--table", action="store_true", help="print the table of the last results and stop")
     args = p.parse_args()
     if args.table:
         from bench._util import RESULTS
 
-        print(table(json.loads((RESULTS / "orchestration_scale.json").read_text())))
+        print(table(json.loads((RESULTS / f"{args.out}.json").read_text())))
         return
     results: dict = {"sizes": args.sizes, "batch_size": args.batch_size, "runs": {}}
     files = {n: footprints_file(n) for n in args.sizes}
-    for spec in args.repo:
-        label, _, path = spec.partition("=")
-        repo = Path(path).resolve()
-        stack_dir = CACHE / f"stack-{label}"
-        print(f"== {label}: stack up from {repo}", flush=True)
-        _stack(repo, stack_dir, "up", "--workers", str(args.workers))
-        try:
-            for n in args.sizes:
+    for n in args.sizes:
+        for spec in args.repo:
+            label, _, path = spec.partition("=")
+            repo = Path(path).resolve()
+            stack_dir = CACHE / f"stack-{label}"
+            # A fresh stack per run: the flow runner's memory after one run is not the next
+            # run's baseline (freed memory stays with the process).
+            print(f"== {label}: stack up from {repo}", flush=True)
+            _stack(repo, stack_dir, "up", "--workers", str(args.workers))
+            try:
                 print(f"== {label}: {n} buildings", flush=True)
                 r = run_job(stack_dir / "stack.json", files[n], args.batch_size)
                 r["buildings_per_s"] = n / r["wall_s"]
@@ -206,10 +209,9 @@ def main() -> None:
                 print(json.dumps({k: r[k] for k in ("state", "wall_s", "buildings_per_s", "aggregate_s",
                                                     "peak_rss_before_aggregate_mib", "peak_rss_mib")},
                                  default=str), flush=True)
-                save("orchestration_scale", results)
-        finally:
-            _stack(repo, stack_dir, "down")
-    save("orchestration_scale", results)
+                save(args.out, results)
+            finally:
+                _stack(repo, stack_dir, "down")
 
 
 if __name__ == "__main__":
