@@ -4,18 +4,24 @@ Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.ru
 
 1. resolve the imagery source (register the sample imagery as a STAC catalog when asked for
    ``sample:<name>``) and check that the area overlaps it;
-2. split the area into grid tiles and publish one ``TileTask`` per tile to Kafka; tile workers
-   acquire, calibrate and segment; wait for every ``TileResult``;
-3. gather the footprints, join pieces split by tile borders, cut them into batches of
-   neighbours and publish ``BuildingBatch`` messages; building workers classify roofs,
-   predict heights and estimate material stock; wait for every result;
+2. split the area into grid tiles and publish ``TileTask`` messages through a bounded window
+   (``worker_replicas`` × ``in_flight_per_worker`` unanswered at most; tiles whose commit
+   marker exists — a resumed job — are not published again); tile workers acquire, calibrate
+   and segment; each ``TileResult`` is folded into counts as it arrives;
+3. join pieces split by tile borders — globally (``seams="global"``, the default: gather,
+   ``merge_seams``) or tile by tile as each tile's neighbourhood completes (``seams="tile"``:
+   :class:`urbanfabric.runtime.tile_router.TileRouter`) — cut them into batches of neighbours
+   and publish ``BuildingBatch`` messages through the same kind of window; building workers
+   classify roofs, predict heights and estimate material stock;
 4. aggregate the batches into ``jobs/<job>/outputs/buildings/`` (a Hive-partitioned GeoParquet
    1.1 dataset, ``quadkey=<key>/part-*.parquet``, plus the single-file convenience copy
    ``buildings.parquet`` unless ``outputs.single_file`` is off), grids, a map, a report and a
    STAC collection, partition by partition, then write the ``_SUCCESS`` marker last.
 
 With ``footprints`` given, step 2 only acquires and calibrates imagery for roof chips (or is
-skipped when there is no imagery) and the user's polygons replace segmentation.
+skipped when there is no imagery) and the user's polygons replace segmentation: the file is
+streamed into spatial cells under ``inputs/footprints/`` (never loaded whole) and batches are
+cut one cell at a time.
 """
 
 
@@ -31,6 +37,7 @@ from prefect.cache_policies import NO_CACHE
 
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
+from urbanfabric.runtime.tile_router import TileRouter
 from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.partitions import PartitionOptions
 from urbanfabric.outputs.summary import Summary
@@ -41,11 +48,12 @@ from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, OutputOptions
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
-from urbanfabric.footprints.user_footprints import clip_to_area, load_footprints
-from urbanfabric.io.job_inputs import local_copy, read_districts, read_input, stage_input
+from urbanfabric.footprints.user_footprints import clip_to_area
+from urbanfabric.io.job_inputs import local_copy, read_cell, read_districts, stage_footprints, stage_input
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
+from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
 from urbanfabric.footprints.seams import merge_seams, seam_defects
@@ -183,35 +191,72 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
 def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, source: common_pb2.ImagerySource,
                   segmentation: SegmentationOptions, halo_px: int, segment: bool, timeout_s: float,
                   area_stats: common_pb2.ObjectRef | None = None,
-                  landcover_spec: common_pb2.LandCoverFilter | None = None) -> tuple[list, list[str]]:
+                  landcover_spec: common_pb2.LandCoverFilter | None = None,
+                  window: int = jobs.IN_FLIGHT_PER_WORKER, per_tile_seams: bool = False,
+                  bbox: tuple[float, float, float, float] | None = None,
+                  ) -> tuple[list, list[str], dict[str, float], dict[str, int] | None, dict[str, int]]:
+    """Tile tasks through a bounded window (:func:`urbanfabric.runtime.jobs.run_windowed`):
+    tiles already done (a resumed job: their commit marker exists) are not published again.
+    With ``per_tile_seams`` a :class:`TileRouter` resolves each tile's owned buildings as its
+    neighbourhood completes (returned: tile id → buildings owned); last, the window's counts."""
     log = get_run_logger()
-    sent = jobs.publish(settings, bus.TILES, jobs.tile_tasks(job, tiles, source, segmentation, halo_px, segment,
-                                                             area_stats, landcover_spec))
-    log.info("published %d tile tasks", sent)
-    results = jobs.collect(settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job,
-                           {t.tile_id for t in tiles}, lambda r: r.tile.tile_id, timeout_s,
-                           progress=lambda d, n: log.info("tiles %d/%d done", d, n))
+    store = ObjectStore(settings)
+    layout = JobLayout(job.job_id)
+    tally = jobs.TileTally({t.tile_id: i for i, t in enumerate(tiles)})
+    router = TileRouter(store, job.job_id, tiles, tally, bbox) if per_tile_seams else None
+    send, receive = jobs.Publisher(settings, bus.TILES), jobs.ResultStream(
+        settings, bus.TILE_RESULTS, tasks_pb2.TileResult, job)
+    every = max(1, len(tiles) // 20)
+    try:
+        counts = jobs.run_windowed(
+            jobs.iter_tile_tasks(job, tiles, source, segmentation, halo_px, segment, area_stats, landcover_spec),
+            send, receive, lambda r: r.tile.tile_id, router or tally, window, timeout_s,
+            resumed=jobs.stored_result(store, layout.tile_done, tasks_pb2.TileResult),
+            progress=lambda c: log.info("tiles %d/%d done", c.done, len(tiles)) if c.done % every == 0 else None)
+    finally:
+        send.close()
+        receive.close()
+    log.info("tiles: %s (window %d)", counts.as_dict(), window)
     # Tiles failing on bad input are skipped with a warning; any other failure stops the job.
-    kept, warnings = jobs.split_tile_results(results.values())
+    kept, warnings = tally.finish()
     for w in warnings:
         log.warning(w)
-    return kept, warnings
+    if router is not None:
+        log.info("per-tile seams: %d tiles resolved, %d buildings owned, at most %d tiles' footprints held",
+                 len(router.owned), sum(router.owned.values()), router.peak_frontier)
+    return kept, warnings, tally.stage_seconds, router.owned if router is not None else None, counts.as_dict()
 
 
 @task(name="process-buildings", cache_policy=NO_CACHE)
-def process_buildings(settings: Settings, job: common_pb2.JobRef, batch_msgs: list, timeout_s: float) -> list:
+def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, template: tasks_pb2.BuildingBatch,
+                      tile_results: list, timeout_s: float, window: int = jobs.IN_FLIGHT_PER_WORKER,
+                      ) -> tuple[list, dict[str, float], dict[str, int]]:
+    """Building batches through a bounded window: ``batches`` yields ``(batch_id, footprints)``
+    lazily; a batch's footprints are only written when it is published, and batches already
+    done (their commit marker exists) are neither written nor published. Returns the lean
+    results, the summed stage seconds and the window's counts."""
     log = get_run_logger()
-    jobs.publish(settings, bus.BUILDINGS, batch_msgs)
-    log.info("published %d building batches", len(batch_msgs))
-    results = jobs.collect(settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job,
-                           {k for k, _ in batch_msgs}, lambda r: r.batch_id, timeout_s,
-                           progress=lambda d, n: log.info("batches %d/%d done", d, n))
-    failed = [r for r in results.values() if r.status != tasks_pb2.TASK_STATUS_SUCCEEDED]
-    if failed:
-        first = failed[0]
-        raise RuntimeError(f"{len(failed)} building batch(es) failed; batch {first.batch_id}: "
-                           f"{jobs.error_text(first.error)}")
-    return list(results.values())
+    store = ObjectStore(settings)
+    layout = JobLayout(job.job_id)
+    images = jobs.ImageIndex(tile_results)
+    tally = jobs.BatchTally()
+
+    def tasks():
+        for batch_id, frame in batches:
+            yield batch_id, lambda b=batch_id, f=frame: jobs.batch_task(store, template, b, f, images)
+
+    send, receive = jobs.Publisher(settings, bus.BUILDINGS), jobs.ResultStream(
+        settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job)
+    try:
+        counts = jobs.run_windowed(
+            tasks(), send, receive, lambda r: r.batch_id, tally, window, timeout_s,
+            resumed=jobs.stored_result(store, layout.batch_done, tasks_pb2.BuildingBatchResult),
+            progress=lambda c: log.info("batches done: %d", c.done) if c.done % 20 == 0 else None)
+    finally:
+        send.close()
+        receive.close()
+    log.info("building batches: %s (window %d), %d buildings", counts.as_dict(), window, tally.buildings)
+    return tally.finish(), tally.stage_seconds, counts.as_dict()
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -265,16 +310,18 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         segment = spec.segment
         refs = check_models(settings, spec)
         landcover_spec = landcover_filter_spec(store, job_id, spec.landcover) if segment else None
+        window = jobs.window_size(spec.worker_replicas, spec.in_flight_per_worker)
         user = None
         if footprints:
-            user = load_footprints(*read_input(store, footprints, "footprints"))
-            if area is not None:
-                user = clip_to_area(user, area.bbox())
-            if user.empty:
-                raise InvalidInput("footprints", "no footprint inside the area")
-        bbox = area.bbox() if area else tuple(user.total_bounds)
+            # Streamed into spatial cells under the job's inputs/, never loaded whole.
+            user = stage_footprints(store, job_id, footprints, area.bbox() if area else None)
+            log.info("footprints: %d rows read in %d chunk(s), %d kept in %d cell(s)", user.rows_read,
+                     user.chunks, user.count, len(user.cells))
+        bbox = area.bbox() if area else user.bounds
         tile_results: list = []
         tiles: list = []
+        per_tile = spec.seams == "tile" and segment
+        owned: dict[str, int] | None = None
         qa: dict = {}
         warnings: list[str] = []
         if imagery:
@@ -298,15 +345,23 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             t0 = time.time()
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None
-            tile_results, tile_warnings = process_tiles(
+            tile_results, tile_warnings, tile_seconds, owned, qa["tiles"] = process_tiles(
                 settings, job, tiles, source, spec.segmentation, spec.halo_px, segment, spec.tile_timeout_s,
-                area_stats, landcover_spec) if tiles else ([], [])
+                area_stats, landcover_spec, window, per_tile and user is None, bbox) \
+                if tiles else ([], [], {}, None, {})
             warnings.extend(tile_warnings)
             stage["tiles (wall)"] = time.time() - t0
-            for r in tile_results:
-                for k, v in r.stage_seconds.items():
-                    stage[k] += v
-        if user is None:
+            for k, v in tile_seconds.items():
+                stage[k] += v
+        if user is None and owned is not None:
+            # Seams already resolved tile by tile; batches come from each tile's owned buildings.
+            layout = JobLayout(job_id)
+            log.info("%d buildings owned by %d tiles (per-tile seams; no global seam check)",
+                     sum(owned.values()), sum(1 for v in owned.values() if v))
+            batches = jobs.cell_batches(
+                [t for t, n in owned.items() if n],
+                lambda t: read_geoparquet(store.get_bytes(layout.tile_owned(t))), spec.batch_size)
+        elif user is None:
             found = jobs.gather_footprints(store, tile_results)
             buildings_in = merge_seams(found) if len(found) else found
             buildings_in = clip_to_area(buildings_in, bbox) if len(buildings_in) else buildings_in
@@ -315,20 +370,22 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             if seams is not None:
                 qa["seams"] = {"check": seams.text(), "cut_pairs": len(seams.cut_pairs), "flush": len(seams.flush)}
                 log.info("seam check: %s", seams.text())
+            # Batches of neighbours over the merged area, ids as before (00000, 00001, …).
+            batches = ((f"{i:05d}", frame) for i, frame in enumerate(jobs.iter_batches(buildings_in, spec.batch_size)))
         else:
-            buildings_in = user
-        batches = jobs.make_batches(buildings_in, spec.batch_size)
-        msgs = jobs.batch_tasks(store, job, batches, tile_results, refs["roof_material"], refs["height"], region,
-                                    roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
-                                    street_views=spec.street_views or "", structure_model=refs["structure"],
-                                    measured_heights=spec.measured_heights or "",
-                                    measured_heights_unit=spec.measured_heights_unit)
+            # One spatial cell at a time: the flow holds one cell, never the whole file.
+            batches = jobs.cell_batches(user.cells, lambda cell: read_cell(store, job_id, cell), spec.batch_size)
+        template = jobs.batch_template(job, refs["roof_material"], refs["height"], region,
+                                       roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
+                                       street_views=spec.street_views or "", structure_model=refs["structure"],
+                                       measured_heights=spec.measured_heights or "",
+                                       measured_heights_unit=spec.measured_heights_unit)
         t1 = time.time()
-        batch_results = process_buildings(settings, job, msgs, spec.batch_timeout_s) if msgs else []
+        batch_results, batch_seconds, qa["batches"] = process_buildings(
+            settings, job, batches, template, tile_results, spec.batch_timeout_s, window)
         stage["buildings (wall)"] = time.time() - t1
-        for r in batch_results:
-            for k, v in r.stage_seconds.items():
-                stage[k] += v
+        for k, v in batch_seconds.items():
+            stage[k] += v
         summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
                             district_frame, spec.district_id, warnings, spec.outputs, bbox)
         store.put_bytes(JobLayout(job_id).success, b"")

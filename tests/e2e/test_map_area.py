@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -443,3 +444,72 @@ def test_a_resumed_job_ignores_an_earlier_runs_failures(stack):
     state, _ = _run(stack, job_id=job_id, area=ONE_TILE, imagery="sample:xiamen-z18", models=NO_MATERIALS)
     assert state.is_completed(), state.message
     assert _job_doc(ObjectStore(stack), job_id)["status"] == "succeeded"
+
+
+def _table(store, job_id, tmp_path, name="b.parquet"):
+    return gpd.read_parquet(store.get_file(JobLayout(job_id).buildings, tmp_path / name))
+
+
+def test_per_tile_seams_keep_the_buildings_of_the_global_merge(stack, tmp_path):
+    """Issue 22, items 1 and 3: the same two tiles mapped with the global seam merge, then the job
+    resumed with seams resolved tile by tile — the tiles come from their commit markers (none is
+    published again) and the buildings (count and ids) are those of the global merge."""
+    job_id = new_job_id()
+    state, _ = _run(stack, job_id=job_id, area=TWO_TILES, imagery="sample:xiamen-z18", models=NO_MATERIALS)
+    assert state.is_completed(), state.message
+    store = ObjectStore(stack)
+    first = _table(store, job_id, tmp_path, "global.parquet")
+    assert _job_doc(store, job_id)["qa"]["tiles"]["published"] == 2
+    state, _ = _run(stack, job_id=job_id, area=TWO_TILES, imagery="sample:xiamen-z18", models=NO_MATERIALS,
+                    seams="tile")
+    assert state.is_completed(), state.message
+    qa = _job_doc(store, job_id)["qa"]
+    assert qa["tiles"]["published"] == 0 and qa["tiles"]["resumed"] == 2
+    assert qa["batches"]["published"] >= 1 and qa["batches"]["max_in_flight"] <= 4
+    second = _table(store, job_id, tmp_path, "tile.parquet")
+    assert len(first) > 50
+    assert sorted(second["building_id"]) == sorted(first["building_id"])
+
+
+def test_a_job_resumes_after_its_flow_run_dies(stack, tmp_path):
+    """Issue 22, item 1: the flow run is killed half way through the building batches; the same
+    job id, run again, skips the batches whose results exist and completes with every building
+    once."""
+    import threading
+    import time
+
+    import psutil
+
+    raw = json.loads((SHARED_DATA / "footprints/xiamen-z18/buildings.json").read_text())
+    frame = gpd.GeoDataFrame.from_features(raw["features"] if "features" in raw else raw, crs="EPSG:4326")
+    path = tmp_path / "mine.parquet"
+    frame[["geometry"]].to_parquet(path, row_group_size=200)
+    job_id = new_job_id()
+    spec = {"job_id": job_id, "footprints": str(path), "imagery": None, "batch_size": 40}
+    first: dict = {}
+    runner = threading.Thread(target=lambda: first.update(state=_run(stack, **spec)[0]), daemon=True)
+    runner.start()
+    store = ObjectStore(stack)
+    done_prefix = f"{JobLayout(job_id).root}/buildings/"
+    deadline = time.time() + 600
+    while time.time() < deadline and sum(k.endswith("_SUCCESS") for k in store.list(done_prefix)) < 3:
+        time.sleep(0.5)
+    flows = json.loads((Path(os.environ["URBANFABRIC_STACK_DIR"]) / "stack.json").read_text())
+    leader = psutil.Process(flows["components"]["flows"]["pid"])
+    children = leader.children(recursive=True)
+    assert children, "the flow run's process was not found"
+    for child in children:  # the flow run dies; the runner (and the stack) stay up
+        child.kill()
+    runner.join(timeout=300)
+    assert "state" in first and not first["state"].is_completed()
+    done_before = sum(k.endswith("_SUCCESS") for k in store.list(done_prefix))
+    state, _ = _run(stack, **spec)
+    assert state.is_completed(), state.message
+    qa = _job_doc(store, job_id)["qa"]
+    assert qa["batches"]["resumed"] >= min(done_before, 3)
+    assert qa["batches"]["resumed"] + qa["batches"]["published"] == qa["batches"]["done"]
+    from urbanfabric.footprints.user_footprints import load_footprints
+
+    table = _table(store, job_id, tmp_path)
+    assert table["building_id"].is_unique
+    assert len(table) == len(load_footprints(path.read_bytes(), path.name)) > 100

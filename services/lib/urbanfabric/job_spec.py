@@ -213,8 +213,20 @@ class JobSpec(BaseModel):
     districts: str | None = Field(None, description="polygons (GeoJSON / GeoParquet or s3:// URI) to total stock, "
                                                     "CO2e and solar per district")
     district_id: str = Field("id", description="the districts' id column")
-    tile_timeout_s: float = Field(1800, gt=0, description="longest wait for the tiles' results (seconds)")
-    batch_timeout_s: float = Field(1200, gt=0, description="longest wait for the building batches' results (seconds)")
+    tile_timeout_s: float = Field(1800, gt=0, description="longest wait for the next tile result while tiles "
+                                                          "are in flight (seconds)")
+    batch_timeout_s: float = Field(1200, gt=0, description="longest wait for the next building batch result "
+                                                           "while batches are in flight (seconds)")
+    worker_replicas: int = Field(1, ge=1, le=10_000, description="replicas of each worker (tile, building); the "
+                                                                 "flow keeps in_flight_per_worker × this many "
+                                                                 "tasks of a stage in flight")
+    seams: Literal["global", "tile"] = Field(
+        "global", description="how pieces split by tile borders are joined: 'global' (one pass over the "
+                              "whole area's footprints, as before) or 'tile' (each tile joins its border "
+                              "pieces with its neighbours' and keeps the buildings whose point lies in its "
+                              "core; the flow never gathers the area's footprints)")
+    in_flight_per_worker: int = Field(4, ge=1, le=1_000, description="tasks per worker replica published and not "
+                                                                     "yet answered (bounds the flow's memory)")
     imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})
     street_views: str | None = Field(None, description="s3:// URI of a street-level view catalog (GeoJSON/CSV) for "
                                                        "façade materials")

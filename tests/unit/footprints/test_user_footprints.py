@@ -53,3 +53,15 @@ def test_clip_keeps_each_building_once():
     mid = (w + e) / 2
     left, right = clip_to_area(fp, (w - 1, s - 1, mid, n + 1)), clip_to_area(fp, (mid, s - 1, e + 1, n + 1))
     assert len(left) + len(right) == len(fp)
+
+
+def test_osm_extract_streams_to_the_same_buildings(helsinki_osm):
+    from urbanfabric.footprints.user_footprints import iter_footprint_chunks, normalise_chunk
+
+    pbf = sorted(helsinki_osm.glob("*.osm.pbf"))
+    if not pbf:
+        pytest.skip("no .osm.pbf in the Helsinki sample")
+    whole = load_footprints(pbf[0].read_bytes(), pbf[0].name)
+    parts = [normalise_chunk(c, "osm") for c in iter_footprint_chunks(str(pbf[0]), chunk_rows=500)]
+    ids = {i for p in parts for i in p["building_id"]}
+    assert ids == set(whole["building_id"])

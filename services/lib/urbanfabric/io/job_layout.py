@@ -65,9 +65,28 @@ class JobLayout:
         checked_id(tile_id, "tile.tile_id")
         return f"{self.root}/footprints/tile={tile_id}/part-0.parquet"
 
+    def tile_owned(self, tile_id: str) -> str:
+        """The buildings a tile owns once its seams are resolved (per-tile seams)."""
+        checked_id(tile_id, "tile.tile_id")
+        return f"{self.root}/footprints/owned/tile={tile_id}/part-0.parquet"
+
     def tile_done(self, tile_id: str) -> str:
         checked_id(tile_id, "tile.tile_id")
         return f"{self.root}/tiles/{tile_id}/_SUCCESS"
+
+    def input_partition(self, cell: str, chunk: int) -> str:
+        """One chunk's share of a user footprint file in one spatial cell (streamed staging)."""
+        checked_id(cell, "cell")
+        return f"{self.root}/inputs/footprints/cell={cell}/chunk-{chunk:06d}.parquet"
+
+    def input_partitions_prefix(self, cell: str) -> str:
+        checked_id(cell, "cell")
+        return f"{self.root}/inputs/footprints/cell={cell}/"
+
+    @property
+    def input_partitions_done(self) -> str:
+        """Written last by the staging of a user footprint file: its cells and counts (JSON)."""
+        return f"{self.root}/inputs/footprints/_SUCCESS"
 
     def batch_footprints(self, batch_id: str) -> str:
         checked_id(batch_id, "batch_id")
