@@ -49,7 +49,8 @@ from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, Outp
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints.user_footprints import clip_to_area
-from urbanfabric.io.job_inputs import local_copy, read_cell, read_districts, stage_footprints, stage_input
+from urbanfabric.footprints.staging import read_cell, stage_footprints
+from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes

@@ -14,7 +14,7 @@ from shapely.geometry import box
 from tests.fakes import MemoryStore
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.user_footprints import cell_keys, clip_to_area, iter_footprint_chunks, load_footprints
-from urbanfabric.io.job_inputs import read_cell, stage_footprints
+from urbanfabric.footprints.staging import read_cell, stage_footprints
 from urbanfabric.io.job_layout import JobLayout
 
 
