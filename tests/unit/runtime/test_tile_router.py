@@ -17,7 +17,7 @@ from shapely.geometry import box
 from tests.fakes import MemoryStore
 from urbanfabric.footprints.polygons import building_id
 from urbanfabric.footprints.seams import merge_seams
-from urbanfabric.footprints.tile_owned import neighbour_ids, resolve_tile_seams
+from urbanfabric.footprints.ownership import border_pieces, neighbour_tile_ids, resolve_tile_seams
 from urbanfabric.footprints.user_footprints import clip_to_area
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.io.geoparquet import geoparquet_bytes
@@ -126,14 +126,37 @@ def test_a_building_whose_point_lies_in_an_unmapped_cell_is_kept_by_its_largest_
     assert sorted(owned["building_id"]) == sorted(expected["building_id"])
 
 
-def test_resolve_tile_seams_is_the_one_hook_and_keeps_only_the_tiles_buildings() -> None:
+def _neighbour_border(pieces, tile_id: str) -> gpd.GeoDataFrame:
+    frames = [border_pieces(pieces[n]) for n in neighbour_tile_ids(tile_id) if n in pieces and len(pieces[n])]
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+
+
+def test_neighbouring_tiles_own_disjoint_buildings() -> None:
     tiles = tiles_for_area(AREA)
     pieces = _pieces(tiles, _buildings(tiles))
-    t = tiles[6].tile_id
-    order = {x.tile_id: i for i, x in enumerate(tiles)}
-    neighbours = {n: pieces[n] for n in neighbour_ids(t) if n in pieces}
-    owned = resolve_tile_seams(t, pieces[t], neighbours, order)
-    u = tiles[7].tile_id
-    others = resolve_tile_seams(u, pieces[u], {n: pieces[n] for n in neighbour_ids(u) if n in pieces}, order)
+    t, u = tiles[6].tile_id, tiles[7].tile_id
+    owned = resolve_tile_seams(t, pieces[t], _neighbour_border(pieces, t))
+    others = resolve_tile_seams(u, pieces[u], _neighbour_border(pieces, u))
     assert len(owned) and len(others) and not set(owned["building_id"]) & set(others["building_id"])
     assert (owned["tile_id"] == t).mean() > 0.5
+
+
+def test_a_building_longer_than_the_halo_waits_for_its_far_tiles() -> None:
+    """A row of buildings joined by the buffer across three tiles: the tile owning it needs the
+    border pieces two tiles away; the router reads them from the store and, while a far tile has
+    not reported, keeps the tile pending instead of guessing."""
+    tiles = tiles_for_area(AREA)
+    order = [t.tile_id for t in tiles]
+    rows = sorted({t.y for t in tiles})
+    row = [t for t in tiles if t.y == rows[1]]
+    assert len(row) >= 4
+    b0 = TMS.bounds(morecantile.Tile(row[0].x, row[0].y, row[0].z))
+    b3 = TMS.bounds(morecantile.Tile(row[3].x, row[3].y, row[3].z))
+    mid = (b0.bottom + b0.top) / 2
+    long_one = box(b0.right - 2e-4, mid, b3.left + 2e-4, mid + 1e-4)  # crosses tiles 1 and 2 whole
+    pieces = _pieces(tiles, [long_one, *_buildings(tiles, n=50, seed=5)])
+    expected = _global(pieces, order, AREA)
+    arrival = [t for t in order if t != row[3].tile_id] + [row[3].tile_id]
+    router, owned = _route(pieces, tiles, AREA, arrival)
+    assert sorted(owned["building_id"]) == sorted(expected["building_id"])
+    assert router.deferrals >= 1 and not router.pending and set(router.owned) == set(order)
