@@ -29,12 +29,14 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import geopandas as gpd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from urbanfabric.attributes.context import AreaFrame, CellContext, select_context
 from urbanfabric.imagery import acquisition
 from urbanfabric.runtime import bus, jobs
 from urbanfabric.runtime.tile_router import TileRouter
@@ -231,11 +233,12 @@ def process_tiles(settings: Settings, job: common_pb2.JobRef, tiles: list, sourc
 @task(name="process-buildings", cache_policy=NO_CACHE)
 def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, template: tasks_pb2.BuildingBatch,
                       tile_results: list, timeout_s: float, window: int = jobs.IN_FLIGHT_PER_WORKER,
-                      ) -> tuple[list, dict[str, float], dict[str, int]]:
+                      context_of: Any = None) -> tuple[list, dict[str, float], dict[str, int]]:
     """Building batches through a bounded window: ``batches`` yields ``(batch_id, footprints)``
-    lazily; a batch's footprints are only written when it is published, and batches already
-    done (their commit marker exists) are neither written nor published. Returns the lean
-    results, the summed stage seconds and the window's counts."""
+    lazily; a batch's footprints (and its context, ``context_of(footprints)``: the job's
+    footprints around it) are only written when it is published, and batches already done
+    (their commit marker exists) are neither written nor published. Returns the lean results,
+    the summed stage seconds and the window's counts."""
     log = get_run_logger()
     store = ObjectStore(settings)
     layout = JobLayout(job.job_id)
@@ -244,7 +247,8 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, 
 
     def tasks():
         for batch_id, frame in batches:
-            yield batch_id, lambda b=batch_id, f=frame: jobs.batch_task(store, template, b, f, images)
+            yield batch_id, lambda b=batch_id, f=frame: jobs.batch_task(
+                store, template, b, f, images, context_of(f) if context_of is not None else None)
 
     send, receive = jobs.Publisher(settings, bus.BUILDINGS), jobs.ResultStream(
         settings, bus.BUILDING_RESULTS, tasks_pb2.BuildingBatchResult, job)
@@ -359,9 +363,13 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             layout = JobLayout(job_id)
             log.info("%d buildings owned by %d tiles (per-tile seams; no global seam check)",
                      sum(owned.values()), sum(1 for v in owned.values() if v))
-            batches = jobs.cell_batches(
-                [t for t, n in owned.items() if n],
-                lambda t: read_geoparquet(store.get_bytes(layout.tile_owned(t))), spec.batch_size)
+            owned_tiles = [t for t, n in owned.items() if n]
+
+            def read_owned(t: str) -> gpd.GeoDataFrame:
+                return read_geoparquet(store.get_bytes(layout.tile_owned(t)))
+
+            batches = jobs.cell_batches(owned_tiles, read_owned, spec.batch_size)
+            context_of = CellContext(owned_tiles, read_owned)
         elif user is None:
             found = jobs.gather_footprints(store, tile_results)
             buildings_in = merge_seams(found) if len(found) else found
@@ -373,17 +381,20 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
                 log.info("seam check: %s", seams.text())
             # Batches of neighbours over the merged area, ids as before (00000, 00001, …).
             batches = ((f"{i:05d}", frame) for i, frame in enumerate(jobs.iter_batches(buildings_in, spec.batch_size)))
+            context_of = partial(select_context, candidates=buildings_in)
         else:
             # One spatial cell at a time: the flow holds one cell, never the whole file.
             batches = jobs.cell_batches(user.cells, lambda cell: read_cell(store, job_id, cell), spec.batch_size)
+            context_of = CellContext(user.cells, lambda cell: read_cell(store, job_id, cell))
         template = jobs.batch_template(job, refs["roof_material"], refs["height"], region,
                                        roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
                                        street_views=spec.street_views or "", structure_model=refs["structure"],
                                        measured_heights=spec.measured_heights or "",
-                                       measured_heights_unit=spec.measured_heights_unit)
+                                       measured_heights_unit=spec.measured_heights_unit,
+                                       area=AreaFrame.from_bbox(bbox) if bbox is not None else None)
         t1 = time.time()
         batch_results, batch_seconds, qa["batches"] = process_buildings(
-            settings, job, batches, template, tile_results, spec.batch_timeout_s, window)
+            settings, job, batches, template, tile_results, spec.batch_timeout_s, window, context_of)
         stage["buildings (wall)"] = time.time() - t1
         for k, v in batch_seconds.items():
             stage[k] += v

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from urbanfabric.attributes import age, function, height
 from urbanfabric.attributes.batch import AttributeModels, predict_attributes
+from urbanfabric.attributes.context import AreaFrame
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.runtime.attribute_messages import attribute_messages, attributes_report
@@ -81,6 +82,13 @@ def _sun(request: pb.PredictAttributesRequest) -> SunGeometry | None:
     return SunGeometry(request.sun_azimuth_deg % 360.0, el)
 
 
+def area_frame(request: pb.PredictAttributesRequest) -> AreaFrame | None:
+    """The job's area when the request gives it (checked: field ``area.*``)."""
+    if not request.HasField("area"):
+        return None
+    return AreaFrame(request.area.center_lon, request.area.center_lat, request.area.radius_m)
+
+
 class AttributesServicer(pb_grpc.AttributesServiceServicer):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
@@ -93,6 +101,12 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         if blob[:4] == b"PAR1":
             return read_geoparquet(blob)
         return read_height_source(blob, "measured_heights")
+
+    def _context(self, request: pb.PredictAttributesRequest) -> gpd.GeoDataFrame | None:
+        """The job's footprints around the batch (neighbours only), or None."""
+        if not request.context_footprints.uri:
+            return None
+        return read_geoparquet(self.store.get_bytes(parse_s3_uri(request.context_footprints.uri)[1]))
 
     def _images(self, request: pb.PredictAttributesRequest,
                 models: AttributeModels) -> tuple[MultiRasterChipReader | None, list[str]]:
@@ -135,7 +149,8 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
                                         storey_height_m=request.storey_height_m or None,
                                         images=images, sun=sun, shadow_azimuth_deg=azimuth,
                                         measured=self._measured(request),
-                                        measured_unit=request.measured_heights_unit or "m")
+                                        measured_unit=request.measured_heights_unit or "m",
+                                        context=self._context(request), area_frame=area_frame(request))
         if unreadable:
             # Images skipped: say so per building instead of "no imagery given".
             table.loc[table["height_source_reason"] == "no imagery given",

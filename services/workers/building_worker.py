@@ -120,7 +120,9 @@ def make_handler(settings: Settings):
             job=task.job, batch_id=task.batch_id, footprints=task.footprints,
             height_model=task.height_model, images=task.images,
             measured_heights=task.measured_heights,
-            measured_heights_unit=task.measured_heights_unit), deadline).buildings
+            measured_heights_unit=task.measured_heights_unit,
+            context_footprints=task.context_footprints,
+            area=task.area if task.HasField("area") else None), deadline).buildings
         result.stage_seconds["attributes"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         inputs = stock_inputs(footprints, attrs, roofs, facades)

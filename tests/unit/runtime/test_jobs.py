@@ -103,3 +103,26 @@ def test_batch_images_come_in_tile_order_whatever_order_the_results_arrived():
         orders.append([i.uri for i in task.images])
     assert orders[0] == orders[1] == sorted(orders[0])
     assert len(orders[0]) == len(tiles)
+
+
+def test_a_batch_task_carries_its_context_and_the_jobs_area():
+    from tests.fakes import MemoryStore
+    from urbanfabric.attributes.context import AreaFrame, select_context
+    from urbanfabric.io.geoparquet import read_geoparquet
+    from urbanfabric.io.object_store import parse_s3_uri
+    from urbanfabric.v1 import common_pb2
+
+    fps = gpd.GeoDataFrame({"building_id": [f"b{i}" for i in range(6)]},
+                           geometry=[box(118.1 + i * 3e-4, 24.47, 118.1 + i * 3e-4 + 1e-4, 24.4701) for i in range(6)],
+                           crs="EPSG:4326")
+    store = MemoryStore()
+    template = jobs.batch_template(common_pb2.JobRef(job_id="j"), common_pb2.ModelRef(name="r", version="v"),
+                                   common_pb2.ModelRef(name="h", version="v"), "ASIA_CHN",
+                                   area=AreaFrame.from_bbox(tuple(fps.total_bounds)))
+    batch = fps.iloc[:3]
+    msg = jobs.batch_task(store, template, "00000", batch, jobs.ImageIndex([]), select_context(batch, fps))
+    assert msg.area.radius_m > 0 and msg.area.center_lon == pytest.approx(118.10085)
+    ctx = read_geoparquet(store.get_bytes(parse_s3_uri(msg.context_footprints.uri)[1]))
+    assert sorted(ctx["building_id"]) == ["b3", "b4", "b5"]
+    alone = jobs.batch_task(store, template, "00001", batch, jobs.ImageIndex([]), batch.iloc[:0])
+    assert not alone.context_footprints.uri

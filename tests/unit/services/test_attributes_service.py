@@ -237,3 +237,34 @@ def test_image_height_model_reads_the_batch_imagery_and_falls_back_with_reasons(
     out = AttributesServicer(store).PredictAttributes(req, _Ctx())
     assert {x.height_source for x in out.buildings} == {"model_footprint"}
     assert all("imagery unusable" in x.height_source_reason for x in out.buildings)
+
+
+@needs_models
+def test_a_batch_with_its_context_and_area_gets_the_attributes_of_the_whole_job():
+    """Two halves of a job sent as separate batches, each with the other half as context and
+    the job's area frame, get the heights and years of one batch of the whole job."""
+    job = _footprints(24)
+    first, second = job.iloc[:12], job.iloc[12:]
+    blobs = {"all.parquet": geoparquet_bytes(job), "a.parquet": geoparquet_bytes(first),
+             "b.parquet": geoparquet_bytes(second)}
+    w, s, e, n = job.total_bounds
+    lon, lat = (w + e) / 2, (s + n) / 2
+
+    def ask(key: str, context: str = "") -> dict:
+        req = _request()
+        req.footprints.uri = f"s3://bucket/{key}"
+        if context:
+            req.context_footprints.uri = f"s3://bucket/{context}"
+        req.area.center_lon, req.area.center_lat, req.area.radius_m = lon, lat, 500.0
+        return {b.building_id: (round(b.height_m, 6), round(b.year_built, 6))
+                for b in AttributesServicer(_KeyStore(blobs)).PredictAttributes(req, _Ctx()).buildings}
+
+    whole = ask("all.parquet")
+    halves = {**ask("a.parquet", "b.parquet"), **ask("b.parquet", "a.parquet")}
+    alone = {**ask("a.parquet"), **ask("b.parquet")}
+    assert halves == whole
+    assert alone != whole  # the bug: a batch alone is its own neighbourhood
+    req = _request()
+    req.area.center_lon, req.area.radius_m = 10.0, -5.0
+    with pytest.raises(Exception, match="area.radius_m"):
+        AttributesServicer(_KeyStore(blobs | {"f.parquet": geoparquet_bytes(first)})).PredictAttributes(req, _Ctx())

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from urbanfabric.attributes.age import AGE_CLASS_LABELS, AgeModel
+from urbanfabric.attributes.context import AreaFrame
 from urbanfabric.attributes.height import HeightModel
 from urbanfabric.attributes.measured import MEASURED_REL_ERROR, join_measured_heights
 from urbanfabric.attributes.image_evidence import (
@@ -99,6 +100,8 @@ def predict_attributes(
     measured: gpd.GeoDataFrame | None = None,
     measured_unit: str = "m",
     shadow_azimuth_deg: float | None = None,
+    context: gpd.GeoDataFrame | None = None,
+    area_frame: AreaFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predict every attribute of every usable footprint.
 
@@ -136,7 +139,7 @@ def predict_attributes(
     out = pd.DataFrame(index=kept.index, columns=list(COLUMNS))
     if n == 0:
         return out, report
-    X = footprint_features(kept)
+    X = footprint_features(kept, context=context, area_frame=area_frame)
     Xh, reasons, img_info = _with_image_evidence(X, kept, models.height, images, sun,
                                                  shadow_azimuth_deg)
     report["image_evidence"] = img_info

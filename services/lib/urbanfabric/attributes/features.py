@@ -146,9 +146,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.attributes.context import AreaFrame
 from urbanfabric.attributes.neighbourhood import centroid_knn, neighbourhood_features
 from urbanfabric.attributes.street_context import POI_CATEGORIES, layer_geometries, poi_features, street_features
 
@@ -330,6 +331,22 @@ def prepare_footprints(
     return out, report
 
 
+def _context_geometries(context: gpd.GeoDataFrame | None, crs: CRS) -> np.ndarray:
+    """The usable polygons of a context layer in ``crs`` (made valid; others dropped)."""
+    if context is None or len(context) == 0:
+        return np.empty(0, dtype=object)
+    if context.crs is None:
+        raise InvalidInput("context", "has no CRS")
+    geoms = np.asarray(context.geometry.to_crs(crs).values, dtype=object)
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    geoms = geoms[ok]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms[invalid] = shapely.make_valid(geoms[invalid], method="structure", keep_collapsed=False)
+    polygonal = np.isin(shapely.get_type_id(geoms), (3, 6)) & ~shapely.is_empty(geoms)
+    return geoms[polygonal]
+
+
 def _localised(geoms: np.ndarray) -> np.ndarray:
     """Each geometry shifted so its bounding box starts at (0, 0).
 
@@ -382,6 +399,8 @@ def footprint_features(
     centres: gpd.GeoDataFrame | gpd.GeoSeries | None = None,
     city_class: int | None = None,
     neighbour_heights: np.ndarray | Sequence[float] | None = None,
+    context: gpd.GeoDataFrame | None = None,
+    area_frame: AreaFrame | None = None,
 ) -> pd.DataFrame:
     """Morphology, neighbourhood, street, location and POI features of footprints (FEATURES).
 
@@ -396,6 +415,12 @@ def footprint_features(
         city_class: optional administrative level / city class code, copied to ``city_class``.
         neighbour_heights: optional known heights (m) aligned with ``footprints``, NaN where
             unknown; fills ``nb_height_*`` (a building's own height never counts).
+        context: optional footprints around these ones (any CRS; not among them) that count
+            as neighbours but get no row (:mod:`urbanfabric.attributes.context`); rows that are
+            not usable polygons are left out of it.
+        area_frame: the mapped area's centre and radius for ``dist_to_area_centroid_*``;
+            without it the area is the footprints given (their mean centroid and farthest
+            centroid), as in training over a whole city.
 
     Returns:
         One row per footprint, columns ``FEATURE_NAMES`` (float64), index equal to
@@ -448,12 +473,30 @@ def footprint_features(
         "mean_edge_m": perimeter / n_vert,
         "centroid_offset_rel": np.hypot(*(cent_local - mrr_centre).T) / np.sqrt(area),
     }
-    cols.update(neighbourhood_features(geoms, area, heights))
     cxy = shapely.get_coordinates(shapely.centroid(geoms))
-    cols.update(centroid_knn(cxy, area, angle))
-    d_area = np.hypot(*(cxy - cxy.mean(axis=0)).T)
-    cols["dist_to_area_centroid_m"] = d_area
-    cols["dist_to_area_centroid_rel"] = d_area / d_area.max() if d_area.max() > 0 else d_area * 0
+    ctx = _context_geometries(context, crs)
+    if len(ctx):
+        # Neighbours beyond the batch count, but only the batch's own rows are returned.
+        c_area = shapely.area(ctx)
+        c_angle = _mrr_sides(_localised(ctx))[2]
+        c_heights = None if heights is None else np.concatenate([heights, np.full(len(ctx), np.nan)])
+        cols.update(neighbourhood_features(np.concatenate([geoms, ctx]), np.concatenate([area, c_area]),
+                                           c_heights, n_query=n))
+        cols.update(centroid_knn(np.concatenate([cxy, shapely.get_coordinates(shapely.centroid(ctx))]),
+                                 np.concatenate([area, c_area]), np.concatenate([angle, c_angle]), n_query=n))
+    else:
+        cols.update(neighbourhood_features(geoms, area, heights))
+        cols.update(centroid_knn(cxy, area, angle))
+    if area_frame is not None:
+        centre = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+            area_frame.center_lon, area_frame.center_lat)
+        d_area = np.hypot(cxy[:, 0] - centre[0], cxy[:, 1] - centre[1])
+        cols["dist_to_area_centroid_m"] = d_area
+        cols["dist_to_area_centroid_rel"] = np.minimum(d_area / area_frame.radius_m, 1.0)
+    else:
+        d_area = np.hypot(*(cxy - cxy.mean(axis=0)).T)
+        cols["dist_to_area_centroid_m"] = d_area
+        cols["dist_to_area_centroid_rel"] = d_area / d_area.max() if d_area.max() > 0 else d_area * 0
     cols["dist_to_centre_m"] = np.full(n, np.nan)
     if centres is not None:
         cg = layer_geometries(centres, "centres", crs)

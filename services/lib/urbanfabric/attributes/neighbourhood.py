@@ -53,13 +53,17 @@ def pair_distances(
 
 
 def neighbourhood_features(
-    geoms: np.ndarray, area: np.ndarray, heights: np.ndarray | None = None
+    geoms: np.ndarray, area: np.ndarray, heights: np.ndarray | None = None, n_query: int | None = None
 ) -> dict[str, np.ndarray]:
     """Counts/areas of neighbours within each radius, adjacency, nearest-neighbour distance.
 
     ``heights`` (NaN = unknown) adds the mean known height of the other footprints in 100 m.
+    With ``n_query`` only the first ``n_query`` footprints get features; the rest are their
+    context (neighbours from beyond a batch, so that a building's neighbourhood does not end
+    where its batch does).
     """
     n = len(geoms)
+    nq = n if n_query is None else n_query
     rmax = max(NEIGHBOUR_RADII_M)
     tree = shapely.STRtree(geoms)
     b = shapely.bounds(geoms)
@@ -79,18 +83,21 @@ def neighbourhood_features(
     h_known = None if heights is None else np.isfinite(heights)
     h_sum = np.zeros(n, dtype=np.float64)
     h_cnt = np.zeros(n, dtype=np.int64)
-    for lo in range(0, n, _CHUNK):
-        hi = min(lo + _CHUNK, n)
+    for lo in range(0, nq, _CHUNK):
+        hi = min(lo + _CHUNK, nq)
         q, nb = tree.query(reach[lo:hi])
         q = q + lo
-        # Each unordered pair once (in the chunk of its smaller index); distance is symmetric.
-        keep = q < nb
+        # Each unordered pair once (in the chunk of its smaller index; a pair with a context
+        # footprint from its queried side); distance is symmetric.
+        keep = (q < nb) | (nb >= nq)
         q, nb = q[keep], nb[keep]
         d = pair_distances(geoms, b, rep, q, nb)
         near = d <= rmax
         i = np.concatenate([q[near], nb[near]])  # both directions of every close pair
         j = np.concatenate([nb[near], q[near]])
         dd = np.concatenate([d[near], d[near]])
+        queried = i < nq  # context footprints get no statistics of their own
+        i, j, dd = i[queried], j[queried], dd[queried]
         for r in NEIGHBOUR_RADII_M:
             m = dd <= r
             counts[r] += np.bincount(i[m], minlength=n)
@@ -113,7 +120,7 @@ def neighbourhood_features(
             halo = shapely.buffer(geoms[jt], TOUCH_M, quad_segs=2)
             seg = shapely.length(shapely.intersection(shapely.boundary(geoms[it]), halo))
             shared += np.bincount(it, weights=seg, minlength=n)
-    lonely = np.flatnonzero(np.isinf(nn))
+    lonely = np.flatnonzero(np.isinf(nn[:nq]))
     if n > 1 and len(lonely):
         # Nothing within rmax: fall back to a nearest-neighbour query for these few.
         (qi, _), dist = tree.query_nearest(geoms[lonely], exclusive=True, return_distance=True)
@@ -155,7 +162,7 @@ def neighbourhood_features(
     else:
         out["nb_height_mean_100m"] = np.where(h_cnt > 0, h_sum / np.maximum(h_cnt, 1), np.nan)
         out["nb_height_n_100m"] = h_cnt.astype(np.float64)
-    return out
+    return {k: v[:nq] for k, v in out.items()} if nq < n else out
 
 
 def fold_angle(d: np.ndarray) -> np.ndarray:
@@ -165,20 +172,22 @@ def fold_angle(d: np.ndarray) -> np.ndarray:
 
 
 def centroid_knn(
-    cxy: np.ndarray, area: np.ndarray, angle: np.ndarray
+    cxy: np.ndarray, area: np.ndarray, angle: np.ndarray, n_query: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Nearest-neighbour statistics on centroids (k-d tree) and the 400 m centroid count."""
-    n = len(cxy)
+    """Nearest-neighbour statistics on centroids (k-d tree) and the 400 m centroid count, for
+    the first ``n_query`` centroids (all by default; the rest are context)."""
+    total = len(cxy)
+    n = total if n_query is None else n_query
     out = {k: np.full(n, np.nan) for k in (
         "knn1_dist_m", "knn3_mean_dist_m", "knn5_mean_dist_m", "nn_area_m2",
         "knn5_mean_area_m2", "nn_orientation_diff_deg", "knn5_orientation_diff_deg")}
     tree = cKDTree(cxy)
-    out["n_within_400m"] = tree.query_ball_point(cxy, 400.0, return_length=True).astype(
+    out["n_within_400m"] = tree.query_ball_point(cxy[:n], 400.0, return_length=True).astype(
         np.float64) - 1.0
-    if n < 2:
+    if total < 2 or n == 0:
         return out
-    k = min(6, n)
-    dist, idx = tree.query(cxy, k=k)
+    k = min(6, total)
+    dist, idx = tree.query(cxy[:n], k=k)
     # Column 0 is the point itself unless another centroid coincides; drop self by index.
     self_first = idx[:, 0] == np.arange(n)
     nd = np.where(self_first[:, None], dist[:, 1:], dist[:, :-1])
@@ -188,8 +197,8 @@ def centroid_knn(
     out["knn3_mean_dist_m"] = nd[:, : min(3, m)].mean(axis=1) if m >= 3 else np.full(n, np.nan)
     out["knn5_mean_dist_m"] = nd.mean(axis=1) if m >= 5 else np.full(n, np.nan)
     out["nn_area_m2"] = area[ni[:, 0]]
-    out["nn_orientation_diff_deg"] = fold_angle(angle - angle[ni[:, 0]])
+    out["nn_orientation_diff_deg"] = fold_angle(angle[:n] - angle[ni[:, 0]])
     if m >= 5:
         out["knn5_mean_area_m2"] = area[ni].mean(axis=1)
-        out["knn5_orientation_diff_deg"] = fold_angle(angle[:, None] - angle[ni]).mean(axis=1)
+        out["knn5_orientation_diff_deg"] = fold_angle(angle[:n, None] - angle[ni]).mean(axis=1)
     return out

@@ -92,6 +92,11 @@ class JobLayout:
         checked_id(batch_id, "batch_id")
         return f"{self.root}/batches/batch={batch_id}/footprints.parquet"
 
+    def batch_context(self, batch_id: str) -> str:
+        """The job's footprints around a batch (neighbours for its features, no rows)."""
+        checked_id(batch_id, "batch_id")
+        return f"{self.root}/batches/batch={batch_id}/context.parquet"
+
     def batch_buildings(self, batch_id: str) -> str:
         checked_id(batch_id, "batch_id")
         return f"{self.root}/buildings/batch={batch_id}/part-0.parquet"

@@ -24,6 +24,7 @@ from shapely.geometry import box
 from urbanfabric.runtime import bus
 from urbanfabric.settings import Settings
 from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.attributes.context import AreaFrame
 from urbanfabric.runtime.convert import options_to_proto, tile_to_proto
 from urbanfabric.errors import EmptyArea, InvalidInput, Unavailable
 from urbanfabric.imagery.tiles import Tile
@@ -224,9 +225,13 @@ def batch_template(job: common_pb2.JobRef, roof_model: common_pb2.ModelRef,
                    roof_shape_model: common_pb2.ModelRef | None = None,
                    facade_model: common_pb2.ModelRef | None = None,
                    street_views: str = "", measured_heights: str = "", measured_heights_unit: str = "m",
-                   structure_model: common_pb2.ModelRef | None = None) -> tasks_pb2.BuildingBatch:
-    """The fields every BuildingBatch of a job shares (models, region, user inputs)."""
-    return tasks_pb2.BuildingBatch(
+                   structure_model: common_pb2.ModelRef | None = None,
+                   area: AreaFrame | None = None) -> tasks_pb2.BuildingBatch:
+    """The fields every BuildingBatch of a job shares (models, region, user inputs, the job's
+    area frame)."""
+    frame = common_pb2.AreaFrame(center_lon=area.center_lon, center_lat=area.center_lat,
+                                 radius_m=area.radius_m) if area is not None else None
+    return tasks_pb2.BuildingBatch(area=frame,
         job=job, roof_model=roof_model, height_model=height_model, region=region,
         roof_shape_model=roof_shape_model, facade_model=facade_model,
         street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None,
@@ -258,15 +263,20 @@ class ImageIndex:
 
 
 def batch_task(store: ObjectStore, template: tasks_pb2.BuildingBatch, batch_id: str, frame: gpd.GeoDataFrame,
-               images: ImageIndex) -> tasks_pb2.BuildingBatch:
-    """Write one batch's footprints and build its BuildingBatch (``template`` + id, footprints,
-    images)."""
-    key = JobLayout(template.job.job_id).batch_footprints(batch_id)
+               images: ImageIndex, context: gpd.GeoDataFrame | None = None) -> tasks_pb2.BuildingBatch:
+    """Write one batch's footprints (and its context: the job's footprints around it) and build
+    its BuildingBatch (``template`` + id, footprints, context, images)."""
+    layout = JobLayout(template.job.job_id)
+    key = layout.batch_footprints(batch_id)
     store.put_bytes(key, geoparquet_bytes(frame))
     msg = tasks_pb2.BuildingBatch()
     msg.CopyFrom(template)
     msg.batch_id = batch_id
     msg.footprints.CopyFrom(common_pb2.ObjectRef(uri=store.s3_uri(key), media_type=PARQUET_MEDIA_TYPE))
+    if context is not None and len(context):
+        ckey = layout.batch_context(batch_id)
+        store.put_bytes(ckey, geoparquet_bytes(context))
+        msg.context_footprints.CopyFrom(common_pb2.ObjectRef(uri=store.s3_uri(ckey), media_type=PARQUET_MEDIA_TYPE))
     msg.images.extend(images.refs(frame))
     return msg
 
