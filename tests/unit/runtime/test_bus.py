@@ -19,7 +19,8 @@ def _worker(handle, store):
     )
     w = bus.TaskWorker.__new__(bus.TaskWorker)
     w.spec, w.store, w._stop = spec, store, False
-    w.retry_budget_s, w.backoff_s, w.max_backoff_s = 0.05, 0.01, 0.01
+    # A budget of many backoffs, so that a loaded CI machine still fits several attempts.
+    w.retry_budget_s, w.backoff_s, w.max_backoff_s = 0.5, 0.01, 0.01
     return w
 
 
