@@ -59,6 +59,7 @@ from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
+from urbanfabric.footprints.ownership import tile_seam_defects
 from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
@@ -367,6 +368,12 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
 
             def read_owned(t: str) -> gpd.GeoDataFrame:
                 return read_geoparquet(store.get_bytes(layout.tile_owned(t)))
+
+            if imagery:
+                # The seam check edge by edge over owned buildings, never the job's table.
+                seams = tile_seam_defects(tiles, lambda t: read_owned(t) if owned.get(t) else None)
+                qa["seams"] = {"check": seams.text(), "cut_pairs": len(seams.cut_pairs), "flush": len(seams.flush)}
+                log.info("seam check (per tile): %s", seams.text())
 
             batches = jobs.cell_batches(owned_tiles, read_owned, spec.batch_size)
             context_of = CellContext(owned_tiles, read_owned)

@@ -221,10 +221,10 @@ class JobSpec(BaseModel):
                                                                  "flow keeps in_flight_per_worker × this many "
                                                                  "tasks of a stage in flight")
     seams: Literal["global", "tile"] = Field(
-        "global", description="how pieces split by tile borders are joined: 'global' (one pass over the "
-                              "whole area's footprints, as before) or 'tile' (each tile joins its border "
-                              "pieces with its neighbours' and keeps the buildings whose point lies in its "
-                              "core; the flow never gathers the area's footprints)")
+        "tile", description="how pieces split by tile borders are joined: 'tile' (each tile joins its border "
+                            "pieces with its neighbours' and keeps the buildings whose point lies in its "
+                            "core; the flow never gathers the area's footprints) or 'global' (one pass over "
+                            "the whole area's footprints, as before session 12; same buildings and values)")
     in_flight_per_worker: int = Field(4, ge=1, le=1_000, description="tasks per worker replica published and not "
                                                                      "yet answered (bounds the flow's memory)")
     imagery_options: ImageryOptions = Field(default_factory=ImageryOptions, json_schema_extra={"flag_prefix": ""})

@@ -160,3 +160,24 @@ def test_a_building_longer_than_the_halo_waits_for_its_far_tiles() -> None:
     router, owned = _route(pieces, tiles, AREA, arrival)
     assert sorted(owned["building_id"]) == sorted(expected["building_id"])
     assert router.deferrals >= 1 and not router.pending and set(router.owned) == set(order)
+
+
+def test_the_per_tile_seam_check_finds_what_the_global_check_finds() -> None:
+    """The job's seam QA without its whole table: on resolved tiles nothing is cut, as globally;
+    on raw pieces (seams never joined) the same cut pairs and flush ids as the global check."""
+    from urbanfabric.footprints.ownership import tile_seam_defects
+    from urbanfabric.footprints.seams import seam_defects
+
+    tiles = tiles_for_area(AREA)
+    order = [t.tile_id for t in tiles]
+    pieces = _pieces(tiles, _buildings(tiles, seed=1))
+    router, owned = _route(pieces, tiles, AREA, order)
+    resolved = tile_seam_defects(tiles, router.read_owned)
+    whole = seam_defects(owned, tiles)
+    assert resolved.cut_pairs == whole.cut_pairs and resolved.flush == whole.flush
+    assert resolved.near_border == whole.near_border > 0 and len(resolved.cut_pairs) < 5
+    raw_whole = seam_defects(pd.concat([p for p in pieces.values() if len(p)], ignore_index=True), tiles)
+    raw = tile_seam_defects(tiles, lambda t: pieces.get(t))
+    assert len(raw_whole.cut_pairs) > 20
+    assert raw.cut_pairs == raw_whole.cut_pairs and raw.flush == raw_whole.flush
+    assert raw.near_border == raw_whole.near_border

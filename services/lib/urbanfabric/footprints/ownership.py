@@ -30,6 +30,7 @@ an area across the antimeridian).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,12 +42,13 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import CRS, Transformer
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import LineString, MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.polygons import building_id
-from urbanfabric.footprints.seams import SEAM_BUFFER_M
+from urbanfabric.footprints.seams import SEAM_BUFFER_M, SeamReport, scan_borders
+from urbanfabric.imagery.tiles import Tile
 
 #: ``tile ids -> their border pieces`` (rows with ``on_border``, EPSG:4326, with ``tile_id``);
 #: tiles that are not in the job (or have no border pieces) simply contribute no rows.
@@ -522,6 +524,57 @@ def tile_buildings(tile_id: str, read_footprints: TileReader, buffer_m: float = 
                               buffer_m=buffer_m, max_ring=max_ring)
 
 
+def tile_seam_defects(tiles: Sequence[Tile], read_owned: TileReader, cache: int = 16) -> SeamReport:
+    """The job's seam check (:func:`urbanfabric.footprints.seams.seam_defects`) from each tile's
+    owned buildings, never the job's whole table.
+
+    Each internal edge between two job tiles is checked over the buildings owned by those two
+    tiles and by the tiles beside them along the edge (a building owned by a corner neighbour
+    can reach the edge's end). ``borders`` counts edges one by one (the global check joins
+    collinear edges into longer lines); the ids, cut pairs and flush ids are the global check's.
+
+    Args:
+        tiles: the job's tiles (one grid).
+        read_owned: a tile's owned buildings (``None`` or empty when it owns none).
+        cache: tiles' buildings kept in memory at once (tiles are visited row by row).
+    """
+    by_xy = {(t.x, t.y): t for t in tiles}
+    held: OrderedDict[str, gpd.GeoDataFrame | None] = OrderedDict()
+
+    def owned(t: Tile) -> gpd.GeoDataFrame | None:
+        if t.tile_id not in held:
+            held[t.tile_id] = read_owned(t.tile_id)
+            if len(held) > cache:
+                held.popitem(last=False)
+        return held[t.tile_id]
+
+    near: set[str] = set()
+    cut: set[tuple[str, str]] = set()
+    flush: set[str] = set()
+    edges = 0
+    for t in sorted(tiles, key=lambda k: (k.y, k.x)):
+        for dx, dy in ((1, 0), (0, 1)):  # the east and the south edge: every edge once
+            other = by_xy.get((t.x + dx, t.y + dy))
+            if other is None:
+                continue
+            edges += 1
+            w, s, e, n = (max(t.bounds[0], other.bounds[0]), max(t.bounds[1], other.bounds[1]),
+                          min(t.bounds[2], other.bounds[2]), min(t.bounds[3], other.bounds[3]))
+            line = LineString([(w, s), (e, n)])
+            beside = [by_xy.get((k.x + dy * side, k.y + dx * side)) for k in (t, other) for side in (-1, 1)]
+            frames = [f for f in (owned(k) for k in (t, other, *beside) if k is not None)
+                      if f is not None and len(f)]
+            if not frames:
+                continue
+            fp = gpd.GeoDataFrame(pd.concat([f[["building_id", "geometry"]] for f in frames], ignore_index=True),
+                                  geometry="geometry", crs="EPSG:4326")
+            a, b, c = scan_borders(fp, gpd.GeoSeries([line], crs=t.crs))
+            near |= a
+            cut |= b
+            flush |= c
+    return SeamReport(edges, len(near), sorted(cut), sorted(flush))
+
+
 __all__ = ["MAX_RING", "BorderJoin", "BorderSource", "TileKey", "TileReader", "border_pieces",
-           "join_border_pieces", "neighbour_tile_ids", "owner_tile_id", "resolve_tile_seams", "tile_buildings",
+           "join_border_pieces", "neighbour_tile_ids", "owner_tile_id", "resolve_tile_seams", "tile_buildings", "tile_seam_defects",
            "utm_crs"]

@@ -158,14 +158,21 @@ def seam_defects(footprints: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> SeamRep
     lines = internal_borders(t.bounds for t in tiles)
     if footprints.empty or not lines:
         return SeamReport(len(lines), 0, [], [])
+    near, cut, flush = scan_borders(footprints, gpd.GeoSeries(lines, crs=tiles[0].crs))
+    return SeamReport(len(lines), len(near), sorted(cut), sorted(flush))
+
+
+def scan_borders(footprints: gpd.GeoDataFrame, borders: gpd.GeoSeries,
+                 ) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+    """Ids of the footprints near ``borders`` (lines), pairs cut across one, and ids flush
+    with one (see :func:`seam_defects`)."""
     metric_crs = footprints.estimate_utm_crs()
     fp = footprints.to_crs(metric_crs).reset_index(drop=True)
-    borders = gpd.GeoSeries(lines, crs=tiles[0].crs).to_crs(metric_crs)
     ids = fp["building_id"].astype(str).to_numpy()
     cut: set[tuple[str, str]] = set()
     flush: set[str] = set()
     near_any = np.zeros(len(fp), bool)
-    for line in borders:
+    for line in borders.to_crs(metric_crs):
         near = np.flatnonzero(fp.geometry.distance(line).to_numpy() < TOUCH_M)
         near_any[near] = True
         if not len(near):
@@ -183,7 +190,7 @@ def seam_defects(footprints: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> SeamRep
             if side[a] * side[b] < 0:
                 first, second = sorted((ids[near[a]], ids[near[b]]))
                 cut.add((first, second))
-    return SeamReport(len(lines), int(near_any.sum()), sorted(cut), sorted(flush))
+    return set(ids[near_any]), cut, flush
 
 
 @dataclass(frozen=True)
