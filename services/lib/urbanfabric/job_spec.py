@@ -255,6 +255,23 @@ class JobSpec(BaseModel):
             raise ValueError(f"unit must be 'm' or 'ft', got {value!r}")
         return value.lower()
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        # A misspelt code used to fall back to the GLOBAL mixture silently (a reason on every
+        # row, but a job that looked fine): only the shipped table's codes or GLOBAL pass.
+        from difflib import get_close_matches
+
+        from urbanfabric.stock.intensity import default_table
+        from urbanfabric.stock.vocabulary import GLOBAL_REGION
+
+        known = (*default_table().regions, GLOBAL_REGION)
+        if value in known:
+            return value
+        near = get_close_matches(value.upper(), known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise ValueError(f"{value!r} is not a RASMI region; {hint}codes: {', '.join(known)}")
+
     @field_validator("footprints", "districts")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:

@@ -47,6 +47,8 @@ SPECS: list[tuple[str, dict, str]] = [
     ("tile-timeout-zero", {"area": AREA, "tile_timeout_s": 0}, "tile_timeout_s"),
     ("population-negative", {"area": AREA, "population": -5}, "population"),
     ("height-unit", {"area": AREA, "measured_heights_unit": "storeys"}, "measured_heights_unit"),
+    ("region-misspelt", {"area": AREA, "region": "ASIA_CN"}, "region"),
+    ("region-lowercase", {"area": AREA, "region": "asia_chn"}, "region"),
     ("tta-unknown", {"area": AREA, "segmentation": {"tta": "d5"}}, "segmentation.tta"),
     ("model-without-version", {"area": AREA, "segmentation": {"model": "unet"}}, "segmentation.model"),
     ("height-model-empty", {"area": AREA, "models": {"height": ""}}, "models.height"),
