@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: train-gpu all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -98,3 +98,9 @@ intensity-table: install
 
 clean:
 	rm -rf $(GEN) .pytest_cache out
+
+# On a lent GPU: train the shipped footprint members for MINUTES, then benchmark inference
+# (models/train_gpu.py; results under .train/gpu/, evaluate on the CPU before shipping).
+MINUTES ?= 9
+train-gpu: install protos
+	$(BIN)/python -m models.train_gpu --minutes $(MINUTES) --out .train/gpu

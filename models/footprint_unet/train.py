@@ -89,7 +89,8 @@ def export(
 ) -> None:
     """Write fp16 ``model.pt`` and ``config.json`` (architecture, contract, threshold, provenance)."""
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    # On the CPU whatever device trained it, so the file loads anywhere.
+    state = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_save(state, out / "model.pt")
     digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     config = {

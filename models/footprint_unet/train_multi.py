@@ -170,6 +170,42 @@ def _zoom_range(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"--scale-aug: {e}") from None
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA device here")
+    return device
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: full precision). Mixed precision only on CUDA."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless :func:`make_batch` batches; each loader worker draws from its own seeded stream,
+    so crop sampling and augmentation keep a GPU fed instead of the training loop's thread."""
+
+    def __init__(self, scenes: dict[str, list[D.Scene]], weights: dict[str, float], batch: int, target: str,
+                 seed: int, scale: tuple[float, float] | None) -> None:
+        super().__init__()
+        self.scenes, self.weights, self.batch, self.target, self.seed, self.scale = (
+            scenes, weights, batch, target, seed, scale)
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of batches
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
+        while True:
+            yield make_batch(self.scenes, self.weights, self.batch, self.target, rng, self.scale)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="crowdai,dubai,spacenet", help="comma list of " + ",".join(D.DATASETS))
@@ -193,6 +229,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                   help="mixed precision on CUDA (auto: bf16 where the GPU supports it, else fp16)")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="processes building batches ahead of the GPU (0: in the loop, reproducible step by step)")
+    p.add_argument("--val-limit", type=int, default=0, help="validate on at most this many scenes per data set (0: all)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--scale-aug", type=_zoom_range, default=None, metavar="LOW,HIGH",
                    help="random zoom range per crop, e.g. 0.67,1.5 (default: native resolution only)")
@@ -207,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = dict(zip(names, w))
     train = {n: D.load(n, "train", args.root) for n in names}
     val_names = [n for n in (args.val_datasets.split(",") if args.val_datasets else names) if n]
-    val = {n: s for n in val_names if (s := D.load(n, "val", args.root))}
+    val = {n: s[: args.val_limit] if args.val_limit else s for n in val_names if (s := D.load(n, "val", args.root))}
     LOG.info("train scenes %s; val scenes %s", {n: len(s) for n, s in train.items()},
              {n: len(s) for n, s in val.items()})
 
@@ -216,7 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(arch, imagenet_encoder=True)
     if args.init_from:
         LOG.info("init from %s: %d tensors", args.init_from, init_from(model, args.init_from))
-    model = model.to(memory_format=torch.channels_last)
+    device = resolve_device(args.device)
+    autocast = amp_dtype(args.amp, device)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    # fp16 needs loss scaling (bf16 does not); a disabled scaler is a no-op.
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
+    LOG.info("device %s, mixed precision %s, loader workers %d, batch %d", device, autocast or "off",
+             args.loader_workers, args.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step, best, trained_s = 0, -1.0, 0.0
     ckpt_path = args.ckpt_dir / "ckpt.pt"
@@ -247,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             best = float(res["iou"])
             info = {
                 "step": step, "trained_minutes": round(elapsed / 60, 1), "batch_size": args.batch_size,
-                "crop_px": CROP,
+                "crop_px": CROP, "device": str(device), "mixed_precision": str(autocast or "off"),
                 "optimizer": f"AdamW lr={args.lr} wd={args.weight_decay} cosine to {args.lr_floor}",
                 "loss": ({"bce_dice": "BCE + soft Dice", "bce_lovasz": "BCE + Lovász hinge (per image)"}[args.loss]
                          if args.target == "binary" else "cross-entropy (11 distance classes) + soft Dice"),
@@ -274,16 +322,27 @@ def main(argv: list[str] | None = None) -> int:
 
     model.train()
     window_loss, window_n, window_t = 0.0, 0, time.monotonic()
+    batches = None
+    if args.loader_workers > 0:
+        stream = BatchStream(train, weights, args.batch_size, args.target, args.seed + step, args.scale_aug)
+        batches = iter(torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=args.loader_workers, pin_memory=device.type == "cuda",
+            persistent_workers=True, prefetch_factor=4))
     while True:
-        x, m, y = make_batch(train, weights, args.batch_size, args.target, rng, args.scale_aug)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, m, y = next(batches) if batches is not None else make_batch(
+            train, weights, args.batch_size, args.target, rng, args.scale_aug)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        m, y = m.to(device, non_blocking=True), y.to(device, non_blocking=True)
         frac = (trained_s + time.monotonic() - run_start) / total_s
         for group in opt.param_groups:
             group["lr"] = lr_at(frac, args.lr, args.lr_floor, "cosine")
-        loss = loss_fn(model(x), m, y, args.loss)
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = model(x)
+        loss = loss_fn(logits.float(), m, y, args.loss)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         step += 1
         window_loss += loss.detach().item()
         window_n += 1
