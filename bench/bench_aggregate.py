@@ -114,7 +114,7 @@ def old_aggregate(store: DirStore, uris: list[str]) -> int:
     from urbanfabric.io.geoparquet import geoparquet_bytes, read_geoparquet
     from urbanfabric.io.job_layout import JobLayout
     from urbanfabric.io.object_store import parse_s3_uri
-    from urbanfabric.outputs import grids, report
+    from urbanfabric.outputs import grids, report, static_map
     from urbanfabric.outputs.buildings_table import combine_batches
     from urbanfabric.outputs.summary import summarize
 
@@ -123,7 +123,7 @@ def old_aggregate(store: DirStore, uris: list[str]) -> int:
     store.put_bytes(layout.buildings, geoparquet_bytes(buildings))
     grids.write_grids(store, JOB, buildings)
     summary = summarize(JOB, buildings, {}, {})
-    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {JOB}", []))
+    store.put_bytes(layout.map_png, static_map.map_png(buildings, f"urbanfabric job {JOB}", []))
     store.put_bytes(layout.report, report.report_md(summary, {}).encode())
     return summary.buildings
 
