@@ -40,6 +40,12 @@ def _show_basemap(ax, rasters: list[Raster]) -> None:
         ax.imshow(rgb, extent=(left, right, bottom, top), interpolation="bilinear")
 
 
+def figure_size(aspect: float) -> tuple[float, float]:
+    """Inches for two map panels of height / width ``aspect`` side by side, with room for the
+    title, ticks and the legends (so a wide area leaves no blank band above and below)."""
+    return 14.0, float(np.clip(5.4 * aspect + 1.8, 3.5, 9.0))
+
+
 def _save(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -62,10 +68,11 @@ def map_figure(buildings: gpd.GeoDataFrame, title: str, basemap: list[Raster] | 
     (a figure; :func:`map_png` saves it)."""
     from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
+    frame = buildings.to_crs("EPSG:3857") if len(buildings) else buildings
+    x0, y0, x1, y1 = frame.total_bounds if len(frame) else (0.0, 0.0, 1.0, 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=figure_size((y1 - y0) / max(x1 - x0, 1e-9)), constrained_layout=True)
     for ax in axes:
         _show_basemap(ax, basemap or [])
-    frame = buildings.to_crs("EPSG:3857") if len(buildings) else buildings
     if len(frame):
         frame.plot(ax=axes[0], column="height_m", cmap="viridis", legend=True,
                    legend_kwds={"label": "height (m)", "shrink": 0.6}, linewidth=0, alpha=0.85)
@@ -177,7 +184,7 @@ class MapCanvas:
 
         # Every layer is turned into 8-bit RGBA here: matplotlib then draws three small images
         # instead of resampling float canvases (hundreds of MiB at 2048 px).
-        fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
+        fig, axes = plt.subplots(1, 2, figsize=figure_size(self.height_px / self.width), constrained_layout=True)
         finite = self.rgb[np.isfinite(self.rgb)]
         white = max(float(np.percentile(finite, 99)), 1e-6) if finite.size else 1.0
         del finite
@@ -194,7 +201,8 @@ class MapCanvas:
             layer = plt.get_cmap("viridis")(norm(np.nan_to_num(self.heights)), bytes=True)
             layer[..., 3] = np.where(ok, 217, 0)
             axes[0].imshow(layer, extent=self.extent, interpolation="nearest")
-            fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0], label="height (m)", shrink=0.6)
+            fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0], label="height (m)",
+                         shrink=float(np.clip(self.height_px / self.width, 0.4, 0.9)))
             del layer
         if self.classes:
             cmap = plt.get_cmap("tab10")
