@@ -12,7 +12,6 @@ import pyogrio
 import pystac
 import pytest
 import rasterio
-
 from urbanfabric.errors import InvalidInput
 from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.io.job_layout import JobLayout
@@ -21,7 +20,14 @@ from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.partitions import PartitionOptions
 
 from tests.fakes import MemoryStore
-from tests.unit.outputs.test_report import EAST, NORTH, SOUTH, WEST, buildings, spec_parameters
+from tests.unit.outputs.test_report import (
+    EAST,
+    NORTH,
+    SOUTH,
+    WEST,
+    buildings,
+    spec_parameters,
+)
 
 JOB = "20261205T000000Z-export01"
 

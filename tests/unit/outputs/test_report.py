@@ -12,7 +12,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import box
-
 from urbanfabric.io.geoparquet import geoparquet_bytes
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.job_spec import JobSpec
@@ -20,7 +19,12 @@ from urbanfabric.outputs import histograms
 from urbanfabric.outputs.charts import CHARTS
 from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.map_figure import lat_of_y, lon_of_x, nice_step
-from urbanfabric.outputs.parameters import format_value, label, parameter_rows, spec_descriptions
+from urbanfabric.outputs.parameters import (
+    format_value,
+    label,
+    parameter_rows,
+    spec_descriptions,
+)
 from urbanfabric.outputs.report_content import SECTIONS
 from urbanfabric.outputs.static_map import MapCanvas, map_figure
 from urbanfabric.outputs.summary import Summary, summarize
@@ -176,7 +180,7 @@ class _Page(HTMLParser):
 
 
 def test_report_html_is_self_contained_with_every_section_and_chart(job):
-    store, summary, _ = job
+    store, _, _ = job
     html = store.get_bytes(f"{JobLayout(JOB).outputs}/report.html").decode()
     page = _Page()
     page.feed(html)
@@ -197,7 +201,7 @@ def test_report_html_is_self_contained_with_every_section_and_chart(job):
 
 
 def test_report_md_links_its_charts_map_and_interactive_map(job):
-    store, summary, _ = job
+    store, _, _ = job
     outputs = JobLayout(JOB).outputs
     md = store.get_bytes(JobLayout(JOB).report).decode()
     for title in SECTIONS.values():

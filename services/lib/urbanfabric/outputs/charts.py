@@ -13,11 +13,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # headless: services and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from urbanfabric.outputs.histograms import edges, total  # noqa: E402
-from urbanfabric.outputs.summary import Summary  # noqa: E402
+from urbanfabric.outputs.histograms import edges, total
+from urbanfabric.outputs.summary import Summary
 
 #: Chart name → title (also the order in the report and the file name ``<name>.png``).
 CHARTS = {
@@ -66,7 +66,7 @@ def _histogram_chart(h: dict | None, title: str, xlabel: str, bin_width: float) 
     if not h or total(h) == 0 or not any(h["counts"]):
         return None
     counts = np.asarray(h["counts"])
-    group = max(1, int(round(bin_width / h["step"])))
+    group = max(1, round(bin_width / h["step"]))
     padded = np.concatenate([counts, np.zeros((-len(counts)) % group, dtype=counts.dtype)])
     wide = padded.reshape(-1, group).sum(axis=1)
     used = np.flatnonzero(wide)

@@ -122,16 +122,17 @@ def export_job(store: ObjectStore, job_id: str, dest: Path, table_format: str = 
     if spec is None:
         single = dest / "buildings.parquet"
         result.table = single if single.exists() else dest / "buildings"
-        if single.exists():
-            result.files.append(_geojson(single, dest / "buildings.geojson"))
+        geojson = _geojson(single, dest / "buildings.geojson") if single.exists() else None
+        if geojson is not None:
+            result.files.append(geojson)
     else:
         driver, name, _ = spec
         result.table = dest / name
         result.buildings = _write_ogr(store, parts, result.table, driver)
         result.files.append(result.table)
-    result.files = [f for f in result.files if f is not None]
-    result.stac = _export_stac(store, stac_keys, prefix, dest, result, spec)
-    result.files.append(result.stac)
+    if stac_keys:  # a job from before issue 22 has no collection
+        result.stac = _export_stac(store, stac_keys, prefix, dest, result, spec)
+        result.files.append(result.stac)
     return result
 
 
@@ -160,7 +161,7 @@ def _export_stac(store: ObjectStore, stac_keys: list[str], prefix: str, dest: Pa
         if href.startswith("s3://") and href.startswith(outputs_uri):
             return dest / href[len(outputs_uri):]
         if href.startswith("s3://"):
-            bucket, key = parse_s3_uri(href)
+            _, key = parse_s3_uri(href)
             return dest / key[len(prefix):] if key.startswith(prefix) else None
         return None
 

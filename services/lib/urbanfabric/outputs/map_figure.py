@@ -17,7 +17,7 @@ import numpy as np
 
 EARTH_RADIUS_M = 6378137.0  # EPSG:3857 sphere
 #: Scale-bar lengths tried (metres on the ground), the longest under a fifth of the map width.
-SCALE_STEPS_M = [s * 10.0 ** e for e in range(0, 7) for s in (1, 2, 5)]
+SCALE_STEPS_M = [s * 10.0 ** e for e in range(7) for s in (1, 2, 5)]
 #: Above this spread of 1 / cos(lat) over the map, the scale bar names its latitude.
 SCALE_SPREAD = 0.02
 

@@ -16,7 +16,11 @@ from typing import Any
 
 from urbanfabric.outputs.abstention import Abstention
 from urbanfabric.outputs.charts import CHARTS
-from urbanfabric.outputs.parameters import ParameterRow, parameter_rows, spec_descriptions
+from urbanfabric.outputs.parameters import (
+    ParameterRow,
+    parameter_rows,
+    spec_descriptions,
+)
 from urbanfabric.outputs.report_content import (
     MAP_HTML,
     SECTIONS,

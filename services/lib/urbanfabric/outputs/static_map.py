@@ -12,12 +12,11 @@ import geopandas as gpd
 import matplotlib
 
 matplotlib.use("Agg")  # headless: services and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from urbanfabric.io.rasters import Raster  # noqa: E402
-from urbanfabric.outputs.map_figure import decorate, outside_legend  # noqa: E402
+from urbanfabric.io.rasters import Raster
+from urbanfabric.outputs.map_figure import decorate, outside_legend
 
 
 def _show_basemap(ax, rasters: list[Raster]) -> None:
@@ -176,11 +175,9 @@ class MapCanvas:
     def figure(self, title: str, attribution: str = ""):
         """Two panels over the imagery: height and roof material, with lon/lat ticks, scale bar,
         north arrow, ``attribution`` and the legends outside the data."""
-        from matplotlib.colors import ListedColormap
-        from matplotlib.patches import Patch
-
         from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
+        from matplotlib.colors import ListedColormap, Normalize
+        from matplotlib.patches import Patch
 
         # Every layer is turned into 8-bit RGBA here: matplotlib then draws three small images
         # instead of resampling float canvases (hundreds of MiB at 2048 px).
