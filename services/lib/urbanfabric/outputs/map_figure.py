@@ -105,10 +105,13 @@ def scale_bar(ax: Any) -> str:
 
 
 def north_arrow(ax: Any) -> None:
-    """An arrow and "N" in the upper right (north is up in Web Mercator)."""
-    ax.annotate("N", xy=(0.95, 0.97), xytext=(0.95, 0.86), xycoords="axes fraction", ha="center", va="center",
-                fontsize=10, fontweight="bold",
-                arrowprops={"facecolor": "black", "edgecolor": "white", "width": 4, "headwidth": 11},
+    """An arrow and "N" in the upper right (north is up in Web Mercator), a fixed size in points
+    whatever the panel's shape."""
+    ax.annotate("", xy=(0.95, 0.97), xytext=(0, -28), xycoords="axes fraction", textcoords="offset points",
+                arrowprops={"facecolor": "black", "edgecolor": "white", "width": 4, "headwidth": 11,
+                            "headlength": 10})
+    ax.annotate("N", xy=(0.95, 0.97), xytext=(0, -36), xycoords="axes fraction", textcoords="offset points",
+                ha="center", va="center", fontsize=10, fontweight="bold",
                 bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
 
 
@@ -124,11 +127,11 @@ def attribution_text(parameters: dict[str, Any] | None) -> str:
     return " · ".join(bits)
 
 
-def attribution(ax: Any, text: str) -> None:
-    """The attribution in the lower right corner of the map, as web maps show it."""
+def attribution(fig: Any, text: str) -> None:
+    """The attribution under the panels, in the space the layout keeps for it (inside a narrow
+    panel it would run into the scale bar)."""
     if text:
-        ax.text(0.995, 0.005, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=6,
-                bbox={"boxstyle": "square,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.7})
+        fig.supxlabel(text, fontsize=7, color="#333333")
 
 
 def outside_legend(ax: Any, handles: list) -> None:
@@ -137,9 +140,8 @@ def outside_legend(ax: Any, handles: list) -> None:
               title="roof material", title_fontsize=8, frameon=False)
 
 
-def decorate(ax: Any, attribution_line: str) -> None:
-    """Degree ticks, scale bar, north arrow and attribution on one map panel."""
+def decorate(ax: Any) -> None:
+    """Degree ticks, scale bar and north arrow on one map panel."""
     degree_ticks(ax)
     scale_bar(ax)
     north_arrow(ax)
-    attribution(ax, attribution_line)

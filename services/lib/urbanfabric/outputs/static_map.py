@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from urbanfabric.io.rasters import Raster
+from urbanfabric.outputs.map_figure import attribution as draw_attribution
 from urbanfabric.outputs.map_figure import decorate, outside_legend
 
 
@@ -52,12 +53,13 @@ def _save(fig) -> bytes:
     return buf.getvalue()
 
 
-def _finish(fig, axes, title: str, attribution: str) -> None:
+def _finish(fig, axes, title: str, credit: str) -> None:
     axes[0].set_title("Building height (bootstrap XGBoost mean)")
     axes[1].set_title("Roof material")
     for ax in axes:
         ax.set_aspect("equal", adjustable="box")
-        decorate(ax, attribution)
+        decorate(ax)
+    draw_attribution(fig, credit)
     fig.suptitle(title)
 
 
