@@ -14,22 +14,13 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
+from urbanfabric.outputs import report_content as content
 from urbanfabric.outputs.abstention import Abstention
 from urbanfabric.outputs.charts import CHARTS
 from urbanfabric.outputs.parameters import (
     ParameterRow,
     parameter_rows,
     spec_descriptions,
-)
-from urbanfabric.outputs.report_content import (
-    MAP_HTML,
-    SECTIONS,
-    Row,
-    fallback_rows,
-    headline,
-    histogram_note,
-    stock_rows,
-    timing_rows,
 )
 from urbanfabric.outputs.summary import Summary
 
@@ -57,7 +48,7 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<p><img src="{data_uri(png)}" alt="{escape(alt)}"></p>' if png else ""
 
 
-def _rows(rows: Iterable[Row], header: tuple[str, str, str], cls: str = "") -> str:
+def _rows(rows: Iterable[content.Row], header: tuple[str, str, str], cls: str = "") -> str:
     body = "".join(f'<tr><td>{escape(r.what)}</td><td class="n">{escape(r.value)}</td>'
                    f'<td class="note">{escape(r.note)}</td></tr>' for r in rows)
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
@@ -100,7 +91,7 @@ def _sanity(summary: Summary) -> str:
 
 
 def _section(sid: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{escape(SECTIONS[sid])}</h2>{body}</section>\n'
+    return f'<section id="{sid}"><h2>{escape(content.SECTIONS[sid])}</h2>{body}</section>\n'
 
 
 def report_html(summary: Summary, parameters: Mapping[str, Any], charts: Mapping[str, bytes],
@@ -114,21 +105,21 @@ def report_html(summary: Summary, parameters: Mapping[str, Any], charts: Mapping
     def chart(name: str) -> str:
         return _img(charts.get(name), CHARTS[name])
 
-    map_link = f'<a href="{MAP_HTML}">{MAP_HTML}</a>'
-    fallbacks = fallback_rows(summary)
+    map_link = f'<a href="{content.MAP_HTML}">{content.MAP_HTML}</a>'
+    fallbacks = content.fallback_rows(summary)
     mix = ", ".join(f"{k} {v:,}" for k, v in summary.roof_material_mix.items()) or "no roof-material column"
     warnings = "".join(f"<li>{escape(w)}</li>" for w in summary.warnings or [])
     parts = [
-        _section("summary", _rows(headline(summary), ("", "value", "range / note"), "big")
+        _section("summary", _rows(content.headline(summary), ("", "value", "range / note"), "big")
                  + "<p class=note>Material stock and CO2e ranges are the Monte-Carlo p05–p95 summed over "
                    "buildings (the draws share their levels across buildings); height and year ranges are "
                    f"the spread over buildings. Interactive map: {map_link}.</p>"),
         _section("map", _img(map_png, "map: footprints by height and roof material")
                  + f"<p>Open the interactive map {map_link} (pan, zoom, a popup per building; opens offline).</p>"),
-        _section("stock", chart("stock") + (_rows(stock_rows(summary), ("material", "stock", "Monte-Carlo range"))
+        _section("stock", chart("stock") + (_rows(content.stock_rows(summary), ("material", "stock", "Monte-Carlo range"))
                                              if summary.mass_kg else "<p>No material stock.</p>")),
-        _section("heights", chart("heights") + f"<p class=note>{escape(histogram_note(summary.height_histogram))}.</p>"),
-        _section("ages", chart("ages") + f"<p class=note>{escape(histogram_note(summary.year_histogram))}.</p>"),
+        _section("heights", chart("heights") + f"<p class=note>{escape(content.histogram_note(summary.height_histogram))}.</p>"),
+        _section("ages", chart("ages") + f"<p class=note>{escape(content.histogram_note(summary.year_histogram))}.</p>"),
         _section("roofs", chart("roofs") + f"<p class=note>{escape(mix)}.</p>"),
         _section("unknowns", chart("unknowns") + _abstentions(summary)
                  + ("<h3>Fallbacks</h3><p>What was assumed where an input was missing or odd (the "
@@ -137,13 +128,13 @@ def report_html(summary: Summary, parameters: Mapping[str, Any], charts: Mapping
                     else "<p>No building needed a fallback.</p>")),
         _section("warnings", f"<ul>{warnings}</ul>" if warnings else "<p>No warnings.</p>"),
         _section("sanity", _sanity(summary)),
-        _section("timings", chart("timings") + (_rows(timing_rows(summary), ("stage", "time", "how"))
+        _section("timings", chart("timings") + (_rows(content.timing_rows(summary), ("stage", "time", "how"))
                                                 if summary.stage_seconds else "<p>No stage times recorded.</p>")),
         _section("parameters", _parameters(parameter_rows(parameters, spec_descriptions())) if parameters
                  else "<p>No parameters recorded.</p>"),
         _section("reading", READING_HTML),
     ]
-    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in SECTIONS.items())
+    nav = "".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in content.SECTIONS.items())
     title = f"urbanfabric job {summary.job_id}"
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
