@@ -41,7 +41,14 @@ def _run(args: argparse.Namespace) -> int:
     job_json = JobLayout(str(spec.job_id)).job_json
     if store.exists(job_json):
         doc = json.loads(store.get_bytes(job_json))
-        print(json.dumps(doc.get("summary") or doc.get("error"), indent=2, default=str))
+        if doc.get("summary"):
+            from urbanfabric.outputs.summary import Summary
+
+            # The text, not the JSON: job.json's summary carries histograms (hundreds of counts).
+            print(Summary(**doc["summary"]).text())
+            print(f"report: urbanfabric export {spec.job_id} DIR, then open DIR/report.html")
+        else:
+            print(json.dumps(doc.get("error"), indent=2, default=str))
     return 0 if state.is_completed() else 1
 
 
