@@ -281,3 +281,14 @@ def test_scale_bar_length_is_round_and_in_ground_metres():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_job_without_map_html_says_so_instead_of_a_dead_link():
+    from urbanfabric.outputs.report import report_md
+    from urbanfabric.outputs.report_html import report_html
+
+    big = Summary("j", 200_000, 10.0, {}, {}, 0.0, outputs={"buildings": "s3://b/jobs/j/outputs/buildings/"})
+    assert "No interactive map for this job" in report_md(big, {}) and "(map.html)" not in report_md(big, {})
+    assert 'href="map.html"' not in report_html(big, {}, {}, None).decode()
+    small = Summary("j", 10, 10.0, {}, {}, 0.0, outputs={"map_html": "s3://b/jobs/j/outputs/map.html"})
+    assert 'href="map.html"' in report_html(small, {}, {}, None).decode()

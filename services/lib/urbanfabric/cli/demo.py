@@ -48,7 +48,11 @@ def export(store: ObjectStore, job_id: str, dest: Path, table_format: str = "par
 
     result = export_job(store, job_id, dest, table_format)
     written = list(result.files)
-    if not (dest / "map.html").exists() and table_format == "parquet":
+    from urbanfabric.outputs.job_outputs import WEBMAP_MAX_BUILDINGS
+
+    doc = json.loads((dest / "job.json").read_text())
+    small = int((doc.get("summary") or {}).get("buildings", 0)) <= WEBMAP_MAX_BUILDINGS
+    if not (dest / "map.html").exists() and table_format == "parquet" and small:
         from urbanfabric.cli.open_map import build_map
 
         try:

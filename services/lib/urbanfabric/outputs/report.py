@@ -22,9 +22,11 @@ from urbanfabric.outputs.parameters import (
 from urbanfabric.outputs.report_content import (
     MAP_HTML,
     MAP_PNG,
+    NO_MAP_HTML,
     SECTIONS,
     Row,
     fallback_rows,
+    has_interactive_map,
     headline,
     histogram_note,
     stock_rows,
@@ -122,20 +124,22 @@ def report_md(summary: Summary, parameters: Mapping[str, Any], charts: Iterable[
         "No stage times recorded.\n"
     mix = ", ".join(f"{k} {v:,}" for k, v in summary.roof_material_mix.items()) or "no roof-material column"
     params = parameters_md(parameter_rows(parameters, spec_descriptions())) if parameters else "No parameters recorded.\n"
+    link = f"[{MAP_HTML}]({MAP_HTML})"
+    interactive = f"Open {link} for the interactive map (pan, zoom, a popup per building; opens offline)." \
+        if has_interactive_map(summary) else NO_MAP_HTML
     return f"""# urbanfabric job {summary.job_id}
 
 ## {SECTIONS['summary']}
 
 {table}
 Ranges: material stock and CO2e are the Monte-Carlo p05–p95 summed over buildings (the draws
-share their levels across buildings); height and year are the spread over buildings. The
-interactive map: [{MAP_HTML}]({MAP_HTML}).
+share their levels across buildings); height and year are the spread over buildings. {interactive}
 
 ## {SECTIONS['map']}
 
 ![map: footprints by height and roof material]({MAP_PNG})
 
-Open [{MAP_HTML}]({MAP_HTML}) for the interactive map (pan, zoom, a popup per building; opens offline).
+{interactive}
 
 ## {SECTIONS['stock']}
 

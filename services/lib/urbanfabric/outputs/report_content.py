@@ -46,6 +46,16 @@ class Row:
     note: str = ""
 
 
+def has_interactive_map(summary: Summary) -> bool:
+    """Whether the job wrote ``map.html`` (not above the webmap's building limit; a summary
+    without its outputs listed is taken to have one)."""
+    return "map_html" in summary.outputs or not summary.outputs
+
+
+NO_MAP_HTML = ("No interactive map for this job: more buildings than one self-contained page holds "
+               "(see Warnings); open the table in QGIS or DuckDB instead.")
+
+
 def tonnes(kg: float) -> str:
     return f"{kg / 1000:,.0f} t"
 

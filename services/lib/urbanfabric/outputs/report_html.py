@@ -106,6 +106,8 @@ def report_html(summary: Summary, parameters: Mapping[str, Any], charts: Mapping
         return _img(charts.get(name), CHARTS[name])
 
     map_link = f'<a href="{content.MAP_HTML}">{content.MAP_HTML}</a>'
+    interactive = f"Open the interactive map {map_link} (pan, zoom, a popup per building; opens offline)." \
+        if content.has_interactive_map(summary) else escape(content.NO_MAP_HTML)
     fallbacks = content.fallback_rows(summary)
     mix = ", ".join(f"{k} {v:,}" for k, v in summary.roof_material_mix.items()) or "no roof-material column"
     warnings = "".join(f"<li>{escape(w)}</li>" for w in summary.warnings or [])
@@ -113,9 +115,9 @@ def report_html(summary: Summary, parameters: Mapping[str, Any], charts: Mapping
         _section("summary", _rows(content.headline(summary), ("", "value", "range / note"), "big")
                  + "<p class=note>Material stock and CO2e ranges are the Monte-Carlo p05–p95 summed over "
                    "buildings (the draws share their levels across buildings); height and year ranges are "
-                   f"the spread over buildings. Interactive map: {map_link}.</p>"),
+                   f"the spread over buildings. {interactive}</p>"),
         _section("map", _img(map_png, "map: footprints by height and roof material")
-                 + f"<p>Open the interactive map {map_link} (pan, zoom, a popup per building; opens offline).</p>"),
+                 + f"<p>{interactive}</p>"),
         _section("stock", chart("stock") + (_rows(content.stock_rows(summary), ("material", "stock", "Monte-Carlo range"))
                                              if summary.mass_kg else "<p>No material stock.</p>")),
         _section("heights", chart("heights") + f"<p class=note>{escape(content.histogram_note(summary.height_histogram))}.</p>"),
