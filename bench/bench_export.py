@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_aggregate import JOB, DirStore, prepare  # noqa: E402
+from bench.bench_aggregate import JOB, DirStore, prepare, run_child
 
 
 class FolderStore(DirStore):
@@ -92,12 +90,7 @@ def main() -> None:
     for fmt in args.formats:
         dest = args.cache / f"export-{fmt}"
         shutil.rmtree(dest, ignore_errors=True)
-        res = subprocess.run([sys.executable, __file__, "--child", fmt, str(folder), str(dest)],
-                             capture_output=True, text=True, env=os.environ.copy(), check=False)
-        if res.returncode:
-            print(res.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(res.returncode)
-        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row = run_child(__file__, fmt, str(folder), str(dest))
         row["buildings"] = summary.buildings
         rows.append(row)
         print(json.dumps(row), flush=True)
