@@ -99,7 +99,9 @@ def test_labels_and_values_read_as_words():
         == "default (any date, most recent first)"
     assert format_value("", "roof-material model ('' = none)") == "default (none)"
     assert format_value(0, "vote: members that must agree (0 = a majority; GBM: 2 of 4)") \
-        == "0 (a majority; GBM: 2 of 4)"
+        == "default (a majority; GBM: 2 of 4)"
+    assert format_value(0.0, "polygons smaller than this are dropped (0 = 10 m²)") == "default (10 m²)"
+    assert format_value(2, "vote: members that must agree (0 = a majority; GBM: 2 of 4)") == "2"
 
 
 def test_parameter_rows_flatten_groups_with_no_raw_python_left():

@@ -76,8 +76,9 @@ def format_value(value: Any, description: str = "") -> str:
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
         text = _number(float(value))
+        # "(0 = …)" in a description: zero stands for a default chosen elsewhere.
         zero = _ZERO_MEANS.search(description) if value == 0 else None
-        return f"{text} ({zero.group(1).strip()})" if zero else text
+        return f"default ({zero.group(1).strip()})" if zero else text
     if isinstance(value, Mapping):
         if not value:
             return _empty(description)
