@@ -72,7 +72,7 @@ def degree_ticks(ax: Any) -> None:
     s, n = float(lat_of_y(y0)), float(lat_of_y(y1))
     for lo, hi, to_axis, set_ticks, pos, neg in ((w, e, x_of_lon, ax.set_xticks, "E", "W"),
                                                  (s, n, y_of_lat, ax.set_yticks, "N", "S")):
-        step = nice_step(hi - lo, 4)
+        step = nice_step(hi - lo, 5)
         values = np.arange(math.ceil(lo / step) * step, hi + step * 1e-9, step)
         set_ticks(to_axis(values), [degree_label(float(v), pos, neg, decimals(step)) for v in values])
     ax.set_xlabel("longitude")
