@@ -114,7 +114,7 @@ def old_aggregate(store: DirStore, uris: list[str]) -> int:
     from urbanfabric.io.geoparquet import geoparquet_bytes, read_geoparquet
     from urbanfabric.io.job_layout import JobLayout
     from urbanfabric.io.object_store import parse_s3_uri
-    from urbanfabric.outputs import grids, report
+    from urbanfabric.outputs import grids, report, static_map
     from urbanfabric.outputs.buildings_table import combine_batches
     from urbanfabric.outputs.summary import summarize
 
@@ -123,7 +123,7 @@ def old_aggregate(store: DirStore, uris: list[str]) -> int:
     store.put_bytes(layout.buildings, geoparquet_bytes(buildings))
     grids.write_grids(store, JOB, buildings)
     summary = summarize(JOB, buildings, {}, {})
-    store.put_bytes(layout.map_png, report.map_png(buildings, f"urbanfabric job {JOB}", []))
+    store.put_bytes(layout.map_png, static_map.map_png(buildings, f"urbanfabric job {JOB}", []))
     store.put_bytes(layout.report, report.report_md(summary, {}).encode())
     return summary.buildings
 
@@ -162,6 +162,16 @@ def child(mode: str, folder: Path, _out: Path) -> None:
                       "rss_after_imports_mib": round(base, 1), "peak_rss_mib": round(rss(), 1)}))
 
 
+def run_child(script: str, *args: str) -> dict:
+    """``script --child ARGS`` in a fresh process (its own peak RSS); its last line as JSON."""
+    res = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True,
+                         env=os.environ.copy(), check=False)
+    if res.returncode:
+        print(res.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(res.returncode)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -186,12 +196,7 @@ def main() -> None:
         prepare(args.table, n, folder)
         for mode in args.modes:
             out = folder / "jobs" / JOB / "outputs"
-            res = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), str(out)],
-                                 capture_output=True, text=True, env=os.environ.copy(), check=False)
-            if res.returncode:
-                print(res.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(res.returncode)
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row = run_child(__file__, mode, str(folder), str(out))
             row["growth_mib"] = round(row["peak_rss_mib"] - row["rss_after_imports_mib"], 1)
             rows.append(row)
             print(json.dumps(row), flush=True)

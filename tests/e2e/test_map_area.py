@@ -132,6 +132,33 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     np.testing.assert_allclose(table[mass_cols].sum(axis=1), table["mass_total_kg"], rtol=1e-6)
 
 
+def test_the_sample_job_has_a_report_page_and_exports_everything(stack, sample_job, tmp_path):
+    """report.html beside report.md in the store; `urbanfabric export` writes the table, grids,
+    maps, report and a STAC collection that validates in the folder (issue 23, items 4–5)."""
+    import pystac
+
+    from urbanfabric.cli.main import main as cli_main
+
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    html = store.get_bytes(f"{layout.outputs}/report.html").decode()
+    for section in ("summary", "map", "stock", "heights", "unknowns", "timings", "parameters"):
+        assert f'<section id="{section}">' in html, section
+    assert html.count("data:image/png;base64,") >= 4 and 'href="map.html"' in html
+    out = tmp_path / "export"
+    assert cli_main(["export", sample_job, str(out), "--format", "gpkg"]) == 0
+    for name in ("buildings.gpkg", "report.html", "report.md", "map.png", "map.html", "job.json"):
+        assert (out / name).is_file(), name
+    assert any(p.name.startswith("mass_total") for p in (out / "grids").glob("*.tif"))
+    collection = pystac.Collection.from_file(str(out / "stac" / "collection.json"))
+    collection.validate()
+    for item in collection.get_items(recursive=True):
+        item.validate()
+        assert all(Path(a.get_absolute_href()).is_file() for a in item.assets.values())
+    doc = _job_doc(store, sample_job)
+    assert len(gpd.read_file(out / "buildings.gpkg")) == doc["summary"]["buildings"]
+
+
 def test_no_building_is_cut_at_a_tile_border(stack, sample_job):
     store = ObjectStore(stack)
     layout = JobLayout(sample_job)

@@ -189,30 +189,24 @@ def test_mixed_polygons_and_multipolygons_encode_one_entry_per_building() -> Non
     assert enc[1][1][0][:2] == [11000, 10000]  # each ring starts from the origin
 
 
-class _MemoryStore:
-    def __init__(self, objects: dict[str, bytes]) -> None:
-        self.objects = objects
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.objects[key]
-
-    def exists(self, key: str) -> bool:
-        return key in self.objects
-
-
 def test_export_builds_map_html_or_copies_the_jobs(tmp_path) -> None:
     from urbanfabric.cli.demo import export
     from urbanfabric.io.geoparquet import geoparquet_bytes
     from urbanfabric.io.job_layout import JobLayout
 
+    from tests.fakes import MemoryStore
+
     layout = JobLayout("job-3")
-    objects = {layout.buildings: geoparquet_bytes(_table()), layout.map_png: b"png", layout.report: b"# r",
-               layout.job_json: json.dumps({"job_id": "job-3", "parameters": {}}).encode()}
-    files = export(_MemoryStore(objects), "job-3", tmp_path / "a")  # type: ignore[arg-type]
+    store = MemoryStore("urbanfabric")  # a job from before map.html (and STAC) were outputs
+    for key, data in {layout.buildings: geoparquet_bytes(_table()), layout.map_png: b"png", layout.report: b"# r",
+                      layout.job_json: json.dumps({"job_id": "job-3", "parameters": {}}).encode(),
+                      layout.success: b""}.items():
+        store.put_bytes(key, data)
+    files = export(store, "job-3", tmp_path / "a")  # type: ignore[arg-type]
     assert tmp_path / "a" / "map.html" in files
     assert _data((tmp_path / "a" / "map.html").read_bytes())["title"] == "urbanfabric job job-3"
-    objects[f"{layout.outputs}/map.html"] = b"<html>the job's own</html>"
-    export(_MemoryStore(objects), "job-3", tmp_path / "b")  # type: ignore[arg-type]
+    store.put_bytes(f"{layout.outputs}/map.html", b"<html>the job's own</html>")
+    export(store, "job-3", tmp_path / "b")  # type: ignore[arg-type]
     assert (tmp_path / "b" / "map.html").read_bytes() == b"<html>the job's own</html>"
 
 

@@ -36,41 +36,23 @@ def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: floa
     return str(run.id), run.state
 
 
-def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
-    """Copy a job's outputs (and a GeoJSON for quick viewing) to a local folder.
+def export(store: ObjectStore, job_id: str, dest: Path, table_format: str = "parquet") -> list[Path]:
+    """Copy a finished job's outputs to a local folder (:func:`urbanfabric.outputs.export.export_job`:
+    table, grids, maps, report, STAC with relative hrefs). A job written before ``map.html``
+    was an output gets one built here from the exported table (urbanfabric.outputs.webmap).
 
-    The single-file ``buildings.parquet`` is copied when the job wrote it (the default, a
-    convenience copy); otherwise the partitioned ``buildings/`` dataset is copied as it is and no
-    GeoJSON is made (a job that skipped the copy is too big for one GeoJSON). The interactive
-    ``map.html`` is copied when the job wrote one (``outputs/map.html``) and otherwise built here
-    from the exported table (urbanfabric.outputs.webmap; issue 23).
+    Raises:
+        InvalidInput: unknown ``table_format``, or the job has no complete outputs.
     """
-    import geopandas as gpd
+    from urbanfabric.outputs.export import export_job
 
-    layout = JobLayout(job_id)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    single = store.exists(layout.buildings)
-    files = [(layout.map_png, "map.png"), (layout.report, "report.md"), (layout.job_json, "job.json")]
-    if single:
-        files.insert(0, (layout.buildings, "buildings.parquet"))
-    else:
-        dataset = f"{layout.outputs}/buildings/"
-        files += [(k, "buildings/" + k[len(dataset):]) for k in store.list(dataset)]
-    for key, name in files:
-        path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.get_bytes(key))
-        written.append(path)
-    if single:
-        gdf = gpd.read_parquet(dest / "buildings.parquet")
-        gdf.to_file(dest / "buildings.geojson", driver="GeoJSON")
-        written.append(dest / "buildings.geojson")
-    map_key = f"{layout.outputs}/map.html"
-    if store.exists(map_key):
-        (dest / "map.html").write_bytes(store.get_bytes(map_key))
-        written.append(dest / "map.html")
-    else:
+    result = export_job(store, job_id, dest, table_format)
+    written = list(result.files)
+    from urbanfabric.outputs.job_outputs import WEBMAP_MAX_BUILDINGS
+
+    doc = json.loads((dest / "job.json").read_text())
+    small = int((doc.get("summary") or {}).get("buildings", 0)) <= WEBMAP_MAX_BUILDINGS
+    if not (dest / "map.html").exists() and table_format == "parquet" and small:
         from urbanfabric.cli.open_map import build_map
 
         try:
@@ -116,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if latest.is_symlink() or latest.exists():
             latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
         latest.symlink_to(job_id)
-        print(f"\n== exported to {dest}/: " + ", ".join(p.name for p in files))
+        top = sorted({p.relative_to(dest).parts[0] for p in files if p.is_relative_to(dest)})
+        print(f"\n== exported to {dest}/: " + ", ".join(top))
+        print(f"== report: {dest / 'report.html'}")
         if (dest / "map.html").exists():
             print(f"== interactive map: {dest / 'map.html'}   (open it with: urbanfabric open {job_id})")
         rc = 0

@@ -3,7 +3,8 @@
     urbanfabric stack up|status|down     the local stack (see docs/operations.md)
     urbanfabric demo                     stack up → map the sample area → export → stack down
     urbanfabric run --bbox W,S,E,N [options]  start a map-area run on the running stack
-    urbanfabric export JOB_ID [DEST]     copy a job's outputs to a local folder
+    urbanfabric export JOB_ID [DEST] [--format parquet|gpkg|fgb]
+                                         a job's outputs (table, grids, maps, report, STAC) in a folder
     urbanfabric open JOB_ID|FOLDER       build and open the job's interactive map (map.html)
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
     urbanfabric models list|publish|check  the registry's served versions in the object store
@@ -40,16 +41,29 @@ def _run(args: argparse.Namespace) -> int:
     job_json = JobLayout(str(spec.job_id)).job_json
     if store.exists(job_json):
         doc = json.loads(store.get_bytes(job_json))
-        print(json.dumps(doc.get("summary") or doc.get("error"), indent=2, default=str))
+        if doc.get("summary"):
+            from urbanfabric.outputs.summary import Summary
+
+            # The text, not the JSON: job.json's summary carries histograms (hundreds of counts).
+            print(Summary(**doc["summary"]).text())
+            print(f"report: urbanfabric export {spec.job_id} DIR, then open DIR/report.html")
+        else:
+            print(json.dumps(doc.get("error"), indent=2, default=str))
     return 0 if state.is_completed() else 1
 
 
 def _export(args: argparse.Namespace) -> int:
-    from urbanfabric.settings import Settings
     from urbanfabric.cli.demo import export
+    from urbanfabric.errors import InvalidInput, NotFound
     from urbanfabric.io.object_store import ObjectStore
+    from urbanfabric.settings import Settings
 
-    files = export(ObjectStore(Settings.load()), args.job_id, Path(args.dest or f"out/{args.job_id}"))
+    try:
+        files = export(ObjectStore(Settings.load()), args.job_id, Path(args.dest or f"out/{args.job_id}"),
+                       args.format)
+    except (InvalidInput, NotFound) as exc:
+        print(f"urbanfabric export: {exc}", file=sys.stderr)
+        return 2
     print("\n".join(str(f) for f in files))
     return 0
 
@@ -71,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     from urbanfabric.cli.spec_flags import add_spec_arguments
 
     add_spec_arguments(run)
-    exp = sub.add_parser("export", help="copy a job's outputs to a local folder")
+    exp = sub.add_parser("export", help="copy a job's outputs (table, grids, maps, report, STAC) to a folder",
+                         description="Copy a finished job's outputs to a local folder: the buildings table, "
+                                     "the grids (COGs), map.png and map.html, report.md and report.html, "
+                                     "job.json and the STAC collection with relative hrefs.")
     exp.add_argument("job_id")
-    exp.add_argument("dest", nargs="?")
+    exp.add_argument("dest", nargs="?", help="folder to write (default out/<job_id>)")
+    exp.add_argument("--format", choices=["parquet", "gpkg", "fgb"], default="parquet",
+                     help="the buildings table: the GeoParquet files as written (default), one "
+                          "GeoPackage or one FlatGeobuf file")
     from urbanfabric.cli.open_map import add_arguments as open_arguments
 
     open_arguments(sub.add_parser("open", help="build and open a job's interactive map (map.html)"))

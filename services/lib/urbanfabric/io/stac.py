@@ -272,3 +272,34 @@ def check_collection(collection: pystac.Collection) -> int:
         item.validate()
         n += 1
     return n
+
+
+def relocate_collection(collection: pystac.Collection, root: Path, local_path: Any) -> int:
+    """Make a job's collection describe a local copy of its outputs under ``root``.
+
+    Every asset href goes through ``local_path`` (href → the copied file, or ``None`` when the
+    file was not copied: that asset is dropped, and an item left without assets too), then
+    becomes relative to its item, and the catalog's own links relative
+    (:attr:`pystac.CatalogType.SELF_CONTAINED`), so the folder can be moved, zipped or served
+    as it is. The result is validated (:func:`check_collection`) and saved as
+    ``root/stac/collection.json``; returns the items kept.
+
+    Raises:
+        pystac.errors.STACValidationError: the relocated collection does not validate.
+    """
+    for item in list(collection.get_items(recursive=True)):
+        for name, asset in list(item.assets.items()):
+            path = local_path(asset.href)
+            if path is None or not Path(path).exists():
+                del item.assets[name]
+            else:
+                asset.href = str(Path(path).resolve())
+        if not item.assets:
+            collection.remove_item(item.id)
+    stac_dir = (root / "stac").resolve()
+    collection.normalize_hrefs(str(stac_dir))
+    for item in collection.get_items(recursive=True):
+        item.make_asset_hrefs_relative()
+    n = check_collection(collection)
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    return n

@@ -7,7 +7,9 @@
   switch it off for big jobs);
 * ``grids/quadkey=<key>/<layer>_<size>m.tif`` per partition and ``grids/<layer>_<size>m.tif``
   for the job (their cell-wise sum, built in bounded memory), all COGs;
-* ``districts.parquet`` when districts were given, ``map.png``, ``report.md``;
+* ``districts.parquet`` when districts were given, ``map.png`` (lon/lat ticks, scale bar, north
+  arrow, imagery attribution), ``map.html`` (interactive), ``report.md`` with its charts in
+  ``report_files/`` and the self-contained ``report.html`` (:mod:`urbanfabric.outputs.report_html`);
 * ``stac/collection.json`` with one item per partition and per grid / report asset.
 
 Memory is bounded by one batch, one part file and the fixed-size map canvas: the batches are
@@ -22,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,10 @@ from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.rasters import COG_MEDIA_TYPE, read_raster
 from urbanfabric.io.stac import OutputItem, output_collection, save_collection
 from urbanfabric.outputs import grids, report
+from urbanfabric.outputs.charts import report_charts
+from urbanfabric.outputs.map_figure import attribution_text
+from urbanfabric.outputs.report_html import report_html
+from urbanfabric.outputs.static_map import MapCanvas, map_png
 from urbanfabric.outputs.partitions import (
     FRAME_ROWS,
     PartitionOptions,
@@ -61,6 +68,8 @@ MAP_PX = 1024
 #: Most tiles whose imagery is drawn under the map; above this the map has no basemap (a
 #: country-sized job would otherwise read every tile again).
 MAP_MAX_BASEMAP_TILES = 256
+#: The self-contained report page beside ``report.md``.
+REPORT_HTML = "report.html"
 #: Empty partitions named one by one in the warnings (the rest are counted).
 MAX_NAMED_EMPTY = 10
 
@@ -124,12 +133,14 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
     """
     options = options or PartitionOptions()
     layout = JobLayout(job_id)
+    started = time.monotonic()
     _clear(store, layout.outputs + "/")
     warnings = list(warnings or [])
     created = dt.datetime.now(dt.UTC)
     dataset = f"{layout.outputs}/buildings"
+    report_html_key = f"{layout.outputs}/{REPORT_HTML}"
     outputs = {"buildings": store.s3_uri(dataset + "/"), "map": store.s3_uri(layout.map_png),
-               "report": store.s3_uri(layout.report)}
+               "report": store.s3_uri(layout.report), "report_html": store.s3_uri(report_html_key)}
     items: list[OutputItem] = []
     with tempfile.TemporaryDirectory(prefix="uf-aggregate-") as tmp_name:
         tmp = Path(tmp_name)
@@ -139,7 +150,7 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
         schema = spill.schema()
         single = SingleFileWriter(tmp / "buildings.parquet", schema, spill.geo, options.row_group_rows) \
             if options.single_file and len(schema) else None
-        canvas = report.MapCanvas(spill.bounds, MAP_PX) if spill.bounds else None
+        canvas = MapCanvas(spill.bounds, MAP_PX) if spill.bounds else None
         crs = grids.grid_crs(spill.bounds) if spill.bounds else None
         layers: dict[str, str] | None = None
         grid_files: dict[tuple[str, float], list[Path]] = {}
@@ -239,12 +250,24 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
             warnings.append(f"map drawn without imagery: {len(ard_uris)} tiles > {MAP_MAX_BASEMAP_TILES}")
         summary.warnings = warnings
         title = f"urbanfabric job {job_id}"
-        store.put_bytes(layout.map_png, canvas.png(title) if canvas is not None else report.map_png(
-            gpd.GeoDataFrame(geometry=[], crs="EPSG:4326"), title, []))
-        store.put_bytes(layout.report, report.report_md(summary, parameters).encode())
+        credit = attribution_text(parameters)
+        png = canvas.png(title, credit) if canvas is not None else map_png(
+            gpd.GeoDataFrame(geometry=[], crs="EPSG:4326"), title, [], credit)
+        store.put_bytes(layout.map_png, png, "image/png")
+        # Everything up to here; writing the report and the STAC collection comes after.
+        summary.stage_seconds = {**summary.stage_seconds, "aggregate (wall)": time.monotonic() - started}
+        charts = report_charts(summary)  # from the merged summaries: no building is reread
+        chart_uris = {name: store.put_bytes(f"{layout.outputs}/{report.chart_path(name)}", data, "image/png")
+                      for name, data in charts.items()}
+        store.put_bytes(layout.report, report.report_md(summary, parameters, charts).encode(), "text/markdown")
+        store.put_bytes(report_html_key, report_html(summary, parameters, charts, png), "text/html; charset=utf-8")
     items.extend(grid_items)
     report_assets = {"report": (store.s3_uri(layout.report), "text/markdown", ["overview"], "job report"),
+                     "report_html": (outputs["report_html"], "text/html", ["overview"],
+                                     "job report, one self-contained page"),
                      "map": (store.s3_uri(layout.map_png), "image/png", ["overview", "visual"], "map")}
+    for name, uri in chart_uris.items():
+        report_assets[f"chart_{name}"] = (uri, "image/png", ["visual"], f"report chart: {name}")
     if "buildings_file" in outputs:
         report_assets["buildings"] = (outputs["buildings_file"], PARQUET_MEDIA_TYPE, ["data"],
                                       "all buildings in one file (a convenience copy for small jobs)")

@@ -1,197 +1,72 @@
-"""Human-readable job outputs: a PNG map and a short Markdown report."""
+"""The job report as Markdown (``report.md``); ``report.html`` renders the same content
+self-contained (:mod:`urbanfabric.outputs.report_html`).
+
+Sections follow :data:`urbanfabric.outputs.report_content.SECTIONS`. Charts are PNGs written
+beside the report (``report_files/<chart>.png``, :mod:`urbanfabric.outputs.charts`), the map
+is ``map.png`` and the interactive map ``map.html``, all relative links, so the report reads
+the same in ``outputs/`` and in an exported folder.
+"""
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-import geopandas as gpd
-import matplotlib
+from urbanfabric.outputs.abstention import Abstention, abstention_md
+from urbanfabric.outputs.charts import CHARTS
+from urbanfabric.outputs.parameters import (
+    ParameterRow,
+    parameter_rows,
+    spec_descriptions,
+)
+from urbanfabric.outputs.report_content import (
+    MAP_HTML,
+    MAP_PNG,
+    NO_MAP_HTML,
+    SECTIONS,
+    Row,
+    fallback_rows,
+    has_interactive_map,
+    headline,
+    histogram_note,
+    stock_rows,
+    timing_rows,
+)
+from urbanfabric.outputs.summary import Summary
 
-matplotlib.use("Agg")  # headless: services and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from urbanfabric.outputs.abstention import Abstention, abstention_md  # noqa: E402
-from urbanfabric.outputs.summary import Summary  # noqa: E402
-from urbanfabric.io.rasters import Raster  # noqa: E402
-
-
-def _show_basemap(ax, rasters: list[Raster]) -> None:
-    """Draw calibrated tiles (EPSG:3857) under the footprints, decimated for a small PNG."""
-    if not rasters:
-        return
-    steps = [max(1, r.data.shape[-1] // 512) for r in rasters]
-    # One stretch for all tiles, so the basemap shows no tile-by-tile brightness steps.
-    sample = np.concatenate([r.data[:3, ::s * 4, ::s * 4].ravel() for r, s in zip(rasters, steps)])
-    sample = sample[np.isfinite(sample)]
-    white = max(float(np.percentile(sample, 99)), 1e-6) if sample.size else 1.0
-    for r, step in zip(rasters, steps):
-        data = r.data[:3, ::step, ::step]
-        rgb = np.nan_to_num(data).transpose(1, 2, 0)
-        rgb = np.clip(rgb / white, 0, 1)
-        # Pixels without imagery stay transparent instead of black.
-        alpha = np.isfinite(data).all(axis=0).astype(rgb.dtype)[..., None]
-        rgb = np.concatenate([rgb, alpha], axis=2)
-        left, bottom, right, top = r.bounds
-        ax.imshow(rgb, extent=(left, right, bottom, top), interpolation="bilinear")
+#: Folder beside the report holding its chart PNGs.
+CHART_DIR = "report_files"
 
 
-def map_png(buildings: gpd.GeoDataFrame, title: str, basemap: list[Raster] | None = None) -> bytes:
-    """Two panels over the imagery: footprints coloured by predicted height, and by roof material."""
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
-    for ax in axes:
-        _show_basemap(ax, basemap or [])
-    frame = buildings.to_crs("EPSG:3857") if len(buildings) else buildings
-    if len(frame):
-        frame.plot(ax=axes[0], column="height_m", cmap="viridis", legend=True,
-                   legend_kwds={"label": "height (m)", "shrink": 0.6}, linewidth=0, alpha=0.85)
-        if "roof_material" in frame:
-            frame.assign(roof=frame["roof_material"].fillna("no imagery")).plot(
-                ax=axes[1], column="roof", categorical=True, legend=True, cmap="tab10", linewidth=0, alpha=0.85,
-                legend_kwds={"loc": "lower left", "fontsize": 8})
-    axes[0].set_title("Building height (bootstrap XGBoost mean)")
-    axes[1].set_title("Roof material")
-    for ax in axes:
-        ax.set_xlabel("Web Mercator x (m)")
-        ax.set_ylabel("Web Mercator y (m)")
-        ax.ticklabel_format(style="plain", useOffset=False)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+def chart_path(name: str) -> str:
+    """Where a chart lives relative to the report."""
+    return f"{CHART_DIR}/{name}.png"
 
 
-class MapCanvas:
-    """The job map drawn partition by partition on a fixed canvas (issue 22, item 4).
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
-    Footprints are burnt into two fixed-size rasters in Web Mercator (height, roof-material
-    class) and imagery is resampled into a third, so memory is the canvas, never the job: each
-    partition (and each tile's preview) is added once and dropped. Over a district the canvas
-    pixel is well under a building; over a country it shows where the buildings are.
-    """
 
-    #: Polygons burnt per rasterize call.
-    SHAPES_PER_CALL = 2_000
+def rows_md(rows: Iterable[Row], header: tuple[str, str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} | {header[2]} |", "|---|---:|---|"]
+    lines += [f"| {_cell(r.what)} | {_cell(r.value)} | {_cell(r.note) or '–'} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
-    def __init__(self, bounds: tuple[float, float, float, float], px: int = 1024) -> None:
-        from pyproj import Transformer
-        from rasterio.transform import from_origin
 
-        w, s, e, n = bounds
-        to_merc = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
-        x0, y0 = to_merc.transform(w, max(s, -85.0))
-        x1, y1 = to_merc.transform(e, min(n, 85.0))
-        pad = 0.02 * max(x1 - x0, y1 - y0, 1.0)
-        x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
-        self.scale = max(x1 - x0, y1 - y0) / px
-        self.width = max(1, int(np.ceil((x1 - x0) / self.scale)))
-        self.height_px = max(1, int(np.ceil((y1 - y0) / self.scale)))
-        self.extent = (x0, x0 + self.width * self.scale, y1 - self.height_px * self.scale, y1)
-        self.transform = from_origin(x0, y1, self.scale, self.scale)
-        self.heights = np.full((self.height_px, self.width), np.nan, dtype=np.float32)
-        self.roofs = np.full((self.height_px, self.width), -1, dtype=np.int16)
-        self.rgb = np.full((3, self.height_px, self.width), np.nan, dtype=np.float32)
-        self.classes: dict[str, int] = {}
-        self.buildings = 0
+def parameters_md(rows: list[ParameterRow]) -> str:
+    """One table, grouped: the group's name in bold on its first row."""
+    lines = ["| group | parameter | value |", "|---|---|---|"]
+    last = None
+    for r in rows:
+        group = f"**{r.group}**" if r.group != last else ""
+        last = r.group
+        lines.append(f"| {group} | {_cell(r.label)} | {_cell(r.value)} |")
+    return "\n".join(lines) + "\n"
 
-    def add_buildings(self, frame: gpd.GeoDataFrame) -> None:
-        """Burn one partition's footprints (height and roof material) into the canvas."""
-        from rasterio.features import rasterize
 
-        if not len(frame):
-            return
-        self.buildings += len(frame)
-        geoms = frame.geometry.to_crs("EPSG:3857").to_numpy()
-        shape = (self.height_px, self.width)
-        h = frame["height_m"].to_numpy(dtype=np.float64) if "height_m" in frame else None
-        codes = None
-        if "roof_material" in frame:
-            names = frame["roof_material"].fillna("no imagery").astype(str).to_numpy()
-            codes = np.array([self.classes.setdefault(v, len(self.classes)) for v in names], dtype=np.int16)
-        # rasterio turns each polygon into GeoJSON-like Python objects first: a few thousand at
-        # a time keeps that transient small (20,000 segmented footprints at once cost ≈ 250 MiB).
-        for start in range(0, len(geoms), self.SHAPES_PER_CALL):
-            part = slice(start, start + self.SHAPES_PER_CALL)
-            if h is not None:
-                ok = np.isfinite(h[part])
-                if ok.any():
-                    burnt = rasterize(zip(geoms[part][ok], h[part][ok]), out_shape=shape, transform=self.transform,
-                                      fill=np.nan, all_touched=True, dtype="float32")
-                    self.heights = np.where(np.isfinite(burnt), burnt, self.heights)
-            if codes is not None:
-                burnt = rasterize(zip(geoms[part], codes[part]), out_shape=shape, transform=self.transform,
-                                  fill=-1, all_touched=True, dtype="int16")
-                self.roofs = np.where(burnt >= 0, burnt, self.roofs).astype(np.int16)
-
-    def add_basemap(self, raster: Raster) -> None:
-        """Resample one tile's calibrated imagery (first three bands) into the canvas."""
-        from rasterio.warp import Resampling, reproject
-
-        bands = raster.data[:3].astype(np.float32)
-        out = np.full((bands.shape[0], self.height_px, self.width), np.nan, dtype=np.float32)
-        reproject(bands, out, src_transform=raster.transform, src_crs=raster.crs, src_nodata=raster.nodata,
-                  dst_transform=self.transform, dst_crs="EPSG:3857", dst_nodata=np.nan,
-                  resampling=Resampling.average)
-        k = out.shape[0]
-        self.rgb[:k] = np.where(np.isfinite(out), out, self.rgb[:k])
-        if k < 3:
-            self.rgb[k:] = self.rgb[:1]
-
-    def png(self, title: str) -> bytes:
-        """Two panels over the imagery: height and roof material."""
-        from matplotlib.colors import ListedColormap
-        from matplotlib.patches import Patch
-
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
-        # Every layer is turned into 8-bit RGBA here: matplotlib then draws three small images
-        # instead of resampling float canvases (hundreds of MiB at 2048 px).
-        fig, axes = plt.subplots(1, 2, figsize=(14, 7), constrained_layout=True)
-        finite = self.rgb[np.isfinite(self.rgb)]
-        white = max(float(np.percentile(finite, 99)), 1e-6) if finite.size else 1.0
-        del finite
-        base = np.zeros((self.height_px, self.width, 4), dtype=np.uint8)
-        for i in range(3):
-            base[..., i] = (np.clip(np.nan_to_num(self.rgb[i]) / white, 0, 1) * 255).astype(np.uint8)
-        base[..., 3] = np.where(np.isfinite(self.rgb).all(axis=0), 255, 0).astype(np.uint8)
-        for ax in axes:
-            ax.imshow(base, extent=self.extent, interpolation="nearest")
-        del base
-        ok = np.isfinite(self.heights)
-        if ok.any():
-            norm = Normalize(float(np.nanmin(self.heights)), float(np.nanmax(self.heights)))
-            layer = plt.get_cmap("viridis")(norm(np.nan_to_num(self.heights)), bytes=True)
-            layer[..., 3] = np.where(ok, 217, 0)
-            axes[0].imshow(layer, extent=self.extent, interpolation="nearest")
-            fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0], label="height (m)", shrink=0.6)
-            del layer
-        if self.classes:
-            cmap = plt.get_cmap("tab10")
-            colors = [cmap(i % 10) for i in range(len(self.classes))]
-            layer = ListedColormap(colors)(np.clip(self.roofs, 0, None).astype(np.int64), bytes=True)
-            layer[..., 3] = np.where(self.roofs >= 0, 217, 0)
-            axes[1].imshow(layer, extent=self.extent, interpolation="nearest")
-            axes[1].legend(handles=[Patch(color=colors[i], label=name) for name, i in self.classes.items()],
-                           loc="lower left", fontsize=8)
-            del layer
-        axes[0].set_title("Building height (bootstrap XGBoost mean)")
-        axes[1].set_title("Roof material")
-        for ax in axes:
-            ax.set_xlim(self.extent[0], self.extent[1])
-            ax.set_ylim(self.extent[2], self.extent[3])
-            ax.set_xlabel("Web Mercator x (m)")
-            ax.set_ylabel("Web Mercator y (m)")
-            ax.ticklabel_format(style="plain", useOffset=False)
-            ax.tick_params(labelsize=7)
-        fig.suptitle(title)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return buf.getvalue()
+def _chart_md(name: str, charts: Iterable[str]) -> str:
+    return f"![{CHARTS[name]}]({chart_path(name)})\n\n" if name in charts else ""
 
 
 def _warnings_md(summary: Summary) -> str:
@@ -199,54 +74,100 @@ def _warnings_md(summary: Summary) -> str:
     warnings = getattr(summary, "warnings", None) or []
     if not warnings:
         return ""
-    return "## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n\n"
+    return f"## {SECTIONS['warnings']}\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n\n"
 
 
 def _sanity_md(summary: Summary) -> str:
     """A "Sanity checks" section: implausible combinations (urbanfabric.outputs.sanity)."""
     checks = getattr(summary, "sanity", None) or []
     if not checks:
-        return "## Sanity checks\n\nNo implausible combination found by the checks of " \
+        return f"## {SECTIONS['sanity']}\n\nNo implausible combination found by the checks of " \
                "`urbanfabric.outputs.sanity`.\n\n"
     rows = "\n".join(f"| `{w['code']}` | {w['count']} | {w['message']} | "
                      f"{', '.join(f'`{e}`' for e in w.get('examples', [])) or '–'} |" for w in checks)
-    return ("## Sanity checks\n\nImplausible combinations in the table (warnings: nothing was "
+    return (f"## {SECTIONS['sanity']}\n\nImplausible combinations in the table (warnings: nothing was "
             "changed; rules and sources in `urbanfabric.outputs.sanity`).\n\n"
             "| check | buildings | what | e.g. |\n|---|---:|---|---|\n" + rows + "\n\n")
 
 
-def _abstention_md(summary: Summary) -> str:
-    """An "Abstentions" section: kept vs unknown per class attribute, and why."""
+def _unknowns_md(summary: Summary, charts: Iterable[str]) -> str:
+    """Kept vs unknown per class attribute and why, then the fallbacks and what each means."""
     rows = [Abstention(**a) for a in (getattr(summary, "abstention", None) or [])]
-    if not rows:
-        return ""
-    return ("## Abstentions\n\nPer class attribute: buildings with a value, buildings left "
-            "`unknown` grouped by `*_unknown_reason`, and where the value came from.\n\n"
-            + abstention_md(rows) + "\n")
+    fallbacks = fallback_rows(summary)
+    text = f"## {SECTIONS['unknowns']}\n\n" + _chart_md("unknowns", charts)
+    if rows:
+        text += ("### Abstentions\n\nPer class attribute: buildings with a value, buildings left "
+                 "`unknown` grouped by `*_unknown_reason`, and where the value came from.\n\n"
+                 + abstention_md(rows) + "\n")
+    if fallbacks:
+        text += ("### Fallbacks\n\nWhat was assumed where an input was missing or odd (the `fallback` "
+                 "column; a building may have several).\n\n" + rows_md(fallbacks, ("fallback", "buildings", "share — meaning"))
+                 + "\n")
+    elif summary.buildings:
+        text += "No building needed a fallback.\n\n"
+    return text
 
 
-def report_md(summary: Summary, parameters: dict) -> str:
-    """The job report: parameters, the summary, and how to read the outputs."""
-    params = "\n".join(f"| {k} | `{v}` |" for k, v in parameters.items())
+def report_md(summary: Summary, parameters: Mapping[str, Any], charts: Iterable[str] = ()) -> str:
+    """The job report in Markdown.
+
+    Args:
+        summary: the job summary (merged from the partitions).
+        parameters: the job's parameters (``job.json`` → ``parameters``).
+        charts: names of the charts written beside the report (:data:`CHARTS` keys).
+    """
+    charts = list(charts)
+    table = rows_md(headline(summary), ("", "value", "range / note"))
+    stock = rows_md(stock_rows(summary), ("material", "stock", "Monte-Carlo range")) if summary.mass_kg else \
+        "No material stock (no building had a usable footprint).\n"
+    timings = rows_md(timing_rows(summary), ("stage", "time", "how")) if summary.stage_seconds else \
+        "No stage times recorded.\n"
+    mix = ", ".join(f"{k} {v:,}" for k, v in summary.roof_material_mix.items()) or "no roof-material column"
+    params = parameters_md(parameter_rows(parameters, spec_descriptions())) if parameters else "No parameters recorded.\n"
+    link = f"[{MAP_HTML}]({MAP_HTML})"
+    interactive = f"Open {link} for the interactive map (pan, zoom, a popup per building; opens offline)." \
+        if has_interactive_map(summary) else NO_MAP_HTML
     return f"""# urbanfabric job {summary.job_id}
 
-![map](map.png)
+## {SECTIONS['summary']}
 
-## Summary
+{table}
+Ranges: material stock and CO2e are the Monte-Carlo p05–p95 summed over buildings (the draws
+share their levels across buildings); height and year are the spread over buildings. {interactive}
 
-```
-{summary.text()}
-```
+## {SECTIONS['map']}
 
-{_warnings_md(summary)}{_sanity_md(summary)}{_abstention_md(summary)}## Parameters
+![map: footprints by height and roof material]({MAP_PNG})
 
-| parameter | value |
-|---|---|
+{interactive}
+
+## {SECTIONS['stock']}
+
+{_chart_md("stock", charts)}{stock}
+## {SECTIONS['heights']}
+
+{_chart_md("heights", charts)}{histogram_note(summary.height_histogram)}.
+
+## {SECTIONS['ages']}
+
+{_chart_md("ages", charts)}{histogram_note(summary.year_histogram)}.
+
+## {SECTIONS['roofs']}
+
+{_chart_md("roofs", charts)}{mix}.
+
+{_unknowns_md(summary, charts)}{_warnings_md(summary)}{_sanity_md(summary)}## {SECTIONS['timings']}
+
+{_chart_md("timings", charts)}{timings}
+## {SECTIONS['parameters']}
+
 {params}
+## {SECTIONS['reading']}
 
-## Reading the outputs
+{READING_MD}"""
 
-`buildings/` is a Hive-partitioned GeoParquet 1.1 dataset (`quadkey=<zoom-10 key>/part-*.parquet`,
+
+READING_MD = """`buildings/` is a Hive-partitioned GeoParquet 1.1 dataset (`quadkey=<zoom-10 key>/part-*.parquet`,
 Hilbert-sorted, `bbox` covering column); `buildings.parquet`, when present, is a single-file
 convenience copy of the same rows. Every output is listed in `stac/collection.json`.
 
@@ -259,7 +180,7 @@ buildings = gpd.read_parquet("buildings/")   # GeoParquet 1.1, EPSG:4326 (or "bu
 -- DuckDB (spatial extension for geometry functions)
 SELECT quadkey, roof_material, count(*), sum(mass_total_kg) / 1000 AS tonnes
 FROM read_parquet('buildings/*/*.parquet', hive_partitioning = true,
-                  hive_types = {{'quadkey': VARCHAR}})
+                  hive_types = {'quadkey': VARCHAR})
 GROUP BY ALL;
 ```
 """
