@@ -11,7 +11,7 @@ connected block of building pixels into a clean outline and keeps the walls that
   parallel edges become one line at their length-weighted offset, short jogs between two nearly
   collinear lines are dropped, and the corners are the intersections of consecutive lines.
   Edges far from both directions (a chamfer) keep their own line. Otherwise the outline stays
-  free: Douglas–Peucker at half the tolerance (a round building stays round).
+  free: Douglas–Peucker at the tolerance (a round building stays roundish).
 * **Tolerance.** The result must lie within ``tolerance_m`` of the traced outline (Hausdorff
   distance); an orthogonal outline that does not falls back to the free one, which does by
   construction.
@@ -40,7 +40,7 @@ DEFAULT_TOLERANCE_M = 1.0
 #: Edges within this angle of the axis (or its normal) are snapped to it.
 SNAP_DEG = 20.0
 #: Share of the simplified outline's length that must be snappable for an orthogonal outline.
-RECTILINEAR_SHARE = 0.75
+RECTILINEAR_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -190,22 +190,25 @@ def regularise_outline(outline: Polygon, tolerance_m: float = DEFAULT_TOLERANCE_
     if outline.is_empty or tolerance_m <= 0:
         return Regularised(outline, False, 0.0)
     outline = largest_part(polygonal(outline))
-    # Half the tolerance removes the staircase but keeps corners (and a round building round).
-    free = coarse = free_outline(outline, tolerance_m / 2)
-    if coarse.is_empty:
+    # Half the tolerance removes the staircase but keeps corners; the free outline may use all of it.
+    coarse = free_outline(outline, tolerance_m / 2)
+    free = free_outline(outline, tolerance_m)
+    if coarse.is_empty or free.is_empty:
         return Regularised(outline, False, 0.0)
     axis, share = dominant_axis(np.asarray(coarse.exterior.coords))
     if share < RECTILINEAR_SHARE:
         return Regularised(free, False, math.degrees(axis))
     rings = [np.asarray(coarse.exterior.coords)] + [np.asarray(r.coords) for r in coarse.interiors]
-    snapped = [_snap_ring(r, axis, tolerance_m) for r in rings]
-    if snapped[0] is None:
-        return Regularised(free, False, math.degrees(axis))
-    holes = [h for h in snapped[1:] if h is not None and len(h) >= 4]
-    candidate = largest_part(polygonal(Polygon(snapped[0], holes)))
-    if candidate.is_empty or shapely.hausdorff_distance(candidate, outline, densify=0.25) > tolerance_m:
-        return Regularised(free, False, math.degrees(axis))
-    return Regularised(candidate, True, math.degrees(axis))
+    # Dropping jogs up to the whole tolerance gives the cleanest outline; half of it moves less.
+    for min_edge in (tolerance_m, tolerance_m / 2):
+        snapped = [_snap_ring(r, axis, min_edge) for r in rings]
+        if snapped[0] is None:
+            continue
+        holes = [h for h in snapped[1:] if h is not None and len(h) >= 4]
+        candidate = largest_part(polygonal(Polygon(snapped[0], holes)))
+        if not candidate.is_empty and shapely.hausdorff_distance(candidate, outline, densify=0.25) <= tolerance_m:
+            return Regularised(candidate, True, math.degrees(axis))
+    return Regularised(free, False, math.degrees(axis))
 
 
 def _straight_wall(wall: LineString, axis: float, tolerance_m: float) -> LineString:
