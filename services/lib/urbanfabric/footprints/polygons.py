@@ -171,7 +171,9 @@ def _regularised(metric: gpd.GeoDataFrame, block_of: np.ndarray, tolerance_m: fl
     """One row per building label: its block's outline regularised, cut along shared walls.
 
     A block whose walls do not survive (a building would keep under half its traced area) is
-    kept as one building, the label with the most area.
+    kept as one building, the label with the most area. Neighbouring blocks a pixel apart may
+    reach into each other after regularisation: the overlap goes to the one whose traced
+    outline covers more of it.
     """
     pieces = metric.dissolve(by="_label", as_index=False)
     pieces["_block"] = block_of[pieces["_label"].to_numpy() - 1]
@@ -194,6 +196,8 @@ def _regularised(metric: gpd.GeoDataFrame, block_of: np.ndarray, tolerance_m: fl
         else:
             out_labels.append(labels[int(np.argmax([r.area for r in raw]))])
             out_geoms.append(block.polygon)
+    raw_of = dict(zip(pieces["_label"], pieces.geometry))
+    out_geoms = reg.without_overlaps(out_geoms, [raw_of[k] for k in out_labels])
     result = gpd.GeoDataFrame({"_label": out_labels}, geometry=out_geoms, crs=metric.crs)
     # Outlines never reach past the tile: the neighbour's piece continues there.
     crosses = ~result.geometry.within(tile_box)

@@ -199,16 +199,33 @@ def regularise_outline(outline: Polygon, tolerance_m: float = DEFAULT_TOLERANCE_
     if share < RECTILINEAR_SHARE:
         return Regularised(free, False, math.degrees(axis))
     rings = [np.asarray(coarse.exterior.coords)] + [np.asarray(r.coords) for r in coarse.interiors]
-    # Dropping jogs up to the whole tolerance gives the cleanest outline; half of it moves less.
-    for min_edge in (tolerance_m, tolerance_m / 2):
-        snapped = [_snap_ring(r, axis, min_edge) for r in rings]
-        if snapped[0] is None:
-            continue
-        holes = [h for h in snapped[1:] if h is not None and len(h) >= 4]
-        candidate = largest_part(polygonal(Polygon(snapped[0], holes)))
-        if not candidate.is_empty and shapely.hausdorff_distance(candidate, outline, densify=0.25) <= tolerance_m:
-            return Regularised(candidate, True, math.degrees(axis))
-    return Regularised(free, False, math.degrees(axis))
+    # The edges of a simplified staircase lean by a degree or two; the minimum rotated rectangle
+    # of the outline often has the truer axis. Both are tried and the closer result kept.
+    axes = [axis]
+    mrr = np.asarray(outline.minimum_rotated_rectangle.exterior.coords)
+    if len(mrr) >= 2:
+        alt = math.atan2(mrr[1, 1] - mrr[0, 1], mrr[1, 0] - mrr[0, 0]) % (math.pi / 2)
+        gap = abs((alt - axis + math.pi / 4) % (math.pi / 2) - math.pi / 4)
+        if 1e-3 < gap <= math.radians(SNAP_DEG) / 2:
+            axes.append(alt)
+    best: tuple[float, Polygon, float] | None = None
+    for ax in axes:
+        # Dropping jogs up to the whole tolerance gives the cleanest outline; half of it moves less.
+        for min_edge in (tolerance_m, tolerance_m / 2):
+            snapped = [_snap_ring(r, ax, min_edge) for r in rings]
+            if snapped[0] is None:
+                continue
+            holes = [h for h in snapped[1:] if h is not None and len(h) >= 4]
+            candidate = largest_part(polygonal(Polygon(snapped[0], holes)))
+            if candidate.is_empty or shapely.hausdorff_distance(candidate, outline, densify=0.25) > tolerance_m:
+                continue
+            miss = candidate.symmetric_difference(outline).area
+            if best is None or miss < best[0]:
+                best = (miss, candidate, ax)
+            break
+    if best is None:
+        return Regularised(free, False, math.degrees(axis))
+    return Regularised(best[1], True, math.degrees(best[2]))
 
 
 def _straight_wall(wall: LineString, axis: float, tolerance_m: float) -> LineString:
@@ -299,3 +316,27 @@ def _one_part_each(polys: list) -> list[Polygon]:
             if shared[j] > 0:
                 main[j] = largest_part(polygonal(shapely.union(main[j], part)))
     return main
+
+
+def without_overlaps(polys: list, traced: Sequence[BaseGeometry]) -> list:
+    """``polys`` with every overlap given to the polygon whose ``traced`` outline covers more of it.
+
+    Separately regularised neighbours a pixel apart may each move up to the tolerance towards the
+    other; the loser keeps its largest part outside the winner (edges along the overlap shared).
+    """
+    out = list(polys)
+    if len(out) < 2:
+        return out
+    arr = np.array(out, dtype=object)
+    left, right = shapely.STRtree(arr).query(arr, predicate="intersects")
+    for i, j in zip(left.tolist(), right.tolist()):
+        if i >= j:
+            continue
+        overlap = out[i].intersection(out[j])
+        if overlap.area <= 0:
+            continue
+        if traced[i].intersection(overlap).area >= traced[j].intersection(overlap).area:
+            out[j] = largest_part(polygonal(out[j].difference(out[i])))
+        else:
+            out[i] = largest_part(polygonal(out[i].difference(out[j])))
+    return out

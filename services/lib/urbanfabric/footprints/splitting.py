@@ -59,15 +59,16 @@ def split_touching(prob: np.ndarray, threshold: float, min_core_px: int) -> tupl
         return components.astype(np.int32), n
     region = split[components]
     markers = np.where(region, cores, 0).astype(np.int32)
-    # Everything outside the components being split is a fixed background seed: flooding stays inside.
-    markers[~region] = -1
+    # The flood's path cost is the highest cost along it: background (cost 65535) is never a
+    # shortcut from one component into another, so each component's pixels go to its own cores.
     cost = np.round((1.0 - np.clip(p, 0, 1)) * 65535).astype(np.uint16)
-    flooded = ndimage.watershed_ift(cost, markers)
-    labels = np.where(region, flooded.astype(np.int64) + n, components)
-    labels[~mask] = 0
-    # Consecutive labels; a flooded piece that is not 4-connected keeps only the pixels it reached.
-    uniq, relabelled = np.unique(labels, return_inverse=True)
-    relabelled = relabelled.reshape(labels.shape).astype(np.int32)
-    if uniq[0] != 0:
-        relabelled += 1
-    return relabelled, int(len(uniq) - (1 if uniq[0] == 0 else 0))
+    flooded = ndimage.watershed_ift(cost, markers).astype(np.int64)
+    # (component, core) pairs name the buildings, so a label can never span two components.
+    key = np.where(region & (flooded > 0), components.astype(np.int64) * (m + 1) + flooded,
+                   components.astype(np.int64) * (m + 1))
+    key[~mask] = -1
+    uniq, relabelled = np.unique(key, return_inverse=True)
+    relabelled = relabelled.reshape(key.shape).astype(np.int32)
+    if uniq[0] != -1:
+        return relabelled + 1, int(len(uniq))
+    return relabelled, int(len(uniq) - 1)
