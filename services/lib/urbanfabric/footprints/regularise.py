@@ -12,6 +12,8 @@ connected block of building pixels into a clean outline and keeps the walls that
   collinear lines are dropped, and the corners are the intersections of consecutive lines.
   Edges far from both directions (a chamfer) keep their own line. Otherwise the outline stays
   free: Douglas–Peucker at the tolerance (a round building stays roundish).
+  An orthogonal outline with more corners than the free one is not kept (a staircase laid over a
+  curve).
 * **Tolerance.** The result must lie within ``tolerance_m`` of the traced outline (Hausdorff
   distance); an orthogonal outline that does not falls back to the free one, which does by
   construction.
@@ -223,7 +225,9 @@ def regularise_outline(outline: Polygon, tolerance_m: float = DEFAULT_TOLERANCE_
             if best is None or miss < best[0]:
                 best = (miss, candidate, ax)
             break
-    if best is None:
+    # An orthogonal outline with more corners than the free one is a staircase laid over a
+    # shape that is not rectilinear (a curve, a blob): keep it free.
+    if best is None or shapely.get_num_coordinates(best[1]) > shapely.get_num_coordinates(free):
         return Regularised(free, False, math.degrees(axis))
     return Regularised(best[1], True, math.degrees(best[2]))
 
