@@ -303,7 +303,7 @@ def split_block(outline: Polygon, pieces: Sequence[Polygon], tolerance_m: float,
     out: list[Polygon] = []
     for k in range(len(pieces)):
         mine = [f for f, o in zip(faces, owner) if o == k]
-        out.append(polygonal(shapely.union_all(mine)) if mine else Polygon())  # type: ignore[arg-type]
+        out.append(polygonal(shapely.union_all(mine)) if mine else Polygon())
     return _one_part_each(out)
 
 
