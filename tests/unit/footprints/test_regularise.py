@@ -181,3 +181,21 @@ def test_dominant_axis_of_a_rotated_rectangle() -> None:
     axis, share = reg.dominant_axis(np.asarray(rect.exterior.coords))
     assert math.degrees(axis) == pytest.approx(33, abs=1e-6)
     assert share == pytest.approx(1.0)
+
+
+def test_neighbours_a_pixel_apart_stay_apart() -> None:
+    # Two irregular blocks one pixel apart: each may move up to the tolerance towards the other.
+    a = rotated(box(CX - 14, CY - 7, CX - 0.25, CY + 7), 12).union(Point(CX - 3, CY + 7).buffer(2))
+    b = rotated(box(CX + 0.25, CY - 7, CX + 12, CY + 7), 12)
+    polys = footprints(probability((a, 0.95), (b, 0.95)), tolerance=2.0)
+    assert len(polys) == 2
+    assert polys[0].intersection(polys[1]).area < 1e-6
+    assert all(p.is_valid for p in polys)
+
+
+def test_without_overlaps_gives_the_overlap_to_the_better_traced_side() -> None:
+    left, right = box(0, 0, 10, 10), box(9, 0, 20, 10)
+    traced_left, traced_right = box(0, 0, 9.8, 10), box(9.8, 0, 20, 10)
+    out = reg.without_overlaps([left, right], [traced_left, traced_right])
+    assert out[0].intersection(out[1]).area == 0
+    assert out[0].area == pytest.approx(100) and out[1].area == pytest.approx(100)
