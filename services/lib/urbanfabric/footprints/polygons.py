@@ -152,6 +152,12 @@ def polygonize(
     metric = metric[metric["footprint_area_m2"] >= min_area_m2]
     metric["on_border"] = metric.geometry.distance(tile_box.exterior) < 2 * abs(transform.a)
     out = metric.to_crs("EPSG:4326")
+    if regularise_tolerance_m > 0:
+        # A sliver valid in metres can collapse in degrees (a zero-width hole): repair it there.
+        broken = ~out.geometry.is_valid
+        if broken.any():
+            out.loc[broken, "geometry"] = [reg.largest_part(reg.polygonal(g)) for g in out.geometry[broken]]
+            out = out[~out.geometry.is_empty]
     pts = out.geometry.representative_point()
     out["building_id"] = [building_id(p.x, p.y) for p in pts]
     out["footprint_source"] = "segmented"
@@ -198,6 +204,8 @@ def _regularised(metric: gpd.GeoDataFrame, block_of: np.ndarray, tolerance_m: fl
             out_geoms.append(block.polygon)
     raw_of = dict(zip(pieces["_label"], pieces.geometry))
     out_geoms = reg.without_overlaps(out_geoms, [raw_of[k] for k in out_labels])
+    # Holes smaller than a tolerance square are noise (and may be slivers of a snapped ring).
+    out_geoms = [reg.without_small_holes(g, max(tolerance_m, pixel_m) ** 2) for g in out_geoms]
     result = gpd.GeoDataFrame({"_label": out_labels}, geometry=out_geoms, crs=metric.crs)
     # Outlines never reach past the tile: the neighbour's piece continues there.
     crosses = ~result.geometry.within(tile_box)

@@ -344,3 +344,11 @@ def without_overlaps(polys: list, traced: Sequence[BaseGeometry]) -> list:
         else:
             out[i] = largest_part(polygonal(out[i].difference(out[j])))
     return out
+
+
+def without_small_holes(poly: Polygon, min_area_m2: float) -> Polygon:
+    """``poly`` without the holes smaller than ``min_area_m2``."""
+    if poly.is_empty or not poly.interiors:
+        return poly
+    holes = [r for r in poly.interiors if Polygon(r).area >= min_area_m2]
+    return poly if len(holes) == len(poly.interiors) else Polygon(poly.exterior, holes)
