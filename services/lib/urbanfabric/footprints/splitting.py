@@ -63,12 +63,17 @@ def split_touching(prob: np.ndarray, threshold: float, min_core_px: int) -> tupl
     # shortcut from one component into another, so each component's pixels go to its own cores.
     cost = np.round((1.0 - np.clip(p, 0, 1)) * 65535).astype(np.uint16)
     flooded = ndimage.watershed_ift(cost, markers).astype(np.int64)
-    # (component, core) pairs name the buildings, so a label can never span two components.
-    key = np.where(region & (flooded > 0), components.astype(np.int64) * (m + 1) + flooded,
-                   components.astype(np.int64) * (m + 1))
-    key[~mask] = -1
-    uniq, relabelled = np.unique(key, return_inverse=True)
-    relabelled = relabelled.reshape(key.shape).astype(np.int32)
-    if uniq[0] != -1:
-        return relabelled + 1, int(len(uniq))
-    return relabelled, int(len(uniq) - 1)
+    # (component, core) pairs name the split buildings, so a label never spans two components;
+    # the other components keep their labels (only the split region is relabelled: cheaper).
+    where = np.flatnonzero(region.ravel())
+    key = components.ravel()[where].astype(np.int64) * (m + 1) + flooded.ravel()[where]
+    uniq, inverse = np.unique(key, return_inverse=True)
+    labels = components.astype(np.int32)
+    labels.ravel()[where] = n + 1 + inverse.astype(np.int32)
+    # Consecutive labels: the split components' own numbers are gone.
+    used = np.zeros(n + len(uniq) + 1, bool)
+    used[labels.ravel()] = True
+    used[0] = False
+    lookup = np.zeros(len(used), np.int32)
+    lookup[used] = np.arange(1, int(used.sum()) + 1, dtype=np.int32)
+    return lookup[labels], int(used.sum())
