@@ -21,7 +21,9 @@ against the label mask, counts summed over the scenes (micro average):
   mask's contour, prediction against label;
 * instance precision / recall / F1 at IoU ≥ 0.5 (:func:`models.common.metrics.match_instances`,
   label instances = the mask's 4-connected components as in :mod:`models.footprint_eval`,
-  predicted instances = the polygons; SpaceNet's 20 px² filter);
+  predicted instances = the polygons; SpaceNet's 20 px² filter). Touching buildings are one
+  instance in a mask, which counts a correct split as an error; crowdAI and SpaceNet have their
+  label polygons, so ``instance_f1_polygons`` scores against those too (:func:`label_polygons`);
 * invalid polygons and overlapping pairs (intersection area above 0.01 m²);
 * regularisation time per building (ms, this process's CPU).
 """
@@ -60,6 +62,39 @@ OVERLAP_M2 = 0.01
 VARIANTS = ("raw", "regularised", "regularised+split")
 
 
+def label_polygons(dataset: str, scene: D.Scene, root: Path) -> list | None:
+    """The scene's label polygons in pixel coordinates (crowdAI, SpaceNet), else ``None``."""
+    from shapely.geometry import Polygon, box, shape
+
+    if dataset == "crowdai":
+        coco = json.loads((root / "crowdai" / "train" / "annotation.json").read_text())
+        ids = [i["id"] for i in coco["images"] if Path(i["file_name"]).stem == scene.name]
+        out = []
+        for ann in coco["annotations"]:
+            if ann["image_id"] in ids:
+                for ring in ann["segmentation"]:
+                    if len(ring) >= 6:
+                        out.append(Polygon(list(zip(ring[0::2], ring[1::2]))).buffer(0))
+        return out
+    if dataset == "spacenet":
+        import rasterio
+
+        base = root / "spacenet-atlanta"
+        with rasterio.open(base / "sample_geotiff.tif") as src:
+            inv = ~src.transform
+        c0, c1 = (int(v) for v in scene.name.rsplit("cols", 1)[1].split("-"))
+        strip = box(0, 0, c1 - c0, scene.mask.shape[0])
+        out = []
+        for f in json.loads((base / "geotiff_labels.geojson").read_text())["features"]:
+            if f.get("geometry"):
+                px = affinity.affine_transform(shape(f["geometry"]), [inv.a, inv.b, inv.d, inv.e, inv.c - c0, inv.f])
+                clipped = px.intersection(strip)
+                if not clipped.is_empty:
+                    out.append(clipped)
+        return out
+    return None
+
+
 def boundary_band(mask: np.ndarray, width_px: int) -> np.ndarray:
     """Mask pixels within ``width_px`` of the mask's contour (Boundary IoU's band)."""
     m = mask.astype(bool)
@@ -83,17 +118,21 @@ class Tally:
     def __init__(self) -> None:
         self.pixel = ConfusionAtThresholds((0.5,))
         self.inst = InstanceScores()
+        self.inst_polygons: InstanceScores | None = None
         self.b_inter = self.b_union = 0
         self.buildings = self.vertices = self.invalid = self.overlaps = 0
         self.seconds = 0.0
 
     def add(self, polys_px: list, conf: list[float], polys_m: list, truth: np.ndarray,
-            truth_instances: list, boundary_px: int, seconds: float) -> None:
+            truth_instances: list, boundary_px: int, seconds: float, truth_polygons: list | None = None) -> None:
         shape = truth.shape
         pred = (rasterio.features.rasterize([(p, 1) for p in polys_px], out_shape=shape, fill=0, dtype="uint8")
                 if polys_px else np.zeros(shape, np.uint8))
         self.pixel.update(pred.astype(np.float32), truth)
         self.inst = self.inst + match_instances(truth_instances, polys_px, 0.5, min_area=20, confidences=conf)
+        if truth_polygons is not None:
+            self.inst_polygons = (self.inst_polygons or InstanceScores()) + match_instances(
+                truth_polygons, polys_px, 0.5, min_area=20, confidences=conf)
         bt, bp = boundary_band(truth, boundary_px), boundary_band(pred, boundary_px)
         self.b_inter += int((bt & bp).sum())
         self.b_union += int((bt | bp).sum())
@@ -111,12 +150,14 @@ class Tally:
                 "boundary_iou": round(self.b_inter / max(self.b_union, 1), 4),
                 "instance_f1": round(self.inst.f1, 4), "instance_precision": round(self.inst.precision, 4),
                 "instance_recall": round(self.inst.recall, 4),
+                **({"instance_f1_polygons": round(self.inst_polygons.f1, 4)} if self.inst_polygons else {}),
                 "invalid": self.invalid, "overlapping_pairs": self.overlaps,
                 "ms_per_building": round(1000 * self.seconds / max(self.buildings, 1), 2)}
 
 
 def score_scene(prob: np.ndarray, scene: D.Scene, threshold: float, gsd: float, tolerance_m: float,
-                boundary_px: int, tallies: dict[str, Tally], truth_instances: list) -> None:
+                boundary_px: int, tallies: dict[str, Tally], truth_instances: list,
+                truth_polygons: list | None = None) -> None:
     """Polygonise one scene's probability each way and add it to ``tallies``."""
     transform = Affine(gsd, 0, ORIGIN[0], 0, -gsd, ORIGIN[1])
     to_px = ~transform
@@ -131,7 +172,7 @@ def score_scene(prob: np.ndarray, scene: D.Scene, threshold: float, gsd: float, 
         polys_px = [affinity.affine_transform(p, [to_px.a, to_px.b, to_px.d, to_px.e, to_px.c, to_px.f])
                     for p in polys_m]
         tallies[variant].add(polys_px, fp["footprint_confidence"].tolist(), polys_m, scene.mask,
-                             truth_instances, boundary_px, seconds)
+                             truth_instances, boundary_px, seconds, truth_polygons)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         for scene in scenes:
             prob = cached_probability(member, scene, ds, args.split, args.cache_dir)
             score_scene(prob, scene, threshold, GSD_M[ds], args.tolerance, args.boundary_px, tallies,
-                        mask_instances(scene.mask))
+                        mask_instances(scene.mask), label_polygons(ds, scene, Path(args.data_root)))
         report["datasets"][ds] = {"scenes": len(scenes), "gsd_m": GSD_M[ds],
                                   **{v: t.row() for v, t in tallies.items()}}
         print(json.dumps({ds: report["datasets"][ds]}), flush=True)
