@@ -2,7 +2,8 @@
 
     PYTHONPATH=.:services/lib .venv/bin/python -m bench.footprint_topology out/<job>/buildings.parquet [...]
 
-Overlaps are measured in the table's local UTM zone; a pair counts when the area of its
+Validity is checked as the table holds the geometries (EPSG:4326) and once reprojected to the
+local UTM zone (rounding can turn a near-touch into a crossing). Overlaps are measured in UTM; a pair counts when the area of its
 intersection exceeds 0.01 m² (shared walls have none). Pairs that share an edge (a boundary
 intersection at least 1 m long) are counted too: neighbours that kept their common wall.
 """
@@ -30,7 +31,8 @@ def topology(table: gpd.GeoDataFrame) -> dict[str, float | int]:
     shared = shapely.length(shapely.intersection(shapely.boundary(a), shapely.boundary(b)))
     vertices = shapely.get_num_coordinates(geoms) - shapely.get_num_geometries(geoms) \
         - shapely.get_num_interior_rings(geoms)
-    return {"buildings": len(table), "invalid": int((~shapely.is_valid(geoms)).sum()),
+    return {"buildings": len(table), "invalid": int((~table.geometry.is_valid).sum()),
+            "invalid_in_utm": int((~shapely.is_valid(geoms)).sum()),
             "overlapping_pairs": int((overlap > OVERLAP_M2).sum()),
             "max_overlap_m2": round(float(overlap.max()) if len(overlap) else 0.0, 4),
             "pairs_sharing_an_edge": int((shared >= SHARED_EDGE_M).sum()),

@@ -24,7 +24,9 @@ against the label mask, counts summed over the scenes (micro average):
   predicted instances = the polygons; SpaceNet's 20 px² filter). Touching buildings are one
   instance in a mask, which counts a correct split as an error; crowdAI and SpaceNet have their
   label polygons, so ``instance_f1_polygons`` scores against those too (:func:`label_polygons`);
-* invalid polygons and overlapping pairs (intersection area above 0.01 m²);
+* invalid polygons as the table holds them (EPSG:4326) and after reprojecting them to the metric
+  grid (``invalid_metric``: rounding can turn a near-touch into a crossing), and overlapping
+  pairs (intersection area above 0.01 m²);
 * regularisation time per building (ms, this process's CPU).
 """
 
@@ -120,11 +122,12 @@ class Tally:
         self.inst = InstanceScores()
         self.inst_polygons: InstanceScores | None = None
         self.b_inter = self.b_union = 0
-        self.buildings = self.vertices = self.invalid = self.overlaps = 0
+        self.buildings = self.vertices = self.invalid = self.invalid_metric = self.overlaps = 0
         self.seconds = 0.0
 
     def add(self, polys_px: list, conf: list[float], polys_m: list, truth: np.ndarray,
-            truth_instances: list, boundary_px: int, seconds: float, truth_polygons: list | None = None) -> None:
+            truth_instances: list, boundary_px: int, seconds: float, truth_polygons: list | None = None,
+            invalid_table: int = 0) -> None:
         shape = truth.shape
         pred = (rasterio.features.rasterize([(p, 1) for p in polys_px], out_shape=shape, fill=0, dtype="uint8")
                 if polys_px else np.zeros(shape, np.uint8))
@@ -138,7 +141,8 @@ class Tally:
         self.b_union += int((bt | bp).sum())
         self.buildings += len(polys_px)
         self.vertices += int(sum(shapely.get_num_coordinates(p) - 1 - len(p.interiors) for p in polys_m))
-        self.invalid += int(sum(not p.is_valid for p in polys_m))
+        self.invalid += invalid_table
+        self.invalid_metric += int(sum(not p.is_valid for p in polys_m))
         self.overlaps += overlapping_pairs(polys_m)
         self.seconds += seconds
 
@@ -151,7 +155,7 @@ class Tally:
                 "instance_f1": round(self.inst.f1, 4), "instance_precision": round(self.inst.precision, 4),
                 "instance_recall": round(self.inst.recall, 4),
                 **({"instance_f1_polygons": round(self.inst_polygons.f1, 4)} if self.inst_polygons else {}),
-                "invalid": self.invalid, "overlapping_pairs": self.overlaps,
+                "invalid": self.invalid, "invalid_metric": self.invalid_metric, "overlapping_pairs": self.overlaps,
                 "ms_per_building": round(1000 * self.seconds / max(self.buildings, 1), 2)}
 
 
@@ -172,7 +176,8 @@ def score_scene(prob: np.ndarray, scene: D.Scene, threshold: float, gsd: float, 
         polys_px = [affinity.affine_transform(p, [to_px.a, to_px.b, to_px.d, to_px.e, to_px.c, to_px.f])
                     for p in polys_m]
         tallies[variant].add(polys_px, fp["footprint_confidence"].tolist(), polys_m, scene.mask,
-                             truth_instances, boundary_px, seconds, truth_polygons)
+                             truth_instances, boundary_px, seconds, truth_polygons,
+                             int((~fp.geometry.is_valid).sum()))
 
 
 def main(argv: list[str] | None = None) -> int:

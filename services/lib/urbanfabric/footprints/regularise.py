@@ -378,9 +378,22 @@ def without_overlaps(polys: list, traced: Sequence[BaseGeometry]) -> list:
     return out
 
 
-def without_small_holes(poly: Polygon, min_area_m2: float) -> Polygon:
-    """``poly`` without the holes smaller than ``min_area_m2``."""
+def without_small_holes(poly: Polygon, min_area_m2: float, min_gap_m: float = 0.0) -> Polygon:
+    """``poly`` without the holes smaller than ``min_area_m2`` or closer than ``min_gap_m`` to its shell
+    or to a larger hole.
+
+    A hole touching the shell at a point is valid, but reprojection rounding can make it cross
+    the shell (a self-intersection in the table): such a hole is an open notch, not a courtyard.
+    """
     if poly.is_empty or not poly.interiors:
         return poly
-    holes = [r for r in poly.interiors if Polygon(r).area >= min_area_m2]
+    holes = []
+    for ring in sorted(poly.interiors, key=lambda r: -Polygon(r).area):
+        if Polygon(ring).area < min_area_m2:
+            continue
+        if min_gap_m > 0 and (ring.distance(poly.exterior) < min_gap_m
+                              or any(ring.distance(h) < min_gap_m for h in holes)):
+            continue
+        holes.append(ring)
     return poly if len(holes) == len(poly.interiors) else Polygon(poly.exterior, holes)
+
