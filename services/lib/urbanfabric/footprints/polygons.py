@@ -151,6 +151,8 @@ def polygonize(
     metric["footprint_area_m2"] = metric.geometry.area
     metric = metric[metric["footprint_area_m2"] >= min_area_m2]
     metric["on_border"] = metric.geometry.distance(tile_box.exterior) < 2 * abs(transform.a)
+    if regularise_tolerance_m > 0:
+        metric = _robust_to_reprojection(metric)
     out = metric.to_crs("EPSG:4326")
     if regularise_tolerance_m > 0:
         # A sliver valid in metres can collapse in degrees (a zero-width hole): repair it there.
@@ -163,6 +165,23 @@ def polygonize(
     out["footprint_source"] = "segmented"
     out["tile_id"] = tile_id
     return out[columns + ["geometry"]].reset_index(drop=True)
+
+
+def _robust_to_reprojection(metric: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Outlines that touch themselves exactly (a pixel corner on a diagonal edge) closed by 1 mm.
+
+    Such a touch is valid, but the degrees of the table (and the metres a later stage
+    reprojects to) round it into a crossing; a closing by a millimetre (mitred) merges the touch.
+    """
+    back = metric.to_crs("EPSG:4326").to_crs(metric.crs)
+    fragile = ~(back.geometry.is_valid.to_numpy() & metric.geometry.is_valid.to_numpy())
+    if not fragile.any():
+        return metric
+    metric = metric.copy()
+    metric.loc[fragile, "geometry"] = [
+        reg.largest_part(reg.polygonal(g.buffer(1e-3, join_style="mitre").buffer(-1e-3, join_style="mitre")))
+        for g in metric.geometry[fragile]]
+    return metric
 
 
 def _pixel_size_m(transform: Affine, crs: str, rows: int, cols: int) -> float:

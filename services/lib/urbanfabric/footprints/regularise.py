@@ -106,7 +106,7 @@ def _snap_ring(ring: np.ndarray, axis: float, min_edge: float) -> np.ndarray | N
         i = 0
         while i < len(lines) and len(lines) >= 3:
             a, b = lines[i], lines[(i + 1) % len(lines)]
-            if a[0] == b[0] and a[0] != 2 and abs(a[1] - b[1]) <= min_edge:
+            if a[0] == b[0] and a[0] != 2 and abs(a[1] - b[1]) <= min_edge and _same_way(a, b):
                 w = a[2] + b[2]
                 a[1] = (a[1] * a[2] + b[1] * b[2]) / w if w > 0 else a[1]
                 a[2] = w
@@ -124,7 +124,10 @@ def _snap_ring(ring: np.ndarray, axis: float, min_edge: float) -> np.ndarray | N
                 break
             prev, nxt = lines[i - 1], lines[(i + 1) % len(lines)]
             parallel = prev[0] == nxt[0] != 2
-            if (parallel and abs(prev[1] - nxt[1]) <= min_edge) or (not parallel and _intersect(prev, nxt) is not None):
+            # Parallel neighbours running opposite ways flank a thin spike or slot: dropping its
+            # cap would fold the outline back on itself (a zero-width spike).
+            if (parallel and abs(prev[1] - nxt[1]) <= min_edge and _same_way(prev, nxt)) or (
+                    not parallel and _intersect(prev, nxt) is not None):
                 del lines[i]
                 changed = True
                 break
@@ -138,6 +141,11 @@ def _snap_ring(ring: np.ndarray, axis: float, min_edge: float) -> np.ndarray | N
         corners.append(p)
     out = _rotate(np.array(corners), axis)
     return np.vstack([out, out[:1]])
+
+
+def _same_way(a: list, b: list) -> bool:
+    """Whether two lines of the rotated frame run the same way (their directions agree)."""
+    return float(np.dot(a[4], b[4])) > 0
 
 
 def _intersect(a: list, b: list) -> np.ndarray | None:
@@ -226,7 +234,8 @@ def regularise_outline(outline: Polygon, tolerance_m: float = DEFAULT_TOLERANCE_
             if snapped[0] is None:
                 continue
             holes = [h for h in snapped[1:] if h is not None and len(h) >= 4]
-            candidate = largest_part(polygonal(Polygon(snapped[0], holes)))
+            # buffer(0) drops any zero-width spike left (valid to GEOS, but it folds on itself).
+            candidate = largest_part(polygonal(Polygon(snapped[0], holes).buffer(0)))
             # The traced outline has a vertex at every pixel step, so the discrete Hausdorff
             # distance (no densifying, several times cheaper) already sees every notch.
             if candidate.is_empty or shapely.hausdorff_distance(candidate, outline) > tolerance_m:
