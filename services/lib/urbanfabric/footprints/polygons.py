@@ -221,11 +221,12 @@ def _regularised(metric: gpd.GeoDataFrame, block_of: np.ndarray, tolerance_m: fl
         else:
             out_labels.append(labels[int(np.argmax([r.area for r in raw]))])
             out_geoms.append(block.polygon)
-    raw_of = dict(zip(pieces["_label"], pieces.geometry))
-    out_geoms = reg.without_overlaps(out_geoms, [raw_of[k] for k in out_labels])
     # A hole under a hundredth of a pixel is a sliver of snapping, not a courtyard (and may
     # collapse to a line in degrees); one touching the shell may cross it once reprojected.
     out_geoms = [reg.without_small_holes(g, (pixel_m / 10) ** 2, pixel_m / 10) for g in out_geoms]
+    raw_of = dict(zip(pieces["_label"], pieces.geometry))
+    # Last, so that nothing after it can bring an overlap back.
+    out_geoms = reg.without_overlaps(out_geoms, [raw_of[k] for k in out_labels])
     result = gpd.GeoDataFrame({"_label": out_labels}, geometry=out_geoms, crs=metric.crs)
     # Outlines never reach past the tile: the neighbour's piece continues there.
     crosses = ~result.geometry.within(tile_box)
