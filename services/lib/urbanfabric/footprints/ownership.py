@@ -46,7 +46,7 @@ from shapely.geometry.base import BaseGeometry
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.polygons import building_id
-from urbanfabric.footprints.seams import SEAM_BUFFER_M
+from urbanfabric.footprints.seams import SEAM_BUFFER_M, valid_lonlat
 
 #: ``tile ids -> their border pieces`` (rows with ``on_border``, EPSG:4326, with ``tile_id``);
 #: tiles that are not in the job (or have no border pieces) simply contribute no rows.
@@ -401,7 +401,7 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
         if row["geometry"].is_empty:
             continue
         row["footprint_area_m2"] = row["geometry"].area
-        row["geometry"] = _to_lonlat(row["geometry"], crs)
+        row["geometry"] = valid_lonlat(_to_lonlat(row["geometry"], crs))
         p = row["geometry"].representative_point()
         if owner_tile_id(p.x, p.y, key.tms, key.z) != tile_id:
             continue
