@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Polygon
+from shapely.geometry import LinearRing, LineString, MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 #: Default vertex-displacement tolerance (metres): about two pixels of 0.5 m imagery.
@@ -396,7 +396,7 @@ def without_small_holes(poly: Polygon, min_area_m2: float, min_gap_m: float = 0.
     """
     if poly.is_empty or not poly.interiors:
         return poly
-    holes = []
+    holes: list[LinearRing] = []
     for ring in sorted(poly.interiors, key=lambda r: -Polygon(r).area):
         if Polygon(ring).area < min_area_m2:
             continue
