@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         axes[row][0].text(2, 12, f"Xiamen z18 {scene.name}", color="white", fontsize=7)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=100)
+    # A 256-colour palette keeps the picture a few hundred kB in the repository.
+    from PIL import Image
+
+    with Image.open(args.out) as im:
+        im.convert("RGB").quantize(256).save(args.out, optimize=True)
     for label, (verts, n) in totals.items():
         print(f"{label}: {n} buildings, {verts} vertices ({verts / max(n, 1):.1f} per building)")
     print(f"wrote {args.out}")
