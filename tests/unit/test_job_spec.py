@@ -86,6 +86,7 @@ def test_spec_and_proto_segmentation_options_have_the_same_fields():
     SegmentationOptions(model="footprint-unet:v5", ensemble=["footprint-unet:v6", "footprint-unet:v7"],
                         ensemble_combine="mean", min_votes=2, tta="d4-zoom", threshold=0.4, min_area_m2=5,
                         simplify_tolerance_m=0.5),
+    SegmentationOptions(regularise=False, split_touching=False, regularise_tolerance_m=2.5),
 ])
 def test_segmentation_options_round_trip_through_the_proto(options):
     msg = options_to_proto(options, common_pb2.SegmentationOptions)
@@ -99,6 +100,21 @@ def test_proto_values_the_spec_rejects_name_the_field():
         options_from_proto(common_pb2.SegmentationOptions(tta=99), SegmentationOptions, "options")
     # Unset enums take the spec's defaults.
     assert options_from_proto(common_pb2.SegmentationOptions(), SegmentationOptions, "o").tta is TTA.NONE
+
+
+def test_regularisation_is_on_by_default_and_a_flag_turns_it_off():
+    spec = _flags(f"--bbox {AREA}")
+    assert spec.segmentation.regularise and spec.segmentation.split_touching
+    off = _flags(f"--bbox {AREA} --segmentation-regularise false --regularise-tolerance 1.5")
+    assert not off.segmentation.regularise and off.segmentation.regularise_tolerance_m == 1.5
+    with pytest.raises(InvalidInput, match="^segmentation.regularise_tolerance_m"):
+        _flags(f"--bbox {AREA} --segmentation-regularise-tolerance-m -1")
+    # A message that never set the optional flags (an older client) keeps them on.
+    unset = options_from_proto(common_pb2.SegmentationOptions(), SegmentationOptions, "o")
+    assert unset.regularise and unset.split_touching
+    explicit_off = options_to_proto(SegmentationOptions(regularise=False), common_pb2.SegmentationOptions)
+    assert explicit_off.HasField("regularise") and not options_from_proto(
+        explicit_off, SegmentationOptions, "o").regularise
 
 
 def test_measured_heights_and_the_image_height_model_by_default():

@@ -62,6 +62,24 @@ class SegmentationOptions(BaseModel):
     min_area_m2: float = Field(0.0, ge=0.0, description="polygons smaller than this are dropped (0 = 10 m²)")
     simplify_tolerance_m: float = Field(0.0, ge=0.0,
                                         description="Douglas–Peucker tolerance in metres (0 = 0.75 m)")
+    regularise: bool = Field(
+        True,
+        description="regularise footprints: straight, square outlines where the building is rectilinear, "
+                    "free where it is not, within `regularise_tolerance_m`; buildings sharing a wall keep "
+                    "sharing it (false: Douglas–Peucker at `simplify_tolerance_m` only)",
+        json_schema_extra={"flags": ["--regularise"]},
+    )
+    regularise_tolerance_m: float = Field(
+        0.0, ge=0.0, le=10.0,
+        description="how far (metres) a regularised outline may move from the traced one (0 = 1.0 m)",
+        json_schema_extra={"flags": ["--regularise-tolerance"]},
+    )
+    split_touching: bool = Field(
+        True,
+        description="with `regularise`: split buildings merged in the mask where the probability dips "
+                    "between them (watershed from their confident cores)",
+        json_schema_extra={"flags": ["--split-touching"]},
+    )
     min_confidence: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="footprints whose mean building probability (for a vote, the members' mean agreement) "

@@ -47,7 +47,7 @@ from shapely.geometry.base import BaseGeometry
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.polygons import building_id
-from urbanfabric.footprints.seams import SEAM_BUFFER_M, SeamReport, scan_borders
+from urbanfabric.footprints.seams import SEAM_BUFFER_M, SeamReport, scan_borders, valid_lonlat
 from urbanfabric.imagery.tiles import Tile
 
 #: ``tile ids -> their border pieces`` (rows with ``on_border``, EPSG:4326, with ``tile_id``);
@@ -403,7 +403,7 @@ def join_border_pieces(tile_id: str, pieces: gpd.GeoDataFrame, ring: int = 1,
         if row["geometry"].is_empty:
             continue
         row["footprint_area_m2"] = row["geometry"].area
-        row["geometry"] = _to_lonlat(row["geometry"], crs)
+        row["geometry"] = valid_lonlat(_to_lonlat(row["geometry"], crs))
         p = row["geometry"].representative_point()
         if owner_tile_id(p.x, p.y, key.tms, key.z) != tile_id:
             continue

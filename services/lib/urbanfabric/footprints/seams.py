@@ -26,12 +26,24 @@ import numpy as np
 import pandas as pd
 import shapely
 from shapely import LineString
+from shapely.geometry.base import BaseGeometry
 
 from urbanfabric.footprints.polygons import building_id
+from urbanfabric.footprints.regularise import polygonal
 from urbanfabric.imagery.tiles import Tile
 
 #: Buffer that joins border pieces (CMAB "Building rooftop": +1.5 m, merge, −1.5 m).
 SEAM_BUFFER_M = 1.5
+
+
+def valid_lonlat(geom: BaseGeometry) -> BaseGeometry:
+    """A joined building as the table holds it (lon/lat), repaired where rounding broke it.
+
+    The −1.5 m shrink can leave a hole a hair wide, which collapses to a line in degrees; the
+    polygonal parts of ``make_valid`` keep everything else. ``ownership`` applies the same, so
+    the two passes still give the same geometry and ``building_id``.
+    """
+    return geom if geom.is_valid else polygonal(geom)
 
 
 def merge_seams(footprints: gpd.GeoDataFrame, buffer_m: float = SEAM_BUFFER_M) -> gpd.GeoDataFrame:
@@ -85,6 +97,7 @@ def merge_seams(footprints: gpd.GeoDataFrame, buffer_m: float = SEAM_BUFFER_M) -
     merged = merged[~merged.geometry.is_empty]
     merged["footprint_area_m2"] = merged.geometry.area
     merged = merged.to_crs("EPSG:4326")
+    merged["geometry"] = [valid_lonlat(g) for g in merged.geometry]
     pts = merged.geometry.representative_point()
     merged["building_id"] = [building_id(p.x, p.y) for p in pts]
     out = pd.concat([inner, merged], ignore_index=True)

@@ -22,6 +22,7 @@ from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints import polygons, windows
 from urbanfabric.footprints.ensemble import EnsembleCombine, combine
 from urbanfabric.footprints.options import SegmentationOptions
+from urbanfabric.footprints.regularise import DEFAULT_TOLERANCE_M
 from urbanfabric.io.model_repository import split_model_ref
 from urbanfabric.footprints.tta import TTA, with_tta
 from urbanfabric.io.model_repository import model_config
@@ -130,6 +131,8 @@ def segment_tile(ard: Raster, tile_id: str, options: SegmentationOptions, infer:
         min_area_m2=options.min_area_m2 or polygons.DEFAULT_MIN_AREA_M2,
         simplify_tolerance_m=options.simplify_tolerance_m or polygons.DEFAULT_SIMPLIFY_M,
         tile_id=tile_id,
+        regularise_tolerance_m=(options.regularise_tolerance_m or DEFAULT_TOLERANCE_M) if options.regularise else 0.0,
+        split_touching_buildings=options.split_touching,
     )
     if options.min_confidence:
         footprints = footprints[footprints["footprint_confidence"] >= options.min_confidence].reset_index(drop=True)

@@ -175,6 +175,8 @@ def options_from_proto(msg: Message, model: type[M], field: str) -> M:
             data[name] = core_enum[member.name.removeprefix(_enum_prefix(fd.enum_type) + "_")]  # type: ignore[index]
         elif fd.label == FieldDescriptor.LABEL_REPEATED:
             data[name] = list(value)
+        elif fd.has_presence and not msg.HasField(name):
+            continue  # an unset `optional` scalar: the spec's default (e.g. regularise on)
         else:
             data[name] = value
     try:
