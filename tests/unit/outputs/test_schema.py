@@ -198,3 +198,26 @@ def test_an_empty_job_writes_a_table_with_the_whole_schema(batches):
     assert table.num_rows == 0 and schema_problems(table.schema) == []
     assert json.loads(table.schema.metadata[b"geo"])["version"] == "1.1.0"
     assert gpd.read_parquet(io.BytesIO(store.get_bytes(JobLayout(JOB).buildings))).empty
+
+
+def test_duckdb_and_geopandas_read_the_types_and_units_as_docs_schema_md_says(job, tmp_path):
+    store, whole = job
+    prefix = JobLayout(JOB).outputs + "/"
+    for key in store.list(prefix):
+        if key.endswith(".parquet"):
+            (tmp_path / key[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / key[len(prefix):]).write_bytes(store.get_bytes(key))
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is in requirements.txt")
+    con = duckdb.connect()
+    glob = str(tmp_path / "buildings" / "*" / "*.parquet")
+    types = {name: kind for name, kind, *_ in con.sql(
+        f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true, hive_types = {{'quadkey': VARCHAR}})"
+    ).fetchall()}
+    assert (types["year_built"], types["floors"], types["facade_material"], types["roof_shape_probability"]) == (
+        "INTEGER", "INTEGER", "VARCHAR", "FLOAT") and types["quadkey"] == "VARCHAR"
+    units = dict(con.sql(
+        "SELECT j.key, j.value ->> 'unit' FROM parquet_kv_metadata(?) kv, json_each(decode(kv.value)::JSON) j "
+        "WHERE kv.key = 'urbanfabric:columns'", params=[str(tmp_path / "buildings.parquet")]).fetchall())
+    assert units == {c.name: c.unit for c in COLUMNS}
+    frame = gpd.read_parquet(tmp_path / "buildings.parquet", to_pandas_kwargs={"types_mapper": pd.ArrowDtype})
+    assert str(frame["year_built"].dtype) == "int32[pyarrow]" and len(frame) == len(whole)

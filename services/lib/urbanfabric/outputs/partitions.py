@@ -323,7 +323,8 @@ class SingleFileWriter:
 
     def __init__(self, path: Path, schema: pa.Schema, template: dict | None, row_group_rows: int) -> None:
         self.path = path
-        self.schema = schema.with_metadata({b"geo": _geo_metadata(template, schema.empty_table(), bounds=False)})
+        geo = _geo_metadata(template, schema.empty_table(), bounds=False)
+        self.schema = schema.with_metadata({**(schema.metadata or {}), b"geo": geo})
         self.row_group_rows = row_group_rows
         self.writer = pq.ParquetWriter(path, self.schema, compression="zstd", write_statistics=True)
 

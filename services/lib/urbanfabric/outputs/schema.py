@@ -12,6 +12,7 @@ column must be declared here first), and ``docs/schema.md`` is generated from th
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 
@@ -159,9 +160,17 @@ BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 ROUNDED = frozenset({"year_built", "year_built_p05", "year_built_p95"})
 
 
+#: File-level key holding every column's unit and description as JSON: Parquet readers that do
+#: not decode Arrow field metadata (DuckDB's ``parquet_kv_metadata``) read them there.
+COLUMNS_KEY = b"urbanfabric:columns"
+_COLUMNS_JSON = json.dumps({c.name: {"unit": c.unit, "description": c.description} for c in COLUMNS},
+                           ensure_ascii=False).encode()
+
+
 def buildings_schema(metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
-    """The table's Arrow schema, in the definition's order, with ``metadata`` (GeoParquet ``geo``)."""
-    return pa.schema([c.field() for c in COLUMNS], metadata=metadata)
+    """The table's Arrow schema, in the definition's order, with ``metadata`` (GeoParquet ``geo``)
+    and the columns' units and descriptions (:data:`COLUMNS_KEY`)."""
+    return pa.schema([c.field() for c in COLUMNS], metadata={**(metadata or {}), COLUMNS_KEY: _COLUMNS_JSON})
 
 
 def undeclared(names: list[str]) -> list[str]:
@@ -203,6 +212,8 @@ def typed(table: pa.Table, source: str = "the buildings table") -> pa.Table:
 def schema_problems(schema: pa.Schema) -> list[str]:
     """What a written table's schema lacks against the definition (empty: it conforms)."""
     problems = [f"{n}: not declared" for n in undeclared(schema.names)]
+    if (schema.metadata or {}).get(COLUMNS_KEY) != _COLUMNS_JSON:
+        problems.append(f"file metadata {COLUMNS_KEY.decode()}: missing or not the definition's")
     for c in COLUMNS:
         if c.name not in schema.names:
             problems.append(f"{c.name}: missing")
@@ -221,34 +232,40 @@ def schema_problems(schema: pa.Schema) -> list[str]:
 _READING = """\
 ## Reading it
 
-The dataset is `jobs/<job>/outputs/buildings/quadkey=<key>/part-*.parquet` (Hive-partitioned by
-a zoom-10 quadkey, a digit string: tell readers it is text, or they drop its leading zeros);
-small jobs also have the same rows in one file, `outputs/buildings.parquet`. Files are
-GeoParquet 1.1: WKB `geometry`, a `bbox` covering column, Hilbert-sorted rows, ZSTD.
+A job's table is the dataset `jobs/<job>/outputs/buildings/quadkey=<key>/part-*.parquet`
+(Hive-partitioned by a zoom-10 quadkey, a digit string: tell readers it is text, or they drop its
+leading zeros); small jobs also get the same rows in one file, `outputs/buildings.parquet`, which
+`make demo` copies to `out/<job>/buildings.parquet`. Files are GeoParquet 1.1: WKB `geometry`,
+a `bbox` covering column, Hilbert-sorted rows, ZSTD. The batches' own files
+(`jobs/<job>/buildings/batch=<n>/part-0.parquet`) have the same schema.
 
-DuckDB (the spatial extension is only needed for geometry functions):
+DuckDB (its spatial extension is needed only for geometry functions):
 
 ```sql
 SELECT building_id, height_m, year_built, mass_total_kg
-FROM read_parquet('out/<job>/buildings/*/*.parquet', hive_partitioning = true,
+FROM read_parquet('jobs/<job>/outputs/buildings/*/*.parquet', hive_partitioning = true,
                   hive_types = {'quadkey': VARCHAR})
 WHERE bbox.xmin > 118.10 AND bbox.xmax < 118.11;   -- row groups outside the box are skipped
 
--- the declared types, units and descriptions travel with the file:
-SELECT name, type, key_value_metadata FROM parquet_schema('out/<job>/buildings.parquet');
+-- units and descriptions: DuckDB does not decode Arrow field metadata, so every file also
+-- carries them as JSON under the file-level key 'urbanfabric:columns'
+SELECT j.key AS column_name, j.value ->> 'unit' AS unit, j.value ->> 'description' AS description
+FROM parquet_kv_metadata('out/<job>/buildings.parquet') kv, json_each(decode(kv.value)::JSON) j
+WHERE kv.key = 'urbanfabric:columns';
 ```
 
 GeoPandas / pyarrow:
 
 ```python
-import geopandas as gpd, pyarrow.parquet as pq
-buildings = gpd.read_parquet("out/<job>/buildings.parquet")          # or the buildings/ folder
-unit = pq.read_schema("out/<job>/buildings.parquet").field("height_m").metadata[b"unit"]  # b"m"
+import geopandas as gpd, pandas as pd, pyarrow.parquet as pq
+b = gpd.read_parquet("out/<job>/buildings.parquet")              # or the jobs/<job>/outputs/buildings/ folder
+pq.read_schema("out/<job>/buildings.parquet").field("height_m").metadata   # {b'description': …, b'unit': b'm'}
+b = gpd.read_parquet("out/<job>/buildings.parquet", to_pandas_kwargs={"types_mapper": pd.ArrowDtype})
 ```
 
-pandas shows the nullable integer columns (`floors`, `year_built`, …) as `float64` with `NaN`
-unless asked for nullable dtypes: `gpd.read_parquet(path, to_pandas_kwargs={"types_mapper":
-pd.ArrowDtype})` or `pd.read_parquet(path, dtype_backend="pyarrow")`.
+By default pandas shows the nullable integer columns (`floors`, `year_built`, …) as `float64`
+with `NaN` where a value is missing; the last line keeps the declared types (`int32[pyarrow]`,
+`string[pyarrow]`, …), as does `pd.read_parquet(path, dtype_backend="numpy_nullable")`.
 """
 
 
@@ -276,7 +293,7 @@ def markdown() -> str:
         lines += [f"## {g[0].upper()}{g[1:]}", "", "| column | type | unit | description |", "|---|---|---|---|"]
         lines += [f"| `{c.name}` | {type_name(c.type)} | {c.unit or '—'} | {c.description} |" for c in COLUMNS if c.group == g]
         lines.append("")
-    return "\n".join(lines) + _READING
+    return "\n".join(lines) + "\n" + _READING
 
 
 if __name__ == "__main__":
