@@ -21,7 +21,14 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.outputs.buildings_table import assemble, batch_parquet_bytes
 from urbanfabric.outputs.job_outputs import write_job_outputs
 from urbanfabric.outputs.partitions import PartitionOptions
-from urbanfabric.outputs.schema import BY_NAME, COLUMNS, ROUNDED, markdown, schema_problems, typed
+from urbanfabric.outputs.schema import (
+    BY_NAME,
+    COLUMNS,
+    ROUNDED,
+    markdown,
+    schema_problems,
+    typed,
+)
 from urbanfabric.stock.intensity import MaterialIntensityTable
 from urbanfabric.stock.structure import STRUCTURE_CLASSES
 from urbanfabric.stock.vocabulary import MATERIALS
@@ -53,7 +60,8 @@ def _batch(ids: list[str], rng: np.random.Generator) -> gpd.GeoDataFrame:
                              shape_probability=float(rng.random()), shape_unknown_reason="" if k % 3 else "no chip",
                              ood_score=float(rng.random()), shape_ood_score=float("nan"))
              for k, i in enumerate(ids)]
-    attrs = [SimpleNamespace(building_id=i, height_m=h, height_p05=h * 0.8, height_p95=h * 1.3, floors=max(1, int(h // 3)),
+    attrs = [SimpleNamespace(building_id=i, height_m=h, height_p05=h * 0.8, height_p95=h * 1.3,
+                             floors=max(1, int(h // 3)),
                              function="residential" if k % 2 else "", function_probability=0.7, storey_height_m=3.0,
                              year_built=float(rng.uniform(1950, 2020)), year_built_p05=1940.6, year_built_p95=2021.5,
                              age_class="1980-2000", age_class_probability=0.4, height_source="model",
@@ -165,7 +173,7 @@ def test_the_values_are_those_assemble_made_only_typed(job):
 
 
 def test_a_column_the_definition_does_not_know_is_refused_naming_it(job):
-    store, whole = job
+    _, whole = job
     with pytest.raises(InvalidInput) as err:
         batch_parquet_bytes(whole.assign(roof_colour="red"))
     assert err.value.field == "buildings.roof_colour" and "declare" in err.value.message

@@ -3,7 +3,8 @@
 Layout under ``jobs/<job>/outputs/buildings/`` (issue 22, item 4)::
 
     quadkey=<key>/part-00000.parquet   GeoParquet 1.1: WKB geometry, ``bbox`` covering column,
-                                       Hilbert-sorted, row groups of ``row_group_rows`` rows
+                                       Hilbert-sorted, row groups of ``row_group_rows`` rows,
+                                       the declared schema (urbanfabric.outputs.schema)
     quadkey=<key>/_summary.json        the partition's counts and sums (urbanfabric.outputs.summary)
 
 The partition key is the Bing-Maps / Web-Mercator quadkey of a coarse tile (zoom 10 by

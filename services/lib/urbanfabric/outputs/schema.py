@@ -23,7 +23,8 @@ from urbanfabric.errors import InvalidInput
 from urbanfabric.stock.structure import STRUCTURE_CLASSES
 from urbanfabric.stock.vocabulary import MATERIALS, STRUCTURES
 
-#: Units (the ``unit`` field metadata). "1" is a dimensionless ratio in [0, 1] (UCUM's unity).
+#: Units (the ``unit`` field metadata). "1" is dimensionless (UCUM's unity): a probability in
+#: [0, 1], or an out-of-domain score (a distance on its model's own scale).
 M, M2, KG, CO2E, KWH_YEAR, PVOUT, KWP, YEAR, RATIO = (
     "m", "m2", "kg", "kgCO2e", "kWh/year", "kWh/kWp/day", "kWp", "year", "1")
 STRING, FLOAT64, PROBABILITY, INT32, BOOL = pa.string(), pa.float64(), pa.float32(), pa.int32(), pa.bool_()
@@ -64,15 +65,16 @@ def _abstaining(prefix: str, what: str, group: str) -> list[Column]:
     """A class call with its probability, why it is unknown and its out-of-domain score."""
     return _group(group,
                   (f"{prefix}_probability", PROBABILITY, RATIO,
-                   f"calibrated probability of {prefix}; also kept for an out-of-domain abstention, "
-                   f"null when no model ran"),
+                   (f"calibrated probability of {prefix}; also kept for an out-of-domain abstention, "
+                    "null when no model ran")),
                   (f"{prefix}_unknown_reason", STRING, "",
                    f"why the {what} is unknown (\"out_of_domain: …\", no image, …); null when known"),
                   (f"{prefix}_ood_score", FLOAT64, RATIO,
-                   f"out-of-domain score of the {what} model's input (higher is further from its "
-                   f"training data); null without statistics"))
+                   (f"out-of-domain score of the {what} model's input: a distance on the model's own "
+                    "scale, above its threshold the call is unknown; null without statistics")))
 
 
+_OOD = ": a distance on the model's own scale"
 FOOTPRINT = "footprint"
 ROOF = "roof"
 FACADE = "façade"
@@ -81,13 +83,13 @@ STOCK = "material stock and embodied carbon"
 SOLAR = "rooftop solar"
 PROVENANCE = "provenance"
 
-COLUMNS: tuple[Column, ...] = tuple([
+COLUMNS: tuple[Column, ...] = (
     *_group(FOOTPRINT,
             ("building_id", STRING, "", "stable id of the building (hash of a point inside its footprint)"),
             ("footprint_confidence", PROBABILITY, RATIO,
              "segmentation confidence (area-weighted mean probability; 1 for footprints a user brought)"),
             ("footprint_area_m2", FLOAT64, M2, "footprint area in the building's UTM zone"),
-            ("footprint_source", STRING, "", "where the footprint comes from: segmented, or the user file's kind"),
+            ("footprint_source", STRING, "", "where the footprint comes from: segmented, user or osm"),
             ("tile_id", STRING, "", "processing tile that found it (\"\" for user footprints)"),
             ("on_border", BOOL, "", "the footprint touched its tile's border before seams were merged"),
             ("geometry", pa.binary(), "", "footprint polygon, WKB, lon/lat (EPSG:4326)"),
@@ -102,26 +104,30 @@ COLUMNS: tuple[Column, ...] = tuple([
             ("roof_shape_probability", PROBABILITY, RATIO,
              "calibrated probability of roof_shape; also kept for an out-of-domain abstention"),
             ("roof_shape_unknown_reason", STRING, "", "why the roof shape is unknown; null when known"),
-            ("roof_material_ood_score", FLOAT64, RATIO, "out-of-domain score of the roof chip for the material model"),
-            ("roof_shape_ood_score", FLOAT64, RATIO, "out-of-domain score of the roof chip for the shape model")),
+            ("roof_material_ood_score", FLOAT64, RATIO,
+             f"out-of-domain score of the roof chip for the material model{_OOD}"),
+            ("roof_shape_ood_score", FLOAT64, RATIO,
+             f"out-of-domain score of the roof chip for the shape model{_OOD}")),
     *_group(FACADE,
-            ("facade_material", STRING, "", "main façade material from street views, or \"unknown\"; "
-                                            "null when no façade model ran"),
+            ("facade_material", STRING, "",
+             "main façade material from street views, or \"unknown\"; null when no façade model ran"),
             ("facade_material_probability", PROBABILITY, RATIO, "aggregated calibrated probability of facade_material"),
             ("facade_material_code", STRING, "", "the façade material's code in its taxonomy"),
             ("facade_materials", STRING, "", "every façade material passing its threshold, comma-separated"),
             ("facade_views_used", INT32, "", "street views that went into the call (a count)"),
             ("facade_material_unknown_reason", STRING, "", "why the façade material is unknown; null when known"),
-            ("facade_material_ood_score", FLOAT64, RATIO, "out-of-domain score of the views for the façade model")),
+            ("facade_material_ood_score", FLOAT64, RATIO,
+             f"out-of-domain score of the views for the façade model{_OOD}")),
     *_group(ATTRIBUTES,
             ("height_m", FLOAT64, M, "building height (model, image evidence or a measured source)"),
             ("height_p05", FLOAT64, M, "lower end of the height band (5th percentile)"),
             ("height_p95", FLOAT64, M, "upper end of the height band (95th percentile)"),
             ("floors", INT32, "", "number of storeys: height over the function's storey height"),
-            ("building_function", STRING, "", "predicted use (residential, commercial, …); null when "
-                                              "unknown or no model ran"),
+            ("building_function", STRING, "",
+             "predicted use (residential, commercial, …); null when unknown or no model ran"),
             ("storey_height_m", FLOAT64, M, "storey height used for floors; null when no function model ran"),
-            ("year_built", INT32, YEAR, "construction year (the age model's mean, rounded to a whole year)"),
+            ("year_built", INT32, YEAR, ("construction year (the age model's mean or a measured year, "
+                                         "rounded to the nearest whole year, halves to even)")),
             ("year_built_p05", INT32, YEAR, "lower end of the construction-year band, rounded"),
             ("year_built_p95", INT32, YEAR, "upper end of the construction-year band, rounded"),
             ("age_class", STRING, "", "construction-age class; null when unknown or no age model ran"),
@@ -137,23 +143,24 @@ COLUMNS: tuple[Column, ...] = tuple([
     *_quantiles("mass_total_kg", KG, "mass of all materials", STOCK),
     *_quantiles("embodied_co2e_kg", CO2E, "embodied carbon (A1–A3) of the materials", STOCK),
     *_group(STOCK,
-            ("structure_source", STRING, "", "where the structure comes from (given, model, "
-                                             "roof_facade_lookup, default)"),
-            ("structure_probability", PROBABILITY, RATIO, "probability of the structure class; null "
-                                                          "where no structure model ran"),
+            ("structure_source", STRING, "",
+             "where the structure comes from (given, model, roof_facade_lookup, default)"),
+            ("structure_probability", PROBABILITY, RATIO,
+             "probability of the structure class; null where no structure model ran"),
             *[(f"p_structure_{c}", PROBABILITY, RATIO, f"probability of structure {c} ({STRUCTURES[c]})")
               for c in STRUCTURE_CLASSES],
-            ("fallback", STRING, "", "what was assumed where an input was missing (';'-joined tokens; \"\" "
-                                     "when nothing was)")),
+            ("fallback", STRING, "",
+             "what was assumed where an input was missing (';'-joined tokens; \"\" when nothing was)")),
     *_group(SOLAR,
             ("solar_kwh_per_year", FLOAT64, KWH_YEAR, "rooftop photovoltaic potential"),
             ("pvout_kwh_per_kwp_day", FLOAT64, PVOUT, "specific PV yield at the building"),
-            ("solar_source", STRING, "", "the sky behind the yield (tmy, clear sky × climate, constant)"),
+            ("solar_source", STRING, "",
+             "where the PV yield comes from (tmy, raster, clear_sky_climate, constant, gbm_constant)"),
             ("solar_kwp", FLOAT64, KWP, "installable peak power on the roof planes")),
     *_group(PROVENANCE,
             ("model_versions", STRING, "", "JSON object: the model name:version behind each column group"),
             ("job_id", STRING, "", "the job that wrote the row")),
-])
+)
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 #: Integer columns whose values come from models as real numbers: rounded to the nearest whole
 #: number on the way in (any other float going into an integer column must already be whole).
@@ -271,27 +278,31 @@ with `NaN` where a value is missing; the last line keeps the declared types (`in
 
 def type_name(kind: pa.DataType) -> str:
     """A type as docs/schema.md names it: Arrow's name with the width of floats spelled out."""
-    names = {pa.float32(): "float32", pa.float64(): "float64", pa.binary(): "binary (WKB)", BBOX: "struct<xmin, ymin, xmax, ymax: float64>"}
+    names = {pa.float32(): "float32", pa.float64(): "float64", pa.binary(): "binary (WKB)",
+             BBOX: "struct<xmin, ymin, xmax, ymax: float64>"}
     return names.get(kind, str(kind))
 
 
 def markdown() -> str:
     """docs/schema.md: the columns by group, then how to read the table."""
+    intro = ("One row per building. Every column has a declared Arrow type (nullable: a value the "
+             "stages could not give is null, never a column of type `null`), and its unit and "
+             "description are stored as Arrow field metadata (`unit`, `description`) in every file. "
+             f"{len(COLUMNS)} columns. Units: `1` is dimensionless (a probability in [0, 1], or an "
+             "out-of-domain score: a distance on its model's own scale), `year` a calendar year (CE), "
+             "`—` none (text, codes, counts).")
     lines = ["# The buildings table", "",
              "<!-- Generated by `make docs-schema` (python -m urbanfabric.outputs.schema) from",
              "     services/lib/urbanfabric/outputs/schema.py; edit that, not this file. -->", "",
-             "One row per building. Every column has a declared Arrow type (nullable: a value the "
-             "stages could not give is null, never a column of type `null`), and its unit and "
-             "description are stored as Arrow field metadata (`unit`, `description`) in every file. "
-             f"{len(COLUMNS)} columns; units: `1` is a ratio in [0, 1], `year` a calendar year (CE).",
-             ""]
+             intro, ""]
     groups: list[str] = []
     for c in COLUMNS:
         if c.group not in groups:
             groups.append(c.group)
     for g in groups:
         lines += [f"## {g[0].upper()}{g[1:]}", "", "| column | type | unit | description |", "|---|---|---|---|"]
-        lines += [f"| `{c.name}` | {type_name(c.type)} | {c.unit or '—'} | {c.description} |" for c in COLUMNS if c.group == g]
+        lines += [f"| `{c.name}` | {type_name(c.type)} | {c.unit or '—'} | {c.description} |"
+                  for c in COLUMNS if c.group == g]
         lines.append("")
     return "\n".join(lines) + "\n" + _READING
 
