@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: train-gpu all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: train-gpu all install system-deps protos docs-schema lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -40,6 +40,11 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 	touch $(GEN)/__init__.py $@
 
 protos: $(GEN)/.stamp
+
+# docs/schema.md is generated from the table's one definition (tests/unit/outputs/test_schema.py
+# fails when it is stale).
+docs-schema: $(STAMP)
+	$(BIN)/python -m urbanfabric.outputs.schema > docs/schema.md
 
 lint-protos: $(STAMP)
 	$(BIN)/buf lint protos

@@ -2,7 +2,7 @@
 
 The three answers and the batch's footprints become one part of the buildings table
 (:func:`urbanfabric.outputs.buildings_table.assemble`, which owns the columns), stored as one
-GeoParquet per batch.
+GeoParquet per batch in the declared schema (:mod:`urbanfabric.outputs.schema`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from urbanfabric.errors import InvalidInput
 from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
-from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, geoparquet_bytes, read_geoparquet
+from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, read_geoparquet
 from urbanfabric.stock.derived_intensity import KeyMapping
 from urbanfabric.stock.roof_planes import main_axis_deg
-from urbanfabric.outputs.buildings_table import UNKNOWN, assemble
+from urbanfabric.outputs.buildings_table import UNKNOWN, assemble, batch_parquet_bytes
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
 
 #: The default size rule (no xgboost or scipy in the worker image for it).
@@ -134,7 +134,7 @@ def make_handler(settings: Settings):
         table = assemble(footprints, roofs, attrs, stock, task, task.job.job_id, facades)
         layout = JobLayout(task.job.job_id)
         key = layout.batch_buildings(task.batch_id)
-        store.put_bytes(key, geoparquet_bytes(table))
+        store.put_bytes(key, batch_parquet_bytes(table, key))
         result.buildings.uri = store.s3_uri(key)
         result.buildings.media_type = PARQUET_MEDIA_TYPE
         result.building_count = len(table)

@@ -12,6 +12,8 @@ import geopandas as gpd
 import grpc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -26,6 +28,7 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_repository import SHARED_DATA
 from urbanfabric.footprints.seams import seam_defects
 from urbanfabric.io.object_store import ObjectStore
+from urbanfabric.outputs.schema import schema_problems
 from urbanfabric.v1 import tasks_pb2
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +90,16 @@ def test_sample_area_yields_valid_cogs_and_a_complete_buildings_table(stack, sam
     table = gpd.read_parquet(Path(store.get_file(layout.buildings, Path(tempfile.mkdtemp()) / "b.parquet")))
     assert REQUIRED_COLUMNS <= set(table.columns)
     assert table.crs.to_epsg() == 4326
+    # Issue 23, item 3: the batches, the partitions and the single file all in the one declared
+    # schema (outputs/schema.py): no column of type null, each with its type, unit and description.
+    files = [k for prefix in (f"{layout.root}/buildings/", f"{layout.outputs}/buildings/")
+             for k in store.list(prefix) if k.endswith(".parquet")] + [layout.buildings]
+    assert any("/batch=" in k for k in files) and any("/quadkey=" in k for k in files), files
+    for key in files:
+        schema = pq.read_schema(io.BytesIO(store.get_bytes(key)))
+        assert schema_problems(schema) == [], key
+        assert not [f.name for f in schema if pa.types.is_null(f.type)], key
+    assert table["year_built"].dropna().mod(1).eq(0).all()  # whole years
     assert len(table) >= 5, "the segmentation model should find buildings in a dense tile"
     assert table["building_id"].is_unique
     doc = _job_doc(store, sample_job)

@@ -4,8 +4,9 @@ One row per footprint (``building_id``, geometry, tile) with every attribute: ro
 shape and façade materials (each ``unknown`` with ``*_unknown_reason`` when not classified),
 height with its band, floors, function and age, and from the stock stage the structure, GFA,
 per-material masses (point estimate and Monte-Carlo p05 / median / p95), total mass, embodied
-CO2e, rooftop solar potential and the fallbacks used (``fallback``). The schema is documented in
-docs/architecture.md ("The buildings table").
+CO2e, rooftop solar potential and the fallbacks used (``fallback``). Each column's type, unit and
+meaning are declared once in :mod:`urbanfabric.outputs.schema` (docs/schema.md is generated from
+it); :func:`batch_parquet_bytes` writes a batch's rows in that schema.
 
 The stage answers come in as any objects with the attributes the :class:`typing.Protocol`\ s
 below name — the services' protobuf messages satisfy them as they are, so this module needs
@@ -14,14 +15,19 @@ no protobuf.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow.parquet as pq
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.io.geoparquet import geoparquet_bytes
+from urbanfabric.outputs.partitions import ROW_GROUP_ROWS, parquet_file_bytes
+from urbanfabric.outputs.schema import typed
 from urbanfabric.stock.structure import STRUCTURE_CLASSES as STRUCTURE_CODES
 
 
@@ -221,6 +227,20 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
     })
     out["job_id"] = job_id
     return gpd.GeoDataFrame(out, geometry="geometry", crs=footprints.crs)
+
+
+def batch_parquet_bytes(rows: gpd.GeoDataFrame, source: str = "the batch") -> bytes:
+    """A batch's rows as GeoParquet 1.1 in the declared schema (types, units, descriptions).
+
+    GeoPandas encodes the geometry, its CRS and the bbox covering; the columns are then cast
+    through :func:`urbanfabric.outputs.schema.typed` (a batch is a few hundred rows: the second
+    encoding costs little).
+
+    Raises:
+        InvalidInput: a column the schema does not declare, or a value its type cannot hold.
+    """
+    table = typed(pq.read_table(io.BytesIO(geoparquet_bytes(rows))), source)
+    return parquet_file_bytes(table, ROW_GROUP_ROWS)
 
 
 def combine_batches(parts: Sequence[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import pyarrow as pa
 
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, parquet_bytes
 from urbanfabric.io.job_layout import JobLayout
@@ -148,8 +147,9 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
         for uri in part_uris:
             spill.add(read_batch_table(store.get_bytes(parse_s3_uri(uri)[1]), uri), uri)
         schema = spill.schema()
+        # The declared schema even without a building: an empty job's table still says what it holds.
         single = SingleFileWriter(tmp / "buildings.parquet", schema, spill.geo, options.row_group_rows) \
-            if options.single_file and len(schema) else None
+            if options.single_file else None
         canvas = MapCanvas(spill.bounds, MAP_PX) if spill.bounds else None
         crs = grids.grid_crs(spill.bounds) if spill.bounds else None
         layers: dict[str, str] | None = None
@@ -217,11 +217,6 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
             elif spill.rows:
                 warnings.append(f"no map.html: {spill.rows:,} buildings > {WEBMAP_MAX_BUILDINGS:,} "
                                 "(a self-contained page that size is slow to open)")
-        elif options.single_file:  # no batch at all: an empty table keeps the old contract
-            empty = with_geo(pa.table({"building_id": pa.array([], pa.string()),
-                                       "geometry": pa.array([], pa.binary())}), None, bounds=False)
-            outputs["buildings_file"] = store.put_bytes(layout.buildings, parquet_file_bytes(empty, 1),
-                                                        PARQUET_MEDIA_TYPE)
         job_bbox: tuple[float, float, float, float] = spill.bounds or area or (0.0, 0.0, 0.0, 0.0)
         grid_items = []
         for (name, cell), paths in grid_files.items():

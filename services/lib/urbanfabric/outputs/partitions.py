@@ -3,7 +3,8 @@
 Layout under ``jobs/<job>/outputs/buildings/`` (issue 22, item 4)::
 
     quadkey=<key>/part-00000.parquet   GeoParquet 1.1: WKB geometry, ``bbox`` covering column,
-                                       Hilbert-sorted, row groups of ``row_group_rows`` rows
+                                       Hilbert-sorted, row groups of ``row_group_rows`` rows,
+                                       the declared schema (urbanfabric.outputs.schema)
     quadkey=<key>/_summary.json        the partition's counts and sums (urbanfabric.outputs.summary)
 
 The partition key is the Bing-Maps / Web-Mercator quadkey of a coarse tile (zoom 10 by
@@ -39,6 +40,7 @@ import shapely
 from pyarrow import feather
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.outputs.schema import buildings_schema, typed
 
 #: Quadkey zoom of a partition (≈ 39 km tiles at the equator).
 PARTITION_ZOOM = 10
@@ -177,18 +179,6 @@ def _bbox_columns(table: pa.Table) -> tuple[np.ndarray, ...]:
     return tuple(bbox.field(k).to_numpy(zero_copy_only=False) for k in ("xmin", "ymin", "xmax", "ymax"))
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types (missing ones all null)."""
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table[f.name]
-            cols.append(col if col.type == f.type else col.cast(f.type))
-        else:
-            cols.append(pa.nulls(len(table), f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
 def to_frame(table: pa.Table) -> gpd.GeoDataFrame:
     """A partition chunk as a GeoDataFrame (EPSG:4326, without the bbox column)."""
     geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
@@ -206,16 +196,20 @@ class PartitionSpill:
     folder: Path
     zoom: int = PARTITION_ZOOM
     pieces: dict[str, list[tuple[Path, int]]] = field(default_factory=dict)
-    schemas: list[pa.Schema] = field(default_factory=list)
     geo: dict | None = None
     bounds: tuple[float, float, float, float] | None = None
     rows: int = 0
 
     def add(self, table: pa.Table, source: str) -> None:
-        """Split one batch's rows by partition key and spill them (the batch is then dropped)."""
+        """Split one batch's rows by partition key and spill them (the batch is then dropped).
+
+        Raises:
+            InvalidInput: the batch has a column the table's definition does not declare, or
+                values its declared type cannot hold (urbanfabric.outputs.schema).
+        """
         if self.geo is None and table.schema.metadata and b"geo" in table.schema.metadata:
             self.geo = json.loads(table.schema.metadata[b"geo"])
-        self.schemas.append(table.schema.remove_metadata())
+        table = typed(table, source)  # every piece in the declared schema: partitions concatenate
         if not len(table):
             return
         xmin, ymin, xmax, ymax = _bbox_columns(table)
@@ -235,10 +229,8 @@ class PartitionSpill:
         self.rows += len(table)
 
     def schema(self) -> pa.Schema:
-        """One schema for every file: the batches' columns unified (null → typed, int → float)."""
-        if not self.schemas:
-            return pa.schema([])
-        return pa.unify_schemas(self.schemas, promote_options="permissive")
+        """One schema for every file, whatever the batches held: the declared one."""
+        return buildings_schema()
 
     def partition_keys(self) -> list[str]:
         return sorted(self.pieces)
@@ -311,7 +303,7 @@ def partition_chunks(spill: PartitionSpill, key: str, schema: pa.Schema,
         group.append(path)
         count += n
         if count >= max_rows or i == len(pieces) - 1:
-            table = pa.concat_tables([conform(feather.read_table(p), schema) for p in group])
+            table = pa.concat_tables([feather.read_table(p).cast(schema) for p in group])
             ids = table["building_id"].to_pylist() if "building_id" in table.column_names else []
             dup = seen.intersection(ids) or (len(set(ids)) < len(ids))
             if dup:
@@ -332,7 +324,8 @@ class SingleFileWriter:
 
     def __init__(self, path: Path, schema: pa.Schema, template: dict | None, row_group_rows: int) -> None:
         self.path = path
-        self.schema = schema.with_metadata({b"geo": _geo_metadata(template, schema.empty_table(), bounds=False)})
+        geo = _geo_metadata(template, schema.empty_table(), bounds=False)
+        self.schema = schema.with_metadata({**(schema.metadata or {}), b"geo": geo})
         self.row_group_rows = row_group_rows
         self.writer = pq.ParquetWriter(path, self.schema, compression="zstd", write_statistics=True)
 

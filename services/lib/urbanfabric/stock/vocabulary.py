@@ -14,6 +14,10 @@ STRUCTURES: dict[str, str] = {
     "S": "steel frame",
     "T": "timber",
 }
+#: The materials of the shipped RASMI tables: each becomes ``mass_<material>_kg`` columns of the
+#: buildings table (urbanfabric.outputs.schema declares them; a table with another material
+#: fails there rather than writing an undeclared column).
+MATERIALS: tuple[str, ...] = ("aluminum", "brick", "concrete", "copper", "glass", "plastics", "steel", "wood")
 #: Residential of unknown type: split by floors (see ``estimate_stock``).
 RESIDENTIAL_UNKNOWN = "RES"
 #: Pseudo-region: equal-weight mixture of every region of the table.
