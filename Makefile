@@ -20,17 +20,25 @@ $(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 
 install: $(STAMP)
 
-# System packages the tests use: nginx runs the chart's model gateway (tests/deploy), which
-# skips with a reason where it cannot be installed (no apt-get, not root and no sudo).
-system-deps:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+# System packages the tests use, from apt without recommends: nginx runs the chart's model
+# gateway (tests/deploy), Chromium the browser tests (tests/browser) and docs/screenshots.py.
+# Each is skipped with a warning where apt-get cannot run (no apt-get, not root and no sudo),
+# and the tests that need it skip with the reason.
+# $(call apt_install,COMMAND,PACKAGE,WHAT SKIPS WITHOUT IT)
+define apt_install
+	@command -v $(1) >/dev/null || test -x /usr/sbin/$(1) || { \
 	  apt="apt-get"; [ "$$(id -u)" = 0 ] || apt="sudo -n apt-get"; \
 	  if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 || \
-	    { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1; } || \
-	    echo "warning: could not install nginx-light; the model-gateway test will skip"; \
-	  else echo "warning: nginx is missing and apt-get cannot run here; the model-gateway test will skip"; fi; }
+	    $$apt install -y -q --no-install-recommends $(2) >/dev/null 2>&1 || \
+	    { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q --no-install-recommends $(2) >/dev/null 2>&1; } || \
+	    echo "warning: could not install $(2); $(3) will skip"; \
+	  else echo "warning: $(1) is missing and apt-get cannot run here; $(3) will skip"; fi; }
+endef
+
+system-deps:
+	$(call apt_install,nginx,nginx-light,the model-gateway test)
+	$(call apt_install,chromium,chromium,the browser tests)
 
 # Python stubs are generated, never edited or committed.
 $(GEN)/.stamp: $(PROTOS) $(STAMP)
