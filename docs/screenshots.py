@@ -1,0 +1,258 @@
+"""The README's and docs' screenshots, taken with headless Chromium (tests/browser/chromium.py).
+
+Each target is optional; one whose page is missing is skipped with a message, the others
+are still taken:
+
+  map      <job>/map.html opened offline, a building clicked, its popup open
+           -> docs/img/webmap_demo.png
+  prefect  the running stack's Prefect UI: the deployments list and the map-area run form
+           -> docs/img/prefect-deployments.png, docs/img/prefect-run-form.png
+  viewer   <job>/viewer.html (the PMTiles viewer), served on loopback with byte ranges
+           -> docs/img/viewer_demo.png
+  report   <job>/report.html -> docs/img/report_demo.png
+
+From a fresh demo job, with the stack kept up for the Prefect pages (docs/development.md):
+
+  flock /tmp/uf-e2e.lock nice -n 10 bash -c \\
+    'KEEP=1 make demo && PYTHONPATH=.:services/lib .venv/bin/python docs/screenshots.py; make down'
+
+Exit status: 0 when every target was taken or skipped for a missing page, 1 when a page was
+there but did not show what the screenshot is for (the message says what).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services" / "lib")]
+
+from tests.browser.chromium import launch, missing_reason, open_page  # noqa: E402
+
+TARGETS = ("map", "prefect", "viewer", "report")
+
+
+class Skip(Exception):
+    """The target's page is not there (not an error: the message says what to do)."""
+
+
+class Failed(Exception):
+    """The page is there but did not show what the screenshot is for."""
+
+
+def _save_png(png: bytes, dest: Path) -> Path:
+    """Write a screenshot, re-encoded with zlib's best effort (README images stay small)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buf, format="PNG", optimize=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(buf.getvalue())
+    return dest
+
+
+# ----------------------------------------------------------------------------- map.html
+
+
+def _popup_building(job: Path) -> tuple[str, float, float]:
+    """The building to click: with a height, ≥ 200 m², nearest the middle of the job's buildings
+    (deterministic, away from the page's corners and controls); its id and a lon/lat inside it."""
+    import geopandas as gpd
+
+    table = job / "buildings.parquet"
+    if not table.is_file():
+        raise Skip(f"{table} not found (the demo exports it beside map.html)")
+    b = gpd.read_parquet(table).to_crs(4326)
+    if b.empty:
+        raise Failed(f"{table} has no buildings: nothing to click")
+    area = b["footprint_area_m2"] if "footprint_area_m2" in b.columns else b.to_crs(b.estimate_utm_crs()).area
+    pick = b[(area >= 200) & b.get("height_m", area).notna()]
+    pick = pick if len(pick) else b
+    minx, miny, maxx, maxy = b.total_bounds
+    inside = pick.geometry.representative_point()
+    i = ((inside.x - (minx + maxx) / 2) ** 2 + (inside.y - (miny + maxy) / 2) ** 2).to_numpy().argmin()
+    return str(pick["building_id"].iloc[i]), float(inside.iloc[i].x), float(inside.iloc[i].y)
+
+
+def shoot_map(browser, job: Path, out: Path) -> list[Path]:
+    page_path = job / "map.html"
+    if not page_path.is_file():
+        raise Skip(f"{page_path} not found (made by the aggregate step; `urbanfabric open {job}` builds it)")
+    building_id, lon, lat = _popup_building(job)
+    with open_page(browser, page_path.resolve().as_uri(), 1280, 800, offline=True) as (page, errors):
+        page.wait_for_function("() => window.ufMap && window.ufBuildings")
+        page.locator("#uf-basemap-note").wait_for(state="visible", timeout=10_000)
+        x, y = page.evaluate("""([lat, lon]) => { const p = ufMap.latLngToContainerPoint([lat, lon]);
+                                 const r = ufMap.getContainer().getBoundingClientRect();
+                                 return [p.x + r.left, p.y + r.top]; }""", [lat, lon])
+        page.mouse.click(x, y)
+        popup = page.locator(".leaflet-popup-content")
+        try:
+            popup.wait_for(state="visible", timeout=5000)
+        except Exception as exc:  # playwright's TimeoutError
+            raise Failed(f"clicking building {building_id} in {page_path} opened no popup") from exc
+        if building_id not in popup.inner_text():
+            raise Failed(f"the popup after clicking {building_id} shows another building: {popup.inner_text()[:80]!r}")
+        page.wait_for_timeout(400)  # the popup's auto-pan animation
+        if errors:
+            raise Failed(f"{page_path}: script errors {errors}")
+        return [_save_png(page.screenshot(), out / "webmap_demo.png")]
+
+
+# ----------------------------------------------------------------------------- Prefect UI
+
+
+def _prefect_api() -> str:
+    from urbanfabric.settings import Settings
+
+    api = Settings.load().prefect_api_url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{api}/health", timeout=5) as r:
+            r.read()
+    except OSError as exc:
+        raise Skip(f"Prefect is not answering at {api} ({exc}); start the stack first "
+                   "(`KEEP=1 make demo` or `make up`)") from exc
+    return api
+
+
+def shoot_prefect(browser, job: Path, out: Path) -> list[Path]:
+    api = _prefect_api()
+    ui = api.removesuffix("/api")
+    try:
+        with urllib.request.urlopen(f"{api}/deployments/name/map-area/map-area", timeout=10) as r:
+            deployment = json.loads(r.read())
+    except OSError as exc:
+        raise Failed(f"the stack's Prefect has no map-area/map-area deployment ({exc})") from exc
+    written = []
+    with open_page(browser, f"{ui}/deployments", 1400, 900, offline=False) as (page, _):
+        page.get_by_text("map-area", exact=True).first.wait_for(state="visible")
+        page.wait_for_load_state("networkidle")
+        written.append(_save_png(page.screenshot(), out / "prefect-deployments.png"))
+    run_form = f"{ui}/deployments/deployment/{deployment['id']}/run"
+    with open_page(browser, run_form, 1400, 1400, offline=False) as (page, _):
+        page.get_by_text("Parameters", exact=True).first.wait_for(state="visible")
+        page.wait_for_load_state("networkidle")
+        written.append(_save_png(page.screenshot(), out / "prefect-run-form.png"))
+    return written
+
+
+# ----------------------------------------------------------------------------- viewer, report
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Static files with single byte ranges: pmtiles.js reads an archive range by range."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        path = Path(self.translate_path(self.path))
+        if not m or not path.is_file() or m.groups() == ("", ""):
+            super().do_GET()
+            return
+        size = path.stat().st_size
+        first, last = m.groups()
+        start, end = (max(0, size - int(last)), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
+        if start > end:
+            self.send_error(416)
+            return
+        with path.open("rb") as f:
+            f.seek(start)
+            body = f.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+        pass
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1 (a free port) for the block; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def shoot_viewer(browser, job: Path, out: Path) -> list[Path]:
+    page_path = job / "viewer.html"
+    if not page_path.is_file():
+        raise Skip(f"{page_path} not found (the PMTiles viewer; exported with the job once it exists)")
+    with serve(job) as base, open_page(browser, f"{base}/viewer.html", 1280, 800, offline=False) as (page, errors):
+        # The viewer's handle, where it has one: window.ufViewer.ready settles once tiles drew.
+        if page.evaluate("() => !!(window.ufViewer && window.ufViewer.ready)"):
+            page.evaluate("() => window.ufViewer.ready")
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(1000)
+        if errors:
+            raise Failed(f"{page_path}: script errors {errors}")
+        return [_save_png(page.screenshot(), out / "viewer_demo.png")]
+
+
+def shoot_report(browser, job: Path, out: Path) -> list[Path]:
+    page_path = job / "report.html"
+    if not page_path.is_file():
+        raise Skip(f"{page_path} not found (the HTML report; exported with the job once it exists)")
+    with open_page(browser, page_path.resolve().as_uri(), 1100, 1500, offline=True) as (page, errors):
+        page.wait_for_load_state("load")
+        if errors:
+            raise Failed(f"{page_path}: script errors {errors}")
+        return [_save_png(page.screenshot(), out / "report_demo.png")]
+
+
+SHOOTERS: dict[str, Callable[..., list[Path]]] = {
+    "map": shoot_map, "prefect": shoot_prefect, "viewer": shoot_viewer, "report": shoot_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--job", type=Path, default=ROOT / "out" / "latest",
+                    help="an exported job folder (default out/latest, the last demo's)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="where the PNGs go (default docs/img)")
+    ap.add_argument("targets", nargs="*", default=list(TARGETS), metavar="TARGET",
+                    help=f"any of {', '.join(TARGETS)} (default: all)")
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.targets) - set(TARGETS))
+    if unknown:
+        ap.error(f"targets: {', '.join(unknown)} not among {', '.join(TARGETS)}")
+    reason = missing_reason()
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
+    job = args.job.resolve() if args.job.exists() else args.job
+    failed = 0
+    with launch() as browser:
+        for target in args.targets:
+            try:
+                for path in SHOOTERS[target](browser, job, args.out):
+                    print(f"{target}: wrote {path}")
+            except Skip as why:
+                print(f"{target}: skipped: {why}")
+            except Failed as why:
+                print(f"{target}: FAILED: {why}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
