@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "services" / "lib")]
 
-from tests.browser.chromium import launch, missing_reason, open_page  # noqa: E402
+from tests.browser.chromium import launch, missing_reason, open_page
 
 TARGETS = ("map", "prefect", "viewer", "report")
 
@@ -89,6 +89,8 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
     page_path = job / "map.html"
     if not page_path.is_file():
         raise Skip(f"{page_path} not found (made by the aggregate step; `urbanfabric open {job}` builds it)")
+    from playwright.sync_api import Error as PlaywrightError
+
     building_id, lon, lat = _popup_building(job)
     with open_page(browser, page_path.resolve().as_uri(), 1280, 800, offline=True) as (page, errors):
         page.wait_for_function("() => window.ufMap && window.ufBuildings")
@@ -100,7 +102,7 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
         popup = page.locator(".leaflet-popup-content")
         try:
             popup.wait_for(state="visible", timeout=5000)
-        except Exception as exc:  # playwright's TimeoutError
+        except PlaywrightError as exc:  # a timeout
             raise Failed(f"clicking building {building_id} in {page_path} opened no popup") from exc
         if building_id not in popup.inner_text():
             raise Failed(f"the popup after clicking {building_id} shows another building: {popup.inner_text()[:80]!r}")
@@ -153,7 +155,7 @@ def shoot_prefect(browser, job: Path, out: Path) -> list[Path]:
 class _RangeHandler(SimpleHTTPRequestHandler):
     """Static files with single byte ranges: pmtiles.js reads an archive range by range."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
         path = Path(self.translate_path(self.path))
         if not m or not path.is_file() or m.groups() == ("", ""):
@@ -176,7 +178,7 @@ class _RangeHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
+    from playwright.sync_api import Error as PlaywrightError
+
     job = args.job.resolve() if args.job.exists() else args.job
     failed = 0
     with launch() as browser:
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{target}: skipped: {why}")
             except Failed as why:
                 print(f"{target}: FAILED: {why}", file=sys.stderr)
+                failed += 1
+            except PlaywrightError as exc:  # a page that never showed what we waited for (a timeout)
+                print(f"{target}: FAILED: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
                 failed += 1
     return 1 if failed else 0
 

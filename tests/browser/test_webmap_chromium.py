@@ -12,9 +12,9 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import Point, Polygon, box
+from urbanfabric.outputs import webmap
 
 from tests.browser.chromium import launch, missing_reason, open_page
-from urbanfabric.outputs import webmap
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
 
