@@ -92,7 +92,7 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
     from playwright.sync_api import Error as PlaywrightError
 
     building_id, lon, lat = _popup_building(job)
-    with open_page(browser, page_path.resolve().as_uri(), 1280, 800, offline=True) as (page, errors):
+    with open_page(browser, page_path.resolve().as_uri(), 1280, 900, offline=True) as (page, errors):
         page.wait_for_function("() => window.ufMap && window.ufBuildings")
         page.locator("#uf-basemap-note").wait_for(state="visible", timeout=10_000)
         x, y = page.evaluate("""([lat, lon]) => { const p = ufMap.latLngToContainerPoint([lat, lon]);
@@ -107,6 +107,12 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
         if building_id not in popup.inner_text():
             raise Failed(f"the popup after clicking {building_id} shows another building: {popup.inner_text()[:80]!r}")
         page.wait_for_timeout(400)  # the popup's auto-pan animation
+        # Leaflet keeps a popup inside the map, not clear of the page's own boxes: move the view
+        # so the popup sits below the basemap note and left of the layer list and legend.
+        page.evaluate("""() => {
+            const box = s => document.querySelector(s).getBoundingClientRect();
+            const p = box('.leaflet-popup'), note = box('#uf-basemap-note'), layers = box('.leaflet-control-layers');
+            ufMap.panBy([(p.left + p.right) / 2 - layers.left / 2, p.top - (note.bottom + 8)], {animate: false}); }""")
         if errors:
             raise Failed(f"{page_path}: script errors {errors}")
         return [_save_png(page.screenshot(), out / "webmap_demo.png")]
