@@ -7,8 +7,8 @@ are still taken:
            -> docs/img/webmap_demo.png
   prefect  the running stack's Prefect UI: the deployments list and the map-area run form
            -> docs/img/prefect-deployments.png, docs/img/prefect-run-form.png
-  viewer   <job>/viewer.html (the PMTiles viewer), served on loopback with byte ranges
-           -> docs/img/viewer_demo.png
+  viewer   <job>/viewer.html (the PMTiles viewer) served on loopback by urbanfabric.cli.serve,
+           a building clicked, its popup open -> docs/img/viewer_demo.png
   report   <job>/report.html -> docs/img/report_demo.png
 
 From a fresh demo job, with the stack kept up for the Prefect pages (docs/development.md):
@@ -25,14 +25,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import re
 import sys
-import threading
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +57,7 @@ def _save_png(png: bytes, dest: Path) -> Path:
     return dest
 
 
-# ----------------------------------------------------------------------------- map.html
+# ----------------------------------------------------------------------------- a building clicked
 
 
 def _popup_building(job: Path) -> tuple[str, float, float]:
@@ -85,12 +80,27 @@ def _popup_building(job: Path) -> tuple[str, float, float]:
     return str(pick["building_id"].iloc[i]), float(inside.iloc[i].x), float(inside.iloc[i].y)
 
 
+def _clicked_popup(page, building_id: str, x: float, y: float, selector: str, where: Path) -> None:
+    """Click at (x, y) and check that the popup that opens is ``building_id``'s."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    page.mouse.click(x, y)
+    popup = page.locator(selector).first
+    try:
+        popup.wait_for(state="visible", timeout=10_000)
+    except PlaywrightError as exc:  # a timeout
+        raise Failed(f"clicking building {building_id} in {where} opened no popup") from exc
+    if building_id not in popup.inner_text():
+        raise Failed(f"the popup after clicking {building_id} shows another building: {popup.inner_text()[:80]!r}")
+
+
+# ----------------------------------------------------------------------------- map.html
+
+
 def shoot_map(browser, job: Path, out: Path) -> list[Path]:
     page_path = job / "map.html"
     if not page_path.is_file():
         raise Skip(f"{page_path} not found (made by the aggregate step; `urbanfabric open {job}` builds it)")
-    from playwright.sync_api import Error as PlaywrightError
-
     building_id, lon, lat = _popup_building(job)
     with open_page(browser, page_path.resolve().as_uri(), 1280, 900, offline=True) as (page, errors):
         page.wait_for_function("() => window.ufMap && window.ufBuildings")
@@ -98,14 +108,7 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
         x, y = page.evaluate("""([lat, lon]) => { const p = ufMap.latLngToContainerPoint([lat, lon]);
                                  const r = ufMap.getContainer().getBoundingClientRect();
                                  return [p.x + r.left, p.y + r.top]; }""", [lat, lon])
-        page.mouse.click(x, y)
-        popup = page.locator(".leaflet-popup-content")
-        try:
-            popup.wait_for(state="visible", timeout=5000)
-        except PlaywrightError as exc:  # a timeout
-            raise Failed(f"clicking building {building_id} in {page_path} opened no popup") from exc
-        if building_id not in popup.inner_text():
-            raise Failed(f"the popup after clicking {building_id} shows another building: {popup.inner_text()[:80]!r}")
+        _clicked_popup(page, building_id, x, y, ".leaflet-popup-content", page_path)
         page.wait_for_timeout(400)  # the popup's auto-pan animation
         # Leaflet keeps a popup inside the map, not clear of the page's own boxes: move the view
         # so the popup sits below the basemap note and left of the layer list and legend.
@@ -158,62 +161,38 @@ def shoot_prefect(browser, job: Path, out: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- viewer, report
 
 
-class _RangeHandler(SimpleHTTPRequestHandler):
-    """Static files with single byte ranges: pmtiles.js reads an archive range by range."""
-
-    def do_GET(self) -> None:
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
-        path = Path(self.translate_path(self.path))
-        if not m or not path.is_file() or m.groups() == ("", ""):
-            super().do_GET()
-            return
-        size = path.stat().st_size
-        first, last = m.groups()
-        start, end = (max(0, size - int(last)), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
-        if start > end:
-            self.send_error(416)
-            return
-        with path.open("rb") as f:
-            f.seek(start)
-            body = f.read(end - start + 1)
-        self.send_response(206)
-        self.send_header("Content-Type", self.guess_type(str(path)))
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """``folder`` over HTTP on 127.0.0.1 (a free port) for the block; its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def shoot_viewer(browser, job: Path, out: Path) -> list[Path]:
     page_path = job / "viewer.html"
     if not page_path.is_file():
         raise Skip(f"{page_path} not found (the PMTiles viewer; exported with the job once it exists)")
-    with serve(job) as base, open_page(browser, f"{base}/viewer.html", 1280, 800, offline=False) as (page, errors):
-        # The viewer's handle, where it has one: window.ufViewer.ready settles once tiles drew.
-        if page.evaluate("() => !!(window.ufViewer && window.ufViewer.ready)"):
-            page.evaluate("() => window.ufViewer.ready")
-        page.wait_for_load_state("networkidle")
-        page.wait_for_timeout(1000)
-        if errors:
-            raise Failed(f"{page_path}: script errors {errors}")
-        return [_save_png(page.screenshot(), out / "viewer_demo.png")]
+    try:  # the project's loopback server with byte ranges, which pmtiles.js needs
+        from urbanfabric.cli.serve import serve_in_background  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise Skip("urbanfabric.cli.serve (the loopback range server the viewer needs) is not in this "
+                   "checkout") from exc
+    from playwright.sync_api import Error as PlaywrightError
+
+    building_id, lon, lat = _popup_building(job)
+    server, base = serve_in_background(job)
+    try:
+        with open_page(browser, base.rstrip("/") + "/viewer.html", 1280, 900, offline=False) as (page, errors):
+            # window.ufViewer (outputs/viewer.py): state "ready" once the buildings are drawn.
+            try:
+                page.wait_for_function("() => window.ufViewer && window.ufViewer.state === 'ready'", timeout=90_000)
+            except PlaywrightError as exc:  # a timeout
+                state = page.evaluate("() => window.ufViewer ? window.ufViewer.state : 'no window.ufViewer'")
+                raise Failed(f"{page_path} did not get ready in 90 s (state: {state}; errors: {errors})") from exc
+            x, y = page.evaluate("""([lon, lat]) => { const m = ufViewer.map, p = m.project([lon, lat]);
+                                     const r = m.getContainer().getBoundingClientRect();
+                                     return [p.x + r.left, p.y + r.top]; }""", [lon, lat])
+            _clicked_popup(page, building_id, x, y, page.evaluate("ufViewer.popupSelector"), page_path)
+            page.wait_for_timeout(500)
+            if errors:
+                raise Failed(f"{page_path}: script errors {errors}")
+            return [_save_png(page.screenshot(), out / "viewer_demo.png")]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def shoot_report(browser, job: Path, out: Path) -> list[Path]:

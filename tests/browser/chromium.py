@@ -12,6 +12,7 @@ and every http(s) request fails), as a user's ``map.html`` opened without a netw
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,13 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 CHROMIUM_ENV = "URBANFABRIC_CHROMIUM"
-#: Flags for a container without a display or a GPU; the sandbox needs user namespaces that
-#: a root container usually lacks.
-CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars")
+#: Flags for a container without a display or a GPU: WebGL (the MapLibre viewer) through the
+#: SwiftShader software renderer; no sandbox, which needs user namespaces a root container lacks.
+CHROMIUM_ARGS = ("--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                 "--disable-dev-shm-usage", "--hide-scrollbars")
+#: Hosts a page may reach when it is not offline: this machine only (the local stack, a folder
+#: served on loopback); anything else, a basemap's tiles say, fails as it would offline.
+LOOPBACK = re.compile(r"^(?:file:|data:|blob:|about:|https?://(?:127\.0\.0\.1|localhost|\[::1\])[:/])")
 
 
 def chromium_path() -> str | None:
@@ -77,10 +82,15 @@ class Opened(NamedTuple):
 def open_page(browser: Browser, url: str, width: int = 1280, height: int = 800, offline: bool = True,
               timeout_s: float = 30) -> Iterator[Opened]:
     """``url`` loaded in a fresh context (no shared cookies or cache), closed on exit; uncaught
-    script errors are collected, so a test can assert that the page's script ran cleanly."""
+    script errors are collected, so a test can assert that the page's script ran cleanly.
+
+    ``offline``: no network at all (``navigator.onLine`` false); otherwise only loopback
+    (:data:`LOOPBACK`) answers, so a page shows the same thing on any machine."""
     context = browser.new_context(viewport={"width": width, "height": height}, offline=offline,
                                   device_scale_factor=1)
     context.set_default_timeout(timeout_s * 1000)
+    if not offline:
+        context.route(lambda u: not LOOPBACK.match(u), lambda route: route.abort("internetdisconnected"))
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
