@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "services" / "lib")]
 
 from tests.browser.chromium import launch, missing_reason, open_page
+from tests.browser.webmap_page import POPUP, building_to_click, screen_xy, wait_ready
 
 TARGETS = ("map", "prefect", "viewer", "report")
 
@@ -61,23 +62,16 @@ def _save_png(png: bytes, dest: Path) -> Path:
 
 
 def _popup_building(job: Path) -> tuple[str, float, float]:
-    """The building to click: with a height, ≥ 200 m², nearest the middle of the job's buildings
-    (deterministic, away from the page's corners and controls); its id and a lon/lat inside it."""
+    """The building to click (webmap_page.building_to_click) from the job's table."""
     import geopandas as gpd
 
     table = job / "buildings.parquet"
     if not table.is_file():
         raise Skip(f"{table} not found (the demo exports it beside map.html)")
-    b = gpd.read_parquet(table).to_crs(4326)
-    if b.empty:
-        raise Failed(f"{table} has no buildings: nothing to click")
-    area = b["footprint_area_m2"] if "footprint_area_m2" in b.columns else b.to_crs(b.estimate_utm_crs()).area
-    pick = b[(area >= 200) & b.get("height_m", area).notna()]
-    pick = pick if len(pick) else b
-    minx, miny, maxx, maxy = b.total_bounds
-    inside = pick.geometry.representative_point()
-    i = ((inside.x - (minx + maxx) / 2) ** 2 + (inside.y - (miny + maxy) / 2) ** 2).to_numpy().argmin()
-    return str(pick["building_id"].iloc[i]), float(inside.iloc[i].x), float(inside.iloc[i].y)
+    try:
+        return building_to_click(gpd.read_parquet(table))
+    except ValueError as exc:
+        raise Failed(f"{table}: {exc}") from exc
 
 
 def _clicked_popup(page, building_id: str, x: float, y: float, selector: str, where: Path) -> None:
@@ -103,12 +97,10 @@ def shoot_map(browser, job: Path, out: Path) -> list[Path]:
         raise Skip(f"{page_path} not found (made by the aggregate step; `urbanfabric open {job}` builds it)")
     building_id, lon, lat = _popup_building(job)
     with open_page(browser, page_path.resolve().as_uri(), 1280, 900, offline=True) as (page, errors):
-        page.wait_for_function("() => window.ufMap && window.ufBuildings")
+        wait_ready(page)
         page.locator("#uf-basemap-note").wait_for(state="visible", timeout=10_000)
-        x, y = page.evaluate("""([lat, lon]) => { const p = ufMap.latLngToContainerPoint([lat, lon]);
-                                 const r = ufMap.getContainer().getBoundingClientRect();
-                                 return [p.x + r.left, p.y + r.top]; }""", [lat, lon])
-        _clicked_popup(page, building_id, x, y, ".leaflet-popup-content", page_path)
+        x, y = screen_xy(page, lon, lat)
+        _clicked_popup(page, building_id, x, y, POPUP, page_path)
         page.wait_for_timeout(400)  # the popup's auto-pan animation
         # Leaflet keeps a popup inside the map, not clear of the page's own boxes: move the view
         # so the popup sits below the basemap note and left of the layer list and legend.

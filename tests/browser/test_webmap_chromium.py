@@ -15,6 +15,7 @@ from shapely.geometry import Point, Polygon, box
 from urbanfabric.outputs import webmap
 
 from tests.browser.chromium import launch, missing_reason, open_page
+from tests.browser.webmap_page import POPUP, click_building, screen_xy, wait_ready
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
 
@@ -81,31 +82,14 @@ def browser():
 @pytest.fixture
 def opened(browser, map_url):
     with open_page(browser, map_url) as o:
-        o.page.wait_for_function("() => window.ufMap && window.ufBuildings")
+        wait_ready(o.page)
         yield o
 
 
-def _screen_xy(page, lon: float, lat: float) -> tuple[float, float]:
-    """The viewport pixel where (lon, lat) is drawn."""
-    x, y = page.evaluate(
-        """([lat, lon]) => { const p = ufMap.latLngToContainerPoint([lat, lon]);
-                             const r = ufMap.getContainer().getBoundingClientRect();
-                             return [p.x + r.left, p.y + r.top]; }""", [lat, lon])
-    return float(x), float(y)
-
-
 def _click_building(page, i: int) -> str:
-    """Click inside building ``i``; the text of the popup that opens (an open one is closed
-    first with its × button, since it may cover the building)."""
-    close = page.locator(".leaflet-popup-close-button")
-    if close.count():
-        close.click()
-        page.locator(".leaflet-popup").wait_for(state="detached", timeout=5000)
+    """Click inside building ``i``; the text of the popup that opens."""
     pt = INSIDE.iloc[i]
-    page.mouse.click(*_screen_xy(page, pt.x, pt.y))
-    popup = page.locator(".leaflet-popup-content")
-    popup.wait_for(state="visible", timeout=5000)
-    return popup.inner_text()
+    return click_building(page, pt.x, pt.y)
 
 
 def test_buildings_layer_holds_every_building_and_is_listed(opened) -> None:
@@ -146,9 +130,9 @@ def test_click_between_buildings_opens_nothing(opened) -> None:
     gap = Point(X0 + 60, Y0 + 45)
     assert not TABLE.geometry.buffer(5).contains(gap).any()
     gap = gpd.GeoSeries([gap], crs=TABLE.crs).to_crs(4326)[0]
-    page.mouse.click(*_screen_xy(page, gap.x, gap.y))
+    page.mouse.click(*screen_xy(page, gap.x, gap.y))
     page.wait_for_timeout(300)
-    assert page.locator(".leaflet-popup-content").count() == 0
+    assert page.locator(POPUP).count() == 0
 
 
 def test_hiding_the_buildings_layer_stops_popups(opened) -> None:
@@ -156,9 +140,9 @@ def test_hiding_the_buildings_layer_stops_popups(opened) -> None:
     page.locator(".leaflet-control-layers-overlays label", has_text="buildings").first.locator("input").uncheck()
     assert page.evaluate("ufMap.hasLayer(ufBuildings)") is False
     pt = INSIDE.iloc[1]
-    page.mouse.click(*_screen_xy(page, pt.x, pt.y))
+    page.mouse.click(*screen_xy(page, pt.x, pt.y))
     page.wait_for_timeout(300)
-    assert page.locator(".leaflet-popup-content").count() == 0
+    assert page.locator(POPUP).count() == 0
 
 
 def test_colouring_switch_recolours_and_relabels(opened) -> None:
