@@ -37,6 +37,8 @@ from tests.browser.chromium import launch, missing_reason, open_page
 from tests.browser.webmap_page import POPUP, building_to_click, screen_xy, wait_ready
 
 TARGETS = ("map", "prefect", "viewer", "report")
+#: How long a click may take to open its popup (a busy machine draws slowly).
+POPUP_TIMEOUT_MS = 10_000
 
 
 class Skip(Exception):
@@ -81,7 +83,7 @@ def _clicked_popup(page, building_id: str, x: float, y: float, selector: str, wh
     page.mouse.click(x, y)
     popup = page.locator(selector).first
     try:
-        popup.wait_for(state="visible", timeout=10_000)
+        popup.wait_for(state="visible", timeout=POPUP_TIMEOUT_MS)
     except PlaywrightError as exc:  # a timeout
         raise Failed(f"clicking building {building_id} in {where} opened no popup") from exc
     if building_id not in popup.inner_text():

@@ -38,8 +38,9 @@ def test_map_taken_with_popup_and_missing_pages_skipped(tmp_path, monkeypatch, c
 
 
 @pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
-def test_a_map_whose_popup_never_opens_fails_by_name(tmp_path, capsys) -> None:
+def test_a_map_whose_popup_never_opens_fails_by_name(tmp_path, monkeypatch, capsys) -> None:
     """A table whose buildings.parquet does not match its map: the click finds no building."""
+    monkeypatch.setattr(screenshots, "POPUP_TIMEOUT_MS", 1500)
     from tests.browser.test_webmap_chromium import TABLE
 
     job = tmp_path / "job"
