@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: all install system-deps protos lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo screenshots up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -79,6 +79,11 @@ test-deploy: install protos system-deps
 
 demo: install protos
 	$(BIN)/urbanfabric demo
+
+# The README's screenshots (docs/img/) from a fresh demo job and the stack it ran on, kept up for
+# the Prefect pages, then stopped (docs/development.md, "Browser tests and screenshots").
+screenshots: install protos system-deps
+	KEEP=1 $(BIN)/urbanfabric demo && $(BIN)/python docs/screenshots.py; rc=$$?; $(BIN)/urbanfabric stack down; exit $$rc
 
 up: install protos
 	$(BIN)/urbanfabric stack up

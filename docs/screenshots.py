@@ -13,8 +13,7 @@ are still taken:
 
 From a fresh demo job, with the stack kept up for the Prefect pages (docs/development.md):
 
-  flock /tmp/uf-e2e.lock nice -n 10 bash -c \\
-    'KEEP=1 make demo && PYTHONPATH=.:services/lib .venv/bin/python docs/screenshots.py; make down'
+  make screenshots   # KEEP=1 make demo, then this script, then make down
 
 Exit status: 0 when every target was taken or skipped for a missing page, 1 when a page was
 there but did not show what the screenshot is for (the message says what).
