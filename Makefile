@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: train-gpu all install system-deps protos docs-schema lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: train-gpu all install system-deps protos docs-schema lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo screenshots up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -20,17 +20,25 @@ $(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 
 install: $(STAMP)
 
-# System packages the tests use: nginx runs the chart's model gateway (tests/deploy), which
-# skips with a reason where it cannot be installed (no apt-get, not root and no sudo).
-system-deps:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+# System packages the tests use, from apt without recommends: nginx runs the chart's model
+# gateway (tests/deploy), Chromium the browser tests (tests/browser) and docs/screenshots.py.
+# Each is skipped with a warning where apt-get cannot run (no apt-get, not root and no sudo),
+# and the tests that need it skip with the reason.
+# $(call apt_install,COMMAND,PACKAGE,WHAT SKIPS WITHOUT IT)
+define apt_install
+	@command -v $(1) >/dev/null || test -x /usr/sbin/$(1) || { \
 	  apt="apt-get"; [ "$$(id -u)" = 0 ] || apt="sudo -n apt-get"; \
 	  if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 || \
-	    { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q --no-install-recommends nginx-light >/dev/null 2>&1; } || \
-	    echo "warning: could not install nginx-light; the model-gateway test will skip"; \
-	  else echo "warning: nginx is missing and apt-get cannot run here; the model-gateway test will skip"; fi; }
+	    $$apt install -y -q --no-install-recommends $(2) >/dev/null 2>&1 || \
+	    { $$apt update -q >/dev/null 2>&1 && $$apt install -y -q --no-install-recommends $(2) >/dev/null 2>&1; } || \
+	    echo "warning: could not install $(2); $(3) will skip"; \
+	  else echo "warning: $(1) is missing and apt-get cannot run here; $(3) will skip"; fi; }
+endef
+
+system-deps:
+	$(call apt_install,nginx,nginx-light,the model-gateway test)
+	$(call apt_install,chromium,chromium,the browser tests)
 
 # Python stubs are generated, never edited or committed.
 $(GEN)/.stamp: $(PROTOS) $(STAMP)
@@ -76,6 +84,11 @@ test-deploy: install protos system-deps
 
 demo: install protos
 	$(BIN)/urbanfabric demo
+
+# The README's screenshots (docs/img/) from a fresh demo job and the stack it ran on, kept up for
+# the Prefect pages, then stopped (docs/development.md, "Browser tests and screenshots").
+screenshots: install protos system-deps
+	KEEP=1 $(BIN)/urbanfabric demo && $(BIN)/python docs/screenshots.py; rc=$$?; $(BIN)/urbanfabric stack down; exit $$rc
 
 up: install protos
 	$(BIN)/urbanfabric stack up

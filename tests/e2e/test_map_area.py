@@ -31,6 +31,10 @@ from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.outputs.schema import schema_problems
 from urbanfabric.v1 import tasks_pb2
 
+from tests.browser.chromium import launch, open_page
+from tests.browser.chromium import missing_reason as browser_missing
+from tests.browser.webmap_page import building_to_click, click_building, wait_ready
+
 pytestmark = pytest.mark.e2e
 
 #: One zoom-16 tile of the Xiamen sample (≈600 m × 550 m).
@@ -170,6 +174,26 @@ def test_the_sample_job_has_a_report_page_and_exports_everything(stack, sample_j
         assert all(Path(a.get_absolute_href()).is_file() for a in item.assets.values())
     doc = _job_doc(store, sample_job)
     assert len(gpd.read_file(out / "buildings.gpkg")) == doc["summary"]["buildings"]
+
+
+@pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+def test_the_jobs_map_html_opens_offline_and_a_click_shows_that_buildings_popup(stack, sample_job, tmp_path):
+    """The job's own map.html in headless Chromium, offline: every building of the table is on
+    the buildings layer, and a click on one opens its popup (tests/browser checks the page in
+    detail on a small table)."""
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    page_path = tmp_path / "map.html"
+    page_path.write_bytes(store.get_bytes(f"{layout.outputs}/map.html"))
+    table = gpd.read_parquet(io.BytesIO(store.get_bytes(layout.buildings)))
+    building_id, lon, lat = building_to_click(table)
+    with launch() as browser, open_page(browser, page_path.as_uri()) as (page, errors):
+        wait_ready(page)
+        assert page.evaluate("ufBuildings.getLayers().length") == len(table) > 50
+        popup = click_building(page, lon, lat)
+    assert popup.split()[:2] == ["building", building_id]
+    assert "height" in popup and "material stock" in popup
+    assert errors == []
 
 
 def test_no_building_is_cut_at_a_tile_border(stack, sample_job):
