@@ -34,7 +34,8 @@ urbanfabric.io/profile: {{ $root.Values.profile }}
 {{/*
 Image reference of a project image. Call with (list $ "acquisition"). An images.<name> value
 that already names a tag or digest (skaffold sets repository:tag@digest) is used as it is;
-otherwise image.registry and image.tag (default: appVersion) complete it.
+otherwise image.registry and image.tag (default: appVersion) complete it, and
+image.digests.<name> (written by the release workflow) pins it: repository:tag@sha256:….
 */}}
 {{- define "urbanfabric.image" -}}
 {{- $root := index . 0 -}}
@@ -48,8 +49,11 @@ otherwise image.registry and image.tag (default: appVersion) complete it.
 {{- if $root.Values.image.registry -}}
 {{- $ref = printf "%s/%s" (trimSuffix "/" $root.Values.image.registry) $repo -}}
 {{- end -}}
+{{- $digest := index ($root.Values.image.digests | default dict) (index . 1) | default "" -}}
 {{- if hasPrefix "sha256:" $tag -}}
 {{- printf "%s@%s" $ref $tag -}}
+{{- else if $digest -}}
+{{- printf "%s:%s@%s" $ref $tag $digest -}}
 {{- else -}}
 {{- printf "%s:%s" $ref $tag -}}
 {{- end -}}
