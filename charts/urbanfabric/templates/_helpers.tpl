@@ -171,3 +171,29 @@ topologySpreadConstraints:
 {{- printf "%s.%s.svc.%s" $name $root.Release.Namespace $root.Values.modelServing.clusterDomain -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Endpoints of the prerequisites: the bundled one inside the release when bundle.<name>.enabled
+(templates/bundle/), else the external endpoint the values name.
+*/}}
+{{- define "urbanfabric.kafkaBootstrap" -}}
+{{- if .Values.bundle.kafka.enabled -}}
+{{- printf "%s.%s.svc.%s:9092" (include "urbanfabric.name" (list . "kafka")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.kafka.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+{{- define "urbanfabric.s3Endpoint" -}}
+{{- if .Values.bundle.minio.enabled -}}
+{{- printf "%s.%s.svc.%s:9000" (include "urbanfabric.name" (list . "minio")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.objectStore.endpoint -}}
+{{- end -}}
+{{- end -}}
+{{- define "urbanfabric.prefectApiUrl" -}}
+{{- if .Values.bundle.prefect.enabled -}}
+{{- printf "http://%s.%s.svc.%s:4200/api" (include "urbanfabric.name" (list . "prefect")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.prefect.apiUrl -}}
+{{- end -}}
+{{- end -}}

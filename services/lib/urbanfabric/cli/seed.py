@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load()
         store = ObjectStore(settings)
+        store.ensure_bucket()  # a fresh object store (the chart's bundled MinIO) has none yet
         if args.models:
             registry = load_registry()
             stale = stale_local_weights(registry)
