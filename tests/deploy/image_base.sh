@@ -17,6 +17,7 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 # This machine's own extra CAs (a TLS-inspecting egress proxy, where there is one): the
 # Dockerfile's apt-get installs ca-certificates, which then trusts them, so pip reaches PyPI.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root"/usr/local/share/ca-certificates
   cp /usr/local/share/ca-certificates/*.crt "$root"/usr/local/share/ca-certificates/
 fi
 ctr=$(buildah "${STORAGE[@]}" from scratch)

@@ -79,7 +79,10 @@ def test_inference_services_point_at_versioned_model_storage(rendered: dict, pro
         assert predictor["serviceAccountName"] == f"{ds.RELEASE}-models"
         assert model["runtime"] == f"{ds.RELEASE}-modelserver"
         assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
-        assert predictor["scaleMetric"] and predictor["scaleTarget"] > 0
+        if "autoScaling" in predictor:  # RawDeployment on concurrency: KEDA (test_release.py)
+            assert doc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+        else:
+            assert predictor["scaleMetric"] and predictor["scaleTarget"] > 0
     (sa,) = [d for d in ds.of_kind(rendered[profile], "ServiceAccount") if d["metadata"]["name"].endswith("-models")]
     assert sa["secrets"] == [{"name": "urbanfabric-s3"}]
 
