@@ -282,33 +282,43 @@ def test_bundle_seed_and_test_pod_validate_and_are_hardened(helm: Any, extra: di
 
 
 # -- docs/deploy.md against the chart -------------------------------------------------------------------
-def _value_paths(node: Any, prefix: str = "") -> set[str]:
-    out = {prefix} if prefix else set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            out |= _value_paths(value, f"{prefix}.{key}" if prefix else str(key))
-    return out
+SCHEMA = __import__("json").loads((ds.CHART / "values.schema.json").read_text())
 
 
-def _matches(path: str, known: set[str]) -> bool:
-    """Whether a documented path exists: ``<key>``/``<name>``/``*`` stand for any key,
-    ``{a,b}`` for each of a and b."""
+def _children(node: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Schemas of ``node``'s child ``key`` (``<…>`` or ``*``: any child) in values.schema.json."""
+    props = node.get("properties", {})
+    patterns = node.get("patternProperties", {})
+    extra = node.get("additionalProperties")
+    if re.fullmatch(r"<[^>]+>|\*", key):
+        found = list(props.values()) + list(patterns.values())
+        return found + ([extra] if isinstance(extra, dict) else [])
+    if key in props:
+        return [props[key]]
+    found = [v for p, v in patterns.items() if re.search(p, key)]
+    return found or ([extra] if isinstance(extra, dict) else [])
+
+
+def documented_path_exists(path: str) -> bool:
+    """Whether a value path is in the chart's schema (which rejects unknown keys): ``<key>``,
+    ``<name>`` or ``*`` for any key, ``{a,b}`` for each of a and b."""
     alt = re.search(r"\{([^}]*)\}", path)
     if alt:
-        return all(_matches(path[:alt.start()] + a + path[alt.end():], known) for a in alt.group(1).split(","))
-    pattern = "^" + r"\.".join("[^.]+" if re.fullmatch(r"<[^>]+>|\*", p) else re.escape(p)
-                               for p in path.split(".")) + "$"
-    return any(re.match(pattern, k) for k in known)
+        return all(documented_path_exists(path[:alt.start()] + a + path[alt.end():]) for a in alt.group(1).split(","))
+    nodes = [SCHEMA]
+    for part in path.split("."):
+        nodes = [c for n in nodes for c in _children(n, part)]
+    return bool(nodes)
 
 
 def documented_value_paths() -> set[str]:
-    """Chart value paths docs/deploy.md names: `--set a.b=…` in `helm install … charts/urbanfabric`
-    or `helm upgrade` commands, and backticked `a.b.c` whose first part is a top-level value."""
+    """Chart value paths docs/deploy.md names: `--set a.b=…` in `helm install`/`upgrade` commands
+    of this chart, and backticked `a.b.c` whose first part is a top-level value."""
     text = (ds.ROOT / "docs" / "deploy.md").read_text()
     top = set(VALUES)
     paths = set()
     for command in re.findall(r"helm (?:install|upgrade)[^\n]*(?:\\\n[^\n]*)*", text):
-        if "charts/urbanfabric" not in command and "oci://" not in command and "…" not in command:
+        if not re.search(r"charts/urbanfabric|oci://\S*/urbanfabric|helm (?:install|upgrade) …", command):
             continue  # another chart's values (MinIO's, Prefect's)
         for assignment in re.findall(r"--set(?:-string)? '?([^ '`]+)", command):
             paths |= {a.split("=")[0] for a in assignment.split(",")}
@@ -319,12 +329,14 @@ def documented_value_paths() -> set[str]:
 
 
 def test_every_value_docs_deploy_names_exists() -> None:
-    known = _value_paths(VALUES)
     documented = documented_value_paths()
-    assert len(documented) > 20, sorted(documented)  # the scan finds them
-    missing = sorted(p for p in documented if not _matches(p, known))
+    assert len(documented) > 30 and "bundle.prefect.image" in documented, sorted(documented)  # the scan finds them
+    missing = sorted(p for p in documented if not documented_path_exists(p))
     assert not missing, f"docs/deploy.md names values the chart lacks: {missing}"
-    assert not _matches("bundle.prefect.imageTag", known)  # the check is not vacuous
+    # Not vacuous: a misspelt path, and Prefect's own chart setting, are not the chart's.
+    assert not documented_path_exists("bundle.prefect.imageTag")
+    assert not documented_path_exists("server.image.prefectTag")
+    assert "server.image.prefectTag" not in documented  # another chart's --set is not collected
 
 
 # -- model pods scale on a GPU-relevant signal ---------------------------------------------------------
