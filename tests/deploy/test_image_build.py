@@ -101,7 +101,7 @@ def test_service_image_builds_and_serves(builder: None, container: Any) -> None:
                     time.sleep(1)
         assert status == health_pb2.HealthCheckResponse.SERVING, proc.stdout.read() if proc.poll() is not None else ""
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as reply:
-            assert reply.status == 200 and b"grpc" in reply.read()
+            assert reply.status == 200 and b"urbanfabric_rpc_seconds" in reply.read()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
