@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -51,7 +52,7 @@ def read_digests(folder: Path, images: list[str]) -> dict[str, str]:
     return digests
 
 
-def _replace_one(text: str, pattern: str, replacement: str, what: str) -> str:
+def _replace_one(text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str], what: str) -> str:
     new, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
     if count != 1:
         raise PinError(f"{what} not found")
@@ -66,7 +67,7 @@ def pin_values(text: str, registry: str, version: str, digests: dict[str, str]) 
     text = _replace_one(text, r"^(image:\n(?:(?:  .*|\s*#.*)\n)*?  tag: )\"[^\"]*\"",
                         rf'\g<1>"{version}"', "values.yaml: image.tag")
     return _replace_one(text, r"^(image:\n(?:(?:  .*|\s*#.*)\n)*?  digests:) \{\}",
-                        lambda m: m.group(1) + block, "values.yaml: image.digests: {}")  # type: ignore[arg-type]
+                        lambda m: m.group(1) + block, "values.yaml: image.digests: {}")
 
 
 def pin_chart_yaml(text: str, version: str) -> str:
