@@ -335,8 +335,21 @@ def test_every_value_docs_deploy_names_exists() -> None:
     assert not missing, f"docs/deploy.md names values the chart lacks: {missing}"
     # Not vacuous: a misspelt path, and Prefect's own chart setting, are not the chart's.
     assert not documented_path_exists("bundle.prefect.imageTag")
-    assert not documented_path_exists("server.image.prefectTag")
-    assert "server.image.prefectTag" not in documented  # another chart's --set is not collected
+    assert not documented_path_exists("global.prefect.image.prefectTag")
+    assert "global.prefect.image.prefectTag" not in documented  # another chart's --set is not collected
+
+
+def test_the_model_defaults_docs_deploy_lists_are_the_job_specs_and_served() -> None:
+    from urbanfabric.job_spec import JobSpec
+
+    text = (ds.ROOT / "docs" / "deploy.md").read_text()
+    line = re.search(r"models: defaults \((.*?);", text, re.DOTALL).group(1)
+    documented = set(re.findall(r"`([a-z-]+:v[0-9][\w.-]*)`", line))
+    spec = JobSpec(area=(118.0, 24.0, 118.001, 24.001), imagery="sample:xiamen-z18")
+    defaults = {spec.segmentation.model, *spec.models.model_dump().values()}
+    assert documented == defaults
+    served = {f"{i['model']}:{i['version']}" for i in VALUES["inferenceServices"].values() if i["enabled"]}
+    assert served <= defaults  # the chart serves the defaults' neural models
 
 
 # -- model pods scale on a GPU-relevant signal ---------------------------------------------------------
