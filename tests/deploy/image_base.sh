@@ -11,7 +11,8 @@ if buildah "${STORAGE[@]}" inspect --type image "$BASE" >/dev/null 2>&1; then
   echo "$BASE is there"; exit 0
 fi
 root=$(mktemp -d /tmp/uf-base.XXXXXX)
-trap 'rm -rf "$root"' EXIT
+ctr=""
+trap 'rm -rf "$root"; [ -z "$ctr" ] || buildah "${STORAGE[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
 debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 # This machine's own extra CAs (a TLS-inspecting egress proxy, where there is one): the
@@ -26,4 +27,5 @@ cp -a "$root"/. "$mnt"/
 buildah "${STORAGE[@]}" umount "$ctr" >/dev/null
 buildah "${STORAGE[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash "$ctr"
 buildah "${STORAGE[@]}" commit --rm "$ctr" "$BASE" >/dev/null
+ctr=""
 echo "$BASE built"
