@@ -1,14 +1,17 @@
 # syntax=docker/dockerfile:1
 # Every project image from one recipe: the gRPC services (acquisition, calibration,
 # segmentation, materials, attributes, intensity), the Kafka workers (also the chart's topics
-# Job), the Prefect flow runner (flows) and the KServe predictor (modelserver). Build from the
-# repository root; skaffold.yaml builds all nine:
+# Job), the Prefect flow runner (flows), the KServe predictor (modelserver) and the install-time
+# seed Job (seed: the served model weights, from a second build context). Build from the
+# repository root; skaffold.yaml and .github/workflows/release.yml build all ten:
 #   docker build --build-arg SERVICE=segmentation -t urbanfabric-segmentation .
 # SERVICE picks the pyproject.toml extra the image installs, the ports it exposes and what it
 # runs (services/entrypoint.py). The GPU model server (PyPI's torch bundles CUDA 13: NVIDIA
 # driver >= 580 on the nodes; weights come from storageUri, never from the image):
 #   docker build --build-arg SERVICE=modelserver --build-arg BASE_IMAGE=nvidia/cuda:13.0.0-base-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://pypi.org/simple -t urbanfabric-modelserver .
+# The seed image carries the weights that .dockerignore keeps out of every other image:
+#   docker build --build-arg SERVICE=seed --build-context weights=models -t urbanfabric-seed .
 
 # Required: the name of a svc-* stage below.
 ARG SERVICE
@@ -104,6 +107,16 @@ EXPOSE 8080
 FROM runtime AS svc-modelserver
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 EXPOSE 8080 8081
+
+# Weights of the seed image: the build context named `weights` (the repository's models/ tree,
+# --build-context weights=models) replaces this empty stage; without it the seed image has none
+# and its Job refuses to publish (urbanfabric.io.model_registry.stale_local_weights).
+FROM scratch AS weights
+
+FROM runtime AS svc-seed
+# A one-shot post-install Job (python -m urbanfabric.cli.seed), not a server: no port, no check.
+COPY --from=weights / /app/models/
+HEALTHCHECK NONE
 
 FROM svc-${SERVICE}
 ARG SERVICE

@@ -8,7 +8,7 @@ GEN := services/lib/urbanfabric/v1
 PROTOS := $(wildcard protos/urbanfabric/v1/*.proto)
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
-.PHONY: train-gpu all install system-deps protos docs-schema lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy demo screenshots up down status bench clean train-segmentation train-roof train-height intensity-table
+.PHONY: train-gpu all install system-deps protos docs-schema lint lint-protos lint-imports typecheck test test-unit test-integration test-e2e test-deploy image-base test-image demo screenshots up down status bench clean train-segmentation train-roof train-height intensity-table
 
 all: install protos
 
@@ -81,6 +81,14 @@ test-e2e: install protos
 
 test-deploy: install protos system-deps
 	$(BIN)/python -m pytest -q tests/deploy
+
+# Build images with the one Dockerfile and start them, without a daemon (buildah, Debian's
+# package; root). Minutes: not part of `make test`. tests/deploy/test_image_build.py says why.
+image-base:
+	tests/deploy/image_base.sh
+
+test-image: install protos image-base
+	URBANFABRIC_IMAGE_BUILD=1 OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m pytest -q tests/deploy/test_image_build.py
 
 demo: install protos
 	$(BIN)/urbanfabric demo

@@ -62,13 +62,12 @@ from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exi
 from urbanfabric.footprints.ownership import tile_seam_defects
 from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
+from urbanfabric.imagery.samples import SAMPLE_SOURCES
 from urbanfabric.imagery.settlement import SettlementMask, filter_settled
 from urbanfabric.io.stac import read_catalog
 from urbanfabric.io.object_store import ObjectStore, gdal_env
 from urbanfabric.v1 import acquisition_pb2, common_pb2, tasks_pb2
 
-#: Sample imagery sources: name → (folder under ../shared/data, zoom).
-SAMPLE_SOURCES = {"xiamen-z18": ("footprints/xiamen-z18/tiles", 18)}
 
 
 def landcover_filter_spec(store: ObjectStore, job_id: str, options: LandCoverOptions) -> common_pb2.LandCoverFilter | None:

@@ -34,9 +34,12 @@ COMMANDS: dict[str, tuple[list[str], list[str]]] = {
     "workers": (["python", "-m"], ["services.workers.tile_worker", "--host", "0.0.0.0", "--health-port", "9090"]),
     "flows": (["python", "-m", "flows.serve"], []),
     "modelserver": (["python", "-m", "services.modelserver"], ["--host", "0.0.0.0", "--http-port", "8080", "--grpc-port", "8081", "--model-dir", "/mnt/models"]),
+    # One-shot: served models and sample imagery into the object store (the chart's seed Job).
+    "seed": (["python", "-m", "urbanfabric.cli.seed"], []),
 }
 
-#: URBANFABRIC_SERVICE -> (protocol, port, gRPC service name or HTTP path) of its health check.
+#: URBANFABRIC_SERVICE -> (protocol, port, gRPC service name or HTTP path) of its health check
+#: (every image but the one-shot seed, whose Dockerfile stage says HEALTHCHECK NONE).
 HEALTH: dict[str, tuple[str, int, str]] = {
     "acquisition": ("grpc", 50051, "urbanfabric.v1.AcquisitionService"),
     "calibration": ("grpc", 50052, "urbanfabric.v1.CalibrationService"),

@@ -88,10 +88,18 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(owner document, pod spec) of every workload the chart renders directly."""
+    """(owner document, pod spec) of every workload the chart renders directly (the helm test
+    hook's bare Pod included)."""
     for doc in docs:
         if doc["kind"] in ("Deployment", "Job"):
             yield doc, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            yield doc, doc["spec"]
+
+
+def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    """Labels of the pods a workload document runs."""
+    return doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
 
 
 def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

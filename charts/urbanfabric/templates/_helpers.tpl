@@ -34,7 +34,8 @@ urbanfabric.io/profile: {{ $root.Values.profile }}
 {{/*
 Image reference of a project image. Call with (list $ "acquisition"). An images.<name> value
 that already names a tag or digest (skaffold sets repository:tag@digest) is used as it is;
-otherwise image.registry and image.tag (default: appVersion) complete it.
+otherwise image.registry and image.tag (default: appVersion) complete it, and
+image.digests.<name> (written by the release workflow) pins it: repository:tag@sha256:….
 */}}
 {{- define "urbanfabric.image" -}}
 {{- $root := index . 0 -}}
@@ -48,8 +49,11 @@ otherwise image.registry and image.tag (default: appVersion) complete it.
 {{- if $root.Values.image.registry -}}
 {{- $ref = printf "%s/%s" (trimSuffix "/" $root.Values.image.registry) $repo -}}
 {{- end -}}
+{{- $digest := index ($root.Values.image.digests | default dict) (index . 1) | default "" -}}
 {{- if hasPrefix "sha256:" $tag -}}
 {{- printf "%s@%s" $ref $tag -}}
+{{- else if $digest -}}
+{{- printf "%s:%s@%s" $ref $tag $digest -}}
 {{- else -}}
 {{- printf "%s:%s" $ref $tag -}}
 {{- end -}}
@@ -165,5 +169,31 @@ topologySpreadConstraints:
 {{- printf "%s-predictor.%s.svc.%s" $name $root.Release.Namespace $root.Values.modelServing.clusterDomain -}}
 {{- else -}}
 {{- printf "%s.%s.svc.%s" $name $root.Release.Namespace $root.Values.modelServing.clusterDomain -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Endpoints of the prerequisites: the bundled one inside the release when bundle.<name>.enabled
+(templates/bundle/), else the external endpoint the values name.
+*/}}
+{{- define "urbanfabric.kafkaBootstrap" -}}
+{{- if .Values.bundle.kafka.enabled -}}
+{{- printf "%s.%s.svc.%s:9092" (include "urbanfabric.name" (list . "kafka")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.kafka.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+{{- define "urbanfabric.s3Endpoint" -}}
+{{- if .Values.bundle.minio.enabled -}}
+{{- printf "%s.%s.svc.%s:9000" (include "urbanfabric.name" (list . "minio")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.objectStore.endpoint -}}
+{{- end -}}
+{{- end -}}
+{{- define "urbanfabric.prefectApiUrl" -}}
+{{- if .Values.bundle.prefect.enabled -}}
+{{- printf "http://%s.%s.svc.%s:4200/api" (include "urbanfabric.name" (list . "prefect")) .Release.Namespace .Values.modelServing.clusterDomain -}}
+{{- else -}}
+{{- .Values.prefect.apiUrl -}}
 {{- end -}}
 {{- end -}}

@@ -160,3 +160,24 @@ def test_unpublished_names_missing_and_stale_versions_and_the_cli_exits_1(tmp_pa
     assert cli.main(["models", "publish"]) == 0
     assert "roof-shape:v3" in capsys.readouterr().out
     assert cli.main(["models", "check"]) == 0
+
+
+def test_stale_local_weights_names_versions_without_their_weights(tmp_path) -> None:
+    import shutil
+
+    from urbanfabric.io.model_registry import REGISTRY_PATH, load_registry, stale_local_weights
+
+    registry = load_registry()
+    root = REGISTRY_PATH.parent.parent
+    assert stale_local_weights(registry, root) == []
+    # The same tree without *.pt files (what .dockerignore gives a service image).
+    for m in registry.served:
+        for ref in (m.ref, m.weights_from):
+            if ref:
+                src = root / registry.get(ref).path
+                shutil.copytree(src, tmp_path / registry.get(ref).path, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("*.pt"))
+    stale = stale_local_weights(registry, tmp_path)
+    with_pt = [m.ref for m in registry.served
+               if list((root / registry.get(m.weights_from or m.ref).path).glob("*.pt"))]
+    assert with_pt and stale == with_pt

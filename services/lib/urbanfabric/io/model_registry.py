@@ -215,3 +215,20 @@ def _store_folder(m: ModelVersion, prefix: str) -> str:
 def _published(store: ObjectStore, m: ModelVersion, prefix: str) -> bool:
     marker = f"{_store_folder(m, prefix)}/{DIGEST_MARKER}"
     return store.exists(marker) and store.get_bytes(marker).decode().strip() == (m.sha256 or "")
+
+
+def stale_local_weights(registry: Registry | None = None, root: Path | str = MODELS_DIR.parent) -> list[str]:
+    """The served versions whose weights in the local ``models/`` tree are missing or differ
+    from the registry's digest, as ``name:version``.
+
+    :func:`publish_served` writes the registry's digest as each folder's marker, so it must only
+    run where this is empty: a tree without weights (a service image) would otherwise publish
+    folders that look complete.
+    """
+    registry = registry or load_registry()
+    stale = []
+    for m in registry.served:
+        source = registry.get(m.weights_from) if m.weights_from else m
+        if weights_digest(Path(root) / source.path) != m.sha256:
+            stale.append(m.ref)
+    return stale
