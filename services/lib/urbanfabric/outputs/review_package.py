@@ -266,3 +266,13 @@ def publish_package(store: ObjectStore, job_id: str, attribute: str, folder: Pat
         store.put_file(key, path)
         keys.append(key)
     return keys
+
+
+def review_job(store: ObjectStore, job_id: str, attribute: ReviewAttribute, n: int, folder: Path,
+               config: Callable[[str, str], dict]) -> tuple[ReviewSelection, list[Path], list[str]]:
+    """The whole step for a job in the store: choose, cut chips from its ARD tiles, write the
+    package into ``folder`` and upload it (:func:`review_prefix`)."""
+    selection = select_for_review(store_parts(store, job_id), attribute, n, config)
+    chips = review_chips(selection, store_ard(store, job_id))
+    files = write_package(folder, selection, job_id, chips)
+    return selection, files, publish_package(store, job_id, attribute.name, folder, files)
