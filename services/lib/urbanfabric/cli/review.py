@@ -16,7 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from urbanfabric.outputs.review import ATTRIBUTES
+
+if TYPE_CHECKING:
+    from urbanfabric.io.object_store import ObjectStore
+    from urbanfabric.outputs.review_package import TableParts
 
 
 def add_review_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +46,7 @@ def add_corrections_arguments(parser: argparse.ArgumentParser) -> None:
                                      "(default: beside the file)")
 
 
-def _job_parts(job: str):  # type: ignore[no-untyped-def]
+def _job_parts(job: str) -> tuple[TableParts, ObjectStore | None, str]:
     """The job's table reader and, for a job in the store, the store."""
     from urbanfabric.outputs.review_package import folder_parts, store_parts
 
@@ -66,7 +72,7 @@ def run_review(args: argparse.Namespace) -> int:
         folder = Path(args.out or Path("out") / job_id / "review" / attribute.name)
         if store is None:
             selection = select_for_review(parts, attribute, args.n, model_config)
-            files, keys = write_package(folder, selection, job_id), []
+            files, keys = write_package(folder, selection, job_id), list[str]()
         else:
             selection, files, keys = review_job(store, job_id, attribute, args.n, folder, model_config)
     except (InvalidInput, NotFound) as exc:

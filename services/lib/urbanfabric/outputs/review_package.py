@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -88,7 +89,8 @@ def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
     picks = spread_pick(metric.x.to_numpy(), metric.y.to_numpy(), table["uncertainty"].to_numpy(), n)
     chosen = table.iloc[picks].reset_index(drop=True)
     order = {b: i for i, b in enumerate(chosen["building_id"])}
-    rows, tiles = [], {}
+    rows: list[pd.DataFrame] = []
+    tiles: dict[str, str] = {}
     for part in parts():
         keep = part[part["building_id"].astype(str).isin(order)]
         if len(keep):
@@ -120,7 +122,7 @@ def review_chips(selection: ReviewSelection, load: Callable[[str], Raster]) -> d
     frame = selection.buildings
     for tile, ids in sorted(by_tile.items()):
         group = frame[frame["building_id"].isin(ids)][["building_id", "geometry"]]
-        chips, reasons = chips_from_rasters(group, [(tile, lambda t=tile: load(t))], CHIP_SIZE)
+        chips, reasons = chips_from_rasters(group, [(tile, partial(load, tile))], CHIP_SIZE)
         for building, chip, reason in zip(group["building_id"], chips, reasons):
             if reason:
                 continue
