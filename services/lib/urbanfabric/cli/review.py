@@ -60,6 +60,17 @@ def _job_parts(job: str) -> tuple[TableParts, ObjectStore | None, str]:
     return store_parts(store, job), store, job
 
 
+def _failure(command: str, exc: Exception) -> int:
+    """One line, no traceback, for an error the core raised on purpose; the exit status."""
+    from urbanfabric.errors import Unavailable
+
+    if isinstance(exc, Unavailable):
+        print(f"urbanfabric {command}: {exc}; is the stack up (urbanfabric stack status)?", file=sys.stderr)
+        return 1
+    print(f"urbanfabric {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def run_review(args: argparse.Namespace) -> int:
     from urbanfabric.errors import InvalidInput, NotFound, Unavailable
     from urbanfabric.io.model_repository import model_config
@@ -75,12 +86,8 @@ def run_review(args: argparse.Namespace) -> int:
             files, keys = write_package(folder, selection, job_id), list[str]()
         else:
             selection, files, keys = review_job(store, job_id, attribute, args.n, folder, model_config)
-    except (InvalidInput, NotFound) as exc:
-        print(f"urbanfabric review: {exc}", file=sys.stderr)
-        return 2
-    except Unavailable as exc:
-        print(f"urbanfabric review: {exc}; is the stack up (urbanfabric stack status)?", file=sys.stderr)
-        return 1
+    except (InvalidInput, NotFound, Unavailable) as exc:
+        return _failure("review", exc)
     chips = sum(1 for f in files if f.suffix == ".png")
     print(f"{len(selection.buildings)} of {selection.job_buildings} buildings to review for {attribute.name} "
           f"({chips} chips) in {folder}" + (f" and s3://…/{keys[0].rsplit('/', 1)[0]}/" if keys else ""))
@@ -113,12 +120,8 @@ def run_corrections(args: argparse.Namespace) -> int:
                                       attribute, model_config)
         clean, report = check_corrections(table, buildings, attribute, vocabulary, label_column=args.label_column,
                                           source=path.name, min_labels=args.min_labels)
-    except (InvalidInput, NotFound) as exc:
-        print(f"urbanfabric corrections check: {exc}", file=sys.stderr)
-        return 2
-    except Unavailable as exc:
-        print(f"urbanfabric corrections check: {exc}; is the stack up (urbanfabric stack status)?", file=sys.stderr)
-        return 1
+    except (InvalidInput, NotFound, Unavailable) as exc:
+        return _failure("corrections check", exc)
     out = Path(args.out) if args.out else path.parent
     out.mkdir(parents=True, exist_ok=True)
     clean.assign(attribute=attribute.name, job_id=job_id).to_parquet(out / "corrections.parquet", index=False)
