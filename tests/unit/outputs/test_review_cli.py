@@ -56,3 +56,16 @@ def test_bad_input_is_one_line_naming_the_field(tmp_path, monkeypatch, capsys):
     assert "attribute: no --attribute given" in capsys.readouterr().err
     assert main(["corrections", "check", str(labels), "--job", str(folder), "--attribute", "roof_shape"]) == 2
     assert "label: labels.csv: 1 usable labels" in capsys.readouterr().err
+
+
+def test_the_review_deployment_offers_the_attributes():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.review import review
+    from urbanfabric.outputs.review import ATTRIBUTES
+
+    # What the Prefect form of the deployment shows, and validates a run against.
+    schema = parameter_schema(review.fn).model_dump()
+    assert schema["required"] == ["job_id"]
+    assert schema["properties"]["attribute"]["enum"] == list(ATTRIBUTES)
+    assert schema["properties"]["n"]["default"] == 200
