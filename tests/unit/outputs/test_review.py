@@ -148,3 +148,10 @@ def test_bad_requests_name_the_field():
     with pytest.raises(InvalidInput) as e:
         select_for_review(parts(t.iloc[:0]), review_attribute("height"), 5, classes)
     assert e.value.field == "job"
+
+
+def test_footprint_review_asks_whether_it_is_a_building(tmp_path):
+    sel = select_for_review(parts(table()), review_attribute("footprint"), 6, classes)
+    assert set(sel.buildings["prediction"]) == {"building"}
+    assert sel.vocabulary == ("building", "not_building", "wrong_outline")
+    assert (sel.buildings["uncertainty_source"] == "footprint_confidence").all()

@@ -13,7 +13,7 @@ Files (in a local folder, and under ``jobs/<job>/review/<attribute>/`` in the st
     package.json      job, attribute, the classes a label may name, how buildings were chosen
 
 The job's table is read a part file at a time twice (scores, then the chosen rows), so memory
-holds one part file plus a few floats per building, never the whole table.
+holds one part file plus a few values per building (id, centre, scores), never the whole table.
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
     geoms["building_id"] = geoms["building_id"].astype(str)
     geoms = geoms.rename(columns={attribute.value: "prediction"})
     out = chosen.merge(geoms, on="building_id", how="left", validate="one_to_one")
+    if attribute.kind == "footprint":  # what segmentation claims of each outline
+        out["prediction"] = "building"
+    elif "prediction" not in out:  # a table from before the attribute existed: nothing predicted
+        out["prediction"] = None
     out["label"] = pd.Series([None] * len(out), dtype=object)
     out["chip"] = pd.Series([None] * len(out), dtype=object)
     front = ["building_id", "prediction"]
