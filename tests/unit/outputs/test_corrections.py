@@ -36,7 +36,7 @@ def test_a_filled_package_comes_back_clean(tmp_path):
     t, buildings = _job()
     sel = select_for_review(parts(t), review_attribute("roof_shape"), 12, classes)
     write_package(tmp_path, sel, "job-1")
-    for name in ("review.gpkg", "review.csv"):
+    for name in ("review.gpkg", "review.parquet", "review.csv"):
         filled = read_corrections(tmp_path / name)
         filled["label"] = ["Flat", "gable", "hip"] * 4  # class names in any case
         filled.loc[0, "label"] = None  # not labelled: counted, not an error

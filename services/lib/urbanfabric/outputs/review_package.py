@@ -8,6 +8,7 @@ Files (in a local folder, and under ``jobs/<job>/review/<attribute>/`` in the st
                       (QGIS applies it on opening) — outlines coloured by uncertainty, each
                       building labelled with its prediction and the reviewer's label
     review.qml        the same style as a sidecar file (for GeoParquet or older QGIS)
+    review.parquet    the same layer as GeoParquet
     review.csv        no geometry: building_id, lon, lat, prediction, …, label, chip
     chips/<id>.png    the roof chip the classifier saw (when the job has imagery)
     package.json      job, attribute, the classes a label may name, how buildings were chosen
@@ -205,6 +206,7 @@ def write_package(folder: Path, selection: ReviewSelection, job_id: str,
     qml = style_qml(selection.attribute)
     _add_style(gpkg, qml, selection.attribute)
     (folder / "review.qml").write_text(qml)
+    frame.to_parquet(folder / "review.parquet", index=False)
     csv_cols = ["building_id", "lon", "lat", "prediction"] + [
         c for c in ("probability", "p05", "p95") if c in frame] + ["uncertainty", "label", "chip"]
     frame[csv_cols].to_csv(folder / "review.csv", index=False)
@@ -215,7 +217,8 @@ def write_package(folder: Path, selection: ReviewSelection, job_id: str,
             "selection": "least certain, spread over the area (urbanfabric.outputs.review)",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (folder / "package.json").write_text(json.dumps(meta, indent=2))
-    return [gpkg, folder / "review.qml", folder / "review.csv", folder / "package.json", *written]
+    return [gpkg, folder / "review.qml", folder / "review.parquet", folder / "review.csv", folder / "package.json",
+            *written]
 
 
 # --- Where a job's table and images come from ----------------------------------------------
