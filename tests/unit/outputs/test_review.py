@@ -113,8 +113,9 @@ def test_package_files(tmp_path):
     assert frame["label"].isna().all()
     assert frame["chip"].str.match(r"chips/b\d\d\.png").all()
     with sqlite3.connect(gpkg) as con:
-        styles = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
-    assert len(styles) == 1 and styles[0][:2] == ("review", 1)
+        styles = con.execute("SELECT f_table_name, useAsDefault, styleQML, f_geometry_column FROM layer_styles").fetchall()
+        geometry = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = 'review'").fetchone()
+    assert len(styles) == 1 and styles[0][:2] == ("review", 1) and styles[0][3] == geometry[0]
     assert 'attr="uncertainty"' in styles[0][2] and "prediction" in styles[0][2]
     assert (tmp_path / "review.qml").read_text() == styles[0][2]
     csv = pd.read_csv(tmp_path / "review.csv")

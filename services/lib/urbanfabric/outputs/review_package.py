@@ -174,10 +174,12 @@ def _add_style(gpkg: Path, qml: str, attribute: ReviewAttribute) -> None:
             "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
             "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME "
             "DEFAULT CURRENT_TIMESTAMP)")
+        (geom,) = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
+                              (LAYER,)).fetchone()
         con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
                     "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
-                    "VALUES ('', '', ?, 'geom', ?, ?, '', 1, ?, 'urbanfabric')",
-                    (LAYER, f"review {attribute.name}", qml, f"least certain {attribute.name}"))
+                    "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, 'urbanfabric')",
+                    (LAYER, geom, f"review {attribute.name}", qml, f"least certain {attribute.name}"))
         con.execute("INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description) "
                     "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles')")
         con.commit()
