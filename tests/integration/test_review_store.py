@@ -45,7 +45,8 @@ def test_review_of_a_job_in_the_store(tmp_path, monkeypatch, capsys):
         assert "8 of 100 buildings to review for roof_shape (8 chips)" in capsys.readouterr().out
         local = tmp_path / "out" / "job-review-1" / "review" / "roof_shape"
         keys = store.list("jobs/job-review-1/review/roof_shape/")
-        assert {k.rsplit("/", 1)[1] for k in keys} >= {"review.gpkg", "review.qml", "review.parquet", "review.csv", "package.json"}
+        names = {k.rsplit("/", 1)[1] for k in keys}
+        assert names >= {"review.gpkg", "review.qml", "review.parquet", "review.csv", "package.json"}
         assert sum(k.endswith(".png") for k in keys) == 8 == len(list((local / "chips").glob("*.png")))
         gpkg = tmp_path / "from-store.gpkg"
         gpkg.write_bytes(store.get_bytes("jobs/job-review-1/review/roof_shape/review.gpkg"))

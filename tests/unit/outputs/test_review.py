@@ -113,7 +113,8 @@ def test_package_files(tmp_path):
     assert frame["label"].isna().all()
     assert frame["chip"].str.match(r"chips/b\d\d\.png").all()
     with sqlite3.connect(gpkg) as con:
-        styles = con.execute("SELECT f_table_name, useAsDefault, styleQML, f_geometry_column FROM layer_styles").fetchall()
+        styles = con.execute("SELECT f_table_name, useAsDefault, styleQML, f_geometry_column "
+                             "FROM layer_styles").fetchall()
         geometry = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = 'review'").fetchone()
     assert len(styles) == 1 and styles[0][:2] == ("review", 1) and styles[0][3] == geometry[0]
     assert 'attr="uncertainty"' in styles[0][2] and "prediction" in styles[0][2]

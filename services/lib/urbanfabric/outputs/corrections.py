@@ -137,7 +137,8 @@ def _match_by_overlap(table: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame, sour
     x0, y0, x1, y1 = table.total_bounds
     if table.crs.is_geographic and not (-180 <= x0 <= x1 <= 360 and -90 <= y0 <= y1 <= 90):
         raise InvalidInput("crs", f"{source}: coordinates reach ({x0:.6g}, {y0:.6g})–({x1:.6g}, {y1:.6g}), which "
-                                  f"are not degrees, yet the file says {table.crs.to_string()}; is the file's CRS right?")
+                                  f"are not degrees, yet the file says {table.crs.to_string()}; "
+                                  "is the file's CRS right?")
     if not valid.any() or not shapely.box(*theirs.total_bounds).buffer(1000).intersects(
             shapely.box(*ours[valid].total_bounds)):
         raise InvalidInput("crs", f"{source}: none of its footprints lies within 1 km of the job's buildings "
@@ -214,7 +215,8 @@ def check_corrections(table: pd.DataFrame, buildings: gpd.GeoDataFrame, attribut
         lo, hi = attribute.label_range or (-np.inf, np.inf)
         bad_number = ok & value.isna()
         for r, lab in zip(rows.loc[bad_number, "row"], rows.loc[bad_number, "label"]):
-            report.add([int(r)], "not_a_number", f"label {lab!r} is not a number ({attribute.name}{', ' + attribute.unit if attribute.unit else ''})")
+            unit = f", {attribute.unit}" if attribute.unit else ""
+            report.add([int(r)], "not_a_number", f"label {lab!r} is not a number ({attribute.name}{unit})")
         out_of_range = ok & value.notna() & ((value < lo) | (value > hi))
         for r, v in zip(rows.loc[out_of_range, "row"], value[out_of_range]):
             report.add([int(r)], "out_of_range", f"{attribute.name} {v:g} is outside the plausible {lo:g}–{hi:g}")

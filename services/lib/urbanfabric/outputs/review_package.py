@@ -150,7 +150,8 @@ def style_qml(attribute: ReviewAttribute) -> str:
         f'<Option name="outline_width" type="QString" value="0.6"/>'
         f'<Option name="style" type="QString" value="solid"/></Option></layer></symbol>'
         for i, (_, _, c) in enumerate(ranges))
-    rngs = "".join(f'<range lower="{lo}" upper="{hi}" symbol="{i}" label="uncertainty {lo}–{min(hi, 1.0)}" render="true"/>'
+    rngs = "".join(f'<range lower="{lo}" upper="{hi}" symbol="{i}" '
+                   f'label="uncertainty {lo}–{min(hi, 1.0)}" render="true"/>'
                    for i, (lo, hi, _) in enumerate(ranges))
     return (
         '<!DOCTYPE qgis PUBLIC \'http://mrcc.com/qgis.dtd\' \'SYSTEM\'>\n'
