@@ -1,6 +1,7 @@
 """Serve the flows as Prefect deployments: they show in the Prefect UI and run from there.
 
 * ``map-area`` — map the buildings of an area (the main job); always served.
+* ``review`` — a package of a job's least certain buildings to label (issue 21); always served.
 * ``train-classifiers`` — train the roof/façade classifiers with the same code as
   ``python -m models.classifiers.train``; served with ``--training`` only, where torch and the
   sample data are at hand (the local stack). The cluster's flows image carries neither, and
@@ -16,9 +17,11 @@ from prefect import serve
 from urbanfabric.runtime import logs
 
 from flows.map_area import map_area
+from flows.review import review
 
 DEPLOYMENT = "map-area"
 TRAIN_DEPLOYMENT = "train-classifiers"
+REVIEW_DEPLOYMENT = "review"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     deployments = [map_area.to_deployment(
         name=DEPLOYMENT,
         description="Map the buildings of an area: footprints, roof material, height, material stock.",
+        tags=["urbanfabric"],
+    ), review.to_deployment(
+        name=REVIEW_DEPLOYMENT,
+        description="Package the buildings the models are least sure of, spread over the area, for labelling.",
         tags=["urbanfabric"],
     )]
     if args.training:

@@ -9,6 +9,8 @@
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
     urbanfabric models list|publish|check  the registry's served versions in the object store
     urbanfabric dlq list|replay [--job J]  tasks the workers set aside, why, and sending them again
+    urbanfabric review JOB --attribute A --n 200   a package of the least certain buildings to label
+    urbanfabric corrections check FILE --job J     validate labels against a job (clean table + report)
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     from urbanfabric.cli.dlq import add_arguments as dlq_arguments
 
     dlq_arguments(sub.add_parser("dlq", help="list or replay dead-lettered tasks"))
+    from urbanfabric.cli.review import add_corrections_arguments, add_review_arguments
+
+    add_review_arguments(sub.add_parser("review", help="package the least certain buildings for labelling"))
+    add_corrections_arguments(sub.add_parser("corrections", help="check a corrections (labels) file"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from urbanfabric.cli.demo import main as demo_main
@@ -131,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         from urbanfabric.cli.models import run as models_run
 
         return models_run(args)
+    if args.command == "review":
+        from urbanfabric.cli.review import run_review
+
+        return run_review(args)
+    if args.command == "corrections":
+        from urbanfabric.cli.review import run_corrections
+
+        return run_corrections(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
