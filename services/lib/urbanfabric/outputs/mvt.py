@@ -102,9 +102,19 @@ def geometry_streams(geoms: np.ndarray) -> list[bytes]:
     last_open = np.zeros(len(xy), dtype=bool)
     last_open[ring_off[1:][ring_len > 1] - 2] = True
     keep &= ~(last_open & (xy == xy[first]).all(axis=1) & (pos > 0))
-    m = np.bincount(ring_of_pt[keep], minlength=n_rings)
-    keep &= (m >= 3)[ring_of_pt]  # a ring flattened to a line or a point is left out
-    ok_ring = m >= 3
+    # A ring flattened to a line or a point (no area) is left out.
+    kept_ring = ring_of_pt[keep]
+    m = np.bincount(kept_ring, minlength=n_rings)
+    kp = xy[keep]
+    start = (np.cumsum(m) - m)[kept_ring]
+    nxt = np.arange(len(kp)) + 1
+    wrap = np.ones(len(kp), dtype=bool)
+    wrap[:-1] = kept_ring[1:] != kept_ring[:-1]
+    nxt[wrap] = start[wrap]
+    cross = kp[:, 0] * kp[nxt, 1] - kp[nxt, 0] * kp[:, 1]
+    twice_area = np.bincount(kept_ring, weights=cross.astype(np.float64), minlength=n_rings)
+    ok_ring = (m >= 3) & (twice_area != 0)
+    keep &= ok_ring[ring_of_pt]
     pts = xy[keep]
     ring_of_pt = (np.cumsum(ok_ring) - 1)[ring_of_pt[keep]]
     m = m[ok_ring]
