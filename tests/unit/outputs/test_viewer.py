@@ -122,7 +122,7 @@ def test_headless_chromium_draws_every_building_and_opens_a_popup(tmp_path):
             browser = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
             page = browser.new_page(viewport={"width": 900, "height": 700})
             page.goto(url + "viewer.html#uf-selftest")
-            page.wait_for_selector("#uf-selftest", state="attached", timeout=120_000)
+            page.wait_for_selector("#uf-selftest", state="attached", timeout=150_000)
             result = json.loads(page.inner_text("#uf-selftest"))
             browser.close()
     finally:
@@ -141,10 +141,10 @@ def test_opened_from_disk_the_page_asks_for_the_archive_and_reads_it_locally(tmp
         browser = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 900, "height": 700})
         page.goto((tmp_path / "viewer.html").as_uri())
-        page.wait_for_function("window.ufViewer && window.ufViewer.state === 'needs-file'", timeout=120_000)
+        page.wait_for_function("window.ufViewer && window.ufViewer.state === 'needs-file'", timeout=150_000)
         assert page.is_visible("#uf-open") and "opened from disk" in page.inner_text("#uf-open")
         page.set_input_files("#uf-file", str(tmp_path / viewer.ARCHIVE_NAME))
-        page.wait_for_function("window.ufViewer.state === 'ready'", timeout=120_000)
+        page.wait_for_function("window.ufViewer.state === 'ready'", timeout=150_000)
         drawn = page.evaluate("window.ufViewer.map.queryRenderedFeatures({layers: ['buildings']}).length")
         browser.close()
     assert drawn >= 120
