@@ -99,6 +99,56 @@ def test_the_loopback_server_answers_byte_ranges(tmp_path):
         server.server_close()
 
 
+def test_export_copies_the_viewer_its_archive_and_the_job_grids(tmp_path, capsys):
+    from urbanfabric.cli.demo import export
+    from urbanfabric.io.geoparquet import geoparquet_bytes
+    from urbanfabric.io.job_layout import JobLayout
+
+    from tests.fakes import MemoryStore
+
+    _site(tmp_path / "site")
+    layout = JobLayout("job-4")
+    store = MemoryStore("urbanfabric")
+    table = gpd.GeoDataFrame({"building_id": ["a"]}, geometry=[box(118, 24, 118.001, 24.001)], crs=4326)
+    for key, data in {layout.buildings: geoparquet_bytes(table), layout.map_png: b"png", layout.report: b"# r",
+                      layout.job_json: b'{"job_id": "job-4"}',
+                      f"{layout.outputs}/grids/mass_total_kg_100m.tif": b"cog",
+                      f"{layout.outputs}/grids/quadkey=1/mass_total_kg_100m.tif": b"partition cog",
+                      f"{layout.outputs}/viewer.html": (tmp_path / "site" / "viewer.html").read_bytes(),
+                      f"{layout.outputs}/buildings.pmtiles": (tmp_path / "site" / "buildings.pmtiles").read_bytes(),
+                      }.items():
+        store.put_bytes(key, data)
+    dest = tmp_path / "out"
+    files = {p.relative_to(dest).as_posix() for p in export(store, "job-4", dest)}
+    assert {"viewer.html", "buildings.pmtiles", "grids/mass_total_kg_100m.tif"} <= files
+    assert not any("quadkey" in f for f in files) and "map.html" not in files  # the job chose the viewer
+    assert "urbanfabric open" in capsys.readouterr().err
+
+
+def test_open_serves_the_viewer_of_a_job_without_map_html(tmp_path, capsys, monkeypatch):
+    import http.server
+
+    from urbanfabric.cli.main import main
+
+    _site(tmp_path)
+    served = []
+
+    def serve_forever(self, *args, **kwargs):  # stands in for the blocking loop: check, then Ctrl-C
+        served.append(self.server_address)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(http.server.ThreadingHTTPServer, "serve_forever", serve_forever)
+    assert main(["open", str(tmp_path), "--no-browser"]) == 0
+    out = capsys.readouterr().out
+    assert served and served[0][0] == "127.0.0.1"
+    assert f"http://127.0.0.1:{served[0][1]}/viewer.html" in out
+    (tmp_path / "viewer.html").unlink()  # an export of an older job: a table, no viewer
+    gpd.GeoDataFrame({"building_id": ["a"]}, geometry=[box(118, 24, 118.001, 24.001)],
+                     crs=4326).to_parquet(tmp_path / "buildings.parquet")
+    assert main(["open", str(tmp_path), "--viewer", "--no-browser"]) == 2
+    assert "no viewer.html" in capsys.readouterr().err
+
+
 def _browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright not installed")
     chromium = shutil.which("chromium")

@@ -199,6 +199,9 @@ class _MemoryStore:
     def exists(self, key: str) -> bool:
         return key in self.objects
 
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
 
 def test_export_builds_map_html_or_copies_the_jobs(tmp_path) -> None:
     from urbanfabric.cli.demo import export

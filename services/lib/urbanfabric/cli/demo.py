@@ -43,7 +43,9 @@ def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
     convenience copy); otherwise the partitioned ``buildings/`` dataset is copied as it is and no
     GeoJSON is made (a job that skipped the copy is too big for one GeoJSON). The interactive
     ``map.html`` is copied when the job wrote one (``outputs/map.html``) and otherwise built here
-    from the exported table (urbanfabric.outputs.webmap; issue 23).
+    from the exported table (urbanfabric.outputs.webmap; issue 23) unless the job wrote the tile
+    viewer instead; ``viewer.html``, ``buildings.pmtiles`` and the job's ``grids/*.tif`` (which
+    the viewer links) are copied when present.
     """
     import geopandas as gpd
 
@@ -66,10 +68,23 @@ def export(store: ObjectStore, job_id: str, dest: Path) -> list[Path]:
         gdf = gpd.read_parquet(dest / "buildings.parquet")
         gdf.to_file(dest / "buildings.geojson", driver="GeoJSON")
         written.append(dest / "buildings.geojson")
+    # The tile viewer, its archive and the job's grids it links (not the per-partition ones).
+    grids_prefix = f"{layout.outputs}/grids/"
+    extra = [(f"{layout.outputs}/{n}", n) for n in ("buildings.pmtiles", "viewer.html")]
+    extra += [(k, k[len(layout.outputs) + 1:]) for k in store.list(grids_prefix)
+              if "/" not in k[len(grids_prefix):] and k.endswith(".tif")]
+    for key, name in extra:
+        if store.exists(key):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(store.get_bytes(key))
+            written.append(dest / name)
     map_key = f"{layout.outputs}/map.html"
     if store.exists(map_key):
         (dest / "map.html").write_bytes(store.get_bytes(map_key))
         written.append(dest / "map.html")
+    elif (dest / "viewer.html").exists():  # the job chose the tile viewer (too many buildings for map.html)
+        print(f"no map.html (a large job): open {dest / 'viewer.html'} with `urbanfabric open {dest}`, which "
+              "serves the folder on 127.0.0.1", file=sys.stderr)
     else:
         from urbanfabric.cli.open_map import build_map
 
