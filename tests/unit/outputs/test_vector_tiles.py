@@ -152,6 +152,20 @@ def test_a_full_tile_keeps_its_largest_buildings(tmp_path):
     assert stats.dropped_per_zoom[12] == 1 + (len(table) - 1 - 5)  # the speck, then past the cap
 
 
+def test_a_clipped_piece_with_a_line_keeps_only_its_polygon():
+    """Clipping an outline along a tile's buffered edge can give a polygon plus a line (a
+    GeometryCollection, which MVT cannot hold); the spill keeps the polygon."""
+    from shapely.geometry import GeometryCollection, LineString
+
+    e = vector_tiles.EXTENT
+    piece = GeometryCollection([box(e * 5 + 10, e * 7 + 10, e * 5 + 90, e * 7 + 50),
+                                LineString([(e * 5 + 100, e * 7 + 10), (e * 5 + 100, e * 7 + 60)])])
+    rows = TileSpill._pieces(16, np.array([piece], dtype=object), np.array([3]), np.array([3200.0]),
+                             np.array([5]), np.array([7]), True)
+    assert len(rows) == 1 and rows[0][2] == 3
+    assert shapely.from_wkb(rows[0][4]).equals(box(10, 10, 90, 50))
+
+
 def test_bad_input_names_the_field(tmp_path):
     spill = TileSpill(tmp_path / "s.sqlite")
     with pytest.raises(InvalidInput, match="buildings"):

@@ -332,9 +332,11 @@ class TileSpill:
         coords, index = shapely.get_coordinates(geoms, return_index=True)
         coords = np.rint(coords - np.column_stack([tx * EXTENT, ty * EXTENT])[index])
         local = shapely.set_coordinates(geoms.copy(), coords)
-        # Rounding to whole units can fold a thin part over itself or flatten it: those few are
+        # Rounding to whole units can fold a thin part over itself or flatten it, and clipping
+        # can leave a collection (a polygon and a line along the tile edge): those few are
         # repaired one by one (``set_precision`` on every outline would cost ≈ 0.1 ms each).
-        bad = ~shapely.is_valid(local) | (shapely.area(local) <= 0)
+        polygonal = np.isin(shapely.get_type_id(local), (3, 6))  # Polygon, MultiPolygon
+        bad = ~polygonal | ~shapely.is_valid(local) | (shapely.area(local) <= 0)
         tiles = tile_ids(zoom, tx, ty).tolist()
         wkb = shapely.to_wkb(local)
         for i in np.flatnonzero(bad):
