@@ -14,7 +14,7 @@ asks (clockwise on screen).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,7 @@ def geometry_streams(geoms: np.ndarray) -> list[bytes]:
     return [blob[byte_at[feature_ring[f]]:byte_at[feature_ring[f + 1]]] for f in range(n)]
 
 
-def encode_layer(name: str, geoms: np.ndarray, ids: Sequence[int], columns: dict[str, Sequence[Any]],
+def encode_layer(name: str, geoms: np.ndarray, ids: Sequence[int], columns: Mapping[str, Sequence[Any] | np.ndarray],
                  extent: int = 4096) -> bytes:
     """One tile with one polygon layer (the bytes of a ``vector_tile.Tile``, not compressed).
 

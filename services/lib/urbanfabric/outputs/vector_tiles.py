@@ -312,12 +312,15 @@ class TileSpill:
         one = (tx0 == tx1) & (ty0 == ty1)
         pieces, which, txs, tys = [geoms[one]], [np.flatnonzero(one)], [tx0[one]], [ty0[one]]
         for i in np.flatnonzero(~one):
-            xs, ys = np.meshgrid(np.arange(tx0[i], tx1[i] + 1), np.arange(ty0[i], ty1[i] + 1))
-            xs, ys = xs.ravel(), ys.ravel()
+            gx, gy = np.meshgrid(np.arange(tx0[i], tx1[i] + 1), np.arange(ty0[i], ty1[i] + 1))
+            xs, ys = gx.ravel(), gy.ravel()
             clipped = shapely.intersection(geoms[i], shapely.box(xs * EXTENT - BUFFER, ys * EXTENT - BUFFER,
                                                                  (xs + 1) * EXTENT + BUFFER, (ys + 1) * EXTENT + BUFFER))
             hit = ~shapely.is_empty(clipped)
-            pieces.append(clipped[hit]), which.append(np.full(int(hit.sum()), i)), txs.append(xs[hit]), tys.append(ys[hit])
+            pieces.append(clipped[hit])
+            which.append(np.full(int(hit.sum()), i))
+            txs.append(xs[hit])
+            tys.append(ys[hit])
         w = np.concatenate(which)
         rows = self._pieces(zoom, np.concatenate(pieces), ids[w], area[w], np.concatenate(txs),
                             np.concatenate(tys), at_top)
