@@ -37,6 +37,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from shapely.errors import GEOSException
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.outputs.mvt import encode_layer
@@ -208,11 +209,19 @@ def _world_units(geoms: np.ndarray, zoom: int) -> np.ndarray:
 
 
 def _polygonal(geom: Any) -> Any:
-    """Only the polygons of a geometry (``set_precision`` may leave lines of a collapsed part)."""
-    if geom is None or geom.is_empty or geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
+    """Only the polygons of a geometry (clipping or rounding may leave lines and points beside
+    them), made valid; an empty polygon when none is left."""
+    if geom is None or geom.is_empty:
+        return shapely.Polygon()
+    polys = [p for p in shapely.get_parts(shapely.get_parts(geom)) if p.geom_type == "Polygon"]
+    if not polys:
+        return shapely.Polygon()
+    try:
+        valid = shapely.make_valid(shapely.MultiPolygon(polys) if len(polys) > 1 else polys[0])
+    except GEOSException:
+        return shapely.Polygon()
+    parts = [p for p in shapely.get_parts(shapely.get_parts(valid)) if p.geom_type == "Polygon"]
+    return shapely.MultiPolygon(parts) if len(parts) > 1 else (parts[0] if parts else shapely.Polygon())
 
 
 def tile_ids(z: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -343,8 +352,8 @@ class TileSpill:
         tiles = tile_ids(zoom, tx, ty).tolist()
         wkb = shapely.to_wkb(local)
         for i in np.flatnonzero(bad):
-            g = _polygonal(shapely.make_valid(local[i]))
-            if g is None or g.is_empty or g.area <= 0:
+            g = _polygonal(local[i])
+            if g.is_empty or g.area <= 0:
                 if not at_top:
                     wkb[i] = None
                     continue
