@@ -69,7 +69,6 @@ def table(n: int):
 
 def child(n: int, with_map: bool) -> dict:
     import geopandas  # noqa: F401 - imports counted in the baseline, as in the flow runner
-
     from urbanfabric.outputs.partitions import FRAME_ROWS
     from urbanfabric.outputs.vector_tiles import TileSpill
 

@@ -215,9 +215,13 @@ def test_the_web_tiles_hold_every_building_and_the_viewer_links_the_job_grids(jo
     """The aggregate step streams the partitions into buildings.pmtiles (issue 23, item 2)."""
     import re
 
-    from urbanfabric.outputs.vector_tiles import archive_metadata, archive_tiles, read_tile
+    from urbanfabric.outputs.vector_tiles import (
+        archive_metadata,
+        archive_tiles,
+        read_tile,
+    )
 
-    store, summary, root, whole = job
+    _, summary, root, whole = job
     path = root / "buildings.pmtiles"
     header, meta = archive_metadata(path)
     assert (header["min_zoom"], header["max_zoom"]) == (12, 16)
@@ -226,7 +230,7 @@ def test_the_web_tiles_hold_every_building_and_the_viewer_links_the_job_grids(jo
     assert ids == set(whole["building_id"])
     assert meta["urbanfabric"]["buildings"] == len(whole) == summary.buildings
     page = (root / "viewer.html").read_text()
-    config = json.loads(re.search(r'<script id="uf-config" type="application/json">(.*?)</script>', page, re.S)
+    config = json.loads(re.search(r'<script id="uf-config" type="application/json">(.*?)</script>', page, re.DOTALL)
                         .group(1))
     hrefs = [g["href"] for g in config["grids"]]
     assert "grids/mass_total_kg_100m.tif" in hrefs and "grids/buildings_250m.tif" in hrefs

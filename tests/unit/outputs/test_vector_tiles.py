@@ -10,10 +10,15 @@ import pytest
 import shapely
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from shapely.geometry import Polygon, box
-
 from urbanfabric.errors import InvalidInput
 from urbanfabric.outputs import mvt, vector_tiles
-from urbanfabric.outputs.vector_tiles import TileOptions, TileSpill, archive_metadata, archive_tiles, read_tile
+from urbanfabric.outputs.vector_tiles import (
+    TileOptions,
+    TileSpill,
+    archive_metadata,
+    archive_tiles,
+    read_tile,
+)
 
 REASON = "out_of_domain: imagery of 0.54 m per pixel; the model was trained on 0.02–0.15 m"
 #: Xiamen in UTM 50N; x0 lies 5 m west of a z16 tile edge, so building 0 straddles it.

@@ -14,7 +14,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import box
-
 from urbanfabric.cli.serve import serve_in_background
 from urbanfabric.errors import InvalidInput
 from urbanfabric.outputs import viewer
@@ -57,7 +56,7 @@ def test_the_page_inlines_everything_but_the_basemap(tmp_path):
     page = (tmp_path / "viewer.html").read_text()
     assert "{{" not in page and "sourceMappingURL" not in page
     assert "maplibregl" in page and "pmtiles" in page and "window.ufViewer" in page
-    data = json.loads(re.search(r'<script id="uf-config" type="application/json">(.*?)</script>', page, re.S)
+    data = json.loads(re.search(r'<script id="uf-config" type="application/json">(.*?)</script>', page, re.DOTALL)
                       .group(1))
     assert data == json.loads(json.dumps(config))
     assert data["archive"] == "buildings.pmtiles" and data["layer"] == "buildings"

@@ -22,10 +22,10 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
     """``SimpleHTTPRequestHandler`` plus single byte ranges (all the pmtiles reader asks for)."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,  # noqa: RUF012 - the base's name
                       ".pmtiles": "application/vnd.pmtiles", ".tif": "image/tiff"}
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         if os.environ.get("URBANFABRIC_SERVE_LOG"):
             super().log_message(format, *args)
 
@@ -34,7 +34,7 @@ class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+    def do_GET(self) -> None:
         spec = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
         if not spec or not path.is_file():

@@ -159,8 +159,8 @@ TEXT_PROPERTIES = frozenset(k for k, (_, _, kind) in PROPERTY_COLUMNS.items() if
 
 
 def _text(values: pd.Series) -> list[str | None]:
-    return [None if v is None or (isinstance(v, float) and v != v) or str(v) in ("", "nan", "None") else str(v)
-            for v in values.tolist()]
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) in ("", "nan", "None")
+            else str(v) for v in values.tolist()]
 
 
 def feature_properties(frame: pd.DataFrame) -> dict[str, list[Any]]:

@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class Colouring:
 
 
 def _binned(key: str, title: str, prop: str, edges: Sequence[float], unit: str) -> Colouring:
-    labels = [f"{a:g}–{b:g} {unit}".strip() for a, b in zip(edges[:-1], edges[1:])] + [f"≥ {edges[-1]:g} {unit}".strip()]
+    labels = [f"{a:g}–{b:g} {unit}".strip() for a, b in pairwise(edges)] + [f"≥ {edges[-1]:g} {unit}".strip()]
     n = len(labels)
     colours = [webmap.PALETTE[round(i * (len(webmap.PALETTE) - 1) / max(1, n - 1))] for i in range(n)]
     return Colouring(key, title, prop, labels, colours, [float(e) for e in edges])
