@@ -13,7 +13,8 @@ in the aggregate step's slices (``FRAME_ROWS``) into :class:`TileSpill` and writ
 it reports the wall time of both phases, the archive's size (and per building), tiles, the
 largest tile, the features per zoom, and the peak RSS (``VmHWM``) over the one after imports.
 ``--with-map`` also builds the self-contained ``map.html`` of the same buildings in the same
-process, for a same-machine ratio (wall times on the shared 2-core machine are noisy).
+process, for a same-machine ratio (wall times on the shared 2-core machine are noisy);
+``--browser`` times the viewer in headless Chromium (the page served on loopback).
 """
 
 from __future__ import annotations
@@ -67,7 +68,43 @@ def table(n: int):
     }, geometry=out.geometry.values, crs=4326)
 
 
-def child(n: int, with_map: bool) -> dict:
+def browser_load(folder: Path, stats) -> dict:
+    """Milliseconds from navigation to ``ufViewer.ready`` (the tiles in view drawn) in headless
+    Chromium over the loopback server, at the fitted view and after a jump to z14 and z16 at the
+    centre; and the buildings drawn there."""
+    from playwright.sync_api import sync_playwright
+
+    from urbanfabric.cli.serve import serve_in_background
+    from urbanfabric.outputs.viewer import viewer_config, viewer_html
+
+    (folder / "viewer.html").write_bytes(viewer_html(viewer_config(
+        stats, "bench", basemap_url="")))  # no basemap: "idle" then means the buildings are drawn
+    server, url = serve_in_background(folder)
+    out: dict = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            t0 = time.perf_counter()
+            page.goto(url + "viewer.html")
+            page.wait_for_function("window.ufViewer && window.ufViewer.state === 'ready'", timeout=120_000)
+            out["fitted_ready_ms"] = round((time.perf_counter() - t0) * 1000)
+            out["fitted_zoom"] = round(page.evaluate("ufViewer.map.getZoom()"), 1)
+            for z in (14, 16):
+                t0 = time.perf_counter()
+                page.evaluate(f"""new Promise(r => {{ const m = ufViewer.map;
+                    m.once('idle', () => r(null)); m.jumpTo({{center: m.getCenter(), zoom: {z}}}); }})""")
+                out[f"z{z}_idle_ms"] = round((time.perf_counter() - t0) * 1000)
+                out[f"z{z}_drawn"] = page.evaluate("ufViewer.map.queryRenderedFeatures({layers: ['buildings']}).length")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return out
+
+
+def child(n: int, with_map: bool, browser: bool = False) -> dict:
     import geopandas  # noqa: F401 - imports counted in the baseline, as in the flow runner
     from urbanfabric.outputs.partitions import FRAME_ROWS
     from urbanfabric.outputs.vector_tiles import TileSpill
@@ -90,6 +127,8 @@ def child(n: int, with_map: bool) -> dict:
                "features_per_zoom": stats.features_per_zoom, "dropped_per_zoom": stats.dropped_per_zoom,
                "rss_after_table_mib": round(base, 1), "peak_rss_mib": round(peak, 1),
                "growth_mib": round(peak - base, 1)}
+        if browser:
+            row["browser"] = browser_load(Path(tmp), stats)
         if with_map:
             from urbanfabric.outputs.webmap import job_map_html
 
@@ -104,17 +143,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--with-map", action="store_true", help="also build map.html of the same buildings")
+    ap.add_argument("--browser", action="store_true",
+                    help="also time the viewer in headless Chromium (needs Playwright and Debian's chromium)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--name", default="web_tiles", help="results file under bench/results/")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.with_map)))
+        print(json.dumps(child(args.child, args.with_map, args.browser)))
         return
     if not FOOTPRINTS.exists():
         raise SystemExit(f"{FOOTPRINTS} is absent (the shared sample data); nothing to measure")
     rows = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(n)] + (["--with-map"] if args.with_map else [])
+        cmd = [sys.executable, __file__, "--child", str(n)] + (["--with-map"] if args.with_map else []) \
+            + (["--browser"] if args.browser else [])
         res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
         if res.returncode:
             print(res.stderr[-3000:], file=sys.stderr)
