@@ -123,8 +123,9 @@ def child(n: int, with_map: bool, browser: bool = False) -> dict:
         row = {"buildings": len(buildings), "add_s": round(t1 - t0, 1), "write_s": round(t2 - t1, 1),
                "total_s": round(t2 - t0, 1), "archive_mb": round(stats.bytes / 1e6, 2),
                "bytes_per_building": round(stats.bytes / len(buildings)), "tiles": stats.tiles,
-               "largest_tile_kb": round(stats.largest_tile_bytes / 1e3, 1),
+               "largest_tile_kb": round(stats.largest_tile_bytes / 1e3, 1), "largest_tile_zoom": stats.largest_tile_zoom,
                "features_per_zoom": stats.features_per_zoom, "dropped_per_zoom": stats.dropped_per_zoom,
+               "capped_per_zoom": stats.capped_per_zoom,
                "rss_after_table_mib": round(base, 1), "peak_rss_mib": round(peak, 1),
                "growth_mib": round(peak - base, 1)}
         if browser:

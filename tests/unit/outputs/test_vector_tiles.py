@@ -91,7 +91,7 @@ def test_the_archive_reads_back_with_every_building_id_at_the_max_zoom(archive):
     assert meta["vector_layers"][0]["id"] == "buildings" and "stock_t_m2" in meta["vector_layers"][0]["fields"]
     ids = {f["properties"]["id"] for feats in _features(path, 16).values() for f in feats}
     assert ids == set(table["building_id"])
-    assert stats.features_per_zoom[16] == len(table) and stats.dropped_per_zoom[16] == 0
+    assert stats.features_per_zoom[16] == len(table) and stats.dropped_per_zoom[16] == stats.capped_per_zoom[16] == 0
     assert stats.tiles == header["addressed_tiles_count"] and stats.bytes == path.stat().st_size
 
 
@@ -154,7 +154,7 @@ def test_a_full_tile_keeps_its_largest_buildings(tmp_path):
     kept = {f["properties"]["id"] for fs in z12.values() for f in fs}
     largest = set(table.assign(a=table.geometry.area).nlargest(5, "a")["building_id"])
     assert len(z12) == 1 and kept == largest
-    assert stats.dropped_per_zoom[12] == 1 + (len(table) - 1 - 5)  # the speck, then past the cap
+    assert stats.dropped_per_zoom[12] == 1 and stats.capped_per_zoom[12] == len(table) - 1 - 5
 
 
 def test_a_clipped_piece_with_a_line_keeps_only_its_polygon():

@@ -94,9 +94,11 @@ class TileArchiveStats:
     bounds: tuple[float, float, float, float] | None = None
     #: Buildings per zoom that are in at least one tile (every building at the max zoom).
     features_per_zoom: dict[int, int] = field(default_factory=dict)
-    #: Buildings dropped at a zoom for being specks or past a tile's cap.
+    #: Buildings dropped at a zoom for being specks, and pieces past a tile's cap.
     dropped_per_zoom: dict[int, int] = field(default_factory=dict)
+    capped_per_zoom: dict[int, int] = field(default_factory=dict)
     largest_tile_bytes: int = 0
+    largest_tile_zoom: int = 0
     #: Class counts of the categorical properties (legends).
     classes: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -106,7 +108,8 @@ class TileArchiveStats:
                 "bounds": list(self.bounds) if self.bounds else None,
                 "features_per_zoom": {str(z): n for z, n in self.features_per_zoom.items()},
                 "dropped_per_zoom": {str(z): n for z, n in self.dropped_per_zoom.items()},
-                "largest_tile_bytes": self.largest_tile_bytes}
+                "capped_per_zoom": {str(z): n for z, n in self.capped_per_zoom.items()},
+                "largest_tile_bytes": self.largest_tile_bytes, "largest_tile_zoom": self.largest_tile_zoom}
 
 
 # ----------------------------------------------------------------------------- properties
@@ -383,7 +386,7 @@ class TileSpill:
                                  bounds=self.bounds,
                                  classes={k: dict(c.most_common()) for k, c in self._classes.items() if c})
         self._db.execute("CREATE INDEX pieces_by_tile ON pieces (tile, area DESC)")
-        dropped = Counter(self._dropped)
+        capped: Counter[int] = Counter()
         seen: dict[int, set[int]] = {z: set() for z in range(opts.min_zoom, opts.max_zoom + 1)}
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -392,7 +395,7 @@ class TileSpill:
             for tile, rows in self._tiles():
                 zoom = tileid_to_zxy(tile)[0]
                 if len(rows) > opts.max_features_per_tile:
-                    dropped[zoom] += len(rows) - opts.max_features_per_tile
+                    capped[zoom] += len(rows) - opts.max_features_per_tile
                     rows = rows[: opts.max_features_per_tile]
                 fids, wkb, *values = zip(*rows)
                 seen[zoom].update(fids)
@@ -400,7 +403,8 @@ class TileSpill:
                            for k, v in zip(PROPERTIES, values)}
                 data = gzip.compress(encode_layer(LAYER, shapely.from_wkb(wkb), fids, columns, EXTENT),
                                      compresslevel=6, mtime=0)
-                stats.largest_tile_bytes = max(stats.largest_tile_bytes, len(data))
+                if len(data) > stats.largest_tile_bytes:
+                    stats.largest_tile_bytes, stats.largest_tile_zoom = len(data), zoom
                 writer.write_tile(tile, data)
                 stats.tiles += 1
             west, south, east, north = stats.bounds or (0.0, 0.0, 0.0, 0.0)
@@ -411,7 +415,8 @@ class TileSpill:
                       "center_zoom": opts.max_zoom - 1, "center_lon_e7": int((west + east) / 2 * e7),
                       "center_lat_e7": int((south + north) / 2 * e7)}
             stats.features_per_zoom = {z: len(s) for z, s in seen.items()}
-            stats.dropped_per_zoom = {z: int(dropped[z]) for z in seen}
+            stats.dropped_per_zoom = {z: int(self._dropped[z]) for z in seen}
+            stats.capped_per_zoom = {z: int(capped[z]) for z in seen}
             writer.finalize(header, self._metadata(name, attribution, description, stats))
         self.close()
         stats.bytes = dest.stat().st_size
