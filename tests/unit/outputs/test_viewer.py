@@ -183,6 +183,49 @@ def test_headless_chromium_draws_every_building_and_opens_a_popup(tmp_path):
     assert result["basemap_note"] is True and "unknown / not estimated" in result["legend"]
 
 
+def test_a_job_seen_whole_below_the_tiles_shows_its_building_count_grid(tmp_path):
+    """The viewer overlays the job's grid COGs (previews, linked for download); below z12 the
+    building-count grid stands in for the buildings until the reader picks grids."""
+    from urbanfabric.outputs import grids
+
+    sync_api, chromium = _browser()
+    rng = np.random.default_rng(1)
+    x, y = 118.08 + rng.random(300) * 0.02, 24.47 + rng.random(300) * 0.02
+    table = gpd.GeoDataFrame({"building_id": [f"g{i}" for i in range(300)], "height_m": 10.0},
+                             geometry=[box(a, b, a + 1e-4, b + 1e-4) for a, b in zip(x, y)], crs=4326)
+    cog = tmp_path / "grids" / "buildings_250m.tif"
+    cog.parent.mkdir()
+    count = grids.rasterize_sums(table, 250, [])[grids.COUNT_LAYER]
+    cog.write_bytes(grids.cog_with_tags(count, grids.grid_tags("job", grids.COUNT_LAYER, {}, 250)))
+    overlays = viewer.grid_overlays([("grids/buildings_250m.tif", cog)])
+    assert overlays[0]["name"] == "buildings (250 m cells)" and overlays[0]["href"] == "grids/buildings_250m.tif"
+    (west, north), _, (east, south), _ = overlays[0]["coordinates"]
+    assert west < 118.08 + 1e-3 and east > 118.10 and south < 24.47 + 1e-3 and north > 24.49
+    spill = TileSpill(tmp_path / "spill.sqlite")
+    spill.add(table)
+    config = viewer.viewer_config(spill.write(tmp_path / viewer.ARCHIVE_NAME), "grid job", grids=overlays,
+                                  basemap_url=UNROUTABLE_BASEMAP)
+    (tmp_path / "viewer.html").write_bytes(viewer.viewer_html(config))
+    server, url = serve_in_background(tmp_path)
+    state = "[ufViewer.map.getLayoutProperty('grid-0', 'visibility'), document.querySelector(\"input[data-grid='0']\").checked]"
+    jump = "z => new Promise(r => { ufViewer.map.once('zoomend', () => r(null)); ufViewer.map.jumpTo({zoom: z}); })"
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            page.goto(url + "viewer.html")
+            page.wait_for_function("window.ufViewer && window.ufViewer.state === 'ready'", timeout=150_000)
+            page.evaluate(jump, 10)
+            at10 = page.evaluate(state)
+            page.evaluate(jump, 14)
+            at14 = page.evaluate(state)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert at10 == ["visible", True] and at14 == ["none", False]
+
+
 def test_opened_from_disk_the_page_asks_for_the_archive_and_reads_it_locally(tmp_path):
     sync_api, chromium = _browser()
     _site(tmp_path)
