@@ -22,7 +22,7 @@ FROM ${BASE_IMAGE} AS build
 ARG SERVICE
 # pyproject.toml extras to install, comma-separated: the image's own unless told otherwise.
 ARG EXTRAS=${SERVICE}
-# Where the extras' torch and torchvision come from (materials, modelserver): CPU wheels unless
+# Where the extras' torch and torchvision come from (materials, modelserver, flows): CPU wheels unless
 # told otherwise (https://pypi.org/simple: CUDA wheels).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH

@@ -259,7 +259,7 @@ def test_the_recipe_installs_the_extra(name: str, tmp_path: Path) -> None:
     listed = run.stdout.split()
     assert sorted(listed) == sorted(ds.extra_requirements(name))
     torch = {Requirement(r).name for r in listed if r.startswith("torch")}
-    assert torch == {"materials": {"torch", "torchvision"}, "modelserver": {"torch"}}.get(name, set())
+    assert torch == {"materials": {"torch", "torchvision"}, "modelserver": {"torch"}, "flows": {"torch"}}.get(name, set())
     (install,) = [i for i in ds.parse_dockerfile().all("RUN") if 'pip install -e ".[$EXTRAS]"' in i.args]
     assert install.line > _copy_line("services/"), "the project is installed once its code is copied"
 

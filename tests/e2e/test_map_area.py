@@ -196,6 +196,28 @@ def test_the_jobs_map_html_opens_offline_and_a_click_shows_that_buildings_popup(
     assert errors == []
 
 
+def test_the_demo_job_has_web_tiles_of_its_buildings_and_a_viewer(stack, sample_job):
+    """outputs/buildings.pmtiles holds every building of the table at z16, viewer.html beside it
+    and both in the STAC collection (issue 23, item 2)."""
+    from urbanfabric.outputs.vector_tiles import archive_metadata, archive_tiles, read_tile
+
+    store = ObjectStore(stack)
+    layout = JobLayout(sample_job)
+    tmp = Path(tempfile.mkdtemp())
+    archive = Path(store.get_file(f"{layout.outputs}/buildings.pmtiles", tmp / "buildings.pmtiles"))
+    table = gpd.read_parquet(Path(store.get_file(layout.buildings, tmp / "b.parquet")))
+    header, meta = archive_metadata(archive)
+    assert (header["min_zoom"], header["max_zoom"]) == (12, 16)
+    ids = {f["properties"]["id"] for (z, x, y), _ in archive_tiles(archive) if z == 16
+           for f in read_tile(archive, z, x, y)["buildings"]["features"]}
+    assert ids == set(table["building_id"]) and meta["urbanfabric"]["buildings"] == len(table)
+    page = store.get_bytes(f"{layout.outputs}/viewer.html").decode()
+    assert "window.ufViewer" in page and f"urbanfabric job {sample_job}" in page
+    keys = [k for k in store.list(f"{layout.outputs}/stac/") if k.endswith(".json")]
+    listed = "".join(store.get_bytes(k).decode() for k in keys)
+    assert "buildings.pmtiles" in listed and "viewer.html" in listed, keys
+
+
 def test_no_building_is_cut_at_a_tile_border(stack, sample_job):
     store = ObjectStore(stack)
     layout = JobLayout(sample_job)

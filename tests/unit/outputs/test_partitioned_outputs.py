@@ -213,3 +213,30 @@ def test_the_single_file_copy_can_be_skipped(tmp_path):
     summary = write_job_outputs(store, JOB, uris, [], {}, {}, options=PartitionOptions(single_file=False))
     assert not store.exists(JobLayout(JOB).buildings) and summary.buildings == 120
     assert store.list(JobLayout(JOB).outputs + "/buildings/quadkey=")
+
+
+def test_the_web_tiles_hold_every_building_and_the_viewer_links_the_job_grids(job):
+    """The aggregate step streams the partitions into buildings.pmtiles (issue 23, item 2)."""
+    import re
+
+    from urbanfabric.outputs.vector_tiles import (
+        archive_metadata,
+        archive_tiles,
+        read_tile,
+    )
+
+    _, summary, root, whole = job
+    path = root / "buildings.pmtiles"
+    header, meta = archive_metadata(path)
+    assert (header["min_zoom"], header["max_zoom"]) == (12, 16)
+    ids = {f["properties"]["id"] for (z, x, y), _ in archive_tiles(path) if z == 16
+           for f in read_tile(path, z, x, y)["buildings"]["features"]}
+    assert ids == set(whole["building_id"])
+    assert meta["urbanfabric"]["buildings"] == len(whole) == summary.buildings
+    page = (root / "viewer.html").read_text()
+    config = json.loads(re.search(r'<script id="uf-config" type="application/json">(.*?)</script>', page, re.DOTALL)
+                        .group(1))
+    hrefs = [g["href"] for g in config["grids"]]
+    assert "grids/mass_total_kg_100m.tif" in hrefs and "grids/buildings_250m.tif" in hrefs
+    assert all((root / h).is_file() for h in hrefs)
+    assert "urbanfabric job" in config["attribution"]

@@ -41,6 +41,9 @@ def export(store: ObjectStore, job_id: str, dest: Path, table_format: str = "par
     table, grids, maps, report, STAC with relative hrefs). A job written before ``map.html``
     was an output gets one built here from the exported table (urbanfabric.outputs.webmap).
 
+    The export copies everything the job wrote, including ``viewer.html`` and
+    ``buildings.pmtiles`` (the tile viewer, written at any size).
+
     Raises:
         InvalidInput: unknown ``table_format``, or the job has no complete outputs.
     """
@@ -52,7 +55,11 @@ def export(store: ObjectStore, job_id: str, dest: Path, table_format: str = "par
 
     doc = json.loads((dest / "job.json").read_text())
     small = int((doc.get("summary") or {}).get("buildings", 0)) <= WEBMAP_MAX_BUILDINGS
-    if not (dest / "map.html").exists() and table_format == "parquet" and small:
+    if not (dest / "map.html").exists() and (dest / "viewer.html").exists() and not small:
+        # The job chose the tile viewer (too many buildings for a self-contained map.html).
+        print(f"no map.html (a large job): open {dest / 'viewer.html'} with `urbanfabric open {dest}`, which "
+              "serves the folder on 127.0.0.1", file=sys.stderr)
+    elif not (dest / "map.html").exists() and table_format == "parquet" and small:
         from urbanfabric.cli.open_map import build_map
 
         try:

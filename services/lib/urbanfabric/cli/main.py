@@ -4,8 +4,8 @@
     urbanfabric demo                     stack up → map the sample area → export → stack down
     urbanfabric run --bbox W,S,E,N [options]  start a map-area run on the running stack
     urbanfabric export JOB_ID [DEST] [--format parquet|gpkg|fgb]
-                                         a job's outputs (table, grids, maps, report, STAC) in a folder
-    urbanfabric open JOB_ID|FOLDER       build and open the job's interactive map (map.html)
+                                         a job's outputs (table, grids, maps, tiles, report, STAC) in a folder
+    urbanfabric open JOB_ID|FOLDER       open the job's interactive map (map.html, or the tile viewer served on 127.0.0.1)
     urbanfabric explain --image F|--job J  heatmaps of why a classifier chose a class (PNGs)
     urbanfabric models list|publish|check  the registry's served versions in the object store
     urbanfabric dlq list|replay [--job J]  tasks the workers set aside, why, and sending them again
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                           "GeoPackage or one FlatGeobuf file")
     from urbanfabric.cli.open_map import add_arguments as open_arguments
 
-    open_arguments(sub.add_parser("open", help="build and open a job's interactive map (map.html)"))
+    open_arguments(sub.add_parser("open", help="open a job's interactive map (map.html, or viewer.html served on loopback)"))
     from urbanfabric.cli.heatmaps import add_arguments as explain_arguments
 
     explain_arguments(sub.add_parser("explain", help="Grad-CAM / guided backprop heatmaps as PNGs"))

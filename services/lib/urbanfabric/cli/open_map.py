@@ -1,10 +1,16 @@
-"""``urbanfabric open JOB_ID|FOLDER``: build (when needed) and open a job's interactive ``map.html``.
+"""``urbanfabric open JOB_ID|FOLDER``: open a job's interactive map.
 
 A folder is an exported job (``out/<job>/`` from ``urbanfabric export`` or ``urbanfabric demo``:
 ``buildings.parquet`` and ``job.json``). A job id is looked up as ``out/<job>/`` first; otherwise
 its outputs are exported from the object store there (the running stack's, see
-docs/operations.md). The map is written as ``map.html`` beside the table
-(urbanfabric.outputs.webmap) and opened in the default browser unless ``--no-browser``.
+docs/operations.md).
+
+Which map: ``map.html`` (self-contained, urbanfabric.outputs.webmap) when the job wrote one or
+it can be built from the exported table; it opens from disk. A job above
+``WEBMAP_MAX_BUILDINGS`` has no ``map.html`` but ``viewer.html`` with ``buildings.pmtiles``
+(urbanfabric.outputs.viewer), and so does ``--viewer``: that page reads the archive by HTTP
+range requests, so the folder is served on 127.0.0.1 (urbanfabric.cli.serve) until Ctrl-C and
+the page opened from there. ``--no-browser`` prints the path or URL instead of opening it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1 m makes a 100 k-building map about 18 %% smaller)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild map.html even when it exists")
     parser.add_argument("--no-browser", action="store_true", help="write map.html, print its path, do not open it")
+    parser.add_argument("--viewer", action="store_true",
+                        help="open the tile viewer (viewer.html + buildings.pmtiles, any job size) even when "
+                             "map.html exists; the folder is served on 127.0.0.1 until Ctrl-C")
+    parser.add_argument("--port", type=int, default=0, help="port of the loopback server (default: a free one)")
 
 
 def _buildings_path(folder: Path) -> Path:
@@ -51,10 +61,39 @@ def build_map(folder: Path, attribute: str = "height", rebuild: bool = False, si
     return out
 
 
+def has_viewer(folder: Path) -> bool:
+    """Whether an exported job carries the tile viewer and its archive."""
+    return (folder / "viewer.html").is_file() and (folder / "buildings.pmtiles").is_file()
+
+
+def serve_viewer(folder: Path, port: int = 0, browser: bool = True) -> int:
+    """Serve ``folder`` on 127.0.0.1 and open its ``viewer.html`` until Ctrl-C."""
+    from urbanfabric.cli.serve import serve_folder
+
+    try:
+        server = serve_folder(folder, port)
+    except OSError as exc:
+        print(f"urbanfabric open: cannot serve {folder} on 127.0.0.1:{port} ({exc}); try another --port",
+              file=sys.stderr)
+        return 1
+    url = f"http://127.0.0.1:{server.server_address[1]}/viewer.html"
+    print(f"{url}  (serving {folder} on loopback; Ctrl-C stops)", flush=True)
+    if browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     target = Path(args.job)
     folder = target if target.is_dir() else Path("out") / args.job
-    if not folder.is_dir() or not any((folder / n).exists() for n in ("buildings.parquet", "buildings")):
+    exported = has_viewer(folder) or any((folder / n).exists() for n in ("buildings.parquet", "buildings"))
+    if not folder.is_dir() or not exported:
         if target.is_dir() or "/" in args.job:
             print(f"urbanfabric open: {folder} holds no exported job (buildings.parquet)", file=sys.stderr)
             return 2
@@ -69,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
                   f"store ({type(exc).__name__}: {exc}); is the stack up (urbanfabric stack status)?",
                   file=sys.stderr)
             return 1
+    if getattr(args, "viewer", False) or (not (folder / "map.html").exists() and has_viewer(folder)):
+        if not has_viewer(folder):
+            print(f"urbanfabric open: {folder} has no viewer.html and buildings.pmtiles (jobs write them from "
+                  "this version on; re-run the job or open map.html without --viewer)", file=sys.stderr)
+            return 2
+        return serve_viewer(folder, getattr(args, "port", 0), not args.no_browser)
     path = build_map(folder, args.attribute, args.rebuild or args.attribute != "height" or args.simplify_m != 0.5,
                      args.simplify_m)
     print(path)

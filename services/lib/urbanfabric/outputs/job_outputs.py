@@ -8,8 +8,11 @@
 * ``grids/quadkey=<key>/<layer>_<size>m.tif`` per partition and ``grids/<layer>_<size>m.tif``
   for the job (their cell-wise sum, built in bounded memory), all COGs;
 * ``districts.parquet`` when districts were given, ``map.png`` (lon/lat ticks, scale bar, north
-  arrow, imagery attribution), ``map.html`` (interactive), ``report.md`` with its charts in
-  ``report_files/`` and the self-contained ``report.html`` (:mod:`urbanfabric.outputs.report_html`);
+  arrow, imagery attribution), ``report.md`` with its charts in ``report_files/`` and the
+  self-contained ``report.html`` (:mod:`urbanfabric.outputs.report_html`);
+* ``buildings.pmtiles`` — the buildings as vector web tiles (z12–z16, urbanfabric.outputs.vector_tiles)
+  and ``viewer.html``, the MapLibre page that shows them at any job size (urbanfabric.outputs.viewer);
+  ``map.html`` (self-contained, opens offline) only up to :data:`WEBMAP_MAX_BUILDINGS`;
 * ``stac/collection.json`` with one item per partition and per grid / report asset.
 
 Memory is bounded by one batch, one part file and the fixed-size map canvas: the batches are
@@ -61,6 +64,7 @@ from urbanfabric.outputs.summary import (
     summary_from_parts,
     summary_parts,
 )
+from urbanfabric.outputs.vector_tiles import PMTILES_MEDIA_TYPE, TileSpill
 
 #: Pixels across the whole area of the map canvas (each panel of the PNG is ≈ 700 px wide).
 MAP_PX = 1024
@@ -93,8 +97,33 @@ def empty_partition_warnings(area: tuple[float, float, float, float] | None, wri
 
 
 #: Above this many buildings no self-contained map.html is written (≈ 47 MB and 5 s to open at
-#: 100,000; docs/results.md → Interactive map).
+#: 100,000; docs/results.md → Interactive map); the tile viewer (viewer.html) shows any size.
 WEBMAP_MAX_BUILDINGS = 100_000
+
+
+def _write_web_tiles(store: ObjectStore, layout: JobLayout, job_id: str, tiles: TileSpill,
+                     grid_cogs: Sequence[tuple[str, Path]], parameters: dict[str, Any], model_versions: Any,
+                     tmp: Path, warnings: list[str]) -> dict[str, str]:
+    """``outputs/buildings.pmtiles`` and ``outputs/viewer.html``; a failure is a warning, not a
+    failed job (the table, grids and report are the results; tiles and page are views of them)."""
+    from urbanfabric.outputs.viewer import ARCHIVE_NAME, grid_overlays, viewer_config, viewer_html
+    from urbanfabric.outputs.webmap import options_for_job
+
+    try:
+        local = tmp / ARCHIVE_NAME
+        rows = [model_versions] if model_versions else []  # the attribution names the model versions
+        versions = gpd.GeoDataFrame({"model_versions": rows}, geometry=[None] * len(rows), crs=4326)
+        attribution = options_for_job(job_id, parameters, versions).attribution
+        stats = tiles.write(local, f"urbanfabric job {job_id}", attribution)
+        overlays = grid_overlays(grid_cogs)
+        page = viewer_html(viewer_config(stats, f"urbanfabric job {job_id}", grids=overlays,
+                                         attribution=attribution))
+    except Exception as exc:  # noqa: BLE001 - any failure of the view leaves the results intact
+        tiles.close()
+        warnings.append(f"web tiles not written: {type(exc).__name__}: {exc}")
+        return {}
+    return {"tiles": store.put_file(f"{layout.outputs}/{ARCHIVE_NAME}", local, PMTILES_MEDIA_TYPE),
+            "viewer": store.put_bytes(f"{layout.outputs}/viewer.html", page, "text/html; charset=utf-8")}
 
 
 def _write_webmap(store: ObjectStore, layout: JobLayout, job_id: str, table_path: Path,
@@ -151,6 +180,8 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
         single = SingleFileWriter(tmp / "buildings.parquet", schema, spill.geo, options.row_group_rows) \
             if options.single_file else None
         canvas = MapCanvas(spill.bounds, MAP_PX) if spill.bounds else None
+        tiles: TileSpill | None = TileSpill(tmp / "tiles.sqlite")
+        model_versions: Any = None  # for the viewer's attribution
         crs = grids.grid_crs(spill.bounds) if spill.bounds else None
         layers: dict[str, str] | None = None
         grid_files: dict[tuple[str, float], list[Path]] = {}
@@ -184,6 +215,15 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                         district_parts.append(grids.district_parts(frame, districts, district_id, list(layers)))
                     if canvas is not None:
                         canvas.add_buildings(frame)
+                    if model_versions is None and "model_versions" in frame.columns and frame["model_versions"].notna().any():
+                        model_versions = frame["model_versions"].dropna().iloc[0]
+                    if tiles is not None:
+                        try:
+                            tiles.add(frame)
+                        except Exception as exc:  # noqa: BLE001 - the tiles are a view; the table stands
+                            warnings.append(f"web tiles not written: {type(exc).__name__}: {exc}")
+                            tiles.close()
+                            tiles = None
                     del frame
                 del table
             spill.drop(key)
@@ -216,7 +256,8 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                                              ard_uris, warnings))
             elif spill.rows:
                 warnings.append(f"no map.html: {spill.rows:,} buildings > {WEBMAP_MAX_BUILDINGS:,} "
-                                "(a self-contained page that size is slow to open)")
+                                "(a self-contained page that size is slow to open); viewer.html shows them "
+                                "from buildings.pmtiles (urbanfabric open JOB serves it)")
         job_bbox: tuple[float, float, float, float] = spill.bounds or area or (0.0, 0.0, 0.0, 0.0)
         grid_items = []
         for (name, cell), paths in grid_files.items():
@@ -228,6 +269,15 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
                                          {"urbanfabric:layer": name, "urbanfabric:cell_size_m": cell}))
         if grid_items:
             outputs["grids"] = f"{store.s3_uri(layout.outputs + '/grids/')} ({len(grid_items)} COGs)"
+        if tiles is not None and spill.rows:
+            from urbanfabric.outputs.webmap import MAP_GRID_LAYERS
+
+            shown = [(f"grids/{name}_{cell:g}m.tif", tmp / "grids" / f"{name}_{cell:g}m.tif")
+                     for (name, cell) in sorted(grid_files) if name in MAP_GRID_LAYERS or name == grids.COUNT_LAYER]
+            outputs.update(_write_web_tiles(store, layout, job_id, tiles, shown, parameters, model_versions, tmp,
+                                            warnings))
+        elif tiles is not None:
+            tiles.close()
         if districts is not None and spill.rows:
             key = f"{layout.outputs}/districts.parquet"
             table = grids.merge_district_parts(district_parts, districts, district_id).reset_index()
@@ -269,6 +319,11 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
     if "map_html" in outputs:
         report_assets["map_html"] = (outputs["map_html"], "text/html", ["overview", "visual"],
                                      "interactive map (self-contained, opens offline)")
+    if "tiles" in outputs:
+        report_assets["tiles"] = (outputs["tiles"], PMTILES_MEDIA_TYPE, ["data", "tiles"],
+                                  "buildings as vector tiles (PMTiles v3, MVT, z12–z16)")
+        report_assets["viewer"] = (outputs["viewer"], "text/html", ["overview", "visual"],
+                                   "tile viewer (MapLibre; open over HTTP, see docs/web-map.md)")
     if "districts" in outputs:
         report_assets["districts"] = (outputs["districts"], PARQUET_MEDIA_TYPE, ["data"], "per-district totals")
     items.append(OutputItem("report", job_bbox, report_assets, {"urbanfabric:buildings": summary.buildings}))

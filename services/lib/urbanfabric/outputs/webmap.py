@@ -180,6 +180,14 @@ def _column(table: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
 
 
+#: The binned colourings: key → (title, bin edges, unit); shared with the tile viewer (viewer.py).
+BINS: dict[str, tuple[str, list[float], str]] = {
+    "height": ("height (m)", [0, 6, 10, 15, 25, 40, 60], "m"),
+    "stock_per_m2": ("material stock per m² of footprint (t/m²)", [0, 1, 2, 4, 8, 16, 32], "t/m²"),
+    "uncertainty": ("stock uncertainty: 90 % interval / median", [0, 0.5, 1, 2, 3, 5], "×"),
+}
+
+
 def colourings(table: pd.DataFrame) -> dict[str, Colouring]:
     """The colourings the page offers, for the columns the table has.
 
@@ -189,14 +197,12 @@ def colourings(table: pd.DataFrame) -> dict[str, Colouring]:
     """
     out: dict[str, Colouring] = {}
     if "height_m" in table.columns:
-        out["height"] = _binned("height", "height (m)", _column(table, "height_m"),
-                                [0, 6, 10, 15, 25, 40, 60], "m")
+        out["height"] = _binned("height", BINS["height"][0], _column(table, "height_m"), *BINS["height"][1:])
     if "mass_total_kg" in table.columns and "footprint_area_m2" in table.columns:
         area = _column(table, "footprint_area_m2")
         with np.errstate(divide="ignore", invalid="ignore"):
             per = np.where(area > 0, _column(table, "mass_total_kg") / 1000.0 / area, np.nan)
-        out["stock_per_m2"] = _binned("stock_per_m2", "material stock per m² of footprint (t/m²)", per,
-                                      [0, 1, 2, 4, 8, 16, 32], "t/m²")
+        out["stock_per_m2"] = _binned("stock_per_m2", BINS["stock_per_m2"][0], per, *BINS["stock_per_m2"][1:])
     if "roof_material" in table.columns:
         out["roof_material"] = _categorical("roof_material", "roof material", table["roof_material"])
     if {"mass_total_kg_p05", "mass_total_kg_p95"} <= set(table.columns):
@@ -205,8 +211,7 @@ def colourings(table: pd.DataFrame) -> dict[str, Colouring]:
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(mid > 0, (_column(table, "mass_total_kg_p95") - _column(table, "mass_total_kg_p05")) / mid,
                            np.nan)
-        out["uncertainty"] = _binned("uncertainty", "stock uncertainty: 90 % interval / median", rel,
-                                     [0, 0.5, 1, 2, 3, 5], "×")
+        out["uncertainty"] = _binned("uncertainty", BINS["uncertainty"][0], rel, *BINS["uncertainty"][1:])
     return out
 
 
@@ -291,7 +296,7 @@ def _encode_geometries(geoms: np.ndarray, origin: tuple[int, int]) -> list[list[
     return [parts[a:b] for a, b in zip(geom_off[:-1].tolist(), geom_off[1:].tolist())]
 
 
-def _grid_overlay(layer: GridLayer, max_px: int) -> dict[str, Any] | None:
+def grid_overlay(layer: GridLayer, max_px: int) -> dict[str, Any] | None:
     """Reproject a grid to Web Mercator and colour it (quantile bins) as a PNG data URL."""
     from PIL import Image
     from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
@@ -430,7 +435,7 @@ def map_data(buildings: gpd.GeoDataFrame, grids: Sequence[GridLayer] = (),
                     "value": slot(f.column, f.scale, f.integer), "low": slot(f.low, f.scale, f.integer),
                     "high": slot(f.high, f.scale, f.integer), "probability": slot(f.probability, probability=True),
                     "reason": slot(f.reason)} for f in fields]
-    overlays = [o for o in (_grid_overlay(g, opts.grid_max_px) for g in grids) if o is not None]
+    overlays = [o for o in (grid_overlay(g, opts.grid_max_px) for g in grids) if o is not None]
     return {
         "title": opts.title,
         "origin": list(origin), "scale": COORD_SCALE,
