@@ -221,6 +221,11 @@ class Stack:
             creds["access_key"] = "UF" + _random_key(18, string.ascii_uppercase + string.digits)
             creds["secret_key"] = _random_key(40, string.ascii_letters + string.digits)
             creds["region"] = "us-east-1"
+        # Secrets added after the S3 keys (stacks recorded before them get theirs now).
+        alnum = string.ascii_letters + string.digits
+        creds.setdefault("service_token", _random_key(48, alnum))
+        creds.setdefault("kafka_password", _random_key(32, alnum))
+        creds.setdefault("prefect_auth", "urbanfabric:" + _random_key(32, alnum))
         bucket = os.environ.get("URBANFABRIC_BUCKET") or state.get("bucket") or "urbanfabric"
         state["bucket"] = bucket
         ports: dict[str, dict[str, int]] = state.setdefault("ports", {})
@@ -236,6 +241,9 @@ class Stack:
             secret_key=creds["secret_key"],
             region=creds.get("region", "us-east-1"),
             bucket=bucket,
+            service_token=creds["service_token"],
+            kafka_password=creds["kafka_password"],
+            prefect_auth=creds["prefect_auth"],
         )
 
     @staticmethod
