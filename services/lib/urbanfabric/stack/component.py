@@ -16,8 +16,6 @@ from pathlib import Path
 from urbanfabric.settings import SERVICE_NAMES, Settings
 
 LOCALHOST = "127.0.0.1"
-#: The Kafka SCRAM user every stack process connects as.
-KAFKA_USER = "urbanfabric"
 
 
 class NotReady(Exception):
@@ -58,9 +56,8 @@ class StackContext:
     bucket: str = "urbanfabric"
     python: str = field(default_factory=lambda: sys.executable)
     #: Per-stack secrets generated at the first ``stack up`` (see runner): the key signing
-    #: service tokens, the Kafka SCRAM password and the Prefect API basic-auth string.
+    #: service tokens and the Prefect API basic-auth string.
     service_token: str = field(default="", repr=False)
-    kafka_password: str = field(default="", repr=False)
     prefect_auth: str = field(default="", repr=False)
 
     def port(self, component: str, name: str) -> int:
@@ -103,8 +100,6 @@ class StackContext:
             services={**defaults.services, **services},
             model_store=f"s3://{self.bucket}/models" if "objectstore" in self.ports else "",
             service_token=self.service_token,
-            kafka_username=KAFKA_USER if self.kafka_password else "",
-            kafka_password=self.kafka_password,
             prefect_auth=self.prefect_auth,
             source="stack",
         )

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -210,8 +209,12 @@ def _weed_leftovers(ctx: StackContext) -> list[Path]:
 
 
 # -- kafka: Tansu ------------------------------------------------------------------------------
-def _tansu_argv(ctx: StackContext, port: int | None = None, authentication: bool = True) -> list[str]:
-    url = f"tcp://{LOCALHOST}:{port or ctx.port('kafka', 'kafka')}"
+def _tansu_argv(ctx: StackContext) -> list[str]:
+    # No SASL here: Tansu 0.6 checks SCRAM logins (--authentication) but its S3 storage keeps
+    # no users (`tansu user create` succeeds and nothing is stored), so an authenticating
+    # broker could never be logged into. The broker listens on 127.0.0.1 only; a cluster
+    # points URBANFABRIC_KAFKA_USERNAME/PASSWORD at a broker with SASL (docs/reliability.md).
+    url = f"tcp://{ctx.addr('kafka', 'kafka')}"
     return [
         tansu_binary() or "tansu",
         "broker",
@@ -221,69 +224,7 @@ def _tansu_argv(ctx: StackContext, port: int | None = None, authentication: bool
         url,
         "--storage-engine",
         f"s3://{TANSU_BUCKET}/",
-        *(["--authentication"] if authentication else []),
     ]
-
-
-def _tansu_user(ctx: StackContext) -> None:
-    """Create the stack's SCRAM user in the broker's store, once per password.
-
-    Tansu 0.6 keeps SCRAM credentials in its storage engine and creates them only through the
-    Kafka API, which a broker started with ``--authentication`` refuses before login. So the
-    first ``up`` runs the broker once without it, on a private loopback port, just long enough
-    for ``tansu user create``; the real broker then requires SASL/SCRAM-SHA-512 from everyone.
-    A marker (a hash of the password, never the password) skips this on later ups.
-    """
-    import hashlib
-    import socket
-    import subprocess
-    import time
-
-    from urbanfabric.io.object_store import aws_environ
-    from urbanfabric.stack import procs
-    from urbanfabric.stack.component import KAFKA_USER
-
-    marker = ctx.data_dir("kafka") / "scram-user.sha256"
-    digest = hashlib.sha256(f"{KAFKA_USER}:{ctx.kafka_password}".encode()).hexdigest()
-    if marker.is_file() and marker.read_text().strip() == digest:
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    port = procs.free_ports(1)[0]
-    env = {**os.environ, **aws_environ(ctx.settings), **_tansu_env(ctx)}
-    log = ctx.log_path("kafka-user")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        broker = subprocess.Popen(_tansu_argv(ctx, port, authentication=False), env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection((LOCALHOST, port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if broker.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"tansu (user setup) did not listen on {port}; see {log}") from None
-                    time.sleep(0.1)
-            create = [tansu_binary() or "tansu", "user", "create", "--broker", f"tcp://{LOCALHOST}:{port}",
-                      "--mechanism", "scram512", KAFKA_USER, ctx.kafka_password]
-            done = subprocess.run(create, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=30, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"tansu user create exited {done.returncode}; see {log}")
-        finally:
-            broker.terminate()
-            try:
-                broker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait(timeout=5)
-    marker.write_text(digest)
-
-
-def _tansu_env(ctx: StackContext) -> dict[str, str]:
-    # Tansu's S3 client (Rust object_store) reads AWS_ENDPOINT and refuses plain HTTP unless
-    # AWS_ALLOW_HTTP is set; the keys come from the common AWS_* environment.
-    return {"AWS_ENDPOINT": f"http://{ctx.addr('objectstore', 's3')}", "AWS_ALLOW_HTTP": "true"}
 
 
 def create_topics(ctx: StackContext, topics: Sequence[str] = TOPICS, partitions: int = TOPIC_PARTITIONS) -> list[str]:
@@ -384,7 +325,6 @@ COMPONENTS: tuple[Component, ...] = (
         name="kafka",
         argv=_tansu_argv,
         env=_tansu_env,
-        prepare=_tansu_user,
         ports=("kafka",),
         depends_on=("objectstore",),
         health=kafka_admin,

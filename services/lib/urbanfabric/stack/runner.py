@@ -224,7 +224,6 @@ class Stack:
         # Secrets added after the S3 keys (stacks recorded before them get theirs now).
         alnum = string.ascii_letters + string.digits
         creds.setdefault("service_token", _random_key(48, alnum))
-        creds.setdefault("kafka_password", _random_key(32, alnum))
         creds.setdefault("prefect_auth", "urbanfabric:" + _random_key(32, alnum))
         bucket = os.environ.get("URBANFABRIC_BUCKET") or state.get("bucket") or "urbanfabric"
         state["bucket"] = bucket
@@ -242,7 +241,6 @@ class Stack:
             region=creds.get("region", "us-east-1"),
             bucket=bucket,
             service_token=creds["service_token"],
-            kafka_password=creds["kafka_password"],
             prefect_auth=creds["prefect_auth"],
         )
 
