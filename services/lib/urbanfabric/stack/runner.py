@@ -16,6 +16,7 @@ import secrets
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -320,9 +321,13 @@ class Stack:
             no_proxy=",".join(sorted(no_proxy)),
         )
         # Everything listens on 127.0.0.1 and the sample data is a local folder: the local stack
-        # lets imagery come from loopback and local paths (io/source_policy; strict in the chart).
+        # lets imagery come from loopback and from local paths under the sample data and the
+        # temporary folder, not from anywhere (/etc, the stack's own secrets); link-local stays
+        # refused (io/source_policy; strict in the chart).
+        from urbanfabric.io.model_repository import SHARED_DATA
+
         env.setdefault("URBANFABRIC_SOURCE_ALLOW_PRIVATE", "1")
-        env.setdefault("URBANFABRIC_SOURCE_LOCAL_ROOTS", "/")
+        env.setdefault("URBANFABRIC_SOURCE_LOCAL_ROOTS", os.pathsep.join([str(SHARED_DATA), tempfile.gettempdir()]))
         env.update(comp.build_env(ctx))
         return env
 
