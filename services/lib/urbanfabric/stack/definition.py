@@ -227,6 +227,12 @@ def _tansu_argv(ctx: StackContext) -> list[str]:
     ]
 
 
+def _tansu_env(ctx: StackContext) -> dict[str, str]:
+    # Tansu's S3 client (Rust object_store) reads AWS_ENDPOINT and refuses plain HTTP unless
+    # AWS_ALLOW_HTTP is set; the keys come from the common AWS_* environment.
+    return {"AWS_ENDPOINT": f"http://{ctx.addr('objectstore', 's3')}", "AWS_ALLOW_HTTP": "true"}
+
+
 def create_topics(ctx: StackContext, topics: Sequence[str] = TOPICS, partitions: int = TOPIC_PARTITIONS) -> list[str]:
     """Create the missing ``topics`` (idempotent). Returns the ones created."""
     from kafka.admin import KafkaAdminClient, NewTopic
