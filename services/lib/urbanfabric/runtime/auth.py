@@ -133,7 +133,7 @@ def _refuse(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class ServerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
+class ServerTokenCheck(grpc.ServerInterceptor):
     """Refuse calls without a valid token (UNAUTHENTICATED) or without a bounded deadline
     (INVALID_ARGUMENT), before the request is even read. Health checks pass."""
 
@@ -176,7 +176,7 @@ def _deadline_guard(handler: Any, max_deadline_s: float) -> Any:
     )
 
 
-class AsyncServerTokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AsyncServerTokenCheck(grpc.aio.ServerInterceptor):
     """The token check for a ``grpc.aio`` server (the model server). ``open_methods``: RPC
     name prefixes served without a token (the V2 liveness and readiness calls)."""
 
@@ -200,7 +200,7 @@ class AsyncServerTokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return await continuation(details)
 
 
-class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, base: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
         self.method = base.method
         self.timeout = base.timeout
@@ -211,10 +211,10 @@ class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 class ClientToken(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
 ):
     """Adds a fresh token to every call of a channel, whatever its kind."""
 
