@@ -100,3 +100,19 @@ def test_reflection_is_off_unless_asked_for(addr):
             next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
                                            timeout=5))
         assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_settings_keep_secrets_out_of_repr_and_speak_sasl_only_when_told():
+    from urbanfabric.settings import Settings
+
+    s = Settings.load(path="/nonexistent", environ={
+        "URBANFABRIC_SERVICE_TOKEN": "tok-123456", "URBANFABRIC_S3_SECRET_KEY": "s3-secret-789",
+        "PREFECT_API_AUTH_STRING": "u:prefect-pw", "URBANFABRIC_KAFKA_PASSWORD": "kafka-pw"})
+    assert s.service_token == "tok-123456"
+    for secret in ("tok-123456", "s3-secret-789", "prefect-pw", "kafka-pw"):
+        assert secret not in repr(s)
+    assert s.kafka_options() == {"bootstrap_servers": s.kafka_bootstrap}  # no user: plaintext
+    sasl = s.with_env({"URBANFABRIC_KAFKA_USERNAME": "uf"}).kafka_options()
+    assert sasl["security_protocol"] == "SASL_PLAINTEXT" and sasl["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert sasl["sasl_plain_username"] == "uf" and sasl["sasl_plain_password"] == "kafka-pw"
+    assert s.to_env()["URBANFABRIC_SERVICE_TOKEN"] == "tok-123456"  # children of the stack get it
