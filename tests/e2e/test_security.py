@@ -209,7 +209,8 @@ def test_the_object_store_is_reachable_only_through_authenticated_s3(stack):
 def test_the_broker_listens_on_loopback_only(stack):
     record = json.loads((_stack_dir() / "stack.json").read_text())["components"]["kafka"]
     proc = psutil.Process(record["pid"])
-    listening = [c.laddr for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    conns = getattr(proc, "net_connections", proc.connections)(kind="inet")  # psutil <6 / >=6
+    listening = [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
     assert listening and all(addr.ip in ("127.0.0.1", "::ffff:127.0.0.1") for addr in listening), listening
 
 
