@@ -214,7 +214,28 @@ def test_the_broker_listens_on_loopback_only(stack):
     assert listening and all(addr.ip in ("127.0.0.1", "::ffff:127.0.0.1") for addr in listening), listening
 
 
+def _one_signed_call(stack) -> None:
+    """One successful signed RPC (a 64-px Calibrate), so the logs hold a served call even when
+    this file runs alone."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from urbanfabric.io.rasters import Raster, cog_bytes
+    from urbanfabric.runtime.connections import call, stub
+    from urbanfabric.v1 import calibration_pb2
+
+    store = ObjectStore(stack)
+    data = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+    key = "jobs/security-log-scan/tiles/t/raw.tif"
+    store.put_bytes(key, cog_bytes(Raster(data, Affine(0.6, 0, 0, 0, -0.6, 0), CRS.from_epsg(3857), 0)))
+    request = calibration_pb2.CalibrateRequest(tile_id="t", raw=common_pb2.ObjectRef(uri=store.s3_uri(key)))
+    request.job.job_id = "security-log-scan"
+    assert call(stub(stack, "calibration").Calibrate, request, 60).ard.uri.endswith("ard.tif")
+
+
 def test_no_secret_appears_in_any_log(stack):
+    _one_signed_call(stack)
     creds = json.loads((_stack_dir() / "stack.json").read_text())["credentials"]
     password = creds["prefect_auth"].split(":", 1)[1]
     secrets = {
