@@ -202,11 +202,12 @@ def components_run(settings: Settings, stack: Stack, store: ObjectStore, footpri
 def flow_runner_run(settings: Settings, stack: Stack, store: ObjectStore, footprints: Path) -> Outcome:
     """Kill the flow runner once batches flow, then resume the job with its id."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     job_id = new_job_id()
     t0 = time.time()
-    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url,
+                             PREFECT_API_AUTH_STRING: settings.prefect_auth or None}):
         run_deployment(DEPLOYMENT, parameters=spec(job_id, footprints), timeout=0)
     k = Kill("flows")
     while time.time() - t0 < 1800:

@@ -8,6 +8,10 @@ Example (local stack)::
 Ready when ``GET http://127.0.0.1:<http-port>/v2/health/ready`` answers 200 (per model:
 ``/v2/models/<model>-<version>/ready``). Stops on SIGTERM/SIGINT.
 
+Every call but the health probes needs a bearer token signed with ``URBANFABRIC_SERVICE_TOKEN``
+(:mod:`urbanfabric.runtime.auth`); without that key the server refuses to start unless
+``URBANFABRIC_ALLOW_UNAUTHENTICATED=1``.
+
 Environment: ``URBANFABRIC_TORCH_THREADS`` (torch intra-op threads, default 2),
 ``URBANFABRIC_LOG_LEVEL`` (default INFO), ``URBANFABRIC_MODELS`` (the ``--models`` list).
 """
@@ -76,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     from urbanfabric.runtime.logs import configure
 
     log = configure("modelserver")
+    from urbanfabric.runtime import auth
+
+    try:
+        token_key = auth.server_key()
+    except auth.MissingKey as exc:
+        log.error("%s", exc)
+        return 2
     # One line per request from uvicorn/KServe's latency tracer is noise at INFO.
     if logging.getLogger().level > logging.DEBUG:
         for chatty in ("uvicorn.access", "kserve.trace"):
@@ -118,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         max_threads=args.max_threads,
         grace_period=args.grace_period,
         workers=1,
+        token_key=token_key,
     )
     server.start(models)
     return 0

@@ -21,6 +21,12 @@ Checked with ``ss -ltnp``: ``127.0.0.1:HTTP`` and ``[::ffff:127.0.0.1]:GRPC``, n
 One more override, for speed: :class:`RawTensorDataPlane` keeps binary-extension REST
 tensors as bytes (KServe's decoder converts them to Python lists, ≈ 0.6 s per 512² tile).
 
+Authentication: with a signing key every REST path but the health probes (and every gRPC call
+but ``ServerLive`` / ``ServerReady``) needs ``authorization: Bearer <token>``
+(:mod:`urbanfabric.runtime.auth`): :class:`TokenGate` wraps KServe's ASGI app for REST and
+:class:`urbanfabric.runtime.auth.AsyncServerTokenCheck` intercepts gRPC. ``/metrics`` stays open
+for the Prometheus scrape (counters only, no data).
+
 Everything else (FastAPI app, V1/V2 routes, ``/metrics``, gRPC servicer, signal handling,
 error-to-status mapping) is KServe's unchanged. In a cluster pass ``--host 0.0.0.0``.
 
@@ -51,6 +57,8 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
+
+from urbanfabric.runtime import auth
 
 log = logging.getLogger("urbanfabric.modelserver")
 
@@ -120,12 +128,43 @@ class RawTensorDataPlane(DataPlane):
         )
 
 
+#: REST paths served without a token: the probes and the Prometheus scrape.
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics", "/v2/health/live/",
+                        "/v2/health/ready/"})
+#: gRPC methods served without a token (the V2 probes).
+OPEN_GRPC = ("/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady")
+
+
+class TokenGate:
+    """ASGI middleware: refuse HTTP requests without a valid bearer token (401, JSON error)."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        reason = auth.check(self.key, header)
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps({"error": f"unauthenticated: {reason}"})
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 class BoundGRPCServer(GRPCServer):
     """KServe's V2 gRPC server listening on ``host:port`` instead of ``[::]:port``."""
 
-    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, host: str, *args: Any, token_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._host = host
+        self._token_key = token_key
 
     async def start(self, max_workers: int) -> None:
         """Upstream ``GRPCServer.start`` (kserve 0.21) with the listen address parameterised."""
@@ -133,7 +172,10 @@ class BoundGRPCServer(GRPCServer):
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             # Upstream also adds LoggingInterceptor: one INFO line per call, i.e. per tile.
-            interceptors=(ExceptionToStatusInterceptor(),),
+            interceptors=(
+                *([auth.AsyncServerTokenCheck(self._token_key, OPEN_GRPC)] if self._token_key else []),
+                ExceptionToStatusInterceptor(),
+            ),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 (
@@ -160,6 +202,7 @@ class BoundModelServer(ModelServer):
         self,
         host: str = "127.0.0.1",
         grpc_max_message_mb: int = DEFAULT_GRPC_MAX_MB,
+        token_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the server.
@@ -167,6 +210,7 @@ class BoundModelServer(ModelServer):
         Args:
             host: listen address for both servers (``127.0.0.1`` locally, ``0.0.0.0`` in pods).
             grpc_max_message_mb: gRPC send/receive message limit.
+            token_key: key the callers' bearer tokens must be signed with; None: no checking.
             **kwargs: passed to ``kserve.ModelServer`` (``http_port``, ``grpc_port``, …).
         """
         if kwargs.get("workers", 1) != 1:
@@ -178,6 +222,7 @@ class BoundModelServer(ModelServer):
         # Same registry, faster binary REST decoding (RESTServer/GRPCServer take it in start).
         self.dataplane = RawTensorDataPlane(model_registry=self.registered_models)
         self.grpc_max_message_bytes = grpc_max_message_mb * 1024 * 1024
+        self.token_key = token_key
 
     def start(self, models: list[BaseKServeModel]) -> None:
         """Register ``models`` and serve REST + gRPC on ``self.host`` until signalled.
@@ -202,6 +247,12 @@ class BoundModelServer(ModelServer):
         )
         # RESTServer hard-codes host="0.0.0.0"; uvicorn only reads it when binding.
         self._rest_server.config.host = self.host
+        if self.token_key:
+            # uvicorn loads the app from config.app when it starts; RESTServer.start adds
+            # KServe's routes to that same FastAPI object first, so the gate wraps all of them.
+            from kserve.model_server import app as kserve_app
+
+            self._rest_server.config.app = TokenGate(kserve_app, self.token_key)
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             grpc_options = {
@@ -215,6 +266,7 @@ class BoundModelServer(ModelServer):
                 self.model_repository_extension,
                 kwargs=grpc_options,
                 grace_period=self.grace_period,
+                token_key=self.token_key,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         log.info(

@@ -31,6 +31,7 @@ from services import entrypoint
 pytestmark = pytest.mark.timeout(120)
 STUBS = ds.ROOT / "services/lib/urbanfabric/v1/__init__.py"
 WEIGHTS = ds.ROOT / "models/footprint_unet/v1"
+SERVICE_TOKEN = "deploy-test-signing-key-0123456789abcdef"
 
 
 def free_ports(n: int) -> list[int]:
@@ -48,6 +49,8 @@ def base_env(tmp: Path) -> dict[str, str]:
         "URBANFABRIC_S3_ENDPOINT": "127.0.0.1:9",
         "URBANFABRIC_S3_ACCESS_KEY": "test",
         "URBANFABRIC_S3_SECRET_KEY": "test-secret",
+        # What the chart's Secret gives every pod (security.serviceTokenSecret).
+        "URBANFABRIC_SERVICE_TOKEN": SERVICE_TOKEN,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "TMPDIR": str(tmp),
     })
@@ -175,7 +178,10 @@ def predictor(dev_docs: list, scratch: Path) -> Iterator[tuple[int, Path]]:
     (isvc,) = [d for d in ds.of_kind(dev_docs, "InferenceService") if d["metadata"]["name"].endswith("footprint-unet")]
     env = base_env(scratch)
     for item in runtime["env"] + isvc["spec"]["predictor"]["model"]["env"]:
-        env[item["name"]] = item["value"]
+        if "value" in item:  # secretKeyRef items come from base_env, as the Secret would
+            env[item["name"]] = item["value"]
+        else:
+            assert item["name"] in env, item
     # What KServe's storage initializer leaves in /mnt/models for storageUri .../footprint_unet/v1.
     storage = scratch / "mnt-models"
     storage.mkdir()
@@ -192,7 +198,8 @@ def predictor(dev_docs: list, scratch: Path) -> Iterator[tuple[int, Path]]:
     try:
         from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
-        with ModelClient(InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{http}", timeout_s=5) as client:
+        with ModelClient(InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{http}", timeout_s=5,
+                         token_key=SERVICE_TOKEN) as client:
             wait_until(lambda: client.ready("footprint-unet", "v1"), proc, log, 90)
         yield http, storage
     finally:
@@ -203,7 +210,7 @@ def infer_through(url: str) -> np.ndarray:
     """One V2 REST inference with the client the services use (URBANFABRIC_MODEL_PROTOCOL=V2_REST)."""
     from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
-    with ModelClient(InferenceProtocol.V2_REST, rest_url=url, timeout_s=30) as client:
+    with ModelClient(InferenceProtocol.V2_REST, rest_url=url, timeout_s=30, token_key=SERVICE_TOKEN) as client:
         assert client.ready("footprint-unet", "v1")
         assert not client.ready("roof-material", "v9")
         return client.infer("footprint-unet", "v1", np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32))

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 THIS_MODULE = "tests.integration.test_model_server"
 MODEL, VERSION = "tiny-seg", "v1"
 MISSING_VERSION = "v2"  # requested from the server but has no weights
+KEY = "test-signing-key-" + "x" * 32  # the server's URBANFABRIC_SERVICE_TOKEN
 
 
 # ---- the tiny model (the models/<name> contract) ----------------------------------------------
@@ -80,7 +81,7 @@ def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     http_port, grpc_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("modelserver") / "server.log"
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'lib'}",
-           "URBANFABRIC_TORCH_THREADS": "1"}
+           "URBANFABRIC_TORCH_THREADS": "1", "URBANFABRIC_SERVICE_TOKEN": KEY}
     models = f"{MODEL}:{VERSION}={THIS_MODULE},{MODEL}:{MISSING_VERSION}={THIS_MODULE}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -89,7 +90,7 @@ def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     probe = ModelClient(InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{http_port}",
-                        timeout_s=2)
+                        timeout_s=2, token_key=KEY)
     deadline = time.monotonic() + 60
     try:
         while not probe.ready(MODEL, VERSION):
@@ -116,9 +117,9 @@ def clients(
     torch.set_num_threads(1)
     made = {
         InferenceProtocol.V2_REST: ModelClient(
-            InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{server['http_port']}"),
+            InferenceProtocol.V2_REST, rest_url=f"http://127.0.0.1:{server['http_port']}", token_key=KEY),
         InferenceProtocol.V2_GRPC: ModelClient(
-            InferenceProtocol.V2_GRPC, grpc_addr=f"127.0.0.1:{server['grpc_port']}"),
+            InferenceProtocol.V2_GRPC, grpc_addr=f"127.0.0.1:{server['grpc_port']}", token_key=KEY),
         InferenceProtocol.EMBEDDED: ModelClient(
             InferenceProtocol.EMBEDDED, model_dir=model_repo, modules={MODEL: THIS_MODULE}),
     }
@@ -273,3 +274,54 @@ def test_weights_fetched_from_object_store(model_repo: Path, tmp_path: Path, mon
     ref = predict_proba(load_model(model_repo / "tiny_seg" / VERSION), x)
     np.testing.assert_allclose(loaded[0].forward(x), ref, rtol=0, atol=1e-6)
     loaded[0].stop()
+
+
+def test_calls_without_a_valid_token_are_refused_and_probes_stay_open(server) -> None:
+    import grpc
+    import httpx
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    from urbanfabric.runtime import auth
+
+    rest = f"http://127.0.0.1:{server['http_port']}"
+    name = f"{MODEL}-{VERSION}"
+    forged = {"authorization": f"Bearer {auth.mint('not-the-key')}"}
+    with httpx.Client(timeout=5) as http:
+        for headers in ({}, forged, {"authorization": f"Bearer {KEY}"}):
+            for method, path in (("GET", f"/v2/models/{name}"), ("POST", f"/v2/models/{name}/infer"),
+                                 ("GET", "/v2/models"), ("GET", "/v1/models")):
+                reply = http.request(method, rest + path, headers=headers, content=b"{}")
+                assert reply.status_code == 401, (method, path, headers, reply.text)
+                assert "unauthenticated" in reply.json()["error"]
+        assert http.get(rest + "/v2/health/ready").status_code == 200
+        assert http.get(rest + "/v2/health/live").status_code == 200
+        good = {"authorization": f"Bearer {auth.mint(KEY)}"}
+        assert http.get(f"{rest}/v2/models/{name}/ready", headers=good).status_code == 200
+    with grpc.insecure_channel(f"127.0.0.1:{server['grpc_port']}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+        for metadata in ((), tuple(forged.items())):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=5, metadata=metadata)
+            assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(pb.ModelInferRequest(model_name=name), timeout=5, metadata=metadata)
+            assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # A client holding the wrong key fails loudly, not as a passing outage to retry.
+    with ModelClient(InferenceProtocol.V2_REST, rest_url=rest, timeout_s=5, token_key="wrong") as wrong:
+        with pytest.raises(RuntimeError, match="401"):
+            wrong.infer(MODEL, VERSION, _x(1))
+
+
+def test_the_model_server_refuses_to_start_without_a_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("URBANFABRIC_SERVICE_TOKEN", "URBANFABRIC_ALLOW_UNAUTHENTICATED")}
+    env["PYTHONPATH"] = f"{REPO}:{REPO / 'services' / 'lib'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "services.modelserver", "--http-port", str(_free_port()),
+         "--grpc-port", str(_free_port()), "--model-dir", str(tmp_path), "--models", f"{MODEL}:{VERSION}={THIS_MODULE}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "URBANFABRIC_SERVICE_TOKEN is not set" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -1,7 +1,8 @@
 """Create the pipeline's Kafka topics that are missing (run by the chart's topics Job).
 
 Usage: python -c "$(cat create_topics.py)" PARTITIONS REPLICATION TOPIC [TOPIC ...]
-The bootstrap servers come from URBANFABRIC_KAFKA. Idempotent: existing topics are left as
+The bootstrap servers come from URBANFABRIC_KAFKA, SASL credentials (when set) from
+URBANFABRIC_KAFKA_USERNAME / _PASSWORD / _MECHANISM. Idempotent: existing topics are left as
 they are. Retries until the broker answers or TOPICS_DEADLINE_S (default 300) passes.
 """
 
@@ -16,10 +17,16 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 def main(argv: list[str]) -> int:
     partitions, replication, topics = int(argv[0]), int(argv[1]), argv[2:]
     bootstrap = os.environ["URBANFABRIC_KAFKA"]
+    sasl = {}
+    if os.environ.get("URBANFABRIC_KAFKA_USERNAME"):
+        sasl = {"security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": os.environ.get("URBANFABRIC_KAFKA_MECHANISM", "SCRAM-SHA-512"),
+                "sasl_plain_username": os.environ["URBANFABRIC_KAFKA_USERNAME"],
+                "sasl_plain_password": os.environ.get("URBANFABRIC_KAFKA_PASSWORD", "")}
     deadline = time.monotonic() + float(os.environ.get("TOPICS_DEADLINE_S", "300"))
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **sasl)
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:

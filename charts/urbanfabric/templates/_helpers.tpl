@@ -104,6 +104,28 @@ env:
       secretKeyRef:
         name: {{ .Values.objectStore.credentialsSecret.name }}
         key: {{ .Values.objectStore.credentialsSecret.secretKeyKey }}
+{{- include "urbanfabric.securityEnv" . }}
+{{- end -}}
+
+{{/* Credentials between the project's own processes (also in the model server's pods). */}}
+{{- define "urbanfabric.securityEnv" }}
+  - name: URBANFABRIC_SERVICE_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.security.serviceTokenSecret.name }}
+        key: {{ .Values.security.serviceTokenSecret.key }}
+  {{- if .Values.security.grpcReflection }}
+  - name: URBANFABRIC_GRPC_REFLECTION
+    value: "1"
+  {{- end }}
+  {{- include "urbanfabric.kafkaSaslEnv" . }}
+  {{- if .Values.prefect.authStringSecret.name }}
+  - name: PREFECT_API_AUTH_STRING
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.prefect.authStringSecret.name }}
+        key: {{ .Values.prefect.authStringSecret.key }}
+  {{- end }}
 {{- end -}}
 
 {{- define "urbanfabric.podSecurity" -}}
@@ -196,4 +218,24 @@ Endpoints of the prerequisites: the bundled one inside the release when bundle.<
 {{- else -}}
 {{- .Values.prefect.apiUrl -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Kafka SASL credentials from an existing Secret (nothing when kafka.sasl.existingSecret is ""). */}}
+{{- define "urbanfabric.kafkaSaslEnv" }}
+  {{- with .Values.kafka.sasl }}
+  {{- if .existingSecret }}
+  - name: URBANFABRIC_KAFKA_MECHANISM
+    value: {{ .mechanism | quote }}
+  - name: URBANFABRIC_KAFKA_USERNAME
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .usernameKey }}
+  - name: URBANFABRIC_KAFKA_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret }}
+        key: {{ .passwordKey }}
+  {{- end }}
+  {{- end }}
 {{- end -}}

@@ -23,7 +23,15 @@ Environment variables (each optional):
 ``URBANFABRIC_MODELSERVER_GRPC``   model server gRPC ``host:port``
 ``URBANFABRIC_<SERVICE>_ADDR``     gRPC ``host:port`` of a service, e.g.
                                    ``URBANFABRIC_SEGMENTATION_ADDR``
+``URBANFABRIC_SERVICE_TOKEN``      key that signs service-to-service tokens
+                                   (gRPC services, model server)
+``URBANFABRIC_KAFKA_USERNAME``     Kafka SASL user (empty: no SASL)
+``URBANFABRIC_KAFKA_PASSWORD``     Kafka SASL password
+``URBANFABRIC_KAFKA_MECHANISM``    SASL mechanism (default ``SCRAM-SHA-512``)
+``PREFECT_API_AUTH_STRING``        Prefect API basic auth, ``user:password``
 =================================  =========================================
+
+The secret fields are left out of ``repr`` so that logging a ``Settings`` leaks nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +71,11 @@ _ENV_FIELDS: dict[str, str] = {
     "modelserver_rest": "URBANFABRIC_MODELSERVER_REST",
     "modelserver_grpc": "URBANFABRIC_MODELSERVER_GRPC",
     "model_store": "URBANFABRIC_MODEL_STORE",
+    "service_token": "URBANFABRIC_SERVICE_TOKEN",
+    "kafka_username": "URBANFABRIC_KAFKA_USERNAME",
+    "kafka_password": "URBANFABRIC_KAFKA_PASSWORD",
+    "kafka_mechanism": "URBANFABRIC_KAFKA_MECHANISM",
+    "prefect_auth": "PREFECT_API_AUTH_STRING",
 }
 
 
@@ -121,12 +134,17 @@ class Settings:
             (``<model_dir>/<version>/…``, uploaded from the registry at ``stack up``); empty:
             read configs and weights from the repository tree.
         services: Service name → gRPC ``host:port`` for the six services.
+        service_token: Key signing service-to-service bearer tokens (empty: none sent).
+        kafka_username: Kafka SASL user (empty: plain connection, no SASL).
+        kafka_password: Kafka SASL password.
+        kafka_mechanism: Kafka SASL mechanism.
+        prefect_auth: Prefect API basic-auth string ``user:password`` (empty: none).
         source: Where the values came from (stack file path or ``"env"``); informational.
     """
 
     s3_endpoint: str = "127.0.0.1:8333"
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     bucket: str = "urbanfabric"
@@ -140,6 +158,11 @@ class Settings:
             name: f"127.0.0.1:{port}" for name, port in _DEFAULT_SERVICE_PORTS.items()
         }
     )
+    service_token: str = field(default="", repr=False)
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_mechanism: str = "SCRAM-SHA-512"
+    prefect_auth: str = field(default="", repr=False)
     source: str = field(default="defaults", compare=False)
 
     def __hash__(self) -> int:
@@ -153,6 +176,20 @@ class Settings:
         """The S3 endpoint with scheme, as boto3 / s3fs want it."""
         scheme = "https" if self.s3_secure else "http"
         return f"{scheme}://{self.s3_endpoint}"
+
+    def kafka_options(self) -> dict[str, Any]:
+        """kafka-python client keyword arguments: the bootstrap servers, plus SASL when a
+        Kafka user is set (``SASL_PLAINTEXT``: the broker listens on loopback or a cluster
+        network; SCRAM never sends the password itself)."""
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        if self.kafka_username:
+            options.update(
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism=self.kafka_mechanism,
+                sasl_plain_username=self.kafka_username,
+                sasl_plain_password=self.kafka_password,
+            )
+        return options
 
     def service_addr(self, name: str) -> str:
         """gRPC ``host:port`` of service ``name``.

@@ -14,7 +14,7 @@ STRICT = SourcePolicy()
 
 
 @pytest.mark.parametrize("uri,why", [
-    ("http://169.254.169.254/latest/meta-data/", "internal address"),  # cloud metadata
+    ("http://169.254.169.254/latest/meta-data/", "link-local address"),  # cloud metadata
     ("http://127.0.0.1:8333/urbanfabric/catalog.json", "internal address"),
     ("http://localhost/stac", "internal address"),
     ("https://10.0.0.5/cogs/a.tif", "internal address"),
@@ -46,6 +46,10 @@ def test_the_local_stack_policy_allows_loopback_and_its_folders(tmp_path: Path):
     assert local.check_local(tmp_path / "tiles", "path") == (tmp_path / "tiles").resolve()
     with pytest.raises(InvalidInput, match="outside the allowed local folders"):
         local.check_local(tmp_path / ".." / "elsewhere", "path")
+    # Allowing private addresses never opens the cloud metadata service.
+    for uri in ("http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x.json"):
+        with pytest.raises(InvalidInput, match="link-local address"):
+            local.check(uri, "source.cog_uris")
 
 
 def test_asset_hrefs_inside_a_catalog_are_checked_too():

@@ -10,6 +10,7 @@ from rasterio.crs import CRS
 
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
+from urbanfabric.runtime.auth import authenticated
 from urbanfabric.runtime.grpc_service import Registration, serve
 from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
 from urbanfabric.v1 import calibration_pb2, calibration_pb2_grpc, common_pb2
@@ -20,8 +21,9 @@ def server():
     store = MemoryStore()
     srv = serve("calibration", [Registration(CalibrationServicer(store),
                                              calibration_pb2_grpc.add_CalibrationServiceServicer_to_server,
-                                             "urbanfabric.v1.CalibrationService")], port=0, block=False)
-    channel = grpc.insecure_channel(f"127.0.0.1:{srv.bound_port}")
+                                             "urbanfabric.v1.CalibrationService")], port=0, block=False,
+                token_key="k" * 32, reflection_on=True)
+    channel = authenticated(grpc.insecure_channel(f"127.0.0.1:{srv.bound_port}"), "k" * 32)
     yield store, channel
     channel.close()
     srv.stop(0)

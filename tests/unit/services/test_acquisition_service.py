@@ -18,6 +18,7 @@ from urbanfabric.runtime import jobs
 from urbanfabric.outputs import report, summary
 from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.runtime.auth import authenticated
 from urbanfabric.runtime.grpc_service import Registration, serve
 from urbanfabric.v1 import (acquisition_pb2, acquisition_pb2_grpc, calibration_pb2, calibration_pb2_grpc,
                             common_pb2, tasks_pb2)
@@ -47,8 +48,8 @@ def services(request):
         Registration(AcquisitionServicer(store, policy), acquisition_pb2_grpc.add_AcquisitionServiceServicer_to_server,
                      "urbanfabric.v1.AcquisitionService"),
         Registration(CalibrationServicer(store), calibration_pb2_grpc.add_CalibrationServiceServicer_to_server,
-                     "urbanfabric.v1.CalibrationService")], port=0, block=False)
-    channel = grpc.insecure_channel(f"127.0.0.1:{srv.bound_port}")
+                     "urbanfabric.v1.CalibrationService")], port=0, block=False, token_key="k" * 32)
+    channel = authenticated(grpc.insecure_channel(f"127.0.0.1:{srv.bound_port}"), "k" * 32)
     yield store, acquisition_pb2_grpc.AcquisitionServiceStub(channel), calibration_pb2_grpc.CalibrationServiceStub(channel)
     channel.close()
     srv.stop(0)

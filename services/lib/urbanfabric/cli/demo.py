@@ -27,11 +27,12 @@ DEPLOYMENT = "map-area/map-area"
 def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: float = 1800) -> tuple[str, Any]:
     """Create a flow run of the deployment through the Prefect API and wait for it."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     # Prefect fixes its settings when first imported; a context override (not os.environ)
     # makes sure this call talks to the stack's server, whatever the process saw before.
-    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url,
+                             PREFECT_API_AUTH_STRING: settings.prefect_auth or None}):
         run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
     return str(run.id), run.state
 

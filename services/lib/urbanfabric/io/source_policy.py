@@ -6,12 +6,12 @@ href inside a catalog. Unchecked, a caller could make a service fetch cloud-meta
 (``http://169.254.169.254/…``), reach internal hosts, or read local files (``/etc/…``,
 GDAL's ``/vsi…`` paths). :class:`SourcePolicy` allows only its schemes and, for web URLs, its
 hosts (any public host when none are listed), refuses names that resolve to loopback,
-link-local, private or reserved addresses unless told otherwise, and admits local paths only
-under its ``local_roots``.
+private or reserved addresses unless told otherwise, refuses link-local ones (cloud metadata)
+always, and admits local paths only under its ``local_roots``.
 
 The chart's default is strict; the local stack, where every part listens on 127.0.0.1 and the
-sample data is a local folder, allows private addresses and local paths (its user owns the
-machine). Set with ``URBANFABRIC_SOURCE_SCHEMES`` (``s3,https,http``),
+sample data is a local folder, allows private addresses and local paths under the shared
+sample data and the temporary folder (its user owns the machine). Set with ``URBANFABRIC_SOURCE_SCHEMES`` (``s3,https,http``),
 ``URBANFABRIC_SOURCE_HOSTS`` (comma-separated; empty: any public host),
 ``URBANFABRIC_SOURCE_ALLOW_PRIVATE`` (``1`` to allow) and ``URBANFABRIC_SOURCE_LOCAL_ROOTS``
 (``os.pathsep``-separated folders).
@@ -74,10 +74,13 @@ class SourcePolicy:
             raise InvalidInput(field, f"no host in {uri!r}")
         if self.hosts and host not in self.hosts:
             raise InvalidInput(field, f"host {host!r} is not in the allowed imagery hosts")
-        if not self.allow_private:
-            for address in _addresses(host, parts.port or (443 if scheme == "https" else 80)):
-                if _internal(address):
-                    raise InvalidInput(field, f"host {host!r} resolves to an internal address ({address})")
+        for address in _addresses(host, parts.port or (443 if scheme == "https" else 80)):
+            # Link-local stays refused even where private addresses are allowed (the local
+            # stack): it is where cloud metadata services answer (169.254.169.254).
+            if _link_local(address):
+                raise InvalidInput(field, f"host {host!r} resolves to a link-local address ({address})")
+            if not self.allow_private and _internal(address):
+                raise InvalidInput(field, f"host {host!r} resolves to an internal address ({address})")
         return uri
 
     def check_local(self, path: str | Path, field: str) -> Path:
@@ -102,6 +105,10 @@ def _addresses(host: str, port: int) -> list[str]:
         return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)})
     except socket.gaierror:
         return []  # unresolvable: the read itself will fail with a clear error
+
+
+def _link_local(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%")[0]).is_link_local
 
 
 def _internal(address: str) -> bool:

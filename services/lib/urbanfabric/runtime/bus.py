@@ -53,7 +53,7 @@ def _int_env(name: str, default: int) -> int:
 def producer(settings: Settings) -> KafkaProducer:
     """An acks=all producer (a result is only reported once the broker has it)."""
     return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_options(),
         acks="all",
         retries=5,
         linger_ms=5,
@@ -69,7 +69,7 @@ def consumer(settings: Settings, group: str, *topics: str, offset_reset: str = "
     """
     return KafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset=offset_reset,

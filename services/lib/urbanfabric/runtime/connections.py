@@ -13,6 +13,7 @@ import grpc
 
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
+from urbanfabric.runtime import auth
 from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 from urbanfabric.v1 import (
     acquisition_pb2_grpc,
@@ -36,13 +37,14 @@ _OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_messa
 
 
 @lru_cache(maxsize=None)
-def _channel(addr: str) -> grpc.Channel:
-    return grpc.insecure_channel(addr, options=_OPTIONS)
+def _channel(addr: str, token_key: str) -> grpc.Channel:
+    return auth.authenticated(grpc.insecure_channel(addr, options=_OPTIONS), token_key)
 
 
 def stub(settings: Settings, service: str) -> Any:
-    """A stub for one of the six services, over a shared channel."""
-    return STUBS[service](_channel(settings.services[service]))
+    """A stub for one of the six services, over a shared channel that signs every call with
+    the settings' service token."""
+    return STUBS[service](_channel(settings.services[service], settings.service_token))
 
 
 def call(method: Any, request: Any, timeout_s: float) -> Any:
@@ -56,6 +58,9 @@ def call(method: Any, request: Any, timeout_s: float) -> Any:
             raise InvalidInput(field, msg or detail) from exc
         if code is grpc.StatusCode.NOT_FOUND:
             raise NotFound(detail) from exc
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            # A wrong or missing key is a deployment fault: retrying will not fix it.
+            raise RuntimeError(f"UNAUTHENTICATED: {detail} (check URBANFABRIC_SERVICE_TOKEN)") from exc
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.RESOURCE_EXHAUSTED):
             raise Unavailable(f"{code.name}: {detail}") from exc
@@ -70,4 +75,5 @@ def model_client(settings: Settings, timeout_s: float = 120.0) -> ModelClient:
         rest_url=settings.modelserver_rest,
         grpc_addr=settings.modelserver_grpc,
         timeout_s=timeout_s,
+        token_key=settings.service_token,
     )

@@ -58,7 +58,7 @@ def read_letters(settings: Settings, job_id: str = "", idle_s: float = 3.0) -> l
     Reads from the beginning without joining a consumer group (nothing is committed) and stops
     once no record arrived for ``idle_s``.
     """
-    cons = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    cons = KafkaConsumer(**settings.kafka_options(), group_id=None,
                          enable_auto_commit=False, consumer_timeout_ms=int(idle_s * 1000))
     try:
         parts = cons.partitions_for_topic(bus.DLQ) or set()

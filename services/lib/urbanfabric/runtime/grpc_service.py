@@ -9,14 +9,22 @@ A service module is a thin adapter: it decorates each servicer method with :func
 * logs one structured line per call with ``job_id`` / ``tile_id`` / ``batch_id``,
 * records Prometheus metrics per service and method (calls by code, latency histogram).
 
-:func:`serve` adds gRPC health checking (SERVING once started, NOT_SERVING while draining) and
-server reflection, exposes ``/metrics`` over HTTP, and stops gracefully on SIGTERM.
+:func:`serve` adds gRPC health checking (SERVING once started, NOT_SERVING while draining),
+exposes ``/metrics`` over HTTP, and stops gracefully on SIGTERM. It is secure by default:
+
+* every call but the health checks needs a signed bearer token (:mod:`urbanfabric.runtime.auth`)
+  and a deadline of at most ``auth.MAX_DEADLINE_S``; a server without a signing key refuses
+  to start unless ``URBANFABRIC_ALLOW_UNAUTHENTICATED=1`` says otherwise;
+* requests above ``max_message_bytes`` (64 MiB) are refused with RESOURCE_EXHAUSTED;
+* server reflection (it lists every method to anyone) is on only when
+  ``URBANFABRIC_GRPC_REFLECTION=1`` (development).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,6 +39,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
+from urbanfabric.runtime import auth
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,12 @@ RPC_SECONDS = Histogram(
     ["service", "method"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+
+#: Largest request or reply a service accepts (a 512² float tile is 3 MiB).
+MAX_MESSAGE_BYTES = 64 << 20
+#: Turns server reflection on (development only: it lists every method to any caller).
+REFLECTION_ENV = "URBANFABRIC_GRPC_REFLECTION"
+_UNSET = object()
 
 #: Default deadline clients put on calls, by kind of work (seconds).
 DEFAULT_DEADLINES = {"fast": 30.0, "tile": 300.0}
@@ -133,8 +148,11 @@ def serve(
     metrics_port: int = 0,
     max_workers: int = 4,
     block: bool = True,
+    token_key: Any = _UNSET,
+    reflection_on: bool | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> grpc.Server:
-    """Start a gRPC server with health, reflection and metrics; block until SIGTERM/SIGINT.
+    """Start a gRPC server with health, authentication and metrics; block until SIGTERM/SIGINT.
 
     Args:
         service: short name used in logs and metrics.
@@ -144,21 +162,33 @@ def serve(
         metrics_port: Prometheus ``/metrics`` HTTP port; 0 picks a free one.
         max_workers: concurrent RPCs.
         block: wait for termination (False returns the started server, for tests).
+        token_key: signing key the callers' tokens must match; default
+            ``$URBANFABRIC_SERVICE_TOKEN`` (:func:`auth.server_key`); None: no checking.
+        reflection_on: serve reflection; default ``$URBANFABRIC_GRPC_REFLECTION``.
+        max_message_bytes: largest request / reply.
+
+    Raises:
+        auth.MissingKey: no signing key and no explicit opt-out.
     """
     regs = list(registrations)
+    key = auth.server_key() if token_key is _UNSET else token_key
+    interceptors = [auth.ServerTokenCheck(key)] if key else []
+    if reflection_on is None:
+        reflection_on = os.environ.get(REFLECTION_ENV, "").strip().lower() in {"1", "true", "yes"}
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", max_message_bytes)],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for reg in regs:
         reg.add_to_server(reg.servicer, server)
-    names = [r.full_name for r in regs] + [
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    reflection.enable_server_reflection(names, server)
+    names = [r.full_name for r in regs] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    if reflection_on:
+        names.append(reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     server.bound_port = bound
     metrics_server, _ = start_http_server(metrics_port, addr=host)
@@ -167,7 +197,9 @@ def serve(
     for name in ["", *[r.full_name for r in regs]]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving", extra={"port": bound, "metrics_port": server.metrics_port, "services": names}
+        "serving",
+        extra={"port": bound, "metrics_port": server.metrics_port, "services": names,
+               "authentication": "bearer token" if key else "OFF (development)"},
     )
     if not block:
         return server
@@ -209,5 +241,10 @@ def run_service(service: str, description: str, build: Callable[[], list[Registr
 
     args = main_args(description)
     logs.configure(service)
+    try:
+        key = auth.server_key()
+    except auth.MissingKey as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     serve(service, build(), port=args.port, host=args.host, metrics_port=args.metrics_port,
-          max_workers=args.workers)
+          max_workers=args.workers, token_key=key)

@@ -107,7 +107,7 @@ def collect(
     Raises:
         Unavailable: not every result arrived within ``timeout_s`` (the message lists which).
     """
-    cons = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    cons = KafkaConsumer(**settings.kafka_options(), enable_auto_commit=False,
                          group_id=None, consumer_timeout_ms=1000)
     try:
         parts = cons.partitions_for_topic(topic) or {0}
@@ -407,7 +407,7 @@ class ResultStream:
         self.result_type = result_type
         self.job = (job.job_id, job.run_id)
         self.poll_ms = poll_ms
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        self.consumer = KafkaConsumer(**settings.kafka_options(), enable_auto_commit=False,
                                       group_id=None, consumer_timeout_ms=1000)
         parts = self.consumer.partitions_for_topic(topic) or {0}
         self.consumer.assign([TopicPartition(topic, p) for p in parts])

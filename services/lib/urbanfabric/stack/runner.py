@@ -16,6 +16,7 @@ import secrets
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -221,6 +222,10 @@ class Stack:
             creds["access_key"] = "UF" + _random_key(18, string.ascii_uppercase + string.digits)
             creds["secret_key"] = _random_key(40, string.ascii_letters + string.digits)
             creds["region"] = "us-east-1"
+        # Secrets added after the S3 keys (stacks recorded before them get theirs now).
+        alnum = string.ascii_letters + string.digits
+        creds.setdefault("service_token", _random_key(48, alnum))
+        creds.setdefault("prefect_auth", "urbanfabric:" + _random_key(32, alnum))
         bucket = os.environ.get("URBANFABRIC_BUCKET") or state.get("bucket") or "urbanfabric"
         state["bucket"] = bucket
         ports: dict[str, dict[str, int]] = state.setdefault("ports", {})
@@ -236,6 +241,8 @@ class Stack:
             secret_key=creds["secret_key"],
             region=creds.get("region", "us-east-1"),
             bucket=bucket,
+            service_token=creds["service_token"],
+            prefect_auth=creds["prefect_auth"],
         )
 
     @staticmethod
@@ -314,9 +321,13 @@ class Stack:
             no_proxy=",".join(sorted(no_proxy)),
         )
         # Everything listens on 127.0.0.1 and the sample data is a local folder: the local stack
-        # lets imagery come from loopback and local paths (io/source_policy; strict in the chart).
+        # lets imagery come from loopback and from local paths under the sample data and the
+        # temporary folder, not from anywhere (/etc, the stack's own secrets); link-local stays
+        # refused (io/source_policy; strict in the chart).
+        from urbanfabric.io.model_repository import SHARED_DATA
+
         env.setdefault("URBANFABRIC_SOURCE_ALLOW_PRIVATE", "1")
-        env.setdefault("URBANFABRIC_SOURCE_LOCAL_ROOTS", "/")
+        env.setdefault("URBANFABRIC_SOURCE_LOCAL_ROOTS", os.pathsep.join([str(SHARED_DATA), tempfile.gettempdir()]))
         env.update(comp.build_env(ctx))
         return env
 
