@@ -298,7 +298,6 @@ def test_user_footprints_skip_segmentation(stack, tmp_path):
 @pytest.mark.parametrize("params,needle", [
     ({"area": {"west": 10.0, "south": 50.0, "east": 10.01, "north": 50.01}}, "area"),
     ({"area": ONE_TILE, "segmentation": {"model": "footprint-unet:v999"}}, "segmentation.model"),
-    ({"area": ONE_TILE, "region": "MARS_OLYMPUS"}, "region"),
     ({"area": ONE_TILE, "landcover": {"raster": "/nonexistent/worldcover.tif"}}, "landcover.raster"),
 ])
 def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needle):
@@ -308,6 +307,15 @@ def test_bad_parameters_fail_the_run_with_the_problem_named(stack, params, needl
     assert doc["status"] == "failed" and needle in doc["error"], doc["error"]
     assert not ObjectStore(stack).exists(JobLayout(job_id).success)
     assert not ObjectStore(stack).exists(JobLayout(job_id).buildings)
+
+
+def test_a_parameter_the_job_spec_refuses_fails_the_run_before_it_starts(stack):
+    """A misspelt region is refused by the job spec itself (the run's parameters), so nothing of
+    the job is written and the run's state names the field."""
+    state, job_id = _run(stack, imagery="sample:xiamen-z18", area=ONE_TILE, region="MARS_OLYMPUS")
+    assert state.is_failed()
+    assert "region" in str(state.message) and "not a RASMI region" in str(state.message), state.message
+    assert not ObjectStore(stack).list(f"{JobLayout(job_id).root}/")
 
 
 def test_malformed_task_is_set_aside_and_workers_keep_going(stack, sample_job):
@@ -541,7 +549,8 @@ def test_per_tile_seams_keep_the_buildings_of_the_global_merge(stack, tmp_path):
     resumed with seams resolved tile by tile — the tiles come from their commit markers (none is
     published again) and the buildings (count and ids) are those of the global merge."""
     job_id = new_job_id()
-    state, _ = _run(stack, job_id=job_id, area=TWO_TILES, imagery="sample:xiamen-z18", models=NO_MATERIALS)
+    state, _ = _run(stack, job_id=job_id, area=TWO_TILES, imagery="sample:xiamen-z18", models=NO_MATERIALS,
+                    seams="global")
     assert state.is_completed(), state.message
     store = ObjectStore(stack)
     first = _table(store, job_id, tmp_path, "global.parquet")
