@@ -21,9 +21,9 @@ A batch therefore travels with
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import geopandas as gpd
 import morecantile
@@ -114,22 +114,11 @@ class CellContext:
 
     def __init__(self, cells: Iterable[str], read: Callable[[str], gpd.GeoDataFrame], cache: int = 16) -> None:
         self.cells = set(cells)
-        self.read, self.cache_size = read, cache
-        self._cache: OrderedDict[str, gpd.GeoDataFrame] = OrderedDict()
+        self._cell = lru_cache(maxsize=cache)(read)
         first = next(iter(self.cells), "")
         parts = first.rsplit("-", 3)
         self.prefix = parts[0] + "-" if len(parts) == 4 else ""
         self.zoom = int(parts[-3]) if first else 0
-
-    def _cell(self, key: str) -> gpd.GeoDataFrame:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        frame = self.read(key)
-        self._cache[key] = frame
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return frame
 
     def __call__(self, batch: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         """The context of one batch (see :func:`select_context`)."""

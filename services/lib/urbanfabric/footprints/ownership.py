@@ -30,7 +30,6 @@ an area across the antimeridian).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -539,14 +538,10 @@ def tile_seam_defects(tiles: Sequence[Tile], read_owned: TileReader, cache: int 
         cache: tiles' buildings kept in memory at once (tiles are visited row by row).
     """
     by_xy = {(t.x, t.y): t for t in tiles}
-    held: OrderedDict[str, gpd.GeoDataFrame | None] = OrderedDict()
+    read = lru_cache(maxsize=cache)(read_owned)
 
     def owned(t: Tile) -> gpd.GeoDataFrame | None:
-        if t.tile_id not in held:
-            held[t.tile_id] = read_owned(t.tile_id)
-            if len(held) > cache:
-                held.popitem(last=False)
-        return held[t.tile_id]
+        return read(t.tile_id)
 
     near: set[str] = set()
     cut: set[tuple[str, str]] = set()

@@ -41,6 +41,7 @@ from shapely.errors import GEOSException
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.outputs.mvt import encode_layer
+from urbanfabric.outputs.partitions import MAX_LAT
 
 #: The archive's zoom range (z16 = the job's processing tiles).
 MIN_ZOOM = 12
@@ -61,8 +62,6 @@ MAX_FEATURES_PER_TILE = 20_000
 LAYER = "buildings"
 #: Media type of the archive (no IANA registration; the one the PMTiles tools use).
 PMTILES_MEDIA_TYPE = "application/vnd.pmtiles"
-
-_WEB_MERCATOR_MAX_LAT = 85.05112878
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def _world_units(geoms: np.ndarray, zoom: int) -> np.ndarray:
     size = float(EXTENT * (1 << zoom))
 
     def project(xy: np.ndarray) -> np.ndarray:
-        lat = np.radians(np.clip(xy[:, 1], -_WEB_MERCATOR_MAX_LAT, _WEB_MERCATOR_MAX_LAT))
+        lat = np.radians(np.clip(xy[:, 1], -MAX_LAT, MAX_LAT))
         x = (xy[:, 0] + 180.0) / 360.0 * size
         y = (1.0 - np.arcsinh(np.tan(lat)) / math.pi) / 2.0 * size
         return np.column_stack([x, y])
