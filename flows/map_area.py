@@ -8,9 +8,9 @@ Steps (each a Prefect task, each calling plain functions of :mod:`urbanfabric.ru
    (``worker_replicas`` × ``in_flight_per_worker`` unanswered at most; tiles whose commit
    marker exists — a resumed job — are not published again); tile workers acquire, calibrate
    and segment; each ``TileResult`` is folded into counts as it arrives;
-3. join pieces split by tile borders — globally (``seams="global"``, the default: gather,
-   ``merge_seams``) or tile by tile as each tile's neighbourhood completes (``seams="tile"``:
-   :class:`urbanfabric.runtime.tile_router.TileRouter`) — cut them into batches of neighbours
+3. join pieces split by tile borders — tile by tile as each tile's neighbourhood completes
+   (``seams="tile"``, the default: :class:`urbanfabric.runtime.tile_router.TileRouter`) or
+   globally (``seams="global"``: gather, ``merge_seams``) — cut them into batches of neighbours
    and publish ``BuildingBatch`` messages through the same kind of window; building workers
    classify roofs, predict heights and estimate material stock;
 4. aggregate the batches into ``jobs/<job>/outputs/buildings/`` (a Hive-partitioned GeoParquet
@@ -361,7 +361,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         if user is None and owned is not None:
             # Seams already resolved tile by tile; batches come from each tile's owned buildings.
             layout = JobLayout(job_id)
-            log.info("%d buildings owned by %d tiles (per-tile seams; no global seam check)",
+            log.info("%d buildings owned by %d tiles (per-tile seams)",
                      sum(owned.values()), sum(1 for v in owned.values() if v))
             owned_tiles = [t for t, n in owned.items() if n]
 
@@ -374,8 +374,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
                 qa["seams"] = {"check": seams.text(), "cut_pairs": len(seams.cut_pairs), "flush": len(seams.flush)}
                 log.info("seam check (per tile): %s", seams.text())
 
-            batches = jobs.cell_batches(owned_tiles, read_owned, spec.batch_size)
             context_of = CellContext(owned_tiles, read_owned)
+            batches = jobs.cell_batches(owned_tiles, context_of.read, spec.batch_size)
         elif user is None:
             found = jobs.gather_footprints(store, tile_results)
             buildings_in = merge_seams(found) if len(found) else found
@@ -390,8 +390,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             context_of = partial(select_context, candidates=buildings_in)
         else:
             # One spatial cell at a time: the flow holds one cell, never the whole file.
-            batches = jobs.cell_batches(user.cells, lambda cell: read_cell(store, job_id, cell), spec.batch_size)
             context_of = CellContext(user.cells, lambda cell: read_cell(store, job_id, cell))
+            batches = jobs.cell_batches(user.cells, context_of.read, spec.batch_size)
         template = jobs.batch_template(job, refs["roof_material"], refs["height"], region,
                                        roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
                                        street_views=spec.street_views or "", structure_model=refs["structure"],

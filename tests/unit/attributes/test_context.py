@@ -88,7 +88,7 @@ def test_cell_context_reads_only_nearby_cells_and_gives_the_same_context() -> No
     assert set(got["building_id"]) == set(want["building_id"])
     assert 0 < len(set(read)) <= len(cells)
     source(batch)
-    assert source._cell.cache_info().currsize <= 4
+    assert source.read.cache_info().currsize <= 4
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

@@ -110,11 +110,15 @@ class CellContext:
         cells: the job's cell keys, ``"z-x-y"`` or ``"<tms>-z-x-y"`` (Web-Mercator tiles, one zoom).
         read: a cell's footprints (EPSG:4326, ``building_id``).
         cache: cells kept in memory (batches come in Z-order, so neighbours repeat).
+
+    Attributes:
+        read: ``read`` behind that cache; the batches can be cut from it too, so a cell is read
+            once for its batches and its neighbours' context.
     """
 
     def __init__(self, cells: Iterable[str], read: Callable[[str], gpd.GeoDataFrame], cache: int = 16) -> None:
         self.cells = set(cells)
-        self._cell = lru_cache(maxsize=cache)(read)
+        self.read = lru_cache(maxsize=cache)(read)
         first = next(iter(self.cells), "")
         parts = first.rsplit("-", 3)
         self.prefix = parts[0] + "-" if len(parts) == 4 else ""
@@ -129,7 +133,7 @@ class CellContext:
         w, s, e, n = context_bounds(tuple(batch.total_bounds), 2 * CONTEXT_M)
         tms = morecantile.tms.get("WebMercatorQuad")
         keys = [f"{self.prefix}{t.z}-{t.x}-{t.y}" for t in tms.tiles(w, s, e, n, [self.zoom])]
-        frames = [f for f in (self._cell(k) for k in keys if k in self.cells) if len(f)]
+        frames = [f for f in (self.read(k) for k in keys if k in self.cells) if len(f)]
         if not frames:
             return batch.iloc[0:0][["building_id", "geometry"]]
         near = gpd.GeoDataFrame(pd.concat([f[["building_id", "geometry"]] for f in frames], ignore_index=True),
