@@ -126,8 +126,6 @@ def folder_tiles(folder: Path) -> dict[str, gpd.GeoDataFrame]:
 def segment_area(bbox: tuple[float, float, float, float], out: Path, halo_px: int = 128,
                  model: str = "footprint-unet:v1") -> list[str]:
     """Per-tile footprints of an area from the Xiamen z18 imagery, in this process (see module doc)."""
-    import numpy as np
-    from affine import Affine
     from urbanfabric.footprints.options import SegmentationOptions
     from urbanfabric.footprints.tile_segmentation import segment_tile
     from urbanfabric.imagery import acquisition, calibration
@@ -152,24 +150,12 @@ def segment_area(bbox: tuple[float, float, float, float], out: Path, halo_px: in
     for t in tiles:
         if (t.x, t.y) not in blocks:
             continue
-        size = blocks[t.x, t.y].data.shape[1]
-        canvas = np.zeros((3, size + 2 * halo_px, size + 2 * halo_px), np.uint8)
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                b = blocks.get((t.x + dx, t.y + dy))
-                if b is None:
-                    continue
-                r0, c0 = halo_px + dy * size, halo_px + dx * size
-                rs, cs = max(r0, 0), max(c0, 0)
-                re, ce = min(r0 + size, canvas.shape[1]), min(c0 + size, canvas.shape[2])
-                if rs < re and cs < ce:
-                    canvas[:, rs:re, cs:ce] = b.data[:, rs - r0:re - r0, cs - c0:ce - c0]
-        core = canvas[:, halo_px:-halo_px, halo_px:-halo_px]
+        grown = acquisition.block_with_halo(blocks, t.x, t.y, halo_px)
+        core = grown.data[:, halo_px:-halo_px, halo_px:-halo_px]
         if (core != acquisition.RAW_NODATA).any(axis=0).mean() < 0.01:  # the stack's EMPTY tile
             continue
-        transform = blocks[t.x, t.y].transform @ Affine.translation(-halo_px, -halo_px)
-        ard, _ = calibration.calibrate_tile(canvas, t.tile_id, stats, nodata=acquisition.RAW_NODATA)
-        seg = segment_tile(Raster(ard, transform, blocks[t.x, t.y].crs, float("nan")), t.tile_id, options,
+        ard, _ = calibration.calibrate_tile(grown.data, t.tile_id, stats, nodata=acquisition.RAW_NODATA)
+        seg = segment_tile(Raster(ard, grown.transform, grown.crs, float("nan")), t.tile_id, options,
                            client.infer, halo_px=halo_px, window=512, overlap=128)
         seg.footprints.to_parquet(out / f"{t.tile_id}.parquet")
         written.append(t.tile_id)

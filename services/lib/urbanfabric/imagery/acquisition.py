@@ -98,6 +98,27 @@ def mosaic_xyz_blocks(
         yield f"{block_zoom}-{bx}-{by}", Raster(mosaic, transform, CRS.from_epsg(3857), RAW_NODATA)
 
 
+def block_with_halo(blocks: Mapping[tuple[int, int], Raster], x: int, y: int, halo_px: int) -> Raster:
+    """Block ``(x, y)`` of :func:`mosaic_xyz_blocks` grown by ``halo_px`` on every side, the halo
+    cut from its ≤ 8 neighbouring blocks (nodata where a neighbour is missing), with the grown
+    transform: what a tile worker sees of local blocks without a STAC reprojection."""
+    centre = blocks[x, y]
+    size = centre.data.shape[1]
+    canvas = np.full((centre.data.shape[0], size + 2 * halo_px, size + 2 * halo_px), RAW_NODATA,
+                     dtype=centre.data.dtype)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            b = blocks.get((x + dx, y + dy))
+            if b is None:
+                continue
+            r0, c0 = halo_px + dy * size, halo_px + dx * size
+            rs, cs = max(r0, 0), max(c0, 0)
+            re, ce = min(r0 + size, canvas.shape[1]), min(c0 + size, canvas.shape[2])
+            if rs < re and cs < ce:
+                canvas[:, rs:re, cs:ce] = b.data[:, rs - r0:re - r0, cs - c0:ce - c0]
+    return Raster(canvas, centre.transform @ Affine.translation(-halo_px, -halo_px), centre.crs, RAW_NODATA)
+
+
 def stac_item(
     block_id: str, raster: Raster, hrefs: dict[str, str], when: dt.datetime
 ) -> pystac.Item:
