@@ -277,7 +277,7 @@ def aggregate(store: ObjectStore, job_id: str, batch_results: list, tile_results
                              [r.ard.uri for r in tile_results if r.ard.uri], stage_seconds, parameters,
                              districts, district_id, warnings,
                              PartitionOptions(zoom=opts.partition_zoom, row_group_rows=opts.row_group_rows,
-                                              single_file=opts.single_file), area)
+                                              single_file=opts.single_file, web_tiles=opts.web_tiles), area)
 
 
 @flow(name="map-area", log_prints=True)

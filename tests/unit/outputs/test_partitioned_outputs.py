@@ -215,6 +215,16 @@ def test_the_single_file_copy_can_be_skipped(tmp_path):
     assert store.list(JobLayout(JOB).outputs + "/buildings/quadkey=")
 
 
+def test_the_web_tiles_can_be_skipped(tmp_path):
+    store = MemoryStore("urbanfabric")
+    uris = _store_batches(store, _batches(120, 40))
+    summary = write_job_outputs(store, JOB, uris, [], {}, {}, options=PartitionOptions(web_tiles=False))
+    outputs = JobLayout(JOB).outputs
+    assert summary.buildings == 120 and "tiles" not in summary.outputs and "viewer" not in summary.outputs
+    assert not store.exists(f"{outputs}/buildings.pmtiles") and not store.exists(f"{outputs}/viewer.html")
+    assert store.exists(f"{outputs}/report.html")
+
+
 def test_the_web_tiles_hold_every_building_and_the_viewer_links_the_job_grids(job):
     """The aggregate step streams the partitions into buildings.pmtiles (issue 23, item 2)."""
     import re

@@ -180,7 +180,7 @@ def write_job_outputs(store: ObjectStore, job_id: str, part_uris: Sequence[str],
         single = SingleFileWriter(tmp / "buildings.parquet", schema, spill.geo, options.row_group_rows) \
             if options.single_file else None
         canvas = MapCanvas(spill.bounds, MAP_PX) if spill.bounds else None
-        tiles: TileSpill | None = TileSpill(tmp / "tiles.sqlite")
+        tiles: TileSpill | None = TileSpill(tmp / "tiles.sqlite") if options.web_tiles else None
         model_versions: Any = None  # for the viewer's attribution
         crs = grids.grid_crs(spill.bounds) if spill.bounds else None
         layers: dict[str, str] | None = None

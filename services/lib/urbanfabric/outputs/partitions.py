@@ -66,6 +66,8 @@ class PartitionOptions:
     max_rows_per_file: int = MAX_ROWS_PER_FILE
     #: Also write the single-file ``outputs/buildings.parquet`` (a convenience copy for small jobs).
     single_file: bool = True
+    #: Also write the web tiles (``outputs/buildings.pmtiles``, ``viewer.html``): a view of the table.
+    web_tiles: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.zoom <= 20:
