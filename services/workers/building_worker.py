@@ -14,7 +14,7 @@ from urbanfabric.runtime import bus
 from urbanfabric.runtime.connections import call, stub
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput
-from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES
+from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES, batch_deadline
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import PARQUET_MEDIA_TYPE, read_geoparquet
@@ -97,11 +97,11 @@ def validate(task: tasks_pb2.BuildingBatch) -> None:
 def make_handler(settings: Settings):
     store = ObjectStore(settings)
     mat, att, ity = (stub(settings, s) for s in ("materials", "attributes", "intensity"))
-    deadline = DEFAULT_DEADLINES["tile"]
 
     def handle(task: tasks_pb2.BuildingBatch) -> tasks_pb2.BuildingBatchResult:
         result = tasks_pb2.BuildingBatchResult(job=task.job, batch_id=task.batch_id)
         footprints = read_geoparquet(store.get_bytes(parse_s3_uri(task.footprints.uri)[1]))
+        deadline = batch_deadline(len(footprints))
         roofs, facades = [], []
         t0 = time.perf_counter()
         # Without images the service still answers: every roof "unknown", with the reason.

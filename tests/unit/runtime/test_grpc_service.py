@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 from services.calibration.server import CalibrationServicer
 from tests.fakes import MemoryStore
 from urbanfabric.runtime.auth import authenticated
-from urbanfabric.runtime.grpc_service import Registration, serve
+from urbanfabric.runtime.grpc_service import DEFAULT_DEADLINES, Registration, batch_deadline, serve
 from urbanfabric.io.rasters import Raster, cog_bytes, read_raster
 from urbanfabric.v1 import calibration_pb2, calibration_pb2_grpc, common_pb2
 
@@ -78,3 +78,8 @@ def test_bad_requests_name_the_field_and_the_service_stays_up(server):
 
     req.raw.uri = _raw(store)
     assert stub.Calibrate(req, timeout=10).ard.uri  # still serving
+
+
+def test_a_batch_deadline_grows_with_the_batch_but_never_below_the_tile_deadline():
+    assert batch_deadline(1) == batch_deadline(250) == DEFAULT_DEADLINES["tile"]
+    assert batch_deadline(1_000) == 500.0 and batch_deadline(4_000) == 4 * batch_deadline(1_000)
