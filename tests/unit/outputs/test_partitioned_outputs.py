@@ -250,3 +250,15 @@ def test_the_web_tiles_hold_every_building_and_the_viewer_links_the_job_grids(jo
     assert "grids/mass_total_kg_100m.tif" in hrefs and "grids/buildings_250m.tif" in hrefs
     assert all((root / h).is_file() for h in hrefs)
     assert "urbanfabric job" in config["attribution"]
+
+
+def test_map_html_reads_only_its_columns_and_draws_the_same_page(job):
+    """The aggregate step reads the few columns map.html shows; the page equals one made from
+    the whole single-file table (issue 22: a 100,000-building job read every column)."""
+    from urbanfabric.outputs.webmap import job_map_html, map_columns
+
+    store, _, root, _ = job
+    whole = gpd.read_parquet(root / "buildings.parquet")
+    assert set(whole.columns) - map_columns()  # the table has columns the page does not read
+    page = job_map_html(whole, JOB, {"population": 2000}, tile_ids=[])
+    assert store.get_bytes(JobLayout(JOB).outputs + "/map.html") == page

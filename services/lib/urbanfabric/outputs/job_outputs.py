@@ -130,11 +130,15 @@ def _write_webmap(store: ObjectStore, layout: JobLayout, job_id: str, table_path
                   parameters: dict[str, Any], ard_uris: Sequence[str], warnings: list[str]) -> dict[str, str]:
     """``outputs/map.html`` from the single-file table; a failure is a warning, not a failed job
     (the table, grids and report are the results; the page is a view of them)."""
-    from urbanfabric.outputs.webmap import job_map_html
+    import pyarrow.parquet as pq
+
+    from urbanfabric.outputs.webmap import job_map_html, map_columns
 
     try:
         tile_ids = [u.rsplit("/", 2)[-2] for u in ard_uris]  # …/tiles/<tile_id>/ard.tif
-        html = job_map_html(gpd.read_parquet(table_path), job_id, parameters, tile_ids=tile_ids)
+        wanted = map_columns()
+        columns = [c for c in pq.read_schema(table_path).names if c in wanted]
+        html = job_map_html(gpd.read_parquet(table_path, columns=columns), job_id, parameters, tile_ids=tile_ids)
     except Exception as exc:  # noqa: BLE001 - any failure of the view leaves the results intact
         warnings.append(f"map.html not written: {type(exc).__name__}: {exc}")
         return {}
