@@ -51,7 +51,7 @@ from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, Outp
 from urbanfabric.settings import Settings
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints.user_footprints import clip_to_area
-from urbanfabric.footprints.staging import read_cell, stage_footprints
+from urbanfabric.footprints.staging import read_cell, stage_footprints, unused_rows_warning
 from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
 from urbanfabric.imagery.tiles import tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
@@ -261,7 +261,7 @@ def process_buildings(settings: Settings, job: common_pb2.JobRef, batches: Any, 
         send.close()
         receive.close()
     log.info("building batches: %s (window %d), %d buildings", counts.as_dict(), window, tally.buildings)
-    return tally.finish(), tally.stage_seconds, counts.as_dict()
+    return tally.finish(), tally.stage_seconds, {**counts.as_dict(), "buildings": tally.buildings}
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -404,6 +404,9 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         stage["buildings (wall)"] = time.time() - t1
         for k, v in batch_seconds.items():
             stage[k] += v
+        unused = unused_rows_warning(user.rows_read, qa["batches"]["buildings"]) if user is not None else None
+        if unused:
+            warnings.append(unused)
         summary = aggregate(store, job_id, batch_results, tile_results, dict(stage), parameters,
                             district_frame, spec.district_id, warnings, spec.outputs, bbox)
         store.put_bytes(JobLayout(job_id).success, b"")

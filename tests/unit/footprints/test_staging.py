@@ -91,3 +91,11 @@ def test_bad_files_name_the_field(tmp_path: Path) -> None:
     _buildings().drop(columns="geometry").to_parquet(plain)
     with pytest.raises(InvalidInput, match="not GeoParquet"):
         list(iter_footprint_chunks(str(plain)))
+
+
+def test_rows_that_did_not_become_buildings_are_counted_in_a_warning():
+    from urbanfabric.footprints.staging import unused_rows_warning
+
+    assert unused_rows_warning(1_000, 1_000) is None
+    text = unused_rows_warning(1_000_000, 999_918)
+    assert text is not None and text.startswith("82 of the 1,000,000 rows") and "duplicates" in text

@@ -86,6 +86,21 @@ def stage_footprints(store: ObjectStore, job_id: str, path: str, bbox: tuple[flo
     return StagedFootprints(cells, rows, chunks, bounds)
 
 
+def unused_rows_warning(rows_read: int, buildings: int) -> str | None:
+    """The job warning for rows of a user file that did not become buildings (None: all did).
+
+    Rows are left out on purpose — not polygons, under :data:`MIN_AREA_M2`, outside the area,
+    or a duplicate (the same representative point, hence the same id, as another footprint:
+    it would count the same stock twice) — and the user is told how many.
+    """
+    dropped = rows_read - buildings
+    if dropped <= 0:
+        return None
+    return (f"{dropped:,} of the {rows_read:,} rows of the footprint file are not in the table: not polygons, "
+            f"under {MIN_AREA_M2:g} m², outside the area, or duplicates of another footprint (the same "
+            "representative point)")
+
+
 def read_cell(store: ObjectStore, job_id: str, cell: str) -> gpd.GeoDataFrame:
     """The footprints of one staged cell (every chunk's share), duplicates dropped."""
     keys = sorted(store.list(JobLayout(job_id).input_partitions_prefix(cell)))
