@@ -47,6 +47,33 @@ MODEL_MODULES: dict[str, str] = {
 }
 
 
+#: Python module of each model kind's fine-tune (``load`` / ``fine_tune`` / ``predict`` /
+#: ``classes`` / ``save``; :class:`urbanfabric.outputs.learning.FineTuneCode`), loaded by name as
+#: :data:`MODEL_MODULES` is (issue 21, item 3).
+FINE_TUNE_MODULES: dict[str, str] = {
+    "roof-material": "models.classifiers.fine_tune",
+    "roof-shape": "models.classifiers.fine_tune",
+    "height-xgb": "models.height_xgb.fine_tune",
+}
+
+
+def fine_tune_module(model: str) -> ModuleType:
+    """The module that fine-tunes a model kind from corrected labels.
+
+    Raises:
+        NotFound: no fine-tune for the kind (field ``model_version``), or its module cannot be
+            imported (the ``models`` package is not on the path).
+    """
+    key = model.replace("_", "-")
+    name = FINE_TUNE_MODULES.get(key)
+    if name is None:
+        raise NotFound(f"model_version: no fine-tune for {model!r}; fine-tunable {sorted(FINE_TUNE_MODULES)}")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise NotFound(f"model_version: fine-tune code of {model!r} ({name}) cannot be imported: {exc}") from exc
+
+
 def model_module(model: str) -> ModuleType:
     """The Python module that loads and runs a model kind (``load_model`` / ``predict_proba``).
 
