@@ -56,7 +56,9 @@ def fine_tune(parent: HeightModel, rows: LabelledRows, seed: int = 0) -> tuple[H
     t = np.log(target) if parent.log_target else target
     rng = np.random.default_rng(seed)
     params = {**parent.params, "eta": ETA, "max_depth": MAX_DEPTH, "min_child_weight": MIN_CHILD_WEIGHT,
-              "nthread": 1}
+              # No row / column subsampling: the bootstrap already varies the members, and
+              # XGBoost's sampler does not reseed on continued training (runs would differ).
+              "subsample": 1.0, "colsample_bytree": 1.0, "nthread": 1}
     model = copy.copy(parent)
     model.members = []
     for k, member in enumerate(parent.members):
