@@ -302,6 +302,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
     parameters["area"] = area.bbox() if area else None
     started = time.time()
     stage: dict[str, float] = defaultdict(float)
+    if spec.refresh:
+        jobs.check_refresh(store, job_id)
     jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
                                    "started": started})
     log.info("job %s: %s", job_id, json.dumps(parameters))
@@ -314,6 +316,10 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         district_frame = read_districts(store, spec.districts, spec.district_id) if spec.districts else None
         segment = spec.segment
         refs = check_models(settings, spec)
+        if spec.refresh:
+            # Re-map an earlier job's buildings only: tiles answer from their markers (not redone).
+            log.info("refresh %s of job %s: %d earlier building results and outputs removed",
+                     ", ".join(spec.refresh), job_id, jobs.forget_buildings(store, job_id))
         landcover_spec = landcover_filter_spec(store, job_id, spec.landcover) if segment else None
         window = jobs.window_size(spec.worker_replicas, spec.in_flight_per_worker)
         user = None

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from urbanfabric.runtime.model_runner import (
         load_models,
+        VersionRepository,
         object_store_fetcher,
         parse_specs,
         torch_threads_from_env,
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         grace_period=args.grace_period,
         workers=1,
         token_key=token_key,
+        # The V2 repository extension's load endpoint fetches a new version from the store.
+        registered_models=VersionRepository(model_dir, args.device, fetch),
     )
     server.start(models)
     return 0

@@ -276,3 +276,25 @@ def register_learned(store: ObjectStore, entry: ModelVersion, folder: Path, pref
     keys.append(store.put_bytes(f"{base}/{DIGEST_MARKER}", (entry.sha256 or "").encode()))
     keys.append(store.put_bytes(f"{base}/{LEARNED_ENTRY}", entry.model_dump_json(indent=2).encode()))
     return keys
+
+
+def newest_descendant(versions: list[ModelVersion], ref: str) -> ModelVersion | None:
+    """Of ``versions`` (the learned ones), the newest fine-tuned from ``ref`` directly or through
+    other learned versions: the deepest in the lineage, then the highest ``-ft<n>``; None without any."""
+    by_ref = {m.ref: m for m in versions}
+
+    def depth(m: ModelVersion) -> int:
+        d, seen = 0, set()
+        while m.parent != ref:
+            if m.parent not in by_ref or m.ref in seen:
+                return -1
+            seen.add(m.ref)
+            m, d = by_ref[m.parent], d + 1
+        return d
+
+    def ft(m: ModelVersion) -> int:
+        tail = m.version.rpartition("-ft")[2]
+        return int(tail) if tail.isdigit() else 0
+
+    line = [m for m in versions if depth(m) >= 0]
+    return max(line, key=lambda m: (depth(m), ft(m))) if line else None
