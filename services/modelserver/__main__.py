@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=1,
         token_key=token_key,
         # The V2 repository extension's load endpoint fetches a new version from the store.
-        registered_models=VersionRepository(model_dir, args.device, fetch),
+        registered_models=VersionRepository(model_dir, args.device, fetch, {s.model: s.module for s in specs}),
     )
     server.start(models)
     return 0

@@ -445,18 +445,22 @@ def load_models(
     return loaded, skipped
 
 
-def spec_for_v2_name(name: str) -> ModelSpec:
+def spec_for_v2_name(name: str, modules: dict[str, str] | None = None) -> ModelSpec:
     """The spec of a served name (``roof-material-v4-ft1`` → ``roof-material:v4-ft1``): the
-    longest known model kind the name starts with, the rest the version.
+    longest model kind the name starts with, the rest the version.
+
+    Args:
+        modules: kinds besides :data:`MODEL_MODULES` (``--models NAME:VERSION=module``).
 
     Raises:
         ValueError: no known kind, or no ``v<digit>…`` version after it.
     """
-    for kind in sorted(MODEL_MODULES, key=len, reverse=True):
+    kinds = {**MODEL_MODULES, **(modules or {})}
+    for kind in sorted(kinds, key=len, reverse=True):
         version = name[len(kind) + 1:] if name.startswith(f"{kind}-") else ""
         if version[:1] == "v" and version[1:2].isdigit():
-            return ModelSpec(kind, version, MODEL_MODULES[kind])
-    raise ValueError(f"{name!r} is not <model>-<version> of a known model ({', '.join(sorted(MODEL_MODULES))})")
+            return ModelSpec(kind, version, kinds[kind])
+    raise ValueError(f"{name!r} is not <model>-<version> of a known model ({', '.join(sorted(kinds))})")
 
 
 class VersionRepository(ModelRepository):
@@ -470,9 +474,10 @@ class VersionRepository(ModelRepository):
     """
 
     def __init__(self, model_dir: Path | str | None = None, device: str = "cpu",
-                 fetch: Callable[[ModelSpec, Path], None] | None = None) -> None:
+                 fetch: Callable[[ModelSpec, Path], None] | None = None,
+                 modules: dict[str, str] | None = None) -> None:
         super().__init__(models_dir=str(model_dir or DEFAULT_MODEL_DIR))
-        self.model_dir, self.device, self.fetch = model_dir, device, fetch
+        self.model_dir, self.device, self.fetch, self.modules = model_dir, device, fetch, dict(modules or {})
 
     def load(self, name: str) -> bool:
         return self.load_model(name)
@@ -480,7 +485,7 @@ class VersionRepository(ModelRepository):
     def load_model(self, name: str) -> bool:
         if name in self.models and self.models[name].ready:
             return True
-        model = build_model(spec_for_v2_name(name), model_dir=self.model_dir, device=self.device, fetch=self.fetch)
+        model = build_model(spec_for_v2_name(name, self.modules), model_dir=self.model_dir, device=self.device, fetch=self.fetch)
         model.load()
         self.update(model)
         log.info("loaded model %s on request from %s", name, model.version_dir)
