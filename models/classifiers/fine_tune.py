@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,7 @@ def load(version_dir: Path) -> Any:
     """The classifier with its config and out-of-domain statistics (as the model server loads it)."""
     from models.classifiers.serving import load_model
 
-    model = load_model(version_dir)
-    model.source_dir = Path(version_dir)
-    return model
+    return load_model(version_dir)
 
 
 def classes(model: Any) -> list[str]:
@@ -127,6 +124,7 @@ def fine_tune(parent: Any, rows: LabelledRows, seed: int = 0) -> tuple[Any, dict
         new_head.bias.copy_(b)
     model.temperature = temperature
     model.config = {**parent.config, "temperature": temperature}
+    _widen_domain(model, rows)
     mean_feats = feats.mean(0)
 
     def nll(w_: torch.Tensor, b_: torch.Tensor, t: float) -> float:
@@ -142,6 +140,31 @@ def fine_tune(parent: Any, rows: LabelledRows, seed: int = 0) -> tuple[Any, dict
     return model, info
 
 
+def _widen_domain(model: Any, rows: LabelledRows) -> None:
+    """The corrections' imagery is now imagery the version has learned from: its ground pixel
+    sizes join the version's stated imagery domain, and the labelled chips join the reference
+    set of the out-of-domain score (the backbone, hence the features, are the parent's), so the
+    new version does not abstain on the very kind of roof it was corrected on."""
+    from models.classifiers.io import predict_logits_features
+    from urbanfabric.uncertainty import NeighbourDistance
+
+    gsd = [float(v) for v in rows.meta.get("gsd_m", [])]
+    domain = model.config.get("imagery_domain")
+    if gsd and domain and "gsd_m" in domain:
+        lo, hi = (float(v) for v in domain["gsd_m"])
+        model.config["imagery_domain"] = {**domain, "gsd_m": [min(lo, *gsd), max(hi, *gsd)],
+                                          "widened_by": f"{len(rows)} corrections on imagery of "
+                                                        f"{min(gsd):.2f}–{max(gsd):.2f} m per pixel"}
+    ood = model.config.get("ood") or {}
+    if isinstance(getattr(model, "domain", None), NeighbourDistance) and model.domain.standardiser is None:
+        _, feats = predict_logits_features(model, rows.inputs, tta=str(model.config.get("tta", "none")))
+        added = NeighbourDistance._normalise(feats).astype(np.float16)
+        model.domain = NeighbourDistance(np.vstack([model.domain.reference, added]), model.domain.k,
+                                         model.domain.threshold, model.domain.keep)
+        model.config["ood"] = {**ood, "fitted_on": f"{ood.get('fitted_on', 'train features')}; plus the "
+                                                   f"{len(rows)} corrections' chips"}
+
+
 def save(model: Any, out_dir: Path, training: dict[str, Any]) -> list[Path]:
     """Write the version folder: ``model.pt``, ``config.json`` (the parent's, with the new
     temperature and this ``training`` block) and the parent's out-of-domain statistics."""
@@ -153,9 +176,8 @@ def save(model: Any, out_dir: Path, training: dict[str, Any]) -> list[Path]:
     save_classifier(model, config, out_dir)
     files = [out_dir / "model.pt", out_dir / "config.json"]
     stats = (model.config.get("ood") or {}).get("file")
-    source = getattr(model, "source_dir", None)
-    if stats and source is not None and (Path(source) / stats).is_file():
-        shutil.copyfile(Path(source) / stats, out_dir / stats)
+    if stats and getattr(model, "domain", None) is not None:
+        model.domain.save(out_dir / stats)  # the parent's, widened by the corrections
         files.append(out_dir / stats)
     json.loads((out_dir / "config.json").read_text())  # written whole, or this raises
     return files

@@ -83,3 +83,36 @@ def test_height_continued_boosting_moves_towards_the_labels_and_is_seeded(tmp_pa
     assert np.allclose(loaded.predict(Xk)[0], model.predict(Xk)[0], atol=1e-4)
     assert loaded.info["training"]["parent"] == "height-xgb:v1"
     assert height_ft.fine_tune(parent, _rows(np.array([]), Xk.iloc[:0]))[0] is parent
+
+
+def test_the_corrections_imagery_joins_the_versions_domain(tmp_path):
+    """A parent that abstains on the corrections' imagery (its stated pixel sizes, its feature
+    reference) does not abstain on it once fine-tuned on it; the saved version keeps that."""
+    from models.classifiers.io import predict_logits_features
+    from urbanfabric.uncertainty import NeighbourDistance
+
+    folder = tmp_path / "v1"
+    net = build_classifier("efficientnet_lite0", 2).eval()
+    save_classifier(net, {"classes": ["flat", "gable"], "chip_size": 32,
+                          "imagery_domain": {"gsd_m": [0.02, 0.15], "tolerance": 2.0},
+                          "ood": {"file": "domain.npz", "score": "neighbour_distance"}}, folder)
+    far = np.random.default_rng(5).random((10, 3, 32, 32), dtype=np.float32) * 0.1  # dark "drone" chips
+    _, feats = predict_logits_features(net, far)
+    reference = NeighbourDistance.fit(feats, k=1)
+    chips, labels = _chips(16, 2)
+    _, before = predict_logits_features(net, chips)
+    # The cut halfway to the nearest corrections chip: the parent calls every one out of domain.
+    assert reference.score(before).min() > 0.005
+    reference.threshold = reference.score(before).min() / 2
+    reference.save(folder / "domain.npz")
+    parent = classifier_ft.load(folder)
+    rows = _rows(labels, chips)
+    rows.meta["gsd_m"] = [0.54]
+    assert parent.domain.out_of_domain(parent.domain.score(before)).all()
+    model, _ = classifier_ft.fine_tune(parent, rows, seed=0)
+    assert model.config["imagery_domain"]["gsd_m"] == [0.02, 0.54]
+    assert not model.domain.out_of_domain(model.domain.score(before)).any()
+    classifier_ft.save(model, tmp_path / "v1-ft1", {})
+    again = classifier_ft.load(tmp_path / "v1-ft1")
+    assert not again.domain.out_of_domain(again.domain.score(before)).any()
+    assert parent.domain.reference.shape[0] == 10  # the parent is untouched

@@ -48,6 +48,8 @@ class LabelledRows:
     inputs: Any
     x_m: np.ndarray
     y_m: np.ndarray
+    #: What the inputs came from, for the model code (``gsd_m``: the images' ground pixel sizes).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,7 +58,8 @@ class LabelledRows:
         """The rows selected by a boolean mask or an index array."""
         idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
         inputs = self.inputs.iloc[idx] if isinstance(self.inputs, pd.DataFrame) else self.inputs[idx]
-        return LabelledRows(self.building_id[idx], self.labels[idx], inputs, self.x_m[idx], self.y_m[idx])
+        return LabelledRows(self.building_id[idx], self.labels[idx], inputs, self.x_m[idx], self.y_m[idx],
+                            dict(self.meta))
 
 
 class FineTuneCode(Protocol):

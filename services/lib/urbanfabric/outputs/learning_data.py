@@ -152,8 +152,18 @@ def chip_rows(buildings: gpd.GeoDataFrame, config: dict, load_ard: Callable[[str
     chips = np.zeros((len(buildings), mode.channels, size, size), np.float32)
     ok = np.zeros(len(buildings), dtype=bool)
     dropped: dict[str, str] = {}
+    gsd: list[float] = []
+
+    def load(tile: str) -> Raster:
+        image = load_ard(tile)
+        try:
+            gsd.append(float(image.ground_resolution_m()))
+        except InvalidInput:  # a geographic raster: no metric pixel size
+            pass
+        return image
+
     for tile, group in buildings.groupby(buildings["tile_id"].astype(str)):
-        got, reasons = chips_from_rasters(group[["building_id", "geometry"]], [(tile, partial(load_ard, tile))],
+        got, reasons = chips_from_rasters(group[["building_id", "geometry"]], [(tile, partial(load, tile))],
                                           size, mode=mode)
         for pos, (i, reason) in enumerate(zip(group.index, reasons)):
             if reason:
@@ -165,7 +175,7 @@ def chip_rows(buildings: gpd.GeoDataFrame, config: dict, load_ard: Callable[[str
         dropped[str(buildings["building_id"].iloc[i])] = "no tile"
     x, y = _metric_points(buildings)
     rows = LabelledRows(buildings["building_id"].to_numpy(dtype=str), buildings["label"].astype(str).to_numpy(),
-                        chips, x, y)
+                        chips, x, y, {"gsd_m": sorted(set(gsd))})
     return rows.subset(ok), dropped
 
 
