@@ -49,7 +49,7 @@ from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, OutputOptions
 from urbanfabric.settings import Settings
-from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.footprints.user_footprints import clip_to_area
 from urbanfabric.footprints.staging import read_cell, stage_footprints
 from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
@@ -186,7 +186,12 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
         # The height and structure models run inside their services, not on the model server.
         if key not in ("models.height", "models.structure") and not client.ready(ref.name, ref.version):
-            raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")
+            # A version in the store but not loaded (one the learning loop registered before the
+            # model server restarted): ask the server to load it, as `urbanfabric learn` did.
+            try:
+                client.load(ref.name, ref.version)
+            except (NotFound, Unavailable, InvalidInput) as exc:
+                raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server ({exc})") from None
     return {k.split(".", 1)[1] if k.startswith("models.") else "segmentation": v for k, v in refs.items()}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -36,8 +37,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from urbanfabric.settings import Settings
 
     command = "urbanfabric " + shlex.join(argv if argv is not None else sys.argv[1:])
+    settings = Settings.load()
+    if settings.model_store:
+        # Parents are read where the stack serves them from (a learned parent is only there).
+        os.environ.setdefault("URBANFABRIC_MODEL_STORE", settings.model_store)
     try:
-        result, served = learn_and_serve(Settings.load(), args.job, args.attribute, args.corrections,
+        result, served = learn_and_serve(settings, args.job, args.attribute, args.corrections,
                                          seed=args.seed, command=command, serve=not args.no_serve)
     except (InvalidInput, NotFound, Unavailable) as exc:
         print(f"urbanfabric learn: {exc}", file=sys.stderr)
