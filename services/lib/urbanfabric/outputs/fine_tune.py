@@ -21,7 +21,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from urbanfabric.errors import InvalidInput
+from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.io.model_registry import (ModelVersion, fine_tuned_version, learned_versions, load_registry,
                                            register_learned, weights_digest)
 from urbanfabric.io.model_repository import fine_tune_module, split_model_ref
@@ -163,7 +163,10 @@ def learn(store: ObjectStore, job_id: str, attribute: str, corrections: pd.DataF
                          seconds={"inputs": round(t1 - t0, 2), "fine_tune_and_compare": round(t2 - t1, 2)})
     if not comparison.better:
         return result
-    taken = [m.version for m in load_registry().models if m.name == name]
+    try:  # the repository's versions: a name it ships is never reused
+        taken = [m.version for m in load_registry().models if m.name == name]
+    except NotFound:  # an installed package without the repository's registry
+        taken = []
     taken += [m.version for m in learned_versions(store, model_prefix) if m.name == name]
     new = fine_tuned_version(parent, taken)
     folder = Path(work) / new
