@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.io.model_repository import MODEL_MODULES, model_config, split_model_ref, version_folder
 from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.outputs.fine_tune import LearnResult, learn, read_table
@@ -34,8 +35,6 @@ def learn_and_serve(settings: Settings, job_id: str, attribute: str, corrections
 
     Raises:
         InvalidInput: bad corrections or too few labels (nothing registered).
-        NotFound: the model server could not load the registered version (it stays registered,
-            and the served versions are untouched).
     """
     store = ObjectStore(settings)
     with tempfile.TemporaryDirectory(prefix="urbanfabric-learn-") as tmp:
@@ -51,5 +50,10 @@ def learn_and_serve(settings: Settings, job_id: str, attribute: str, corrections
         return result, f"{ref} is read from the model store by the service that runs it, once a job names it"
     if not serve:
         return result, f"{ref} registered; load it with POST /v2/repository/models/{name}-{result.version}/load"
-    model_client(settings, timeout_s=120).load(name, str(result.version))
+    try:
+        model_client(settings, timeout_s=120).load(name, str(result.version))
+    except (NotFound, Unavailable, InvalidInput) as exc:
+        # Registered all the same: a job naming it loads it, a cluster rolls it out as a canary.
+        return result, (f"{ref} registered, but the model server did not load it ({exc}); a job that names it "
+                        f"asks again, and in a cluster inferenceServices.<key>.canary.version rolls it out")
     return result, f"{ref} loaded by the model server"
