@@ -165,3 +165,20 @@ def test_learn_registers_only_a_better_version_with_its_card(tmp_path, offset, r
     assert metrics["comparison"]["candidate"]["mae"] < metrics["comparison"]["parent"]["mae"]
     assert HeightModel.load(tmp_path / "work" / "v4-ft1").predict(
         footprint_features(review_table.squares().to_crs("EPSG:4326")[["geometry"]]))[0].mean() > 15
+
+
+def test_chip_rows_cut_the_labelled_roofs_and_record_the_imagery():
+    from tests.unit.outputs.test_review import _ard
+    from urbanfabric.outputs.learning_data import chip_rows
+
+    t = review_table.table()
+    image = _ard(t)
+    corrections = pd.DataFrame({"building_id": ["b00", "b09", "b99"], "label": ["flat", "hip", "gable"]})
+    buildings, _ = labelled_buildings(review_table.parts(t), corrections)
+    buildings.loc[buildings["building_id"] == "b99", "tile_id"] = None  # a building without imagery
+    rows, without = chip_rows(buildings, {"chip_size": 32}, lambda tile: image)
+    assert list(rows.building_id) == ["b00", "b09"] and rows.inputs.shape == (2, 3, 32, 32)
+    assert without == {"b99": "no tile"} and list(rows.labels) == ["flat", "hip"]
+    assert rows.inputs[1].mean() > rows.inputs[0].mean()  # b09 lies east: the brighter side
+    assert rows.meta["gsd_m"] and abs(rows.meta["gsd_m"][0] - 0.3) < 0.05
+    assert abs((rows.x_m[1] - rows.x_m[0]) - 9 * review_table.STEP) < 1.0

@@ -162,7 +162,8 @@ def chip_rows(buildings: gpd.GeoDataFrame, config: dict, load_ard: Callable[[str
             pass
         return image
 
-    for tile, group in buildings.groupby(buildings["tile_id"].astype(str)):
+    with_tile = buildings[buildings["tile_id"].notna()]
+    for tile, group in with_tile.groupby(with_tile["tile_id"].astype(str)):
         got, reasons = chips_from_rasters(group[["building_id", "geometry"]], [(tile, partial(load, tile))],
                                           size, mode=mode)
         for pos, (i, reason) in enumerate(zip(group.index, reasons)):
