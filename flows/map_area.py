@@ -49,7 +49,7 @@ from urbanfabric.runtime.convert import tile_to_proto
 from urbanfabric.footprints.options import SegmentationOptions
 from urbanfabric.job_spec import ImageryOptions, JobSpec, LandCoverOptions, OutputOptions
 from urbanfabric.settings import Settings
-from urbanfabric.errors import InvalidInput, NotFound
+from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.footprints.user_footprints import clip_to_area
 from urbanfabric.footprints.staging import read_cell, stage_footprints, unused_rows_warning
 from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
@@ -186,7 +186,12 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
         # The height and structure models run inside their services, not on the model server.
         if key not in ("models.height", "models.structure") and not client.ready(ref.name, ref.version):
-            raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")
+            # A version in the store but not loaded (one the learning loop registered before the
+            # model server restarted): ask the server to load it, as `urbanfabric learn` did.
+            try:
+                client.load(ref.name, ref.version)
+            except (NotFound, Unavailable, InvalidInput) as exc:
+                raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server ({exc})") from None
     return {k.split(".", 1)[1] if k.startswith("models.") else "segmentation": v for k, v in refs.items()}
 
 
@@ -302,6 +307,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
     parameters["area"] = area.bbox() if area else None
     started = time.time()
     stage: dict[str, float] = defaultdict(float)
+    if spec.refresh:
+        jobs.check_refresh(store, job_id)
     jobs.write_job(store, job_id, {"job_id": job_id, "status": "running", "parameters": parameters,
                                    "started": started})
     log.info("job %s: %s", job_id, json.dumps(parameters))
@@ -314,6 +321,10 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         district_frame = read_districts(store, spec.districts, spec.district_id) if spec.districts else None
         segment = spec.segment
         refs = check_models(settings, spec)
+        if spec.refresh:
+            # Re-map an earlier job's buildings only: tiles answer from their markers (not redone).
+            log.info("refresh %s of job %s: %d earlier building results and outputs removed",
+                     ", ".join(spec.refresh), job_id, jobs.forget_buildings(store, job_id))
         landcover_spec = landcover_filter_spec(store, job_id, spec.landcover) if segment else None
         window = jobs.window_size(spec.worker_replicas, spec.in_flight_per_worker)
         user = None

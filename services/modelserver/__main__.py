@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "URBANFABRIC_MODEL_STORE (the local stack sets it: the registry's served "
                         "versions are uploaded there at stack up)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0)")
+    p.add_argument("--serve-as", default="",
+                   help="also answer under this V2 name (a KServe canary revision answers under the name of "
+                        "the version it may replace; needs exactly one --models entry)")
     p.add_argument("--require-all", action="store_true",
                    help="exit with status 2 when any requested model fails to load "
                         "(default: serve the others and log why)")
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from urbanfabric.runtime.model_runner import (
         load_models,
+        VersionRepository,
         object_store_fetcher,
         parse_specs,
         torch_threads_from_env,
@@ -121,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         log.error("no model loaded: the server runs but every inference will answer NOT_FOUND")
 
+    if args.serve_as:
+        if len(models) != 1:
+            log.error("--serve-as %s needs exactly one loaded model, got %d", args.serve_as, len(models))
+            return 2
+        log.info("model %s also answers as %s", models[0].name, args.serve_as)
     server = BoundModelServer(
         host=args.host,
         http_port=args.http_port,
@@ -130,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         grace_period=args.grace_period,
         workers=1,
         token_key=token_key,
+        # The V2 repository extension's load endpoint fetches a new version from the store.
+        registered_models=VersionRepository(model_dir, args.device, fetch, {s.model: s.module for s in specs}),
     )
+    if args.serve_as:
+        server.register_model(models[0], name=args.serve_as)
     server.start(models)
     return 0
 

@@ -109,3 +109,30 @@ def test_torchserve_runtime_option(helm: Any) -> None:
         assert model["storageUri"].endswith(f"/{version}/torchserve")
         on_cpu = isvc["metadata"]["labels"]["urbanfabric.io/model"] in ("roof-shape", "facade-material")
         assert ("nvidia.com/gpu" in model["resources"].get("limits", {})) is not on_cpu
+
+
+def test_a_learned_version_rolls_out_as_a_canary_then_is_promoted(helm: Any) -> None:
+    """Issue 21, item 4: a canary revision serves the new version with a traffic share, under the
+    served version's name; promotion is the version itself; RawDeployment cannot split traffic."""
+    serverless = {"modelServing": {"deploymentMode": "Serverless"}}
+    canary = {**serverless, "inferenceServices": {"roof-material": {
+        "canary": {"version": "v4-ft1", "trafficPercent": 20}}}}
+    (isvc,) = [d for d in ds.of_kind(ds.documents(ds.render(canary, profile="dev")), "InferenceService")
+               if d["metadata"]["labels"]["urbanfabric.io/model"] == "roof-material"]
+    predictor, model = isvc["spec"]["predictor"], isvc["spec"]["predictor"]["model"]
+    env = {e["name"]: e["value"] for e in model["env"]}
+    assert predictor["canaryTrafficPercent"] == 20
+    assert model["storageUri"] == "s3://urbanfabric/models/roof_material/v4-ft1"
+    assert env["UF_ISVC_VERSION"] == "v4-ft1" and env["UF_ISVC_SERVE_AS"] == "roof-material-v4"
+    assert isvc["metadata"]["labels"]["urbanfabric.io/canary-version"] == "v4-ft1"
+    promoted = {**serverless, "inferenceServices": {"roof-material": {"version": "v4-ft1", "canary": {"version": ""}}}}
+    (isvc,) = [d for d in ds.of_kind(ds.documents(ds.render(promoted, profile="dev")), "InferenceService")
+               if d["metadata"]["labels"]["urbanfabric.io/model"] == "roof-material"]
+    env = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"] and "UF_ISVC_SERVE_AS" not in env
+    assert env["UF_ISVC_VERSION"] == "v4-ft1"
+    message = render_error(helm, {"inferenceServices": {"roof-material": {"canary": {"version": "v4-ft1"}}}})
+    assert "inferenceServices.roof-material.canary.version" in message and "Serverless" in message
+    message = render_error(helm, {**serverless, "inferenceServices": {"roof-material": {
+        "canary": {"version": "v4-ft1", "trafficPercent": 150}}}})
+    assert "trafficPercent" in message

@@ -180,7 +180,9 @@ def test_network_policy_callers_match_the_code() -> None:
     callers = yaml.safe_load(block)
     component_of = {"services/workers/tile_worker.py": "tile-worker",
                     "services/workers/building_worker.py": "building-worker",
-                    "flows/map_area.py": "flows"}
+                    "flows/map_area.py": "flows",
+                    # the fine-tune flow's step (and urbanfabric learn's, outside the cluster)
+                    "services/lib/urbanfabric/runtime/learning.py": "flows"}
     # User-side commands that run outside the cluster (against the local stack or a
     # port-forward), so no in-cluster network policy admits them.
     outside = {"services/lib/urbanfabric/cli/heatmaps.py"}

@@ -325,3 +325,26 @@ def test_the_model_server_refuses_to_start_without_a_key(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "URBANFABRIC_SERVICE_TOKEN is not set" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_new_version_is_loaded_on_request_without_a_restart(server, clients, model_repo: Path) -> None:
+    """The V2 repository extension's load endpoint serves a version written after the start
+    (as the learning loop registers one); a version that cannot load changes nothing."""
+    rest = clients[InferenceProtocol.V2_REST]
+    new = model_repo / "tiny_seg" / "v3-ft1"
+    new.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(3)
+    torch.save(TinySeg().state_dict(), new / "model.pt")
+    (new / "config.json").write_text(json.dumps({"name": MODEL}))
+    assert not rest.ready(MODEL, "v3-ft1")
+    rest.load(MODEL, "v3-ft1")
+    assert rest.ready(MODEL, "v3-ft1")
+    x = _x()
+    assert np.allclose(rest.infer(MODEL, "v3-ft1", x), predict_proba(load_model(new), x), atol=1e-5)
+    with pytest.raises(NotFound, match="did not load tiny-seg-v9"):
+        rest.load(MODEL, "v9")
+    assert rest.ready(MODEL, VERSION) and server["proc"].poll() is None
+    unsigned = ModelClient(InferenceProtocol.V2_REST, rest_url=rest.rest_url, timeout_s=5)
+    with pytest.raises(NotFound, match="401"):
+        unsigned.load(MODEL, "v3-ft1")
+    unsigned.close()

@@ -2,6 +2,7 @@
 # KServe's storage initializer downloads storageUri (s3://<bucket>/models/<model_dir>/<version>/)
 # into /mnt/models; the model server reads a repository laid out as <repo>/<model_dir>/<version>/,
 # so link the download into such a repository (on the writable /tmp) and serve from it.
+# A canary revision (UF_ISVC_SERVE_AS) also answers under the name of the version it may replace.
 set -eu
 storage="${UF_ISVC_STORAGE:-/mnt/models}"
 repo="${TMPDIR:-/tmp}/model-repository"
@@ -14,5 +15,6 @@ exec python -m services.modelserver \
   --grpc-port "${UF_ISVC_GRPC_PORT:-8081}" \
   --model-dir "$repo" \
   --models "$UF_ISVC_MODEL:$UF_ISVC_VERSION" \
+  ${UF_ISVC_SERVE_AS:+--serve-as "$UF_ISVC_SERVE_AS"} \
   --device "$UF_ISVC_DEVICE" \
   --require-all

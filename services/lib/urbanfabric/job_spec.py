@@ -214,7 +214,8 @@ class JobSpec(BaseModel):
                                      "blending overlap)")
     job_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-        description="reuse an id to resume a job (finished tasks are not redone); new by default")
+        description="reuse an id to resume a job (finished tasks are not redone); new by default",
+        json_schema_extra={"flags": ["--job"]})
     districts: str | None = Field(None, description="polygons (GeoJSON / GeoParquet or s3:// URI) to total stock, "
                                                     "CO2e and solar per district")
     district_id: str = Field("id", description="the districts' id column")
@@ -249,6 +250,10 @@ class JobSpec(BaseModel):
     outputs: OutputOptions = Field(default_factory=OutputOptions,
                                    description="how the buildings table is written",
                                    json_schema_extra={"flag_prefix": "outputs-"})
+    refresh: list[Literal["roof_material", "roof_shape", "facade_material", "height", "structure"]] = Field(
+        default_factory=list,
+        description="re-map an existing job (job_id) for these attributes' models: its building batches are "
+                    "redone with the spec's model versions, its tiles and footprints reused; comma list")
     population: float | None = Field(
         None, gt=0, description="inhabitants of the area, when known: enables the per-capita stock "
                                 "sanity check of the report (urbanfabric.outputs.sanity)")
@@ -277,6 +282,12 @@ class JobSpec(BaseModel):
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ValueError(f"{value!r} is not a RASMI region; {hint}codes: {', '.join(known)}")
 
+    @field_validator("refresh", mode="before")
+    @classmethod
+    def _refresh(cls, value: Any) -> Any:
+        # "roof_material,height" from a command line or a form, or a list.
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
     @field_validator("footprints", "districts")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:
@@ -284,6 +295,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _area_or_footprints(self) -> JobSpec:
+        if self.refresh and not self.job_id:
+            raise InvalidInput("refresh", "re-mapping needs the job to re-map: give its job_id")
         if self.area is None and not self.footprints:
             raise ValueError("give an area, footprints, or both")
         if self.area is not None and self.area.area_km2() > self.max_area_km2:

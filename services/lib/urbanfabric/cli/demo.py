@@ -26,6 +26,12 @@ DEPLOYMENT = "map-area/map-area"
 
 def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: float = 1800) -> tuple[str, Any]:
     """Create a flow run of the deployment through the Prefect API and wait for it."""
+    return run_flow(settings, DEPLOYMENT, parameters, timeout_s)
+
+
+def run_flow(settings: Settings, deployment: str, parameters: dict[str, Any], timeout_s: float = 1800
+             ) -> tuple[str, Any]:
+    """A flow run of ``deployment`` (``flow/deployment``) through the stack's Prefect API, waited for."""
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
@@ -33,7 +39,7 @@ def run_map_area(settings: Settings, parameters: dict[str, Any], timeout_s: floa
     # makes sure this call talks to the stack's server, whatever the process saw before.
     with temporary_settings({PREFECT_API_URL: settings.prefect_api_url,
                              PREFECT_API_AUTH_STRING: settings.prefect_auth or None}):
-        run: Any = run_deployment(DEPLOYMENT, parameters=parameters, timeout=timeout_s, poll_interval=2)
+        run: Any = run_deployment(deployment, parameters=parameters, timeout=timeout_s, poll_interval=2)
     return str(run.id), run.state
 
 

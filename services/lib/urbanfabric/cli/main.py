@@ -11,6 +11,8 @@
     urbanfabric dlq list|replay [--job J]  tasks the workers set aside, why, and sending them again
     urbanfabric review JOB --attribute A --n 200   a package of the least certain buildings to label
     urbanfabric corrections check FILE --job J     validate labels against a job (clean table + report)
+    urbanfabric learn JOB --attribute A --corrections F   fine-tune on the corrections; register and serve if better
+    urbanfabric run --job J --refresh A      re-map a job's buildings with the newest fine-tuned model
 """
 
 from __future__ import annotations
@@ -24,19 +26,26 @@ from pathlib import Path
 def _run(args: argparse.Namespace) -> int:
     from urbanfabric.cli.demo import run_map_area
     from urbanfabric.cli.spec_flags import spec_from_args
-    from urbanfabric.errors import InvalidInput
+    from urbanfabric.errors import InvalidInput, Unavailable
     from urbanfabric.io.job_layout import JobLayout
     from urbanfabric.io.object_store import ObjectStore
     from urbanfabric.runtime.jobs import new_job_id
     from urbanfabric.settings import Settings
 
+    settings = Settings.load()
     try:
-        spec = spec_from_args(args)
-    except InvalidInput as exc:
+        if getattr(args, "refresh", None):
+            from urbanfabric.cli.refresh import given, refresh_spec
+            from urbanfabric.runtime.learning import model_prefix
+
+            spec, notes = refresh_spec(given(args), ObjectStore(settings), model_prefix(settings))
+            print("\n".join(f"refresh {n}" for n in notes))
+        else:
+            spec = spec_from_args(args)
+    except (InvalidInput, Unavailable) as exc:
         print(f"urbanfabric run: {exc}", file=sys.stderr)
         return 2
     spec = spec.model_copy(update={"job_id": spec.job_id or new_job_id()})
-    settings = Settings.load()
     run_id, state = run_map_area(settings, {"spec": spec.model_dump(mode="json")})
     print(f"flow run {run_id} (job {spec.job_id}): {state.type.value} {state.message or ''}")
     store = ObjectStore(settings)
@@ -112,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_review_arguments(sub.add_parser("review", help="package the least certain buildings for labelling"))
     add_corrections_arguments(sub.add_parser("corrections", help="check a corrections (labels) file"))
+    from urbanfabric.cli.learn import add_arguments as learn_arguments
+
+    learn_arguments(sub.add_parser("learn", help="fine-tune a job's model on corrections; serve it if better"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from urbanfabric.cli.demo import main as demo_main
@@ -145,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from urbanfabric.cli.review import run_corrections
 
         return run_corrections(args)
+    if args.command == "learn":
+        from urbanfabric.cli.learn import run as learn_run
+
+        return learn_run(args, argv)
     parser.error(f"unknown command {args.command}")
     return 2
 

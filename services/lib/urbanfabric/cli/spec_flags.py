@@ -77,12 +77,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                            choices=choices, help=help_text)
 
 
-def spec_from_args(args: argparse.Namespace, **overrides: Any) -> JobSpec:
-    """The :class:`JobSpec` of the flags given (and ``overrides``), validated.
-
-    Raises:
-        InvalidInput: a flag's value the spec rejects, naming the field (``segmentation.tta``).
-    """
+def given_fields(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """The spec fields of the flags given (and ``overrides``), nested as the spec nests them."""
     data: dict[str, Any] = {}
     for key, value in {**vars(args), **overrides}.items():
         if key not in _PATHS:
@@ -92,6 +88,16 @@ def spec_from_args(args: argparse.Namespace, **overrides: Any) -> JobSpec:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
+    return data
+
+
+def spec_from_args(args: argparse.Namespace, **overrides: Any) -> JobSpec:
+    """The :class:`JobSpec` of the flags given (and ``overrides``), validated.
+
+    Raises:
+        InvalidInput: a flag's value the spec rejects, naming the field (``segmentation.tta``).
+    """
+    data = given_fields(args, **overrides)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:

@@ -232,3 +232,69 @@ def stale_local_weights(registry: Registry | None = None, root: Path | str = MOD
         if weights_digest(Path(root) / source.path) != m.sha256:
             stale.append(m.ref)
     return stale
+
+
+#: A version made by the learning loop keeps its registry entry beside its files in the store,
+#: written last: the store, not the repository's registry.yaml, is where a running system's
+#: own versions live (issue 21, item 3); ``urbanfabric models list`` shows both.
+LEARNED_ENTRY = "registry.json"
+
+
+def learned_versions(store: ObjectStore, prefix: str = "models") -> list[ModelVersion]:
+    """The versions the learning loop registered in the store (each folder's :data:`LEARNED_ENTRY`)."""
+    import json
+
+    keys = sorted(k for k in store.list(f"{prefix.rstrip('/')}/") if k.endswith(f"/{LEARNED_ENTRY}"))
+    bucket = prefix.removeprefix("s3://").partition("/")[0] if prefix.startswith("s3://") else ""
+    return [ModelVersion.model_validate(json.loads(store.get_bytes(f"s3://{bucket}/{k}" if bucket else k)))
+            for k in keys]
+
+
+def fine_tuned_version(parent: str, taken: list[str]) -> str:
+    """The name of the next version fine-tuned from ``parent`` (``roof-material:v4`` →
+    ``v4-ft1``, then ``v4-ft2`` …): the parent stays readable in the name, and a name the
+    repository ships (``v5``) is never taken by a running system's own version."""
+    _, _, version = parent.partition(":")
+    n = 1
+    while f"{version}-ft{n}" in taken:
+        n += 1
+    return f"{version}-ft{n}"
+
+
+def register_learned(store: ObjectStore, entry: ModelVersion, folder: Path, prefix: str = "models") -> list[str]:
+    """Upload a learned version's folder (config, weights, card, metrics) to
+    ``<prefix>/<model_dir>/<version>/``, then its digest marker, then its registry entry — the
+    entry last, so a version whose upload was cut short is not registered. Returns the keys.
+
+    Raises:
+        InvalidInput: the version is already registered there (field ``model_version``).
+    """
+    base = f"{prefix.rstrip('/')}/{entry.name.replace('-', '_')}/{entry.version}"
+    if store.exists(f"{base}/{LEARNED_ENTRY}"):
+        raise InvalidInput("model_version", f"{entry.ref} is already registered in {prefix}")
+    keys = [store.put_file(f"{base}/{p.name}", p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    keys.append(store.put_bytes(f"{base}/{DIGEST_MARKER}", (entry.sha256 or "").encode()))
+    keys.append(store.put_bytes(f"{base}/{LEARNED_ENTRY}", entry.model_dump_json(indent=2).encode()))
+    return keys
+
+
+def newest_descendant(versions: list[ModelVersion], ref: str) -> ModelVersion | None:
+    """Of ``versions`` (the learned ones), the newest fine-tuned from ``ref`` directly or through
+    other learned versions: the deepest in the lineage, then the highest ``-ft<n>``; None without any."""
+    by_ref = {m.ref: m for m in versions}
+
+    def depth(m: ModelVersion) -> int:
+        d, seen = 0, set()
+        while m.parent != ref:
+            if m.parent not in by_ref or m.ref in seen:
+                return -1
+            seen.add(m.ref)
+            m, d = by_ref[m.parent], d + 1
+        return d
+
+    def ft(m: ModelVersion) -> int:
+        tail = m.version.rpartition("-ft")[2]
+        return int(tail) if tail.isdigit() else 0
+
+    line = [m for m in versions if depth(m) >= 0]
+    return max(line, key=lambda m: (depth(m), ft(m))) if line else None

@@ -47,21 +47,41 @@ MODEL_MODULES: dict[str, str] = {
 }
 
 
-def model_module(model: str) -> ModuleType:
-    """The Python module that loads and runs a model kind (``load_model`` / ``predict_proba``).
+#: Python module of each model kind's fine-tune (``load`` / ``fine_tune`` / ``predict`` /
+#: ``classes`` / ``save``; :class:`urbanfabric.outputs.learning.FineTuneCode`), loaded by name as
+#: :data:`MODEL_MODULES` is (issue 21, item 3).
+FINE_TUNE_MODULES: dict[str, str] = {
+    "roof-material": "models.classifiers.fine_tune",
+    "roof-shape": "models.classifiers.fine_tune",
+    "height-xgb": "models.height_xgb.fine_tune",
+}
+
+
+def _kind_module(model: str, table: dict[str, str], what: str) -> ModuleType:
+    """The module ``table`` names for a model kind (``_`` accepted for ``-``), imported.
 
     Raises:
-        NotFound: the kind is not in :data:`MODEL_MODULES` (field ``model_version``), or its
-            module cannot be imported (the ``models`` package is not on the path).
+        NotFound: the kind is not in ``table`` (field ``model_version``), or its module cannot be
+            imported (the ``models`` package is not on the path).
     """
-    key = model.replace("_", "-")
-    name = MODEL_MODULES.get(key)
+    name = table.get(model.replace("_", "-"))
     if name is None:
-        raise NotFound(f"model_version: unknown model {model!r}; known {sorted(MODEL_MODULES)}")
+        raise NotFound(f"model_version: no {what} for {model!r}; known {sorted(table)}")
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise NotFound(f"model_version: code of {model!r} ({name}) cannot be imported: {exc}") from exc
+        raise NotFound(f"model_version: {what} of {model!r} ({name}) cannot be imported: {exc}") from exc
+
+
+def fine_tune_module(model: str) -> ModuleType:
+    """The module that fine-tunes a model kind from corrected labels (:data:`FINE_TUNE_MODULES`)."""
+    return _kind_module(model, FINE_TUNE_MODULES, "fine-tune code")
+
+
+def model_module(model: str) -> ModuleType:
+    """The Python module that loads and runs a model kind (``load_model`` / ``predict_proba``;
+    :data:`MODEL_MODULES`)."""
+    return _kind_module(model, MODEL_MODULES, "model code")
 
 
 def split_model_ref(ref: str) -> tuple[str, str]:

@@ -71,6 +71,25 @@ def error_text(err: common_pb2.Error) -> str:
     return f"{err.field}: {err.message}" if err.field else err.message
 
 
+def check_refresh(store: ObjectStore, job_id: str) -> None:
+    """A job to re-map (the spec's ``refresh``) must have been mapped before.
+
+    Raises:
+        InvalidInput: no such job in the store (field ``job_id``).
+    """
+    if not store.exists(JobLayout(job_id).job_json):
+        raise InvalidInput("job_id", f"no job {job_id} to re-map in the object store (refresh needs a job "
+                                     "that was mapped before)")
+
+
+def forget_buildings(store: ObjectStore, job_id: str) -> int:
+    """Before a job's buildings are re-mapped (the spec's ``refresh``): its batch results and its
+    outputs go, so every batch is redone with the spec's models and no row of the earlier table
+    survives beside the new ones; tiles, footprints and staged inputs stay and are reused."""
+    layout = JobLayout(job_id)
+    return store.delete_prefix(f"{layout.root}/buildings/") + store.delete_prefix(f"{layout.outputs}/")
+
+
 def write_job(store: ObjectStore, job_id: str, doc: dict[str, Any]) -> None:
     store.put_bytes(JobLayout(job_id).job_json, json.dumps(doc, indent=2, default=str).encode())
 

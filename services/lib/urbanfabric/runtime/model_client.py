@@ -246,6 +246,32 @@ class ModelClient:
                 return False
             raise
 
+    def load(self, model: str, version: str) -> None:
+        """Ask the model server to load a version from its model store (the V2 repository
+        extension, :class:`urbanfabric.runtime.model_runner.VersionRepository`); embedded:
+        load it in-process. Returns once it answers ready.
+
+        Raises:
+            NotFound: the server could not load it (the reason in the message).
+            Unavailable: the server cannot be reached.
+        """
+        name = v2_model_name(model, version)
+        if self.protocol is InferenceProtocol.EMBEDDED:
+            if not self._embedded_model(name, model, version).ready:
+                raise NotFound(f"model_version: {name} did not load")
+            return
+        import httpx
+
+        if not self.rest_url:
+            raise InvalidInput("rest_url", "loading a model needs the model server's REST address")
+        try:
+            resp = self._client().post(f"{self.rest_url}/v2/repository/models/{name}/load")
+        except httpx.TransportError as exc:
+            raise Unavailable(f"model server unreachable at {self.rest_url}: {exc}") from exc
+        if resp.status_code != 200:
+            raise NotFound(f"model_version: the model server did not load {name}: "
+                           f"{resp.status_code} {resp.text[:300]}")
+
     def close(self) -> None:
         """Close network connections and unload embedded models."""
         with self._lock:

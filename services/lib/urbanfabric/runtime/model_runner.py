@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 from kserve import Model
+from kserve.model_repository import ModelRepository
 from kserve.errors import InvalidInput
 from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
@@ -442,6 +443,53 @@ def load_models(
         LOADED.labels(model_name=spec.name).set(0)
         log.error("model %s is NOT registered: %s", spec.name, skipped[spec.name])
     return loaded, skipped
+
+
+def spec_for_v2_name(name: str, modules: dict[str, str] | None = None) -> ModelSpec:
+    """The spec of a served name (``roof-material-v4-ft1`` → ``roof-material:v4-ft1``): the
+    longest model kind the name starts with, the rest the version.
+
+    Args:
+        modules: kinds besides :data:`MODEL_MODULES` (``--models NAME:VERSION=module``).
+
+    Raises:
+        ValueError: no known kind, or no ``v<digit>…`` version after it.
+    """
+    kinds = {**MODEL_MODULES, **(modules or {})}
+    for kind in sorted(kinds, key=len, reverse=True):
+        version = name[len(kind) + 1:] if name.startswith(f"{kind}-") else ""
+        if version[:1] == "v" and version[1:2].isdigit():
+            return ModelSpec(kind, version, kinds[kind])
+    raise ValueError(f"{name!r} is not <model>-<version> of a known model ({', '.join(sorted(kinds))})")
+
+
+class VersionRepository(ModelRepository):
+    """KServe's model repository with its load endpoint wired to the model store.
+
+    ``POST /v2/repository/models/<model>-<version>/load`` (the V2 repository extension, with a
+    bearer token like every call) fetches and loads that version beside the ones already served
+    — a version the learning loop registered is served without a restart or a new image. A
+    version that does not load is not registered (KServe answers 503 with the reason) and the
+    models already served are untouched.
+    """
+
+    def __init__(self, model_dir: Path | str | None = None, device: str = "cpu",
+                 fetch: Callable[[ModelSpec, Path], None] | None = None,
+                 modules: dict[str, str] | None = None) -> None:
+        super().__init__(models_dir=str(model_dir or DEFAULT_MODEL_DIR))
+        self.model_dir, self.device, self.fetch, self.modules = model_dir, device, fetch, dict(modules or {})
+
+    def load(self, name: str) -> bool:
+        return self.load_model(name)
+
+    def load_model(self, name: str) -> bool:
+        if name in self.models and self.models[name].ready:
+            return True
+        model = build_model(spec_for_v2_name(name, self.modules), model_dir=self.model_dir, device=self.device, fetch=self.fetch)
+        model.load()
+        self.update(model)
+        log.info("loaded model %s on request from %s", name, model.version_dir)
+        return model.ready
 
 
 def object_store_fetcher(uri: str, cache_dir: Path | str) -> Callable[[ModelSpec, Path], None]:
