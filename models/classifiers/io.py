@@ -159,8 +159,9 @@ def predict_logits(
     model.eval()
     try:
         views = []
+        device = next(model.parameters()).device  # chips come on the CPU; a model may be on a GPU
         for v in chip_views(x, tta):
-            views.append([model(v[i : i + batch_size]).float() for i in range(0, len(v), batch_size)])
+            views.append([model(v[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(v), batch_size)])
     finally:
         model.train(was_training)
     if not views[0]:

@@ -82,7 +82,7 @@ class AerialResNet(nn.Module):
         return feats
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The 256-d unit embedding of each image (the wheel's own output)."""
+        """The 256-d unit embedding of each image (the wheel's own output); H, W multiples of 32."""
         feat = self.features(x)[-1]
         pooled = F.adaptive_avg_pool2d(feat, self.pool_size).flatten(1)
         return F.normalize(self.fc(pooled), dim=1, eps=1e-8)
@@ -102,7 +102,7 @@ def weights_path() -> Path:
     return path
 
 
-def state_dict_from_npz(path: Path | None = None) -> "OrderedDict[str, torch.Tensor]":
+def state_dict_from_npz(path: Path | None = None) -> OrderedDict[str, torch.Tensor]:
     """The file's arrays as an :class:`AerialResNet` state dict (``fc.weight`` transposed to
     torch's ``(out, in)``; BatchNorm step counters added)."""
     arrays = np.load(path or weights_path(), allow_pickle=False)
@@ -118,11 +118,13 @@ def state_dict_from_npz(path: Path | None = None) -> "OrderedDict[str, torch.Ten
     return out
 
 
-def aerial_resnet(pretrained: bool = True) -> AerialResNet:
-    """geoembed v3 as a torch module, its weights loaded strictly when ``pretrained``."""
-    if not pretrained:
-        return AerialResNet()
-    arrays = np.load(weights_path(), allow_pickle=False)
+def load_v3(path: Path | None = None) -> AerialResNet:
+    """geoembed v3 (the wheel's ``v3.npz``, or ``path`` in its layout) loaded strictly, eval mode.
+
+    Raises:
+        RuntimeError: the file's arrays do not match the network (names or shapes).
+    """
+    arrays = np.load(path or weights_path(), allow_pickle=False)
     model = AerialResNet(int(arrays["base_channels"][0]), int(arrays["embed_dim"][0]), int(arrays["pool_size"][0]))
-    model.load_state_dict(state_dict_from_npz(), strict=True)
-    return model
+    model.load_state_dict(state_dict_from_npz(path), strict=True)
+    return model.eval()

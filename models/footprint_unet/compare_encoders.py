@@ -110,8 +110,8 @@ def forward_cost(encoders: list[str], window: int = 512, batch: int = 2, rounds:
 def table(out: Path) -> str:
     """Markdown rows from ``<encoder>/result.json`` and ``cost.json``."""
     cost = json.loads((out / "cost.json").read_text())["encoders"] if (out / "cost.json").is_file() else {}
-    lines = ["| encoder | params (M) | steps × batch | s/step (train) | val thr | val IoU crowdai | val IoU dubai | "
-             "**val mean** | test IoU crowdai | test IoU dubai | test inst. F1 crowdai / dubai | forward s/Mpx (×lite0) |",
+    lines = [("| encoder | params (M) | steps × batch | s/step (train) | val thr | val IoU crowdai | val IoU dubai | "
+              "**val mean** | test IoU crowdai | test IoU dubai | test inst. F1 crowdai / dubai | forward s/Mpx (×lite0) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for enc in ENCODERS:
         path = out / enc / "result.json"

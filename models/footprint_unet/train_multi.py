@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.common.device import amp_dtype, resolve_device
 from models.common.metrics import ConfusionAtThresholds
 from models.footprint_unet import datasets as D
 from models.footprint_unet.data import augment
@@ -169,25 +170,6 @@ def _zoom_range(text: str) -> tuple[float, float]:
         return D.check_zoom_range((low, high))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--scale-aug: {e}") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA device here")
-    return device
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: full precision). Mixed precision only on CUDA."""
-    if device.type != "cuda" or mode == "off":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
 class BatchStream(torch.utils.data.IterableDataset):
