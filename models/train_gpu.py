@@ -92,6 +92,8 @@ def member_argv(member: dict[str, Any], args: argparse.Namespace, minutes: float
             "--batch-size", str(args.batch_size or (64 if cuda else 4)),
             "--loader-workers", str(args.loader_workers if args.loader_workers >= 0 else (8 if cuda else 0)),
             "--threads", "2"]
+    if member.get("encoder"):  # default lite0; lite2 or geoembed-v3 (docs/results.md "Footprint encoders")
+        argv += ["--encoder", member["encoder"]]
     if args.val_limit:
         argv += ["--val-limit", str(args.val_limit)]
     if args.max_steps:
