@@ -308,7 +308,8 @@ def fit(
     after every epoch; ``resume`` continues from it, its budget added to the time already spent.
 
     Returns:
-        The model (best epoch, on the CPU, eval mode, temperature still 1.0) and a history dict.
+        The model (best epoch, on the training device, eval mode, temperature still 1.0) and a
+        history dict.
     """
     from models.common.device import amp_dtype, resolve_device
 
@@ -421,7 +422,7 @@ def fit(
                        ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # a cut-off write never replaces a good one
     model.load_state_dict(best[2])
-    model.cpu().eval()  # calibration, scoring and shipping run on the CPU, as serving does
+    model.eval()  # still on its training device: calibration and scoring run there too
     return model, {"epochs": round(epoch, 2), "best_epoch": best[1], "best_val_score": best[0], "pretrained": pretrained,
                    "train_s": time.perf_counter() - t_start, "steps": steps, "device": str(device),
                    "mixed_precision": str(autocast or "off"), "loader_workers": cfg.loader_workers,
@@ -511,7 +512,10 @@ def run(
 ) -> dict[str, Any]:
     """Train, calibrate and score one arch on one task; optionally ship the model to ``out``
     (``ckpt_dir``/``resume``: see :func:`fit`)."""
-    torch.set_num_threads(1)
+    from models.common.device import resolve_device
+
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(1)  # the CPU is shared (a GPU run keeps its cores for loading and scoring)
     labels = SHARED_FACADE_LABELS if cross_city else None
     ds, masks_summary = prepared_task(task, cfg, labels, log)
     other = cached_task(f"facade_{cross_city}", cfg.chip_size, cfg.seed, labels) if cross_city else None
@@ -527,6 +531,7 @@ def run(
         result["cross_city"] = {"test_city": cross_city, "n": int(len(other.y)), **assess(model, ds, cfg, test=other)}
         result["cross_city"].pop("val", None)
         model.temperature = result["calibration"]["val"]["temperature"]
+    model.cpu()  # shipped weights load anywhere
     if out:
         ship(model, ds, result, cfg, out, command)
     return result
