@@ -52,6 +52,7 @@ from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load
 from models.classifiers.io import predict_logits, save_classifier
 from models.classifiers.nets import PRETRAINED_ARCHS, ClassifierNet, build_classifier
 from models.classifiers.roof_masks import apply_chip_mode, padded_masks
+from models.common.device import amp_dtype, resolve_device
 
 CACHE = Path(__file__).resolve().parents[2] / ".train" / "classifiers" / "cache"
 
@@ -311,8 +312,6 @@ def fit(
         The model (best epoch, on the training device, eval mode, temperature still 1.0) and a
         history dict.
     """
-    from models.common.device import amp_dtype, resolve_device
-
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -512,8 +511,6 @@ def run(
 ) -> dict[str, Any]:
     """Train, calibrate and score one arch on one task; optionally ship the model to ``out``
     (``ckpt_dir``/``resume``: see :func:`fit`)."""
-    from models.common.device import resolve_device
-
     if resolve_device(cfg.device).type == "cpu":
         torch.set_num_threads(1)  # the CPU is shared (a GPU run keeps its cores for loading and scoring)
     labels = SHARED_FACADE_LABELS if cross_city else None
