@@ -110,7 +110,7 @@ def forward_cost(encoders: list[str], window: int = 512, batch: int = 2, rounds:
 def table(out: Path) -> str:
     """Markdown rows from ``<encoder>/result.json`` and ``cost.json``."""
     cost = json.loads((out / "cost.json").read_text())["encoders"] if (out / "cost.json").is_file() else {}
-    lines = [("| encoder | params (M) | steps × batch | s/step (train) | val thr | val IoU crowdai | val IoU dubai | "
+    lines = [("| encoder, seed | params (M) | steps × batch | s/step (train) | val thr | val IoU crowdai | val IoU dubai | "
               "**val mean** | test IoU crowdai | test IoU dubai | test inst. F1 crowdai / dubai | forward s/Mpx (×lite0) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for enc in ENCODERS:
@@ -123,7 +123,7 @@ def table(out: Path) -> str:
         f1 = [s[ds]["test"]["instance_iou50"]["f1"] for ds in EVAL_DATASETS]
         c = cost.get(enc)
         lines.append(
-            f"| {enc} | {r['parameters'] / 1e6:.1f} | {r['steps']} × {r['batch_size']} | {r['seconds_per_step']:.1f} | "
+            f"| {enc}, seed {r['seed']} | {r['parameters'] / 1e6:.1f} | {r['steps']} × {r['batch_size']} | {r['seconds_per_step']:.1f} | "
             f"{r['threshold']:.2f} | {iou['crowdai', 'val']:.3f} | {iou['dubai', 'val']:.3f} | "
             f"**{(iou['crowdai', 'val'] + iou['dubai', 'val']) / 2:.3f}** | {iou['crowdai', 'test']:.3f} | "
             f"{iou['dubai', 'test']:.3f} | {f1[0]:.3f} / {f1[1]:.3f} | "
