@@ -120,3 +120,12 @@ def test_an_exported_geoembed_unet_loads_from_its_config_alone(tmp_path: Path) -
     loaded = load_model(tmp_path / "v0")
     x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
     np.testing.assert_allclose(predict_proba(loaded, x), predict_proba(model.half().float(), x), atol=2e-3)
+
+
+def test_forward_cost_is_measured_per_megapixel_relative_to_the_first_encoder() -> None:
+    from models.footprint_unet.compare_encoders import forward_cost
+
+    cost = forward_cost(["lite0", "geoembed-v3"], window=64, batch=1, rounds=1)
+    lite0, geo = cost["encoders"]["lite0"], cost["encoders"]["geoembed-v3"]
+    assert lite0["relative_to_first"] == 1.0 and lite0["s_per_mpx"] > 0 and geo["s_per_mpx"] > 0
+    assert geo["parameters"] > 3 * lite0["parameters"]  # 12.5 M vs 3.8 M: the nets really differ
