@@ -12,9 +12,10 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/services/lib
 
 all: install protos
 
-$(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
+$(STAMP): requirements.txt requirements-deploy.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt -r requirements-deploy.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

@@ -159,8 +159,10 @@ def predict_logits(
     model.eval()
     try:
         views = []
+        # chips come on the CPU; a model may be on a GPU (a parameter-free one stays where chips are)
+        device = next((p.device for p in model.parameters()), x.device)
         for v in chip_views(x, tta):
-            views.append([model(v[i : i + batch_size]).float() for i in range(0, len(v), batch_size)])
+            views.append([model(v[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(v), batch_size)])
     finally:
         model.train(was_training)
     if not views[0]:

@@ -52,6 +52,7 @@ from models.classifiers.data import SHARED_FACADE_LABELS, ImageSet, facade, load
 from models.classifiers.io import predict_logits, save_classifier
 from models.classifiers.nets import PRETRAINED_ARCHS, ClassifierNet, build_classifier
 from models.classifiers.roof_masks import apply_chip_mode, padded_masks
+from models.common.device import amp_dtype, resolve_device
 
 CACHE = Path(__file__).resolve().parents[2] / ".train" / "classifiers" / "cache"
 
@@ -83,6 +84,13 @@ class TrainConfig:
     # still chosen on plain val logits); shipped in config.json so serving averages the same views.
     # models.classifiers.tta chooses it on val for an already shipped version.
     tta: str = "none"
+    # Where and how it trains (models.train_gpu sets these on a GPU): device (auto|cpu|cuda[:N]),
+    # mixed precision on CUDA (auto|off|bf16|fp16), processes augmenting chips ahead of the
+    # device (0: in the loop, the CPU recipe's exact random stream), a step cap (smoke tests).
+    device: str = "cpu"
+    amp: str = "auto"
+    loader_workers: int = 0
+    max_steps: int = 0
 
 
 def cached_task(task: str, chip: int, seed: int = 0, labels: tuple[str, ...] | None = None) -> ImageSet:
@@ -142,12 +150,29 @@ def augment(x: torch.Tensor, size: int, rotate: bool, gen: torch.Generator) -> t
     return torch.stack(out)
 
 
+class AugmentedChips(torch.utils.data.Dataset):
+    """Training chips augmented in loader processes. Each (epoch, image) draws from its own seed,
+    so a batch does not depend on how many workers made it; set :attr:`epoch` before iterating."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, rotate: bool, seed: int) -> None:
+        self.images, self.labels, self.size, self.rotate, self.seed = images, labels, size, rotate, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFF_FFFF_FFFF)
+        chip = augment(torch.from_numpy(self.images[i : i + 1]), self.size, self.rotate, gen)[0]
+        return chip, torch.from_numpy(np.asarray(self.labels[i]))
+
+
 class MaskedBCE(nn.Module):
     """BCE-with-logits over annotated (sample, label) pairs only (``NaN`` target = unknown)."""
 
     def __init__(self, pos_weight: torch.Tensor) -> None:
         super().__init__()
-        self.pos_weight = pos_weight
+        self.register_buffer("pos_weight", pos_weight)  # a buffer, so .to(device) moves it
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(target)
@@ -198,8 +223,8 @@ def pooled_features(model: ClassifierNet, chips: torch.Tensor, batch_size: int =
     model.eval()
     out = []
     for i in range(0, len(chips), batch_size):
-        x = (chips[i : i + batch_size] - model.mean) / model.std
-        out.append(model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True))
+        x = (chips[i : i + batch_size].to(model.mean.device) - model.mean) / model.std
+        out.append(model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True).float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -275,20 +300,30 @@ def set_head(head: nn.Linear, coef: np.ndarray, bias: np.ndarray, mu: np.ndarray
         head.bias.copy_(torch.from_numpy(bias - weight @ mu).float())
 
 
-def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet, dict[str, Any]]:
+def fit(
+    ds: ImageSet, cfg: TrainConfig, log: Any = print, ckpt_dir: Path | None = None, resume: bool = False,
+) -> tuple[ClassifierNet, dict[str, Any]]:
     """Train on ``ds``'s train split, keep the epoch with the best val score.
 
+    With ``ckpt_dir`` a resumable checkpoint (weights, optimiser, best epoch, history) is written
+    after every epoch; ``resume`` continues from it, its budget added to the time already spent.
+
     Returns:
-        The model (best epoch, eval mode, temperature still 1.0) and a history dict.
+        The model (best epoch, on the training device, eval mode, temperature still 1.0) and a
+        history dict.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    autocast = amp_dtype(cfg.amp, device)
     pretrained = cfg.arch in PRETRAINED_ARCHS
     model = build_classifier(cfg.arch, len(ds.classes), pretrained=pretrained, drop_rate=cfg.drop_rate,
-                             in_channels=ds.images.shape[1])
+                             in_channels=ds.images.shape[1]).to(device)
     xtr, ytr = ds.part("train")
     xva, yva = ds.part("val")
-    loss_fn = _loss(ds, ytr, cfg)
+    loss_fn = _loss(ds, ytr, cfg).to(device)
+    # fp16 needs loss scaling (bf16 does not); a disabled scaler is a no-op.
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
     lr = cfg.lr_pretrained if pretrained else cfg.lr_scratch
     # ImageNet backbones get a 5x smaller rate than the fresh head so the features survive.
     head = [p for n, p in model.backbone.named_parameters() if n.startswith(("classifier", "fc"))]
@@ -298,9 +333,20 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
                             weight_decay=cfg.weight_decay)
     budget = cfg.minutes * 60.0
     t_start = time.perf_counter()
-    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
-    history = []
-    if pretrained and cfg.probe_views >= 0 and hasattr(model.backbone, "forward_head"):
+    best: tuple[float, float, dict[str, torch.Tensor]] = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    history: list[dict[str, Any]] = []
+    epoch: float = 0
+    steps = 0
+    ckpt_path = ckpt_dir / "ckpt.pt" if ckpt_dir else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        best, history, epoch, steps = ckpt["best"], ckpt["history"], ckpt["epoch"], ckpt["steps"]
+        budget += ckpt["elapsed_s"]
+        t_start -= ckpt["elapsed_s"]  # the cosine continues where the cut-off run left it
+        log(f"[{ds.task} {cfg.arch}] resumed epoch {epoch} (best val {best[0]:.3f} at epoch {best[1]})")
+    elif pretrained and cfg.probe_views >= 0 and hasattr(model.backbone, "forward_head"):
         linear_probe(model, ds, cfg, gen)
         score = val_score(ds, logits_of(model, xva, cfg.chip_size), yva)
         history.append({"epoch": 0, "train_loss": float("nan"), "val_score": score,
@@ -308,14 +354,20 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         log(f"[{ds.task} {cfg.arch}] linear probe: val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
         best = (score, 0, copy.deepcopy(model.state_dict()))
     n = len(xtr)
-    epoch = 0
+    loader = None
+    if cfg.loader_workers > 0:
+        chips = AugmentedChips(xtr, ytr, cfg.chip_size, ds.rotate, cfg.seed)
     # After a linear probe, fine-tune with BatchNorm statistics frozen and without head dropout:
     # the probe's head is fitted to eval-mode features, and batch statistics of 32 augmented
     # chips or dropped features shift them enough to wreck it (first-epoch loss ~5, not ~1).
-    probed = bool(history)
+    probed = bool(history) and history[0]["epoch"] == 0
     if probed and hasattr(model.backbone, "drop_rate"):
         model.backbone.drop_rate = 0.0
-    while epoch < cfg.max_epochs and time.perf_counter() - t_start < budget:
+
+    def out_of_budget() -> bool:
+        return time.perf_counter() - t_start > budget or bool(cfg.max_steps and steps >= cfg.max_steps)
+
+    while epoch < cfg.max_epochs and not out_of_budget():
         model.train()
         if probed:
             for mod in model.modules():
@@ -324,23 +376,37 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         order = torch.randperm(n, generator=gen)
         total = 0.0
         n_seen = n
-        for i in range(0, n, cfg.batch_size):
+        # BatchNorm needs two samples: a last batch of one is left out.
+        batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size) if n - i >= 2]
+        if cfg.loader_workers > 0:
+            chips.epoch = int(epoch)
+            loader = iter(torch.utils.data.DataLoader(chips, batch_sampler=[b.tolist() for b in batches],
+                                                      num_workers=cfg.loader_workers,
+                                                      pin_memory=device.type == "cuda"))
+        for b, idx in enumerate(batches):
+            i = b * cfg.batch_size
             frac = max((time.perf_counter() - t_start) / budget, (epoch + i / n) / cfg.max_epochs)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-            if i and time.perf_counter() - t_start > budget:  # slow nets: the budget may end mid-epoch
+            if i and out_of_budget():  # slow nets: the budget may end mid-epoch
                 n_seen = i
                 break
-            idx = order[i : i + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            xb = augment(torch.from_numpy(xtr[idx.numpy()]), cfg.chip_size, ds.rotate, gen)
-            yb = torch.from_numpy(ytr[idx.numpy()])
-            loss = loss_fn(model(xb), yb)
+            if loader is not None:
+                xb, yb = next(loader)
+            else:
+                xb = augment(torch.from_numpy(xtr[idx.numpy()]), cfg.chip_size, ds.rotate, gen)
+                yb = torch.from_numpy(ytr[idx.numpy()])
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                logits = model(xb)
+            loss = loss_fn(logits.float(), yb)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            steps += 1
             total += loss.item() * len(idx)
+        loader = None
         epoch += 1 if n_seen == n else n_seen / n  # a cut-short last epoch counts as its fraction
         score = val_score(ds, logits_of(model, xva, cfg.chip_size), yva)
         history.append({"epoch": round(epoch, 2), "train_loss": total / max(n_seen, 1), "val_score": score,
@@ -348,10 +414,18 @@ def fit(ds: ImageSet, cfg: TrainConfig, log: Any = print) -> tuple[ClassifierNet
         log(f"[{ds.task} {cfg.arch}] epoch {epoch:.2f} loss {total / max(n_seen, 1):.4f} val {score:.3f} ({history[-1]['elapsed_s']:.0f} s)")
         if score > best[0]:
             best = (score, round(epoch, 2), copy.deepcopy(model.state_dict()))
+        if ckpt_path is not None:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best, "history": history,
+                        "epoch": epoch, "steps": steps, "elapsed_s": time.perf_counter() - t_start},
+                       ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # a cut-off write never replaces a good one
     model.load_state_dict(best[2])
-    model.eval()
+    model.eval()  # still on its training device: calibration and scoring run there too
     return model, {"epochs": round(epoch, 2), "best_epoch": best[1], "best_val_score": best[0], "pretrained": pretrained,
-                   "train_s": time.perf_counter() - t_start, "history": history}
+                   "train_s": time.perf_counter() - t_start, "steps": steps, "device": str(device),
+                   "mixed_precision": str(autocast or "off"), "loader_workers": cfg.loader_workers,
+                   "history": history}
 
 
 def assess(
@@ -433,14 +507,16 @@ def prepared_task(
 
 def run(
     task: str, cfg: TrainConfig, out: str | Path | None = None, cross_city: str | None = None,
-    command: str = "", log: Any = print,
+    command: str = "", log: Any = print, ckpt_dir: Path | None = None, resume: bool = False,
 ) -> dict[str, Any]:
-    """Train, calibrate and score one arch on one task; optionally ship the model to ``out``."""
-    torch.set_num_threads(1)
+    """Train, calibrate and score one arch on one task; optionally ship the model to ``out``
+    (``ckpt_dir``/``resume``: see :func:`fit`)."""
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(1)  # the CPU is shared (a GPU run keeps its cores for loading and scoring)
     labels = SHARED_FACADE_LABELS if cross_city else None
     ds, masks_summary = prepared_task(task, cfg, labels, log)
     other = cached_task(f"facade_{cross_city}", cfg.chip_size, cfg.seed, labels) if cross_city else None
-    model, info = fit(ds, cfg, log)
+    model, info = fit(ds, cfg, log, ckpt_dir, resume)
     result: dict[str, Any] = {
         "task": task, "arch": cfg.arch, "classes": ds.classes, "multi_label": ds.multi_label,
         "split_counts": ds.counts(), "config": asdict(cfg), "training": {k: v for k, v in info.items()},
@@ -452,6 +528,7 @@ def run(
         result["cross_city"] = {"test_city": cross_city, "n": int(len(other.y)), **assess(model, ds, cfg, test=other)}
         result["cross_city"].pop("val", None)
         model.temperature = result["calibration"]["val"]["temperature"]
+    model.cpu()  # shipped weights load anywhere
     if out:
         ship(model, ds, result, cfg, out, command)
     return result

