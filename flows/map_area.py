@@ -53,12 +53,12 @@ from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.footprints.user_footprints import clip_to_area
 from urbanfabric.footprints.staging import read_cell, stage_footprints
 from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
-from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.imagery.tiles import GRID_GSD_TOLERANCE, tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.job_layout import JobLayout
-from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
+from urbanfabric.io.model_repository import SHARED_DATA, model_exists, model_gsd
 from urbanfabric.footprints.ownership import tile_seam_defects
 from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
@@ -110,9 +110,24 @@ def _model_gsd(ref: common_pb2.ModelRef) -> float:
     if not ref.name:
         return 0.0
     try:
-        return float(model_config(ref.name, ref.version).get("input", {}).get("gsd_m_approx") or 0.0)
+        return model_gsd(ref.name, ref.version) or 0.0
     except NotFound:
         return 0.0
+
+
+def grid_gsd(refs: dict[str, common_pb2.ModelRef], ensemble: list[str]) -> tuple[float, list[str]]:
+    """The GSD the tiles' rasters are cut at: the segmentation model's (an ensemble is read once,
+    at its first member's GSD — the members' windows share one raster), and a warning for each
+    member trained at another GSD (beyond the grid's tolerance)."""
+    gsd = _model_gsd(refs["segmentation"])
+    warnings = []
+    for ref in ensemble:
+        member = jobs.parse_model(ref, "segmentation.ensemble")
+        other = _model_gsd(member)
+        if gsd and other and abs(other / gsd - 1) > GRID_GSD_TOLERANCE:
+            warnings.append(f"segmentation.ensemble: {ref} was trained at {other:.2f} m but reads the first "
+                            f"member's {gsd:.2f} m grid")
+    return gsd, warnings
 
 
 @task(name="area-statistics", cache_policy=NO_CACHE)
@@ -334,7 +349,14 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             catalog_uri, items = resolve_imagery(settings, store, job, imagery, bbox, opts.collections)
             if user is None:
                 jobs.check_area(bbox, acquisition.catalog_bbox(items) if items else (0, 0, 0, 0), imagery)
-            tiles = [t for t in tiles_for_area(bbox) if acquisition.items_for_tile(items, t)]
+            # The tiles' rasters follow the segmentation model's GSD (issue 20, item 0); without
+            # segmentation (user footprints) the default 1024 px grid serves the roof chips.
+            gsd, gsd_warnings = grid_gsd(refs, list(spec.segmentation.ensemble)) if segment else (0.0, [])
+            warnings.extend(gsd_warnings)
+            tiles = [t for t in tiles_for_area(bbox, gsd_m=gsd or None) if acquisition.items_for_tile(items, t)]
+            if tiles:
+                log.info("grid: %d px per zoom-%d tile, %.3f m on the ground (model %s m)", tiles[0].size_px,
+                         tiles[0].z, tiles[0].ground_resolution_m, gsd or "GSD unknown")
             if not tiles and user is None:
                 jobs.check_area(bbox, (0, 0, 0, 0), imagery)
             if opts.settlement_mask:
@@ -346,7 +368,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             log.info("%d tiles to process", len(tiles))
             cogs = [u.strip() for u in imagery[len("cogs:"):].split(",") if u.strip()] \
                 if imagery.startswith("cogs:") else []
-            source = imagery_source(catalog_uri, cogs, opts, _model_gsd(refs["segmentation"]))
+            source = imagery_source(catalog_uri, cogs, opts, gsd)
             t0 = time.time()
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None

@@ -2,11 +2,19 @@
 
 Tiles are cells of a standard TileMatrixSet (``WebMercatorQuad`` by default, via morecantile),
 so tile ids are stable across runs and machines, and neighbouring jobs share tile boundaries.
-At zoom 16 a cell is ≈611 m wide, i.e. 1024 px at the ≈0.6 m resolution of zoom-18 imagery.
+At zoom 16 a cell is ≈611 m wide (in EPSG:3857 units), i.e. 1024 px at the ≈0.6 m resolution of
+zoom-18 imagery.
+
+The grid follows the model (issue 20, item 0): the cells (and so tile ids, job layout,
+ownership, seams and resume) never change, only the pixels of a cell's raster. Given the
+segmentation model's training GSD, :func:`tile_px_for_gsd` picks the pixels per side so that a
+pixel on the ground (EPSG:3857 metres × cos(latitude)) is within :data:`GRID_GSD_TOLERANCE` of it:
+a zoom-16 cell at 24.5° N is 1024 px for a 0.54 m model and 1856 px for a 0.30 m one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import morecantile
@@ -17,6 +25,11 @@ DEFAULT_TMS = "WebMercatorQuad"
 DEFAULT_ZOOM = 16
 #: Pixels per tile side at the default imagery resolution (zoom 16 cell at zoom 18 pixels).
 DEFAULT_TILE_PX = 1024
+#: A tile's side in pixels is a multiple of this (the models' ``multiple_of``), so that ground
+#: pixels are within ±16 px of the wanted GSD: ≤ 1.6 % at ≥ 1024 px, ≤ 5 % at ≥ 320 px.
+TILE_PX_STEP = 32
+#: Largest relative difference between a tile's ground pixel and the model's GSD.
+GRID_GSD_TOLERANCE = 0.05
 #: Overlaps thinner than this (degrees, ≈0.1 m) do not make a cell part of an area.
 SLIVER_DEG = 1e-6
 
@@ -37,17 +50,61 @@ class Tile:
     def tile_id(self) -> str:
         return f"{self.tms}-{self.z}-{self.x}-{self.y}"
 
+    @property
+    def size_px(self) -> int:
+        """Pixels per side of the cell's raster (without halo)."""
+        return round((self.bounds[2] - self.bounds[0]) / self.resolution)
+
+    @property
+    def ground_resolution_m(self) -> float:
+        """Ground size of a pixel at the cell's centre, in metres."""
+        return self.resolution * mercator_scale(self.crs, (self.bounds[1] + self.bounds[3]) / 2)
+
+
+def mercator_scale(crs: str, y: float) -> float:
+    """Ground metres per CRS unit at northing ``y``: cos(latitude) in EPSG:3857, else 1
+    (projected CRSs other than Web Mercator are taken as true metres)."""
+    if crs != "EPSG:3857":
+        return 1.0
+    lat = math.degrees(2 * math.atan(math.exp(y / 6378137.0)) - math.pi / 2)
+    return math.cos(math.radians(lat))
+
+
+def tile_px_for_gsd(cell_width: float, scale: float, gsd_m: float) -> int:
+    """Pixels per side of a cell ``cell_width`` CRS units wide (``scale`` ground metres per
+    unit) whose ground pixel is nearest to ``gsd_m``, in steps of :data:`TILE_PX_STEP`.
+
+    Raises:
+        InvalidInput: the GSD is not positive, or so coarse that the cell cannot reach it
+            within :data:`GRID_GSD_TOLERANCE` (field ``gsd_m``).
+    """
+    if not gsd_m > 0:
+        raise InvalidInput("gsd_m", f"must be positive, got {gsd_m}")
+    ground = cell_width * scale
+    px = max(TILE_PX_STEP, round(ground / gsd_m / TILE_PX_STEP) * TILE_PX_STEP)
+    off = abs(ground / px / gsd_m - 1)
+    if off > GRID_GSD_TOLERANCE:
+        raise InvalidInput("gsd_m", f"a {ground:.0f} m cell cannot be cut into {gsd_m} m pixels within "
+                                    f"{GRID_GSD_TOLERANCE:.0%} ({px} px give {ground / px:.3f} m); use a lower zoom")
+    return px
+
 
 def tiles_for_area(
     bbox_wgs84: tuple[float, float, float, float],
     zoom: int = DEFAULT_ZOOM,
     tile_px: int = DEFAULT_TILE_PX,
     tms_name: str = DEFAULT_TMS,
+    gsd_m: float | None = None,
 ) -> list[Tile]:
     """All grid cells intersecting a lon/lat bounding box, ordered row by row.
 
+    Each cell's raster is ``tile_px`` pixels per side, or, with ``gsd_m`` (the segmentation
+    model's training GSD), :func:`tile_px_for_gsd` of the cell's own latitude: a job spanning
+    latitudes keeps every tile within :data:`GRID_GSD_TOLERANCE` of the model.
+
     Raises:
-        InvalidInput: the bounding box is empty or outside valid coordinates (field ``area``).
+        InvalidInput: the bounding box is empty or outside valid coordinates (field ``area``);
+            ``gsd_m`` cannot be reached (field ``gsd_m``).
     """
     west, south, east, north = bbox_wgs84
     if not (-180 <= west < east <= 180 and -85.06 <= south < north <= 85.06):
@@ -63,7 +120,9 @@ def tiles_for_area(
                 min(g.top, north) - max(g.bottom, south) < SLIVER_DEG:
             continue
         b = tms.xy_bounds(t)
-        res = (b.right - b.left) / tile_px
+        px = tile_px if not gsd_m else \
+            tile_px_for_gsd(b.right - b.left, mercator_scale(crs, (b.bottom + b.top) / 2), gsd_m)
+        res = (b.right - b.left) / px
         out.append(Tile(tms_name, t.z, t.x, t.y, (b.left, b.bottom, b.right, b.top), crs, res))
     return out
 
