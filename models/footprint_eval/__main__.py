@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.grid not in (G.NATIVE, G.BEFORE, G.MODEL):
         try:
-            float(args.grid)
+            float(args.grid.split(":")[0])
         except ValueError:
             p.error(f"--grid: native, {G.BEFORE}, {G.MODEL} or a GSD in metres, got {args.grid!r}")
     if args.record_threshold and (args.tta == TTA.NONE.value or args.threshold_from != "val"):

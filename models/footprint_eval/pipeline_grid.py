@@ -16,7 +16,7 @@ Grids (``--grid``):
 * ``model``: the pipeline now: the cell's pixels from the model's ``input.gsd_m``
   (:func:`urbanfabric.imagery.tiles.tile_px_for_gsd`), ``auto`` resampling;
 * a number, e.g. ``0.4``: the pipeline's grid at that GSD with ``auto`` (to choose a model's
-  GSD on val).
+  GSD on val); ``0.4:nearest`` names another resampling.
 """
 
 from __future__ import annotations
@@ -100,14 +100,21 @@ def grid_tile(raster: Raster, grid: str, model_gsd: float | None) -> tuple[Tile,
     if grid == BEFORE:
         px, resampling = DEFAULT_TILE_PX, "nearest"
     else:
-        gsd = model_gsd if grid == MODEL else float(grid)
+        value, _, resampling = grid.partition(":")
+        gsd = model_gsd if value == MODEL else float(value)
         if not gsd:
             raise SystemExit("--grid model: the model's config has no input.gsd_m")
         px = tile_px_for_gsd(width, mercator_scale(WEB_MERCATOR, (b.bottom + b.top) / 2), gsd)
-        resampling = acquisition.AUTO_RESAMPLING
+        resampling = resampling or acquisition.AUTO_RESAMPLING
     res = width / px
-    snap = (math.floor((left - b.left) / res) * res + b.left, math.floor((bottom - b.bottom) / res) * res + b.bottom,
-            math.ceil((right - b.left) / res) * res + b.left, math.ceil((top - b.bottom) / res) * res + b.bottom)
+
+    def edge(value: float, origin: float, up: bool) -> float:
+        # Scenes already on the grid's pixel edges (Xiamen's z18 tiles) must not gain a pixel
+        # from rounding: 1e-6 px of slack.
+        n = (value - origin) / res
+        return (math.ceil(n - 1e-6) if up else math.floor(n + 1e-6)) * res + origin
+
+    snap = (edge(left, b.left, False), edge(bottom, b.bottom, False), edge(right, b.left, True), edge(top, b.bottom, True))
     return Tile("WebMercatorQuad", ZOOM, cell.x, cell.y, snap, WEB_MERCATOR, res), resampling
 
 

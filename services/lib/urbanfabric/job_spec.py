@@ -120,7 +120,8 @@ class ImageryOptions(BaseModel):
     basemap: str = Field("", description="catalog / STAC API used when no year has a clear scene ('' = none)")
     resampling: str = Field("auto", description="GDAL resampling when the source grid differs from the tiles' "
                                                 "(nearest, bilinear, average, …); 'auto': average when the "
-                                                "source is finer than the model's grid, else bilinear")
+                                                "source is finer than the model's grid, bilinear when coarser, "
+                                                "nearest when about the same")
     settlement_mask: str = Field("", description="vector or raster; only grid cells with settlement are mapped")
     calibration: Literal["patch", "city"] = Field(
         "city", description="IQR statistics per patch, or once over the whole area (city: neighbouring tiles "

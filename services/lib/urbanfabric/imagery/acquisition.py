@@ -206,6 +206,12 @@ def items_for_tile(items: list[pystac.Item], tile: Tile, halo_px: int = 0) -> li
     return [i for i in items if i.bbox is not None and box(*i.bbox).intersects(area)]
 
 
+def source_gsd(items: list[pystac.Item]) -> float | None:
+    """The median ground GSD (m) of the scenes that state one (:func:`scenes.item_gsd`)."""
+    known = [g for g in (scenes.item_gsd(i) for i in items) if g]
+    return float(np.median(known)) if known else None
+
+
 def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
     pad = halo_px * tile.resolution
     left, bottom, right, top = tile.bounds
@@ -254,7 +260,7 @@ def load_tile(
         resampling: GDAL resampling when the source grid differs (``nearest``, ``bilinear``,
             ``cubic``, ``average``…), or ``auto``: the one that suits the direction
             (:func:`urbanfabric.imagery.scenes.grid_resampling`: ``average`` when downsampling,
-            ``bilinear`` otherwise).
+            ``bilinear`` when upsampling, ``nearest`` at about the same size).
         ordered: the items are already in mosaic order (last on top); otherwise they are
             sorted by date, the most recent on top.
 

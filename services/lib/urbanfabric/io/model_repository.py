@@ -159,3 +159,10 @@ def model_gsd(name: str, version: str) -> float | None:
     spec = model_config(name, version).get("input", {})
     value = spec.get("gsd_m") or spec.get("gsd_m_approx")
     return float(value) if value else None
+
+
+def model_gsd_range(name: str, version: str) -> tuple[float, float] | None:
+    """``input.gsd_range_m`` of a model version's config: the finest and coarsest GSD it was
+    trained at (imagery in between is read at its own GSD), or ``None``."""
+    value = model_config(name, version).get("input", {}).get("gsd_range_m")
+    return (float(value[0]), float(value[1])) if value else None
