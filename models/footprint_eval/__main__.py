@@ -71,10 +71,11 @@ class Grid:
     name: str
     gsd_m: float | None
     root: Path
+    range_m: tuple[float, float] | None = None
 
     @property
     def label(self) -> str:
-        return self.name if self.name != G.MODEL else f"model-{self.gsd_m}"
+        return self.name if self.name != G.MODEL else f"model-{self.gsd_m}-{self.range_m}"
 
 
 def member_name(version_dir: Path) -> str:
@@ -103,7 +104,7 @@ def grid_probability(member: dict[str, Any], scene: D.Scene, tta: TTA, grid: Gri
     pipeline's grid and brought back (:mod:`models.footprint_eval.pipeline_grid`)."""
     if grid is None:
         return scene_probability(member["model"], scene, tta)
-    gridded, on_grid, raster = G.gridded_scene(scene, grid.root, grid.name, grid.gsd_m)
+    gridded, on_grid, raster = G.gridded_scene(scene, grid.root, grid.name, grid.gsd_m, grid.range_m)
     return G.back_to_scene(scene_probability(member["model"], gridded, tta), on_grid, raster)
 
 
@@ -216,8 +217,11 @@ def evaluate(
                         "threshold": float(cfg["output"]["threshold"]), "sha256": digest,
                         "step": cfg.get("training", {}).get("step"), "threshold_from": "config",
                         "val_datasets": sorted((cfg.get("validation") or {}).get("per_dataset", {})),
-                        "gsd_m": (cfg.get("input") or {}).get("gsd_m")})
-    on_grid = None if grid == G.NATIVE else Grid(grid, members[0]["gsd_m"], root)
+                        "gsd_m": (cfg.get("input") or {}).get("gsd_m"),
+                        "gsd_range_m": (cfg.get("input") or {}).get("gsd_range_m")})
+    first = members[0]
+    on_grid = None if grid == G.NATIVE else \
+        Grid(grid, first["gsd_m"], root, tuple(first["gsd_range_m"]) if first["gsd_range_m"] else None)
     if threshold_from == "val":
         # Val scenes read once for every member (whole dubai images are tens of megapixels).
         wanted = sorted({ds for m in members for ds in (m["val_datasets"] or datasets)})
@@ -275,7 +279,7 @@ def evaluate(
                                          "iou_ci95_scenes": G.bootstrap_iou(per_scene[name]),
                                          "instance_iou50": inst.as_dict()}
             out.setdefault(ds, {})[split] = entry
-    keys = ("name", "dir", "threshold", "threshold_from", "val_datasets", "val_iou", "sha256", "step", "gsd_m")
+    keys = ("name", "dir", "threshold", "threshold_from", "val_datasets", "val_iou", "sha256", "step", "gsd_m", "gsd_range_m")
     return {"members": [{key: m[key] for key in keys if key in m} for m in members], "tta": tta.value,
             "grid": grid if on_grid is None else on_grid.label,
             "min_votes": k if len(members) > 1 and how is EnsembleCombine.VOTE else None,

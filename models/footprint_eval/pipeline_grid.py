@@ -13,8 +13,9 @@ Grids (``--grid``):
 * ``native``: no grid, the scene as published (the training and validation setting);
 * ``z16-1024``: the pipeline before item 0: 1024 px per zoom-16 cell (≈ 0.6 m × cos(latitude)),
   ``nearest``;
-* ``model``: the pipeline now: the cell's pixels from the model's ``input.gsd_m``
-  (:func:`urbanfabric.imagery.tiles.tile_px_for_gsd`), ``auto`` resampling;
+* ``model``: the pipeline now: the cell's pixels from the scene's GSD and the model's
+  ``input.gsd_m`` / ``gsd_range_m`` (:func:`urbanfabric.imagery.tiles.grid_gsd`,
+  :func:`~urbanfabric.imagery.tiles.tile_px_for_gsd`), ``auto`` resampling;
 * a number, e.g. ``0.4``: the pipeline's grid at that GSD with ``auto`` (to choose a model's
   GSD on val); ``0.4:nearest`` names another resampling.
 """
@@ -37,8 +38,8 @@ from rasterio.warp import Resampling, reproject
 
 from models.footprint_unet import datasets as D
 from urbanfabric.imagery import acquisition
-from urbanfabric.imagery.tiles import DEFAULT_TILE_PX, Tile, mercator_scale, tile_px_for_gsd
-from urbanfabric.io.rasters import Raster, cog_bytes
+from urbanfabric.imagery.tiles import DEFAULT_TILE_PX, Tile, grid_gsd, tile_px_for_gsd
+from urbanfabric.io.rasters import Raster, cog_bytes, metres_per_unit
 
 NATIVE = "native"
 BEFORE = "z16-1024"
@@ -88,9 +89,11 @@ def scene_raster(scene: D.Scene, root: Path) -> Raster:
     return Raster(scene.image, Affine(res, 0, 13.37, 0, -res, y0 + 7.71), CRS.from_string(WEB_MERCATOR), 0)
 
 
-def grid_tile(raster: Raster, grid: str, model_gsd: float | None) -> tuple[Tile, str]:
-    """The zoom-16 cell under the scene, its pixels as ``grid`` wants, its bounds grown to the
-    grid's pixel edges around the scene; and the resampling the job would use."""
+def grid_tile(raster: Raster, grid: str, model_gsd: float | None,
+              model_range: tuple[float, float] | None = None) -> tuple[Tile, str]:
+    """The zoom-16 cell under the scene, its pixels as ``grid`` wants (``model``: the job's
+    :func:`~urbanfabric.imagery.tiles.grid_gsd` of the scene's GSD and the model's), its bounds
+    grown to the grid's pixel edges around the scene; and the resampling the job would use."""
     tms = morecantile.tms.get("WebMercatorQuad")
     left, bottom, right, top = rasterio.warp.transform_bounds(raster.crs, WEB_MERCATOR, *raster.bounds)
     lon, lat = rasterio.warp.transform(WEB_MERCATOR, "EPSG:4326", [(left + right) / 2], [(bottom + top) / 2])
@@ -101,10 +104,13 @@ def grid_tile(raster: Raster, grid: str, model_gsd: float | None) -> tuple[Tile,
         px, resampling = DEFAULT_TILE_PX, "nearest"
     else:
         value, _, resampling = grid.partition(":")
-        gsd = model_gsd if value == MODEL else float(value)
-        if not gsd:
-            raise SystemExit("--grid model: the model's config has no input.gsd_m")
-        px = tile_px_for_gsd(width, mercator_scale(WEB_MERCATOR, (b.bottom + b.top) / 2), gsd)
+        if value == MODEL:
+            if not model_gsd:
+                raise SystemExit("--grid model: the model's config has no input.gsd_m")
+            gsd = grid_gsd(raster.ground_resolution_m(), model_gsd, model_range)
+        else:
+            gsd = float(value)
+        px = tile_px_for_gsd(width, metres_per_unit(WEB_MERCATOR, lat[0]), gsd)
         resampling = resampling or acquisition.AUTO_RESAMPLING
     res = width / px
 
@@ -143,11 +149,12 @@ def back_to_scene(prob: np.ndarray, gridded: Raster, raster: Raster) -> np.ndarr
     return np.nan_to_num(out, nan=0.0)
 
 
-def gridded_scene(scene: D.Scene, root: Path, grid: str, model_gsd: float | None) -> tuple[D.Scene, Raster, Raster]:
+def gridded_scene(scene: D.Scene, root: Path, grid: str, model_gsd: float | None,
+                  model_range: tuple[float, float] | None = None) -> tuple[D.Scene, Raster, Raster]:
     """The scene as the model sees it on ``grid`` (its mask only gives the window size),
     the gridded raster and the scene's own raster (to map the answer back)."""
     raster = scene_raster(scene, root)
-    tile, resampling = grid_tile(raster, grid, model_gsd)
+    tile, resampling = grid_tile(raster, grid, model_gsd, model_range)
     gridded = read_on_grid(raster, tile, resampling)
     dummy = np.zeros(gridded.data.shape[1:], np.uint8)
     return D.Scene(scene.dataset, scene.name, scene.group, gridded.data, dummy), gridded, raster

@@ -14,19 +14,19 @@ a zoom-16 cell at 24.5° N is 1024 px for a 0.54 m model and 1856 px for a 0.30 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import morecantile
 
 from urbanfabric.errors import InvalidInput
+from urbanfabric.io.rasters import metres_per_unit
 
 DEFAULT_TMS = "WebMercatorQuad"
 DEFAULT_ZOOM = 16
 #: Pixels per tile side at the default imagery resolution (zoom 16 cell at zoom 18 pixels).
 DEFAULT_TILE_PX = 1024
-#: A tile's side in pixels is a multiple of this (the models' ``multiple_of``), so that ground
-#: pixels are within ±16 px of the wanted GSD: ≤ 1.6 % at ≥ 1024 px, ≤ 5 % at ≥ 320 px.
+#: A tile's side in pixels is a multiple of this (the models' ``multiple_of``) where that keeps
+#: ground pixels within the tolerance (±16 px: ≤ 1.6 % at ≥ 1024 px, ≤ 5 % at ≥ 320 px).
 TILE_PX_STEP = 32
 #: Largest relative difference between a tile's ground pixel and the model's GSD.
 GRID_GSD_TOLERANCE = 0.05
@@ -58,35 +58,36 @@ class Tile:
     @property
     def ground_resolution_m(self) -> float:
         """Ground size of a pixel at the cell's centre, in metres."""
-        return self.resolution * mercator_scale(self.crs, (self.bounds[1] + self.bounds[3]) / 2)
+        from rasterio.warp import transform
 
-
-def mercator_scale(crs: str, y: float) -> float:
-    """Ground metres per CRS unit at northing ``y``: cos(latitude) in EPSG:3857, else 1
-    (projected CRSs other than Web Mercator are taken as true metres)."""
-    if crs != "EPSG:3857":
-        return 1.0
-    lat = math.degrees(2 * math.atan(math.exp(y / 6378137.0)) - math.pi / 2)
-    return math.cos(math.radians(lat))
+        _, (lat,) = transform(self.crs, "EPSG:4326", [(self.bounds[0] + self.bounds[2]) / 2],
+                              [(self.bounds[1] + self.bounds[3]) / 2])
+        return self.resolution * metres_per_unit(self.crs, lat)
 
 
 def tile_px_for_gsd(cell_width: float, scale: float, gsd_m: float) -> int:
     """Pixels per side of a cell ``cell_width`` CRS units wide (``scale`` ground metres per
-    unit) whose ground pixel is nearest to ``gsd_m``, in steps of :data:`TILE_PX_STEP`.
+    unit) whose ground pixel is nearest to ``gsd_m``: a multiple of :data:`TILE_PX_STEP` when
+    that is within :data:`GRID_GSD_TOLERANCE`, else of a smaller power of two (small rasters
+    of coarse models, far north).
 
     Raises:
         InvalidInput: the GSD is not positive, or so coarse that the cell cannot reach it
-            within :data:`GRID_GSD_TOLERANCE` (field ``gsd_m``).
+            within the tolerance (field ``gsd_m``).
     """
     if not gsd_m > 0:
         raise InvalidInput("gsd_m", f"must be positive, got {gsd_m}")
     ground = cell_width * scale
-    px = max(TILE_PX_STEP, round(ground / gsd_m / TILE_PX_STEP) * TILE_PX_STEP)
-    off = abs(ground / px / gsd_m - 1)
-    if off > GRID_GSD_TOLERANCE:
-        raise InvalidInput("gsd_m", f"a {ground:.0f} m cell cannot be cut into {gsd_m} m pixels within "
-                                    f"{GRID_GSD_TOLERANCE:.0%} ({px} px give {ground / px:.3f} m); use a lower zoom")
-    return px
+    step = TILE_PX_STEP
+    while True:
+        px = max(step, round(ground / gsd_m / step) * step)
+        if abs(ground / px / gsd_m - 1) <= GRID_GSD_TOLERANCE:
+            return px
+        if step == 1:
+            raise InvalidInput("gsd_m", f"a {ground:.0f} m cell cannot be cut into {gsd_m} m pixels within "
+                                        f"{GRID_GSD_TOLERANCE:.0%} ({px} px give {ground / px:.3f} m); "
+                                        "use a lower zoom")
+        step //= 2
 
 
 def grid_gsd(source_gsd_m: float | None, model_gsd_m: float,
@@ -139,7 +140,7 @@ def tiles_for_area(
             continue
         b = tms.xy_bounds(t)
         px = tile_px if not gsd_m else \
-            tile_px_for_gsd(b.right - b.left, mercator_scale(crs, (b.bottom + b.top) / 2), gsd_m)
+            tile_px_for_gsd(b.right - b.left, metres_per_unit(crs, (g.bottom + g.top) / 2), gsd_m)
         res = (b.right - b.left) / px
         out.append(Tile(tms_name, t.z, t.x, t.y, (b.left, b.bottom, b.right, b.top), crs, res))
     return out
