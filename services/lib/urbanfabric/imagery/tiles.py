@@ -131,6 +131,7 @@ def tiles_for_area(
     tms = morecantile.tms.get(tms_name)
     crs = f"EPSG:{tms.crs.to_epsg()}"
     out = []
+    px_by_row: dict[int, int] = {}
     for t in tms.tiles(west, south, east, north, [zoom]):
         g = tms.bounds(t)
         # morecantile includes cells that only touch the box or overlap it by a rounding
@@ -139,9 +140,9 @@ def tiles_for_area(
                 min(g.top, north) - max(g.bottom, south) < SLIVER_DEG:
             continue
         b = tms.xy_bounds(t)
-        px = tile_px if not gsd_m else \
-            tile_px_for_gsd(b.right - b.left, metres_per_unit(crs, (g.bottom + g.top) / 2), gsd_m)
-        res = (b.right - b.left) / px
+        if gsd_m and t.y not in px_by_row:  # one latitude per row of cells: computed once
+            px_by_row[t.y] = tile_px_for_gsd(b.right - b.left, metres_per_unit(crs, (g.bottom + g.top) / 2), gsd_m)
+        res = (b.right - b.left) / (px_by_row[t.y] if gsd_m else tile_px)
         out.append(Tile(tms_name, t.z, t.x, t.y, (b.left, b.bottom, b.right, b.top), crs, res))
     return out
 
