@@ -31,6 +31,11 @@ With two or more ``--models`` their ensemble is scored as ``ensemble`` too, comb
 members agree, each at its own threshold) or ``mean`` (the members' probabilities averaged, cut
 at the mean of their thresholds as the segmentation service does, or with ``--threshold-from val
 --ensemble-threshold val`` at a threshold picked for the mean map itself on the same val splits).
+
+``--grid z16-1024|model|<gsd>`` reads every scene through the pipeline's own tile grid and
+resampling first (:mod:`models.footprint_eval.pipeline_grid`: before issue 20 item 0, now, or
+at a given GSD) and scores the answer on the scene's own pixels; ``native`` (the default)
+scores the scenes as published. Each score carries a 95 % bootstrap interval over scenes.
 """
 
 from __future__ import annotations
