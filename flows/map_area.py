@@ -53,12 +53,12 @@ from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.footprints.user_footprints import clip_to_area
 from urbanfabric.footprints.staging import read_cell, stage_footprints, unused_rows_warning
 from urbanfabric.io.job_inputs import local_copy, read_districts, stage_input
-from urbanfabric.imagery.tiles import tiles_for_area
+from urbanfabric.imagery.tiles import GRID_GSD_TOLERANCE, grid_gsd, tiles_for_area
 from urbanfabric.imagery.landcover import check as check_raster
 from urbanfabric.imagery.landcover import parse_classes
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.job_layout import JobLayout
-from urbanfabric.io.model_repository import SHARED_DATA, model_config, model_exists
+from urbanfabric.io.model_repository import SHARED_DATA, model_exists, model_gsd, model_gsd_range
 from urbanfabric.footprints.ownership import tile_seam_defects
 from urbanfabric.footprints.seams import merge_seams, seam_defects
 from urbanfabric.io.rasters import COG_MEDIA_TYPE
@@ -105,14 +105,35 @@ def imagery_source(catalog_uri: str, cogs: list[str], options: ImageryOptions,
         resampling=options.resampling, expected_gsd_m=expected_gsd_m)
 
 
-def _model_gsd(ref: common_pb2.ModelRef) -> float:
-    """The GSD a segmentation model was trained at (0 when its config does not say)."""
+def _model_gsd(ref: common_pb2.ModelRef) -> tuple[float, tuple[float, float] | None]:
+    """The GSD a segmentation model prefers and the range it was trained at (0, None when its
+    config does not say)."""
     if not ref.name:
-        return 0.0
+        return 0.0, None
     try:
-        return float(model_config(ref.name, ref.version).get("input", {}).get("gsd_m_approx") or 0.0)
+        return model_gsd(ref.name, ref.version) or 0.0, model_gsd_range(ref.name, ref.version)
     except NotFound:
-        return 0.0
+        return 0.0, None
+
+
+def tile_gsd(refs: dict[str, common_pb2.ModelRef], ensemble: list[str],
+             source_gsd_m: float | None) -> tuple[float, list[str]]:
+    """The ground pixel the tiles' rasters are cut at (:func:`urbanfabric.imagery.tiles.grid_gsd`
+    of the source's GSD and the segmentation model's; 0 when the model does not say). An
+    ensemble is read once, on its first member's grid (the members' windows share one raster);
+    a member trained at other GSDs gets a warning."""
+    gsd, span = _model_gsd(refs["segmentation"])
+    if not gsd:
+        return 0.0, []
+    grid = grid_gsd(source_gsd_m, gsd, span)
+    warnings = []
+    for ref in ensemble:
+        other, other_span = _model_gsd(jobs.parse_model(ref, "segmentation.ensemble"))
+        lo, hi = other_span or (other, other)
+        if other and not lo / (1 + GRID_GSD_TOLERANCE) <= grid <= hi * (1 + GRID_GSD_TOLERANCE):
+            warnings.append(f"segmentation.ensemble: {ref} was trained at {lo:g}–{hi:g} m but reads the "
+                            f"first member's {grid:.2f} m grid")
+    return grid, warnings
 
 
 @task(name="area-statistics", cache_policy=NO_CACHE)
@@ -345,7 +366,17 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             catalog_uri, items = resolve_imagery(settings, store, job, imagery, bbox, opts.collections)
             if user is None:
                 jobs.check_area(bbox, acquisition.catalog_bbox(items) if items else (0, 0, 0, 0), imagery)
-            tiles = [t for t in tiles_for_area(bbox) if acquisition.items_for_tile(items, t)]
+            # The tiles' rasters follow the segmentation model's GSD (issue 20, item 0); without
+            # segmentation (user footprints) the default 1024 px grid serves the roof chips.
+            imagery_gsd = acquisition.source_gsd(items)
+            gsd, gsd_warnings = tile_gsd(refs, list(spec.segmentation.ensemble), imagery_gsd) \
+                if segment else (0.0, [])
+            warnings.extend(gsd_warnings)
+            tiles = [t for t in tiles_for_area(bbox, gsd_m=gsd or None) if acquisition.items_for_tile(items, t)]
+            if tiles:
+                log.info("grid: %d px per zoom-%d tile, %.3f m on the ground (imagery %s m, model grid %s m)",
+                         tiles[0].size_px, tiles[0].z, tiles[0].ground_resolution_m,
+                         f"{imagery_gsd:.3f}" if imagery_gsd else "unknown", f"{gsd:.3f}" if gsd else "unknown")
             if not tiles and user is None:
                 jobs.check_area(bbox, (0, 0, 0, 0), imagery)
             if opts.settlement_mask:
@@ -357,7 +388,8 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
             log.info("%d tiles to process", len(tiles))
             cogs = [u.strip() for u in imagery[len("cogs:"):].split(",") if u.strip()] \
                 if imagery.startswith("cogs:") else []
-            source = imagery_source(catalog_uri, cogs, opts, _model_gsd(refs["segmentation"]))
+            # The GSD warnings compare each scene with the grid the model reads (its training range).
+            source = imagery_source(catalog_uri, cogs, opts, gsd)
             t0 = time.time()
             area_stats = area_statistics(settings, job, source, tiles) \
                 if tiles and opts.calibration == "city" else None

@@ -15,12 +15,13 @@ data set           location group                               split (train / v
                                                                 (a 64 px = 32 m gap is left unused)
 =================  ===========================================  =========================================
 
-Resolution: xiamen ≈ 0.54 m and spacenet 0.5 m are already at the model's GSD. crowdai
-(≈ 0.3 m) and dubai (GSD not published; villas of ≈ 15 m span ≈ 8–12 px, so ≈ 1.2–2 m) are
+Resolution (:data:`NATIVE_GSD_M`): xiamen ≈ 0.54 m, spacenet 0.5 m, crowdai ≈ 0.3 m; dubai's GSD
+is not published (villas of ≈ 15 m span ≈ 8–12 px, so ≈ 1.2–2 m) and varies by tile. All are
 kept at their native resolution: the sample crowdai chips are 300 px, and resampling them to
-0.5 m would leave 180 px chips, below the 256 px training crop; dubai's GSD is unknown and
-varies by tile. Training on several GSDs is a deliberate scale augmentation; the deployed
-pipeline resamples imagery to ≈ 0.5 m before inference.
+0.5 m would leave 180 px chips, below the 256 px training crop. A model trained on several
+GSDs records them (:func:`training_gsd`, ``input`` of its config) and the pipeline reads
+imagery inside that range at its own GSD, outside it at the nearest end (issue 20, item 0;
+:func:`urbanfabric.imagery.tiles.grid_gsd`).
 
 SpaceNet's chip is panchromatic uint16; it is repeated to three bands. All images go through
 :func:`urbanfabric.imagery.calibration.iqr_scale` per chip, like the pipeline's ARD patches.
@@ -37,6 +38,26 @@ import numpy as np
 from PIL import Image
 
 from models.footprint_unet import data as xiamen_data
+
+#: Each data set's ground sampling distance in metres (data README, module docstring); Dubai's
+#: is not published (``None``: ≈ 1.2–2 m judging by villa sizes, and varying by tile).
+NATIVE_GSD_M: dict[str, float | None] = {"xiamen": 0.54, "crowdai": 0.30, "spacenet": 0.50, "dubai": None}
+
+
+def training_gsd(datasets: list[str]) -> dict:
+    """The ``input`` fields a model trained on ``datasets`` (at their native GSDs) records:
+    ``training_gsd_m`` per data set, ``gsd_range_m`` (finest and coarsest known; the pipeline
+    reads imagery inside it at its own GSD) and ``gsd_m`` (the finest: the target for finer
+    imagery, and for imagery of unknown GSD); see :func:`urbanfabric.imagery.tiles.grid_gsd`."""
+    per_set = {ds: NATIVE_GSD_M.get(ds) for ds in datasets}
+    known = sorted(g for g in per_set.values() if g)
+    if not known:
+        return {"training_gsd_m": per_set}
+    out: dict = {"gsd_m": known[0], "training_gsd_m": per_set}
+    if known[-1] > known[0]:
+        out["gsd_range_m"] = [known[0], known[-1]]
+    return out
+
 
 SPLITS = ("train", "val", "test")
 DATASETS = ("xiamen", "dubai", "crowdai", "spacenet")

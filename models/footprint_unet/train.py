@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from models.common.metrics import ConfusionAtThresholds
+from models.footprint_unet import datasets as D
 from models.footprint_unet.data import FootprintTiles
 from models.footprint_unet.net import DEFAULT_CONFIG, IMAGENET_MEAN, build_model, predict_proba
 
@@ -109,7 +110,9 @@ def export(
                                            else f"mean {arch['input_mean']} / std {arch['input_std']} (fixed buffers)"),
             "multiple_of": arch["multiple_of"],
             "train_tile_px": 256,
-            "gsd_m_approx": 0.54,
+            # The GSDs it was trained at (the pipeline's grid follows them): a multi-set run
+            # names its sets in info["data"]["datasets"], the Xiamen-only run has none.
+            **D.training_gsd(sorted((info.get("data") or {}).get("datasets") or ["xiamen"])),
         },
         "output": {
             "channels": arch.get("classes", 1),

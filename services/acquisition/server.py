@@ -67,7 +67,7 @@ class AcquisitionServicer(pb_grpc.AcquisitionServiceServicer):
             "bands": dict(source.bands) or None,
             "scene_filter": scenes.SceneFilter(year=source.year or None, fallback_years=fallback,
                                                max_cloud=source.max_cloud_cover or scenes.DEFAULT_MAX_CLOUD),
-            "resampling": source.resampling or "nearest",
+            "resampling": source.resampling or acquisition.AUTO_RESAMPLING,
         }
         if source.basemap_uri:
             options["basemap"] = self._items_near(source.basemap_uri, [], [], bbox, "source.basemap_uri")

@@ -118,7 +118,10 @@ class ImageryOptions(BaseModel):
     max_cloud_cover: float = Field(0.10, ge=0.0, le=1.0, description="largest accepted eo:cloud_cover share (GBM: 10 %)",
                                    json_schema_extra={"flags": ["--max-cloud"]})
     basemap: str = Field("", description="catalog / STAC API used when no year has a clear scene ('' = none)")
-    resampling: str = Field("nearest", description="GDAL resampling when the source grid differs from the tiles'")
+    resampling: str = Field("auto", description="GDAL resampling when the source grid differs from the tiles' "
+                                                "(nearest, bilinear, average, …); 'auto': average when the "
+                                                "source is finer than the model's grid, bilinear when coarser, "
+                                                "nearest when about the same")
     settlement_mask: str = Field("", description="vector or raster; only grid cells with settlement are mapped")
     calibration: Literal["patch", "city"] = Field(
         "city", description="IQR statistics per patch, or once over the whole area (city: neighbouring tiles "

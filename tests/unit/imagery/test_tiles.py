@@ -70,3 +70,55 @@ def test_one_settled_raster_pixel_keeps_the_whole_cell(tmp_path):
     with pytest.raises(InvalidInput) as err:
         SettlementMask.from_path(str(tmp_path / "missing.tif"))
     assert err.value.field == "settlement_mask"
+
+
+# --- The grid follows the model's GSD (issue 20, item 0) ------------------------------------
+
+from urbanfabric.imagery.tiles import GRID_GSD_TOLERANCE, grid_gsd, tile_px_for_gsd  # noqa: E402
+
+
+@pytest.mark.parametrize("lat", [0.0, 24.5, 45.0, 60.0, 70.0])
+@pytest.mark.parametrize("gsd", [0.075, 0.3, 0.5, 0.54, 1.0, 2.0])
+def test_tile_pixels_reach_the_model_gsd_within_the_tolerance(lat, gsd):
+    west, south = 10.0, lat
+    (tile, *_) = tiles_for_area((west, south, west + 0.001, south + 0.001), gsd_m=gsd)
+    assert abs(tile.ground_resolution_m / gsd - 1) <= GRID_GSD_TOLERANCE
+    assert (tile.size_px % 32 == 0 or tile.size_px < 320) and tile.size_px * tile.resolution == pytest.approx(tile.bounds[2] - tile.bounds[0])
+
+
+def test_the_grid_keeps_tile_ids_and_only_changes_the_pixels():
+    area = (118.0976, 24.4772, 118.1085, 24.4871)
+    old, fine = tiles_for_area(area), tiles_for_area(area, gsd_m=0.30)
+    assert [t.tile_id for t in fine] == [t.tile_id for t in old]
+    assert [t.bounds for t in fine] == [t.bounds for t in old]
+    # At Xiamen a v1 (0.54 m) grid is the old 1024 px one; a 0.30 m model gets 1856 px.
+    assert tiles_for_area(area, gsd_m=0.54)[0].size_px == 1024 == old[0].size_px
+    assert fine[0].size_px == 1856 and fine[0].ground_resolution_m == pytest.approx(0.30, rel=0.01)
+
+
+def test_tiles_far_apart_in_latitude_each_get_their_own_pixels():
+    (south,) = tiles_for_area((10.0, 0.0, 10.001, 0.001), gsd_m=0.3)
+    (north,) = tiles_for_area((10.0, 60.0, 10.001, 60.001), gsd_m=0.3)
+    assert south.size_px == 2048 and north.size_px == 1024  # cos(60°) = 0.5
+
+
+@pytest.mark.parametrize("gsd", [0.0, -1.0])
+def test_a_gsd_that_is_not_positive_is_rejected_naming_it(gsd):
+    with pytest.raises(InvalidInput) as err:
+        tile_px_for_gsd(611.5, 1.0, gsd)
+    assert err.value.field == "gsd_m"
+
+
+def test_a_gsd_too_coarse_for_the_cell_is_rejected_naming_it():
+    with pytest.raises(InvalidInput) as err:
+        tile_px_for_gsd(611.5, 1.0, 400.0)  # 1.5 px: 1 or 2 px, both > 5 % off
+    assert err.value.field == "gsd_m" and "lower zoom" in str(err.value)
+
+
+def test_grid_gsd_reads_imagery_inside_the_training_range_at_its_own_gsd():
+    v5 = (0.30, (0.30, 0.55))
+    assert grid_gsd(0.54, *v5) == 0.54       # Xiamen z18: no resampling
+    assert grid_gsd(0.075, *v5) == 0.30      # drone imagery: averaged down to the finest
+    assert grid_gsd(2.0, *v5) == 0.55        # coarse satellite: upsampled to the coarsest
+    assert grid_gsd(None, *v5) == 0.30       # unknown source GSD: the model's
+    assert grid_gsd(0.30, 0.54, None) == 0.54  # one training GSD (v1): always that

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: One single-band COG asset per band: stackstac reads exactly one band per asset, and
 #: per-band assets are how STAC describes multispectral imagery anyway.
 BAND_ASSETS = ("red", "green", "blue")
+#: ``resampling`` value that picks the method from the direction (source finer or coarser).
+AUTO_RESAMPLING = "auto"
 #: Raw imagery nodata: 0 in every band (the sample tiles have no true-black pixels of interest).
 RAW_NODATA = 0
 
@@ -204,6 +206,12 @@ def items_for_tile(items: list[pystac.Item], tile: Tile, halo_px: int = 0) -> li
     return [i for i in items if i.bbox is not None and box(*i.bbox).intersects(area)]
 
 
+def source_gsd(items: list[pystac.Item]) -> float | None:
+    """The median ground GSD (m) of the scenes that state one (:func:`scenes.item_gsd`)."""
+    known = [g for g in (scenes.item_gsd(i) for i in items) if g]
+    return float(np.median(known)) if known else None
+
+
 def _halo_bounds(tile: Tile, halo_px: int) -> tuple[float, float, float, float]:
     pad = halo_px * tile.resolution
     left, bottom, right, top = tile.bounds
@@ -234,7 +242,7 @@ def load_tile(
     assets: tuple[str, ...] = BAND_ASSETS,
     *,
     bands: Mapping[str, str] | None = None,
-    resampling: str = "nearest",
+    resampling: str = AUTO_RESAMPLING,
     ordered: bool = False,
 ) -> Raster:
     """Load a tile plus halo from STAC items with stackstac, mosaicking overlapping items.
@@ -250,7 +258,9 @@ def load_tile(
         assets: the bands the model expects, in order.
         bands: per-source band mapping (see :func:`urbanfabric.imagery.scenes.band_assets`).
         resampling: GDAL resampling when the source grid differs (``nearest``, ``bilinear``,
-            ``cubic``, ``average``…).
+            ``cubic``, ``average``…), or ``auto``: the one that suits the direction
+            (:func:`urbanfabric.imagery.scenes.grid_resampling`: ``average`` when downsampling,
+            ``bilinear`` when upsampling, ``nearest`` at about the same size).
         ordered: the items are already in mosaic order (last on top); otherwise they are
             sorted by date, the most recent on top.
 
@@ -262,11 +272,13 @@ def load_tile(
     chosen = items_for_tile(items, tile, halo_px)
     if not chosen:
         raise EmptyArea("tile", f"{tile.tile_id} does not intersect any imagery item")
+    if resampling == AUTO_RESAMPLING:
+        resampling = scenes.grid_resampling(chosen, tile.ground_resolution_m)
     try:
         method = Resampling[resampling]
     except KeyError:
         raise InvalidInput("resampling", f"unknown resampling {resampling!r}; one of "
-                           f"{[r.name for r in Resampling][:12]}") from None
+                           f"{[AUTO_RESAMPLING] + [r.name for r in Resampling][:12]}") from None
     if not ordered:
         chosen = sorted(chosen, key=lambda i: scenes.item_interval(i)[0])
     dicts = scenes.stack_dicts(chosen, assets, bands, tile.tile_id)
@@ -337,7 +349,7 @@ def fetch_tile(
     bands: Mapping[str, str] | None = None,
     scene_filter: scenes.SceneFilter | None = None,
     basemap: list[pystac.Item] | None = None,
-    resampling: str = "nearest",
+    resampling: str = AUTO_RESAMPLING,
     model_gsd: float | None = None,
 ) -> FetchedTile:
     """Choose scenes for a tile (cloud cover, year, basemap fallback), mosaic and check them.
@@ -390,7 +402,9 @@ def area_statistics(
     for tile in tiles:
         coarse = dataclasses.replace(tile, resolution=tile.resolution * sample_factor)
         try:
-            fetched = fetch_tile(items, coarse, **fetch_options)
+            # Quartiles of pixel values need samples of them: averaging 8 × 8 pixels would
+            # narrow the spread, so the coarse read is always nearest.
+            fetched = fetch_tile(items, coarse, **{**fetch_options, "resampling": "nearest"})
         except InvalidInput as exc:  # EmptyArea included: nothing to count there
             skipped.append(f"{tile.tile_id}: {exc}")
             continue

@@ -169,3 +169,20 @@ def model_config(name: str, version: str) -> dict[str, Any]:
     if not path.exists():
         raise NotFound(f"model_version: no config for {name}:{version}")
     return json.loads(path.read_text())
+
+
+def model_gsd(name: str, version: str) -> float | None:
+    """The ground sampling distance (m) a model version wants its imagery at: ``input.gsd_m``
+    of its config (issue 20, item 0: the GSD its training imagery had, recorded per data set
+    in ``input.training_gsd_m``), or ``input.gsd_m_approx`` of configs written before that;
+    ``None`` when the config says neither."""
+    spec = model_config(name, version).get("input", {})
+    value = spec.get("gsd_m") or spec.get("gsd_m_approx")
+    return float(value) if value else None
+
+
+def model_gsd_range(name: str, version: str) -> tuple[float, float] | None:
+    """``input.gsd_range_m`` of a model version's config: the finest and coarsest GSD it was
+    trained at (imagery in between is read at its own GSD), or ``None``."""
+    value = model_config(name, version).get("input", {}).get("gsd_range_m")
+    return (float(value[0]), float(value[1])) if value else None
