@@ -8,8 +8,8 @@ Shared by the CI fault test (``tests/e2e/test_faults.py``) and the longer bench
   footprints given): the tile worker, acquisition, calibration, segmentation and the model
   server all work in its tile stage, and are killed there;
 - **footprints** — ≥ 5,000 footprints: Xiamen footprints on those 16 tiles (their roofs get
-  image chips and image evidence) plus copies shifted east off the imagery (EMPTY tiles: cheap,
-  each row says why it has no chip): the building worker, materials, attributes, intensity, the
+  image chips and image evidence) plus copies shifted west off the imagery (no tile is
+  fetched for them; each row says why it has no chip): the building worker, materials, attributes, intensity, the
   broker and the object store are killed while its building batches flow, and its flow runner
   is killed in a third run that is then resumed with the same ``job_id``.
 
@@ -48,10 +48,10 @@ BUILDING_KILLS = ("building_worker", "materials", "attributes", "intensity", "ka
 #: The 4 × 4 zoom-16 tiles (x, y) of the sample with the fewest labelled buildings among those
 #: whose every tile has imagery (137 of their 256 zoom-18 tiles; 660 labelled footprints).
 SEGMENTED_TILES = (54264, 28165, 4, 4)
-#: The sample imagery ends at this longitude (east edge of zoom-16 column 54271); copies shifted
-#: past it have no imagery.
-IMAGERY_EAST = 118.125
-EMPTY_SHIFT_DEG = 0.045
+#: The sample imagery starts at this longitude (west edge of zoom-16 column 54264) and spans
+#: ≈ 0.044° (8 columns): copies shifted west by SHIFT_DEG have no imagery.
+IMAGERY_WEST = 54264 / 2**16 * 360 - 180
+SHIFT_DEG = 0.045
 
 
 def tile_box(x0: int, y0: int, cols: int, rows: int, zoom: int = 16) -> dict[str, float]:
@@ -94,23 +94,30 @@ def register_sample_imagery(settings: Settings, store: ObjectStore) -> None:
 
 
 def footprints_file(dest: Path, on_imagery: int = 200, total: int = 5000) -> Path:
-    """``on_imagery`` Xiamen footprints inside :data:`SEGMENTED_AREA` (a fixed sample) plus
-    copies of the others shifted east off the imagery — all of them by 0.045°, then the
-    westernmost again by 0.09° — up to at least ``total``, as GeoParquet."""
+    """``on_imagery`` Xiamen footprints lying inside :data:`SEGMENTED_AREA` (a fixed sample)
+    plus copies of all of them shifted west off the imagery — by one sample width, then the
+    easternmost again by two — up to at least ``total``, as GeoParquet.
+
+    The copies are also moved north so that their lowest point is above the area's south edge:
+    the job's box (the footprints' extent) then meets only the imagery tiles of the area's
+    4 columns and the row above it, so the tile stage has ≈ 18 tiles with imagery to fetch and
+    calibrate, not the sample's 70."""
     raw = gpd.read_file(XIAMEN / "buildings.json")[["geometry"]]
     raw = raw[raw.geometry.notna() & ~raw.geometry.is_empty].reset_index(drop=True)
-    pts = raw.geometry.representative_point()
-    a = SEGMENTED_AREA
-    inside = raw[(pts.x > a["west"]) & (pts.x < a["east"]) & (pts.y > a["south"]) & (pts.y < a["north"])]
+    b, a = raw.geometry.bounds, SEGMENTED_AREA
+    inside = raw[(b.minx > a["west"]) & (b.maxx < a["east"]) & (b.miny > a["south"]) & (b.maxy < a["north"])]
     on = inside.sample(n=min(on_imagery, len(inside)), random_state=0).sort_index()
+    dy = a["south"] - b.miny.min() + 0.001
     first = raw.copy()
-    first["geometry"] = first.geometry.translate(xoff=EMPTY_SHIFT_DEG)
+    first["geometry"] = first.geometry.translate(xoff=-SHIFT_DEG, yoff=dy)
     need = max(0, total - len(on) - len(first))
-    west_first = raw.loc[raw.geometry.bounds["minx"].sort_values(kind="stable").index[:need]]
-    second = west_first.copy()
-    second["geometry"] = second.geometry.translate(xoff=2 * EMPTY_SHIFT_DEG)
+    east_first = raw.loc[b.maxx.sort_values(ascending=False, kind="stable").index[:need]]
+    second = east_first.copy()
+    second["geometry"] = second.geometry.translate(xoff=-2 * SHIFT_DEG, yoff=dy)
     out = gpd.GeoDataFrame(pd.concat([on, first, second], ignore_index=True), geometry="geometry", crs=raw.crs)
-    assert out.geometry.bounds["minx"].iloc[len(on):].min() > IMAGERY_EAST  # the copies are off the imagery
+    # The copies are off the imagery, west of it, and north of the area's south edge.
+    assert out.geometry.bounds["maxx"].iloc[len(on):].max() < IMAGERY_WEST
+    assert out.geometry.bounds["miny"].min() > a["south"]
     path = dest / "fault_footprints.parquet"
     out.to_parquet(path)
     return path
