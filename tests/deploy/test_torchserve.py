@@ -27,6 +27,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,25 +505,35 @@ class FakeContext:
         self.set_response_header(idx, "content-type", value)
 
 
-def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A TorchServe batch of two requests (JSON and binary) through the archived handler (and
-    the token check packed beside it)."""
+@contextmanager
+def archived_handler(packaged: Path, name: str, where: Path) -> Iterator[Any]:
+    """The handler module as TorchServe loads it: from the archive ``name`` extracted into
+    ``where`` (with the token check packed beside it), ``sys.path`` restored afterwards."""
     import importlib.util
 
-    from ts.utils.util import PredictionException
-
-    name = f"footprint-unet-{VERSION}"
     with zipfile.ZipFile(packaged / "model-store" / f"{name}.mar") as mar:
-        mar.extractall(tmp_path)
-    monkeypatch.setenv("URBANFABRIC_SERVICE_TOKEN", KEY)
-    assert (tmp_path / "urbanfabric_tokens.py").is_file()
-    spec = importlib.util.spec_from_file_location("urbanfabric_handler_under_test", tmp_path / "urbanfabric_handler.py")
+        mar.extractall(where)
+    assert (where / "urbanfabric_tokens.py").is_file()
+    spec = importlib.util.spec_from_file_location(f"urbanfabric_handler_{where.name}", where / "urbanfabric_handler.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved_path = list(sys.path)
     try:
         spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path[:] = saved_path
+
+
+def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TorchServe batch of two requests (JSON and binary) through the archived handler (and
+    the token check packed beside it)."""
+    from ts.utils.util import PredictionException
+
+    name = f"footprint-unet-{VERSION}"
+    monkeypatch.setenv("URBANFABRIC_SERVICE_TOKEN", KEY)
+    with archived_handler(packaged, name, tmp_path) as module:
         handler = module.UrbanfabricHandler()
         x, expected = reference["footprint-unet"]
         header = json.dumps({"inputs": [{"name": "input", "shape": list(x[1:].shape), "datatype": "FP32",
@@ -553,31 +564,18 @@ def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path
         with pytest.raises(PredictionException, match="unauthenticated: missing bearer token"):
             handler.handle([{"body": _v2_json(x[:1], "d")}, {"body": _v2_json(x[:1], "e")}],
                            FakeContext(tmp_path, name, [_auth(), {}]))
-    finally:
-        sys.path[:] = saved_path
 
 
 def test_handler_without_a_key_does_not_load(packaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As the project's model server refuses to start: no key and no explicit opt-out, the
     worker's initialize fails naming the variable; with URBANFABRIC_ALLOW_UNAUTHENTICATED=1 it loads."""
-    import importlib.util
-
     name = f"roof-material-{VERSION}"
-    with zipfile.ZipFile(packaged / "model-store" / f"{name}.mar") as mar:
-        mar.extractall(tmp_path)
     monkeypatch.delenv("URBANFABRIC_SERVICE_TOKEN", raising=False)
     monkeypatch.delenv("URBANFABRIC_ALLOW_UNAUTHENTICATED", raising=False)
-    spec = importlib.util.spec_from_file_location("urbanfabric_handler_no_key", tmp_path / "urbanfabric_handler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    saved_path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
+    with archived_handler(packaged, name, tmp_path) as module:
         with pytest.raises(RuntimeError, match="URBANFABRIC_SERVICE_TOKEN is not set"):
             module.UrbanfabricHandler().initialize(FakeContext(tmp_path, name, [{}]))
         monkeypatch.setenv("URBANFABRIC_ALLOW_UNAUTHENTICATED", "1")
         handler = module.UrbanfabricHandler()
         handler.initialize(FakeContext(tmp_path, name, [{}]))
         assert handler.initialized and handler.key is None
-    finally:
-        sys.path[:] = saved_path
