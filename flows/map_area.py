@@ -185,7 +185,7 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
         if not model_exists(ref.name, ref.version):
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
         # The height and structure models run inside their services, not on the model server.
-        if key not in ("models.height", "models.structure") and not client.ready(ref.name, ref.version):
+        if key not in ("models.height", "models.structure") and not client.served(ref.name, ref.version):
             raise NotFound(f"{key}: {ref.name}:{ref.version} is not served by the model server")
     return {k.split(".", 1)[1] if k.startswith("models.") else "segmentation": v for k, v in refs.items()}
 
