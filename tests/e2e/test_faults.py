@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(fr.sample_missing() is not Non
                                                   reason=fr.sample_missing() or "")]
 
 RUNS: list[fr.Outcome] = []
+#: Read at import: the stack fixture drops URBANFABRIC_* variables it does not know.
+JSON_OUT = os.environ.get("URBANFABRIC_FAULTS_JSON", "")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,8 @@ def faults(stack):
     yield stack, Stack(), store
     if RUNS:
         print("\n" + fr.markdown(RUNS))
-        if os.environ.get("URBANFABRIC_FAULTS_JSON"):
-            Path(os.environ["URBANFABRIC_FAULTS_JSON"]).write_text(
+        if JSON_OUT:
+            Path(JSON_OUT).write_text(
                 json.dumps([o.as_dict() for o in RUNS], indent=2, default=str) + "\n")
 
 
