@@ -40,7 +40,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import geopandas as gpd  # noqa: E402
 
 from bench._util import save  # noqa: E402
-from bench.faults import Outcome, compare  # noqa: E402
+from tests.e2e.fault_runs import Outcome, compare  # noqa: E402
 from bench.orchestration_scale import CACHE, MAIN, Sampler, _stack, footprints_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -206,7 +206,9 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
         if not model_exists(ref.name, ref.version):
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
         # The height and structure models run inside their services, not on the model server.
-        if key not in ("models.height", "models.structure") and not client.ready(ref.name, ref.version):
+        # served(): Unavailable (retried by the caller) while the server cannot be reached, not
+        # "not served" — a restarting model server is not a missing model.
+        if key not in ("models.height", "models.structure") and not client.served(ref.name, ref.version):
             # A version in the store but not loaded (one the learning loop registered before the
             # model server restarted): ask the server to load it, as `urbanfabric learn` did.
             try:

@@ -51,7 +51,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         tile = tile_from_proto(request.tile)
         options = options_from_proto(request.options, SegmentationOptions, "options")
         for ref in options.members:
-            if not self.models.ready(*split_model_ref(ref)):
+            # served() raises Unavailable (retried) while the model server restarts.
+            if not self.models.served(*split_model_ref(ref)):
                 raise NotFound(f"model_version: {ref} is not served")
         ard = read_raster(self.store.get_bytes(parse_s3_uri(request.ard.uri)[1]))
         landcover_filter = (lambda prob: self._landcover_filtered(prob, ard, request.landcover)) \

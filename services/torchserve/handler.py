@@ -19,9 +19,15 @@ IQR-scaled 0..1) and one output ``probability`` (FP32; ``[N, H, W]`` for ``footp
   returns; the output is renamed ``probability`` but its ``shape`` is the flat element count
   (a limitation of the envelope, see docs/deploy.md).
 
-This file is copied into each archive as ``urbanfabric_handler.py``; it must stay importable
-without the repository on ``sys.path`` and define exactly one class (TorchServe picks the
-handler class by that rule).
+Every inference request must carry the project's service token (``authorization: Bearer
+uf1.<expiry>.<mac>``, :mod:`urbanfabric.runtime.tokens`, checked against
+``URBANFABRIC_SERVICE_TOKEN`` as the chart gives it to every model pod): without a valid one
+the batch is refused with 401 before the model runs. A worker without a key does not load
+(unless ``URBANFABRIC_ALLOW_UNAUTHENTICATED=1``), as the project's model server refuses to start.
+
+This file is copied into each archive as ``urbanfabric_handler.py`` (the token check beside it
+as ``urbanfabric_tokens.py``); it must stay importable without the repository on ``sys.path``
+and define exactly one class (TorchServe picks the handler class by that rule).
 """
 
 from __future__ import annotations
@@ -61,6 +67,14 @@ def _header(context: Any, idx: int, key: str) -> str | None:
         if isinstance(name, str) and name.lower() == key and isinstance(value, str):
             return value
     return None
+
+
+def _tokens() -> Any:
+    """The token module: the archive's copy, or the repository's when run from a checkout."""
+    try:
+        return importlib.import_module("urbanfabric_tokens")
+    except ImportError:
+        return importlib.import_module("urbanfabric.runtime.tokens")
 
 
 def _torch_threads(default: int = 2) -> int:
@@ -109,6 +123,8 @@ class UrbanfabricHandler:
         self.config: dict[str, Any] = {}
         self.net: Any = None
         self.module: Any = None
+        self.tokens: Any = None
+        self.key: str | None = None
 
     # ---- TorchServe entry points ---------------------------------------------------------------
     def initialize(self, context: Any) -> None:
@@ -116,6 +132,14 @@ class UrbanfabricHandler:
         import torch
 
         model_dir = Path(context.system_properties["model_dir"])
+        if str(model_dir) not in sys.path:
+            sys.path.insert(0, str(model_dir))  # the archive's urbanfabric_tokens.py
+        self.tokens = _tokens()
+        try:
+            self.key = self.tokens.server_key()
+        except self.tokens.MissingKey as exc:
+            log.error("urbanfabric: %s", exc)  # one line naming the variable; the worker stops here
+            raise
         self.spec = json.loads((model_dir / SPEC_FILE).read_text(encoding="utf-8"))
         self.config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         self.name = context.manifest["model"]["modelName"]
@@ -141,9 +165,24 @@ class UrbanfabricHandler:
 
     def handle(self, data: list[Any], context: Any) -> list[Any]:
         """One response per request of the batch (or the envelope's list of outputs)."""
+        self._authenticate(len(data), context)
         if data and all(_is_tensor(item) for item in data):
             return self._handle_envelope(data, context)
         return [self._handle_request(i, item, context) for i, item in enumerate(data)]
+
+    def _authenticate(self, requests: int, context: Any) -> None:
+        """Refuse the batch (401, nothing run) unless each of its requests carries a valid token.
+
+        TorchServe answers a batch's requests together, so one refusal fails the batch; the
+        archives' ``batchSize`` is 1, so in practice it is one request.
+        """
+        if self.key is None:  # URBANFABRIC_ALLOW_UNAUTHENTICATED=1
+            return
+        ids = getattr(context, "request_ids", None)
+        for idx in (sorted(ids) if isinstance(ids, dict) and ids else range(max(requests, 1))):
+            reason = self.tokens.check(self.key, _header(context, idx, self.tokens.HEADER))
+            if reason:
+                raise _prediction_error(f"unauthenticated: {reason}", 401)
 
     # ---- model -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ configuration for a workstation instead: every address on 127.0.0.1 and ``model_
 
 Each archive holds the version's ``model.pt`` and ``config.json``, the model's Python code
 (``models/__init__.py``, ``models/common/*.py``, ``models/<model_dir>/*.py``), the handler
-(:mod:`services.torchserve.handler`) and a ``requirements.txt`` of the third-party packages the
+(:mod:`services.torchserve.handler`) with the service-token check it imports
+(:mod:`urbanfabric.runtime.tokens`, as ``urbanfabric_tokens.py``) and a ``requirements.txt`` of the third-party packages the
 code needs beyond torch (installed by TorchServe when ``install_py_dep_per_model=true``, which
 the KServe configuration sets because the stock ``pytorch/torchserve-kfs`` image lacks them).
 """
@@ -50,6 +51,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS_ROOT = REPO_ROOT / "models"
 HERE = Path(__file__).resolve().parent
 HANDLER_SOURCE = HERE / "handler.py"
+#: The service-token check (standard library only), packed beside the handler under this name.
+TOKENS_SOURCE = REPO_ROOT / "services/lib/urbanfabric/runtime/tokens.py"
+TOKENS_NAME = "urbanfabric_tokens.py"  # must match services.torchserve.handler's import
 CONFIG_TEMPLATE = HERE / "config.properties.in"
 #: Name of the handler module inside an archive (unique, so nothing on sys.path shadows it).
 HANDLER_NAME = "urbanfabric_handler.py"
@@ -167,6 +171,7 @@ def package_model(
         payload = staging / "payload"
         payload.mkdir()
         shutil.copy2(version_dir / "config.json", payload / "config.json")
+        shutil.copy2(TOKENS_SOURCE, payload / TOKENS_NAME)
         spec = {"model": model, "version": version, "name": name, "module": modules[model]}
         (payload / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         for src in _code_files(modules[model]):

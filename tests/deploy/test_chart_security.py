@@ -67,3 +67,17 @@ def test_secret_values_in_values_are_rejected(helm: Any) -> None:
     assert "serviceToken" in str(info.value)
     with pytest.raises(helm.HelmValuesError):
         ds.render({"kafka": {"sasl": {"password": "hunter2"}}}, profile="dev")
+
+
+def test_torchserve_predictors_get_the_service_token_from_the_secret(helm: Any) -> None:
+    """modelServing.runtime: torchserve runs KServe's runtime, not ours, so the key the handler
+    checks tokens against comes on each InferenceService's predictor."""
+    docs = ds.documents(ds.render({"modelServing": {"runtime": "torchserve"}}, profile="gpu"))
+    isvcs = ds.of_kind(docs, "InferenceService")
+    assert isvcs
+    for isvc in isvcs:
+        env = _env(isvc["spec"]["predictor"]["model"])
+        ref = env["URBANFABRIC_SERVICE_TOKEN"]
+        assert "value" not in ref, isvc["metadata"]["name"]
+        assert ref["valueFrom"]["secretKeyRef"] == {"name": "urbanfabric-service-token", "key": "service-token"}
+        assert "URBANFABRIC_ALLOW_UNAUTHENTICATED" not in env

@@ -11,7 +11,8 @@ is what runs):
   default), serving footprint-unet only.
 
 Every answer is compared with the in-process model (``load_model`` / ``predict_proba``) on the
-same input. The last test stops both servers with ``torchserve --stop`` and checks that no
+same input. Both servers run with a service-token key, as the chart's predictors do: every
+request carries a signed token, and calls without a valid one are refused before the model runs. The last test stops both servers with ``torchserve --stop`` and checks that no
 Java frontend or Python worker of theirs is left. Needs Java (skips without it).
 """
 
@@ -26,6 +27,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,14 @@ MODELS = {"footprint-unet": "models.footprint_unet.net", "roof-material": "model
 VERSION = "v1"
 READY_TIMEOUT_S = 150  # normally ~25 s for three workers on two busy cores
 ATOL = 1e-5
+#: The service-token key the servers run with (as the chart gives it from the Secret).
+KEY = "k" * 48
+
+
+def _auth(key: str = KEY) -> dict[str, str]:
+    from urbanfabric.runtime import auth
+
+    return {"authorization": f"Bearer {auth.mint(key)}"}
 
 
 def _require_tools(java: bool = True) -> Path:
@@ -111,7 +121,9 @@ class Server:
         # TMPDIR: the launcher's pid file (so --stop finds this server and no other);
         # TEMP: java.io.tmpdir (worker sockets, extracted archives); logs under home.
         env.update(TMPDIR=run, TEMP=run, LOG_LOCATION=str(self.home / "logs"),
-                   METRICS_LOCATION=str(self.home / "logs"), URBANFABRIC_TORCH_THREADS="1")
+                   METRICS_LOCATION=str(self.home / "logs"), URBANFABRIC_TORCH_THREADS="1",
+                   URBANFABRIC_SERVICE_TOKEN=KEY)
+        env.pop("URBANFABRIC_ALLOW_UNAUTHENTICATED", None)
         return env
 
     def start(self, model_store: Path) -> None:
@@ -271,7 +283,7 @@ def _v2_json(x: np.ndarray, request_id: str) -> dict[str, Any]:
                                           "datatype": "FP32", "data": x.ravel().tolist()}]}
 
 
-def _oip_infer(addr: str, name: str, x: np.ndarray) -> Any:
+def _oip_infer(addr: str, name: str, x: np.ndarray, headers: dict[str, str] | None = None) -> Any:
     """ModelInfer on TorchServe's Open Inference gRPC service (KServe's messages, same wire)."""
     import grpc
 
@@ -293,7 +305,7 @@ def _oip_infer(addr: str, name: str, x: np.ndarray) -> Any:
             request_serializer=pb.ModelInferRequest.SerializeToString,
             response_deserializer=pb.ModelInferResponse.FromString,
         )
-        return infer(request, timeout=60)
+        return infer(request, timeout=60, metadata=tuple((headers if headers is not None else _auth()).items()))
 
 
 # -- packaging ------------------------------------------------------------------------------------
@@ -357,7 +369,8 @@ def test_v2_rest_json_equals_in_process(servers: dict[str, Server], reference: A
 
     x, expected = reference[model]
     name = f"{model}-{VERSION}"
-    resp = httpx.post(f"{servers['native'].rest}/v2/models/{name}/infer", json=_v2_json(x, "r-1"), timeout=60)
+    resp = httpx.post(f"{servers['native'].rest}/v2/models/{name}/infer", json=_v2_json(x, "r-1"), timeout=60,
+                      headers=_auth())
     assert resp.status_code == 200, resp.text
     doc = resp.json()
     assert (doc["id"], doc["model_name"], doc["model_version"]) == ("r-1", name, VERSION)
@@ -371,7 +384,8 @@ def test_model_client_v2_rest_talks_to_torchserve(servers: dict[str, Server], re
     from urbanfabric.errors import InvalidInput, NotFound
     from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
 
-    with ModelClient(InferenceProtocol.V2_REST, rest_url=servers["native"].rest, timeout_s=60) as client:
+    with ModelClient(InferenceProtocol.V2_REST, rest_url=servers["native"].rest, timeout_s=60,
+                     token_key=KEY) as client:
         for model, (x, expected) in reference.items():
             got = client.infer(model, VERSION, x)
             assert got.shape == expected.shape and got.dtype == np.float32
@@ -382,13 +396,18 @@ def test_model_client_v2_rest_talks_to_torchserve(servers: dict[str, Server], re
             client.infer("footprint-unet", "v9", reference["footprint-unet"][0])
 
 
-def test_open_inference_grpc_equals_in_process(servers: dict[str, Server], reference: Any) -> None:
-    x, expected = reference["footprint-unet"]
-    resp = _oip_infer(servers["native"].grpc, f"footprint-unet-{VERSION}", x)
-    (out,) = resp.outputs
-    assert (resp.id, out.name, out.datatype, list(out.shape)) == ("oip-1", "probability", "FP32", list(expected.shape))
-    got = np.asarray(out.contents.fp32_contents, np.float32).reshape(list(out.shape))
-    np.testing.assert_allclose(got, expected, atol=ATOL)
+def test_open_inference_grpc_is_refused_even_with_a_token(servers: dict[str, Server], reference: Any) -> None:
+    """TorchServe's Open Inference gRPC frontend does not hand call metadata to the handler, so
+    the token cannot reach the check and every gRPC inference is refused (fail closed; REST is
+    what ModelClient and the chart's gateway use). Should TorchServe start forwarding it, this
+    fails: then compare the answer with the in-process model again."""
+    import grpc
+
+    x, _ = reference["footprint-unet"]
+    with pytest.raises(grpc.RpcError) as err:
+        _oip_infer(servers["native"].grpc, f"footprint-unet-{VERSION}", x)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "unauthenticated: missing bearer token" in (err.value.details() or "")
 
 
 def test_kservev2_envelope_flattens_outputs(servers: dict[str, Server], reference: Any) -> None:
@@ -400,19 +419,43 @@ def test_kservev2_envelope_flattens_outputs(servers: dict[str, Server], referenc
     x, expected = reference["footprint-unet"]
     name = f"footprint-unet-{VERSION}"
     server = servers["kservev2"]
-    resp = httpx.post(f"{server.rest}/v2/models/{name}/infer", json=_v2_json(x, "e-1"), timeout=60)
+    resp = httpx.post(f"{server.rest}/v2/models/{name}/infer", json=_v2_json(x, "e-1"), timeout=60,
+                      headers=_auth())
     assert resp.status_code == 200, resp.text
     (out,) = resp.json()["outputs"]
     assert (out["name"], out["datatype"], out["shape"]) == ("probability", "FP32", [expected.size])
     np.testing.assert_allclose(np.asarray(out["data"], np.float32).reshape(expected.shape), expected, atol=ATOL)
-    grpc_out = _oip_infer(server.grpc, name, x).outputs[0]
-    assert list(grpc_out.shape) == [expected.size]
-    np.testing.assert_allclose(np.asarray(grpc_out.contents.fp32_contents, np.float32).reshape(expected.shape),
-                               expected, atol=ATOL)
     # The envelope json-decodes every body, so the client's binary tensor request cannot pass.
-    with (ModelClient(InferenceProtocol.V2_REST, rest_url=server.rest, timeout_s=60) as client,
+    with (ModelClient(InferenceProtocol.V2_REST, rest_url=server.rest, timeout_s=60, token_key=KEY) as client,
           pytest.raises(Unavailable, match="503")):
         client.infer("footprint-unet", VERSION, x)
+
+
+def test_calls_without_a_valid_token_are_refused(servers: dict[str, Server], reference: Any) -> None:
+    """No token, a token signed with another key, the raw key, an expired token: 401 on REST
+    (native and under the envelope), naming why; the project's client with the wrong key fails at
+    once on the 401. The liveness probe stays open."""
+    import httpx
+
+    from urbanfabric.errors import Unavailable
+    from urbanfabric.runtime import auth
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
+
+    x, _ = reference["footprint-unet"]
+    name = f"footprint-unet-{VERSION}"
+    forgeries = {"no token": {}, "another key": _auth("x" * 48), "the raw key": {"authorization": f"Bearer {KEY}"},
+                 "expired": {"authorization": f"Bearer {auth.mint(KEY, time.time() - 3600)}"}}
+    for label, server in servers.items():
+        for why, headers in forgeries.items():
+            resp = httpx.post(f"{server.rest}/v2/models/{name}/infer", json=_v2_json(x, "f-1"), timeout=60,
+                              headers=headers)
+            assert resp.status_code == 401, (label, why, resp.status_code, resp.text)
+            assert "unauthenticated" in resp.text, (label, why, resp.text)
+    with (ModelClient(InferenceProtocol.V2_REST, rest_url=servers["native"].rest, timeout_s=60,
+                      token_key="x" * 48) as client, pytest.raises((RuntimeError, Unavailable), match="401")):
+        client.infer("footprint-unet", VERSION, x)
+    # Probes stay open.
+    assert httpx.get(f"{servers['native'].rest}/ping", timeout=10).status_code == 200
 
 
 def test_stop_leaves_no_torchserve_process(servers: dict[str, Server]) -> None:
@@ -462,27 +505,42 @@ class FakeContext:
         self.set_response_header(idx, "content-type", value)
 
 
-def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path) -> None:
-    """A TorchServe batch of two requests (JSON and binary) through the archived handler."""
+@contextmanager
+def archived_handler(packaged: Path, name: str, where: Path) -> Iterator[Any]:
+    """The handler module as TorchServe loads it: from the archive ``name`` extracted into
+    ``where`` (with the token check packed beside it), ``sys.path`` restored afterwards."""
     import importlib.util
 
-    from ts.utils.util import PredictionException
-
-    name = f"footprint-unet-{VERSION}"
     with zipfile.ZipFile(packaged / "model-store" / f"{name}.mar") as mar:
-        mar.extractall(tmp_path)
-    spec = importlib.util.spec_from_file_location("urbanfabric_handler_under_test", tmp_path / "urbanfabric_handler.py")
+        mar.extractall(where)
+    assert (where / "urbanfabric_tokens.py").is_file()
+    spec = importlib.util.spec_from_file_location(f"urbanfabric_handler_{where.name}", where / "urbanfabric_handler.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved_path = list(sys.path)
     try:
         spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path[:] = saved_path
+
+
+def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TorchServe batch of two requests (JSON and binary) through the archived handler (and
+    the token check packed beside it)."""
+    from ts.utils.util import PredictionException
+
+    name = f"footprint-unet-{VERSION}"
+    monkeypatch.setenv("URBANFABRIC_SERVICE_TOKEN", KEY)
+    with archived_handler(packaged, name, tmp_path) as module:
         handler = module.UrbanfabricHandler()
         x, expected = reference["footprint-unet"]
         header = json.dumps({"inputs": [{"name": "input", "shape": list(x[1:].shape), "datatype": "FP32",
                                          "parameters": {"binary_data_size": x[1:].nbytes}}],
                              "parameters": {"binary_data_output": True}}).encode()
-        context = FakeContext(tmp_path, name, [{}, {"Inference-Header-Content-Length": str(len(header))}])
+        context = FakeContext(tmp_path, name, [_auth(), {"Inference-Header-Content-Length": str(len(header)),
+                                                         "Authorization": _auth()["authorization"]}])
         handler.initialize(context)
         first, second = handler.handle([{"body": _v2_json(x[:1], "a")}, {"body": header + x[1:].tobytes()}], context)
         doc = json.loads(first)
@@ -495,7 +553,29 @@ def test_handler_batch_in_process(packaged: Path, reference: Any, tmp_path: Path
         bad = _v2_json(x[:1], "b")
         bad["inputs"][0]["datatype"] = "FP64"
         with pytest.raises(PredictionException, match="must be FP32") as err:
-            handler.handle([{"body": bad}], FakeContext(tmp_path, name, [{}]))
+            handler.handle([{"body": bad}], FakeContext(tmp_path, name, [_auth()]))
         assert err.value.error_code == 400
-    finally:
-        sys.path[:] = saved_path
+        # Without a valid token the batch is refused before the model runs.
+        handler.forward = lambda x: pytest.fail("the model ran for an unauthenticated request")
+        for headers in ({}, _auth("x" * 48), {"authorization": f"Bearer {KEY}"}):
+            with pytest.raises(PredictionException, match="unauthenticated") as err:
+                handler.handle([{"body": _v2_json(x[:1], "c")}], FakeContext(tmp_path, name, [headers]))
+            assert err.value.error_code == 401
+        with pytest.raises(PredictionException, match="unauthenticated: missing bearer token"):
+            handler.handle([{"body": _v2_json(x[:1], "d")}, {"body": _v2_json(x[:1], "e")}],
+                           FakeContext(tmp_path, name, [_auth(), {}]))
+
+
+def test_handler_without_a_key_does_not_load(packaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the project's model server refuses to start: no key and no explicit opt-out, the
+    worker's initialize fails naming the variable; with URBANFABRIC_ALLOW_UNAUTHENTICATED=1 it loads."""
+    name = f"roof-material-{VERSION}"
+    monkeypatch.delenv("URBANFABRIC_SERVICE_TOKEN", raising=False)
+    monkeypatch.delenv("URBANFABRIC_ALLOW_UNAUTHENTICATED", raising=False)
+    with archived_handler(packaged, name, tmp_path) as module:
+        with pytest.raises(RuntimeError, match="URBANFABRIC_SERVICE_TOKEN is not set"):
+            module.UrbanfabricHandler().initialize(FakeContext(tmp_path, name, [{}]))
+        monkeypatch.setenv("URBANFABRIC_ALLOW_UNAUTHENTICATED", "1")
+        handler = module.UrbanfabricHandler()
+        handler.initialize(FakeContext(tmp_path, name, [{}]))
+        assert handler.initialized and handler.key is None

@@ -107,13 +107,19 @@ env:
 {{- include "urbanfabric.securityEnv" . }}
 {{- end -}}
 
+{{/* The service-token key from its Secret: every project process, and the TorchServe predictors,
+whose handler checks each request's token (services/torchserve/handler.py). */}}
+{{- define "urbanfabric.serviceTokenEnv" -}}
+- name: URBANFABRIC_SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.security.serviceTokenSecret.name }}
+      key: {{ .Values.security.serviceTokenSecret.key }}
+{{- end -}}
+
 {{/* Credentials between the project's own processes (also in the model server's pods). */}}
 {{- define "urbanfabric.securityEnv" }}
-  - name: URBANFABRIC_SERVICE_TOKEN
-    valueFrom:
-      secretKeyRef:
-        name: {{ .Values.security.serviceTokenSecret.name }}
-        key: {{ .Values.security.serviceTokenSecret.key }}
+{{- include "urbanfabric.serviceTokenEnv" . | nindent 2 }}
   {{- if .Values.security.grpcReflection }}
   - name: URBANFABRIC_GRPC_REFLECTION
     value: "1"

@@ -46,7 +46,7 @@ class _Models:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def ready(self, name: str, version: str) -> bool:
+    def served(self, name: str, version: str) -> bool:
         return name in self.SEES
 
     def infer(self, name: str, version: str, batch: np.ndarray) -> np.ndarray:
@@ -137,6 +137,37 @@ def test_min_confidence_drops_the_less_certain_footprints():
 def test_ensemble_member_not_served_is_not_found():
     with pytest.raises(RuntimeError, match="NOT_FOUND"):
         _segment(_Models(), model={"name": "a", "version": "v1"}, ensemble=[{"name": "zz", "version": "v1"}])
+
+
+def test_a_restarting_model_server_is_unavailable_not_a_model_it_does_not_serve():
+    """While the model server restarts, Segment answers UNAVAILABLE (the tile worker retries),
+    not NOT_FOUND (a tile failed for good: what the fault test found)."""
+    from urbanfabric.errors import Unavailable
+
+    class Restarting(_Models):
+        def served(self, name: str, version: str) -> bool:
+            raise Unavailable("model server unreachable asking for a-v1: connection refused")
+
+    with pytest.raises(RuntimeError, match="UNAVAILABLE"):
+        _segment(Restarting(), model={"name": "a", "version": "v1"})
+
+
+def test_model_client_says_unreachable_apart_from_not_served():
+    """ModelClient.served raises Unavailable when nothing listens; ready() stays a quiet False."""
+    import socket
+
+    from urbanfabric.errors import Unavailable
+    from urbanfabric.runtime.model_client import InferenceProtocol, ModelClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    for protocol in (InferenceProtocol.V2_GRPC, InferenceProtocol.V2_REST):
+        client = ModelClient(protocol, rest_url=f"http://127.0.0.1:{port}", grpc_addr=f"127.0.0.1:{port}", timeout_s=2)
+        with pytest.raises(Unavailable, match="a-v1"):
+            client.served("a", "v1")
+        assert client.ready("a", "v1") is False
+        client.close()
 
 
 def test_model_threshold_reads_output_threshold():

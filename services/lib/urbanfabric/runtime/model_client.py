@@ -229,6 +229,19 @@ class ModelClient:
         False when it is unknown, not loaded, or the server cannot be reached (a readiness
         probe, never raises for those).
         """
+        try:
+            return self.served(model, version)
+        except Unavailable:
+            return False
+
+    def served(self, model: str, version: str) -> bool:
+        """True when the model version is loaded and can answer; False when the server says
+        it is unknown or not loaded.
+
+        Raises:
+            Unavailable: the server cannot be reached — a restart, to be retried, which must not
+                read as "not served" (the fault test found tiles failed for good that way).
+        """
         name = v2_model_name(model, version)
         try:
             if self.protocol is InferenceProtocol.V2_GRPC:
@@ -237,14 +250,20 @@ class ModelClient:
                                             timeout=self.timeout_s).ready)
             if self.protocol is InferenceProtocol.V2_REST:
                 resp = self._client().get(f"{self.rest_url}/v2/models/{name}/ready")
+                if resp.status_code >= 500:
+                    raise Unavailable(f"model server answered {resp.status_code} asking for {name}")
                 return resp.status_code == 200 and bool(resp.json().get("ready"))
             return bool(self._embedded_model(name, model, version).ready)
-        except (NotFound, Unavailable):
+        except (NotFound, InvalidInput):
             return False
         except Exception as exc:  # noqa: BLE001 - transport errors of either stack
-            if _is_transport_error(exc):
+            if not _is_transport_error(exc):
+                raise
+            mapped = _grpc_error(exc, name, "ModelReady") if hasattr(exc, "code") else \
+                Unavailable(f"model server unreachable asking for {name}: {exc}")
+            if isinstance(mapped, (NotFound, InvalidInput)):
                 return False
-            raise
+            raise mapped from exc
 
     def load(self, model: str, version: str) -> None:
         """Ask the model server to load a version from its model store (the V2 repository
