@@ -28,9 +28,10 @@ from urbanfabric.io.model_repository import fine_tune_module, split_model_ref
 from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.outputs.corrections import check_corrections, read_corrections
 from urbanfabric.outputs.learning import Comparison, fine_tune_and_compare
-from urbanfabric.outputs.learning_data import (chip_rows, feature_rows, labelled_buildings, learnable,
+from urbanfabric.outputs.learning_data import (chip_rows, feature_rows, job_area_frame, labelled_buildings, learnable,
                                                parent_version)
 from urbanfabric.outputs.review import class_vocabulary, review_attribute
+from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.outputs.review_package import TableParts, store_ard, store_parts
 
 #: Columns of a corrections table that has already been checked (``urbanfabric corrections check``).
@@ -155,7 +156,13 @@ def learn(store: ObjectStore, job_id: str, attribute: str, corrections: pd.DataF
     if spec.inputs == "chips":
         rows, without = chip_rows(buildings, config(name, version), store_ard(store, job_id))
     else:
-        rows = feature_rows(buildings, context, tuple(code.load(parent_dir).feature_names))
+        try:
+            job_doc = json.loads(store.get_bytes(JobLayout(job_id).job_json))
+        except NotFound:  # a table without its job record: the footprints' extent frames it
+            job_doc = {}
+        w, so, e, n = (float(v) for v in (context if context is not None and len(context) else buildings).total_bounds)
+        rows = feature_rows(buildings, context, tuple(code.load(parent_dir).feature_names), store_ard(store, job_id),
+                            job_area_frame(job_doc.get("parameters") or {}, (w, so, e, n)))
     t1 = time.perf_counter()
     candidate, comparison, info = fine_tune_and_compare(code, parent_dir, rows, spec.kind, seed=seed)
     t2 = time.perf_counter()
