@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from urbanfabric.attributes.chip_reader import MultiRasterChipReader, RasterChipReader
-from urbanfabric.attributes.context import AreaFrame
+from urbanfabric.attributes.context import AreaFrame, select_context
 from urbanfabric.attributes.features import footprint_features
 from urbanfabric.attributes.image_evidence import CHIP_MARGIN_M, IMAGE_FEATURE_NAMES, image_evidence_features
 from urbanfabric.errors import InvalidInput
@@ -30,11 +30,6 @@ from urbanfabric.io.rasters import Raster
 from urbanfabric.materials.chips import ChipMode, chips_from_rasters
 from urbanfabric.outputs.learning import LabelledRows
 from urbanfabric.outputs.review_package import TableParts
-
-#: How far around the labelled buildings the job's footprints are read as their context (the
-#: neighbourhood features reach 410 m; a little more in degrees at any latitude people live).
-CONTEXT_DEG = 0.006
-
 
 @dataclass(frozen=True)
 class Learnable:
@@ -111,10 +106,10 @@ def labelled_buildings(parts: TableParts, corrections: pd.DataFrame, context: bo
                              geometry="geometry", crs="EPSG:4326")
     if not context:
         return table, None
-    west, south, east, north = table.total_bounds
-    ctx = gpd.GeoDataFrame(pd.concat(around, ignore_index=True), geometry="geometry", crs="EPSG:4326")
-    ctx = ctx.cx[west - CONTEXT_DEG:east + CONTEXT_DEG, south - CONTEXT_DEG:north + CONTEXT_DEG]
-    return table, ctx.reset_index(drop=True)
+    # As a batch's context in the job: the footprints around, never the labelled buildings
+    # themselves (a building its own neighbour at 0 m is not what the served model saw).
+    candidates = gpd.GeoDataFrame(pd.concat(around, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+    return table, select_context(table, candidates)
 
 
 def parent_version(buildings: pd.DataFrame, spec: Learnable) -> str:
