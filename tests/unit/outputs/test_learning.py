@@ -106,7 +106,9 @@ def test_labelled_buildings_name_missing_and_repeated_ids():
     parts = review_table.parts(review_table.table())
     good = pd.DataFrame({"building_id": ["b00", "b55"], "label": [3.0, 4.0]})
     table, ctx = labelled_buildings(parts, good, context=True)
-    assert list(table["building_id"]) == ["b00", "b55"] and len(ctx) == 100
+    # The context is the job's footprints around them, never the labelled buildings themselves.
+    assert list(table["building_id"]) == ["b00", "b55"] and len(ctx) == 98
+    assert not set(ctx["building_id"]) & {"b00", "b55"}
     assert parent_version(table, learnable("height")) == "height-xgb:v4"
     with pytest.raises(InvalidInput) as exc:
         labelled_buildings(parts, pd.DataFrame({"building_id": ["b00", "nope"], "label": [1, 2]}))
