@@ -38,15 +38,20 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     command = "urbanfabric " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = Settings.load()
-    if settings.model_store:
-        # Parents are read where the stack serves them from (a learned parent is only there).
-        os.environ.setdefault("URBANFABRIC_MODEL_STORE", settings.model_store)
+    # Parents are read where the stack serves them from (a learned parent is only there): for
+    # this call only, so that a caller's process (a test, a notebook) keeps its environment.
+    set_here = bool(settings.model_store) and "URBANFABRIC_MODEL_STORE" not in os.environ
+    if set_here:
+        os.environ["URBANFABRIC_MODEL_STORE"] = settings.model_store
     try:
         result, served = learn_and_serve(settings, args.job, args.attribute, args.corrections,
                                          seed=args.seed, command=command, serve=not args.no_serve)
     except (InvalidInput, NotFound, Unavailable) as exc:
         print(f"urbanfabric learn: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if set_here:
+            os.environ.pop("URBANFABRIC_MODEL_STORE", None)
     print(result.summary())
     if served:
         print(served)
