@@ -35,7 +35,7 @@ from urbanfabric.io.model_repository import SHARED_DATA, fine_tune_module, model
 from urbanfabric.io.rasters import Raster
 from urbanfabric.materials.chips import ChipMode, chips_from_rasters
 from urbanfabric.outputs.learning import LabelledRows, fine_tune_and_compare
-from urbanfabric.outputs.learning_data import feature_rows
+from urbanfabric.outputs.learning_data import feature_rows, job_area_frame
 
 SAMPLE = SHARED_DATA / "footprints" / "xiamen-z18"
 #: Web Mercator half-width (m).
@@ -89,6 +89,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=200, help="roof chips per classifier")
     p.add_argument("--out", type=Path, default=Path("bench/results/fine_tune_offline.json"))
+    p.add_argument("--height-only", action="store_true", help="skip the two roof classifiers")
     args = p.parse_args()
     frame = buildings()
     record: dict = {"area": SAMPLE_AREA, "sample_buildings": len(frame)}
@@ -97,7 +98,12 @@ def main() -> None:
     parent_dir = model_dir("height-xgb", "v4")
     t0 = time.perf_counter()
     labelled = frame.rename(columns={"H": "label"})[["building_id", "label", "geometry"]]
-    rows = feature_rows(labelled, frame[["building_id", "geometry"]], tuple(code.load(parent_dir).feature_names))
+    # Every sample building is labelled, so they are each other's neighbours (no separate
+    # context: passing the same buildings again made each its own neighbour at 0 m), framed by
+    # the demo area as the job's batches are. Image evidence stays missing (no ARD tiles here):
+    # the morphology-only path, for parent and candidate alike.
+    rows = feature_rows(labelled, None, tuple(code.load(parent_dir).feature_names),
+                        area_frame=job_area_frame({"area": SAMPLE_AREA}, tuple(labelled.total_bounds)))
     t1 = time.perf_counter()
     _, comparison, info = fine_tune_and_compare(code, parent_dir, rows, "numeric", seed=0)
     t2 = time.perf_counter()
@@ -105,7 +111,7 @@ def main() -> None:
                         "comparison": {k: v for k, v in comparison.as_dict().items() if k != "heldout_ids"},
                         "recipe": info["recipe"]}
     print(json.dumps(record["height"], indent=2))
-    for name, attribute in (("roof-material", "roof_material"), ("roof-shape", "roof_shape")):
+    for name, attribute in () if args.height_only else (("roof-material", "roof_material"), ("roof-shape", "roof_shape")):
         code = fine_tune_module(name)
         parent_dir = model_dir(name, "v4")
         t0 = time.perf_counter()
