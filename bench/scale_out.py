@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import signal
 import sys
 import threading
 import time
@@ -40,7 +38,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import geopandas as gpd  # noqa: E402
 
 from bench._util import save  # noqa: E402
-from tests.e2e.fault_runs import Outcome, compare  # noqa: E402
+from tests.e2e.fault_runs import Outcome, compare, kill  # noqa: E402
+from urbanfabric.stack import Stack  # noqa: E402
 from bench.orchestration_scale import CACHE, MAIN, Sampler, _stack, footprints_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,24 +48,12 @@ CHURN = (("building_worker-2", 0.25), ("building_worker", 0.60))
 
 
 def _batches_done(store: Any, job_id: str) -> int:
+    """Batch markers written so far (``fault_runs.progress`` also counts tiles over the whole job
+    prefix; this lists the buildings prefix only, as it is polled every 0.5 s)."""
     from urbanfabric.io.job_layout import JobLayout
 
     prefix = f"{JobLayout(job_id).root}/buildings/"
     return sum(1 for k in store.list(prefix) if k.endswith("_SUCCESS"))
-
-
-def _healthy_again(stack_file: Path, name: str, old_pid: int, timeout_s: float = 240) -> float:
-    """Seconds until the supervisor has ``name`` healthy with a new process (NaN: never)."""
-    from urbanfabric.stack import Stack
-
-    stack = Stack(stack_dir=stack_file.parent)
-    t0 = time.time()
-    while time.time() - t0 < timeout_s:
-        time.sleep(1)
-        row = {r.name: r for r in stack.status()}.get(name)
-        if row is not None and row.healthy and row.pid and row.pid != old_pid:
-            return time.time() - t0
-    return float("nan")
 
 
 def run(stack_file: Path, footprints: Path, n: int, batch_size: int, replicas: int,
@@ -104,11 +91,9 @@ def run(stack_file: Path, footprints: Path, n: int, batch_size: int, replicas: i
         if not job.is_alive():
             kills.append({"component": name, "injected": False, "note": "job had finished"})
             continue
-        pid = json.loads(stack_file.read_text())["components"][name]["pid"]
         done = _batches_done(store, job_id)
-        os.killpg(pid, signal.SIGKILL)
         print(f"kill -9 {name} after {done} batches", flush=True)
-        back = _healthy_again(stack_file, name, pid)
+        back = kill(Stack(stack_dir=stack_file.parent), name)  # SIGKILL, then until healthy again
         print(f"  {name} back in the group after {back:.1f} s", flush=True)
         kills.append({"component": name, "injected": True, "batches_done_then": done, "back_after_s": round(back, 1)})
     job.join()

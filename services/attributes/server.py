@@ -17,7 +17,7 @@ from urbanfabric.io.model_repository import model_exists, version_folder
 from urbanfabric.io.object_store import ObjectStore, parse_s3_uri
 from urbanfabric.io.geoparquet import read_geoparquet
 from urbanfabric.io.rasters import read_raster
-from urbanfabric.attributes.chip_reader import MultiRasterChipReader, RasterChipReader
+from urbanfabric.attributes.chip_reader import MultiRasterChipReader, ard_chip_reader
 from urbanfabric.attributes.image_evidence import SunGeometry
 from urbanfabric.attributes.measured import read_height_source
 from urbanfabric.v1 import attributes_pb2 as pb
@@ -114,20 +114,16 @@ class AttributesServicer(pb_grpc.AttributesServiceServicer):
         unreadable images are skipped and named."""
         if not request.images or not models.height.image_feature_names:
             return None, []
-        readers, unreadable = [], []
+        rasters, why = [], {}
         for ref in request.images:
             try:
-                r = read_raster(self.store.get_bytes(parse_s3_uri(ref.uri)[1]))
+                rasters.append((ref.uri, read_raster(self.store.get_bytes(parse_s3_uri(ref.uri)[1]))))
             except (InvalidInput, NotFound, OSError) as exc:
-                unreadable.append(f"{ref.uri} ({exc})")
-                continue
-            if r.crs is None or r.crs.is_geographic or r.data.shape[0] != 3:
-                # Image evidence needs square metric pixels and RGB: name the image, no guess.
-                unreadable.append(f"{ref.uri} (CRS {r.crs}, {r.data.shape[0]} bands: needs a "
-                                  "projected RGB raster)")
-                continue
-            readers.append(RasterChipReader(r.data, r.transform, r.crs, r.nodata))
-        return (MultiRasterChipReader(readers) if readers else None), unreadable
+                why[ref.uri] = str(exc)
+        reader, unusable = ard_chip_reader(rasters)
+        why.update(unusable)
+        # Named in the request's order, whichever way each image failed.
+        return reader, [f"{ref.uri} ({why[ref.uri]})" for ref in request.images if ref.uri in why]
 
     @rpc(SERVICE)
     def PredictAttributes(self, request: pb.PredictAttributesRequest, context) -> pb.PredictAttributesResponse:

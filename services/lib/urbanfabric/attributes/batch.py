@@ -226,9 +226,17 @@ def _with_image_evidence(
     if images is None:
         img = pd.DataFrame(np.nan, index=X.index, columns=list(IMAGE_FEATURE_NAMES))
         return pd.concat([X, img], axis=1), np.full(n, NO_IMAGE_SOURCE, dtype=object), {}
-    chips = images.chips(kept.geometry, CHIP_MARGIN_M)
-    az = shadow_azimuth_deg if shadow_azimuth_deg is not None and np.isfinite(
-        shadow_azimuth_deg) else None
-    table, reasons, info = image_evidence_features(chips, sun, shadow_azimuth_deg=az)
+    table, reasons, info = image_evidence(kept.geometry, images, sun, shadow_azimuth_deg)
     table.index = X.index
     return pd.concat([X, table[list(IMAGE_FEATURE_NAMES)]], axis=1), reasons, info
+
+
+def image_evidence(footprints: gpd.GeoSeries, images: ChipReader, sun: SunGeometry | None = None,
+                   shadow_azimuth_deg: float | None = None) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """The height model's image inputs of each footprint (a chip around it, then shadow,
+    texture and roof offset), the reason per row, and what was estimated; a NaN azimuth counts
+    as none given. One path for the attributes stage and for fine-tuning on a job's buildings."""
+    chips = images.chips(footprints, CHIP_MARGIN_M)
+    az = shadow_azimuth_deg if shadow_azimuth_deg is not None and np.isfinite(
+        shadow_azimuth_deg) else None
+    return image_evidence_features(chips, sun, shadow_azimuth_deg=az)

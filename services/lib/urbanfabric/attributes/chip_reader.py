@@ -17,7 +17,7 @@ from pyproj import CRS, Transformer
 
 from urbanfabric.attributes.image_evidence import ImageChip, shadow_asymmetry
 from urbanfabric.errors import InvalidInput
-from urbanfabric.io.rasters import metres_per_unit
+from urbanfabric.io.rasters import Raster, metres_per_unit
 
 class RasterChipReader:
     """Chips from one in-memory RGB raster.
@@ -122,3 +122,17 @@ class MultiRasterChipReader:
                 total += curve
                 n += 1
         return float(np.argmax(total) * step_deg) if n else math.nan
+
+
+def ard_chip_reader(rasters: Sequence[tuple[str, Raster]]
+                    ) -> tuple[MultiRasterChipReader | None, list[tuple[str, str]]]:
+    """A chip reader over a job's ARD tiles for image evidence, and ``(name, why)`` for each
+    raster it cannot use: image evidence needs square metric pixels and RGB, so a geographic or
+    other-band raster is named, not guessed at. None when no raster is usable."""
+    readers, unusable = [], []
+    for name, r in rasters:
+        if r.crs is None or r.crs.is_geographic or r.data.shape[0] != 3:
+            unusable.append((name, f"CRS {r.crs}, {r.data.shape[0]} bands: needs a projected RGB raster"))
+            continue
+        readers.append(RasterChipReader(r.data, r.transform, r.crs, r.nodata))
+    return (MultiRasterChipReader(readers) if readers else None), unusable

@@ -20,10 +20,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from urbanfabric.attributes.chip_reader import MultiRasterChipReader, RasterChipReader
+from urbanfabric.attributes.batch import image_evidence
+from urbanfabric.attributes.chip_reader import ard_chip_reader
 from urbanfabric.attributes.context import AreaFrame, select_context
 from urbanfabric.attributes.features import footprint_features
-from urbanfabric.attributes.image_evidence import CHIP_MARGIN_M, IMAGE_FEATURE_NAMES, image_evidence_features
+from urbanfabric.attributes.image_evidence import IMAGE_FEATURE_NAMES
 from urbanfabric.errors import InvalidInput
 from urbanfabric.footprints.ownership import utm_crs
 from urbanfabric.io.rasters import Raster
@@ -191,17 +192,10 @@ def feature_rows(buildings: gpd.GeoDataFrame, context: gpd.GeoDataFrame | None,
     X = footprint_features(buildings[["geometry"]], context=context, area_frame=area_frame)
     wants_images = any(name in IMAGE_FEATURE_NAMES for name in feature_names)
     if wants_images and load_ard is not None and "tile_id" in buildings and buildings["tile_id"].notna().any():
-        readers = []
-        for tile in sorted(buildings["tile_id"].dropna().astype(str).unique()):
-            r = load_ard(tile)
-            if r.crs is not None and not r.crs.is_geographic and r.data.shape[0] == 3:
-                readers.append(RasterChipReader(r.data, r.transform, r.crs, r.nodata))
-        if readers:
-            images = MultiRasterChipReader(readers)
-            azimuth = images.scene_shadow_azimuth()
-            table, _, _ = image_evidence_features(
-                images.chips(buildings.geometry, CHIP_MARGIN_M), None,
-                shadow_azimuth_deg=azimuth if np.isfinite(azimuth) else None)
+        tiles = sorted(buildings["tile_id"].dropna().astype(str).unique())
+        images, _ = ard_chip_reader([(tile, load_ard(tile)) for tile in tiles])
+        if images is not None:
+            table, _, _ = image_evidence(buildings.geometry, images, None, images.scene_shadow_azimuth())
             for name in IMAGE_FEATURE_NAMES:
                 X[name] = table[name].to_numpy()
     for name in feature_names:
