@@ -63,6 +63,8 @@ NOT_COPIED: dict[str, dict[str, str]] = {
 }
 NOT_COPIED["flows"]["flows.train_classifiers"] = (
     "served only by `flows.serve --training` (local stack: torch and the sample data); the chart runs flows.serve without it")
+NOT_COPIED["flows"]["flows.fine_tune"] = (
+    "served only by `flows.serve --training` (the fine-tunes train XGBoost and torch models); the chart runs flows.serve without it")
 #: Image package -> the distribution the test environment has for it (same module, other build).
 ALIASES = {"xgboost-cpu": "xgboost"}
 

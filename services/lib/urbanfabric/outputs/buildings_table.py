@@ -1,4 +1,4 @@
-"""The buildings table: its columns, one batch's rows, and the job's whole table.
+r"""The buildings table: its columns, one batch's rows, and the job's whole table.
 
 One row per footprint (``building_id``, geometry, tile) with every attribute: roof material and
 shape and façade materials (each ``unknown`` with ``*_unknown_reason`` when not classified),
