@@ -12,9 +12,13 @@ deployment ``fine-tune/fine-tune`` by ``flows.serve --training`` (torch and the 
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from prefect import flow, get_run_logger
+
+#: The log line that carries the result as JSON (read by ``bench.learning_loop``).
+RESULT_LINE = "fine-tune result: "
 
 Attribute = Literal["roof_material", "roof_shape", "height"]
 
@@ -32,4 +36,8 @@ def fine_tune(job_id: str, corrections: str, attribute: Attribute = "roof_materi
     log.info("%s", result.summary())
     if served:
         log.info("%s", served)
-    return result.as_dict()
+    out = result.as_dict()
+    # One machine-readable line (the deployment's results are not persisted): the verdict, the
+    # version and the step's own timings, for whoever reads the run's logs through the API.
+    log.info("%s%s", RESULT_LINE, json.dumps({k: v for k, v in out.items() if k != "keys"}, default=str))
+    return out
