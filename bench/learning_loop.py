@@ -63,17 +63,17 @@ def flow_run_result(settings: Settings, run_id: str, wait_s: float = 30) -> tupl
     from flows.fine_tune import RESULT_LINE
 
     with temporary_settings({PREFECT_API_URL: settings.prefect_api_url,
-                             PREFECT_API_AUTH_STRING: settings.prefect_auth or None}):
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(run_id))
-            seconds = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else None
-            deadline = time.monotonic() + wait_s
-            while True:  # the runner ships its logs in batches: the last one may come a moment later
-                logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])))
-                lines = [log.message for log in logs if log.message.startswith(RESULT_LINE)]
-                if lines or time.monotonic() > deadline:
-                    break
-                time.sleep(2)
+                             PREFECT_API_AUTH_STRING: settings.prefect_auth or None}), \
+            get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        seconds = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else None
+        deadline = time.monotonic() + wait_s
+        while True:  # the runner ships its logs in batches: the last one may come a moment later
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])))
+            lines = [log.message for log in logs if log.message.startswith(RESULT_LINE)]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(2)
     return (json.loads(lines[-1][len(RESULT_LINE):]) if lines else {}), seconds
 
 
@@ -228,10 +228,10 @@ def main() -> None:
                                                           for t in (before, after)] for a in refreshed}}
             for attribute in set(refreshed) & set(CLASSES):
                 label = str(pd.read_parquet(corrections[attribute])["label"].iloc[0])
-                mine = lambda t: t[t["building_id"].astype(str).isin(labelled[attribute])]  # noqa: E731
+                mine = [t[t["building_id"].astype(str).isin(labelled[attribute])] for t in (before, after)]
                 record["refresh"]["changes"][attribute]["stand_in_label"] = label
                 record["refresh"]["changes"][attribute]["labelled_share_of_label"] = [
-                    float((mine(t)[COLUMNS[attribute]] == label).mean()) for t in (before, after)]
+                    float((t[COLUMNS[attribute]] == label).mean()) for t in mine]
     except BaseException as exc:  # the record says where it stopped: nothing partial looks complete
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
