@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def main() -> None:
     p.add_argument("--height-only", action="store_true", help="skip the two roof classifiers")
     args = p.parse_args()
     frame = buildings()
-    record: dict = {"area": SAMPLE_AREA, "sample_buildings": len(frame)}
+    # Wall times on a shared machine move with its load: say what it was.
+    record: dict = {"area": SAMPLE_AREA, "sample_buildings": len(frame),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     # Height: real measured heights.
     code = fine_tune_module("height-xgb")
     parent_dir = model_dir("height-xgb", "v4")
@@ -127,6 +131,7 @@ def main() -> None:
                              "comparison": {k: v for k, v in comparison.as_dict().items() if k != "heldout_ids"},
                              "recipe": info["recipe"]}
         print(json.dumps(record[attribute], indent=2))
+    record["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
 

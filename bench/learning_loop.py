@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -176,7 +177,9 @@ def main() -> None:
     from urbanfabric.stack.commands import main as stack
 
     started = args.job is None
-    record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    # Wall times on a shared machine move with its load: say what it was.
+    record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     if started:
         t0 = time.perf_counter()
         assert stack(["up"]) == 0
@@ -232,6 +235,7 @@ def main() -> None:
                 record["refresh"]["changes"][attribute]["stand_in_label"] = label
                 record["refresh"]["changes"][attribute]["labelled_share_of_label"] = [
                     float((t[COLUMNS[attribute]] == label).mean()) for t in mine]
+        record["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     except BaseException as exc:  # the record says where it stopped: nothing partial looks complete
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
