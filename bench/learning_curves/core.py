@@ -57,14 +57,27 @@ class Experiment:
     setup: dict[str, Any] = field(default_factory=dict)
     ks: Sequence[int] = KS
     seeds: Sequence[int] = SEEDS
+    #: ``score(exp, model)``: the model's scores on the test rows, for an attribute whose labels
+    #: are not one value per row (footprints: pixel masks, :data:`PRIMARY` ``iou``); ``None``:
+    #: :func:`class_scores` / :func:`numeric_scores` on ``predict``.
+    score: Callable[[Experiment, Any], dict[str, float]] | None = None
 
     @property
     def kind(self) -> str:
-        return "class" if review_attribute(self.attribute).kind == "class" else "numeric"
+        review_kind = review_attribute(self.attribute).kind
+        return review_kind if review_kind in ("class", "footprint") else "numeric"
+
+
+#: Each kind's curve metric and whether higher is better.
+PRIMARY: dict[str, tuple[str, bool]] = {"class": ("accuracy", True), "numeric": ("mae", False),
+                                        "footprint": ("iou", True)}
 
 
 def scores(exp: Experiment, model: Any) -> dict[str, float]:
-    """The model's scores on the experiment's test rows (accuracy / macro-F1 / NLL, or MAE / RMSE / bias)."""
+    """The model's scores on the experiment's test rows (accuracy / macro-F1 / NLL, MAE / RMSE /
+    bias, or the experiment's own ``score``)."""
+    if exp.score is not None:
+        return exp.score(exp, model)
     pred = exp.code.predict(model, exp.test.inputs)
     if exp.kind == "class":
         return class_scores(exp.test.labels, pred, exp.code.classes(model))
@@ -123,13 +136,16 @@ def _label_counts(labels: np.ndarray, kind: str) -> dict[str, Any]:
     if kind == "class":
         values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts)}
+    if kind == "footprint":  # pixel masks: 1 building, 0 background, anything else unlabelled
+        m = np.asarray(labels)
+        return {"building_px": int((m == 1).sum()), "background_px": int((m == 0).sum())}
     y = np.asarray(labels, dtype=float)
     return {"mean": float(y.mean()), "p10": float(np.percentile(y, 10)), "p90": float(np.percentile(y, 90))}
 
 
 def primary_metric(kind: str) -> tuple[str, bool]:
     """The curve's metric and whether higher is better."""
-    return ("accuracy", True) if kind == "class" else ("mae", False)
+    return PRIMARY.get(kind, PRIMARY["numeric"])
 
 
 def summarise(kind: str, base: dict[str, float], records: list[dict[str, Any]]) -> list[dict[str, Any]]:

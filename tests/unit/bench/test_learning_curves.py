@@ -67,3 +67,45 @@ def test_random_arm_is_seeded_and_without_repeats() -> None:
     b = core.pick("random", held, np.zeros(100), 30, seed=3)
     assert (a == b).all() and len(set(a.tolist())) == 30
     assert len(core.pick("uncertainty", held, np.linspace(0, 1, 100), 200, seed=0)) == 100
+
+
+class Cut:
+    """A footprint "model" that is its test IoU; a fine-tune adds the building share of its labels."""
+
+    def __init__(self, iou: float) -> None:
+        self.iou = iou
+
+
+FOOTPRINT_FAKE = SimpleNamespace(
+    load=lambda d: Cut(0.1), classes=lambda m: [], predict=lambda m, inputs: np.zeros(len(inputs)),
+    fine_tune=lambda parent, rows, seed=0: (Cut(parent.iou + float((rows.labels == 1).mean())), {}),
+    save=lambda m, d, t: [],
+)
+
+
+def test_footprint_kind_scores_with_the_experiments_own_score_iou_higher_is_better() -> None:
+    rng = np.random.default_rng(2)
+    n = 120
+    masks = np.full((n, 4, 4), 255, dtype=np.uint8)
+    masks[:, :2] = 0
+    masks[n // 2:, :2, :2] = 1  # the least confident half hold building pixels
+    pool = LabelledRows(np.arange(n).astype(str), masks, np.zeros((n, 3, 4, 4)), rng.uniform(0, 1000, n),
+                        rng.uniform(0, 1000, n))
+    test = LabelledRows(np.arange(5).astype(str), masks[:5], np.zeros((5, 3, 4, 4)), np.zeros(5), np.zeros(5))
+    confidence = np.where(np.arange(n) < n // 2, 0.9, 0.2)
+
+    def table(model: Any, r: LabelledRows) -> pd.DataFrame:
+        return pd.DataFrame({"footprint_confidence": confidence[r.building_id.astype(int)],
+                             "footprint_source": "segmented"})
+
+    exp = core.Experiment("footprint", FOOTPRINT_FAKE, Cut(0.1), pool, test, table, ks=(0, 20), seeds=(0, 1),
+                          score=lambda e, m: {"iou": m.iou})
+    assert exp.kind == "footprint" and core.primary_metric("footprint") == ("iou", True)
+    out = core.run(exp, progress=lambda s: None)
+    assert out["parent"] == {"iou": 0.1}
+    assert out["records"][0]["labels"].keys() == {"building_px", "background_px"}
+    row = out["summary"][1]
+    assert row["uncertainty"]["mean"] > row["random"]["mean"] and row["gain_over_random"] > 0
+    assert row["seeds_better"] == "2/2"
+    assert "uncertainty iou" in core.markdown(out)
+    assert core.primary_metric("numeric") == ("mae", False) and core.primary_metric("class") == ("accuracy", True)

@@ -51,7 +51,8 @@ LEARNABLE: dict[str, Learnable] = {a.attribute: a for a in (
 NOT_YET = {
     "facade_material": "the façade model reads street-level views, which the job does not keep per building",
     "year_built": "the age model's fine-tune is not written yet",
-    "footprint": "segmentation is not fine-tuned from building labels",
+    "footprint": "the segmenter's fine-tune (models/footprint_unet/fine_tune.py) needs each reviewed "
+                 "building's image chip and corrected outline, which a job's corrections do not carry yet",
 }
 
 
