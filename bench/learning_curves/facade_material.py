@@ -27,10 +27,12 @@ the label of highest calibrated probability among all the parent's labels, ``nul
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +174,34 @@ def split_by_runs(rows: LabelledRows, share: float = TEST_SHARE, draws: int = SP
     return best
 
 
-def review_table(model: Any, rows: LabelledRows) -> pd.DataFrame:
+def fold_by_runs(rows: LabelledRows, folds: int = 3, draws: int = SPLIT_DRAWS) -> np.ndarray:
+    """Fold number of each row: the whole capture runs dealt into ``folds`` folds, the seeded
+    deal (of ``draws``) whose worst fold's label mix is closest to that of all the rows. For the
+    robustness check: each fold in turn is the test set, the others the pool."""
+    runs = capture_runs(rows.x_m)
+    ids = np.unique(runs)
+    classes, y = np.unique(rows.labels, return_inverse=True)
+    whole = np.bincount(y, minlength=len(classes)) / len(y)
+    best, best_tv = np.zeros(len(rows), dtype=int), np.inf
+    for seed in range(draws):
+        deal = np.empty(len(ids), dtype=int)
+        deal[np.random.default_rng(seed).permutation(len(ids))] = np.arange(len(ids)) % folds
+        fold = deal[np.searchsorted(ids, runs)]
+        tv = max(0.5 * float(np.abs(np.bincount(y[fold == f], minlength=len(classes)) / (fold == f).sum()
+                                     - whole).sum()) for f in range(folds))
+        if tv < best_tv:
+            best, best_tv = fold, tv
+    return best
+
+
+def review_table(model: Any, rows: LabelledRows, per_label: bool = True) -> pd.DataFrame:
     """The buildings-table façade columns the review reads, made as the materials stage makes
     them (one view per building): calibrated sigmoids and out-of-domain scores of the view
     (:func:`models.classifiers.serving.predict_proba_ood`), aggregated by
     :func:`urbanfabric.materials.facades.decode_facades` (non-building view filter, views out of
     domain left out), the probability kept by the table's own rule; plus the aggregated
-    probability of every material label as ``p_facade_material_<label>``."""
+    probability of every material label as ``p_facade_material_<label>`` (``per_label``; a job's
+    buildings table keeps only the top one, so its review reads the margin's bound ``2p − 1``)."""
     from models.classifiers.serving import predict_proba_ood
     from urbanfabric.materials.facades import NULL_LABEL, decode_facades
     from urbanfabric.materials.roofs import Taxonomy, out_of_domain_threshold
@@ -197,15 +220,18 @@ def review_table(model: Any, rows: LabelledRows) -> pd.DataFrame:
          "facade_material_probability": _kept_probability(c.material, c.unknown_reason, c.probability),
          "facade_material_ood_score": c.ood_score,
          **{f"p_facade_material_{label}": c.probabilities.get(label, np.nan)
-            for label in labels if label != NULL_LABEL}}
+            for label in labels if per_label and label != NULL_LABEL}}
         for c in calls])
 
 
-def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -> core.Experiment:
-    """The façade learning-curve set-up (module docstring)."""
+def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS,
+               per_label: bool = True, fold: int | None = None, folds: int = 3) -> core.Experiment:
+    """The façade learning-curve set-up (module docstring); ``per_label=False`` selects as a
+    job's review does, from the top probability alone (:func:`review_table`); ``fold`` makes
+    that fold of :func:`fold_by_runs` the test set instead of :func:`split_by_runs`'s runs."""
     parent = load_parent()
     rows, left_out = tokyo_rows(parent.config)
-    test_mask = split_by_runs(rows)
+    test_mask = split_by_runs(rows) if fold is None else fold_by_runs(rows, folds) == fold
     pool, test = rows.subset(~test_mask), rows.subset(test_mask)
     held = int(round(core.POOL_SHARE * len(pool)))
 
@@ -219,27 +245,45 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
         "parent_classes": code.classes(parent),
         "data": "Tokyo street-level photos (shared/data/facades/tokyo), one label each, a label the parent has",
         "left_out": left_out,
-        "separation": f"runs of {RUN} consecutive capture numbers (m-<id>); {TEST_SHARE:.0%} of the runs are the "
-                      f"test set (of {SPLIT_DRAWS} seeded draws, the label mix closest to the whole set's); "
-                      "x_m = capture number (the photos have no coordinates)",
+        "separation": (f"runs of {RUN} consecutive capture numbers (m-<id>); "
+                       + (f"{TEST_SHARE:.0%} of the runs are the test set (of {SPLIT_DRAWS} seeded draws, the label "
+                          "mix closest to the whole set's)" if fold is None else
+                          f"the runs dealt into {folds} folds (of {SPLIT_DRAWS} seeded deals, the label mixes "
+                          f"closest to the whole set's); fold {fold} is the test set")
+                       + "; x_m = capture number (the photos have no coordinates)"),
         "pool_labels": counts(pool), "test_labels": counts(test),
         "held_per_seed": held,
         "label_to_class": "a photo's call is the top calibrated sigmoid among the parent's labels, null included",
+        "review_columns": ("facade_material_probability, p_facade_material_<label>, facade_material_ood_score"
+                           if per_label else "facade_material_probability, facade_material_ood_score (as a "
+                                             "job's table: no per-label probabilities)"),
     }
     if held < max(ks):
         setup["note"] = (f"the pool holds {len(pool)} photos, {held} per seed after the {core.POOL_SHARE:.0%} "
                          f"share: the curve stops at k = {held}")
     ks = tuple(k for k in ks if k <= held) + ((held,) if held < max(ks) else ())
-    return core.Experiment("facade_material", code, parent, pool, test, review_table, setup, ks, seeds)
+    table = review_table if per_label else partial(review_table, per_label=False)
+    return core.Experiment("facade_material", code, parent, pool, test, table, setup, ks, seeds)
 
 
-def main() -> int:
-    exp = experiment()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--top-probability-only", action="store_true",
+                   help="select as a job's review does: no p_facade_material_<label> columns")
+    p.add_argument("--fold", type=int, default=None, choices=(0, 1, 2),
+                   help="robustness check: this third of the capture runs is the test set, the rest the pool")
+    args = p.parse_args(argv)
+    exp = experiment(per_label=not args.top_probability_only, fold=args.fold)
     print(json.dumps(exp.setup, indent=2))
     result = core.run(exp)
-    result["command"] = "PYTHONPATH=.:services/lib OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python -m bench.learning_curves.facade_material"
+    flags = (" --top-probability-only" if args.top_probability_only else "") + (
+        f" --fold {args.fold}" if args.fold is not None else "")
+    result["command"] = ("PYTHONPATH=.:services/lib OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python -m "
+                         "bench.learning_curves.facade_material" + flags)
     result["labels_for_half_the_best_gain"] = core.labels_for_gain(result["summary"], result["kind"])
-    _util.save("learning_curves_facade_material", result)
+    suffix = ("_top_probability" if args.top_probability_only else "") + (
+        f"_fold{args.fold}" if args.fold is not None else "")
+    _util.save("learning_curves_facade_material" + suffix, result)
     print(core.markdown(result))
     return 0
 

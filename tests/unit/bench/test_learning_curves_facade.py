@@ -35,6 +35,17 @@ def test_the_test_set_is_whole_runs_with_the_labels_mix_of_the_set() -> None:
     assert len(counts) == 4 and counts.min() >= 10
 
 
+def test_folds_deal_whole_runs() -> None:
+    rng = np.random.default_rng(2)
+    capture = sorted(rng.choice(5000, size=150, replace=False).tolist())
+    rows = _rows(capture, [["brick", "null", "stucco"][(i // 10) % 3] for i in range(150)])
+    fold = facade.fold_by_runs(rows, folds=3)
+    runs = facade.capture_runs(rows.x_m)
+    assert sorted(set(fold.tolist())) == [0, 1, 2]
+    assert all(len(set(fold[runs == r].tolist())) == 1 for r in np.unique(runs))
+    assert all(40 <= (fold == f).sum() <= 60 for f in range(3))
+
+
 def test_review_table_has_the_served_facade_columns(tmp_path) -> None:
     from models.classifiers import build_classifier, fine_tune, save_classifier
     from models.classifiers.io import predict_logits_features
@@ -56,6 +67,8 @@ def test_review_table_has_the_served_facade_columns(tmp_path) -> None:
     assert {"facade_material_probability", "facade_material_ood_score", "p_facade_material_brick",
             "p_facade_material_stucco"} <= set(table.columns)
     assert "p_facade_material_null" not in table.columns
+    rows = _rows(list(range(6)), ["brick"] * 6, chips)
+    assert not any(c.startswith("p_") for c in facade.review_table(model, rows, per_label=False).columns)
     # A null threshold of 0 drops every view as a non-building scene: no probability kept, so the
     # review puts these first ("nobody knows anything about it yet").
     assert table["facade_material_probability"].isna().all() and table["facade_material_ood_score"].notna().all()
