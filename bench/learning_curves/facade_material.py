@@ -266,13 +266,40 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS,
     return core.Experiment("facade_material", code, parent, pool, test, table, setup, ks, seeds)
 
 
+def fold_markdown(folds: int = 3) -> str:
+    """The ``--fold`` results side by side: per k, each fold's paired gain of the uncertainty arm
+    over random (accuracy; seeds better), and over all fold × seed pairs."""
+    results = [json.loads((_util.RESULTS / f"learning_curves_facade_material_fold{f}.json").read_text())
+               for f in range(folds)]
+    head = "| k | " + " | ".join(f"fold {f} (test {r['test']}, parent {r['parent']['accuracy']:.3f})"
+                                  for f, r in enumerate(results)) + " | all folds: mean gain, pairs better |"
+    lines = [head, "|" + "---|" * (folds + 2)]
+    by_k: dict[int, list[float]] = {}
+    rows: dict[int, list[str]] = {}
+    for f, r in enumerate(results):
+        df = pd.DataFrame(r["records"])
+        for k, g in df.groupby("k"):
+            arms = {a: g[g.arm == a].set_index("seed")["accuracy"] for a in core.ARMS}
+            gain = (arms["uncertainty"] - arms["random"]).dropna()
+            by_k.setdefault(int(k), []).extend(gain.tolist())
+            rows.setdefault(int(k), ["–"] * folds)[f] = f"{gain.mean():+.3f} ({int((gain > 0).sum())}/{len(gain)})"
+    for k in sorted(rows):
+        g = np.asarray(by_k[k])
+        lines.append(f"| {k} | " + " | ".join(rows[k]) + f" | {g.mean():+.3f}, {int((g > 0).sum())}/{len(g)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--top-probability-only", action="store_true",
                    help="select as a job's review does: no p_facade_material_<label> columns")
     p.add_argument("--fold", type=int, default=None, choices=(0, 1, 2),
                    help="robustness check: this third of the capture runs is the test set, the rest the pool")
+    p.add_argument("--summarise-folds", action="store_true", help="print the three --fold results side by side")
     args = p.parse_args(argv)
+    if args.summarise_folds:
+        print(fold_markdown())
+        return 0
     exp = experiment(per_label=not args.top_probability_only, fold=args.fold)
     print(json.dumps(exp.setup, indent=2))
     result = core.run(exp)
