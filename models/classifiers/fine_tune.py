@@ -4,10 +4,18 @@ Recipe: the backbone stays frozen and only the linear head moves, starting from 
 head, at a low learning rate with an L2 pull back towards the parent's weights. With tens of
 labels a whole-network update would overfit the labelled roofs; a head update changes how the
 parent's features are read without changing the features themselves — so the parent's
-out-of-domain statistics (computed on those features) stay valid and are kept. Each chip
-enters as its eight ``d4`` views (rotations and flips: a roof seen from above has no "up").
-The temperature is refitted on out-of-fold logits (two folds, each head fitted on the other),
-then the final head is fitted on all rows.
+out-of-domain statistics (computed on those features) stay valid and are kept. An overhead
+chip enters as its eight ``d4`` views (rotations and flips: a roof seen from above has no "up");
+a street-level photo has an up, so it enters as the views the version is served with (its
+``tta``; :func:`fine_tune_views`). The temperature is refitted on out-of-fold logits (two folds,
+each head fitted on the other), then the final head is fitted on all rows.
+
+Single-label classifiers (roofs) fit the head with cross-entropy; multi-label ones (façades: one
+sigmoid per label) with binary cross-entropy summed over the labels. A multi-label correction
+names the building's label, or several joined by commas (``"brick,stucco"``, as the buildings
+table's ``facade_materials``); every label it does not name is taken as absent (a reviewer who
+calls a façade brick says it is not stucco). The per-label decision thresholds stay the
+parent's: a few dozen labels cannot choose eight thresholds.
 
 Plain functions with one signature for every ``k`` (the learning-curve experiment calls them
 with 0–200 labels): :func:`fine_tune` takes the parent and labelled rows and returns the model
@@ -52,15 +60,57 @@ def predict(model: Any, inputs: np.ndarray) -> np.ndarray:
     return predict_proba(model, inputs)
 
 
-def _view_features(model: Any, chips: np.ndarray) -> torch.Tensor:
-    """Pre-logit features ``(8, N, D)`` of every ``d4`` view of each chip (frozen backbone)."""
+def fine_tune_views(config: dict[str, Any]) -> str:
+    """The views each labelled chip enters the fit as (:data:`models.classifiers.io.CHIP_TTA`).
+
+    ``d4`` for overhead chips; for a task whose valid views exclude rotations
+    (:data:`models.classifiers.tta.CANDIDATES`: street-level façades) the version's own ``tta``.
+    """
+    from models.classifiers.tta import CANDIDATES
+
+    task = str((config.get("training") or {}).get("task", ""))
+    valid = CANDIDATES.get(task)
+    if valid is not None and "d4" not in valid:
+        return str(config.get("tta", "none"))
+    return "d4"
+
+
+def targets(model: Any, labels: np.ndarray) -> torch.Tensor:
+    """Class indices ``(N,)`` (single-label) or 0/1 rows ``(N, C)`` (multi-label) of the labels.
+
+    Raises:
+        ValueError: a label the model does not know (named).
+    """
+    names = classes(model)
+    multi = bool(model.config.get("multi_label", False))
+    parts = [[p.strip() for p in str(v).split(",")] if multi else [str(v)] for v in labels]
+    unknown = sorted({p for row in parts for p in row} - set(names))
+    if unknown:
+        raise ValueError(f"labels the model does not know: {unknown}")
+    if not multi:
+        return torch.as_tensor([names.index(row[0]) for row in parts], dtype=torch.long)
+    y = torch.zeros(len(parts), len(names))
+    for i, row in enumerate(parts):
+        y[i, [names.index(p) for p in row]] = 1.0
+    return y
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per row; for 0/1 label rows, the labels' binary cross-entropies summed per row."""
+    if y.dim() == 1:
+        return torch.nn.functional.cross_entropy(logits, y)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(y)
+
+
+def _view_features(model: Any, chips: np.ndarray, views: str = "d4") -> torch.Tensor:
+    """Pre-logit features ``(V, N, D)`` of every view of each chip (frozen backbone)."""
     from models.classifiers.io import chip_views
 
     backbone = model.backbone
     x = torch.as_tensor(chips, dtype=torch.float32)
     out = []
     with torch.inference_mode():
-        for v in chip_views(x, "d4"):
+        for v in chip_views(x, views):
             parts = [backbone.forward_head(backbone.forward_features((v[i:i + 64] - model.mean) / model.std),
                                            pre_logits=True).float() for i in range(0, len(v), 64)]
             out.append(torch.cat(parts))
@@ -74,10 +124,10 @@ def _fit_head(weight: torch.Tensor, bias: torch.Tensor, feats: torch.Tensor, y: 
     w, b = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=LEARNING_RATE)
     x = feats.reshape(-1, feats.shape[-1])
-    target = y.repeat(feats.shape[0])
+    target = y.repeat(feats.shape[0], *([1] * (y.dim() - 1)))
     for _ in range(STEPS):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w.T + b, target)
+        loss = _loss(x @ w.T + b, target)
         loss = loss + ANCHOR * ((w - weight).pow(2).sum() + (b - bias).pow(2).sum())
         loss.backward()
         opt.step()
@@ -95,17 +145,16 @@ def fine_tune(parent: Any, rows: LabelledRows, seed: int = 0) -> tuple[Any, dict
     from models.classifiers.metrics import fit_temperature
 
     names = classes(parent)
-    unknown = sorted({str(v) for v in rows.labels} - set(names))
-    if unknown:
-        raise ValueError(f"labels the model does not know: {unknown}")
+    y = targets(parent, rows.labels)
+    multi = y.dim() == 2
     if len(rows) == 0:
         return parent, {"k": 0, "recipe": "none: no labels, the parent unchanged"}
     if not has_features(parent):
         raise ValueError(f"{parent.arch}: no pre-logit features, so no head-only fine-tune")
     head = parent.backbone.get_classifier()
     weight, bias = head.weight.detach().float(), head.bias.detach().float()
-    feats = _view_features(parent, rows.inputs)
-    y = torch.as_tensor([names.index(str(v)) for v in rows.labels], dtype=torch.long)
+    views = fine_tune_views(parent.config)
+    feats = _view_features(parent, rows.inputs, views)
     # Out-of-fold logits for the temperature: each fold's head never saw the rows it scores.
     fold = np.random.default_rng(seed).permutation(len(rows)) % 2
     oof = torch.zeros(len(rows), len(names))
@@ -115,7 +164,8 @@ def fine_tune(parent: Any, rows: LabelledRows, seed: int = 0) -> tuple[Any, dict
             continue
         w, b = _fit_head(weight, bias, feats[:, train], y[train], seed + f)
         oof[test] = (feats[:, test].mean(0) @ w.T + b)
-    temperature = fit_temperature(oof.numpy(), y.numpy()) if len(rows) >= 4 else float(parent.config["temperature"])
+    temperature = (fit_temperature(oof.numpy(), y.numpy(), multi) if len(rows) >= 4
+                   else float(parent.config["temperature"]))
     w, b = _fit_head(weight, bias, feats, y, seed)
     model = copy.deepcopy(parent)
     new_head = model.backbone.get_classifier()
@@ -128,15 +178,17 @@ def fine_tune(parent: Any, rows: LabelledRows, seed: int = 0) -> tuple[Any, dict
     mean_feats = feats.mean(0)
 
     def nll(w_: torch.Tensor, b_: torch.Tensor, t: float) -> float:
-        return float(torch.nn.functional.cross_entropy((mean_feats @ w_.T + b_) / t, y))
+        return float(_loss((mean_feats @ w_.T + b_) / t, y))
 
-    info = {"k": len(rows), "recipe": f"head only (frozen backbone), Adam lr {LEARNING_RATE}, {STEPS} full-batch "
-                                      f"steps over d4 views, L2 {ANCHOR} towards the parent's head; temperature "
-                                      "refitted on two-fold out-of-fold logits",
+    loss = "binary cross-entropy per label" if multi else "cross-entropy"
+    info = {"k": len(rows), "recipe": f"head only (frozen backbone), {loss}, Adam lr {LEARNING_RATE}, {STEPS} "
+                                      f"full-batch steps over {views} views, L2 {ANCHOR} towards the parent's "
+                                      "head; temperature refitted on two-fold out-of-fold logits",
             "seed": seed, "temperature": {"parent": float(parent.config["temperature"]), "new": temperature},
             "train_nll": {"parent": nll(weight, bias, float(parent.config["temperature"])),
                           "new": nll(w, b, temperature)},
-            "class_counts": {c: int((y == i).sum()) for i, c in enumerate(names) if (y == i).any()}}
+            "class_counts": {c: n for i, c in enumerate(names)
+                             if (n := int(y[:, i].sum() if multi else (y == i).sum()))}}
     return model, info
 
 

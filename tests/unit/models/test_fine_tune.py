@@ -116,3 +116,41 @@ def test_the_corrections_imagery_joins_the_versions_domain(tmp_path):
     again = classifier_ft.load(tmp_path / "v1-ft1")
     assert not again.domain.out_of_domain(again.domain.score(before)).any()
     assert parent.domain.reference.shape[0] == 10  # the parent is untouched
+
+
+@pytest.fixture(scope="module")
+def facade_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("facade") / "v1"
+    net = build_classifier("efficientnet_lite0", 3).eval()
+    net.temperature = 1.2
+    save_classifier(net, {"classes": ["brick", "null", "stucco"], "multi_label": True, "chip_size": 32,
+                          "tta": "none", "thresholds": {"brick": 0.5, "null": 0.8, "stucco": 0.5},
+                          "training": {"task": "facade_both"}}, folder)
+    return folder
+
+
+def test_facade_multi_label_head_fine_tune_learns_per_label_without_rotating_photos(facade_dir):
+    code = fine_tune_module("facade-material")
+    parent = code.load(facade_dir)
+    assert classifier_ft.fine_tune_views(parent.config) == "none"  # a façade photo has an up
+    assert classifier_ft.fine_tune_views({"training": {"task": "roof_shape"}, "tta": "flips"}) == "d4"
+    chips, labels = _chips(24, 3)
+    labels = np.where(labels == "flat", "brick", "stucco")
+    model, info = code.fine_tune(parent, _rows(labels, chips), seed=0)
+    assert "binary cross-entropy" in info["recipe"] and "none views" in info["recipe"]
+    assert info["train_nll"]["new"] < info["train_nll"]["parent"]
+    assert info["class_counts"] == {"brick": 12, "stucco": 12}
+    test, truth = _chips(12, 4)
+    truth = np.where(truth == "flat", "brick", "stucco")
+    p = code.predict(model, test)
+    assert p.shape == (12, 3) and ((p >= 0) & (p <= 1)).all()  # one sigmoid per label
+    assert float((np.array(code.classes(model))[p.argmax(1)] == truth).mean()) >= 0.9
+    assert model.config["thresholds"] == parent.config["thresholds"]
+
+
+def test_facade_labels_may_name_several_materials_and_must_be_known(facade_dir):
+    parent = classifier_ft.load(facade_dir)
+    y = classifier_ft.targets(parent, np.array(["brick,stucco", "null"]))
+    assert y.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    with pytest.raises(ValueError, match="wood"):
+        classifier_ft.fine_tune(parent, _rows(np.array(["wood", "brick"]), _chips(2, 0)[0]))

@@ -53,6 +53,8 @@ MODEL_MODULES: dict[str, str] = {
 FINE_TUNE_MODULES: dict[str, str] = {
     "roof-material": "models.classifiers.fine_tune",
     "roof-shape": "models.classifiers.fine_tune",
+    # Multi-label, street-level: the same head-only recipe with per-label BCE and no rotations.
+    "facade-material": "models.classifiers.fine_tune",
     "height-xgb": "models.height_xgb.fine_tune",
     "footprint-unet": "models.footprint_unet.fine_tune",
 }
