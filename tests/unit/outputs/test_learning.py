@@ -119,6 +119,7 @@ def test_labelled_buildings_name_missing_and_repeated_ids():
     with pytest.raises(InvalidInput) as exc:
         learnable("facade_material")
     assert exc.value.field == "attribute" and "street-level views" in str(exc.value)
+    assert learnable("year_built").model_key == "age" and learnable("year_built").inputs == "features"
 
 
 def test_version_names_keep_the_parent_and_never_take_a_shipped_name():

@@ -54,6 +54,7 @@ FINE_TUNE_MODULES: dict[str, str] = {
     "roof-material": "models.classifiers.fine_tune",
     "roof-shape": "models.classifiers.fine_tune",
     "height-xgb": "models.height_xgb.fine_tune",
+    "building-age": "models.building_age.fine_tune",
 }
 
 
