@@ -138,7 +138,9 @@ def test_age_continued_boosting_moves_towards_the_labels_keeps_the_band_and_save
     Xk = pd.DataFrame({"area_m2": rng.uniform(600, 900, 60), "perimeter_m": rng.uniform(100, 150, 60)})
     later = (1975 + Xk["area_m2"] / 10).to_numpy()
     model, info = age_ft.fine_tune(parent, _rows(later, Xk), seed=0)
-    assert info["train_mae_years"]["new"] < 0.7 * info["train_mae_years"]["parent"]
+    # The shipped recipe is gentle (10 rounds at eta 0.02): a step towards the labels, not a refit.
+    assert info["train_mae_years"]["new"] < 0.9 * info["train_mae_years"]["parent"]
+    assert np.all(age_ft.predict(model, Xk) > age_ft.predict(parent, Xk))
     assert len(model.members) == 3 and len(parent.members[0].get_dump()) < len(model.members[0].get_dump())
     assert len(parent.classifier.get_dump()) < len(model.classifier.get_dump())
     again, _ = age_ft.fine_tune(parent, _rows(later, Xk), seed=0)
