@@ -5,17 +5,15 @@ bagged XGBoost regressors of the year (their mean is the table's ``year_built``)
 split-conformal year band (``year_built_p05`` / ``p95``), a classifier of CMAB's five age
 classes with a temperature, and an out-of-domain score on the footprint features.
 
-Recipe: continued boosting, as for height (``models/height_xgb/fine_tune.py``). Every year
-member keeps its trees and grows a few more on its own bootstrap sample of the labelled
-buildings (the parent's absolute-error objective, a low learning rate, shallow trees); the
-classifier grows a few more rounds on the labels' age classes (the parent's class weighting).
-The parent's knowledge stays in its trees; the new ones correct it where the local labels
-disagree. Kept from the parent: the conformal year band (refitting it needs more held-out
+Recipe: continued boosting (:mod:`models.common.continued_boosting`, as for height): the year
+members with the parent's absolute-error objective, a low learning rate and shallow trees; the
+class model a few more rounds on the labels' age classes (the parent's class weighting). Kept
+from the parent: the conformal year band (refitting it needs more held-out
 labels than a review gives) and the temperature. The labelled buildings join the reference of
 the out-of-domain score (the new trees have seen them).
 
-Plain functions with one signature for every ``k`` (the learning-curve experiment calls them
-with 0–200 labels): ``k = 0`` returns the parent unchanged.
+The learning-curve experiment calls ``fine_tune`` with 0–200 labels; with none it answers the
+parent itself.
 """
 
 from __future__ import annotations
@@ -25,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xgboost as xgb
 
 from urbanfabric.attributes.age import CLS_PARAMS, REG_PARAMS, AgeModel, age_class, balanced_weights
 from urbanfabric.attributes.features import feature_matrix
 from urbanfabric.outputs.learning import LabelledRows
 from urbanfabric.uncertainty import NeighbourDistance
+
+from models.common.continued_boosting import NO_SUBSAMPLING, grown, grown_members
 
 #: Trees added per year member, their learning rate and depth, and the smallest leaf (in rows):
 #: chosen on the validation cells of the learning curve's pool
@@ -59,12 +58,6 @@ def predict(model: AgeModel, inputs: Any) -> np.ndarray:
     return model.predict(inputs)[0]
 
 
-def _grown(booster: xgb.Booster, params: dict[str, Any], data: np.ndarray, label: np.ndarray,
-           names: list[str], rounds: int, weight: np.ndarray | None = None) -> xgb.Booster:
-    dtrain = xgb.DMatrix(data, label=label, weight=weight, feature_names=names)
-    return xgb.train(params, dtrain, num_boost_round=rounds, xgb_model=booster.copy(), verbose_eval=False)
-
-
 def fine_tune(parent: AgeModel, rows: LabelledRows, seed: int = 0) -> tuple[AgeModel, dict[str, Any]]:
     """A new model: each year member boosted :data:`ROUNDS` more rounds on a bootstrap sample of
     ``rows`` (years), the class model :data:`CLASS_ROUNDS` more on their age classes; and what
@@ -76,20 +69,12 @@ def fine_tune(parent: AgeModel, rows: LabelledRows, seed: int = 0) -> tuple[AgeM
     names = list(parent.feature_names)
     data = feature_matrix(rows.inputs, parent.feature_names)
     years = np.asarray(rows.labels, dtype=np.float64)
-    small = {"eta": ETA, "max_depth": MAX_DEPTH, "min_child_weight": MIN_CHILD_WEIGHT,
-             # No row / column subsampling: the bootstrap already varies the members, and
-             # XGBoost's sampler does not reseed on continued training (runs would differ).
-             "subsample": 1.0, "colsample_bytree": 1.0, "nthread": 1}
-    reg = {**REG_PARAMS, **small}
-    rng = np.random.default_rng(seed)
+    small = {"eta": ETA, "max_depth": MAX_DEPTH, "min_child_weight": MIN_CHILD_WEIGHT}
     model = copy.copy(parent)
-    model.members = []
-    for k, member in enumerate(parent.members):
-        idx = rng.integers(0, len(rows), size=len(rows))
-        model.members.append(_grown(member, {**reg, "seed": seed * 1000 + k}, data[idx], years[idx], names, ROUNDS))
+    model.members = grown_members(parent.members, {**REG_PARAMS, **small}, data, years, names, ROUNDS, seed)
     cls = age_class(years)
-    model.classifier = _grown(parent.classifier, {**CLS_PARAMS, **small, "seed": seed}, data, cls, names,
-                              CLASS_ROUNDS, balanced_weights(cls, parent.class_weight_power))
+    model.classifier = grown(parent.classifier, {**CLS_PARAMS, **small, **NO_SUBSAMPLING, "seed": seed}, data, cls,
+                             names, CLASS_ROUNDS, balanced_weights(cls, parent.class_weight_power))
     if isinstance(parent.domain, NeighbourDistance) and parent.domain.standardiser is not None:
         model.domain = parent.domain.widened(data)
     model.info = {**parent.info, "fine_tune": {"k": len(rows), "seed": seed, "rounds_added": ROUNDS,
