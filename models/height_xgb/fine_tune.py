@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xgboost as xgb
 
 from urbanfabric.attributes.features import feature_matrix
 from urbanfabric.attributes.height import HeightModel
 from urbanfabric.outputs.learning import LabelledRows
+
+from models.common.continued_boosting import grown_members
 
 #: Trees added per member, their learning rate and depth, and the smallest leaf (in rows):
 #: small, because the labels are tens, not thousands.
@@ -54,19 +55,9 @@ def fine_tune(parent: HeightModel, rows: LabelledRows, seed: int = 0) -> tuple[H
     data = feature_matrix(rows.inputs, parent.feature_names)
     target = np.asarray(rows.labels, dtype=np.float64)
     t = np.log(target) if parent.log_target else target
-    rng = np.random.default_rng(seed)
-    params = {**parent.params, "eta": ETA, "max_depth": MAX_DEPTH, "min_child_weight": MIN_CHILD_WEIGHT,
-              # No row / column subsampling: the bootstrap already varies the members, and
-              # XGBoost's sampler does not reseed on continued training (runs would differ).
-              "subsample": 1.0, "colsample_bytree": 1.0, "nthread": 1}
+    params = {**parent.params, "eta": ETA, "max_depth": MAX_DEPTH, "min_child_weight": MIN_CHILD_WEIGHT}
     model = copy.copy(parent)
-    model.members = []
-    for k, member in enumerate(parent.members):
-        idx = rng.integers(0, len(rows), size=len(rows))
-        dtrain = xgb.DMatrix(data[idx], label=t[idx], feature_names=list(parent.feature_names))
-        grown = xgb.train({**params, "seed": seed * 1000 + k}, dtrain, num_boost_round=ROUNDS,
-                          xgb_model=member.copy(), verbose_eval=False)
-        model.members.append(grown)
+    model.members = grown_members(parent.members, params, data, t, list(parent.feature_names), ROUNDS, seed)
     model.info = {**parent.info, "fine_tune": {"k": len(rows), "seed": seed, "rounds_added": ROUNDS}}
     before = np.abs(parent.predict(rows.inputs)[0] - target).mean()
     after = np.abs(model.predict(rows.inputs)[0] - target).mean()

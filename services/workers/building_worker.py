@@ -116,22 +116,23 @@ def make_handler(settings: Settings):
                 deadline).facades
         result.stage_seconds["materials"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        attrs = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
+        answer = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
             job=task.job, batch_id=task.batch_id, footprints=task.footprints,
             height_model=task.height_model, images=task.images,
             measured_heights=task.measured_heights,
             measured_heights_unit=task.measured_heights_unit,
             context_footprints=task.context_footprints,
-            area=task.area if task.HasField("area") else None), deadline).buildings
+            area=task.area if task.HasField("area") else None), deadline)
         result.stage_seconds["attributes"] = time.perf_counter() - t1
         t2 = time.perf_counter()
+        attrs, attribute_models = answer.buildings, list(answer.report.models)
         inputs = stock_inputs(footprints, attrs, roofs, facades)
         stock = call(ity.EstimateStock, intensity_pb2.EstimateStockRequest(
             job=task.job, batch_id=task.batch_id, buildings=inputs, region=task.region,
             structure_model=task.structure_model),
             DEFAULT_DEADLINES["fast"]).buildings
         result.stage_seconds["intensity"] = time.perf_counter() - t2
-        table = assemble(footprints, roofs, attrs, stock, task, task.job.job_id, facades)
+        table = assemble(footprints, roofs, attrs, stock, task, task.job.job_id, facades, attribute_models)
         layout = JobLayout(task.job.job_id)
         key = layout.batch_buildings(task.batch_id)
         store.put_bytes(key, batch_parquet_bytes(table, key))

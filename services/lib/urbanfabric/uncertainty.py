@@ -477,6 +477,13 @@ class NeighbourDistance:
         model.reference = model._space(x).astype(np.float16)
         return model
 
+    def widened(self, features: np.ndarray) -> NeighbourDistance:
+        """A copy whose reference also holds ``features`` (in the same space, with the same
+        threshold): a model fine-tuned on these rows has seen them, so they are in its domain."""
+        added = self._space(np.asarray(features, dtype=np.float64)).astype(np.float16)
+        return NeighbourDistance(np.vstack([self.reference, added]), self.k, self.threshold, self.keep,
+                                 self.standardiser)
+
     def score(self, features: np.ndarray, batch: int = 512) -> np.ndarray:
         """Distance to the ``k``-th nearest training row, per row (0 = a training row)."""
         x = np.asarray(features, dtype=np.float64)

@@ -10,7 +10,9 @@ import pytest
 
 from models.classifiers import build_classifier, save_classifier
 from models.classifiers import fine_tune as classifier_ft
+from models.building_age import fine_tune as age_ft
 from models.height_xgb import fine_tune as height_ft
+from urbanfabric.attributes.age import AgeModel
 from urbanfabric.attributes.height import HeightModel
 from urbanfabric.io.model_repository import fine_tune_module
 from urbanfabric.outputs.learning import LabelledRows
@@ -154,3 +156,41 @@ def test_facade_labels_may_name_several_materials_and_must_be_known(facade_dir):
     assert y.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     with pytest.raises(ValueError, match="wood"):
         classifier_ft.fine_tune(parent, _rows(np.array(["wood", "brick"]), _chips(2, 0)[0]))
+
+def test_age_continued_boosting_moves_towards_the_labels_keeps_the_band_and_saves_what_load_reads(tmp_path):
+    from urbanfabric.uncertainty import NeighbourDistance
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"area_m2": rng.uniform(50, 500, 400), "perimeter_m": rng.uniform(30, 90, 400)})
+    parent = AgeModel().fit(X, 1950 + X["area_m2"] / 10, n_models=3, seed=0, num_boost_round=40)
+    parent.calibrate_band(X.iloc[300:], (1950 + X["area_m2"] / 10).iloc[300:])
+    parent.temperature = 1.2
+    parent.domain = NeighbourDistance.fit(X.to_numpy()[:300], k=5, tabular=True, names=tuple(X.columns))
+    threshold = parent.domain.choose_threshold(X.to_numpy()[300:], keep=0.95)
+    parent.save(tmp_path / "v1")
+    parent = age_ft.load(tmp_path / "v1")
+    code = fine_tune_module("building_age")
+    assert code is age_ft
+    # A place built 25 years later for the same shapes, and beyond the parent's shapes.
+    Xk = pd.DataFrame({"area_m2": rng.uniform(600, 900, 60), "perimeter_m": rng.uniform(100, 150, 60)})
+    later = (1975 + Xk["area_m2"] / 10).to_numpy()
+    model, info = age_ft.fine_tune(parent, _rows(later, Xk), seed=0)
+    # The shipped recipe is gentle (10 rounds at eta 0.02): a step towards the labels, not a refit.
+    assert info["train_mae_years"]["new"] < 0.9 * info["train_mae_years"]["parent"]
+    assert np.all(age_ft.predict(model, Xk) > age_ft.predict(parent, Xk))
+    assert len(model.members) == 3 and len(parent.members[0].get_dump()) < len(model.members[0].get_dump())
+    assert len(parent.classifier.get_dump()) < len(model.classifier.get_dump())
+    again, _ = age_ft.fine_tune(parent, _rows(later, Xk), seed=0)
+    assert np.allclose(age_ft.predict(model, Xk), age_ft.predict(again, Xk))
+    # The band and temperature are the parent's; the labelled places are now in the domain.
+    assert model.year_band == parent.year_band and model.temperature == 1.2
+    flagged = lambda m: m.domain.out_of_domain(m.domain.score(Xk.to_numpy())).mean()  # noqa: E731
+    assert flagged(parent) > 0.5 and flagged(model) < 0.2
+    files = age_ft.save(model, tmp_path / "v1-ft1", {"parent": "building-age:v1"})
+    assert {f.name for f in files} >= {"meta.json", "classes.json", "domain.npz", "year_00.json"}
+    loaded = AgeModel.load(tmp_path / "v1-ft1")
+    for a, b in zip(loaded.predict(Xk), model.predict(Xk)):
+        assert np.allclose(a, b, atol=1e-3)
+    assert loaded.info["training"]["parent"] == "building-age:v1" and loaded.temperature == pytest.approx(1.2)
+    assert loaded.domain.threshold == threshold and len(loaded.domain.reference) == 360
+    assert age_ft.fine_tune(parent, _rows(np.array([]), Xk.iloc[:0]))[0] is parent

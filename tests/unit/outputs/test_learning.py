@@ -119,6 +119,7 @@ def test_labelled_buildings_name_missing_and_repeated_ids():
     with pytest.raises(InvalidInput) as exc:
         learnable("facade_material")
     assert exc.value.field == "attribute" and "street-level views" in str(exc.value)
+    assert learnable("year_built").model_key == "age" and learnable("year_built").inputs == "features"
 
 
 def test_version_names_keep_the_parent_and_never_take_a_shipped_name():
@@ -184,3 +185,31 @@ def test_chip_rows_cut_the_labelled_roofs_and_record_the_imagery():
     assert rows.inputs[1].mean() > rows.inputs[0].mean()  # b09 lies east: the brighter side
     assert rows.meta["gsd_m"] and abs(rows.meta["gsd_m"][0] - 0.3) < 0.05
     assert abs((rows.x_m[1] - rows.x_m[0]) - 9 * review_table.STEP) < 1.0
+
+
+def test_learn_year_built_fine_tunes_the_age_model_the_job_ran(tmp_path):
+    from urbanfabric.attributes.age import AgeModel
+
+    store = MemoryStore()
+    table = review_table.table()
+    table["model_versions"] = json.dumps({**json.loads(review_table.MODELS), "age": "building-age:v3"})
+    buf = io.BytesIO()
+    table.to_parquet(buf)
+    store.put_bytes(JobLayout("j1").buildings, buf.getvalue())
+    squares = review_table.squares().to_crs("EPSG:4326")
+    X = footprint_features(squares[["geometry"]], context=squares[["building_id", "geometry"]])
+    parent = tmp_path / "parent"
+    AgeModel().fit(X[list(FEATURE_NAMES)], 1960.0 + np.random.default_rng(0).uniform(-3, 3, len(X)),
+                   n_models=3, num_boost_round=20).save(parent)
+    ids = [f"b{r}{c}" for r in range(10) for c in range(10)][::2]
+    # The job's buildings are 30 years younger than the parent says.
+    years = 1990.0 + np.random.default_rng(1).uniform(-3, 3, len(ids))
+    corrections = pd.DataFrame({"building_id": ids, "label": years, "matched_by": "building_id",
+                                "attribute": "year_built"})
+    result = learn(store, "j1", "year_built", corrections, work=tmp_path / "work", version_folder=lambda n, v: parent,
+                   config=review_table.classes, model_prefix="s3://test/models", seed=0, command="pytest")
+    assert result.parent == "building-age:v3" and result.registered
+    assert [v.ref for v in learned_versions(store, "s3://test/models")] == ["building-age:v3-ft1"]
+    assert store.exists("models/building_age/v3-ft1/year_00.json")
+    new = AgeModel.load(tmp_path / "work" / "v3-ft1").predict(X[list(FEATURE_NAMES)])[0]
+    assert 1960.0 < new.mean() < 1990.0  # moved towards the labels, anchored to the parent

@@ -93,3 +93,10 @@ def test_newest_descendant_follows_the_lineage_only():
          for ver, parent in (("v1-ft1", "m:v1"), ("v1-ft3", "m:v1"), ("v1-ft2", "m:v1"), ("v2-ft1", "m:v2"))]
     assert newest_descendant(v, "m:v1").version == "v1-ft3"
     assert newest_descendant(v, "m:v9") is None
+
+
+def test_a_learned_version_no_job_can_name_is_not_called_served():
+    from urbanfabric.runtime.learning import job_model_names
+
+    # The age model runs inside the attributes service at its default; no job spec field names it.
+    assert "height-xgb" in job_model_names() and "building-age" not in job_model_names()

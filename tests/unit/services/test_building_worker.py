@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -102,6 +104,14 @@ def test_assemble_with_no_buildings_keeps_the_footprints():
     footprints, _, _, task = _batch()
     out = assemble(footprints.iloc[:0], [], [], [], task, task.job.job_id)
     assert len(out) == 0 and "roof_material" in out.columns
+
+
+def test_the_age_model_the_attributes_service_ran_is_recorded_for_the_fine_tune():
+    footprints, attrs, roofs, task = _batch()
+    ran = ["height-xgb:v4", "building_function:v2", "building_age:v3"]
+    versions = json.loads(assemble(footprints, roofs, attrs, [], task, "j", attribute_models=ran)["model_versions"].iloc[0])
+    assert versions["age"] == "building-age:v3"
+    assert json.loads(assemble(footprints, roofs, attrs, [], task, "j")["model_versions"].iloc[0])["age"] is None
 
 
 def test_unknown_roofs_and_facades_keep_their_reasons_and_reach_intensity_as_unknown():

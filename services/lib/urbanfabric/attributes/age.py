@@ -34,7 +34,7 @@ import xgboost as xgb
 from urbanfabric.attributes.features import FEATURE_NAMES, feature_matrix
 from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.io.model_registry import weights_path
-from urbanfabric.uncertainty import DomainModel, split_conformal_limits, tempered
+from urbanfabric.uncertainty import DomainModel, NeighbourDistance, split_conformal_limits, tempered
 
 #: Inclusive upper years of CMAB's age classes (the last one is open-ended).
 AGE_CLASS_BREAKS: tuple[int, ...] = (1985, 1990, 2000, 2010, 2018)
@@ -216,6 +216,8 @@ def first_built_year(
 # --------------------------------------------------------------------------------------------
 
 FORMAT_VERSION = 1
+#: The out-of-domain statistics' file in a version folder (``meta.json`` ``ood.file``).
+DOMAIN_FILE = "domain.npz"
 
 REG_PARAMS: dict[str, Any] = {
     "objective": "reg:absoluteerror",  # the median year: robust to a few mislabelled years
@@ -396,6 +398,15 @@ class AgeModel:
         }
         if self.year_band:
             meta["year_band"] = self.year_band
+        # What load() reads back: a version saved from a calibrated one (a fine-tune of the
+        # served v3) keeps its temperature and out-of-domain score.
+        if self.temperature != 1.0:
+            meta["temperature"] = float(self.temperature)
+        if self.domain is not None:
+            self.domain.save(d / DOMAIN_FILE)
+            meta["ood"] = {"file": DOMAIN_FILE, "score": "neighbour_distance" if isinstance(self.domain, NeighbourDistance)
+                           else "feature_density",
+                           "threshold": float(self.domain.threshold)}
         (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         return d
 

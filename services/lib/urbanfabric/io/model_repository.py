@@ -57,6 +57,7 @@ FINE_TUNE_MODULES: dict[str, str] = {
     "facade-material": "models.classifiers.fine_tune",
     "height-xgb": "models.height_xgb.fine_tune",
     "footprint-unet": "models.footprint_unet.fine_tune",
+    "building-age": "models.building_age.fine_tune",
 }
 
 

@@ -121,6 +121,16 @@ FACADE_COLUMNS = ["facade_material", "facade_material_probability", "facade_mate
 OUT_OF_DOMAIN = "out_of_domain"
 
 
+def _age_model(names: Sequence[str]) -> str | None:
+    """The age model among the attributes service's models, by its registry name
+    (``building_age:v3`` → ``building-age:v3``), or None when it ran none."""
+    for ref in names:
+        name, _, version = str(ref).partition(":")
+        if name.replace("_", "-") == "building-age":
+            return f"building-age:{version}"
+    return None
+
+
 def _kept_probability(value: str, reason: str, probability: float) -> float | None:
     """The probability column: for a value, and for an out-of-domain abstention (kept)."""
     if value not in ("", UNKNOWN) or (reason or "").startswith(OUT_OF_DOMAIN):
@@ -136,8 +146,13 @@ def _score(call: object, name: str) -> float | None:
 
 def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Iterable[BuildingAttributes],
              stock: Iterable[BuildingStock], models: BatchModels, job_id: str,
-             facades: Iterable[FacadeCall] = ()) -> gpd.GeoDataFrame:
-    """One row per footprint with every attribute (the buildings table, docs/architecture.md)."""
+             facades: Iterable[FacadeCall] = (), attribute_models: Sequence[str] = ()) -> gpd.GeoDataFrame:
+    """One row per footprint with every attribute (the buildings table, docs/architecture.md).
+
+    ``attribute_models``: the ``name:version`` of each model the attributes service ran (its
+    report's ``models``); the age model among them is recorded in ``model_versions`` (``age``),
+    so that a fine-tune knows its parent.
+    """
     out = footprints.copy()
     roof = pd.DataFrame([
         {"building_id": r.building_id, "roof_material": r.material or None,
@@ -221,6 +236,7 @@ def assemble(footprints: gpd.GeoDataFrame, roofs: Iterable[RoofCall], attrs: Ite
         if models.roof_shape_model.name else None,
         "facade": f"{models.facade_model.name}:{models.facade_model.version}" if models.facade_model.name else None,
         "height": f"{models.height_model.name}:{models.height_model.version}",
+        "age": _age_model(attribute_models),
         "structure": f"{models.structure_model.name}:{models.structure_model.version}"
         if models.structure_model.name else None,
         "intensity": f"rasmi-20230905:{models.region}:mc100",

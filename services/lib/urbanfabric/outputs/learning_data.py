@@ -46,11 +46,11 @@ LEARNABLE: dict[str, Learnable] = {a.attribute: a for a in (
     Learnable("roof_material", "roof", "class", "chips"),
     Learnable("roof_shape", "roof_shape", "class", "chips"),
     Learnable("height", "height", "numeric", "features"),
+    Learnable("year_built", "age", "numeric", "features"),
 )}
 #: Why the other reviewable attributes cannot be fine-tuned yet (named in the error).
 NOT_YET = {
     "facade_material": "the façade model reads street-level views, which the job does not keep per building",
-    "year_built": "the age model's fine-tune is not written yet",
     "footprint": "the segmenter's fine-tune (models/footprint_unet/fine_tune.py) needs each reviewed "
                  "building's image chip and corrected outline, which a job's corrections do not carry yet",
 }

@@ -15,9 +15,15 @@ from pathlib import Path
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.io.model_repository import MODEL_MODULES, model_config, split_model_ref, version_folder
 from urbanfabric.io.object_store import ObjectStore
+from urbanfabric.job_spec import ModelVersions
 from urbanfabric.outputs.fine_tune import LearnResult, learn, read_table
 from urbanfabric.runtime.connections import model_client
 from urbanfabric.settings import Settings
+
+
+def job_model_names() -> set[str]:
+    """The model kinds a job spec can name (``models.*``, by their defaults' names)."""
+    return {split_model_ref(str(f.default))[0] for f in ModelVersions.model_fields.values() if f.default}
 
 
 def model_prefix(settings: Settings) -> str:
@@ -47,6 +53,9 @@ def learn_and_serve(settings: Settings, job_id: str, attribute: str, corrections
     name, _ = split_model_ref(result.parent)
     ref = f"{name}:{result.version}"
     if name not in MODEL_MODULES:
+        if name not in job_model_names():
+            return result, (f"{ref} registered; no job can name a {name} model yet (the attributes service runs its "
+                            "default), so it is not served")
         return result, f"{ref} is read from the model store by the service that runs it, once a job names it"
     if not serve:
         return result, f"{ref} registered; load it with POST /v2/repository/models/{name}-{result.version}/load"
