@@ -75,3 +75,9 @@ def budgets(ks: Sequence[int], pool: int) -> tuple[int, ...]:
     above that stop the curve — except one within 5 % of it, which core clamps to all held."""
     held = int(round(core.POOL_SHARE * pool))
     return tuple(k for k in ks if k <= held or k <= held / 0.95)
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Labels per class (for the set-up the docs quote)."""
+    values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts)}

@@ -54,10 +54,6 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
     pool_mask = _pool_by_building(labels, POOL_FRACTION, SPLIT_SEED)
     pool, test = rows.subset(pool_mask), rows.subset(~pool_mask)
 
-    def counts(mask: np.ndarray) -> dict[str, int]:
-        v, c = np.unique(labels[mask], return_counts=True)
-        return {str(a): int(b) for a, b in zip(v, c)}
-
     setup = {
         "parent": ref, "data": "roofs/caribbean-material (train/ and val/ pooled, one crop per building)",
         "parent_trained_on": f"its train share ({int((ds.split == 'train').sum())} roofs; pooled split by building, "
@@ -66,7 +62,7 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
         "pool": f"{POOL_FRACTION:.0%} of the parent's val + test roofs per class ({int(pool_mask.sum())} roofs)",
         "test": f"the other {1 - POOL_FRACTION:.0%} ({int((~pool_mask).sum())} roofs)",
         "separation": "by building (the sample has no locations): not by place; no building on both sides",
-        "pool_classes": counts(pool_mask), "test_classes": counts(~pool_mask),
+        "pool_classes": _roofs.class_counts(labels[pool_mask]), "test_classes": _roofs.class_counts(labels[~pool_mask]),
         "chips": f"{parent.config['chip_size']} px, whole crop resized (models.classifiers.train.eval_view), "
                  f"tta {parent.config.get('tta', 'none')}",
     }

@@ -66,10 +66,6 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
     pool_mask = unseen & (scene != TEST_SCENE)
     pool, test = rows.subset(pool_mask), rows.subset(test_mask)
 
-    def counts(mask: np.ndarray) -> dict[str, int]:
-        v, c = np.unique(labels[mask], return_counts=True)
-        return {str(a): int(b) for a, b in zip(v, c)}
-
     setup = {
         "parent": ref, "data": "roofs/roof-shape (three aerial scenes: tile, tile1, tile2)",
         "parent_trained_on": f"its train tiles ({int((ds.split == 'train').sum())} crops, all three scenes; "
@@ -81,7 +77,7 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
                 f"{len(set(np.array(ds.groups)[test_mask]))} tiles)",
         "separation": "by scene: no test crop comes from a scene the pool's labels come from, and no pool or "
                       "test crop from a tile the parent trained on",
-        "pool_classes": counts(pool_mask), "test_classes": counts(test_mask),
+        "pool_classes": _roofs.class_counts(labels[pool_mask]), "test_classes": _roofs.class_counts(labels[test_mask]),
         "chips": f"{parent.config['chip_size']} px, whole padded crop resized (models.classifiers.train.eval_view), "
                  f"chip mode {parent.config.get('chip_mode', 'context')}, tta {parent.config.get('tta', 'none')}",
     }
