@@ -86,7 +86,7 @@ def figure(found: list[dict[str, Any]], path: Path = FIGURE) -> Path:
         raise SystemExit(f"--figure: no {RESULT_PREFIX}*.json results to draw")
     cols = min(3, len(found))
     rows = (len(found) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5.2 * cols, 6.0), 4.0 * rows + 0.6), squeeze=False)
     style = {"uncertainty": ("tab:red", "uncertainty-selected (review order)"),
              "random": ("tab:blue", "random-selected")}
     for ax, res in zip(axes.flat, found):
@@ -111,7 +111,8 @@ def figure(found: list[dict[str, Any]], path: Path = FIGURE) -> Path:
     for ax in list(axes.flat)[len(found):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8, loc="best")
-    fig.suptitle("Learning curves: uncertainty-selected vs random labels (mean ± sd over seeds)", fontsize=11)
+    fig.suptitle("Learning curves: uncertainty- vs random-selected labels\n(mean ± sd over seeds; ↑ / ↓: higher / lower is better)",
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
