@@ -14,7 +14,8 @@ from pyproj import CRS
 
 from urbanfabric.errors import InvalidInput
 from urbanfabric.io.rasters import Raster
-from urbanfabric.outputs.review import (review_attribute, score_rows, spread_pick, with_ood_rank)
+from urbanfabric.outputs.review import (pick_for_review, review_attribute, score_rows, spread_pick,
+                                        with_ood_rank)
 from urbanfabric.outputs.review_package import review_chips, select_for_review, write_package
 
 from tests.unit.outputs.review_table import UTM, classes, parts, table
@@ -86,6 +87,29 @@ def test_spread_pick_round_robin_gives_every_cell_one_first():
     assert sorted(spread_pick(x, y, u, 10).tolist()) == [0, 1, 2, 3, 4, 5]
 
 
+def test_random_selection_is_seeded_spread_and_ignores_the_scores(tmp_path):
+    t = table()
+    sel = select_for_review(parts(t), review_attribute("roof_shape"), 10, classes, "random", seed=3)
+    again = select_for_review(parts(t), review_attribute("roof_shape"), 10, classes, "random", seed=3)
+    other = select_for_review(parts(t), review_attribute("roof_shape"), 10, classes, "random", seed=4)
+    ids = list(sel.buildings["building_id"])
+    assert ids == list(again.buildings["building_id"]) and ids != list(other.buildings["building_id"])
+    assert len(set(ids)) == 10
+    # Not the review's order: the least certain roofs (all in the south-west corner) are not
+    # favoured, and every quadrant of the area gives buildings.
+    picked = t[t["building_id"].isin(ids)]
+    assert picked["building_id"].isin(set(t.query(CORNER)["building_id"])).sum() <= 4
+    assert {(r >= 5, c >= 5) for r, c in zip(picked["row"], picked["col"])} == {
+        (False, False), (False, True), (True, False), (True, True)}
+    write_package(tmp_path, sel, "job-1")
+    assert "random, stratified over the area, seed 3" in json.loads((tmp_path / "package.json").read_text())["selection"]
+
+
+def test_random_pick_covers_everything_when_n_is_large():
+    x, y = np.arange(6.0), np.zeros(6)
+    assert sorted(pick_for_review(x, y, np.zeros(6), 10, "random").tolist()) == [0, 1, 2, 3, 4, 5]
+
+
 def _ard(t) -> Raster:
     """A 0.3 m RGB image covering the fixture (UTM), brighter to the east."""
     utm = t.to_crs(UTM)
@@ -144,6 +168,9 @@ def test_bad_requests_name_the_field():
     with pytest.raises(InvalidInput) as e:
         select_for_review(parts(t), review_attribute("height"), 0, classes)
     assert e.value.field == "n"
+    with pytest.raises(InvalidInput) as e:
+        select_for_review(parts(t), review_attribute("height"), 5, classes, "least")
+    assert e.value.field == "select" and "random" in e.value.message
     with pytest.raises(InvalidInput) as e:
         select_for_review(parts(t), review_attribute("facade_material"), 5, classes)
     assert e.value.field == "model_versions"

@@ -22,9 +22,13 @@ def _job(tmp_path, monkeypatch):
 
 def test_review_then_corrections(tmp_path, monkeypatch, capsys):
     folder = _job(tmp_path, monkeypatch)
-    assert main(["review", str(folder), "--attribute", "roof_shape", "--n", "15"]) == 0
+    assert main(["review", str(folder), "--attribute", "roof_shape", "--n", "15", "--select", "random"]) == 0
     package = tmp_path / "out" / "job-7" / "review" / "roof_shape"
     assert "15 of 100 buildings to review for roof_shape" in capsys.readouterr().out
+    assert json.loads((package / "package.json").read_text())["selection"].startswith("random")
+    assert main(["review", str(folder), "--attribute", "roof_shape", "--n", "15"]) == 0
+    assert json.loads((package / "package.json").read_text())["selection"].startswith("least certain")
+    capsys.readouterr()
     assert json.loads((package / "package.json").read_text())["labels"] == ["flat", "gable", "hip"]
     csv = pd.read_csv(package / "review.csv", dtype=str)
     csv["label"] = ["flat", "gable", "hip"] * 5
@@ -69,3 +73,4 @@ def test_the_review_deployment_offers_the_attributes():
     assert schema["required"] == ["job_id"]
     assert schema["properties"]["attribute"]["enum"] == list(ATTRIBUTES)
     assert schema["properties"]["n"]["default"] == 200
+    assert schema["properties"]["select"]["enum"] == ["uncertainty", "random"]

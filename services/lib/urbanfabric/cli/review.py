@@ -18,7 +18,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from urbanfabric.outputs.review import ATTRIBUTES
+from urbanfabric.outputs.review import ATTRIBUTES, SELECTIONS
 
 if TYPE_CHECKING:
     from urbanfabric.io.object_store import ObjectStore
@@ -29,6 +29,12 @@ def add_review_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", help="a job id (object store), or an exported job folder (out/<job>/)")
     parser.add_argument("--attribute", required=True, choices=list(ATTRIBUTES), help="what the reviewer labels")
     parser.add_argument("--n", type=int, default=200, help="how many buildings (default 200)")
+    parser.add_argument("--select", choices=list(SELECTIONS), default="uncertainty",
+                        help="uncertainty: the least certain, spread over the area (default); random: a "
+                             "seeded random sample spread over the area, which also measures the model's "
+                             "accuracy there without bias (docs/results.md, learning curves: the review's "
+                             "order was no better than random labels for fine-tuning)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --select random (default 0)")
     parser.add_argument("--out", help="local folder of the package (default out/<job>/review/<attribute>/)")
 
 
@@ -82,10 +88,11 @@ def run_review(args: argparse.Namespace) -> int:
         parts, store, job_id = _job_parts(args.job)
         folder = Path(args.out or Path("out") / job_id / "review" / attribute.name)
         if store is None:
-            selection = select_for_review(parts, attribute, args.n, model_config)
+            selection = select_for_review(parts, attribute, args.n, model_config, args.select, args.seed)
             files, keys = write_package(folder, selection, job_id), list[str]()
         else:
-            selection, files, keys = review_job(store, job_id, attribute, args.n, folder, model_config)
+            selection, files, keys = review_job(store, job_id, attribute, args.n, folder, model_config,
+                                                args.select, args.seed)
     except (InvalidInput, NotFound, Unavailable) as exc:
         return _failure("review", exc)
     chips = sum(1 for f in files if f.suffix == ".png")

@@ -39,7 +39,7 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.io.rasters import Raster, read_raster
 from urbanfabric.materials.chips import chips_from_rasters
-from urbanfabric.outputs.review import (ReviewAttribute, class_vocabulary, score_rows, spread_pick,
+from urbanfabric.outputs.review import (ReviewAttribute, class_vocabulary, pick_for_review, score_rows,
                                         with_ood_rank)
 
 #: A job's buildings table, a part file at a time (EPSG:4326).
@@ -58,18 +58,24 @@ class ReviewSelection:
     job_buildings: int
     #: Chosen building → its tile (for chips), where the table has ``tile_id``.
     tiles: dict[str, str]
+    #: How the buildings were chosen (:data:`urbanfabric.outputs.review.SELECTIONS`) and the seed.
+    selection: str = "uncertainty"
+    seed: int = 0
 
 
 def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
-                      config: Callable[[str, str], dict]) -> ReviewSelection:
-    """The ``n`` least certain buildings of a job, spread over its area (:mod:`urbanfabric.outputs.review`).
+                      config: Callable[[str, str], dict], selection: str = "uncertainty",
+                      seed: int = 0) -> ReviewSelection:
+    """``n`` buildings of a job, spread over its area: the least certain, or with ``selection``
+    ``random`` a seeded random sample (:func:`urbanfabric.outputs.review.pick_for_review`).
 
     Raises:
-        InvalidInput: ``n`` < 1 (field ``n``); an empty job (field ``job``); the job has no such
-            model (field ``model_versions``).
+        InvalidInput: ``n`` < 1 (field ``n``); an unknown ``selection`` (field ``select``); an
+            empty job (field ``job``); the job has no such model (field ``model_versions``).
     """
     if n < 1:
         raise InvalidInput("n", f"must be at least 1, got {n}")
+    pick_for_review(np.zeros(0), np.zeros(0), np.zeros(0), 0, selection)  # a typo fails before the read
     scored, models = [], set()
     for part in parts():
         if not len(part):
@@ -87,7 +93,8 @@ def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
     lon, lat = table["lon"].to_numpy(), table["lat"].to_numpy()
     metric = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs="EPSG:4326").to_crs(
         utm_crs((float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))))
-    picks = spread_pick(metric.x.to_numpy(), metric.y.to_numpy(), table["uncertainty"].to_numpy(), n)
+    picks = pick_for_review(metric.x.to_numpy(), metric.y.to_numpy(), table["uncertainty"].to_numpy(), n,
+                            selection, seed)
     chosen = table.iloc[picks].reset_index(drop=True)
     order = {b: i for i, b in enumerate(chosen["building_id"])}
     rows: list[pd.DataFrame] = []
@@ -112,7 +119,7 @@ def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
     front = ["building_id", "prediction"]
     cols = front + [c for c in out.columns if c not in (*front, "geometry")]
     frame = gpd.GeoDataFrame(out[cols], geometry=out["geometry"], crs="EPSG:4326")
-    return ReviewSelection(frame, attribute, vocabulary, len(table), tiles)
+    return ReviewSelection(frame, attribute, vocabulary, len(table), tiles, selection, seed)
 
 
 def review_chips(selection: ReviewSelection, load: Callable[[str], Raster]) -> dict[str, bytes]:
@@ -217,7 +224,9 @@ def write_package(folder: Path, selection: ReviewSelection, job_id: str,
             "labels": list(selection.vocabulary), "label_range": selection.attribute.label_range,
             "unit": selection.attribute.unit, "buildings": len(frame),
             "job_buildings": selection.job_buildings, "chips": len(chips or {}),
-            "selection": "least certain, spread over the area (urbanfabric.outputs.review)",
+            "selection": ("least certain, spread over the area (urbanfabric.outputs.review)"
+                          if selection.selection == "uncertainty" else
+                          f"random, stratified over the area, seed {selection.seed} (urbanfabric.outputs.review)"),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (folder / "package.json").write_text(json.dumps(meta, indent=2))
     return [gpkg, folder / "review.qml", folder / "review.parquet", folder / "review.csv", folder / "package.json",
@@ -281,10 +290,11 @@ def publish_package(store: ObjectStore, job_id: str, attribute: str, folder: Pat
 
 
 def review_job(store: ObjectStore, job_id: str, attribute: ReviewAttribute, n: int, folder: Path,
-               config: Callable[[str, str], dict]) -> tuple[ReviewSelection, list[Path], list[str]]:
-    """The whole step for a job in the store: choose, cut chips from its ARD tiles, write the
-    package into ``folder`` and upload it (:func:`review_prefix`)."""
-    selection = select_for_review(store_parts(store, job_id), attribute, n, config)
-    chips = review_chips(selection, store_ard(store, job_id))
-    files = write_package(folder, selection, job_id, chips)
-    return selection, files, publish_package(store, job_id, attribute.name, folder, files)
+               config: Callable[[str, str], dict], selection: str = "uncertainty",
+               seed: int = 0) -> tuple[ReviewSelection, list[Path], list[str]]:
+    """The whole step for a job in the store: choose (:func:`select_for_review`), cut chips from
+    its ARD tiles, write the package into ``folder`` and upload it (:func:`review_prefix`)."""
+    selection_ = select_for_review(store_parts(store, job_id), attribute, n, config, selection, seed)
+    chips = review_chips(selection_, store_ard(store, job_id))
+    files = write_package(folder, selection_, job_id, chips)
+    return selection_, files, publish_package(store, job_id, attribute.name, folder, files)
