@@ -193,7 +193,7 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
     wanted = {"segmentation.model": spec.segmentation.model if spec.segment else "",
               "models.roof_material": models.roof_material, "models.height": models.height,
               "models.roof_shape": models.roof_shape, "models.facade_material": models.facade_material,
-              "models.structure": models.structure}
+              "models.structure": models.structure, "models.age": models.age}
     # An empty name skips that stage's model (e.g. no roof materials).
     refs = {k: jobs.parse_model(v, k) if v else common_pb2.ModelRef() for k, v in wanted.items()}
     members = [jobs.parse_model(v, "segmentation.ensemble") for v in spec.segmentation.ensemble] \
@@ -205,10 +205,10 @@ def check_models(settings: Settings, spec: JobSpec) -> dict[str, common_pb2.Mode
         # Served versions come from the model store (the tree when there is none).
         if not model_exists(ref.name, ref.version):
             raise NotFound(f"{key}: unknown model version {ref.name}:{ref.version}")
-        # The height and structure models run inside their services, not on the model server.
+        # The height, age and structure models run inside their services, not on the model server.
         # served(): Unavailable (retried by the caller) while the server cannot be reached, not
         # "not served" — a restarting model server is not a missing model.
-        if key not in ("models.height", "models.structure") and not client.served(ref.name, ref.version):
+        if key not in ("models.height", "models.age", "models.structure") and not client.served(ref.name, ref.version):
             # A version in the store but not loaded (one the learning loop registered before the
             # model server restarted): ask the server to load it, as `urbanfabric learn` did.
             try:
@@ -440,6 +440,7 @@ def map_area(spec: JobSpec) -> dict[str, Any]:
         template = jobs.batch_template(job, refs["roof_material"], refs["height"], region,
                                        roof_shape_model=refs["roof_shape"], facade_model=refs["facade_material"],
                                        street_views=spec.street_views or "", structure_model=refs["structure"],
+                                       age_model=refs["age"],
                                        measured_heights=spec.measured_heights or "",
                                        measured_heights_unit=spec.measured_heights_unit,
                                        area=AreaFrame.from_bbox(bbox) if bbox is not None else None)

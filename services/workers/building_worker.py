@@ -118,7 +118,7 @@ def make_handler(settings: Settings):
         t1 = time.perf_counter()
         answer = call(att.PredictAttributes, attributes_pb2.PredictAttributesRequest(
             job=task.job, batch_id=task.batch_id, footprints=task.footprints,
-            height_model=task.height_model, images=task.images,
+            height_model=task.height_model, age_model=task.age_model, images=task.images,
             measured_heights=task.measured_heights,
             measured_heights_unit=task.measured_heights_unit,
             context_footprints=task.context_footprints,

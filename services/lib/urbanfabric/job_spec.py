@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from urbanfabric.errors import InvalidInput, from_validation
 from urbanfabric.footprints.options import SegmentationOptions, check_model_ref
@@ -84,6 +85,9 @@ class ModelVersions(BaseModel):
     height: str = Field("height-xgb:v4", description="height model (required); v4 uses the imagery "
                         "when the job has it, its morphology-only path otherwise",
                         json_schema_extra={"flags": ["--height-model"]})
+    age: str = Field("building-age:v3", description="construction-year (age) model (required); a version the "
+                     "learning loop fine-tuned (building-age:v3-ftN) is read from the model store",
+                     json_schema_extra={"flags": ["--age-model"]})
     structure: str = Field(
         "structure-type:v2",
         description="structure-type model: P(concrete, masonry, steel, timber) per building, sampled by the "
@@ -95,12 +99,22 @@ class ModelVersions(BaseModel):
     def _optional_ref(cls, value: str) -> str:
         return check_model_ref(value) if value.strip() else ""
 
-    @field_validator("height")
+    @field_validator("height", "age")
     @classmethod
-    def _required_ref(cls, value: str) -> str:
+    def _required_ref(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise ValueError("a height model is required")
+            raise ValueError(f"{'an' if info.field_name == 'age' else 'a'} {info.field_name} model is required")
         return check_model_ref(value)
+
+
+#: The ``models`` field of each attribute ``refresh`` accepts whose name differs (the buildings
+#: table's ``year_built`` is made by the age model).
+REFRESH_MODEL_FIELDS = {"year_built": "age"}
+
+
+def refresh_model_field(attribute: str) -> str:
+    """The :class:`ModelVersions` field that makes ``attribute`` (a ``refresh`` entry)."""
+    return REFRESH_MODEL_FIELDS.get(attribute, attribute)
 
 
 class ImageryOptions(BaseModel):
@@ -253,7 +267,8 @@ class JobSpec(BaseModel):
     outputs: OutputOptions = Field(default_factory=OutputOptions,
                                    description="how the buildings table is written",
                                    json_schema_extra={"flag_prefix": "outputs-"})
-    refresh: list[Literal["roof_material", "roof_shape", "facade_material", "height", "structure"]] = Field(
+    refresh: list[Literal["roof_material", "roof_shape", "facade_material", "height", "year_built",
+                          "structure"]] = Field(
         default_factory=list,
         description="re-map an existing job (job_id) for these attributes' models: its building batches are "
                     "redone with the spec's model versions, its tiles and footprints reused; comma list")

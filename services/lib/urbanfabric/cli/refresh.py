@@ -16,7 +16,7 @@ from urbanfabric.errors import InvalidInput, NotFound
 from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.model_registry import learned_versions, newest_descendant
 from urbanfabric.io.object_store import ObjectStore
-from urbanfabric.job_spec import JobSpec
+from urbanfabric.job_spec import JobSpec, ModelVersions, refresh_model_field
 
 
 def _merge(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -45,15 +45,17 @@ def refresh_spec(given: dict[str, Any], store: ObjectStore, model_prefix: str) -
     learned = learned_versions(store, model_prefix)
     notes = []
     for attribute in wanted:
-        current = str((base.get("models") or {}).get(attribute, ""))
-        if attribute in (given.get("models") or {}):
-            notes.append(f"{attribute}: {current or 'none'} → {given['models'][attribute]} (as given)")
+        field = refresh_model_field(attribute)
+        # A job mapped before its spec named this model ran the default.
+        current = str((base.get("models") or {}).get(field, ModelVersions.model_fields[field].default))
+        if field in (given.get("models") or {}):
+            notes.append(f"{attribute}: {current or 'none'} → {given['models'][field]} (as given)")
             continue
         newest = newest_descendant(learned, current) if current else None
         if newest is None:
             notes.append(f"{attribute}: no version fine-tuned from {current or 'its model'}; re-mapped with it")
             continue
-        merged.setdefault("models", {})[attribute] = newest.ref
+        merged.setdefault("models", {})[field] = newest.ref
         notes.append(f"{attribute}: {current} → {newest.ref} (the newest fine-tuned from it)")
     return JobSpec.parse(merged), notes
 

@@ -245,9 +245,10 @@ def batch_template(job: common_pb2.JobRef, roof_model: common_pb2.ModelRef,
                    facade_model: common_pb2.ModelRef | None = None,
                    street_views: str = "", measured_heights: str = "", measured_heights_unit: str = "m",
                    structure_model: common_pb2.ModelRef | None = None,
-                   area: AreaFrame | None = None) -> tasks_pb2.BuildingBatch:
+                   area: AreaFrame | None = None,
+                   age_model: common_pb2.ModelRef | None = None) -> tasks_pb2.BuildingBatch:
     """The fields every BuildingBatch of a job shares (models, region, user inputs, the job's
-    area frame)."""
+    area frame); ``age_model`` None or empty: the attributes service's default."""
     frame = common_pb2.AreaFrame(center_lon=area.center_lon, center_lat=area.center_lat,
                                  radius_m=area.radius_m) if area is not None else None
     return tasks_pb2.BuildingBatch(area=frame,
@@ -255,7 +256,7 @@ def batch_template(job: common_pb2.JobRef, roof_model: common_pb2.ModelRef,
         roof_shape_model=roof_shape_model, facade_model=facade_model,
         street_views=common_pb2.ObjectRef(uri=street_views) if street_views else None,
         measured_heights=common_pb2.ObjectRef(uri=measured_heights) if measured_heights else None,
-        measured_heights_unit=measured_heights_unit, structure_model=structure_model)
+        measured_heights_unit=measured_heights_unit, structure_model=structure_model, age_model=age_model)
 
 
 class ImageIndex:

@@ -4,7 +4,8 @@ One function for the ``fine-tune`` flow and ``urbanfabric learn``: the fine-tune
 are the core's (:func:`urbanfabric.outputs.fine_tune.learn`); this adds what only a running
 system has — the object store, the model store, and the model server, asked to load a new image
 classifier version at once (the V2 repository extension). Tabular versions (height) need no
-loading: the attributes service reads a version from the model store when a job names it.
+loading: the attributes service reads a version from the model store when a job names it
+(``models.height`` / ``models.age``, e.g. ``urbanfabric run --job J --refresh year_built``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from urbanfabric.errors import InvalidInput, NotFound, Unavailable
 from urbanfabric.io.model_repository import MODEL_MODULES, model_config, split_model_ref, version_folder
 from urbanfabric.io.object_store import ObjectStore
-from urbanfabric.job_spec import ModelVersions
+from urbanfabric.job_spec import ModelVersions, refresh_model_field
 from urbanfabric.outputs.fine_tune import LearnResult, learn, read_table
 from urbanfabric.runtime.connections import model_client
 from urbanfabric.settings import Settings
@@ -24,6 +25,15 @@ from urbanfabric.settings import Settings
 def job_model_names() -> set[str]:
     """The model kinds a job spec can name (``models.*``, by their defaults' names)."""
     return {split_model_ref(str(f.default))[0] for f in ModelVersions.model_fields.values() if f.default}
+
+
+def refresh_command(job_id: str, attribute: str, ref: str) -> str:
+    """The command that re-maps ``job_id``'s ``attribute`` with the model version ``ref``."""
+    name = refresh_model_field(attribute)
+    extra = ModelVersions.model_fields[name].json_schema_extra
+    flags = extra.get("flags") if isinstance(extra, dict) else None
+    flag = flags[0] if isinstance(flags, list) and flags else f"--{name.replace('_', '-')}"
+    return f"urbanfabric run --job {job_id} --refresh {attribute} {flag} {ref}"
 
 
 def model_prefix(settings: Settings) -> str:
@@ -56,7 +66,8 @@ def learn_and_serve(settings: Settings, job_id: str, attribute: str, corrections
         if name not in job_model_names():
             return result, (f"{ref} registered; no job can name a {name} model yet (the attributes service runs its "
                             "default), so it is not served")
-        return result, f"{ref} is read from the model store by the service that runs it, once a job names it"
+        return result, (f"{ref} is read from the model store by the service that runs it, once a job names it: "
+                        f"{refresh_command(job_id, attribute, ref)}")
     if not serve:
         return result, f"{ref} registered; load it with POST /v2/repository/models/{name}-{result.version}/load"
     try:
