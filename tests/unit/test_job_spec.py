@@ -122,3 +122,13 @@ def test_measured_heights_and_the_image_height_model_by_default():
                           "measured_heights_unit": "FT"})
     assert spec.measured_heights == "s3://b/heights.geojson" and spec.measured_heights_unit == "ft"
     assert JobSpec.parse({"area": AREA}).models.height == "height-xgb:v4"
+
+
+def test_the_age_model_is_named_like_the_height_model():
+    # The default is the version the attributes service ran before jobs could name one.
+    from services.attributes.server import DEFAULT_AGE_MODEL
+
+    assert JobSpec.parse({"area": AREA}).models.age == "building-age:v3"
+    assert JobSpec.parse({"area": AREA}).models.age.replace("-", "_") == ":".join(DEFAULT_AGE_MODEL)
+    spec = _flags(f"--bbox {AREA} --job j1 --refresh year_built --age-model building-age:v3-ft1")
+    assert spec.models.age == "building-age:v3-ft1" and spec.refresh == ["year_built"]

@@ -52,6 +52,8 @@ SPECS: list[tuple[str, dict, str]] = [
     ("tta-unknown", {"area": AREA, "segmentation": {"tta": "d5"}}, "segmentation.tta"),
     ("model-without-version", {"area": AREA, "segmentation": {"model": "unet"}}, "segmentation.model"),
     ("height-model-empty", {"area": AREA, "models": {"height": ""}}, "models.height"),
+    ("age-model-empty", {"area": AREA, "models": {"age": " "}}, "models.age"),
+    ("age-model-without-version", {"area": AREA, "models": {"age": "building-age"}}, "models.age"),
     ("settlement-without-raster", {"area": AREA, "landcover": {"settlement": "s3://b/wsf.tif"}}, "landcover"),
     ("spec-not-a-dict", "area=1,2,3,4", "spec"),  # type: ignore[list-item]
 ]

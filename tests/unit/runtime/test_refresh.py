@@ -95,8 +95,28 @@ def test_newest_descendant_follows_the_lineage_only():
     assert newest_descendant(v, "m:v9") is None
 
 
-def test_a_learned_version_no_job_can_name_is_not_called_served():
-    from urbanfabric.runtime.learning import job_model_names
+def test_a_learned_age_or_height_version_is_served_by_naming_it_in_a_refresh():
+    from urbanfabric.runtime.learning import job_model_names, refresh_command
 
-    # The age model runs inside the attributes service at its default; no job spec field names it.
-    assert "height-xgb" in job_model_names() and "building-age" not in job_model_names()
+    assert {"height-xgb", "building-age"} <= job_model_names()
+    assert refresh_command("j1", "year_built", "building-age:v3-ft1") == \
+        "urbanfabric run --job j1 --refresh year_built --age-model building-age:v3-ft1"
+    assert refresh_command("j1", "height", "height-xgb:v4-ft2") == \
+        "urbanfabric run --job j1 --refresh height --height-model height-xgb:v4-ft2"
+
+
+def test_refresh_year_built_takes_the_newest_age_version_also_for_a_job_mapped_before_jobs_named_one():
+    store = MemoryStore()
+    _job(store)
+    doc = json.loads(store.get_bytes(JobLayout("j1").job_json))
+    del doc["parameters"]["models"]["age"]  # a job.json written before models.age existed
+    store.put_bytes(JobLayout("j1").job_json, json.dumps(doc).encode())
+    _learned(store, "building-age", "v3-ft1", "building-age:v3")
+    _learned(store, "building-age", "v3-ft2", "building-age:v3")
+    spec, notes = refresh_spec(_given("--job", "j1", "--refresh", "year_built"), store, PREFIX)
+    assert spec.refresh == ["year_built"] and spec.models.age == "building-age:v3-ft2"
+    assert notes == ["year_built: building-age:v3 → building-age:v3-ft2 (the newest fine-tuned from it)"]
+    spec, notes = refresh_spec(_given("--job", "j1", "--refresh", "year_built", "--age-model",
+                                      "building-age:v3-ft1"), store, PREFIX)
+    assert spec.models.age == "building-age:v3-ft1" and "(as given)" in notes[0]
+    assert spec.models.height == "height-xgb:v4"  # the other models stay the job's

@@ -268,3 +268,34 @@ def test_a_batch_with_its_context_and_area_gets_the_attributes_of_the_whole_job(
     req.area.center_lon, req.area.radius_m = 10.0, -5.0
     with pytest.raises(Exception, match="area.radius_m"):
         AttributesServicer(_KeyStore(blobs | {"f.parquet": geoparquet_bytes(first)})).PredictAttributes(req, _Ctx())
+
+
+@needs_models
+def test_a_named_age_version_from_the_model_store_is_the_one_that_runs(tmp_path, monkeypatch):
+    """A job naming a learned age version (``building-age:v3-ft1``, registered in the model store by
+    ``urbanfabric learn``) gets that version's years, named in the report; an unnamed one the default."""
+    from urbanfabric.attributes import features
+    from urbanfabric.attributes.age import AgeModel
+    from services.attributes import server
+
+    fp = _footprints()
+    X = features.footprint_features(fp[["geometry"]], context=fp[["building_id", "geometry"]])
+    learned = tmp_path / "building_age" / "v3-ftage1"
+    AgeModel().fit(X[list(features.FEATURE_NAMES)], np.full(len(X), 1990.0), n_models=2,
+                   num_boost_round=20).save(learned)
+    shipped = server.version_folder
+    monkeypatch.setattr(server, "version_folder",
+                        lambda name, version: learned if version == "v3-ftage1" else shipped(name, version))
+    blob = geoparquet_bytes(fp)
+    named = _request()
+    named.age_model.name, named.age_model.version = "building-age", "v3-ftage1"
+    resp = AttributesServicer(_Store(blob)).PredictAttributes(named, _Ctx())
+    assert "building-age:v3-ftage1" in resp.report.models and "building_age:v3" not in resp.report.models
+    assert all(abs(b.year_built - 1990.0) < 1.0 for b in resp.buildings)
+    default = AttributesServicer(_Store(blob)).PredictAttributes(_request(), _Ctx())
+    assert "building_age:v3" in default.report.models
+    assert any(abs(b.year_built - 1990.0) >= 1.0 for b in default.buildings)
+    missing = _request()
+    missing.age_model.name, missing.age_model.version = "building-age", "v3-ft99"
+    with pytest.raises(RuntimeError, match="NOT_FOUND: age_model: building-age:v3-ft99"):
+        AttributesServicer(_Store(blob)).PredictAttributes(missing, _Ctx())

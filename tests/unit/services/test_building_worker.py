@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import geopandas as gpd
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import box
+from urbanfabric.io.model_repository import model_dir
 from urbanfabric.stock.intensity import MaterialIntensityTable
 from urbanfabric.outputs.summary import MASS_PREFIX
 from urbanfabric.v1 import attributes_pb2, intensity_pb2, materials_pb2, tasks_pb2
@@ -149,3 +151,56 @@ def test_stock_inputs_carry_the_year_and_the_probability_of_housing_for_the_stru
     inputs = {i.building_id: i for i in stock_inputs(footprints, attrs, roofs)}
     assert inputs["a"].year_built == 1994.0 and inputs["a"].p_residential == pytest.approx(0.7)
     assert inputs["b"].year_built == 0.0 and not inputs["b"].HasField("p_residential")
+
+
+@pytest.mark.skipif(not all((model_dir(*m) / "meta.json").is_file() for m in (
+    ("height_xgb", "v1"), ("building_age", "v2"), ("building_age", "v3"))), reason="shipped attribute models absent")
+def test_the_worker_forwards_the_jobs_age_model_and_the_table_records_it(monkeypatch):
+    """The flow's template carries the job's age model; the worker asks the attributes service
+    (in-process) for it, and an older task without one gets the service's default."""
+    from services.attributes.server import AttributesServicer
+    from services.workers import building_worker
+    from tests.fakes import MemoryStore
+    from urbanfabric.io.geoparquet import geoparquet_bytes
+    from urbanfabric.io.job_layout import JobLayout
+    from urbanfabric.runtime.jobs import batch_template
+    from urbanfabric.v1 import common_pb2
+
+    footprints, _, _, _ = _batch()
+    store = MemoryStore()
+    servicers = {"attributes": AttributesServicer(store), "intensity": IntensityServicer()}
+    asked = []
+
+    class _Stub:
+        def __init__(self, servicer):
+            self.servicer = servicer
+
+        def __getattr__(self, rpc):
+            def answer(request, timeout=None):
+                asked.append(request)
+                return getattr(self.servicer, rpc)(request, _Ctx())
+            return answer
+
+    monkeypatch.setattr(building_worker, "ObjectStore", lambda settings: store)
+    monkeypatch.setattr(building_worker, "stub", lambda settings, name: _Stub(servicers.get(name)))
+    handle = building_worker.make_handler(None)  # type: ignore[arg-type]
+
+    def run(task):
+        task.batch_id, task.footprints.uri = "00000", store.put_bytes("f.parquet", geoparquet_bytes(footprints))
+        result = handle(task)
+        table = gpd.read_parquet(io.BytesIO(store.get_bytes(JobLayout("j").batch_buildings("00000"))))
+        return result, json.loads(table["model_versions"].iloc[0])
+
+    job = common_pb2.JobRef(job_id="j")
+    named = batch_template(job, common_pb2.ModelRef(), common_pb2.ModelRef(name="height_xgb", version="v1"),
+                           "ASIA_CHN", age_model=common_pb2.ModelRef(name="building-age", version="v2"))
+    assert (named.age_model.name, named.age_model.version) == ("building-age", "v2")
+    result, versions = run(named)
+    assert result.status == tasks_pb2.TASK_STATUS_SUCCEEDED
+    sent = [r for r in asked if isinstance(r, attributes_pb2.PredictAttributesRequest)]
+    assert (sent[-1].age_model.name, sent[-1].age_model.version) == ("building-age", "v2")
+    assert versions["age"] == "building-age:v2"
+    # A task from before the job spec named an age model: the service's default, as before.
+    old = batch_template(job, common_pb2.ModelRef(), common_pb2.ModelRef(name="height_xgb", version="v1"), "ASIA_CHN")
+    assert not old.HasField("age_model")
+    assert run(old)[1]["age"] == "building-age:v3"
