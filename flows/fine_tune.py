@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 #: The log line that carries the result as JSON (read by ``bench.learning_loop``).
 RESULT_LINE = "fine-tune result: "
 
-Attribute = Literal["roof_material", "roof_shape", "height"]
+Attribute = Literal["roof_material", "roof_shape", "height", "year_built"]
 
 
 @flow(name="fine-tune")
