@@ -1,11 +1,11 @@
 """The learning loop through the real stack (issue 21): review → corrections → the fine-tune flow →
 the new version served → ``urbanfabric run --job J --refresh …`` re-maps only the building batches.
 
-The models are the served ones (roof-material v4, height-xgb v4): a head-only fine-tune of the
+The models are the served ones (roof-material v4, height-xgb v4, building-age v3): a head-only fine-tune of the
 roof classifier and a few boosted trees per height member take seconds on a CPU, so no stand-in
 model is needed. The labels are made to disagree with the models the way a city's corrections
 would (every reviewed roof is of the class the model least believes in; every height is 1.6 ×
-the model's), so that the fine-tuned version must be better on the held-out cells and is
+the model's; every year 30 years earlier), so that the fine-tuned version must be better on the held-out cells and is
 registered; a refresh must then carry the new versions' predictions.
 """
 
@@ -64,6 +64,7 @@ def test_review_correct_fine_tune_serve_and_refresh(stack, tmp_path, capsys):
 
     roof = _corrections(tmp_path, job_id, "roof_material", rarest)
     height = _corrections(tmp_path, job_id, "height", lambda rows: (rows["prediction"] * 1.6).round(1))
+    year = _corrections(tmp_path, job_id, "year_built", lambda rows: rows["prediction"] - 30)
     label = pd.read_parquet(roof)["label"].iloc[0]
 
     # Bad input: a class the model does not know, named with its row; nothing registered.
@@ -77,14 +78,14 @@ def test_review_correct_fine_tune_serve_and_refresh(stack, tmp_path, capsys):
     assert learned_versions(store, stack.model_store) == []
 
     # The fine-tune flow, through Prefect, on corrections in the object store.
-    for attribute, path in (("roof_material", roof), ("height", height)):
+    for attribute, path in (("roof_material", roof), ("height", height), ("year_built", year)):
         key = f"{JobLayout(job_id).root}/review/{attribute}/corrections.parquet"
         store.put_file(key, path)
         _, state = run_flow(stack, "fine-tune/fine-tune", {"job_id": job_id, "attribute": attribute,
                                                            "corrections": f"s3://{stack.bucket}/{key}"}, 900)
         assert state.is_completed(), state.message
     assert sorted(v.ref for v in learned_versions(store, stack.model_store)) == [
-        "height-xgb:v4-ft1", "roof-material:v4-ft1"]
+        "building-age:v3-ft1", "height-xgb:v4-ft1", "roof-material:v4-ft1"]
     for folder in ("roof_material", "height_xgb"):
         c = json.loads(store.get_bytes(f"{stack.model_store}/{folder}/v4-ft1/metrics.json"))["comparison"]
         assert c["better"] and c["n_heldout"] >= 4 and c["n_train"] + c["n_heldout"] <= 60, (folder, c)
@@ -95,9 +96,10 @@ def test_review_correct_fine_tune_serve_and_refresh(stack, tmp_path, capsys):
 
     # Re-map with the new versions: only the building batches are redone.
     capsys.readouterr()
-    assert cli(["run", "--job", job_id, "--refresh", "roof_material,height"]) == 0
+    assert cli(["run", "--job", job_id, "--refresh", "roof_material,height,year_built"]) == 0
     out = capsys.readouterr().out
     assert "roof-material:v4 → roof-material:v4-ft1" in out and "height-xgb:v4 → height-xgb:v4-ft1" in out
+    assert "building-age:v3 → building-age:v3-ft1" in out
     doc = json.loads(store.get_bytes(JobLayout(job_id).job_json))
     assert doc["status"] == "succeeded" and doc["qa"]["tiles"]["published"] == 0
     assert doc["qa"]["tiles"]["resumed"] == doc["qa"]["tiles"]["done"] > 0
@@ -106,7 +108,10 @@ def test_review_correct_fine_tune_serve_and_refresh(stack, tmp_path, capsys):
     versions = {json.dumps(sorted(json.loads(m).items())) for m in after["model_versions"]}
     assert len(versions) == 1 and json.loads(after["model_versions"].iloc[0])["roof"] == "roof-material:v4-ft1"
     assert json.loads(after["model_versions"].iloc[0])["height"] == "height-xgb:v4-ft1"
+    assert json.loads(after["model_versions"].iloc[0])["age"] == "building-age:v3-ft1"
+    assert json.loads(before["model_versions"].iloc[0])["age"] == "building-age:v3"
     labelled = set(pd.read_parquet(roof)["building_id"])
     share = lambda t: float((t[t["building_id"].isin(labelled)]["roof_material"] == label).mean())  # noqa: E731
     assert share(after) > share(before)
     assert np.nanmedian(after["height_m"]) > np.nanmedian(before["height_m"])
+    assert np.nanmedian(after["year_built"]) < np.nanmedian(before["year_built"])
