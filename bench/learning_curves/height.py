@@ -118,8 +118,7 @@ def experiment(ks: Sequence[int] = core.KS, seeds: Sequence[int] = core.SEEDS) -
 
 
 if __name__ == "__main__":
-    from bench._util import save
+    # The runner's run: the same experiment and defaults, and the command kept in the result.
+    from bench.learning_curves.__main__ import main
 
-    result = core.run(experiment())
-    save("learning_curves_height", result)
-    print(core.markdown(result))
+    raise SystemExit(main(["height"]))

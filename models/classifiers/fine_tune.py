@@ -210,9 +210,7 @@ def _widen_domain(model: Any, rows: LabelledRows) -> None:
     ood = model.config.get("ood") or {}
     if isinstance(getattr(model, "domain", None), NeighbourDistance) and model.domain.standardiser is None:
         _, feats = predict_logits_features(model, rows.inputs, tta=str(model.config.get("tta", "none")))
-        added = NeighbourDistance._normalise(feats).astype(np.float16)
-        model.domain = NeighbourDistance(np.vstack([model.domain.reference, added]), model.domain.k,
-                                         model.domain.threshold, model.domain.keep)
+        model.domain = model.domain.widened(feats)
         model.config["ood"] = {**ood, "fitted_on": f"{ood.get('fitted_on', 'train features')}; plus the "
                                                    f"{len(rows)} corrections' chips"}
 
