@@ -202,6 +202,13 @@ def with_ood_rank(scored: pd.DataFrame) -> pd.DataFrame:
 SELECTIONS = ("uncertainty", "random")
 
 
+def check_selection(selection: str) -> str:
+    """``selection`` if it is one of :data:`SELECTIONS`; else :class:`InvalidInput` (field ``select``)."""
+    if selection not in SELECTIONS:
+        raise InvalidInput("select", f"unknown {selection!r}; one of {', '.join(SELECTIONS)}")
+    return selection
+
+
 def pick_for_review(x_m: np.ndarray, y_m: np.ndarray, uncertainty: np.ndarray, n: int,
                     selection: str = "uncertainty", seed: int = 0) -> np.ndarray:
     """Positions of ``n`` buildings: ``uncertainty`` — the least certain, spread
@@ -211,13 +218,11 @@ def pick_for_review(x_m: np.ndarray, y_m: np.ndarray, uncertainty: np.ndarray, n
     Raises:
         InvalidInput: an unknown ``selection`` (field ``select``).
     """
-    if selection == "uncertainty":
+    if check_selection(selection) == "uncertainty":
         return spread_pick(x_m, y_m, uncertainty, n)
-    if selection == "random":
-        total = len(uncertainty)
-        order = np.random.default_rng(seed).random(total)
-        return spread_pick(x_m, y_m, order, n, pool_factor=max(1, math.ceil(total / max(n, 1))))
-    raise InvalidInput("select", f"unknown {selection!r}; one of {', '.join(SELECTIONS)}")
+    total = len(uncertainty)
+    order = np.random.default_rng(seed).random(total)
+    return spread_pick(x_m, y_m, order, n, pool_factor=max(1, math.ceil(total / max(n, 1))))
 
 
 def spread_pick(x_m: np.ndarray, y_m: np.ndarray, uncertainty: np.ndarray, n: int,

@@ -39,7 +39,7 @@ from urbanfabric.io.job_layout import JobLayout
 from urbanfabric.io.object_store import ObjectStore
 from urbanfabric.io.rasters import Raster, read_raster
 from urbanfabric.materials.chips import chips_from_rasters
-from urbanfabric.outputs.review import (ReviewAttribute, class_vocabulary, pick_for_review, score_rows,
+from urbanfabric.outputs.review import (ReviewAttribute, check_selection, class_vocabulary, pick_for_review, score_rows,
                                         with_ood_rank)
 
 #: A job's buildings table, a part file at a time (EPSG:4326).
@@ -75,7 +75,7 @@ def select_for_review(parts: TableParts, attribute: ReviewAttribute, n: int,
     """
     if n < 1:
         raise InvalidInput("n", f"must be at least 1, got {n}")
-    pick_for_review(np.zeros(0), np.zeros(0), np.zeros(0), 0, selection)  # a typo fails before the read
+    check_selection(selection)  # a typo fails before the table is read
     scored, models = [], set()
     for part in parts():
         if not len(part):
